@@ -1,0 +1,222 @@
+//! # cairn-client
+//!
+//! The Rust SDK for Cairn: typed async methods over a node's gRPC API (`cairn.v1`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cairn_client::Error> {
+//! use cairn_client::{CairnClient, NewMemory};
+//!
+//! let client = CairnClient::connect("http://127.0.0.1:7420").await?;
+//! client
+//!     .remember("agents/alice", vec![NewMemory::new("Alice prefers tea.").meta("source", "chat")])
+//!     .await?;
+//! let hits = client.recall("agents/alice", "what does Alice drink?").k(3).send().await?;
+//! for hit in hits {
+//!     println!("{:.3} {}", hit.score, hit.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod recall;
+
+use std::collections::BTreeMap;
+
+use cairn_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
+
+pub use cairn_proto::v1::{
+    EmbedResponse, GetResponse, Hit, ListResponse, Memory, NamespaceInfo, NamespaceStats, RememberResult,
+    StatsResponse,
+};
+pub use error::Error;
+pub use recall::RecallBuilder;
+
+/// The address a node listens on unless told otherwise.
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:7420";
+
+/// Largest response the client accepts (a List page of big memories can exceed tonic's 4 MiB default).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// A connection to one Cairn node. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct CairnClient {
+    inner: pb::cairn_client::CairnClient<Channel>,
+}
+
+/// A memory to remember: text, optional metadata and an optional creation time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewMemory {
+    /// The text.
+    pub text: String,
+    /// Labels that Recall can filter on.
+    pub metadata: BTreeMap<String, String>,
+    /// Creation time in ms since the Unix epoch; `None` lets the node use its clock.
+    pub created_at: Option<u64>,
+}
+
+impl NewMemory {
+    /// A memory with just a text.
+    pub fn new(text: impl Into<String>) -> Self {
+        NewMemory {
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a metadata entry.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the creation time (ms since the Unix epoch), e.g. when importing.
+    pub fn created_at(mut self, ms: u64) -> Self {
+        self.created_at = Some(ms);
+        self
+    }
+}
+
+impl From<NewMemory> for pb::MemoryInput {
+    fn from(m: NewMemory) -> Self {
+        pb::MemoryInput {
+            text: m.text,
+            metadata: m.metadata,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Options of a List call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only memories created at or after this time (ms).
+    pub since: Option<u64>,
+    /// Only memories created before this time (ms).
+    pub until: Option<u64>,
+    /// Page size; `None` lets the node choose (100).
+    pub limit: Option<u32>,
+    /// The previous page's `next_page_token`.
+    pub page_token: Option<String>,
+}
+
+impl CairnClient {
+    /// Connects to a node, e.g. `http://127.0.0.1:7420`.
+    pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        let url = url.into();
+        let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| Error::InvalidUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Error::Connect { url, source: e })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Wraps an existing tonic channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        let inner = pb::cairn_client::CairnClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        CairnClient { inner }
+    }
+
+    /// Stores memories in a namespace; returns one result per item, in order.
+    pub async fn remember(
+        &self,
+        namespace: &str,
+        items: Vec<NewMemory>,
+    ) -> Result<Vec<RememberResult>, Error> {
+        let req = pb::RememberRequest {
+            namespace: namespace.to_owned(),
+            items: items.into_iter().map(Into::into).collect(),
+        };
+        Ok(self.inner.clone().remember(req).await?.into_inner().results)
+    }
+
+    /// Starts a Recall by text; finish it with [`RecallBuilder::send`].
+    pub fn recall(&self, namespace: &str, query: impl Into<String>) -> RecallBuilder {
+        RecallBuilder::new(
+            self.inner.clone(),
+            namespace,
+            pb::recall_request::Query::Text(query.into()),
+        )
+    }
+
+    /// Starts a Recall by vector (made with the node's model).
+    pub fn recall_vector(&self, namespace: &str, vector: Vec<f32>) -> RecallBuilder {
+        RecallBuilder::new(
+            self.inner.clone(),
+            namespace,
+            pb::recall_request::Query::Vector(pb::Vector { values: vector }),
+        )
+    }
+
+    /// Fetches memories by id; unknown ids come back in `missing`.
+    pub async fn get(&self, namespace: &str, ids: Vec<String>) -> Result<GetResponse, Error> {
+        let req = pb::GetRequest {
+            namespace: namespace.to_owned(),
+            ids,
+        };
+        Ok(self.inner.clone().get(req).await?.into_inner())
+    }
+
+    /// Lists one page of memories in (created_at, id) order.
+    pub async fn list(&self, namespace: &str, opts: ListOptions) -> Result<ListResponse, Error> {
+        let req = pb::ListRequest {
+            namespace: namespace.to_owned(),
+            since: opts.since,
+            until: opts.until,
+            limit: opts.limit.unwrap_or(0),
+            page_token: opts.page_token.unwrap_or_default(),
+        };
+        Ok(self.inner.clone().list(req).await?.into_inner())
+    }
+
+    /// Forgets memories by id; returns (forgotten, missing).
+    pub async fn forget(
+        &self,
+        namespace: &str,
+        ids: Vec<String>,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        let req = pb::ForgetRequest {
+            namespace: namespace.to_owned(),
+            ids,
+        };
+        let resp = self.inner.clone().forget(req).await?.into_inner();
+        Ok((resp.forgotten, resp.missing))
+    }
+
+    /// Embeds texts with the node's model.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<EmbedResponse, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .embed(pb::EmbedRequest { texts })
+            .await?
+            .into_inner())
+    }
+
+    /// Counts for one namespace or all.
+    pub async fn stats(&self, namespace: Option<&str>) -> Result<StatsResponse, Error> {
+        let req = pb::StatsRequest {
+            namespace: namespace.map(str::to_owned),
+        };
+        Ok(self.inner.clone().stats(req).await?.into_inner())
+    }
+
+    /// All namespaces on the node.
+    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .list_namespaces(pb::ListNamespacesRequest {})
+            .await?
+            .into_inner()
+            .namespaces)
+    }
+}

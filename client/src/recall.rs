@@ -1,0 +1,72 @@
+//! The Recall builder: query, k, filters and search breadth, then `send`.
+
+use cairn_proto::v1 as pb;
+use tonic::transport::Channel;
+
+use crate::Error;
+
+/// A Recall being put together; created by [`crate::CairnClient::recall`].
+#[derive(Debug)]
+#[must_use = "a RecallBuilder does nothing until .send() is awaited"]
+pub struct RecallBuilder {
+    client: pb::cairn_client::CairnClient<Channel>,
+    req: pb::RecallRequest,
+}
+
+impl RecallBuilder {
+    pub(crate) fn new(
+        client: pb::cairn_client::CairnClient<Channel>,
+        namespace: &str,
+        query: pb::recall_request::Query,
+    ) -> Self {
+        RecallBuilder {
+            client,
+            req: pb::RecallRequest {
+                namespace: namespace.to_owned(),
+                query: Some(query),
+                k: 0,
+                filter: None,
+                ef: 0,
+            },
+        }
+    }
+
+    /// How many hits (1..=1000; default 10).
+    pub fn k(mut self, k: u32) -> Self {
+        self.req.k = k;
+        self
+    }
+
+    /// HNSW search breadth for this call (default: the node's).
+    pub fn ef(mut self, ef: u32) -> Self {
+        self.req.ef = ef;
+        self
+    }
+
+    fn filter(&mut self) -> &mut pb::Filter {
+        self.req.filter.get_or_insert_with(Default::default)
+    }
+
+    /// Only memories whose metadata has `key` = `value`. Several calls AND together.
+    pub fn where_eq(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.filter().metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Only memories created at or after `ms`.
+    pub fn since(mut self, ms: u64) -> Self {
+        self.filter().since = Some(ms);
+        self
+    }
+
+    /// Only memories created before `ms`.
+    pub fn until(mut self, ms: u64) -> Self {
+        self.filter().until = Some(ms);
+        self
+    }
+
+    /// Runs the Recall; hits come best first.
+    pub async fn send(mut self) -> Result<Vec<pb::Hit>, Error> {
+        Ok(self.client.recall(self.req).await?.into_inner().hits)
+    }
+}

@@ -1,0 +1,32 @@
+//! # cairn-index
+//!
+//! The pure core of Cairn: everything a third party needs to check a Cairn node's answers, with no I/O, no
+//! async runtime and no network, so it can be embedded anywhere (CLI, other languages via FFI, wasm).
+//!
+//! - [`record`]: the canonical, versioned byte encoding of a memory. Its BLAKE3 hash is the memory's id and
+//!   its iroh blob hash. Specified byte by byte in `docs/PROOFS.md`.
+//! - [`validate`]: the rules a namespace, a text and metadata must satisfy, shared by node and clients.
+//! - [`id`]: the 32-byte memory id and its hex form.
+//!
+//! ```
+//! use cairn_index::record::{MemoryRecord, Metadata};
+//!
+//! let mut metadata = Metadata::new();
+//! metadata.insert("speaker".into(), "alice".into());
+//! let record = MemoryRecord {
+//!     namespace: "agents/alice".into(),
+//!     created_at: 1_700_000_000_000,
+//!     salt: [7; 16],
+//!     text: "Alice prefers tea to coffee.".into(),
+//!     metadata,
+//! };
+//! let bytes = record.encode();
+//! let id = record.id();
+//! assert_eq!(id, cairn_index::id::MemoryId::of_bytes(&bytes));
+//! assert_eq!(MemoryRecord::decode(&bytes).unwrap(), record);
+//! ```
+#![deny(missing_docs)]
+
+pub mod id;
+pub mod record;
+pub mod validate;

@@ -1,0 +1,191 @@
+//! The `cairn` command line: `serve` runs a node; every other command is a client of a running node.
+
+mod client_cmds;
+mod import;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client_cmds::run as run_client_command;
+
+/// Cairn: a self-hosted, verifiable memory store for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Node to talk to (client commands).
+    #[arg(long, global = true, env = "CAIRN_NODE", default_value = cairn_client::DEFAULT_NODE)]
+    pub node: String,
+    /// Print machine-readable JSON instead of text (client commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// All `cairn` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node in the foreground.
+    Serve(Box<ServeArgs>),
+    /// Remember one text.
+    Remember {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// Metadata entry KEY=VALUE (repeatable).
+        #[arg(long = "meta", value_parser = parse_kv)]
+        meta: Vec<(String, String)>,
+        /// Creation time in ms since the Unix epoch (default: the node's clock).
+        #[arg(long)]
+        created_at: Option<u64>,
+        /// The text to remember.
+        text: String,
+    },
+    /// Import memories from a JSON Lines file: one {"text", "metadata"?, "created_at"?} per line.
+    Import {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// Items per Remember call.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// The .jsonl file (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Find the memories closest in meaning to a query.
+    Recall {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// Number of hits.
+        #[arg(short, default_value_t = 10)]
+        k: u32,
+        /// Only memories with metadata KEY=VALUE (repeatable; all must match).
+        #[arg(long = "where", value_parser = parse_kv)]
+        filters: Vec<(String, String)>,
+        /// Only memories created at or after this time (ms).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only memories created before this time (ms).
+        #[arg(long)]
+        until: Option<u64>,
+        /// HNSW search breadth for this query.
+        #[arg(long)]
+        ef: Option<u32>,
+        /// The query text.
+        query: String,
+    },
+    /// Fetch memories by id.
+    Get {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// Memory ids (hex).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List memories in (created_at, id) order.
+    List {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// Only memories created at or after this time (ms).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only memories created before this time (ms).
+        #[arg(long)]
+        until: Option<u64>,
+        /// Most memories to print (pages are fetched as needed).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Forget memories by id: removed from every read and from the blob store.
+    Forget {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// Memory ids (hex).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Embed texts with the node's model.
+    Embed {
+        /// Texts to embed.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Counts per namespace.
+    Stats {
+        /// Only this namespace.
+        #[arg(long = "ns")]
+        ns: Option<String>,
+    },
+    /// List the node's namespaces.
+    Namespaces,
+}
+
+/// Options of `cairn serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the node keeps its state.
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for the gRPC API (loopback unless told otherwise).
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7420")]
+    pub listen: String,
+    /// Directory of the embedding model (model.onnx, tokenizer files, manifest.json), as `scripts/provision-model`
+    /// writes it.
+    #[arg(long, env = "CAIRN_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Path of the ONNX Runtime shared library (libonnxruntime.so).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Largest memory text in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_text_bytes: usize,
+    /// HNSW: links per node (M).
+    #[arg(long, default_value_t = 16)]
+    pub hnsw_m: usize,
+    /// HNSW: search breadth while building.
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// HNSW: default search breadth of Recall.
+    #[arg(long, default_value_t = 64)]
+    pub ef_search: usize,
+    /// Most texts the embedder puts into one model call.
+    #[arg(long, default_value_t = 256)]
+    pub embed_batch: usize,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/cairn` or `~/.local/share/cairn`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("cairn");
+    }
+    home().join(".local/share/cairn")
+}
+
+/// The cache root where `scripts/provision-model` puts the model and ONNX Runtime: `$CAIRN_CACHE` or
+/// `~/.cache/cairn`.
+pub fn cache_root() -> PathBuf {
+    if let Some(x) = std::env::var_os("CAIRN_CACHE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x);
+    }
+    home().join(".cache/cairn")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
