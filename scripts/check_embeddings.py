@@ -115,8 +115,8 @@ def main() -> int:
     cos = cosines(emb.astype(np.float64), refs)
     worst = int(np.argmin(cos))
     check(bool(cos.min() >= MIN_COSINE),
-          f"fixture: {len(texts)} items, min cosine {cos.min():.6f} (>= {MIN_COSINE}), "
-          f"mean {cos.mean():.6f}, worst {texts[worst]!r}")
+          f"fixture: {len(texts)} items, min cosine {cos.min():.8f} (>= {MIN_COSINE}), "
+          f"mean {cos.mean():.8f}, worst {texts[worst]!r}")
     for t, c in zip(texts, cos):
         if c < MIN_COSINE:
             print(f"     {c:.6f}  {t!r}")

@@ -155,9 +155,10 @@ def build_model(weights: dict[str, np.ndarray], cfg: dict, source_sha256: str) -
                                          w("embeddings.token_type_embeddings.weight")),
                                  "token_type_ids"], "emb/token_type")
     # Position embeddings: rows 0..seq-1 of the table, as a Slice bounded by the
-    # input's length (equivalent to Gather(table, Range(seq)), but free of the
-    # scalar Shape->Gather->Range chain that ONNX Runtime 1.32's graph
-    # optimiser rewrites into an invalid Slice).
+    # input's length. Equivalent to Gather(table, Range(0, seq)), but that form
+    # (seq taken as a scalar by Shape->Gather) fails in ONNX Runtime 1.32 at
+    # graph optimisation level "extended" and above (the default): a fused
+    # node ends up feeding a scalar to Slice ("Starts must be a 1-D array").
     seq_len = g.op("Shape", ["input_ids"], "emb/seq_len", start=1, end=2)  # [1]
     position = g.op("Slice", [g.const("embeddings.position_embeddings.weight",
                                       w("embeddings.position_embeddings.weight")),
