@@ -22,7 +22,13 @@ pub enum Error {
     },
     /// The node answered with an error status (INVALID_ARGUMENT, NOT_FOUND, ...).
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Self {
+        Error::Status(s)
+    }
 }
 
 impl Error {

@@ -1,1 +1,72 @@
-fn main(){}
+//! The `cairn` binary: `cairn serve` runs a node, every other subcommand talks to one.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use cairn_index::validate::Limits;
+use cairn_server::cli::{self, Cli, Command};
+use cairn_server::embed::EmbedConfig;
+use cairn_server::node::{self, NodeConfig};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`cairn list | head`), like other Unix tools, instead of panicking in println.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,iroh=warn,iroh_blobs=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let cache = cli::cache_root();
+            let cfg = NodeConfig {
+                data_dir: args.data_dir.unwrap_or_else(cli::default_data_dir),
+                listen: args.listen,
+                embed: EmbedConfig {
+                    model_dir: args
+                        .model_dir
+                        .unwrap_or_else(|| cache.join("models/all-minilm-l6-v2")),
+                    ort_lib: args
+                        .ort_lib
+                        .unwrap_or_else(|| cache.join("ort/libonnxruntime.so")),
+                    max_batch: args.embed_batch,
+                    threads: None,
+                },
+                limits: Limits {
+                    max_text_bytes: args.max_text_bytes,
+                    ..Limits::default()
+                },
+                m: args.hnsw_m,
+                ef_construction: args.ef_construction,
+                ef_search: args.ef_search,
+            };
+            node::serve(cfg).await
+        }
+        _ => cli::run_client_command(cli).await,
+    }
+}

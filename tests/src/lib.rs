@@ -1,1 +1,240 @@
+//! Test harness for end-to-end tests: starts real `cairn` node processes on ephemeral loopback ports with a
+//! real model and real data dirs, and runs the real CLI against them.
+//!
+//! The `cairn` binary is taken from `CAIRN_BIN`, or else from the cargo target directory this test binary
+//! lives in (`scripts/test` builds it first). The model comes from `CAIRN_MODEL_DIR` / `ORT_DYLIB_PATH` or the
+//! default cache that `scripts/provision-model` fills.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_client::CairnClient;
+
+/// Path of the `cairn` binary under test.
+pub fn cairn_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAIRN_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>/cairn
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    profile_dir.join("cairn")
+}
+
+/// A running node.
+pub struct Node {
+    child: Option<Child>,
+    /// gRPC URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Extra `cairn serve` arguments it was started with.
+    pub args: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node on an ephemeral port with `data_dir` and waits until it serves.
+    pub fn start(data_dir: &Path) -> Result<Node> {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`Node::start`] with extra `cairn serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Result<Node> {
+        let mut cmd = Command::new(cairn_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .env("CAIRN_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", cairn_bin().display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("cairn node listening on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                bail!("node did not start within 120 s (exit: {status:?})");
+            }
+        };
+        Ok(Node {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            data_dir: data_dir.to_owned(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// A connected SDK client.
+    pub async fn client(&self) -> Result<CairnClient> {
+        Ok(CairnClient::connect(self.url.clone()).await?)
+    }
+
+    /// Runs the CLI against this node: `cairn --node URL <args>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(cairn_bin())
+            .arg("--node")
+            .arg(&self.url)
+            .args(args)
+            .env("CAIRN_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cairn")
+    }
+
+    /// Runs the CLI with `--json` and parses stdout; panics with stderr if it fails.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// Stops the node gracefully (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            for _ in 0..300 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the node with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A fresh temporary directory for a node's data.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("cairn-e2e-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Path of `../shared` (fixtures and data sets), from `CAIRN_SHARED` or beside the repository.
+pub fn shared_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAIRN_SHARED") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+/// A pass-through codec so tests can send hand-made (possibly invalid) protobuf bytes.
+#[derive(Default, Clone)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0u8; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Sends raw request bytes to a unary method; returns (status code, message) of the answer (0 = OK).
+pub async fn raw_unary(url: &str, path: &'static str, body: Vec<u8>) -> (i32, String) {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
+        Ok(_) => (0, String::new()),
+        Err(s) => (s.code() as i32, s.message().to_owned()),
+    }
+}

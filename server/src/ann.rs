@@ -1,0 +1,159 @@
+//! The serving vector index of one namespace: an hnsw_rs graph over unit vectors with dot-product distance,
+//! plus saving it to and restoring it from the data dir so a restart does not rebuild (or re-embed) anything.
+//!
+//! The graph is a cache of the durable state in redb: a dump records how many points it covers, and points
+//! written after the last dump are re-inserted from redb on start-up. A missing, stale or damaged dump only
+//! costs a rebuild.
+
+use std::path::{Path, PathBuf};
+
+use hnsw_rs::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// HNSW parameters (all configurable on `cairn serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Links per node (M); layer 0 keeps 2·M.
+    pub m: usize,
+    /// Search breadth while inserting.
+    pub ef_construction: usize,
+    /// Vector dimension.
+    pub dim: usize,
+}
+
+/// Most HNSW layers.
+const MAX_LAYERS: usize = 16;
+
+/// An HNSW graph whose data ids are the namespace's point numbers.
+pub struct Ann {
+    hnsw: Hnsw<'static, f32, DistDot>,
+    params: HnswParams,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DumpMeta {
+    points: usize,
+    params: HnswParams,
+}
+
+/// Why a dump could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save HNSW index to {path}: {reason}")]
+pub struct DumpError {
+    path: PathBuf,
+    reason: String,
+}
+
+impl Ann {
+    /// An empty graph.
+    pub fn new(params: HnswParams, capacity: usize) -> Self {
+        let m = params.m.clamp(2, 256);
+        let hnsw = Hnsw::new(m, capacity.max(1024), MAX_LAYERS, params.ef_construction.max(m), DistDot);
+        Ann { hnsw, params }
+    }
+
+    /// Points in the graph.
+    pub fn len(&self) -> usize {
+        self.hnsw.get_nb_point()
+    }
+
+    /// Adds a unit vector as point `point`.
+    pub fn insert(&self, vector: &[f32], point: usize) {
+        self.hnsw.insert_slice((vector, point));
+    }
+
+    /// Approximate nearest points to a unit query vector that pass `keep`, nearest first, as (point, distance
+    /// = 1 − cosine).
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
+        if self.len() == 0 || k == 0 {
+            return Vec::new();
+        }
+        let filter = |id: &usize| keep(*id);
+        self.hnsw
+            .search_filter(query, k, ef.max(k), Some(&filter))
+            .into_iter()
+            .map(|n| (n.d_id, n.distance))
+            .collect()
+    }
+
+    /// Writes the graph to `dir` atomically (fresh directory, fsync, rename over the old one).
+    pub fn save(&self, dir: &Path) -> Result<(), DumpError> {
+        let err = |reason: String| DumpError {
+            path: dir.to_owned(),
+            reason,
+        };
+        if self.len() == 0 {
+            // Nothing to save; drop any older dump so it cannot be mistaken for the current state.
+            let _ = std::fs::remove_dir_all(dir);
+            return Ok(());
+        }
+        let parent = dir.parent().ok_or_else(|| err("no parent directory".into()))?;
+        std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+        let tmp = parent.join(format!(
+            "{}.tmp-{}",
+            dir.file_name().and_then(|s| s.to_str()).unwrap_or("index"),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&tmp).map_err(|e| err(e.to_string()))?;
+        let written = self
+            .hnsw
+            .file_dump(&tmp, "index")
+            .map_err(|e| err(e.to_string()))?;
+        if written != "index" {
+            return Err(err(format!("hnsw_rs wrote basename {written}")));
+        }
+        let meta = DumpMeta {
+            points: self.len(),
+            params: self.params,
+        };
+        let meta_bytes = serde_json::to_vec(&meta).map_err(|e| err(e.to_string()))?;
+        std::fs::write(tmp.join("meta.json"), meta_bytes).map_err(|e| err(e.to_string()))?;
+        for f in ["index.hnsw.graph", "index.hnsw.data", "meta.json"] {
+            std::fs::File::open(tmp.join(f))
+                .and_then(|f| f.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let trash = parent.join(format!("trash-{}", rand::random::<u64>()));
+        if dir.exists() {
+            std::fs::rename(dir, &trash).map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| err(e.to_string()))?;
+        let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        let _ = std::fs::remove_dir_all(&trash);
+        Ok(())
+    }
+
+    /// Loads a graph saved by [`Ann::save`]; `None` if there is none or it does not fit `params` (the caller then
+    /// rebuilds). Never panics on damaged files.
+    pub fn load(dir: &Path, params: HnswParams) -> Option<Self> {
+        let meta: DumpMeta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+        if meta.params != params {
+            tracing::info!(dir = %dir.display(), "HNSW parameters changed; rebuilding the index");
+            return None;
+        }
+        let dir = dir.to_owned();
+        let loaded = std::panic::catch_unwind(move || {
+            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, "index")));
+            io.load_hnsw::<f32, DistDot>().ok()
+        });
+        match loaded {
+            Ok(Some(hnsw)) if hnsw.get_nb_point() == meta.points => Some(Ann { hnsw, params }),
+            _ => {
+                tracing::warn!("HNSW dump unreadable or inconsistent; rebuilding the index");
+                None
+            }
+        }
+    }
+}
+
+/// Sweeps leftovers of interrupted saves in `parent`.
+pub fn clean_leftovers(parent: &Path) {
+    if let Ok(rd) = std::fs::read_dir(parent) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("trash-") || name.contains(".tmp-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}

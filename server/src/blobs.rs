@@ -1,0 +1,145 @@
+//! Memory record bytes as content-addressed iroh blobs (iroh-blobs `FsStore` under `<data-dir>/blobs`).
+//!
+//! Each blob is pinned by a tag named after its hash; forgetting deletes the tag and garbage collection
+//! unlinks the bytes within about a second. Blobs are stored as separate files (no inlining into the store's
+//! database) so that deleted bytes really leave the disk instead of lingering in freed database pages, and
+//! every file is fsync'd before a write is acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_index::id::MemoryId;
+use iroh_blobs::store::fs::options::{BatchOptions, InlineOptions, Options, PathOptions};
+use iroh_blobs::store::fs::FsStore;
+use iroh_blobs::store::GcConfig;
+use iroh_blobs::Hash;
+
+/// Blob store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The store could not be opened.
+    #[error("cannot open blob store at {path}: {reason}")]
+    Open {
+        /// Store directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A store operation failed.
+    #[error("blob store: {0}")]
+    Op(String),
+    /// Stored bytes did not hash to the id asked for.
+    #[error("blob {0} is missing or damaged")]
+    Missing(MemoryId),
+}
+
+fn op<E: std::fmt::Display>(e: E) -> BlobError {
+    BlobError::Op(e.to_string())
+}
+
+/// The node's blob store.
+#[derive(Clone, Debug)]
+pub struct Blobs {
+    store: FsStore,
+    paths: PathOptions,
+}
+
+impl Blobs {
+    /// Opens (or creates) the store in `dir`, with garbage collection every `gc_interval`.
+    pub async fn open(dir: &Path, gc_interval: Duration) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(dir).map_err(|e| BlobError::Open {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let paths = PathOptions::new(dir);
+        let opts = Options {
+            path: paths.clone(),
+            inline: InlineOptions::NO_INLINE,
+            batch: BatchOptions::default(),
+            gc: Some(GcConfig {
+                interval: gc_interval,
+                add_protected: None,
+            }),
+        };
+        let store = FsStore::load_with_opts(dir.join("blobs.db"), opts)
+            .await
+            .map_err(|e| BlobError::Open {
+                path: dir.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Blobs { store, paths })
+    }
+
+    /// Durably stores records (canonical bytes); returns once bytes and tags are on disk.
+    pub async fn put_all(&self, records: &[Bytes]) -> Result<(), BlobError> {
+        let mut files = Vec::with_capacity(records.len());
+        for bytes in records {
+            let hash = Hash::new(bytes);
+            self.store
+                .add_bytes(bytes.clone())
+                .with_named_tag(tag_name(&hash))
+                .await
+                .map_err(op)?;
+            files.push(self.paths.data_path(&hash));
+        }
+        self.store.sync_db().await.map_err(op)?;
+        // The store renames data files into place without fsync: make them durable ourselves.
+        let data_dir = self.paths.data_path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for f in &files {
+                match std::fs::File::open(f) {
+                    Ok(file) => file.sync_data()?,
+                    // Content that was already present may sit elsewhere (e.g. a prior identical add).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            std::fs::File::open(&data_dir)?.sync_all()
+        })
+        .await
+        .map_err(op)?
+        .map_err(op)?;
+        Ok(())
+    }
+
+    /// The bytes of a record, checked against its id.
+    pub async fn get(&self, id: &MemoryId) -> Result<Bytes, BlobError> {
+        let bytes = self
+            .store
+            .get_bytes(Hash::from_bytes(id.0))
+            .await
+            .map_err(|_| BlobError::Missing(*id))?;
+        if MemoryId::of_bytes(&bytes) != *id {
+            return Err(BlobError::Missing(*id));
+        }
+        Ok(bytes)
+    }
+
+    /// Whether the store still holds complete bytes for `id`.
+    pub async fn has(&self, id: &MemoryId) -> Result<bool, BlobError> {
+        self.store.has(Hash::from_bytes(id.0)).await.map_err(op)
+    }
+
+    /// Unpins blobs so the next garbage collection deletes their bytes.
+    pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<(), BlobError> {
+        for h in hashes {
+            self.store
+                .tags()
+                .delete(tag_name(&Hash::from_bytes(*h)))
+                .await
+                .map_err(op)?;
+        }
+        self.store.sync_db().await.map_err(op)?;
+        Ok(())
+    }
+
+    /// Flushes and closes the store.
+    pub async fn shutdown(&self) -> Result<(), BlobError> {
+        self.store.shutdown().await.map_err(op)
+    }
+}
+
+fn tag_name(hash: &Hash) -> String {
+    format!("mem-{}", hash.to_hex())
+}

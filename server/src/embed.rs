@@ -1,0 +1,325 @@
+//! Local embeddings: all-MiniLM-L6-v2 (or a compatible model) through fastembed + ONNX Runtime, loaded from
+//! a provisioned model directory and checked against its manifest before use.
+//!
+//! One worker thread owns the model. Callers queue texts; the worker takes everything queued (up to
+//! `max_batch` texts), sorts it by length to waste little padding, and runs it as one model call, so
+//! concurrent requests share model calls.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, OnceLock};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+/// The model's maximum input, in word pieces (sentence-transformers truncates all-MiniLM-L6-v2 at 256).
+pub const MAX_SEQ_LEN: usize = 256;
+
+/// sha256 of the all-MiniLM-L6-v2 weights the exporter must have started from.
+pub const MINILM_SAFETENSORS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+/// sha256 of `model.onnx` as `scripts/export_onnx.py` writes it from the pinned weights (fp32, and int8 dynamic
+/// per-channel quantisation).
+pub const MINILM_ONNX_SHA256: &str = "a2031b59348530c0d236d39248fc68d35da6e9f18b9b66cc297819ac807570e3";
+/// See [`MINILM_ONNX_SHA256`].
+pub const MINILM_INT8_ONNX_SHA256: &str = "4f82efb225a2533b93bd26ee6ad17481caff062778aad18707eaf6f694cae0ba";
+/// sha256 of the all-MiniLM-L6-v2 tokenizer.
+pub const MINILM_TOKENIZER_SHA256: &str = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037";
+
+/// Why the embedder cannot start or could not embed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The model directory or one of its files is missing.
+    #[error("embedding model not found: {0} (run scripts/provision-model, or point --model-dir / CAIRN_MODEL_DIR at a provisioned model)")]
+    MissingModel(String),
+    /// A model file does not match the manifest or the pinned hashes.
+    #[error("embedding model at {dir} failed its integrity check: {reason} (re-run scripts/provision-model)")]
+    BadModel {
+        /// Model directory.
+        dir: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+    /// The ONNX Runtime library could not be loaded.
+    #[error("cannot load ONNX Runtime from {path}: {reason} (run scripts/provision-model, or set --ort-lib / ORT_DYLIB_PATH)")]
+    Runtime {
+        /// Library path tried.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// fastembed refused the model.
+    #[error("cannot initialise the embedding model: {0}")]
+    Init(String),
+    /// The model call failed.
+    #[error("embedding failed: {0}")]
+    Embed(String),
+    /// The worker thread is gone (the node is shutting down).
+    #[error("embedder stopped")]
+    Stopped,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    name: String,
+    dim: usize,
+    #[serde(default)]
+    max_seq_length: Option<usize>,
+    files: BTreeMap<String, String>,
+    #[serde(default)]
+    source_safetensors_sha256: Option<String>,
+    #[serde(default)]
+    quantization: Option<String>,
+}
+
+/// What identifies the model: name, dimension and the hash of its exact files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Human name plus a short content hash, e.g. `all-MiniLM-L6-v2@1a2b3c4d5e6f7a8b`.
+    pub id: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// BLAKE3 over the sorted (file name, sha256) list of the model's files: the model's identity in roots.
+    pub hash: [u8; 32],
+}
+
+struct Job {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+}
+
+/// Handle to the embedding worker. Cheap to clone.
+#[derive(Clone)]
+pub struct Embedder {
+    tx: mpsc::Sender<Job>,
+    info: ModelInfo,
+}
+
+/// How to find and run the model.
+#[derive(Debug, Clone)]
+pub struct EmbedConfig {
+    /// Directory with model.onnx, tokenizer files and manifest.json.
+    pub model_dir: PathBuf,
+    /// libonnxruntime.so.
+    pub ort_lib: PathBuf,
+    /// Most texts per model call.
+    pub max_batch: usize,
+    /// ONNX Runtime intra-op threads (None: all cores).
+    pub threads: Option<usize>,
+}
+
+static ORT_ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
+
+fn ort_environment(lib: &Path) -> Result<ort::environment::Environment, EmbedError> {
+    if let Some(env) = ORT_ENV.get() {
+        return Ok(env.clone());
+    }
+    let rt = |reason: String| EmbedError::Runtime {
+        path: lib.to_owned(),
+        reason,
+    };
+    if !lib.is_file() {
+        return Err(rt("no such file".into()));
+    }
+    let env = ort::init_from(lib)
+        .map_err(|e| rt(e.to_string()))?
+        .with_name("cairn")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| rt(e.to_string()))?;
+    Ok(ORT_ENV.get_or_init(|| env).clone())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads and checks the model directory; returns the manifest's info and the file bytes.
+fn load_files(dir: &Path) -> Result<(ModelInfo, BTreeMap<String, Vec<u8>>), EmbedError> {
+    let bad = |reason: String| EmbedError::BadModel {
+        dir: dir.to_owned(),
+        reason,
+    };
+    let manifest_path = dir.join("manifest.json");
+    let raw = std::fs::read(&manifest_path)
+        .map_err(|e| EmbedError::MissingModel(format!("{}: {e}", manifest_path.display())))?;
+    let m: Manifest =
+        serde_json::from_slice(&raw).map_err(|e| bad(format!("manifest.json: {e}")))?;
+    for needed in [
+        "model.onnx",
+        "tokenizer.json",
+        "config.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+    ] {
+        if !m.files.contains_key(needed) {
+            return Err(bad(format!("manifest lists no {needed}")));
+        }
+    }
+    if m.max_seq_length.is_some_and(|n| n != MAX_SEQ_LEN) {
+        return Err(bad(format!("max_seq_length must be {MAX_SEQ_LEN}")));
+    }
+    if m.name == "all-MiniLM-L6-v2" {
+        if m.files.get("tokenizer.json").map(String::as_str) != Some(MINILM_TOKENIZER_SHA256) {
+            return Err(bad("tokenizer.json is not the pinned all-MiniLM-L6-v2 tokenizer".into()));
+        }
+        if m.source_safetensors_sha256.as_deref() != Some(MINILM_SAFETENSORS_SHA256) {
+            return Err(bad("model was not exported from the pinned all-MiniLM-L6-v2 weights".into()));
+        }
+        let want_onnx = match m.quantization.as_deref() {
+            None | Some("none") => MINILM_ONNX_SHA256,
+            _ => MINILM_INT8_ONNX_SHA256,
+        };
+        if m.files.get("model.onnx").map(String::as_str) != Some(want_onnx) {
+            return Err(bad("model.onnx is not the pinned export of all-MiniLM-L6-v2".into()));
+        }
+    }
+    let mut files = BTreeMap::new();
+    let mut h = blake3::Hasher::new_derive_key("cairn 2026 embedding model identity v1");
+    for (name, want) in &m.files {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| EmbedError::MissingModel(format!("{}: {e}", path.display())))?;
+        let got = sha256_hex(&bytes);
+        if &got != want {
+            return Err(bad(format!("{name} has sha256 {got}, manifest says {want}")));
+        }
+        h.update(&(name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update(want.as_bytes());
+        files.insert(name.clone(), bytes);
+    }
+    let hash = *h.finalize().as_bytes();
+    let suffix = match m.quantization.as_deref() {
+        None | Some("none") => String::new(),
+        Some(q) => format!("+{q}"),
+    };
+    let info = ModelInfo {
+        id: format!("{}{}@{}", m.name, suffix, &hex::encode(hash)[..16]),
+        dim: m.dim,
+        hash,
+    };
+    Ok((info, files))
+}
+
+impl Embedder {
+    /// Checks the model files, loads ONNX Runtime and the model, and starts the worker thread.
+    pub fn start(cfg: &EmbedConfig) -> Result<Self, EmbedError> {
+        if !cfg.model_dir.is_dir() {
+            return Err(EmbedError::MissingModel(format!(
+                "{} is not a directory",
+                cfg.model_dir.display()
+            )));
+        }
+        let (info, mut te) = load_model(cfg)?;
+        // One real call now, so a broken model fails at start-up rather than on the first request.
+        let probe = te
+            .embed(vec!["cairn start-up check"], Some(1))
+            .map_err(|e| EmbedError::Init(e.to_string()))?;
+        if probe.first().map(Vec::len) != Some(info.dim) {
+            return Err(EmbedError::BadModel {
+                dir: cfg.model_dir.clone(),
+                reason: format!("model output is not {}-dimensional", info.dim),
+            });
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let max_batch = cfg.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("cairn-embed".into())
+            .spawn(move || worker(te, rx, max_batch))
+            .map_err(|e| EmbedError::Init(e.to_string()))?;
+        Ok(Embedder { tx, info })
+    }
+
+    /// The model's identity.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Embeds texts into unit vectors (in order). Texts longer than 256 word pieces are truncated.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { texts, reply })
+            .map_err(|_| EmbedError::Stopped)?;
+        rx.await.map_err(|_| EmbedError::Stopped)?
+    }
+}
+
+fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut count = jobs[0].texts.len();
+        while count < max_batch {
+            match rx.try_recv() {
+                Ok(j) => {
+                    count += j.texts.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        // Sort all texts by length so each inner batch pads little; remember where each came from.
+        let mut order: Vec<(usize, usize)> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(j, job)| (0..job.texts.len()).map(move |i| (j, i)))
+            .collect();
+        order.sort_by_key(|&(j, i)| jobs[j].texts[i].len());
+        let texts: Vec<&str> = order.iter().map(|&(j, i)| jobs[j].texts[i].as_str()).collect();
+        let span = tracing::debug_span!("embed", texts = texts.len(), jobs = jobs.len());
+        let _g = span.enter();
+        match te.embed(&texts, Some(32)) {
+            Ok(vectors) if vectors.len() == texts.len() => {
+                let mut out: Vec<Vec<Vec<f32>>> =
+                    jobs.iter().map(|j| vec![Vec::new(); j.texts.len()]).collect();
+                for (&(j, i), v) in order.iter().zip(vectors) {
+                    out[j][i] = v;
+                }
+                for (job, vs) in jobs.into_iter().zip(out) {
+                    let _ = job.reply.send(Ok(vs));
+                }
+            }
+            Ok(v) => {
+                let msg = format!("model returned {} vectors for {} texts", v.len(), texts.len());
+                for job in jobs {
+                    let _ = job.reply.send(Err(EmbedError::Embed(msg.clone())));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(EmbedError::Embed(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Checks the model files, loads ONNX Runtime and builds a model instance (mean pooling, L2-normalised,
+/// truncation at 256 word pieces). Also the raw-throughput baseline for benchmarks (no queue, no gRPC).
+pub fn load_model(cfg: &EmbedConfig) -> Result<(ModelInfo, fastembed::TextEmbedding), EmbedError> {
+    let (info, mut files) = load_files(&cfg.model_dir)?;
+    let env = ort_environment(&cfg.ort_lib)?;
+    let mut take = |n: &str| files.remove(n).unwrap_or_default();
+    let tokenizer = fastembed::TokenizerFiles {
+        tokenizer_file: take("tokenizer.json"),
+        config_file: take("config.json"),
+        special_tokens_map_file: take("special_tokens_map.json"),
+        tokenizer_config_file: take("tokenizer_config.json"),
+    };
+    let model = fastembed::UserDefinedEmbeddingModel::new(take("model.onnx"), tokenizer)
+        .with_pooling(fastembed::Pooling::Mean);
+    let mut opts = fastembed::InitOptionsUserDefined::new()
+        .with_environment(env)
+        .with_max_length(MAX_SEQ_LEN);
+    if let Some(t) = cfg.threads {
+        opts = opts.with_intra_threads(t);
+    }
+    let te = fastembed::TextEmbedding::try_new_from_user_defined(model, opts)
+        .map_err(|e| EmbedError::Init(e.to_string()))?;
+    Ok((info, te))
+}

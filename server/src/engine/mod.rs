@@ -1,0 +1,683 @@
+//! The node's data path, one namespace ("space") at a time:
+//! validation → embed → blobs (record bytes) → redb (durable rows) → HNSW (serving index) → answer.
+//!
+//! Writes to a namespace are serialised by its write lock; embedding happens before the lock so concurrent
+//! writers share model calls. Reads never wait for the model or the disk of a concurrent write.
+
+mod space;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_index::id::MemoryId;
+use cairn_index::record::{dedup_key, MemoryRecord, Metadata};
+use cairn_index::validate::{self, Limits};
+use tokio::sync::Mutex;
+
+use crate::ann::{self, HnswParams};
+use crate::blobs::Blobs;
+use crate::embed::Embedder;
+use crate::error::NodeError;
+use crate::store::{Forgotten, NewPoint, PointRow, State};
+pub use space::{Search, Space};
+
+/// Most items in one Remember, ids in one Get/Forget, texts in one Embed.
+pub const MAX_ITEMS: usize = 1000;
+/// Most bytes of text and metadata in one Remember.
+pub const MAX_CALL_BYTES: usize = 8 << 20;
+/// Most hits of one Recall.
+pub const MAX_K: u32 = 1000;
+/// Largest search breadth of one Recall.
+pub const MAX_EF: u32 = 10_000;
+/// Most memories in one List page.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Data directory (state.redb, blobs/, hnsw/).
+    pub data_dir: PathBuf,
+    /// Size limits for memories.
+    pub limits: Limits,
+    /// M and ef_construction (the dimension comes from the model).
+    pub m: usize,
+    /// HNSW build breadth.
+    pub ef_construction: usize,
+    /// Default Recall breadth.
+    pub ef_search: usize,
+    /// How often garbage collection deletes unpinned blob bytes.
+    pub gc_interval: Duration,
+}
+
+/// One memory as returned by reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryOut {
+    /// Id.
+    pub id: MemoryId,
+    /// The decoded record.
+    pub record: MemoryRecord,
+}
+
+/// Outcome of one Remember item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    /// The memory's id.
+    pub id: MemoryId,
+    /// True if an identical memory already existed.
+    pub deduplicated: bool,
+    /// Its created_at.
+    pub created_at: u64,
+}
+
+/// A memory to remember, as received.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Text.
+    pub text: String,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Creation time, if the caller set it.
+    pub created_at: Option<u64>,
+}
+
+/// The query of a Recall.
+#[derive(Debug, Clone)]
+pub enum Query {
+    /// Text to embed.
+    Text(String),
+    /// A vector made with the node's model.
+    Vector(Vec<f32>),
+}
+
+/// Restrictions on Recall hits.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Required metadata pairs.
+    pub metadata: Metadata,
+    /// created_at >= since.
+    pub since: Option<u64>,
+    /// created_at < until.
+    pub until: Option<u64>,
+}
+
+/// A Recall hit.
+#[derive(Debug, Clone)]
+pub struct HitOut {
+    /// The memory.
+    pub memory: MemoryOut,
+    /// Cosine similarity to the query.
+    pub score: f32,
+}
+
+/// Counts of one namespace.
+#[derive(Debug, Clone, Default)]
+pub struct SpaceStats {
+    /// Name.
+    pub namespace: String,
+    /// Live memories.
+    pub memories: u64,
+    /// Forgotten points still in the graph.
+    pub tombstones: u64,
+    /// Points in the graph.
+    pub index_points: u64,
+    /// Newest created_at.
+    pub newest_created_at: u64,
+}
+
+/// The node's storage and search engine.
+pub struct Engine {
+    cfg: EngineConfig,
+    state: Arc<State>,
+    blobs: Blobs,
+    embedder: Embedder,
+    params: HnswParams,
+    spaces: RwLock<BTreeMap<String, Arc<Space>>>,
+    create: Mutex<()>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Opens the data dir, checks it belongs to the embedder's model and restores every namespace's index.
+    pub async fn open(cfg: EngineConfig, embedder: Embedder) -> Result<Arc<Self>, NodeError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            NodeError::FailedPrecondition(format!(
+                "cannot create data dir {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        let model = embedder.info().id.clone();
+        let path = cfg.data_dir.join("state.redb");
+        let state = Arc::new(tokio::task::spawn_blocking(move || State::open(&path, &model)).await??);
+        let blobs = Blobs::open(&cfg.data_dir.join("blobs"), cfg.gc_interval).await?;
+        let params = HnswParams {
+            m: cfg.m,
+            ef_construction: cfg.ef_construction,
+            dim: embedder.info().dim,
+        };
+        let hnsw_dir = cfg.data_dir.join("hnsw");
+        ann::clean_leftovers(&hnsw_dir);
+        let mut spaces = BTreeMap::new();
+        let names = {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.namespaces()).await??
+        };
+        for (name, _next) in names {
+            let st = state.clone();
+            let dir = hnsw_dir.join(space::dir_name(&name));
+            let n = name.clone();
+            let space = tokio::task::spawn_blocking(move || -> Result<Space, NodeError> {
+                let rows = st.load_points(&n)?;
+                Ok(Space::restore(n, dir, rows, params))
+            })
+            .await??;
+            tracing::info!(namespace = %name, memories = space.stats().memories, "namespace restored");
+            spaces.insert(name, Arc::new(space));
+        }
+        let engine = Arc::new(Engine {
+            cfg,
+            state,
+            blobs,
+            embedder,
+            params,
+            spaces: RwLock::new(spaces),
+            create: Mutex::new(()),
+        });
+        engine.finish_blob_deletes().await?;
+        Ok(engine)
+    }
+
+    /// The embedder (model id, dimension, `embed`).
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    fn space(&self, ns: &str) -> Result<Arc<Space>, NodeError> {
+        validate::namespace(ns)?;
+        self.spaces
+            .read()
+            .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+            .get(ns)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(format!("namespace {ns:?} does not exist")))
+    }
+
+    async fn space_or_create(&self, ns: &str) -> Result<Arc<Space>, NodeError> {
+        match self.space(ns) {
+            Ok(s) => return Ok(s),
+            Err(NodeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let _g = self.create.lock().await;
+        if let Ok(s) = self.space(ns) {
+            return Ok(s);
+        }
+        let dir = self.cfg.data_dir.join("hnsw").join(space::dir_name(ns));
+        let space = Arc::new(Space::new(ns.to_owned(), dir, self.params));
+        self.spaces
+            .write()
+            .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+            .insert(ns.to_owned(), space.clone());
+        Ok(space)
+    }
+
+    /// Stores memories; returns once they are durable and searchable.
+    pub async fn remember(&self, ns: &str, items: Vec<Item>) -> Result<Vec<Remembered>, NodeError> {
+        validate::namespace(ns)?;
+        if items.is_empty() {
+            return Err(NodeError::invalid("items", "at least one item is required"));
+        }
+        if items.len() > MAX_ITEMS {
+            return Err(NodeError::too_large(
+                "items",
+                format!("{} items, at most {MAX_ITEMS} per call", items.len()),
+            ));
+        }
+        let mut total = 0usize;
+        for (i, it) in items.iter().enumerate() {
+            validate::text(&format!("items[{i}].text"), &it.text, &self.cfg.limits)?;
+            validate::metadata(&format!("items[{i}].metadata"), &it.metadata, &self.cfg.limits)?;
+            total += it.text.len() + it.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        }
+        if total > MAX_CALL_BYTES {
+            return Err(NodeError::too_large(
+                "items",
+                format!("{total} bytes of text and metadata, at most {MAX_CALL_BYTES} per call"),
+            ));
+        }
+        let keys: Vec<[u8; 32]> = items.iter().map(|it| dedup_key(&it.text, &it.metadata)).collect();
+
+        // Embed only what is new (existing content and repeats within the call need no vector).
+        let known = self.find_dedup(ns, &keys).await?;
+        let mut first_of: HashMap<[u8; 32], usize> = HashMap::new();
+        let mut to_embed = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if known[i].is_none() && !first_of.contains_key(k) {
+                first_of.insert(*k, i);
+                to_embed.push(i);
+            }
+        }
+        let texts: Vec<String> = to_embed.iter().map(|&i| items[i].text.clone()).collect();
+        let vectors = self.embedder.embed(texts).await?;
+        let mut vector_of: HashMap<usize, Vec<f32>> = to_embed.into_iter().zip(vectors).collect();
+
+        let space = self.space_or_create(ns).await?;
+        let _w = space.write.lock().await;
+        // Re-check under the lock: a concurrent call may have stored the same content meanwhile.
+        let known = self.find_dedup(ns, &keys).await?;
+        let now = now_ms();
+        let mut next = space.next_point();
+        let mut out: Vec<Option<Remembered>> = vec![None; items.len()];
+        let mut new_points = Vec::new();
+        let mut records = Vec::new();
+        let mut made: HashMap<[u8; 32], Remembered> = HashMap::new();
+        for (i, it) in items.into_iter().enumerate() {
+            if let Some(id) = known[i] {
+                let created_at = space.created_at(&id).unwrap_or(0);
+                out[i] = Some(Remembered {
+                    id,
+                    deduplicated: true,
+                    created_at,
+                });
+                continue;
+            }
+            if let Some(r) = made.get(&keys[i]) {
+                out[i] = Some(Remembered {
+                    deduplicated: true,
+                    ..r.clone()
+                });
+                continue;
+            }
+            let Some(vector) = vector_of.remove(&i) else {
+                return Err(NodeError::Task("missing vector for a new memory".into()));
+            };
+            let record = MemoryRecord {
+                namespace: ns.to_owned(),
+                created_at: it.created_at.unwrap_or(now),
+                salt: rand::random(),
+                text: it.text,
+                metadata: it.metadata,
+            };
+            let bytes = Bytes::from(record.encode());
+            let id = MemoryId::of_bytes(&bytes);
+            let r = Remembered {
+                id,
+                deduplicated: false,
+                created_at: record.created_at,
+            };
+            made.insert(keys[i], r.clone());
+            out[i] = Some(r);
+            records.push(bytes);
+            new_points.push(NewPoint {
+                point: next,
+                row: PointRow {
+                    id,
+                    created_at: record.created_at,
+                    alive: true,
+                    dedup: keys[i],
+                    vector,
+                    metadata: record.metadata,
+                },
+            });
+            next += 1;
+        }
+        if !new_points.is_empty() {
+            self.blobs.put_all(&records).await?;
+            let st = self.state.clone();
+            let name = ns.to_owned();
+            let new_points = tokio::task::spawn_blocking(move || -> Result<Vec<NewPoint>, NodeError> {
+                st.insert(&name, &new_points, next)?;
+                Ok(new_points)
+            })
+            .await??;
+            let sp = space.clone();
+            tokio::task::spawn_blocking(move || sp.add(new_points)).await??;
+        }
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| NodeError::Task("item without result".into())))
+            .collect()
+    }
+
+    async fn find_dedup(&self, ns: &str, keys: &[[u8; 32]]) -> Result<Vec<Option<MemoryId>>, NodeError> {
+        if self.space(ns).is_err() {
+            return Ok(vec![None; keys.len()]);
+        }
+        let st = self.state.clone();
+        let (name, keys) = (ns.to_owned(), keys.to_vec());
+        Ok(tokio::task::spawn_blocking(move || st.find_dedup(&name, &keys)).await??)
+    }
+
+    /// Embeds texts (validated like memory texts).
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, NodeError> {
+        if texts.is_empty() {
+            return Err(NodeError::invalid("texts", "at least one text is required"));
+        }
+        if texts.len() > MAX_ITEMS {
+            return Err(NodeError::too_large(
+                "texts",
+                format!("{} texts, at most {MAX_ITEMS} per call", texts.len()),
+            ));
+        }
+        for (i, t) in texts.iter().enumerate() {
+            validate::text(&format!("texts[{i}]"), t, &self.cfg.limits)?;
+        }
+        Ok(self.embedder.embed(texts).await?)
+    }
+
+    /// The nearest memories to a query, best first.
+    pub async fn recall(
+        &self,
+        ns: &str,
+        query: Option<Query>,
+        k: u32,
+        filter: Filter,
+        ef: u32,
+    ) -> Result<Vec<HitOut>, NodeError> {
+        validate::namespace(ns)?;
+        let k = match k {
+            0 => 10,
+            k if k > MAX_K => {
+                return Err(NodeError::invalid("k", format!("{k} is more than {MAX_K}")));
+            }
+            k => k,
+        };
+        if ef > MAX_EF {
+            return Err(NodeError::invalid("ef", format!("{ef} is more than {MAX_EF}")));
+        }
+        let ef = if ef == 0 { self.cfg.ef_search as u32 } else { ef }.max(k);
+        if let (Some(s), Some(u)) = (filter.since, filter.until) {
+            if s >= u {
+                return Err(NodeError::invalid(
+                    "filter",
+                    format!("since ({s}) must be before until ({u})"),
+                ));
+            }
+        }
+        validate::metadata("filter.metadata", &filter.metadata, &self.cfg.limits)?;
+        let dim = self.embedder.info().dim;
+        let q = match query {
+            None => return Err(NodeError::invalid("query", "give a query text or a query vector")),
+            Some(Query::Text(t)) => {
+                validate::text("query.text", &t, &self.cfg.limits)?;
+                let space = self.space(ns)?;
+                let v = self.embedder.embed(vec![t]).await?;
+                let v = v.into_iter().next().ok_or_else(|| NodeError::Task("no query vector".into()))?;
+                return self.search(space, v, k, filter, ef).await;
+            }
+            Some(Query::Vector(v)) => v,
+        };
+        if q.len() != dim {
+            return Err(NodeError::invalid(
+                "query.vector",
+                format!("{} components, the model's dimension is {dim}", q.len()),
+            ));
+        }
+        if q.iter().any(|x| !x.is_finite()) {
+            return Err(NodeError::invalid("query.vector", "components must be finite numbers"));
+        }
+        let norm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm < 1e-6 {
+            return Err(NodeError::invalid("query.vector", "must not be the zero vector"));
+        }
+        let q: Vec<f32> = q.iter().map(|x| x / norm).collect();
+        let space = self.space(ns)?;
+        self.search(space, q, k, filter, ef).await
+    }
+
+    async fn search(
+        &self,
+        space: Arc<Space>,
+        q: Vec<f32>,
+        k: u32,
+        filter: Filter,
+        ef: u32,
+    ) -> Result<Vec<HitOut>, NodeError> {
+        let found = tokio::task::spawn_blocking(move || {
+            space.search(&Search {
+                query: &q,
+                k: k as usize,
+                ef: ef as usize,
+                filter: &filter,
+            })
+        })
+        .await??;
+        let mut hits = Vec::with_capacity(found.len());
+        for (id, score) in found {
+            hits.push(HitOut {
+                memory: self.read(&id).await?,
+                score,
+            });
+        }
+        Ok(hits)
+    }
+
+    async fn read(&self, id: &MemoryId) -> Result<MemoryOut, NodeError> {
+        let bytes = self.blobs.get(id).await?;
+        let record = MemoryRecord::decode(&bytes).map_err(|e| {
+            NodeError::Task(format!("stored record {id} does not decode: {e}"))
+        })?;
+        Ok(MemoryOut { id: *id, record })
+    }
+
+    /// Memories by id, in request order; unknown or forgotten ids are returned as missing.
+    pub async fn get(&self, ns: &str, ids: &[String]) -> Result<(Vec<MemoryOut>, Vec<String>), NodeError> {
+        let parsed = parse_ids(ids)?;
+        let space = self.space(ns)?;
+        let mut seen = HashSet::new();
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for (raw, id) in ids.iter().zip(parsed) {
+            if !seen.insert(id) {
+                continue;
+            }
+            if space.is_live(&id)? {
+                found.push(self.read(&id).await?);
+            } else {
+                missing.push(raw.to_lowercase());
+            }
+        }
+        Ok((found, missing))
+    }
+
+    /// One page of memories in (created_at, id) order, and the token of the next page (empty if none).
+    pub async fn list(
+        &self,
+        ns: &str,
+        since: Option<u64>,
+        until: Option<u64>,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<(Vec<MemoryOut>, String), NodeError> {
+        let _space = self.space(ns)?;
+        let limit = match limit {
+            0 => 100,
+            l if l > MAX_PAGE => {
+                return Err(NodeError::invalid("limit", format!("{l} is more than {MAX_PAGE}")));
+            }
+            l => l,
+        } as usize;
+        let (since, until) = (since.unwrap_or(0), until.unwrap_or(u64::MAX));
+        if since >= until {
+            return Err(NodeError::invalid(
+                "since",
+                format!("since ({since}) must be before until ({until})"),
+            ));
+        }
+        let after = parse_page_token(page_token)?;
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        let mut page =
+            tokio::task::spawn_blocking(move || st.list(&name, since, until, after, limit + 1)).await??;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let token = match (more, page.last()) {
+            (true, Some((t, id))) => {
+                let mut b = t.to_be_bytes().to_vec();
+                b.extend_from_slice(id.as_bytes());
+                hex::encode(b)
+            }
+            _ => String::new(),
+        };
+        let mut out = Vec::with_capacity(page.len());
+        for (_, id) in page {
+            out.push(self.read(&id).await?);
+        }
+        Ok((out, token))
+    }
+
+    /// Forgets memories: gone from every read when this returns; blob bytes are unpinned for deletion.
+    pub async fn forget(&self, ns: &str, ids: &[String]) -> Result<(Vec<String>, Vec<String>), NodeError> {
+        let parsed = parse_ids(ids)?;
+        let space = self.space(ns)?;
+        let _w = space.write.lock().await;
+        let mut gone = Vec::new();
+        let (mut forgotten, mut missing) = (Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
+        for (raw, id) in ids.iter().zip(parsed) {
+            if !seen.insert(id) {
+                continue;
+            }
+            match space.live_row(&id)? {
+                Some((point, row)) => {
+                    gone.push(Forgotten { point, row });
+                    forgotten.push(id.to_hex());
+                }
+                None => missing.push(raw.to_lowercase()),
+            }
+        }
+        if !gone.is_empty() {
+            let st = self.state.clone();
+            let name = ns.to_owned();
+            let gone = tokio::task::spawn_blocking(move || -> Result<Vec<Forgotten>, NodeError> {
+                st.forget(&name, &gone)?;
+                Ok(gone)
+            })
+            .await??;
+            space.tombstone(gone.iter().map(|g| g.point))?;
+            self.finish_blob_deletes().await?;
+        }
+        drop(_w);
+        if space.wants_compaction() {
+            self.compact(&space).await?;
+        }
+        Ok((forgotten, missing))
+    }
+
+    async fn finish_blob_deletes(&self) -> Result<(), NodeError> {
+        let st = self.state.clone();
+        let pending = tokio::task::spawn_blocking(move || st.pending_blob_deletes()).await??;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.blobs.delete(&pending).await?;
+        let st = self.state.clone();
+        tokio::task::spawn_blocking(move || st.blob_deletes_done(&pending)).await??;
+        Ok(())
+    }
+
+    /// Rebuilds a namespace's graph without its tombstones (renumbering points).
+    pub async fn compact(&self, space: &Arc<Space>) -> Result<(), NodeError> {
+        let _w = space.write.lock().await;
+        let sp = space.clone();
+        let st = self.state.clone();
+        let params = self.params;
+        tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
+            let live = sp.live_rows()?;
+            st.compact(&sp.name, &live)?;
+            sp.replace(live, params)?;
+            Ok(())
+        })
+        .await??;
+        tracing::info!(namespace = %space.name, "compacted");
+        Ok(())
+    }
+
+    /// Counts for one namespace or all.
+    pub fn stats(&self, ns: Option<&str>) -> Result<Vec<SpaceStats>, NodeError> {
+        match ns {
+            Some(ns) => Ok(vec![self.space(ns)?.stats()]),
+            None => Ok(self
+                .spaces
+                .read()
+                .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+                .values()
+                .map(|s| s.stats())
+                .collect()),
+        }
+    }
+
+    /// Saves every namespace's graph that changed since its last save.
+    pub async fn save_indexes(&self) {
+        let spaces: Vec<Arc<Space>> = match self.spaces.read() {
+            Ok(s) => s.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for sp in spaces {
+            if !sp.needs_save() {
+                continue;
+            }
+            let _w = sp.write.lock().await;
+            let s = sp.clone();
+            match tokio::task::spawn_blocking(move || s.save()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(namespace = %sp.name, error = %e, "index save failed"),
+                Err(e) => tracing::warn!(namespace = %sp.name, error = %e, "index save task failed"),
+            }
+        }
+    }
+
+    /// Saves indexes and closes the blob store.
+    pub async fn shutdown(&self) {
+        self.save_indexes().await;
+        if let Err(e) = self.blobs.shutdown().await {
+            tracing::warn!(error = %e, "blob store shutdown");
+        }
+    }
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>, NodeError> {
+    if ids.is_empty() {
+        return Err(NodeError::invalid("ids", "at least one id is required"));
+    }
+    if ids.len() > MAX_ITEMS {
+        return Err(NodeError::too_large(
+            "ids",
+            format!("{} ids, at most {MAX_ITEMS} per call", ids.len()),
+        ));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<MemoryId>()
+                .map_err(|e| NodeError::invalid(format!("ids[{i}]"), e.to_string()))
+        })
+        .collect()
+}
+
+fn parse_page_token(t: &str) -> Result<Option<(u64, [u8; 32])>, NodeError> {
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || NodeError::invalid("page_token", "not a token returned by List");
+    let raw = hex::decode(t).map_err(|_| bad())?;
+    if raw.len() != 40 {
+        return Err(bad());
+    }
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&raw[..8]);
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&raw[8..]);
+    Ok(Some((u64::from_be_bytes(ts), id)))
+}

@@ -1,0 +1,293 @@
+//! One namespace in memory: its point rows (vector, metadata, liveness), id map, and HNSW graph.
+//!
+//! Point numbers are the graph's data ids and the keys of the `points` table in redb; forgotten points stay
+//! as tombstones (filtered out of every read) until compaction renumbers the survivors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cairn_index::id::MemoryId;
+use tokio::sync::Mutex;
+
+use super::Filter;
+use crate::ann::{Ann, DumpError, HnswParams};
+use crate::error::NodeError;
+use crate::store::{NewPoint, PointRow};
+
+/// At or below this many candidate memories, Recall scores every candidate exactly instead of walking the graph.
+const EXACT_LIMIT: usize = 2048;
+
+/// A Recall's search request.
+pub struct Search<'a> {
+    /// Unit query vector.
+    pub query: &'a [f32],
+    /// Hits wanted.
+    pub k: usize,
+    /// Graph search breadth.
+    pub ef: usize,
+    /// Restrictions.
+    pub filter: &'a Filter,
+}
+
+struct Inner {
+    ann: Arc<Ann>,
+    rows: Vec<PointRow>,
+    by_id: HashMap<MemoryId, usize>,
+    live: usize,
+    newest: u64,
+}
+
+/// A namespace's in-memory state.
+pub struct Space {
+    /// The namespace.
+    pub name: String,
+    /// Serialises writers (Remember, Forget, compaction, saving).
+    pub write: Mutex<()>,
+    dir: PathBuf,
+    inner: RwLock<Inner>,
+    saved_points: AtomicUsize,
+}
+
+/// The directory name of a namespace's saved graph (namespaces may contain `/` and `:`).
+pub fn dir_name(ns: &str) -> String {
+    hex::encode(&blake3::hash(ns.as_bytes()).as_bytes()[..16])
+}
+
+fn poisoned() -> NodeError {
+    NodeError::Task("namespace state poisoned".into())
+}
+
+impl Space {
+    /// An empty namespace.
+    pub fn new(name: String, dir: PathBuf, params: HnswParams) -> Self {
+        Self::from_parts(name, dir, Vec::new(), Ann::new(params, 1024), 0)
+    }
+
+    /// Restores a namespace from its durable rows, reusing the saved graph where it is current.
+    pub fn restore(name: String, dir: PathBuf, rows: Vec<PointRow>, params: HnswParams) -> Self {
+        let (ann, saved) = match Ann::load(&dir, params) {
+            Some(a) if a.len() <= rows.len() => {
+                let n = a.len();
+                (a, n)
+            }
+            _ => (Ann::new(params, rows.len()), 0),
+        };
+        if saved < rows.len() {
+            tracing::info!(namespace = %name, from = saved, to = rows.len(), "indexing points written after the last index save");
+            for (i, r) in rows.iter().enumerate().skip(saved) {
+                ann.insert(&r.vector, i);
+            }
+        }
+        Self::from_parts(name, dir, rows, ann, saved)
+    }
+
+    fn from_parts(name: String, dir: PathBuf, rows: Vec<PointRow>, ann: Ann, saved: usize) -> Self {
+        let mut by_id = HashMap::with_capacity(rows.len());
+        let (mut live, mut newest) = (0, 0);
+        for (i, r) in rows.iter().enumerate() {
+            if r.alive {
+                by_id.insert(r.id, i);
+                live += 1;
+                newest = newest.max(r.created_at);
+            }
+        }
+        Space {
+            name,
+            write: Mutex::new(()),
+            dir,
+            inner: RwLock::new(Inner {
+                ann: Arc::new(ann),
+                rows,
+                by_id,
+                live,
+                newest,
+            }),
+            saved_points: AtomicUsize::new(saved),
+        }
+    }
+
+    fn read(&self) -> Result<RwLockReadGuard<'_, Inner>, NodeError> {
+        self.inner.read().map_err(|_| poisoned())
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Inner>, NodeError> {
+        self.inner.write().map_err(|_| poisoned())
+    }
+
+    /// The number the next new point gets.
+    pub fn next_point(&self) -> u64 {
+        self.inner.read().map(|i| i.rows.len() as u64).unwrap_or(0)
+    }
+
+    /// created_at of a live memory.
+    pub fn created_at(&self, id: &MemoryId) -> Option<u64> {
+        let inner = self.inner.read().ok()?;
+        inner.by_id.get(id).map(|&p| inner.rows[p].created_at)
+    }
+
+    /// Whether a memory is live here.
+    pub fn is_live(&self, id: &MemoryId) -> Result<bool, NodeError> {
+        Ok(self.read()?.by_id.contains_key(id))
+    }
+
+    /// The point and row of a live memory.
+    pub fn live_row(&self, id: &MemoryId) -> Result<Option<(u64, PointRow)>, NodeError> {
+        let inner = self.read()?;
+        Ok(inner
+            .by_id
+            .get(id)
+            .map(|&p| (p as u64, inner.rows[p].clone())))
+    }
+
+    /// Makes durable new points visible: rows first, then the graph (the caller holds the write lock).
+    pub fn add(&self, points: Vec<NewPoint>) -> Result<(), NodeError> {
+        let ann = {
+            let mut inner = self.write()?;
+            for p in &points {
+                if p.point as usize != inner.rows.len() {
+                    return Err(NodeError::Task("point numbers out of order".into()));
+                }
+                inner.by_id.insert(p.row.id, p.point as usize);
+                inner.live += 1;
+                inner.newest = inner.newest.max(p.row.created_at);
+                inner.rows.push(p.row.clone());
+            }
+            inner.ann.clone()
+        };
+        for p in &points {
+            ann.insert(&p.row.vector, p.point as usize);
+        }
+        Ok(())
+    }
+
+    /// Hides forgotten points from every read.
+    pub fn tombstone(&self, points: impl Iterator<Item = u64>) -> Result<(), NodeError> {
+        let mut inner = self.write()?;
+        for p in points {
+            let p = p as usize;
+            if let Some(row) = inner.rows.get_mut(p) {
+                if row.alive {
+                    row.alive = false;
+                    let id = row.id;
+                    inner.by_id.remove(&id);
+                    inner.live -= 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when tombstones make up a quarter of the graph (and there are enough to matter).
+    pub fn wants_compaction(&self) -> bool {
+        self.inner.read().is_ok_and(|i| {
+            let dead = i.rows.len() - i.live;
+            dead >= 256 && dead * 4 >= i.rows.len()
+        })
+    }
+
+    /// Live rows in point order (for compaction).
+    pub fn live_rows(&self) -> Result<Vec<PointRow>, NodeError> {
+        Ok(self.read()?.rows.iter().filter(|r| r.alive).cloned().collect())
+    }
+
+    /// Swaps in a graph rebuilt from `live` (already renumbered durably) and saves it.
+    pub fn replace(&self, live: Vec<PointRow>, params: HnswParams) -> Result<(), NodeError> {
+        let ann = Ann::new(params, live.len());
+        for (i, r) in live.iter().enumerate() {
+            ann.insert(&r.vector, i);
+        }
+        {
+            let mut inner = self.write()?;
+            inner.by_id = live.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+            inner.live = live.len();
+            inner.rows = live;
+            inner.ann = Arc::new(ann);
+        }
+        self.saved_points.store(usize::MAX, Ordering::SeqCst);
+        self.save().map_err(|e| NodeError::Task(e.to_string()))
+    }
+
+    /// True if the graph changed since it was last saved.
+    pub fn needs_save(&self) -> bool {
+        let saved = self.saved_points.load(Ordering::SeqCst);
+        self.inner.read().is_ok_and(|i| i.ann.len() != saved)
+    }
+
+    /// Saves the graph (the caller holds the write lock, so no point is added meanwhile).
+    pub fn save(&self) -> Result<(), DumpError> {
+        let ann = match self.inner.read() {
+            Ok(i) => i.ann.clone(),
+            Err(_) => return Ok(()),
+        };
+        ann.save(&self.dir)?;
+        self.saved_points.store(ann.len(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The best `k` live memories passing the filter, as (id, cosine), best first, ties by id.
+    pub fn search(&self, s: &Search<'_>) -> Result<Vec<(MemoryId, f32)>, NodeError> {
+        let inner = self.read()?;
+        let f = s.filter;
+        let (since, until) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
+        let keep = |p: usize| -> bool {
+            let Some(r) = inner.rows.get(p) else {
+                return false;
+            };
+            r.alive
+                && r.created_at >= since
+                && r.created_at < until
+                && f.metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v))
+        };
+        let filtered = f.since.is_some() || f.until.is_some() || !f.metadata.is_empty();
+        let candidates = if filtered {
+            (0..inner.rows.len()).filter(|&p| keep(p)).count()
+        } else {
+            inner.live
+        };
+        let want = s.k.min(candidates);
+        let mut scored: Vec<(usize, f32)> = Vec::new();
+        if candidates > EXACT_LIMIT {
+            let found = inner.ann.search(s.query, s.k, s.ef, &keep);
+            scored = found
+                .into_iter()
+                .filter(|&(p, _)| keep(p))
+                .map(|(p, _)| (p, dot(s.query, &inner.rows[p].vector)))
+                .collect();
+        }
+        if scored.len() < want {
+            // Small candidate set, or the graph walk came back short under a selective filter: score exactly.
+            scored = (0..inner.rows.len())
+                .filter(|&p| keep(p))
+                .map(|p| (p, dot(s.query, &inner.rows[p].vector)))
+                .collect();
+        }
+        let mut out: Vec<(MemoryId, f32)> = scored
+            .into_iter()
+            .map(|(p, score)| (inner.rows[p].id, score))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out.dedup_by_key(|x| x.0);
+        out.truncate(s.k);
+        Ok(out)
+    }
+
+    /// Counts.
+    pub fn stats(&self) -> super::SpaceStats {
+        let Ok(i) = self.inner.read() else {
+            return super::SpaceStats::default();
+        };
+        super::SpaceStats {
+            namespace: self.name.clone(),
+            memories: i.live as u64,
+            tombstones: (i.rows.len() - i.live) as u64,
+            index_points: i.ann.len() as u64,
+            newest_created_at: i.newest,
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

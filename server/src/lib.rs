@@ -1,0 +1,17 @@
+//! # cairn-server
+//!
+//! The Cairn node. The data path reads from module names:
+//! [`service`] (gRPC) → [`engine`] (validation, dedup, search) → [`embed`] (local model) →
+//! [`blobs`] (record bytes as iroh blobs) + [`store`] (durable rows in redb) → [`ann`] (HNSW serving index).
+//! [`node`] wires them into a running server; [`cli`] is the `cairn` command line.
+
+pub mod ann;
+pub mod blobs;
+pub mod cli;
+pub mod embed;
+pub mod engine;
+pub mod error;
+pub mod node;
+pub mod service;
+pub mod status_map;
+pub mod store;

@@ -1,0 +1,134 @@
+//! Running a node: load the model, open the engine, serve gRPC (+ health and reflection) until a signal, then
+//! save indexes and close the stores.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_index::validate::Limits;
+use cairn_proto::v1::cairn_server::CairnServer;
+
+use crate::embed::{EmbedConfig, Embedder};
+use crate::engine::{Engine, EngineConfig};
+use crate::service::CairnService;
+
+/// Largest request the node accepts: 8 MiB of content plus room for framing and field overhead. Bigger
+/// messages are refused by the decoder with RESOURCE_EXHAUSTED before being buffered whole.
+pub const MAX_REQUEST_BYTES: usize = (8 << 20) + (256 << 10);
+
+/// Everything `cairn serve` needs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub listen: String,
+    /// Model and runtime.
+    pub embed: EmbedConfig,
+    /// Memory size limits.
+    pub limits: Limits,
+    /// HNSW M.
+    pub m: usize,
+    /// HNSW ef_construction.
+    pub ef_construction: usize,
+    /// Default Recall ef.
+    pub ef_search: usize,
+}
+
+/// Runs a node until SIGINT/SIGTERM.
+pub async fn serve(cfg: NodeConfig) -> Result<()> {
+    let addr: SocketAddr = cfg
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {:?} is not an address like 127.0.0.1:7420", cfg.listen))?;
+    let t0 = std::time::Instant::now();
+    let embed_cfg = cfg.embed.clone();
+    let embedder = tokio::task::spawn_blocking(move || Embedder::start(&embed_cfg)).await??;
+    tracing::info!(model = %embedder.info().id, ms = t0.elapsed().as_millis() as u64, "model loaded");
+    let engine = Engine::open(
+        EngineConfig {
+            data_dir: cfg.data_dir.clone(),
+            limits: cfg.limits,
+            m: cfg.m,
+            ef_construction: cfg.ef_construction,
+            ef_search: cfg.ef_search,
+            gc_interval: Duration::from_secs(1),
+        },
+        embedder,
+    )
+    .await
+    .with_context(|| format!("cannot open data dir {}", cfg.data_dir.display()))?;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<CairnServer<CairnService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let svc = CairnServer::new(CairnService::new(engine.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(usize::MAX);
+
+    let saver = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                engine.save_indexes().await;
+            }
+        })
+    };
+
+    // Printed on stdout so scripts and tests can wait for it.
+    println!("cairn node listening on {local} (data dir {})", cfg.data_dir.display());
+    tracing::info!(%local, "serving");
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(crate::status_map::fix_status))
+        .add_service(health_svc)
+        .add_service(reflection)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown_signal(),
+        )
+        .await?;
+    saver.abort();
+    tracing::info!("shutting down: saving indexes");
+    shutdown(engine).await;
+    Ok(())
+}
+
+async fn shutdown(engine: Arc<Engine>) {
+    engine.shutdown().await;
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

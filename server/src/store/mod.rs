@@ -1,0 +1,289 @@
+//! Durable node state in one redb file: namespaces, per-point rows (vector, metadata, liveness), id and dedup
+//! maps, the (created_at, id) timeline for List, and blob deletions still to do. Every write commits with
+//! `Durability::Immediate`, so a call acknowledged after `commit` survives a crash.
+
+pub mod rows;
+
+use std::path::Path;
+
+use cairn_index::id::MemoryId;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use rows::PointRow;
+
+/// Node-wide facts: format version and the model the vectors were made with.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// namespace → next point number (u64).
+const NAMESPACES: TableDefinition<&str, u64> = TableDefinition::new("namespaces");
+/// (namespace, point) → [`PointRow`] bytes.
+const POINTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("points");
+/// (namespace, memory id) → point, for live memories only.
+const MEMORIES: TableDefinition<(&str, [u8; 32]), u64> = TableDefinition::new("memories");
+/// (namespace, dedup key) → memory id, for live memories only.
+const DEDUP: TableDefinition<(&str, [u8; 32]), [u8; 32]> = TableDefinition::new("dedup");
+/// (namespace, created_at, memory id) → (), for live memories only: List's order.
+const TIMELINE: TableDefinition<(&str, u64, [u8; 32]), ()> = TableDefinition::new("timeline");
+/// blob hash → (): blobs of forgotten memories whose bytes may still be in the blob store.
+const BLOB_DELETES: TableDefinition<[u8; 32], ()> = TableDefinition::new("blob_deletes");
+
+/// The version of this file's layout.
+const FORMAT: &str = "1";
+
+/// Failures of the state database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed (I/O, corruption, ...).
+    #[error("state database: {0}")]
+    Db(#[from] redb::Error),
+    /// A row did not parse.
+    #[error("state database: {0}")]
+    Corrupt(#[from] rows::CorruptRow),
+    /// The data dir holds vectors of another model; mixing them would make recall meaningless.
+    #[error(
+        "this data dir was written with embedding model {stored}, but the node runs {running}; \
+         use the same model or another --data-dir"
+    )]
+    ModelMismatch {
+        /// The model recorded in the data dir.
+        stored: String,
+        /// The model this node loaded.
+        running: String,
+    },
+    /// The data dir was written by an incompatible version of Cairn.
+    #[error("state database format {0} is not supported by this version of cairn (expects {FORMAT})")]
+    Format(String),
+}
+
+fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// A memory to insert: its point number and row.
+pub struct NewPoint {
+    /// The point number in the namespace's HNSW graph.
+    pub point: u64,
+    /// The row.
+    pub row: PointRow,
+}
+
+/// A memory to forget.
+pub struct Forgotten {
+    /// Its point number.
+    pub point: u64,
+    /// Its row as it was (alive).
+    pub row: PointRow,
+}
+
+/// The redb-backed state.
+pub struct State {
+    db: Database,
+}
+
+impl State {
+    /// Opens (or creates) the state file and checks it belongs to `model`.
+    pub fn open(path: &Path, model: &str) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(dberr)?;
+        let tx = db.begin_write().map_err(dberr)?;
+        {
+            let mut meta = tx.open_table(META).map_err(dberr)?;
+            let format = meta.get("format").map_err(dberr)?.map(|g| g.value().to_owned());
+            match format {
+                Some(f) if f != FORMAT => return Err(StoreError::Format(f)),
+                Some(_) => {}
+                None => {
+                    meta.insert("format", FORMAT).map_err(dberr)?;
+                }
+            }
+            let stored = meta.get("model").map_err(dberr)?.map(|g| g.value().to_owned());
+            match stored {
+                Some(m) if m != model => {
+                    return Err(StoreError::ModelMismatch {
+                        stored: m,
+                        running: model.to_owned(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("model", model).map_err(dberr)?;
+                }
+            }
+            // Create every table so read transactions never meet a missing one.
+            tx.open_table(NAMESPACES).map_err(dberr)?;
+            tx.open_table(POINTS).map_err(dberr)?;
+            tx.open_table(MEMORIES).map_err(dberr)?;
+            tx.open_table(DEDUP).map_err(dberr)?;
+            tx.open_table(TIMELINE).map_err(dberr)?;
+            tx.open_table(BLOB_DELETES).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(State { db })
+    }
+
+    /// Every namespace with its next point number.
+    pub fn namespaces(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(NAMESPACES).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// All point rows of a namespace, in point order (index = point number).
+    pub fn load_points(&self, ns: &str) -> Result<Vec<PointRow>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(POINTS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.range((ns, 0u64)..=(ns, u64::MAX)).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            if k.value().1 != out.len() as u64 {
+                return Err(StoreError::Corrupt(rows::CorruptRow("gap in point numbers")));
+            }
+            out.push(PointRow::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The live memory with this dedup key, if any.
+    pub fn find_dedup(&self, ns: &str, keys: &[[u8; 32]]) -> Result<Vec<Option<MemoryId>>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(DEDUP).map_err(dberr)?;
+        keys.iter()
+            .map(|k| Ok(t.get((ns, *k)).map_err(dberr)?.map(|g| MemoryId(g.value()))))
+            .collect()
+    }
+
+    /// The point of a live memory.
+    pub fn point_of(&self, ns: &str, ids: &[MemoryId]) -> Result<Vec<Option<u64>>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(MEMORIES).map_err(dberr)?;
+        ids.iter()
+            .map(|id| Ok(t.get((ns, id.0)).map_err(dberr)?.map(|g| g.value())))
+            .collect()
+    }
+
+    /// Durably inserts new memories of one namespace and advances its next point number.
+    pub fn insert(&self, ns: &str, points: &[NewPoint], next_point: u64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
+            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+            let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
+            let mut ded = tx.open_table(DEDUP).map_err(dberr)?;
+            let mut tl = tx.open_table(TIMELINE).map_err(dberr)?;
+            nst.insert(ns, next_point).map_err(dberr)?;
+            for p in points {
+                pts.insert((ns, p.point), p.row.encode().as_slice()).map_err(dberr)?;
+                mem.insert((ns, p.row.id.0), p.point).map_err(dberr)?;
+                ded.insert((ns, p.row.dedup), p.row.id.0).map_err(dberr)?;
+                tl.insert((ns, p.row.created_at, p.row.id.0), ()).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Durably forgets memories: tombstones their points, removes them from every lookup and queues their blobs
+    /// for deletion.
+    pub fn forget(&self, ns: &str, gone: &[Forgotten]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+            let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
+            let mut ded = tx.open_table(DEDUP).map_err(dberr)?;
+            let mut tl = tx.open_table(TIMELINE).map_err(dberr)?;
+            let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
+            for g in gone {
+                let mut row = g.row.clone();
+                row.alive = false;
+                pts.insert((ns, g.point), row.encode().as_slice()).map_err(dberr)?;
+                mem.remove((ns, row.id.0)).map_err(dberr)?;
+                ded.remove((ns, row.dedup)).map_err(dberr)?;
+                tl.remove((ns, row.created_at, row.id.0)).map_err(dberr)?;
+                del.insert(row.id.0, ()).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Blob hashes whose deletion from the blob store is still to be done.
+    pub fn pending_blob_deletes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(BLOB_DELETES).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            out.push(item.map_err(dberr)?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// Marks blob deletions as done.
+    pub fn blob_deletes_done(&self, hashes: &[[u8; 32]]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut t = tx.open_table(BLOB_DELETES).map_err(dberr)?;
+            for h in hashes {
+                t.remove(*h).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Live memories of a namespace in (created_at, id) order: those with `since <= created_at < until`, strictly
+    /// after `after`, at most `limit`.
+    pub fn list(
+        &self,
+        ns: &str,
+        since: u64,
+        until: u64,
+        after: Option<(u64, [u8; 32])>,
+        limit: usize,
+    ) -> Result<Vec<(u64, MemoryId)>, StoreError> {
+        if since >= until {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(TIMELINE).map_err(dberr)?;
+        let start = (ns, since, [0u8; 32]);
+        let end = (ns, until, [0u8; 32]);
+        let mut out = Vec::new();
+        for item in t.range(start..end).map_err(dberr)? {
+            let (k, _) = item.map_err(dberr)?;
+            let (_, created_at, id) = k.value();
+            if let Some(a) = after {
+                if (created_at, id) <= a {
+                    continue;
+                }
+            }
+            out.push((created_at, MemoryId(id)));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces all points of a namespace by `live` (renumbered 0..), dropping tombstones: the durable half of a
+    /// compaction.
+    pub fn compact(&self, ns: &str, live: &[PointRow]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
+            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+            let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
+            pts.retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
+                .map_err(dberr)?;
+            for (i, row) in live.iter().enumerate() {
+                pts.insert((ns, i as u64), row.encode().as_slice()).map_err(dberr)?;
+                mem.insert((ns, row.id.0), i as u64).map_err(dberr)?;
+            }
+            nst.insert(ns, live.len() as u64).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+}
