@@ -28,8 +28,8 @@ use cairn_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
 pub use cairn_proto::v1::{
-    EmbedResponse, GetResponse, Hit, ListResponse, Memory, NamespaceInfo, NamespaceStats, RememberResult,
-    StatsResponse,
+    EmbedResponse, GetResponse, Hit, ListResponse, Memory, NamespaceInfo, NamespaceStats,
+    RememberResult, StatsResponse,
 };
 pub use error::Error;
 pub use recall::RecallBuilder;

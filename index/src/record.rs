@@ -79,7 +79,16 @@ impl MemoryRecord {
             .map(|(k, v)| 2 + k.len() + 4 + v.len())
             .sum();
         let mut out = Vec::with_capacity(
-            MAGIC.len() + 1 + 2 + self.namespace.len() + 8 + SALT_LEN + 4 + self.text.len() + 2 + meta_len,
+            MAGIC.len()
+                + 1
+                + 2
+                + self.namespace.len()
+                + 8
+                + SALT_LEN
+                + 4
+                + self.text.len()
+                + 2
+                + meta_len,
         );
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
@@ -201,7 +210,12 @@ impl<'a> Reader<'a> {
         self.string(len, what, max)
     }
 
-    fn string(&mut self, len: usize, what: &'static str, max: usize) -> Result<String, DecodeError> {
+    fn string(
+        &mut self,
+        len: usize,
+        what: &'static str,
+        max: usize,
+    ) -> Result<String, DecodeError> {
         if len > max {
             return Err(DecodeError::TooLong(what));
         }
@@ -249,14 +263,16 @@ mod tests {
         0002\
         0007737065616b657200000005616c696365\
         0005746f706963000000066472696e6b73";
-    const TEST_VECTOR_ID: &str =
-        "aad767565cc6ff98691328d80eccf51cb50864b98ec5b6d819e5aa0281e9e550";
+    const TEST_VECTOR_ID: &str = "aad767565cc6ff98691328d80eccf51cb50864b98ec5b6d819e5aa0281e9e550";
 
     #[test]
     fn every_truncation_and_flip_is_handled() {
         let bytes = sample().encode();
         for n in 0..bytes.len() {
-            assert!(MemoryRecord::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+            assert!(
+                MemoryRecord::decode(&bytes[..n]).is_err(),
+                "prefix {n} accepted"
+            );
         }
         for i in 0..bytes.len() {
             for bit in 0..8 {
@@ -270,7 +286,10 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(MemoryRecord::decode(&longer), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            MemoryRecord::decode(&longer),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 
     #[test]
@@ -284,7 +303,10 @@ mod tests {
             put_u16_len(&mut bytes, k.as_bytes());
             put_u32_len(&mut bytes, v.as_bytes());
         }
-        assert_eq!(MemoryRecord::decode(&bytes), Err(DecodeError::UnsortedMetadata));
+        assert_eq!(
+            MemoryRecord::decode(&bytes),
+            Err(DecodeError::UnsortedMetadata)
+        );
     }
 
     #[test]
@@ -293,9 +315,15 @@ mod tests {
         let mut b = sample();
         b.created_at += 1;
         b.salt = [9; SALT_LEN];
-        assert_eq!(dedup_key(&a.text, &a.metadata), dedup_key(&b.text, &b.metadata));
+        assert_eq!(
+            dedup_key(&a.text, &a.metadata),
+            dedup_key(&b.text, &b.metadata)
+        );
         b.metadata.insert("x".into(), "y".into());
-        assert_ne!(dedup_key(&a.text, &a.metadata), dedup_key(&b.text, &b.metadata));
+        assert_ne!(
+            dedup_key(&a.text, &a.metadata),
+            dedup_key(&b.text, &b.metadata)
+        );
         // Length prefixes keep text/metadata boundaries unambiguous.
         let mut m1 = Metadata::new();
         m1.insert("ab".into(), "c".into());

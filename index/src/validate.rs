@@ -80,7 +80,10 @@ pub fn namespace(ns: &str) -> Result<(), ValidationError> {
     if ns.len() > MAX_NAMESPACE_LEN {
         return Err(ValidationError::invalid(
             FIELD,
-            format!("{} characters, at most {MAX_NAMESPACE_LEN} allowed", ns.chars().count()),
+            format!(
+                "{} characters, at most {MAX_NAMESPACE_LEN} allowed",
+                ns.chars().count()
+            ),
         ));
     }
     if let Some(c) = ns
@@ -108,12 +111,19 @@ pub fn namespace(ns: &str) -> Result<(), ValidationError> {
 /// (UTF-8 validity is guaranteed by the type; the wire decoder rejects invalid UTF-8.)
 pub fn text(field: &str, text: &str, limits: &Limits) -> Result<(), ValidationError> {
     if text.trim().is_empty() {
-        return Err(ValidationError::invalid(field, "must not be empty or only whitespace"));
+        return Err(ValidationError::invalid(
+            field,
+            "must not be empty or only whitespace",
+        ));
     }
     if text.len() > limits.max_text_bytes {
         return Err(ValidationError::too_large(
             field,
-            format!("{} bytes, at most {} allowed", text.len(), limits.max_text_bytes),
+            format!(
+                "{} bytes, at most {} allowed",
+                text.len(),
+                limits.max_text_bytes
+            ),
         ));
     }
     Ok(())
@@ -144,13 +154,21 @@ pub fn metadata(
         if k.len() > limits.max_key_bytes {
             return Err(ValidationError::too_large(
                 format!("{field}[{shown:?}]"),
-                format!("key is {} bytes, at most {} allowed", k.len(), limits.max_key_bytes),
+                format!(
+                    "key is {} bytes, at most {} allowed",
+                    k.len(),
+                    limits.max_key_bytes
+                ),
             ));
         }
         if v.len() > limits.max_value_bytes {
             return Err(ValidationError::too_large(
                 format!("{field}[{shown:?}]"),
-                format!("value is {} bytes, at most {} allowed", v.len(), limits.max_value_bytes),
+                format!(
+                    "value is {} bytes, at most {} allowed",
+                    v.len(),
+                    limits.max_value_bytes
+                ),
             ));
         }
     }
@@ -167,7 +185,17 @@ mod tests {
             assert!(namespace(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "/a", "a/", "a//b", "a/../b", "..", "a..b", "sp ace", "é", "a\0", &"x".repeat(129),
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a/../b",
+            "..",
+            "a..b",
+            "sp ace",
+            "é",
+            "a\0",
+            &"x".repeat(129),
         ] {
             let e = namespace(bad).unwrap_err();
             assert_eq!(e.field, "namespace");
@@ -179,11 +207,17 @@ mod tests {
     fn texts() {
         let l = Limits::default();
         assert!(text("text", "hi", &l).is_ok());
-        assert_eq!(text("t", " \n\t", &l).unwrap_err().violation, Violation::Invalid);
+        assert_eq!(
+            text("t", " \n\t", &l).unwrap_err().violation,
+            Violation::Invalid
+        );
         assert_eq!(text("t", "", &l).unwrap_err().violation, Violation::Invalid);
         assert!(text("t", &"a".repeat(64 * 1024), &l).is_ok());
         let e = text("items[3].text", &"a".repeat(64 * 1024 + 1), &l).unwrap_err();
-        assert_eq!((e.violation, e.field.as_str()), (Violation::TooLarge, "items[3].text"));
+        assert_eq!(
+            (e.violation, e.field.as_str()),
+            (Violation::TooLarge, "items[3].text")
+        );
     }
 
     #[test]
@@ -193,14 +227,26 @@ mod tests {
         m.insert("k".to_string(), "v".repeat(4096));
         assert!(metadata("m", &m, &l).is_ok());
         m.insert("k".to_string(), "v".repeat(4097));
-        assert_eq!(metadata("m", &m, &l).unwrap_err().violation, Violation::TooLarge);
+        assert_eq!(
+            metadata("m", &m, &l).unwrap_err().violation,
+            Violation::TooLarge
+        );
         let mut m = BTreeMap::new();
         m.insert("k".repeat(129), "v".into());
-        assert_eq!(metadata("m", &m, &l).unwrap_err().violation, Violation::TooLarge);
+        assert_eq!(
+            metadata("m", &m, &l).unwrap_err().violation,
+            Violation::TooLarge
+        );
         let mut m = BTreeMap::new();
         m.insert(String::new(), "v".into());
-        assert_eq!(metadata("m", &m, &l).unwrap_err().violation, Violation::Invalid);
+        assert_eq!(
+            metadata("m", &m, &l).unwrap_err().violation,
+            Violation::Invalid
+        );
         let m: BTreeMap<_, _> = (0..65).map(|i| (i.to_string(), String::new())).collect();
-        assert_eq!(metadata("m", &m, &l).unwrap_err().violation, Violation::TooLarge);
+        assert_eq!(
+            metadata("m", &m, &l).unwrap_err().violation,
+            Violation::TooLarge
+        );
     }
 }

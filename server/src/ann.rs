@@ -48,13 +48,24 @@ impl Ann {
     /// An empty graph.
     pub fn new(params: HnswParams, capacity: usize) -> Self {
         let m = params.m.clamp(2, 256);
-        let hnsw = Hnsw::new(m, capacity.max(1024), MAX_LAYERS, params.ef_construction.max(m), DistDot);
+        let hnsw = Hnsw::new(
+            m,
+            capacity.max(1024),
+            MAX_LAYERS,
+            params.ef_construction.max(m),
+            DistDot,
+        );
         Ann { hnsw, params }
     }
 
     /// Points in the graph.
     pub fn len(&self) -> usize {
         self.hnsw.get_nb_point()
+    }
+
+    /// True when the graph has no points.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Adds a unit vector as point `point`.
@@ -64,8 +75,14 @@ impl Ann {
 
     /// Approximate nearest points to a unit query vector that pass `keep`, nearest first, as (point, distance
     /// = 1 − cosine).
-    pub fn search(&self, query: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
-        if self.len() == 0 || k == 0 {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(usize, f32)> {
+        if self.is_empty() || k == 0 {
             return Vec::new();
         }
         let filter = |id: &usize| keep(*id);
@@ -82,12 +99,14 @@ impl Ann {
             path: dir.to_owned(),
             reason,
         };
-        if self.len() == 0 {
+        if self.is_empty() {
             // Nothing to save; drop any older dump so it cannot be mistaken for the current state.
             let _ = std::fs::remove_dir_all(dir);
             return Ok(());
         }
-        let parent = dir.parent().ok_or_else(|| err("no parent directory".into()))?;
+        let parent = dir
+            .parent()
+            .ok_or_else(|| err("no parent directory".into()))?;
         std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
         let tmp = parent.join(format!(
             "{}.tmp-{}",
@@ -126,7 +145,8 @@ impl Ann {
     /// Loads a graph saved by [`Ann::save`]; `None` if there is none or it does not fit `params` (the caller then
     /// rebuilds). Never panics on damaged files.
     pub fn load(dir: &Path, params: HnswParams) -> Option<Self> {
-        let meta: DumpMeta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+        let meta: DumpMeta =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
         if meta.params != params {
             tracing::info!(dir = %dir.display(), "HNSW parameters changed; rebuilding the index");
             return None;

@@ -17,14 +17,18 @@ use tokio::sync::oneshot;
 pub const MAX_SEQ_LEN: usize = 256;
 
 /// sha256 of the all-MiniLM-L6-v2 weights the exporter must have started from.
-pub const MINILM_SAFETENSORS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+pub const MINILM_SAFETENSORS_SHA256: &str =
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 /// sha256 of `model.onnx` as `scripts/export_onnx.py` writes it from the pinned weights (fp32, and int8 dynamic
 /// per-channel quantisation).
-pub const MINILM_ONNX_SHA256: &str = "a2031b59348530c0d236d39248fc68d35da6e9f18b9b66cc297819ac807570e3";
+pub const MINILM_ONNX_SHA256: &str =
+    "a2031b59348530c0d236d39248fc68d35da6e9f18b9b66cc297819ac807570e3";
 /// See [`MINILM_ONNX_SHA256`].
-pub const MINILM_INT8_ONNX_SHA256: &str = "4f82efb225a2533b93bd26ee6ad17481caff062778aad18707eaf6f694cae0ba";
+pub const MINILM_INT8_ONNX_SHA256: &str =
+    "4f82efb225a2533b93bd26ee6ad17481caff062778aad18707eaf6f694cae0ba";
 /// sha256 of the all-MiniLM-L6-v2 tokenizer.
-pub const MINILM_TOKENIZER_SHA256: &str = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037";
+pub const MINILM_TOKENIZER_SHA256: &str =
+    "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037";
 
 /// Why the embedder cannot start or could not embed.
 #[derive(Debug, thiserror::Error)]
@@ -161,17 +165,23 @@ fn load_files(dir: &Path) -> Result<(ModelInfo, BTreeMap<String, Vec<u8>>), Embe
     }
     if m.name == "all-MiniLM-L6-v2" {
         if m.files.get("tokenizer.json").map(String::as_str) != Some(MINILM_TOKENIZER_SHA256) {
-            return Err(bad("tokenizer.json is not the pinned all-MiniLM-L6-v2 tokenizer".into()));
+            return Err(bad(
+                "tokenizer.json is not the pinned all-MiniLM-L6-v2 tokenizer".into(),
+            ));
         }
         if m.source_safetensors_sha256.as_deref() != Some(MINILM_SAFETENSORS_SHA256) {
-            return Err(bad("model was not exported from the pinned all-MiniLM-L6-v2 weights".into()));
+            return Err(bad(
+                "model was not exported from the pinned all-MiniLM-L6-v2 weights".into(),
+            ));
         }
         let want_onnx = match m.quantization.as_deref() {
             None | Some("none") => MINILM_ONNX_SHA256,
             _ => MINILM_INT8_ONNX_SHA256,
         };
         if m.files.get("model.onnx").map(String::as_str) != Some(want_onnx) {
-            return Err(bad("model.onnx is not the pinned export of all-MiniLM-L6-v2".into()));
+            return Err(bad(
+                "model.onnx is not the pinned export of all-MiniLM-L6-v2".into(),
+            ));
         }
     }
     let mut files = BTreeMap::new();
@@ -182,7 +192,9 @@ fn load_files(dir: &Path) -> Result<(ModelInfo, BTreeMap<String, Vec<u8>>), Embe
             .map_err(|e| EmbedError::MissingModel(format!("{}: {e}", path.display())))?;
         let got = sha256_hex(&bytes);
         if &got != want {
-            return Err(bad(format!("{name} has sha256 {got}, manifest says {want}")));
+            return Err(bad(format!(
+                "{name} has sha256 {got}, manifest says {want}"
+            )));
         }
         h.update(&(name.len() as u64).to_be_bytes());
         h.update(name.as_bytes());
@@ -269,13 +281,18 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
             .flat_map(|(j, job)| (0..job.texts.len()).map(move |i| (j, i)))
             .collect();
         order.sort_by_key(|&(j, i)| jobs[j].texts[i].len());
-        let texts: Vec<&str> = order.iter().map(|&(j, i)| jobs[j].texts[i].as_str()).collect();
+        let texts: Vec<&str> = order
+            .iter()
+            .map(|&(j, i)| jobs[j].texts[i].as_str())
+            .collect();
         let span = tracing::debug_span!("embed", texts = texts.len(), jobs = jobs.len());
         let _g = span.enter();
         match te.embed(&texts, Some(32)) {
             Ok(vectors) if vectors.len() == texts.len() => {
-                let mut out: Vec<Vec<Vec<f32>>> =
-                    jobs.iter().map(|j| vec![Vec::new(); j.texts.len()]).collect();
+                let mut out: Vec<Vec<Vec<f32>>> = jobs
+                    .iter()
+                    .map(|j| vec![Vec::new(); j.texts.len()])
+                    .collect();
                 for (&(j, i), v) in order.iter().zip(vectors) {
                     out[j][i] = v;
                 }
@@ -284,7 +301,11 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
                 }
             }
             Ok(v) => {
-                let msg = format!("model returned {} vectors for {} texts", v.len(), texts.len());
+                let msg = format!(
+                    "model returned {} vectors for {} texts",
+                    v.len(),
+                    texts.len()
+                );
                 for job in jobs {
                     let _ = job.reply.send(Err(EmbedError::Embed(msg.clone())));
                 }

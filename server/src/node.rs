@@ -39,10 +39,12 @@ pub struct NodeConfig {
 
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn serve(cfg: NodeConfig) -> Result<()> {
-    let addr: SocketAddr = cfg
-        .listen
-        .parse()
-        .with_context(|| format!("--listen {:?} is not an address like 127.0.0.1:7420", cfg.listen))?;
+    let addr: SocketAddr = cfg.listen.parse().with_context(|| {
+        format!(
+            "--listen {:?} is not an address like 127.0.0.1:7420",
+            cfg.listen
+        )
+    })?;
     let t0 = std::time::Instant::now();
     let embed_cfg = cfg.embed.clone();
     let embedder = tokio::task::spawn_blocking(move || Embedder::start(&embed_cfg)).await??;
@@ -89,10 +91,15 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     };
 
     // Printed on stdout so scripts and tests can wait for it.
-    println!("cairn node listening on {local} (data dir {})", cfg.data_dir.display());
+    println!(
+        "cairn node listening on {local} (data dir {})",
+        cfg.data_dir.display()
+    );
     tracing::info!(%local, "serving");
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(crate::status_map::fix_status))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::status_map::fix_status,
+        ))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(svc)

@@ -95,7 +95,10 @@ impl Cairn for CairnService {
         }))
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let req = request.into_inner();
         let (found, missing) = self.engine.get(&req.namespace, &req.ids).await?;
         Ok(Response::new(pb::GetResponse {
@@ -104,11 +107,20 @@ impl Cairn for CairnService {
         }))
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let req = request.into_inner();
         let (page, next) = self
             .engine
-            .list(&req.namespace, req.since, req.until, req.limit, &req.page_token)
+            .list(
+                &req.namespace,
+                req.since,
+                req.until,
+                req.limit,
+                &req.page_token,
+            )
             .await?;
         Ok(Response::new(pb::ListResponse {
             memories: page.into_iter().map(memory).collect(),
@@ -125,18 +137,27 @@ impl Cairn for CairnService {
         Ok(Response::new(pb::ForgetResponse { forgotten, missing }))
     }
 
-    async fn embed(&self, request: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
+    async fn embed(
+        &self,
+        request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
         let req = request.into_inner();
         let vectors = self.engine.embed(req.texts).await?;
         let info = self.engine.embedder().info();
         Ok(Response::new(pb::EmbedResponse {
             model: info.id.clone(),
             dim: info.dim as u32,
-            vectors: vectors.into_iter().map(|values| pb::Vector { values }).collect(),
+            vectors: vectors
+                .into_iter()
+                .map(|values| pb::Vector { values })
+                .collect(),
         }))
     }
 
-    async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         let req = request.into_inner();
         let spaces = self.engine.stats(req.namespace.as_deref())?;
         let info = self.engine.embedder().info();

@@ -21,10 +21,16 @@ pub fn fix_status<B>(mut resp: Response<B>) -> Response<B> {
         .unwrap_or("")
         .to_owned();
     let new_code = match status.as_deref() {
-        Some(OUT_OF_RANGE) if message.contains("message%20length%20too%20large") || message.contains("message length too large") => {
+        Some(OUT_OF_RANGE)
+            if message.contains("message%20length%20too%20large")
+                || message.contains("message length too large") =>
+        {
             Some("8")
         }
-        Some(INTERNAL) if message.contains("failed%20to%20decode%20Protobuf") || message.contains("failed to decode Protobuf") => {
+        Some(INTERNAL)
+            if message.contains("failed%20to%20decode%20Protobuf")
+                || message.contains("failed to decode Protobuf") =>
+        {
             Some("3")
         }
         _ => None,

@@ -13,9 +13,20 @@ async fn sixteen_clients_times_fifty_remembers_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..50 {
-                let text = format!("Client {client_no} remembers fact {i}: item {} costs {} coins.", i * 7 % 13, client_no * 100 + i);
-                let ns = if client_no % 2 == 0 { "conc/even" } else { "conc/odd" };
-                let r = c.remember(ns, vec![NewMemory::new(text)]).await.expect("remember");
+                let text = format!(
+                    "Client {client_no} remembers fact {i}: item {} costs {} coins.",
+                    i * 7 % 13,
+                    client_no * 100 + i
+                );
+                let ns = if client_no % 2 == 0 {
+                    "conc/even"
+                } else {
+                    "conc/odd"
+                };
+                let r = c
+                    .remember(ns, vec![NewMemory::new(text)])
+                    .await
+                    .expect("remember");
                 assert!(!r[0].deduplicated);
                 ids.push((ns, r[0].id.clone()));
             }
@@ -29,7 +40,11 @@ async fn sixteen_clients_times_fifty_remembers_lose_nothing() {
     assert_eq!(all.len(), 800);
     let c = node.client().await.expect("client");
     for ns in ["conc/even", "conc/odd"] {
-        let ids: Vec<String> = all.iter().filter(|(n, _)| *n == ns).map(|(_, id)| id.clone()).collect();
+        let ids: Vec<String> = all
+            .iter()
+            .filter(|(n, _)| *n == ns)
+            .map(|(_, id)| id.clone())
+            .collect();
         assert_eq!(ids.len(), 400);
         let got = c.get(ns, ids).await.expect("get");
         assert!(got.missing.is_empty());

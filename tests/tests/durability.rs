@@ -8,7 +8,14 @@ use cairn_tests::{temp_dir, Node};
 
 fn memories(n: usize, tag: &str) -> Vec<NewMemory> {
     (0..n)
-        .map(|i| NewMemory::new(format!("{tag} note {i}: the {} of project {} moved to room {}.", ["budget", "deadline", "review", "launch"][i % 4], i % 7, 100 + i)))
+        .map(|i| {
+            NewMemory::new(format!(
+                "{tag} note {i}: the {} of project {} moved to room {}.",
+                ["budget", "deadline", "review", "launch"][i % 4],
+                i % 7,
+                100 + i
+            ))
+        })
         .collect()
 }
 
@@ -24,7 +31,12 @@ async fn graceful_restart_keeps_everything() {
         .into_iter()
         .map(|r| r.id)
         .collect();
-    let before = c.recall("r", "where did the launch move?").k(10).send().await.expect("recall");
+    let before = c
+        .recall("r", "where did the launch move?")
+        .k(10)
+        .send()
+        .await
+        .expect("recall");
     let list_before = c.list("r", Default::default()).await.expect("list");
     node.stop();
 
@@ -33,13 +45,21 @@ async fn graceful_restart_keeps_everything() {
     let got = c.get("r", ids.clone()).await.expect("get");
     assert_eq!(got.memories.len(), ids.len());
     assert!(got.missing.is_empty());
-    let after = c.recall("r", "where did the launch move?").k(10).send().await.expect("recall");
+    let after = c
+        .recall("r", "where did the launch move?")
+        .k(10)
+        .send()
+        .await
+        .expect("recall");
     let ids_of = |h: &Vec<cairn_client::Hit>| h.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids_of(&before), ids_of(&after));
     let list_after = c.list("r", Default::default()).await.expect("list");
     assert_eq!(list_before, list_after);
     // The restarted node still deduplicates against what it had.
-    let again = c.remember("r", memories(1, "restart")).await.expect("remember");
+    let again = c
+        .remember("r", memories(1, "restart"))
+        .await
+        .expect("remember");
     assert!(again[0].deduplicated);
     assert_eq!(again[0].id, ids[0]);
 }
@@ -66,10 +86,19 @@ async fn kill_9_right_after_acknowledged_remembers_loses_nothing() {
     let node = Node::start(dir.path()).expect("restart after kill -9");
     let c = node.client().await.expect("client");
     let got = c.get("k", ids.clone()).await.expect("get");
-    assert!(got.missing.is_empty(), "lost after kill -9: {:?}", got.missing);
+    assert!(
+        got.missing.is_empty(),
+        "lost after kill -9: {:?}",
+        got.missing
+    );
     assert_eq!(got.memories.len(), ids.len());
     // And it is searchable (the index was rebuilt from durable state, no dump was ever written).
-    let hits = c.recall("k", "the last word before the crash").k(1).send().await.expect("recall");
+    let hits = c
+        .recall("k", "the last word before the crash")
+        .k(1)
+        .send()
+        .await
+        .expect("recall");
     assert_eq!(hits[0].id, last[0].id);
     let stats = c.stats(Some("k")).await.expect("stats");
     assert_eq!(stats.total_memories, ids.len() as u64);
@@ -79,7 +108,9 @@ fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -99,12 +130,18 @@ async fn forget_deletes_the_bytes_from_the_blob_store() {
     let dir = temp_dir();
     let node = Node::start(dir.path()).expect("node");
     let c = node.client().await.expect("client");
-    let marker = format!("zebra-marker-{} secret text to be forgotten", std::process::id());
+    let marker = format!(
+        "zebra-marker-{} secret text to be forgotten",
+        std::process::id()
+    );
     let keep = c
         .remember("f", vec![NewMemory::new("An unrelated memory that stays.")])
         .await
         .expect("remember");
-    let r = c.remember("f", vec![NewMemory::new(marker.clone())]).await.expect("remember");
+    let r = c
+        .remember("f", vec![NewMemory::new(marker.clone())])
+        .await
+        .expect("remember");
     assert!(
         !files_containing(&dir.path().join("blobs"), marker.as_bytes()).is_empty(),
         "the blob store should hold the text before forgetting"

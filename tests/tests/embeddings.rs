@@ -27,12 +27,18 @@ fn cli_embed_matches_reference_fixture() {
     assert!(items.len() >= 5);
     let dir = temp_dir();
     let node = Node::start(dir.path()).expect("node");
-    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().expect("text")).collect();
+    let texts: Vec<&str> = items
+        .iter()
+        .map(|i| i["text"].as_str().expect("text"))
+        .collect();
     let mut args = vec!["embed"];
     args.extend(texts.iter().copied());
     let out = node.cli_json(&args);
     assert_eq!(out["dim"], 384);
-    assert!(out["model"].as_str().expect("model").starts_with("all-MiniLM-L6-v2@"));
+    assert!(out["model"]
+        .as_str()
+        .expect("model")
+        .starts_with("all-MiniLM-L6-v2@"));
     let got = vectors(&out);
     assert_eq!(got.len(), items.len());
     for (item, v) in items.iter().zip(&got) {
@@ -61,8 +67,16 @@ fn published_similarities_and_truncation_at_256_word_pieces() {
         "The new movie is so great",
     ]);
     let v = vectors(&out);
-    assert!((cosine(&v[0], &v[1]) - 0.7553).abs() < 0.001, "{}", cosine(&v[0], &v[1]));
-    assert!((cosine(&v[2], &v[3]) - 0.8939).abs() < 0.001, "{}", cosine(&v[2], &v[3]));
+    assert!(
+        (cosine(&v[0], &v[1]) - 0.7553).abs() < 0.001,
+        "{}",
+        cosine(&v[0], &v[1])
+    );
+    assert!(
+        (cosine(&v[2], &v[3]) - 0.8939).abs() < 0.001,
+        "{}",
+        cosine(&v[2], &v[3])
+    );
 
     // 300 single-piece words, then two different endings: both endings fall past piece 256 (254 + [CLS]/[SEP]),
     // so the vectors must be identical; a truncation at 128 or none at all would differ elsewhere.
@@ -85,11 +99,24 @@ async fn concurrent_embeds_equal_single_embeds() {
     let node = Node::start(dir.path()).expect("node");
     let client = node.client().await.expect("client");
     let texts: Vec<String> = (0..24)
-        .map(|i| format!("Sentence number {i} talks about topic {} in some detail.", i % 5))
+        .map(|i| {
+            format!(
+                "Sentence number {i} talks about topic {} in some detail.",
+                i % 5
+            )
+        })
         .collect();
     let mut alone = Vec::new();
     for t in &texts {
-        alone.push(client.embed(vec![t.clone()]).await.expect("embed").vectors.remove(0).values);
+        alone.push(
+            client
+                .embed(vec![t.clone()])
+                .await
+                .expect("embed")
+                .vectors
+                .remove(0)
+                .values,
+        );
     }
     let mut tasks = Vec::new();
     for t in texts.clone() {
@@ -97,7 +124,13 @@ async fn concurrent_embeds_equal_single_embeds() {
         tasks.push(tokio::spawn(async move { c.embed(vec![t]).await }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
-        let v = task.await.expect("join").expect("embed").vectors.remove(0).values;
+        let v = task
+            .await
+            .expect("join")
+            .expect("embed")
+            .vectors
+            .remove(0)
+            .values;
         assert!(cosine(&v, &alone[i]) > 0.99999, "text {i}");
     }
 }

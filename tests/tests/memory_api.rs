@@ -10,9 +10,15 @@ async fn remember_recall_get_list_forget_round_trip() {
     let c = node.client().await.expect("client");
     let ns = "team/alice:chat";
     let items = vec![
-        NewMemory::new("Alice prefers green tea to coffee.").meta("speaker", "alice").created_at(1000),
-        NewMemory::new("The quarterly budget review is scheduled for Friday.").meta("speaker", "bob").created_at(2000),
-        NewMemory::new("Bob's dog is called Biscuit and loves the beach.").meta("speaker", "bob").created_at(3000),
+        NewMemory::new("Alice prefers green tea to coffee.")
+            .meta("speaker", "alice")
+            .created_at(1000),
+        NewMemory::new("The quarterly budget review is scheduled for Friday.")
+            .meta("speaker", "bob")
+            .created_at(2000),
+        NewMemory::new("Bob's dog is called Biscuit and loves the beach.")
+            .meta("speaker", "bob")
+            .created_at(3000),
         NewMemory::new("The server migration finished without downtime.").created_at(4000),
     ];
     let res = c.remember(ns, items.clone()).await.expect("remember");
@@ -21,38 +27,76 @@ async fn remember_recall_get_list_forget_round_trip() {
     assert_eq!(res[1].created_at, 2000);
 
     // Same text and metadata again: same id, flagged; same text, other metadata: a new memory.
-    let again = c.remember(ns, vec![items[0].clone()]).await.expect("remember again");
+    let again = c
+        .remember(ns, vec![items[0].clone()])
+        .await
+        .expect("remember again");
     assert_eq!(again[0].id, res[0].id);
     assert!(again[0].deduplicated);
     let other = c
-        .remember(ns, vec![NewMemory::new("Alice prefers green tea to coffee.").meta("speaker", "carol")])
+        .remember(
+            ns,
+            vec![NewMemory::new("Alice prefers green tea to coffee.").meta("speaker", "carol")],
+        )
         .await
         .expect("remember other");
     assert!(!other[0].deduplicated);
     assert_ne!(other[0].id, res[0].id);
     // Repeats within one call are deduplicated too.
     let twice = c
-        .remember(ns, vec![NewMemory::new("Repeated line."), NewMemory::new("Repeated line.")])
+        .remember(
+            ns,
+            vec![
+                NewMemory::new("Repeated line."),
+                NewMemory::new("Repeated line."),
+            ],
+        )
         .await
         .expect("remember twice");
     assert_eq!(twice[0].id, twice[1].id);
     assert!(!twice[0].deduplicated && twice[1].deduplicated);
 
     // Recall: the semantically closest memory comes first; scores descend.
-    let hits = c.recall(ns, "what does Alice like to drink?").k(3).send().await.expect("recall");
+    let hits = c
+        .recall(ns, "what does Alice like to drink?")
+        .k(3)
+        .send()
+        .await
+        .expect("recall");
     assert_eq!(hits.len(), 3);
     assert!(hits[0].text.contains("green tea"), "{:?}", hits[0].text);
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
-    let hits = c.recall(ns, "pets and animals").k(1).send().await.expect("recall");
+    let hits = c
+        .recall(ns, "pets and animals")
+        .k(1)
+        .send()
+        .await
+        .expect("recall");
     assert_eq!(hits[0].id, res[2].id);
-    assert_eq!(hits[0].metadata.get("speaker").map(String::as_str), Some("bob"));
+    assert_eq!(
+        hits[0].metadata.get("speaker").map(String::as_str),
+        Some("bob")
+    );
     assert_eq!(hits[0].created_at, 3000);
 
     // Filters: metadata equality and created_at range.
-    let hits = c.recall(ns, "tea").where_eq("speaker", "bob").k(10).send().await.expect("recall");
+    let hits = c
+        .recall(ns, "tea")
+        .where_eq("speaker", "bob")
+        .k(10)
+        .send()
+        .await
+        .expect("recall");
     assert_eq!(hits.len(), 2);
     assert!(hits.iter().all(|h| h.metadata["speaker"] == "bob"));
-    let hits = c.recall(ns, "anything").since(2000).until(4000).k(10).send().await.expect("recall");
+    let hits = c
+        .recall(ns, "anything")
+        .since(2000)
+        .until(4000)
+        .k(10)
+        .send()
+        .await
+        .expect("recall");
     let mut ids: Vec<_> = hits.iter().map(|h| h.id.clone()).collect();
     ids.sort();
     let mut want = vec![res[1].id.clone(), res[2].id.clone()];
@@ -62,12 +106,18 @@ async fn remember_recall_get_list_forget_round_trip() {
     // Get: found in order, unknown ids reported missing.
     let unknown = "0".repeat(64);
     let got = c
-        .get(ns, vec![res[2].id.clone(), unknown.clone(), res[0].id.clone()])
+        .get(
+            ns,
+            vec![res[2].id.clone(), unknown.clone(), res[0].id.clone()],
+        )
         .await
         .expect("get");
     assert_eq!(got.memories.len(), 2);
     assert_eq!(got.memories[0].id, res[2].id);
-    assert_eq!(got.memories[0].text, "Bob's dog is called Biscuit and loves the beach.");
+    assert_eq!(
+        got.memories[0].text,
+        "Bob's dog is called Biscuit and loves the beach."
+    );
     assert_eq!(got.memories[0].namespace, ns);
     assert_eq!(got.missing, vec![unknown]);
 
@@ -76,7 +126,14 @@ async fn remember_recall_get_list_forget_round_trip() {
     let mut token = None;
     for _ in 0..20 {
         let page = c
-            .list(ns, ListOptions { limit: Some(2), page_token: token.take(), ..Default::default() })
+            .list(
+                ns,
+                ListOptions {
+                    limit: Some(2),
+                    page_token: token.take(),
+                    ..Default::default()
+                },
+            )
             .await
             .expect("list");
         assert!(page.memories.len() <= 2);
@@ -87,12 +144,28 @@ async fn remember_recall_get_list_forget_round_trip() {
         token = Some(page.next_page_token);
     }
     assert_eq!(all.len(), 6);
-    assert!(all.windows(2).all(|w| (w[0].created_at, &w[0].id) < (w[1].created_at, &w[1].id)));
+    assert!(all
+        .windows(2)
+        .all(|w| (w[0].created_at, &w[0].id) < (w[1].created_at, &w[1].id)));
     let ranged = c
-        .list(ns, ListOptions { since: Some(2000), until: Some(3001), ..Default::default() })
+        .list(
+            ns,
+            ListOptions {
+                since: Some(2000),
+                until: Some(3001),
+                ..Default::default()
+            },
+        )
         .await
         .expect("list range");
-    assert_eq!(ranged.memories.iter().map(|m| m.created_at).collect::<Vec<_>>(), vec![2000, 3000]);
+    assert_eq!(
+        ranged
+            .memories
+            .iter()
+            .map(|m| m.created_at)
+            .collect::<Vec<_>>(),
+        vec![2000, 3000]
+    );
 
     // Forget: gone from every read at once.
     let (forgotten, missing) = c.forget(ns, vec![res[0].id.clone()]).await.expect("forget");
@@ -100,14 +173,25 @@ async fn remember_recall_get_list_forget_round_trip() {
     assert!(missing.is_empty());
     let got = c.get(ns, vec![res[0].id.clone()]).await.expect("get");
     assert!(got.memories.is_empty());
-    let hits = c.recall(ns, "what does Alice like to drink?").k(10).send().await.expect("recall");
+    let hits = c
+        .recall(ns, "what does Alice like to drink?")
+        .k(10)
+        .send()
+        .await
+        .expect("recall");
     assert!(hits.iter().all(|h| h.id != res[0].id));
     let listed = c.list(ns, ListOptions::default()).await.expect("list");
     assert!(listed.memories.iter().all(|m| m.id != res[0].id));
-    let (_, missing) = c.forget(ns, vec![res[0].id.clone()]).await.expect("forget twice");
+    let (_, missing) = c
+        .forget(ns, vec![res[0].id.clone()])
+        .await
+        .expect("forget twice");
     assert_eq!(missing, vec![res[0].id.clone()]);
     // Content can be remembered again after being forgotten.
-    let back = c.remember(ns, vec![items[0].clone()]).await.expect("remember after forget");
+    let back = c
+        .remember(ns, vec![items[0].clone()])
+        .await
+        .expect("remember after forget");
     assert!(!back[0].deduplicated);
 
     let stats = c.stats(Some(ns)).await.expect("stats");
@@ -118,12 +202,23 @@ async fn remember_recall_get_list_forget_round_trip() {
     assert_eq!(spaces[0].namespace, ns);
 
     // Namespaces are isolated.
-    c.remember("other", vec![NewMemory::new("Alice prefers green tea to coffee.")])
+    c.remember(
+        "other",
+        vec![NewMemory::new("Alice prefers green tea to coffee.")],
+    )
+    .await
+    .expect("remember other ns");
+    let hits = c
+        .recall("other", "tea")
+        .k(10)
+        .send()
         .await
-        .expect("remember other ns");
-    let hits = c.recall("other", "tea").k(10).send().await.expect("recall other");
+        .expect("recall other");
     assert_eq!(hits.len(), 1);
-    let got = c.get("other", vec![res[2].id.clone()]).await.expect("get across ns");
+    let got = c
+        .get("other", vec![res[2].id.clone()])
+        .await
+        .expect("get across ns");
     assert!(got.memories.is_empty());
 }
 
@@ -133,18 +228,40 @@ async fn paraphrase_finds_its_partner_first() {
     let node = Node::start(dir.path()).expect("node");
     let c = node.client().await.expect("client");
     let pairs = [
-        ("My flight to Lisbon leaves at 7am on Monday.", "When does my plane to Portugal depart?"),
-        ("I am allergic to peanuts and shellfish.", "Which foods make me sick?"),
-        ("Our wifi password is written on the fridge.", "Where can I find the internet login?"),
-        ("The car needs new tires before winter.", "What maintenance does my vehicle need?"),
-        ("Grandma's birthday party is on the 14th.", "When is the celebration for my grandmother?"),
-        ("I started learning the cello last spring.", "Which musical instrument am I studying?"),
+        (
+            "My flight to Lisbon leaves at 7am on Monday.",
+            "When does my plane to Portugal depart?",
+        ),
+        (
+            "I am allergic to peanuts and shellfish.",
+            "Which foods make me sick?",
+        ),
+        (
+            "Our wifi password is written on the fridge.",
+            "Where can I find the internet login?",
+        ),
+        (
+            "The car needs new tires before winter.",
+            "What maintenance does my vehicle need?",
+        ),
+        (
+            "Grandma's birthday party is on the 14th.",
+            "When is the celebration for my grandmother?",
+        ),
+        (
+            "I started learning the cello last spring.",
+            "Which musical instrument am I studying?",
+        ),
     ];
     let items: Vec<NewMemory> = pairs.iter().map(|(m, _)| NewMemory::new(*m)).collect();
     let ids = c.remember("p", items).await.expect("remember");
     for (i, (_, q)) in pairs.iter().enumerate() {
         let hits = c.recall("p", *q).k(3).send().await.expect("recall");
-        assert_eq!(hits[0].id, ids[i].id, "query {q:?} found {:?}", hits[0].text);
+        assert_eq!(
+            hits[0].id, ids[i].id,
+            "query {q:?} found {:?}",
+            hits[0].text
+        );
     }
 }
 
@@ -152,9 +269,25 @@ async fn paraphrase_finds_its_partner_first() {
 fn cli_tour_json_shapes() {
     let dir = temp_dir();
     let node = Node::start(dir.path()).expect("node");
-    let r = node.cli_json(&["remember", "--ns", "cli", "--meta", "topic=food", "I love ramen."]);
+    let r = node.cli_json(&[
+        "remember",
+        "--ns",
+        "cli",
+        "--meta",
+        "topic=food",
+        "I love ramen.",
+    ]);
     let id = r["ids"][0].as_str().expect("id").to_owned();
-    let hits = node.cli_json(&["recall", "--ns", "cli", "-k", "1", "--where", "topic=food", "noodles"]);
+    let hits = node.cli_json(&[
+        "recall",
+        "--ns",
+        "cli",
+        "-k",
+        "1",
+        "--where",
+        "topic=food",
+        "noodles",
+    ]);
     let hit = &hits["hits"][0];
     assert_eq!(hit["id"], id.as_str());
     assert_eq!(hit["text"], "I love ramen.");
@@ -176,7 +309,10 @@ fn cli_tour_json_shapes() {
     let out = node.cli(&["recall", "--ns", "no-such-ns", "x"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not found") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("not found") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -195,8 +331,19 @@ fn cli_import_reports_bad_lines_and_keeps_good_ones() {
         r#"{"text": "Third good memory."}"#.to_owned(),
     ];
     std::fs::write(&file, lines.join("\n")).expect("write file");
-    let out = node.cli(&["--json", "import", "--ns", "imp", "--batch", "3", file.to_str().expect("path")]);
-    assert!(!out.status.success(), "bad lines must make the exit code non-zero");
+    let out = node.cli(&[
+        "--json",
+        "import",
+        "--ns",
+        "imp",
+        "--batch",
+        "3",
+        file.to_str().expect("path"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "bad lines must make the exit code non-zero"
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(v["imported"], 3);
     assert_eq!(v["failed"], 4);
@@ -217,10 +364,20 @@ fn cli_import_reports_bad_lines_and_keeps_good_ones() {
     texts.sort();
     assert_eq!(
         texts,
-        vec!["First memory from the import.", "Second memory, with a time.", "Third good memory."]
+        vec![
+            "First memory from the import.",
+            "Second memory, with a time.",
+            "Third good memory."
+        ]
     );
     // Importing the same file again deduplicates the good lines.
-    let out = node.cli(&["--json", "import", "--ns", "imp", file.to_str().expect("path")]);
+    let out = node.cli(&[
+        "--json",
+        "import",
+        "--ns",
+        "imp",
+        file.to_str().expect("path"),
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(v["deduplicated"], 3);
     assert_eq!(v["imported"], 0);

@@ -17,11 +17,24 @@ async fn raw(node: &Node) -> Raw {
 }
 
 fn item(text: &str) -> pb::MemoryInput {
-    pb::MemoryInput { text: text.into(), metadata: BTreeMap::new(), created_at: None }
+    pb::MemoryInput {
+        text: text.into(),
+        metadata: BTreeMap::new(),
+        created_at: None,
+    }
 }
 
-async fn remember(c: &mut Raw, ns: &str, items: Vec<pb::MemoryInput>) -> Result<pb::RememberResponse, tonic::Status> {
-    c.remember(pb::RememberRequest { namespace: ns.into(), items }).await.map(|r| r.into_inner())
+async fn remember(
+    c: &mut Raw,
+    ns: &str,
+    items: Vec<pb::MemoryInput>,
+) -> Result<pb::RememberResponse, tonic::Status> {
+    c.remember(pb::RememberRequest {
+        namespace: ns.into(),
+        items,
+    })
+    .await
+    .map(|r| r.into_inner())
 }
 
 fn expect(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, field: &str) {
@@ -29,7 +42,11 @@ fn expect(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, field: &st
         Ok(v) => panic!("expected {code:?} naming {field:?}, got Ok({v:?})"),
         Err(s) => {
             assert_eq!(s.code(), code, "{}", s.message());
-            assert!(s.message().contains(field), "message {:?} should name {field:?}", s.message());
+            assert!(
+                s.message().contains(field),
+                "message {:?} should name {field:?}",
+                s.message()
+            );
         }
     }
 }
@@ -39,41 +56,127 @@ async fn every_rule_has_its_status_code() {
     let dir = temp_dir();
     let node = Node::start(dir.path()).expect("node");
     let mut c = raw(&node).await;
-    remember(&mut c, "ok", vec![item("a valid memory")]).await.expect("valid remember");
+    remember(&mut c, "ok", vec![item("a valid memory")])
+        .await
+        .expect("valid remember");
 
     // Namespace rules.
-    for bad in ["", "/a", "a/", "a//b", "a/../b", "a..b", "has space", "ünï", &"n".repeat(129)] {
-        expect(remember(&mut c, bad, vec![item("x")]).await, Code::InvalidArgument, "namespace");
+    for bad in [
+        "",
+        "/a",
+        "a/",
+        "a//b",
+        "a/../b",
+        "a..b",
+        "has space",
+        "ünï",
+        &"n".repeat(129),
+    ] {
+        expect(
+            remember(&mut c, bad, vec![item("x")]).await,
+            Code::InvalidArgument,
+            "namespace",
+        );
     }
     // Item count and text rules.
-    expect(remember(&mut c, "ok", vec![]).await, Code::InvalidArgument, "items");
-    expect(remember(&mut c, "ok", vec![item("x"); 1001]).await, Code::ResourceExhausted, "items");
-    expect(remember(&mut c, "ok", vec![item("fine"), item("  \n\t ")]).await, Code::InvalidArgument, "items[1].text");
-    expect(remember(&mut c, "ok", vec![item("")]).await, Code::InvalidArgument, "items[0].text");
-    expect(remember(&mut c, "ok", vec![item(&"x".repeat(64 * 1024 + 1))]).await, Code::ResourceExhausted, "items[0].text");
+    expect(
+        remember(&mut c, "ok", vec![]).await,
+        Code::InvalidArgument,
+        "items",
+    );
+    expect(
+        remember(&mut c, "ok", vec![item("x"); 1001]).await,
+        Code::ResourceExhausted,
+        "items",
+    );
+    expect(
+        remember(&mut c, "ok", vec![item("fine"), item("  \n\t ")]).await,
+        Code::InvalidArgument,
+        "items[1].text",
+    );
+    expect(
+        remember(&mut c, "ok", vec![item("")]).await,
+        Code::InvalidArgument,
+        "items[0].text",
+    );
+    expect(
+        remember(&mut c, "ok", vec![item(&"x".repeat(64 * 1024 + 1))]).await,
+        Code::ResourceExhausted,
+        "items[0].text",
+    );
     // Metadata rules.
     let with_meta = |pairs: Vec<(String, String)>| pb::MemoryInput {
         text: "t".into(),
         metadata: pairs.into_iter().collect(),
         created_at: None,
     };
-    expect(remember(&mut c, "ok", vec![with_meta(vec![(String::new(), "v".into())])]).await, Code::InvalidArgument, "items[0].metadata");
-    expect(remember(&mut c, "ok", vec![with_meta(vec![("k".repeat(129), "v".into())])]).await, Code::ResourceExhausted, "items[0].metadata");
-    expect(remember(&mut c, "ok", vec![with_meta(vec![("k".into(), "v".repeat(4097))])]).await, Code::ResourceExhausted, "items[0].metadata");
     expect(
-        remember(&mut c, "ok", vec![with_meta((0..65).map(|i| (format!("k{i}"), "v".into())).collect())]).await,
+        remember(
+            &mut c,
+            "ok",
+            vec![with_meta(vec![(String::new(), "v".into())])],
+        )
+        .await,
+        Code::InvalidArgument,
+        "items[0].metadata",
+    );
+    expect(
+        remember(
+            &mut c,
+            "ok",
+            vec![with_meta(vec![("k".repeat(129), "v".into())])],
+        )
+        .await,
+        Code::ResourceExhausted,
+        "items[0].metadata",
+    );
+    expect(
+        remember(
+            &mut c,
+            "ok",
+            vec![with_meta(vec![("k".into(), "v".repeat(4097))])],
+        )
+        .await,
+        Code::ResourceExhausted,
+        "items[0].metadata",
+    );
+    expect(
+        remember(
+            &mut c,
+            "ok",
+            vec![with_meta(
+                (0..65).map(|i| (format!("k{i}"), "v".into())).collect(),
+            )],
+        )
+        .await,
         Code::ResourceExhausted,
         "items[0].metadata",
     );
     // More than 8 MiB of content in one call (each item within its own limit).
-    let big: Vec<pb::MemoryInput> = (0..130).map(|i| item(&format!("{i}{}", "y".repeat(65_000)))).collect();
-    expect(remember(&mut c, "ok", big).await, Code::ResourceExhausted, "");
+    let big: Vec<pb::MemoryInput> = (0..130)
+        .map(|i| item(&format!("{i}{}", "y".repeat(65_000))))
+        .collect();
+    expect(
+        remember(&mut c, "ok", big).await,
+        Code::ResourceExhausted,
+        "",
+    );
     // A message far over the limit is refused by the decoder, not buffered.
-    let huge: Vec<pb::MemoryInput> = (0..300).map(|i| item(&format!("{i}{}", "z".repeat(60_000)))).collect();
-    expect(remember(&mut c, "ok", huge).await, Code::ResourceExhausted, "");
+    let huge: Vec<pb::MemoryInput> = (0..300)
+        .map(|i| item(&format!("{i}{}", "z".repeat(60_000))))
+        .collect();
+    expect(
+        remember(&mut c, "ok", huge).await,
+        Code::ResourceExhausted,
+        "",
+    );
 
     // Recall rules.
-    let recall = |ns: &str, q: Option<pb::recall_request::Query>, k: u32, ef: u32, filter: Option<pb::Filter>| pb::RecallRequest {
+    let recall = |ns: &str,
+                  q: Option<pb::recall_request::Query>,
+                  k: u32,
+                  ef: u32,
+                  filter: Option<pb::Filter>| pb::RecallRequest {
         namespace: ns.into(),
         query: q,
         k,
@@ -81,34 +184,111 @@ async fn every_rule_has_its_status_code() {
         ef,
     };
     let text = |t: &str| Some(pb::recall_request::Query::Text(t.into()));
-    expect(c.recall(recall("nope", text("x"), 1, 0, None)).await, Code::NotFound, "nope");
-    expect(c.recall(recall("bad ns", text("x"), 1, 0, None)).await, Code::InvalidArgument, "namespace");
-    expect(c.recall(recall("ok", None, 1, 0, None)).await, Code::InvalidArgument, "query");
-    expect(c.recall(recall("ok", text(" "), 1, 0, None)).await, Code::InvalidArgument, "query.text");
-    expect(c.recall(recall("ok", text("x"), 1001, 0, None)).await, Code::InvalidArgument, "k");
-    expect(c.recall(recall("ok", text("x"), 1, 10_001, None)).await, Code::InvalidArgument, "ef");
+    expect(
+        c.recall(recall("nope", text("x"), 1, 0, None)).await,
+        Code::NotFound,
+        "nope",
+    );
+    expect(
+        c.recall(recall("bad ns", text("x"), 1, 0, None)).await,
+        Code::InvalidArgument,
+        "namespace",
+    );
+    expect(
+        c.recall(recall("ok", None, 1, 0, None)).await,
+        Code::InvalidArgument,
+        "query",
+    );
+    expect(
+        c.recall(recall("ok", text(" "), 1, 0, None)).await,
+        Code::InvalidArgument,
+        "query.text",
+    );
+    expect(
+        c.recall(recall("ok", text("x"), 1001, 0, None)).await,
+        Code::InvalidArgument,
+        "k",
+    );
+    expect(
+        c.recall(recall("ok", text("x"), 1, 10_001, None)).await,
+        Code::InvalidArgument,
+        "ef",
+    );
     let vector = |v: Vec<f32>| Some(pb::recall_request::Query::Vector(pb::Vector { values: v }));
-    expect(c.recall(recall("ok", vector(vec![0.1; 3]), 1, 0, None)).await, Code::InvalidArgument, "query.vector");
-    expect(c.recall(recall("ok", vector(vec![0.0; 384]), 1, 0, None)).await, Code::InvalidArgument, "query.vector");
-    expect(c.recall(recall("ok", vector(vec![f32::NAN; 384]), 1, 0, None)).await, Code::InvalidArgument, "query.vector");
-    let range = pb::Filter { metadata: BTreeMap::new(), since: Some(10), until: Some(5) };
-    expect(c.recall(recall("ok", text("x"), 1, 0, Some(range))).await, Code::InvalidArgument, "filter");
+    expect(
+        c.recall(recall("ok", vector(vec![0.1; 3]), 1, 0, None))
+            .await,
+        Code::InvalidArgument,
+        "query.vector",
+    );
+    expect(
+        c.recall(recall("ok", vector(vec![0.0; 384]), 1, 0, None))
+            .await,
+        Code::InvalidArgument,
+        "query.vector",
+    );
+    expect(
+        c.recall(recall("ok", vector(vec![f32::NAN; 384]), 1, 0, None))
+            .await,
+        Code::InvalidArgument,
+        "query.vector",
+    );
+    let range = pb::Filter {
+        metadata: BTreeMap::new(),
+        since: Some(10),
+        until: Some(5),
+    };
+    expect(
+        c.recall(recall("ok", text("x"), 1, 0, Some(range))).await,
+        Code::InvalidArgument,
+        "filter",
+    );
     // A valid vector query works.
-    let ok = c.recall(recall("ok", vector(vec![0.05; 384]), 1, 0, None)).await.expect("vector recall");
+    let ok = c
+        .recall(recall("ok", vector(vec![0.05; 384]), 1, 0, None))
+        .await
+        .expect("vector recall");
     assert_eq!(ok.into_inner().hits.len(), 1);
 
     // Get / Forget / List / Embed / Stats rules.
-    let get = |ns: &str, ids: Vec<String>| pb::GetRequest { namespace: ns.into(), ids };
+    let get = |ns: &str, ids: Vec<String>| pb::GetRequest {
+        namespace: ns.into(),
+        ids,
+    };
     expect(c.get(get("ok", vec![])).await, Code::InvalidArgument, "ids");
-    expect(c.get(get("ok", vec!["xyz".into()])).await, Code::InvalidArgument, "ids[0]");
-    expect(c.get(get("ok", vec!["0".repeat(64); 1001])).await, Code::ResourceExhausted, "ids");
-    expect(c.get(get("nope", vec!["0".repeat(64)])).await, Code::NotFound, "nope");
     expect(
-        c.forget(pb::ForgetRequest { namespace: "ok".into(), ids: vec!["0".repeat(63)] }).await,
+        c.get(get("ok", vec!["xyz".into()])).await,
         Code::InvalidArgument,
         "ids[0]",
     );
-    expect(c.forget(pb::ForgetRequest { namespace: "nope".into(), ids: vec!["0".repeat(64)] }).await, Code::NotFound, "nope");
+    expect(
+        c.get(get("ok", vec!["0".repeat(64); 1001])).await,
+        Code::ResourceExhausted,
+        "ids",
+    );
+    expect(
+        c.get(get("nope", vec!["0".repeat(64)])).await,
+        Code::NotFound,
+        "nope",
+    );
+    expect(
+        c.forget(pb::ForgetRequest {
+            namespace: "ok".into(),
+            ids: vec!["0".repeat(63)],
+        })
+        .await,
+        Code::InvalidArgument,
+        "ids[0]",
+    );
+    expect(
+        c.forget(pb::ForgetRequest {
+            namespace: "nope".into(),
+            ids: vec!["0".repeat(64)],
+        })
+        .await,
+        Code::NotFound,
+        "nope",
+    );
     let list = |limit: u32, token: &str, since: Option<u64>, until: Option<u64>| pb::ListRequest {
         namespace: "ok".into(),
         since,
@@ -116,18 +296,54 @@ async fn every_rule_has_its_status_code() {
         limit,
         page_token: token.into(),
     };
-    expect(c.list(list(10_001, "", None, None)).await, Code::InvalidArgument, "limit");
-    expect(c.list(list(10, "not-a-token", None, None)).await, Code::InvalidArgument, "page_token");
-    expect(c.list(list(10, "", Some(5), Some(5))).await, Code::InvalidArgument, "since");
-    expect(c.embed(pb::EmbedRequest { texts: vec![] }).await, Code::InvalidArgument, "texts");
-    expect(c.embed(pb::EmbedRequest { texts: vec!["a".into(), "".into()] }).await, Code::InvalidArgument, "texts[1]");
-    expect(c.stats(pb::StatsRequest { namespace: Some("nope".into()) }).await, Code::NotFound, "nope");
+    expect(
+        c.list(list(10_001, "", None, None)).await,
+        Code::InvalidArgument,
+        "limit",
+    );
+    expect(
+        c.list(list(10, "not-a-token", None, None)).await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    expect(
+        c.list(list(10, "", Some(5), Some(5))).await,
+        Code::InvalidArgument,
+        "since",
+    );
+    expect(
+        c.embed(pb::EmbedRequest { texts: vec![] }).await,
+        Code::InvalidArgument,
+        "texts",
+    );
+    expect(
+        c.embed(pb::EmbedRequest {
+            texts: vec!["a".into(), "".into()],
+        })
+        .await,
+        Code::InvalidArgument,
+        "texts[1]",
+    );
+    expect(
+        c.stats(pb::StatsRequest {
+            namespace: Some("nope".into()),
+        })
+        .await,
+        Code::NotFound,
+        "nope",
+    );
 
     // Nothing above changed anything, and the node still serves.
-    let stats = c.stats(pb::StatsRequest { namespace: None }).await.expect("stats").into_inner();
+    let stats = c
+        .stats(pb::StatsRequest { namespace: None })
+        .await
+        .expect("stats")
+        .into_inner();
     assert_eq!(stats.namespaces.len(), 1);
     assert_eq!(stats.total_memories, 1);
-    remember(&mut c, "ok", vec![item("still serving")]).await.expect("still serving");
+    remember(&mut c, "ok", vec![item("still serving")])
+        .await
+        .expect("still serving");
 }
 
 #[tokio::test]
@@ -146,5 +362,7 @@ async fn invalid_utf8_text_is_invalid_argument() {
     let status = cairn_tests::raw_unary(&node.url, "/cairn.v1.Cairn/Remember", req).await;
     assert_eq!(status.0, Code::InvalidArgument as i32, "{}", status.1);
     let mut c = raw(&node).await;
-    remember(&mut c, "ok", vec![item("still serving")]).await.expect("still serving");
+    remember(&mut c, "ok", vec![item("still serving")])
+        .await
+        .expect("still serving");
 }

@@ -146,7 +146,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("model {} dim {}", resp.model, resp.dim);
                 for v in &resp.vectors {
-                    let head: Vec<String> = v.values.iter().take(8).map(|x| format!("{x:.4}")).collect();
+                    let head: Vec<String> =
+                        v.values.iter().take(8).map(|x| format!("{x:.4}")).collect();
                     println!("[{}, ...]", head.join(", "));
                 }
             }

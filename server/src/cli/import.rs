@@ -28,13 +28,22 @@ struct Line {
     created_at: Option<u64>,
 }
 
+/// Per-line outcomes of one chunk: (line number, id or error text).
+type ChunkOutcome = Result<Vec<(usize, Result<RememberResult, String>)>, ClientError>;
+
 struct LineError {
     line: usize,
     error: String,
 }
 
 /// Imports `file` into `ns`, `batch` items per call.
-pub async fn run(client: &CairnClient, ns: &str, file: &Path, batch: usize, json: bool) -> Result<()> {
+pub async fn run(
+    client: &CairnClient,
+    ns: &str,
+    file: &Path,
+    batch: usize,
+    json: bool,
+) -> Result<()> {
     let batch = batch.clamp(1, 1000);
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
@@ -80,20 +89,19 @@ pub async fn run(client: &CairnClient, ns: &str, file: &Path, batch: usize, json
     };
 
     let chunks: Vec<Vec<(usize, NewMemory)>> = good.chunks(batch).map(<[_]>::to_vec).collect();
-    let outcomes: Vec<Result<Vec<(usize, Result<RememberResult, String>)>, ClientError>> =
-        stream::iter(chunks)
-            .map(|chunk| {
-                let pb = progress.clone();
-                async move {
-                    let len = chunk.len() as u64;
-                    let r = remember_chunk(client, ns, chunk).await;
-                    pb.inc(len);
-                    r
-                }
-            })
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await;
+    let outcomes: Vec<ChunkOutcome> = stream::iter(chunks)
+        .map(|chunk| {
+            let pb = progress.clone();
+            async move {
+                let len = chunk.len() as u64;
+                let r = remember_chunk(client, ns, chunk).await;
+                pb.inc(len);
+                r
+            }
+        })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await;
     progress.finish_and_clear();
 
     let mut ids = Vec::new();
@@ -150,7 +158,7 @@ async fn remember_chunk(
     client: &CairnClient,
     ns: &str,
     chunk: Vec<(usize, NewMemory)>,
-) -> Result<Vec<(usize, Result<RememberResult, String>)>, ClientError> {
+) -> ChunkOutcome {
     let items: Vec<NewMemory> = chunk.iter().map(|(_, m)| m.clone()).collect();
     match client.remember(ns, items).await {
         Ok(results) => Ok(chunk

@@ -156,7 +156,8 @@ impl Engine {
         })?;
         let model = embedder.info().id.clone();
         let path = cfg.data_dir.join("state.redb");
-        let state = Arc::new(tokio::task::spawn_blocking(move || State::open(&path, &model)).await??);
+        let state =
+            Arc::new(tokio::task::spawn_blocking(move || State::open(&path, &model)).await??);
         let blobs = Blobs::open(&cfg.data_dir.join("blobs"), cfg.gc_interval).await?;
         let params = HnswParams {
             m: cfg.m,
@@ -249,8 +250,16 @@ impl Engine {
         let mut total = 0usize;
         for (i, it) in items.iter().enumerate() {
             validate::text(&format!("items[{i}].text"), &it.text, &self.cfg.limits)?;
-            validate::metadata(&format!("items[{i}].metadata"), &it.metadata, &self.cfg.limits)?;
-            total += it.text.len() + it.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            validate::metadata(
+                &format!("items[{i}].metadata"),
+                &it.metadata,
+                &self.cfg.limits,
+            )?;
+            total += it.text.len()
+                + it.metadata
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
         }
         if total > MAX_CALL_BYTES {
             return Err(NodeError::too_large(
@@ -258,7 +267,10 @@ impl Engine {
                 format!("{total} bytes of text and metadata, at most {MAX_CALL_BYTES} per call"),
             ));
         }
-        let keys: Vec<[u8; 32]> = items.iter().map(|it| dedup_key(&it.text, &it.metadata)).collect();
+        let keys: Vec<[u8; 32]> = items
+            .iter()
+            .map(|it| dedup_key(&it.text, &it.metadata))
+            .collect();
 
         // Embed only what is new (existing content and repeats within the call need no vector).
         let known = self.find_dedup(ns, &keys).await?;
@@ -338,11 +350,12 @@ impl Engine {
             self.blobs.put_all(&records).await?;
             let st = self.state.clone();
             let name = ns.to_owned();
-            let new_points = tokio::task::spawn_blocking(move || -> Result<Vec<NewPoint>, NodeError> {
-                st.insert(&name, &new_points, next)?;
-                Ok(new_points)
-            })
-            .await??;
+            let new_points =
+                tokio::task::spawn_blocking(move || -> Result<Vec<NewPoint>, NodeError> {
+                    st.insert(&name, &new_points, next)?;
+                    Ok(new_points)
+                })
+                .await??;
             let sp = space.clone();
             tokio::task::spawn_blocking(move || sp.add(new_points)).await??;
         }
@@ -351,7 +364,11 @@ impl Engine {
             .collect()
     }
 
-    async fn find_dedup(&self, ns: &str, keys: &[[u8; 32]]) -> Result<Vec<Option<MemoryId>>, NodeError> {
+    async fn find_dedup(
+        &self,
+        ns: &str,
+        keys: &[[u8; 32]],
+    ) -> Result<Vec<Option<MemoryId>>, NodeError> {
         if self.space(ns).is_err() {
             return Ok(vec![None; keys.len()]);
         }
@@ -395,9 +412,17 @@ impl Engine {
             k => k,
         };
         if ef > MAX_EF {
-            return Err(NodeError::invalid("ef", format!("{ef} is more than {MAX_EF}")));
+            return Err(NodeError::invalid(
+                "ef",
+                format!("{ef} is more than {MAX_EF}"),
+            ));
         }
-        let ef = if ef == 0 { self.cfg.ef_search as u32 } else { ef }.max(k);
+        let ef = if ef == 0 {
+            self.cfg.ef_search as u32
+        } else {
+            ef
+        }
+        .max(k);
         if let (Some(s), Some(u)) = (filter.since, filter.until) {
             if s >= u {
                 return Err(NodeError::invalid(
@@ -409,12 +434,20 @@ impl Engine {
         validate::metadata("filter.metadata", &filter.metadata, &self.cfg.limits)?;
         let dim = self.embedder.info().dim;
         let q = match query {
-            None => return Err(NodeError::invalid("query", "give a query text or a query vector")),
+            None => {
+                return Err(NodeError::invalid(
+                    "query",
+                    "give a query text or a query vector",
+                ))
+            }
             Some(Query::Text(t)) => {
                 validate::text("query.text", &t, &self.cfg.limits)?;
                 let space = self.space(ns)?;
                 let v = self.embedder.embed(vec![t]).await?;
-                let v = v.into_iter().next().ok_or_else(|| NodeError::Task("no query vector".into()))?;
+                let v = v
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| NodeError::Task("no query vector".into()))?;
                 return self.search(space, v, k, filter, ef).await;
             }
             Some(Query::Vector(v)) => v,
@@ -426,11 +459,17 @@ impl Engine {
             ));
         }
         if q.iter().any(|x| !x.is_finite()) {
-            return Err(NodeError::invalid("query.vector", "components must be finite numbers"));
+            return Err(NodeError::invalid(
+                "query.vector",
+                "components must be finite numbers",
+            ));
         }
         let norm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm < 1e-6 {
-            return Err(NodeError::invalid("query.vector", "must not be the zero vector"));
+            return Err(NodeError::invalid(
+                "query.vector",
+                "must not be the zero vector",
+            ));
         }
         let q: Vec<f32> = q.iter().map(|x| x / norm).collect();
         let space = self.space(ns)?;
@@ -466,14 +505,17 @@ impl Engine {
 
     async fn read(&self, id: &MemoryId) -> Result<MemoryOut, NodeError> {
         let bytes = self.blobs.get(id).await?;
-        let record = MemoryRecord::decode(&bytes).map_err(|e| {
-            NodeError::Task(format!("stored record {id} does not decode: {e}"))
-        })?;
+        let record = MemoryRecord::decode(&bytes)
+            .map_err(|e| NodeError::Task(format!("stored record {id} does not decode: {e}")))?;
         Ok(MemoryOut { id: *id, record })
     }
 
     /// Memories by id, in request order; unknown or forgotten ids are returned as missing.
-    pub async fn get(&self, ns: &str, ids: &[String]) -> Result<(Vec<MemoryOut>, Vec<String>), NodeError> {
+    pub async fn get(
+        &self,
+        ns: &str,
+        ids: &[String],
+    ) -> Result<(Vec<MemoryOut>, Vec<String>), NodeError> {
         let parsed = parse_ids(ids)?;
         let space = self.space(ns)?;
         let mut seen = HashSet::new();
@@ -504,7 +546,10 @@ impl Engine {
         let limit = match limit {
             0 => 100,
             l if l > MAX_PAGE => {
-                return Err(NodeError::invalid("limit", format!("{l} is more than {MAX_PAGE}")));
+                return Err(NodeError::invalid(
+                    "limit",
+                    format!("{l} is more than {MAX_PAGE}"),
+                ));
             }
             l => l,
         } as usize;
@@ -519,7 +564,8 @@ impl Engine {
         let st = self.state.clone();
         let name = ns.to_owned();
         let mut page =
-            tokio::task::spawn_blocking(move || st.list(&name, since, until, after, limit + 1)).await??;
+            tokio::task::spawn_blocking(move || st.list(&name, since, until, after, limit + 1))
+                .await??;
         let more = page.len() > limit;
         page.truncate(limit);
         let token = match (more, page.last()) {
@@ -538,7 +584,11 @@ impl Engine {
     }
 
     /// Forgets memories: gone from every read when this returns; blob bytes are unpinned for deletion.
-    pub async fn forget(&self, ns: &str, ids: &[String]) -> Result<(Vec<String>, Vec<String>), NodeError> {
+    pub async fn forget(
+        &self,
+        ns: &str,
+        ids: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), NodeError> {
         let parsed = parse_ids(ids)?;
         let space = self.space(ns)?;
         let _w = space.write.lock().await;
@@ -633,7 +683,9 @@ impl Engine {
             match tokio::task::spawn_blocking(move || s.save()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(namespace = %sp.name, error = %e, "index save failed"),
-                Err(e) => tracing::warn!(namespace = %sp.name, error = %e, "index save task failed"),
+                Err(e) => {
+                    tracing::warn!(namespace = %sp.name, error = %e, "index save task failed")
+                }
             }
         }
     }

@@ -189,7 +189,13 @@ impl Space {
 
     /// Live rows in point order (for compaction).
     pub fn live_rows(&self) -> Result<Vec<PointRow>, NodeError> {
-        Ok(self.read()?.rows.iter().filter(|r| r.alive).cloned().collect())
+        Ok(self
+            .read()?
+            .rows
+            .iter()
+            .filter(|r| r.alive)
+            .cloned()
+            .collect())
     }
 
     /// Swaps in a graph rebuilt from `live` (already renumbered durably) and saves it.

@@ -50,7 +50,9 @@ pub enum StoreError {
         running: String,
     },
     /// The data dir was written by an incompatible version of Cairn.
-    #[error("state database format {0} is not supported by this version of cairn (expects {FORMAT})")]
+    #[error(
+        "state database format {0} is not supported by this version of cairn (expects {FORMAT})"
+    )]
     Format(String),
 }
 
@@ -86,7 +88,10 @@ impl State {
         let tx = db.begin_write().map_err(dberr)?;
         {
             let mut meta = tx.open_table(META).map_err(dberr)?;
-            let format = meta.get("format").map_err(dberr)?.map(|g| g.value().to_owned());
+            let format = meta
+                .get("format")
+                .map_err(dberr)?
+                .map(|g| g.value().to_owned());
             match format {
                 Some(f) if f != FORMAT => return Err(StoreError::Format(f)),
                 Some(_) => {}
@@ -94,7 +99,10 @@ impl State {
                     meta.insert("format", FORMAT).map_err(dberr)?;
                 }
             }
-            let stored = meta.get("model").map_err(dberr)?.map(|g| g.value().to_owned());
+            let stored = meta
+                .get("model")
+                .map_err(dberr)?
+                .map(|g| g.value().to_owned());
             match stored {
                 Some(m) if m != model => {
                     return Err(StoreError::ModelMismatch {
@@ -139,7 +147,9 @@ impl State {
         for item in t.range((ns, 0u64)..=(ns, u64::MAX)).map_err(dberr)? {
             let (k, v) = item.map_err(dberr)?;
             if k.value().1 != out.len() as u64 {
-                return Err(StoreError::Corrupt(rows::CorruptRow("gap in point numbers")));
+                return Err(StoreError::Corrupt(rows::CorruptRow(
+                    "gap in point numbers",
+                )));
             }
             out.push(PointRow::decode(v.value())?);
         }
@@ -147,7 +157,11 @@ impl State {
     }
 
     /// The live memory with this dedup key, if any.
-    pub fn find_dedup(&self, ns: &str, keys: &[[u8; 32]]) -> Result<Vec<Option<MemoryId>>, StoreError> {
+    pub fn find_dedup(
+        &self,
+        ns: &str,
+        keys: &[[u8; 32]],
+    ) -> Result<Vec<Option<MemoryId>>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(DEDUP).map_err(dberr)?;
         keys.iter()
@@ -175,10 +189,12 @@ impl State {
             let mut tl = tx.open_table(TIMELINE).map_err(dberr)?;
             nst.insert(ns, next_point).map_err(dberr)?;
             for p in points {
-                pts.insert((ns, p.point), p.row.encode().as_slice()).map_err(dberr)?;
+                pts.insert((ns, p.point), p.row.encode().as_slice())
+                    .map_err(dberr)?;
                 mem.insert((ns, p.row.id.0), p.point).map_err(dberr)?;
                 ded.insert((ns, p.row.dedup), p.row.id.0).map_err(dberr)?;
-                tl.insert((ns, p.row.created_at, p.row.id.0), ()).map_err(dberr)?;
+                tl.insert((ns, p.row.created_at, p.row.id.0), ())
+                    .map_err(dberr)?;
             }
         }
         tx.commit().map_err(dberr)?;
@@ -198,7 +214,8 @@ impl State {
             for g in gone {
                 let mut row = g.row.clone();
                 row.alive = false;
-                pts.insert((ns, g.point), row.encode().as_slice()).map_err(dberr)?;
+                pts.insert((ns, g.point), row.encode().as_slice())
+                    .map_err(dberr)?;
                 mem.remove((ns, row.id.0)).map_err(dberr)?;
                 ded.remove((ns, row.dedup)).map_err(dberr)?;
                 tl.remove((ns, row.created_at, row.id.0)).map_err(dberr)?;
@@ -278,7 +295,8 @@ impl State {
             pts.retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
                 .map_err(dberr)?;
             for (i, row) in live.iter().enumerate() {
-                pts.insert((ns, i as u64), row.encode().as_slice()).map_err(dberr)?;
+                pts.insert((ns, i as u64), row.encode().as_slice())
+                    .map_err(dberr)?;
                 mem.insert((ns, row.id.0), i as u64).map_err(dberr)?;
             }
             nst.insert(ns, live.len() as u64).map_err(dberr)?;
