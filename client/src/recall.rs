@@ -27,6 +27,7 @@ impl RecallBuilder {
                 k: 0,
                 filter: None,
                 ef: 0,
+                exact: false,
             },
         }
     }
@@ -40,6 +41,12 @@ impl RecallBuilder {
     /// HNSW search breadth for this call (default: the node's).
     pub fn ef(mut self, ef: u32) -> Self {
         self.req.ef = ef;
+        self
+    }
+
+    /// Exact search: score every memory that passes the filter (slower on big namespaces; for audits).
+    pub fn exact(mut self, exact: bool) -> Self {
+        self.req.exact = exact;
         self
     }
 

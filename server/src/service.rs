@@ -88,7 +88,7 @@ impl Cairn for CairnService {
             .unwrap_or_default();
         let hits = self
             .engine
-            .recall(&req.namespace, query, req.k, filter, req.ef)
+            .recall(&req.namespace, query, req.k, filter, req.ef, req.exact)
             .await?;
         Ok(Response::new(pb::RecallResponse {
             hits: hits.into_iter().map(hit).collect(),

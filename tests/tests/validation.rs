@@ -182,6 +182,7 @@ async fn every_rule_has_its_status_code() {
         k,
         filter,
         ef,
+        exact: false,
     };
     let text = |t: &str| Some(pb::recall_request::Query::Text(t.into()));
     expect(

@@ -11,11 +11,23 @@ use cairn_client::{CairnClient, NewMemory};
 
 /// The conversation: (speaker, text). Lines from the user ending in `?` are questions the agent answers.
 const CONVERSATION: &[(&str, &str)] = &[
-    ("user", "Hi! I'm planning a trip to Japan in April with my sister Mia."),
-    ("agent", "Lovely! April is cherry blossom season. Where are you flying into?"),
-    ("user", "We land in Osaka on April 3rd and leave from Tokyo on the 15th."),
+    (
+        "user",
+        "Hi! I'm planning a trip to Japan in April with my sister Mia.",
+    ),
+    (
+        "agent",
+        "Lovely! April is cherry blossom season. Where are you flying into?",
+    ),
+    (
+        "user",
+        "We land in Osaka on April 3rd and leave from Tokyo on the 15th.",
+    ),
     ("user", "Mia is vegetarian, and I can't eat shellfish."),
-    ("agent", "Noted. Kyoto has many shojin ryori (Buddhist vegetarian) restaurants."),
+    (
+        "agent",
+        "Noted. Kyoto has many shojin ryori (Buddhist vegetarian) restaurants.",
+    ),
     ("user", "My budget for hotels is about 150 dollars a night."),
     ("user", "What should we eat in Kyoto?"),
     ("user", "Which airport do we arrive at?"),

@@ -1,1 +1,419 @@
-fn main() {}
+//! `cairn-bench`: measures a real node (the `cairn` binary next to this one, over gRPC on loopback) with real
+//! embeddings and real data sets from `../shared/data`. Results go to stdout as Markdown-ready lines; record them
+//! in docs/BENCHMARKS.md together with the command.
+//!
+//! - `ingest`: raw model throughput (fastembed in this process, batches of 32) vs end-to-end Remember throughput
+//!   (batches of 32 over gRPC, durable), measured one after the other in the same run on the same texts.
+//! - `recall`: Recall latency (text query, k=10) p50/p99 at 10k and 100k memories.
+//! - `scifact`: BEIR SciFact nDCG@10 / recall@10 with exact search and with HNSW search.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cairn_client::{CairnClient, NewMemory};
+use cairn_server::embed::{load_model, EmbedConfig};
+use clap::{Parser, Subcommand};
+use futures::stream::{self, StreamExt};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "cairn-bench", about = "Benchmarks of a real Cairn node")]
+struct Args {
+    /// Directory with scifact/ and locomo/ (default ../shared/data relative to the repository).
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    /// Keep the node's data dir here instead of a temporary one.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Raw model vs end-to-end Remember throughput.
+    Ingest {
+        /// Texts to ingest.
+        #[arg(long, default_value_t = 4096)]
+        n: usize,
+        /// Remember calls in flight.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+    },
+    /// Recall latency at growing namespace sizes.
+    Recall {
+        /// Sizes to measure at (memories).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000])]
+        sizes: Vec<usize>,
+        /// Queries per size.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+    },
+    /// SciFact nDCG@10 with exact and HNSW search.
+    Scifact,
+}
+
+struct NodeProc {
+    child: Child,
+    url: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..600 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(data_dir: Option<&Path>) -> Result<NodeProc> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("cairn");
+    let (dir, tmp) = match data_dir {
+        Some(d) => (d.to_owned(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+            (t.path().to_owned(), Some(t))
+        }
+    };
+    let mut child = Command::new(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("CAIRN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(rest) = l.strip_prefix("cairn node listening on ") {
+                    break rest.split_whitespace().next().unwrap_or("").to_owned();
+                }
+            }
+            _ => bail!("node exited before listening"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(NodeProc {
+        child,
+        url: format!("http://{addr}"),
+        _tmp: tmp,
+    })
+}
+
+fn data_root(args: &Args) -> PathBuf {
+    args.data
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+fn read_jsonl(p: &Path) -> Result<Vec<Value>> {
+    let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+    BufReader::new(f)
+        .lines()
+        .map(|l| Ok(serde_json::from_str(&l?)?))
+        .collect()
+}
+
+/// Short conversational memories (LoCoMo turns), then SciFact sentences, then sentence pairs, then titles:
+/// real text, up to ~100k distinct items.
+fn memory_texts(root: &Path, n: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut push = |t: String, out: &mut Vec<String>| {
+        let t = t.trim().to_owned();
+        if t.len() > 3 && seen.insert(t.clone()) {
+            out.push(t);
+        }
+    };
+    for v in read_jsonl(&root.join("locomo/flat/turns.jsonl"))? {
+        if let Some(t) = v["text"].as_str() {
+            push(t.to_owned(), &mut out);
+        }
+    }
+    let corpus = read_jsonl(&root.join("scifact/corpus.jsonl"))?;
+    let sentences: Vec<Vec<String>> = corpus
+        .iter()
+        .map(|d| {
+            d["text"]
+                .as_str()
+                .unwrap_or("")
+                .split(". ")
+                .map(|s| s.to_owned())
+                .collect()
+        })
+        .collect();
+    for doc in &sentences {
+        for s in doc {
+            push(s.clone(), &mut out);
+        }
+    }
+    for doc in &sentences {
+        for w in doc.windows(2) {
+            push(format!("{}. {}", w[0], w[1]), &mut out);
+        }
+    }
+    for d in &corpus {
+        if let Some(t) = d["title"].as_str() {
+            push(t.to_owned(), &mut out);
+        }
+    }
+    if out.len() < n {
+        bail!("only {} distinct texts available, {n} asked", out.len());
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn ingest(client: &CairnClient, ns: &str, texts: &[String], in_flight: usize) -> Result<f64> {
+    let t0 = Instant::now();
+    let batches: Vec<Vec<NewMemory>> = texts
+        .chunks(32)
+        .map(|c| c.iter().map(|t| NewMemory::new(t.clone())).collect())
+        .collect();
+    let results: Vec<Result<usize>> = stream::iter(batches)
+        .map(|b| {
+            let c = client.clone();
+            let ns = ns.to_owned();
+            async move { Ok(c.remember(&ns, b).await?.len()) }
+        })
+        .buffer_unordered(in_flight.max(1))
+        .collect()
+        .await;
+    let mut n = 0;
+    for r in results {
+        n += r?;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn embed_config() -> EmbedConfig {
+    let cache = cairn_server::cli::cache_root();
+    EmbedConfig {
+        model_dir: std::env::var_os("CAIRN_MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache.join("models/all-minilm-l6-v2")),
+        ort_lib: std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache.join("ort/libonnxruntime.so")),
+        max_batch: 256,
+        threads: None,
+    }
+}
+
+async fn bench_ingest(args: &Args, n: usize, in_flight: usize) -> Result<()> {
+    let texts = memory_texts(&data_root(args), n)?;
+    let chars: usize = texts.iter().map(String::len).sum();
+    println!("texts: {n} (mean {} bytes)", chars / n);
+    // Raw model first, on an idle machine, then the node, so they do not compete for the two cores.
+    let raw = {
+        let (info, mut model) = load_model(&embed_config())?;
+        let t0 = Instant::now();
+        let mut done = 0;
+        for c in texts.chunks(32) {
+            done += model
+                .embed(c, Some(32))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .len();
+        }
+        let r = done as f64 / t0.elapsed().as_secs_f64();
+        println!("raw model ({}), batches of 32: {r:.1} texts/s", info.id);
+        r
+    };
+    let node = start_node(args.data_dir.as_deref())?;
+    let client = CairnClient::connect(node.url.clone()).await?;
+    let e2e = ingest(&client, "bench/ingest", &texts, in_flight).await?;
+    println!("end-to-end Remember, batches of 32, {in_flight} in flight: {e2e:.1} memories/s");
+    println!("ingest ratio (end-to-end / raw): {:.3}", e2e / raw);
+    Ok(())
+}
+
+async fn bench_recall(args: &Args, sizes: &[usize], queries: usize) -> Result<()> {
+    let root = data_root(args);
+    let max = sizes.iter().copied().max().unwrap_or(0);
+    let texts = memory_texts(&root, max)?;
+    let mut qs: Vec<String> = read_jsonl(&root.join("locomo/flat/questions.jsonl"))?
+        .iter()
+        .filter_map(|v| v["question"].as_str().map(str::to_owned))
+        .collect();
+    qs.extend(
+        read_jsonl(&root.join("scifact/queries.jsonl"))?
+            .iter()
+            .filter_map(|v| v["text"].as_str().map(str::to_owned)),
+    );
+    qs.truncate(queries);
+    let node = start_node(args.data_dir.as_deref())?;
+    let client = CairnClient::connect(node.url.clone()).await?;
+    let mut have = 0;
+    let mut sorted_sizes = sizes.to_vec();
+    sorted_sizes.sort_unstable();
+    for size in sorted_sizes {
+        let t0 = Instant::now();
+        let rate = ingest(&client, "bench/recall", &texts[have..size], 4).await?;
+        println!(
+            "ingested {} → {size} memories in {:.0} s ({rate:.0}/s)",
+            size - have,
+            t0.elapsed().as_secs_f64()
+        );
+        have = size;
+        // Warm-up, then measured sequential queries.
+        for q in qs.iter().take(20) {
+            client
+                .recall("bench/recall", q.clone())
+                .k(10)
+                .send()
+                .await?;
+        }
+        let mut lat = Vec::with_capacity(qs.len());
+        for q in &qs {
+            let t = Instant::now();
+            let hits = client
+                .recall("bench/recall", q.clone())
+                .k(10)
+                .send()
+                .await?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            if hits.len() != 10 {
+                bail!("expected 10 hits, got {}", hits.len());
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "recall at {size}: text query, k=10, {} queries: p50 {:.2} ms, p99 {:.2} ms, mean {:.2} ms",
+            lat.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.iter().sum::<f64>() / lat.len() as f64
+        );
+    }
+    Ok(())
+}
+
+fn ndcg_at_10(ranked: &[String], relevant: &HashSet<String>) -> (f64, f64) {
+    let dcg: f64 = ranked
+        .iter()
+        .take(10)
+        .enumerate()
+        .filter(|(_, d)| relevant.contains(*d))
+        .map(|(i, _)| 1.0 / ((i + 2) as f64).log2())
+        .sum();
+    let ideal: f64 = (0..relevant.len().min(10))
+        .map(|i| 1.0 / ((i + 2) as f64).log2())
+        .sum();
+    let hits = ranked
+        .iter()
+        .take(10)
+        .filter(|d| relevant.contains(*d))
+        .count();
+    (dcg / ideal, hits as f64 / relevant.len() as f64)
+}
+
+async fn bench_scifact(args: &Args) -> Result<()> {
+    let root = data_root(args).join("scifact");
+    let corpus = read_jsonl(&root.join("corpus.jsonl"))?;
+    let queries: HashMap<String, String> = read_jsonl(&root.join("queries.jsonl"))?
+        .into_iter()
+        .filter_map(|v| {
+            Some((
+                v["_id"].as_str()?.to_owned(),
+                v["text"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let mut qrels: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    let qrels_text = std::fs::read_to_string(root.join("qrels/test.tsv"))?;
+    for line in qrels_text.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() >= 3 && f[2].trim() != "0" {
+            qrels
+                .entry(f[0].to_owned())
+                .or_default()
+                .insert(f[1].to_owned());
+        }
+    }
+    let node = start_node(args.data_dir.as_deref())?;
+    let client = CairnClient::connect(node.url.clone()).await?;
+    let docs: Vec<NewMemory> = corpus
+        .iter()
+        .map(|d| {
+            let text = format!(
+                "{} {}",
+                d["title"].as_str().unwrap_or(""),
+                d["text"].as_str().unwrap_or("")
+            );
+            NewMemory::new(text).meta("doc", d["_id"].as_str().unwrap_or(""))
+        })
+        .collect();
+    let t0 = Instant::now();
+    for chunk in docs.chunks(32) {
+        client.remember("bench/scifact", chunk.to_vec()).await?;
+    }
+    println!(
+        "ingested {} SciFact documents in {:.0} s",
+        docs.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    for (label, exact) in [("exact", true), ("HNSW (ef=64)", false)] {
+        let (mut ndcg, mut rec, mut n) = (0.0, 0.0, 0);
+        for (qid, rel) in &qrels {
+            let q = queries
+                .get(qid)
+                .with_context(|| format!("query {qid} missing"))?;
+            let hits = client
+                .recall("bench/scifact", q.clone())
+                .k(10)
+                .exact(exact)
+                .send()
+                .await?;
+            let ranked: Vec<String> = hits
+                .iter()
+                .map(|h| h.metadata.get("doc").cloned().unwrap_or_default())
+                .collect();
+            let (d, r) = ndcg_at_10(&ranked, rel);
+            ndcg += d;
+            rec += r;
+            n += 1;
+        }
+        println!(
+            "SciFact test ({n} queries), {label}: nDCG@10 {:.5}, recall@10 {:.5}",
+            ndcg / n as f64,
+            rec / n as f64
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    match &args.cmd {
+        Cmd::Ingest { n, in_flight } => bench_ingest(&args, *n, *in_flight).await,
+        Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
+        Cmd::Scifact => bench_scifact(&args).await,
+    }
+}

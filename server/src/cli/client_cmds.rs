@@ -48,9 +48,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             since,
             until,
             ef,
+            exact,
             query,
         } => {
-            let mut b = client.recall(&ns, query).k(k);
+            let mut b = client.recall(&ns, query).k(k).exact(exact);
             for (key, value) in filters {
                 b = b.where_eq(key, value);
             }

@@ -75,6 +75,9 @@ pub enum Command {
         /// HNSW search breadth for this query.
         #[arg(long)]
         ef: Option<u32>,
+        /// Exact search: score every memory instead of walking the HNSW graph.
+        #[arg(long)]
+        exact: bool,
         /// The query text.
         query: String,
     },

@@ -402,6 +402,7 @@ impl Engine {
         k: u32,
         filter: Filter,
         ef: u32,
+        exact: bool,
     ) -> Result<Vec<HitOut>, NodeError> {
         validate::namespace(ns)?;
         let k = match k {
@@ -448,7 +449,7 @@ impl Engine {
                     .into_iter()
                     .next()
                     .ok_or_else(|| NodeError::Task("no query vector".into()))?;
-                return self.search(space, v, k, filter, ef).await;
+                return self.search(space, v, k, filter, ef, exact).await;
             }
             Some(Query::Vector(v)) => v,
         };
@@ -473,7 +474,7 @@ impl Engine {
         }
         let q: Vec<f32> = q.iter().map(|x| x / norm).collect();
         let space = self.space(ns)?;
-        self.search(space, q, k, filter, ef).await
+        self.search(space, q, k, filter, ef, exact).await
     }
 
     async fn search(
@@ -483,6 +484,7 @@ impl Engine {
         k: u32,
         filter: Filter,
         ef: u32,
+        exact: bool,
     ) -> Result<Vec<HitOut>, NodeError> {
         let found = tokio::task::spawn_blocking(move || {
             space.search(&Search {
@@ -490,6 +492,7 @@ impl Engine {
                 k: k as usize,
                 ef: ef as usize,
                 filter: &filter,
+                exact,
             })
         })
         .await??;

@@ -29,6 +29,8 @@ pub struct Search<'a> {
     pub ef: usize,
     /// Restrictions.
     pub filter: &'a Filter,
+    /// Score every candidate instead of walking the graph.
+    pub exact: bool,
 }
 
 struct Inner {
@@ -254,7 +256,7 @@ impl Space {
         };
         let want = s.k.min(candidates);
         let mut scored: Vec<(usize, f32)> = Vec::new();
-        if candidates > EXACT_LIMIT {
+        if candidates > EXACT_LIMIT && !s.exact {
             let found = inner.ann.search(s.query, s.k, s.ef, &keep);
             scored = found
                 .into_iter()
