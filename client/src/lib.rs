@@ -20,7 +20,9 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod proof_file;
 mod recall;
+pub mod verify;
 
 use std::collections::BTreeMap;
 
@@ -29,7 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use cairn_proto::v1::{
     EmbedResponse, GetResponse, Hit, ListResponse, Memory, NamespaceInfo, NamespaceStats,
-    RememberResult, StatsResponse,
+    NodeInfoResponse, RecallResponse, RememberResult, Root, StatsResponse,
 };
 pub use error::Error;
 pub use recall::RecallBuilder;
@@ -161,8 +163,59 @@ impl CairnClient {
         let req = pb::GetRequest {
             namespace: namespace.to_owned(),
             ids,
+            proof: false,
         };
         Ok(self.inner.clone().get(req).await?.into_inner())
+    }
+
+    /// Fetches memories by id with an inclusion proof (check it with [`verify::get`]).
+    pub async fn get_with_proof(
+        &self,
+        namespace: &str,
+        ids: Vec<String>,
+    ) -> Result<GetResponse, Error> {
+        let req = pb::GetRequest {
+            namespace: namespace.to_owned(),
+            ids,
+            proof: true,
+        };
+        Ok(self.inner.clone().get(req).await?.into_inner())
+    }
+
+    /// Lists one page with a range-completeness proof (check it with [`verify::list`]).
+    pub async fn list_with_proof(
+        &self,
+        namespace: &str,
+        opts: ListOptions,
+    ) -> Result<ListResponse, Error> {
+        let req = pb::ListRequest {
+            namespace: namespace.to_owned(),
+            since: opts.since,
+            until: opts.until,
+            limit: opts.limit.unwrap_or(0),
+            page_token: opts.page_token.unwrap_or_default(),
+            proof: true,
+        };
+        Ok(self.inner.clone().list(req).await?.into_inner())
+    }
+
+    /// A namespace's latest signed root, or the one with `seq`.
+    pub async fn root(&self, namespace: &str, seq: Option<u64>) -> Result<pb::Root, Error> {
+        let req = pb::GetRootRequest {
+            namespace: namespace.to_owned(),
+            seq,
+        };
+        Ok(self.inner.clone().get_root(req).await?.into_inner())
+    }
+
+    /// The node's id (hex public key), model and version.
+    pub async fn node_info(&self) -> Result<pb::NodeInfoResponse, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .node_info(pb::NodeInfoRequest {})
+            .await?
+            .into_inner())
     }
 
     /// Lists one page of memories in (created_at, id) order.
@@ -173,6 +226,7 @@ impl CairnClient {
             until: opts.until,
             limit: opts.limit.unwrap_or(0),
             page_token: opts.page_token.unwrap_or_default(),
+            proof: false,
         };
         Ok(self.inner.clone().list(req).await?.into_inner())
     }

@@ -28,6 +28,7 @@ impl RecallBuilder {
                 filter: None,
                 ef: 0,
                 exact: false,
+                proof: false,
             },
         }
     }
@@ -70,6 +71,17 @@ impl RecallBuilder {
     pub fn until(mut self, ms: u64) -> Self {
         self.filter().until = Some(ms);
         self
+    }
+
+    /// Asks for a proof (see [`crate::verify::recall`]); not combinable with filters.
+    pub fn proof(mut self, proof: bool) -> Self {
+        self.req.proof = proof;
+        self
+    }
+
+    /// Runs the Recall and returns the whole response (hits, and the proof if asked for).
+    pub async fn send_full(mut self) -> Result<pb::RecallResponse, Error> {
+        Ok(self.client.recall(self.req).await?.into_inner())
     }
 
     /// Runs the Recall; hits come best first.

@@ -7,6 +7,11 @@
 //!   its iroh blob hash. Specified byte by byte in `docs/PROOFS.md`.
 //! - [`validate`]: the rules a namespace, a text and metadata must satisfy, shared by node and clients.
 //! - [`id`]: the 32-byte memory id and its hex form.
+//! - [`commit`]: leaf encodings of what a namespace commits to (int8 vectors, HNSW graph, timeline).
+//! - [`merkle`]: the domain-separated complete binary Merkle tree and its range-checked multiproofs.
+//! - [`root`]: signed, hash-chained root records.
+//! - [`search`]: the deterministic integer HNSW search that recall proofs replay.
+//! - [`proof`]: proof wire formats and the verifiers for Get, List and Recall.
 //!
 //! ```
 //! use cairn_index::record::{MemoryRecord, Metadata};
@@ -27,6 +32,12 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod commit;
 pub mod id;
+pub mod merkle;
+pub mod proof;
 pub mod record;
+pub mod root;
+pub mod search;
 pub mod validate;
+pub mod wire;

@@ -36,6 +36,17 @@ struct DumpMeta {
     params: HnswParams,
 }
 
+/// A point's place in the graph: its level and neighbour lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLinks {
+    /// Point number.
+    pub point: usize,
+    /// Top layer.
+    pub level: u8,
+    /// Neighbour point numbers per layer 0..=level, in hnsw_rs order (nearest first).
+    pub lists: Vec<Vec<u32>>,
+}
+
 /// Why a dump could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot save HNSW index to {path}: {reason}")]
@@ -91,6 +102,52 @@ impl Ann {
             .into_iter()
             .map(|n| (n.d_id, n.distance))
             .collect()
+    }
+
+    /// The entry point (point number) and its level, as hnsw_rs searches from it: the first point that reached
+    /// the top layer.
+    pub fn entry(&self) -> Option<(usize, u8)> {
+        if self.is_empty() {
+            return None;
+        }
+        let top = self.hnsw.get_max_level_observed();
+        let pi = self.hnsw.get_point_indexation();
+        pi.get_layer_iterator(top as usize)
+            .next()
+            .map(|p| (p.get_origin_id(), top))
+    }
+
+    /// The level and neighbour lists (layers 0..=level, as point numbers) of every point `wanted` accepts.
+    /// Points are read layer by layer; the caller serialises this with inserts.
+    pub fn links(&self, wanted: &dyn Fn(usize) -> bool) -> Vec<NodeLinks> {
+        let mut out = Vec::new();
+        if self.is_empty() {
+            return out;
+        }
+        let pi = self.hnsw.get_point_indexation();
+        for layer in 0..=self.hnsw.get_max_level_observed() {
+            for p in pi.get_layer_iterator(layer as usize) {
+                let point = p.get_origin_id();
+                if !wanted(point) {
+                    continue;
+                }
+                let level = p.get_point_id().0;
+                let lists = p
+                    .get_neighborhood_id()
+                    .into_iter()
+                    .take(level as usize + 1)
+                    .map(|l| l.into_iter().map(|n| n.d_id as u32).collect())
+                    .collect::<Vec<Vec<u32>>>();
+                let mut lists = lists;
+                lists.resize(level as usize + 1, Vec::new());
+                out.push(NodeLinks {
+                    point,
+                    level,
+                    lists,
+                });
+            }
+        }
+        out
     }
 
     /// Writes the graph to `dir` atomically (fresh directory, fsync, rename over the old one).

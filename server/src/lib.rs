@@ -11,6 +11,7 @@ pub mod cli;
 pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod identity;
 pub mod node;
 pub mod service;
 pub mod status_map;

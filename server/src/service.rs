@@ -6,7 +6,10 @@ use cairn_proto::v1 as pb;
 use pb::cairn_server::Cairn;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query};
+use cairn_index::root::SignedRoot;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query, RecallOpts};
 
 /// The gRPC face of an [`Engine`].
 pub struct CairnService {
@@ -20,23 +23,58 @@ impl CairnService {
     }
 }
 
-fn memory(m: MemoryOut) -> pb::Memory {
+fn memory(m: MemoryOut, with_record: bool) -> pb::Memory {
     pb::Memory {
         id: m.id.to_hex(),
         namespace: m.record.namespace,
         text: m.record.text,
         metadata: m.record.metadata,
         created_at: m.record.created_at,
+        record: if with_record {
+            m.bytes.to_vec()
+        } else {
+            Vec::new()
+        },
     }
 }
 
-fn hit(h: HitOut) -> pb::Hit {
+fn hit(h: HitOut, with_record: bool) -> pb::Hit {
     pb::Hit {
         id: h.memory.id.to_hex(),
         text: h.memory.record.text,
         metadata: h.memory.record.metadata,
         created_at: h.memory.record.created_at,
         score: h.score,
+        record: if with_record {
+            h.memory.bytes.to_vec()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// A signed root as the API shows it.
+pub fn root_message(r: &SignedRoot) -> pb::Root {
+    let rec = &r.record;
+    pb::Root {
+        namespace: rec.namespace.clone(),
+        seq: rec.seq,
+        prev: hex::encode(rec.prev),
+        graph_leaves: rec.graph_leaves,
+        graph_root: hex::encode(rec.graph_root),
+        time_leaves: rec.time_leaves,
+        time_root: hex::encode(rec.time_root),
+        entry: rec.entry,
+        max_level: u32::from(rec.max_level),
+        m: u32::from(rec.m),
+        m0: u32::from(rec.m0),
+        dim: u32::from(rec.dim),
+        model: hex::encode(rec.model),
+        created_at: rec.created_at,
+        node_id: hex::encode(rec.node_id),
+        signature: hex::encode(r.signature),
+        hash: hex::encode(rec.hash()),
+        signed: r.encode(),
     }
 }
 
@@ -86,12 +124,23 @@ impl Cairn for CairnService {
                 until: f.until,
             })
             .unwrap_or_default();
-        let hits = self
+        let (hits, proof) = self
             .engine
-            .recall(&req.namespace, query, req.k, filter, req.ef, req.exact)
+            .recall(
+                &req.namespace,
+                query,
+                RecallOpts {
+                    k: req.k,
+                    filter,
+                    ef: req.ef,
+                    exact: req.exact,
+                    proof: req.proof,
+                },
+            )
             .await?;
         Ok(Response::new(pb::RecallResponse {
-            hits: hits.into_iter().map(hit).collect(),
+            hits: hits.into_iter().map(|h| hit(h, req.proof)).collect(),
+            proof: proof.unwrap_or_default(),
         }))
     }
 
@@ -100,10 +149,11 @@ impl Cairn for CairnService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let req = request.into_inner();
-        let (found, missing) = self.engine.get(&req.namespace, &req.ids).await?;
+        let (found, missing, proof) = self.engine.get(&req.namespace, &req.ids, req.proof).await?;
         Ok(Response::new(pb::GetResponse {
-            memories: found.into_iter().map(memory).collect(),
+            memories: found.into_iter().map(|m| memory(m, req.proof)).collect(),
             missing,
+            proof: proof.unwrap_or_default(),
         }))
     }
 
@@ -112,7 +162,7 @@ impl Cairn for CairnService {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let req = request.into_inner();
-        let (page, next) = self
+        let (page, next, proof) = self
             .engine
             .list(
                 &req.namespace,
@@ -120,11 +170,13 @@ impl Cairn for CairnService {
                 req.until,
                 req.limit,
                 &req.page_token,
+                req.proof,
             )
             .await?;
         Ok(Response::new(pb::ListResponse {
-            memories: page.into_iter().map(memory).collect(),
+            memories: page.into_iter().map(|m| memory(m, req.proof)).collect(),
             next_page_token: next,
+            proof: proof.unwrap_or_default(),
         }))
     }
 
@@ -192,6 +244,66 @@ impl Cairn for CairnService {
                     memories: s.memories,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn get_root(
+        &self,
+        request: Request<pb::GetRootRequest>,
+    ) -> Result<Response<pb::Root>, Status> {
+        let req = request.into_inner();
+        let root = self.engine.root(&req.namespace, req.seq).await?;
+        Ok(Response::new(root_message(&root)))
+    }
+
+    type WatchRootsStream = ReceiverStream<Result<pb::Root, Status>>;
+
+    async fn watch_roots(
+        &self,
+        request: Request<pb::WatchRootsRequest>,
+    ) -> Result<Response<Self::WatchRootsStream>, Status> {
+        let req = request.into_inner();
+        let mut rx = self.engine.watch_roots();
+        let current = self.engine.root(&req.namespace, None).await?;
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        let ns = req.namespace;
+        tokio::spawn(async move {
+            if tx.send(Ok(root_message(&current))).await.is_err() {
+                return;
+            }
+            let mut last = current.record.seq;
+            loop {
+                match rx.recv().await {
+                    Ok(r) if r.record.namespace == ns && r.record.seq > last => {
+                        last = r.record.seq;
+                        if tx.send(Ok(root_message(&r))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(
+                                "watcher fell behind; reconnect",
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn node_info(
+        &self,
+        _request: Request<pb::NodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        Ok(Response::new(pb::NodeInfoResponse {
+            node_id: self.engine.node_id(),
+            model: self.engine.embedder().info().id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
 }

@@ -183,6 +183,7 @@ async fn every_rule_has_its_status_code() {
         filter,
         ef,
         exact: false,
+        proof: false,
     };
     let text = |t: &str| Some(pb::recall_request::Query::Text(t.into()));
     expect(
@@ -255,6 +256,7 @@ async fn every_rule_has_its_status_code() {
     let get = |ns: &str, ids: Vec<String>| pb::GetRequest {
         namespace: ns.into(),
         ids,
+        proof: false,
     };
     expect(c.get(get("ok", vec![])).await, Code::InvalidArgument, "ids");
     expect(
@@ -296,6 +298,7 @@ async fn every_rule_has_its_status_code() {
         until,
         limit,
         page_token: token.into(),
+        proof: false,
     };
     expect(
         c.list(list(10_001, "", None, None)).await,

@@ -1,17 +1,178 @@
 //! Client subcommands: each connects to `--node`, makes one or a few calls and prints the result.
 
 use anyhow::{bail, Context, Result};
+use cairn_client::proof_file::{Kind, ProofFile};
+use cairn_client::verify::{self as v, Verified};
 use cairn_client::{CairnClient, ListOptions, NewMemory};
-use serde_json::json;
+use cairn_index::id::MemoryId;
+use serde_json::{json, Value};
 
 use super::output::{hit_json, hit_line, memory_json, memory_line, print_json};
-use super::{Cli, Command};
+use super::trust::{check_trust_flag, Trust};
+use super::{Cli, Command, ProofArgs};
+
+fn verified_json(v: &Verified) -> Value {
+    json!({ "seq": v.seq(), "node_id": v.node_id_hex(), "root": hex::encode(v.root.record.hash()) })
+}
+
+fn verified_line(v: &Verified) -> String {
+    format!(
+        "verified against root seq {} by {}",
+        v.seq(),
+        v.node_id_hex()
+    )
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>> {
+    ids.iter()
+        .map(|s| s.parse::<MemoryId>().map_err(|e| anyhow::anyhow!("{e}")))
+        .collect()
+}
+
+fn save_proof(path: &std::path::Path, file: &ProofFile) -> Result<()> {
+    std::fs::write(path, file.encode()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Commands that work without a node.
+pub async fn run_offline(cli: &Cli) -> Result<bool> {
+    match &cli.command {
+        Command::Id {
+            data_dir: Some(dir),
+        } => {
+            let bytes = std::fs::read(dir.join(crate::identity::KEY_FILE))
+                .with_context(|| format!("no node key in {}", dir.display()))?;
+            let arr: [u8; 32] = bytes.as_slice().try_into().context("node key is damaged")?;
+            println!(
+                "{}",
+                crate::identity::node_id_hex(&ed25519_dalek::SigningKey::from_bytes(&arr))
+            );
+            Ok(true)
+        }
+        Command::Verify { file, trust } => {
+            check_trust_flag(trust.as_deref())?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let pf = ProofFile::decode(&bytes)
+                .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+            let trusted = match trust {
+                Some(t) => v::parse_node_id(t).map_err(|e| anyhow::anyhow!("--trust: {e}"))?,
+                None => {
+                    // Unpinned: check against whoever signed, and say so.
+                    let signer =
+                        cairn_index::proof::RecallProof::decode(&pf.proof, &Default::default())
+                            .map(|p| p.root.record.node_id)
+                            .or_else(|_| {
+                                cairn_index::proof::TimeProof::decode(
+                                    &pf.proof,
+                                    &Default::default(),
+                                )
+                                .map(|p| p.root.record.node_id)
+                            })
+                            .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+                    eprintln!(
+                        "warning: no --trust given; checking against the signer named in the file ({})",
+                        hex::encode(signer)
+                    );
+                    signer
+                }
+            };
+            let verified = pf
+                .verify(&trusted)
+                .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+            if cli.json {
+                print_json(
+                    &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": verified_json(&verified) }),
+                );
+            } else {
+                println!(
+                    "{} memories in {}: {}",
+                    pf.items.len(),
+                    pf.namespace,
+                    verified_line(&verified)
+                );
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+struct ProofCtx {
+    trust: Trust,
+    trusted: [u8; 32],
+}
+
+async fn proof_ctx(
+    cli_node: &str,
+    p: &ProofArgs,
+    client: &CairnClient,
+) -> Result<Option<ProofCtx>> {
+    if !p.wanted() {
+        return Ok(None);
+    }
+    check_trust_flag(p.trust.as_deref())?;
+    let mut trust = Trust::load()?;
+    let trusted = trust.node_id(cli_node, p.trust.as_deref(), client).await?;
+    Ok(Some(ProofCtx { trust, trusted }))
+}
 
 /// Runs a client command against the node named by `--node`.
 pub async fn run(cli: Cli) -> Result<()> {
+    if run_offline(&cli).await? {
+        return Ok(());
+    }
     let client = CairnClient::connect(cli.node.clone()).await?;
     let json = cli.json;
     match cli.command {
+        Command::Verify { .. } => unreachable!("handled offline"),
+        Command::Id { .. } => {
+            let info = client.node_info().await?;
+            println!("{}", info.node_id);
+        }
+        Command::Root { ns, seq } => {
+            let r = client.root(&ns, seq).await?;
+            if json {
+                print_json(&json!({
+                    "namespace": r.namespace,
+                    "seq": r.seq,
+                    "prev": r.prev,
+                    "hash": r.hash,
+                    "leaf_count": r.graph_leaves,
+                    "graph_leaves": r.graph_leaves,
+                    "graph_root": r.graph_root,
+                    "time_leaves": r.time_leaves,
+                    "time_root": r.time_root,
+                    "roots": { "graph": r.graph_root, "time": r.time_root },
+                    "entry": r.entry,
+                    "max_level": r.max_level,
+                    "m": r.m,
+                    "m0": r.m0,
+                    "dim": r.dim,
+                    "model": r.model,
+                    "created_at": r.created_at,
+                    "node_id": r.node_id,
+                    "signature": r.signature,
+                }));
+            } else {
+                println!("namespace   {}", r.namespace);
+                println!("seq         {}", r.seq);
+                println!("hash        {}", r.hash);
+                println!("prev        {}", r.prev);
+                println!(
+                    "graph       {} leaves, root {}",
+                    r.graph_leaves, r.graph_root
+                );
+                println!("time        {} leaves, root {}", r.time_leaves, r.time_root);
+                println!(
+                    "hnsw        entry {} level {} M {} M0 {}",
+                    r.entry, r.max_level, r.m, r.m0
+                );
+                println!("model       {} (dim {})", r.model, r.dim);
+                println!("created_at  {}", r.created_at);
+                println!("node_id     {}", r.node_id);
+                println!("signature   {}", r.signature);
+            }
+        }
         Command::Serve(_) => unreachable!("serve is not a client command"),
         Command::Remember {
             ns,
@@ -49,9 +210,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             until,
             ef,
             exact,
+            proof,
             query,
         } => {
-            let mut b = client.recall(&ns, query).k(k).exact(exact);
+            let ctx = proof_ctx(&cli.node, &proof, &client).await?;
+            let mut b = client
+                .recall(&ns, query)
+                .k(k)
+                .exact(exact)
+                .proof(ctx.is_some());
             for (key, value) in filters {
                 b = b.where_eq(key, value);
             }
@@ -64,27 +231,112 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(ef) = ef {
                 b = b.ef(ef);
             }
-            let hits = b.send().await?;
+            let resp = b.send_full().await?;
+            let verified = match ctx {
+                Some(mut ctx) => {
+                    let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
+                    let vd = v::recall(&ns, &resp, &ctx.trusted, last.as_ref())
+                        .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+                    ctx.trust.saw(&vd, &ns)?;
+                    if let Some(path) = &proof.proof_out {
+                        let items = resp
+                            .hits
+                            .iter()
+                            .map(|h| {
+                                Ok((
+                                    h.id.parse::<MemoryId>()
+                                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                                    h.record.clone(),
+                                ))
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        save_proof(
+                            path,
+                            &ProofFile {
+                                kind: Kind::Recall(resp.hits.iter().map(|h| h.score).collect()),
+                                namespace: ns.clone(),
+                                items,
+                                proof: resp.proof.clone(),
+                            },
+                        )?;
+                    }
+                    Some(vd)
+                }
+                None => None,
+            };
+            let hits = &resp.hits;
             if json {
-                print_json(&json!({ "hits": hits.iter().map(hit_json).collect::<Vec<_>>() }));
-            } else if hits.is_empty() {
-                println!("(no hits)");
+                let mut out = json!({ "hits": hits.iter().map(hit_json).collect::<Vec<_>>() });
+                if let Some(vd) = &verified {
+                    out["verified"] = verified_json(vd);
+                }
+                print_json(&out);
             } else {
-                for h in &hits {
+                if hits.is_empty() {
+                    println!("(no hits)");
+                }
+                for h in hits {
                     println!("{}", hit_line(h));
+                }
+                if let Some(vd) = &verified {
+                    println!("{}", verified_line(vd));
                 }
             }
         }
-        Command::Get { ns, ids } => {
-            let resp = client.get(&ns, ids).await?;
+        Command::Get { ns, ids, proof } => {
+            parse_ids(&ids)?;
+            let ctx = proof_ctx(&cli.node, &proof, &client).await?;
+            let resp = if ctx.is_some() {
+                client.get_with_proof(&ns, ids).await?
+            } else {
+                client.get(&ns, ids).await?
+            };
+            let verified = match ctx {
+                Some(mut ctx) => {
+                    let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
+                    let vd = v::get(&ns, &resp, &ctx.trusted, last.as_ref())
+                        .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+                    ctx.trust.saw(&vd, &ns)?;
+                    if let Some(path) = &proof.proof_out {
+                        save_proof(
+                            path,
+                            &ProofFile {
+                                kind: Kind::Get,
+                                namespace: ns.clone(),
+                                items: resp
+                                    .memories
+                                    .iter()
+                                    .map(|m| {
+                                        Ok((
+                                            m.id.parse::<MemoryId>()
+                                                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                                            m.record.clone(),
+                                        ))
+                                    })
+                                    .collect::<Result<Vec<_>>>()?,
+                                proof: resp.proof.clone(),
+                            },
+                        )?;
+                    }
+                    Some(vd)
+                }
+                None => None,
+            };
             if json {
-                print_json(&json!({
+                let mut out = json!({
                     "memories": resp.memories.iter().map(memory_json).collect::<Vec<_>>(),
                     "missing": resp.missing,
-                }));
+                });
+                if let Some(vd) = &verified {
+                    out["verified"] = verified_json(vd);
+                }
+                print_json(&out);
             } else {
                 for m in &resp.memories {
                     println!("{}", memory_line(m));
+                }
+                if let Some(vd) = &verified {
+                    println!("{}", verified_line(vd));
                 }
             }
             if !resp.missing.is_empty() {
@@ -96,22 +348,71 @@ pub async fn run(cli: Cli) -> Result<()> {
             since,
             until,
             limit,
+            proof,
         } => {
+            let mut ctx = proof_ctx(&cli.node, &proof, &client).await?;
+            if proof.proof_out.is_some() && limit > u64::from(cairn_server_max_page()) {
+                bail!(
+                    "--proof-out saves one page: use --limit {} or less",
+                    cairn_server_max_page()
+                );
+            }
+            let page_max = if ctx.is_some() {
+                cairn_server_max_page()
+            } else {
+                1000
+            };
             let mut out = Vec::new();
             let mut token: Option<String> = None;
+            let mut last_verified = None;
             while (out.len() as u64) < limit {
-                let page = (limit - out.len() as u64).min(1000) as u32;
-                let resp = client
-                    .list(
-                        &ns,
-                        ListOptions {
+                let page = (limit - out.len() as u64).min(u64::from(page_max)) as u32;
+                let opts = ListOptions {
+                    since,
+                    until,
+                    limit: Some(page),
+                    page_token: token.take(),
+                };
+                let resp = match &mut ctx {
+                    Some(ctx) => {
+                        let range = v::list_range(
                             since,
                             until,
-                            limit: Some(page),
-                            page_token: token.take(),
-                        },
-                    )
-                    .await?;
+                            page,
+                            opts.page_token.as_deref().unwrap_or(""),
+                        )
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        let resp = client.list_with_proof(&ns, opts).await?;
+                        let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
+                        let vd = v::list(&ns, &range, &resp, &ctx.trusted, last.as_ref())
+                            .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+                        ctx.trust.saw(&vd, &ns)?;
+                        if let Some(path) = &proof.proof_out {
+                            save_proof(
+                                path,
+                                &ProofFile {
+                                    kind: Kind::List(range),
+                                    namespace: ns.clone(),
+                                    items: resp
+                                        .memories
+                                        .iter()
+                                        .map(|m| {
+                                            Ok((
+                                                m.id.parse::<MemoryId>()
+                                                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                                                m.record.clone(),
+                                            ))
+                                        })
+                                        .collect::<Result<Vec<_>>>()?,
+                                    proof: resp.proof.clone(),
+                                },
+                            )?;
+                        }
+                        last_verified = Some(vd);
+                        resp
+                    }
+                    None => client.list(&ns, opts).await?,
+                };
                 out.extend(resp.memories);
                 if resp.next_page_token.is_empty() {
                     break;
@@ -119,10 +420,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                 token = Some(resp.next_page_token);
             }
             if json {
-                print_json(&json!({ "memories": out.iter().map(memory_json).collect::<Vec<_>>() }));
+                let mut o = json!({ "memories": out.iter().map(memory_json).collect::<Vec<_>>() });
+                if let Some(vd) = &last_verified {
+                    o["verified"] = verified_json(vd);
+                }
+                print_json(&o);
             } else {
                 for m in &out {
                     println!("{}", memory_line(m));
+                }
+                if let Some(vd) = &last_verified {
+                    println!("{}", verified_line(vd));
                 }
             }
         }
@@ -203,4 +511,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Largest List page the node serves (one proof covers one page).
+fn cairn_server_max_page() -> u32 {
+    crate::engine::MAX_PAGE
 }

@@ -3,6 +3,7 @@
 mod client_cmds;
 mod import;
 mod output;
+mod trust;
 
 use std::path::PathBuf;
 
@@ -78,6 +79,9 @@ pub enum Command {
         /// Exact search: score every memory instead of walking the HNSW graph.
         #[arg(long)]
         exact: bool,
+        /// Proof options.
+        #[command(flatten)]
+        proof: ProofArgs,
         /// The query text.
         query: String,
     },
@@ -86,6 +90,9 @@ pub enum Command {
         /// Namespace.
         #[arg(long = "ns")]
         ns: String,
+        /// Proof options.
+        #[command(flatten)]
+        proof: ProofArgs,
         /// Memory ids (hex).
         #[arg(required = true)]
         ids: Vec<String>,
@@ -104,6 +111,9 @@ pub enum Command {
         /// Most memories to print (pages are fetched as needed).
         #[arg(long, default_value_t = 100)]
         limit: u64,
+        /// Proof options.
+        #[command(flatten)]
+        proof: ProofArgs,
     },
     /// Forget memories by id: removed from every read and from the blob store.
     Forget {
@@ -128,6 +138,50 @@ pub enum Command {
     },
     /// List the node's namespaces.
     Namespaces,
+    /// Print the node id (the public key that signs roots) alone on one line.
+    Id {
+        /// Read it from this data dir's key file instead of asking the node.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Show a namespace's signed root (the latest, or --seq N).
+    Root {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// A past root's sequence number.
+        #[arg(long)]
+        seq: Option<u64>,
+    },
+    /// Check a file saved with --proof-out, offline. Exits 0 only if it verifies.
+    Verify {
+        /// The file.
+        file: PathBuf,
+        /// Node id to trust (hex). Without it the file is checked against the signer it names (with a warning).
+        #[arg(long)]
+        trust: Option<String>,
+    },
+}
+
+/// Options that make a read verifiable.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ProofArgs {
+    /// Ask for a proof and verify the answer before printing it (exit non-zero if it does not verify).
+    #[arg(long)]
+    pub verify: bool,
+    /// The node id to trust (hex). Default: the id pinned for this node address, recorded on first contact.
+    #[arg(long)]
+    pub trust: Option<String>,
+    /// Save the answer with its proof to FILE (for `cairn verify FILE`). Implies --verify.
+    #[arg(long, value_name = "FILE")]
+    pub proof_out: Option<PathBuf>,
+}
+
+impl ProofArgs {
+    /// Whether a proof is wanted.
+    pub fn wanted(&self) -> bool {
+        self.verify || self.proof_out.is_some()
+    }
 }
 
 /// Options of `cairn serve`.

@@ -4,6 +4,7 @@
 //! Writes to a namespace are serialised by its write lock; embedding happens before the lock so concurrent
 //! writers share model calls. Reads never wait for the model or the disk of a concurrent write.
 
+pub mod commitment;
 mod space;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,6 +23,10 @@ use crate::blobs::Blobs;
 use crate::embed::Embedder;
 use crate::error::NodeError;
 use crate::store::{Forgotten, NewPoint, PointRow, State};
+use cairn_index::root::SignedRoot;
+use commitment::CommitParams;
+use ed25519_dalek::SigningKey;
+use space::RootSigner;
 pub use space::{Search, Space};
 
 /// Most items in one Remember, ids in one Get/Forget, texts in one Embed.
@@ -34,6 +39,8 @@ pub const MAX_K: u32 = 1000;
 pub const MAX_EF: u32 = 10_000;
 /// Most memories in one List page.
 pub const MAX_PAGE: u32 = 10_000;
+/// Namespaces with at most this many graph nodes get exact-mode recall proofs.
+pub const EXACT_PROOF_LIMIT: u64 = 5_000;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -59,6 +66,8 @@ pub struct MemoryOut {
     pub id: MemoryId,
     /// The decoded record.
     pub record: MemoryRecord,
+    /// The canonical record bytes (what the id hashes).
+    pub bytes: Bytes,
 }
 
 /// Outcome of one Remember item.
@@ -103,6 +112,21 @@ pub struct Filter {
     pub until: Option<u64>,
 }
 
+/// How to run a Recall (all validated by [`Engine::recall`]).
+#[derive(Debug, Clone, Default)]
+pub struct RecallOpts {
+    /// Hits wanted (0 = 10).
+    pub k: u32,
+    /// Restrictions.
+    pub filter: Filter,
+    /// Search breadth (0 = the node's default).
+    pub ef: u32,
+    /// Score every candidate.
+    pub exact: bool,
+    /// Return a proof.
+    pub proof: bool,
+}
+
 /// A Recall hit.
 #[derive(Debug, Clone)]
 pub struct HitOut {
@@ -136,6 +160,26 @@ pub struct Engine {
     params: HnswParams,
     spaces: RwLock<BTreeMap<String, Arc<Space>>>,
     create: Mutex<()>,
+    key: Arc<SigningKey>,
+    commit_params: CommitParams,
+    roots: tokio::sync::broadcast::Sender<SignedRoot>,
+}
+
+/// Runs `f` with a [`RootSigner`] that stores roots in `state`.
+fn with_signer<T>(
+    key: &SigningKey,
+    params: CommitParams,
+    state: &State,
+    f: impl FnOnce(&RootSigner<'_>) -> T,
+) -> T {
+    let persist =
+        |ns: &str, r: &SignedRoot| -> Result<(), NodeError> { Ok(state.put_root(ns, r)?) };
+    let signer = RootSigner {
+        key,
+        params,
+        persist: &persist,
+    };
+    f(&signer)
 }
 
 fn now_ms() -> u64 {
@@ -164,6 +208,15 @@ impl Engine {
             ef_construction: cfg.ef_construction,
             dim: embedder.info().dim,
         };
+        let key = Arc::new(
+            crate::identity::load_or_create(&cfg.data_dir)
+                .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?,
+        );
+        let commit_params = CommitParams {
+            m: cfg.m.min(u16::MAX as usize) as u16,
+            dim: embedder.info().dim as u16,
+            model: embedder.info().hash,
+        };
         let hnsw_dir = cfg.data_dir.join("hnsw");
         ann::clean_leftovers(&hnsw_dir);
         let mut spaces = BTreeMap::new();
@@ -175,9 +228,13 @@ impl Engine {
             let st = state.clone();
             let dir = hnsw_dir.join(space::dir_name(&name));
             let n = name.clone();
+            let k = key.clone();
             let space = tokio::task::spawn_blocking(move || -> Result<Space, NodeError> {
                 let rows = st.load_points(&n)?;
-                Ok(Space::restore(n, dir, rows, params))
+                let space = Space::restore(n.clone(), dir, rows, params);
+                let latest = st.latest_root(&n)?;
+                with_signer(&k, commit_params, &st, |s| space.ensure_root(latest, s))?;
+                Ok(space)
             })
             .await??;
             tracing::info!(namespace = %name, memories = space.stats().memories, "namespace restored");
@@ -191,6 +248,9 @@ impl Engine {
             params,
             spaces: RwLock::new(spaces),
             create: Mutex::new(()),
+            key,
+            commit_params,
+            roots: tokio::sync::broadcast::channel(1024).0,
         });
         engine.finish_blob_deletes().await?;
         Ok(engine)
@@ -357,7 +417,12 @@ impl Engine {
                 })
                 .await??;
             let sp = space.clone();
-            tokio::task::spawn_blocking(move || sp.add(new_points)).await??;
+            let (st, key, cp) = (self.state.clone(), self.key.clone(), self.commit_params);
+            let root = tokio::task::spawn_blocking(move || {
+                with_signer(&key, cp, &st, |s| sp.add(new_points, s))
+            })
+            .await??;
+            let _ = self.roots.send(root);
         }
         out.into_iter()
             .map(|r| r.ok_or_else(|| NodeError::Task("item without result".into())))
@@ -394,17 +459,29 @@ impl Engine {
         Ok(self.embedder.embed(texts).await?)
     }
 
-    /// The nearest memories to a query, best first.
+    /// The nearest memories to a query, best first; with `opts.proof`, also the recall proof.
     pub async fn recall(
         &self,
         ns: &str,
         query: Option<Query>,
-        k: u32,
-        filter: Filter,
-        ef: u32,
-        exact: bool,
-    ) -> Result<Vec<HitOut>, NodeError> {
+        opts: RecallOpts,
+    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
+        let RecallOpts {
+            k,
+            filter,
+            ef,
+            exact,
+            proof,
+        } = opts;
         validate::namespace(ns)?;
+        if proof
+            && (filter.since.is_some() || filter.until.is_some() || !filter.metadata.is_empty())
+        {
+            return Err(NodeError::invalid(
+                "filter",
+                "not supported together with proof",
+            ));
+        }
         let k = match k {
             0 => 10,
             k if k > MAX_K => {
@@ -449,7 +526,19 @@ impl Engine {
                     .into_iter()
                     .next()
                     .ok_or_else(|| NodeError::Task("no query vector".into()))?;
-                return self.search(space, v, k, filter, ef, exact).await;
+                return self
+                    .search(
+                        space,
+                        v,
+                        RecallOpts {
+                            k,
+                            filter,
+                            ef,
+                            exact,
+                            proof,
+                        },
+                    )
+                    .await;
             }
             Some(Query::Vector(v)) => v,
         };
@@ -474,18 +563,53 @@ impl Engine {
         }
         let q: Vec<f32> = q.iter().map(|x| x / norm).collect();
         let space = self.space(ns)?;
-        self.search(space, q, k, filter, ef, exact).await
+        self.search(
+            space,
+            q,
+            RecallOpts {
+                k,
+                filter,
+                ef,
+                exact,
+                proof,
+            },
+        )
+        .await
     }
 
     async fn search(
         &self,
         space: Arc<Space>,
         q: Vec<f32>,
-        k: u32,
-        filter: Filter,
-        ef: u32,
-        exact: bool,
-    ) -> Result<Vec<HitOut>, NodeError> {
+        opts: RecallOpts,
+    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
+        let RecallOpts {
+            k,
+            filter,
+            ef,
+            exact,
+            proof,
+        } = opts;
+        if proof {
+            let exact = exact || space.stats().index_points <= EXACT_PROOF_LIMIT;
+            let sp = space.clone();
+            let proven = tokio::task::spawn_blocking(move || {
+                sp.with_commit(|c| c.prove_recall(&q, k as usize, ef as usize, exact))
+            })
+            .await??
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition("namespace has no signed root yet".into())
+            })?;
+            let (found, transcript) = proven;
+            let mut hits = Vec::with_capacity(found.len());
+            for (d, id) in found {
+                hits.push(HitOut {
+                    memory: self.read(&id).await?,
+                    score: cairn_index::proof::proof_score(d),
+                });
+            }
+            return Ok((hits, Some(transcript.encode())));
+        }
         let found = tokio::task::spawn_blocking(move || {
             space.search(&Search {
                 query: &q,
@@ -503,40 +627,52 @@ impl Engine {
                 score,
             });
         }
-        Ok(hits)
+        Ok((hits, None))
     }
 
     async fn read(&self, id: &MemoryId) -> Result<MemoryOut, NodeError> {
         let bytes = self.blobs.get(id).await?;
         let record = MemoryRecord::decode(&bytes)
             .map_err(|e| NodeError::Task(format!("stored record {id} does not decode: {e}")))?;
-        Ok(MemoryOut { id: *id, record })
+        Ok(MemoryOut {
+            id: *id,
+            record,
+            bytes,
+        })
     }
 
-    /// Memories by id, in request order; unknown or forgotten ids are returned as missing.
+    /// Memories by id, in request order; unknown or forgotten ids are returned as missing. With `proof`, also a
+    /// time proof covering the memories found, taken under the same lock as the lookup.
     pub async fn get(
         &self,
         ns: &str,
         ids: &[String],
-    ) -> Result<(Vec<MemoryOut>, Vec<String>), NodeError> {
+        proof: bool,
+    ) -> Result<(Vec<MemoryOut>, Vec<String>, Option<Vec<u8>>), NodeError> {
         let parsed = parse_ids(ids)?;
         let space = self.space(ns)?;
         let mut seen = HashSet::new();
-        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        let mut wanted = Vec::new();
         for (raw, id) in ids.iter().zip(parsed) {
-            if !seen.insert(id) {
-                continue;
-            }
-            if space.is_live(&id)? {
-                found.push(self.read(&id).await?);
-            } else {
-                missing.push(raw.to_lowercase());
+            if seen.insert(id) {
+                wanted.push((raw.to_lowercase(), id));
             }
         }
-        Ok((found, missing))
+        let (live, time_proof) =
+            space.live_with_proof(wanted.iter().map(|w| w.1).collect(), proof)?;
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for ((raw, id), is_live) in wanted.into_iter().zip(live) {
+            if is_live {
+                found.push(self.read(&id).await?);
+            } else {
+                missing.push(raw);
+            }
+        }
+        Ok((found, missing, time_proof.map(|p| p.encode())))
     }
 
-    /// One page of memories in (created_at, id) order, and the token of the next page (empty if none).
+    /// One page of memories in (created_at, id) order, the token of the next page (empty if none), and with
+    /// `proof` a range-completeness proof of the page.
     pub async fn list(
         &self,
         ns: &str,
@@ -544,8 +680,9 @@ impl Engine {
         until: Option<u64>,
         limit: u32,
         page_token: &str,
-    ) -> Result<(Vec<MemoryOut>, String), NodeError> {
-        let _space = self.space(ns)?;
+        proof: bool,
+    ) -> Result<(Vec<MemoryOut>, String, Option<Vec<u8>>), NodeError> {
+        let space = self.space(ns)?;
         let limit = match limit {
             0 => 100,
             l if l > MAX_PAGE => {
@@ -563,27 +700,54 @@ impl Engine {
                 format!("since ({since}) must be before until ({until})"),
             ));
         }
-        let after = parse_page_token(page_token)?;
-        let st = self.state.clone();
-        let name = ns.to_owned();
-        let mut page =
-            tokio::task::spawn_blocking(move || st.list(&name, since, until, after, limit + 1))
-                .await??;
-        let more = page.len() > limit;
-        page.truncate(limit);
+        let after = parse_page_token(page_token)?.map(|(t, id)| (t, MemoryId(id)));
+        let (page, more, time_proof) = space
+            .with_commit(|c| c.list_page(since, until, after, limit))?
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition("namespace has no signed root yet".into())
+            })?;
         let token = match (more, page.last()) {
-            (true, Some((t, id))) => {
-                let mut b = t.to_be_bytes().to_vec();
-                b.extend_from_slice(id.as_bytes());
+            (true, Some(e)) => {
+                let mut b = e.created_at.to_be_bytes().to_vec();
+                b.extend_from_slice(e.id.as_bytes());
                 hex::encode(b)
             }
             _ => String::new(),
         };
         let mut out = Vec::with_capacity(page.len());
-        for (_, id) in page {
-            out.push(self.read(&id).await?);
+        for e in page {
+            out.push(self.read(&e.id).await?);
         }
-        Ok((out, token))
+        Ok((out, token, proof.then(|| time_proof.encode())))
+    }
+
+    /// The latest signed root of a namespace, or the one with `seq`.
+    pub async fn root(&self, ns: &str, seq: Option<u64>) -> Result<SignedRoot, NodeError> {
+        let space = self.space(ns)?;
+        match seq {
+            None => space.with_commit(|c| c.root().cloned())?.ok_or_else(|| {
+                NodeError::FailedPrecondition("namespace has no signed root yet".into())
+            }),
+            Some(seq) => {
+                let st = self.state.clone();
+                let name = ns.to_owned();
+                tokio::task::spawn_blocking(move || st.root_at(&name, seq))
+                    .await??
+                    .ok_or_else(|| {
+                        NodeError::NotFound(format!("namespace {ns:?} has no root with seq {seq}"))
+                    })
+            }
+        }
+    }
+
+    /// New roots of every namespace, as they are signed.
+    pub fn watch_roots(&self) -> tokio::sync::broadcast::Receiver<SignedRoot> {
+        self.roots.subscribe()
+    }
+
+    /// The node id (hex ed25519 public key).
+    pub fn node_id(&self) -> String {
+        crate::identity::node_id_hex(&self.key)
     }
 
     /// Forgets memories: gone from every read when this returns; blob bytes are unpinned for deletion.
@@ -618,7 +782,14 @@ impl Engine {
                 Ok(gone)
             })
             .await??;
-            space.tombstone(gone.iter().map(|g| g.point))?;
+            let points: Vec<u64> = gone.iter().map(|g| g.point).collect();
+            let sp = space.clone();
+            let (st, key, cp) = (self.state.clone(), self.key.clone(), self.commit_params);
+            let root = tokio::task::spawn_blocking(move || {
+                with_signer(&key, cp, &st, |s| sp.tombstone(&points, s))
+            })
+            .await??;
+            let _ = self.roots.send(root);
             self.finish_blob_deletes().await?;
         }
         drop(_w);
@@ -646,10 +817,11 @@ impl Engine {
         let sp = space.clone();
         let st = self.state.clone();
         let params = self.params;
+        let (key, cp) = (self.key.clone(), self.commit_params);
         tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
             let live = sp.live_rows()?;
             st.compact(&sp.name, &live)?;
-            sp.replace(live, params)?;
+            with_signer(&key, cp, &st, |s| sp.replace(live, params, s))?;
             Ok(())
         })
         .await??;

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_index::id::MemoryId;
+use cairn_index::root::SignedRoot;
 use tokio::sync::Mutex;
 
+use super::commitment::{CommitParams, Commitment};
 use super::Filter;
 use crate::ann::{Ann, DumpError, HnswParams};
 use crate::error::NodeError;
@@ -34,6 +36,7 @@ pub struct Search<'a> {
 }
 
 struct Inner {
+    commit: Commitment,
     ann: Arc<Ann>,
     rows: Vec<PointRow>,
     by_id: HashMap<MemoryId, usize>,
@@ -95,11 +98,13 @@ impl Space {
                 newest = newest.max(r.created_at);
             }
         }
+        let commit = Commitment::build(&rows, &ann);
         Space {
             name,
             write: Mutex::new(()),
             dir,
             inner: RwLock::new(Inner {
+                commit,
                 ann: Arc::new(ann),
                 rows,
                 by_id,
@@ -143,31 +148,42 @@ impl Space {
             .map(|&p| (p as u64, inner.rows[p].clone())))
     }
 
-    /// Makes durable new points visible: rows first, then the graph (the caller holds the write lock).
-    pub fn add(&self, points: Vec<NewPoint>) -> Result<(), NodeError> {
-        let ann = {
-            let mut inner = self.write()?;
-            for p in &points {
-                if p.point as usize != inner.rows.len() {
-                    return Err(NodeError::Task("point numbers out of order".into()));
-                }
-                inner.by_id.insert(p.row.id, p.point as usize);
-                inner.live += 1;
-                inner.newest = inner.newest.max(p.row.created_at);
-                inner.rows.push(p.row.clone());
+    /// Makes durable new points visible and committed: rows, graph, commitment, and a new root that `persist`
+    /// stores durably before anyone can see it. Readers wait meanwhile, so every answer and proof they get is
+    /// consistent with one root. (The caller holds the write lock.)
+    pub fn add(
+        &self,
+        points: Vec<NewPoint>,
+        signer: &RootSigner<'_>,
+    ) -> Result<SignedRoot, NodeError> {
+        let mut inner = self.write()?;
+        let first = inner.rows.len();
+        for p in &points {
+            if p.point as usize != inner.rows.len() {
+                return Err(NodeError::Task("point numbers out of order".into()));
             }
-            inner.ann.clone()
-        };
+            inner.by_id.insert(p.row.id, p.point as usize);
+            inner.live += 1;
+            inner.newest = inner.newest.max(p.row.created_at);
+            inner.rows.push(p.row.clone());
+        }
+        let ann = inner.ann.clone();
         for p in &points {
             ann.insert(&p.row.vector, p.point as usize);
         }
-        Ok(())
+        let Inner { commit, rows, .. } = &mut *inner;
+        commit.add_points(rows, first, &ann);
+        signer.commit(&self.name, commit)
     }
 
-    /// Hides forgotten points from every read.
-    pub fn tombstone(&self, points: impl Iterator<Item = u64>) -> Result<(), NodeError> {
+    /// Hides forgotten points from every read and commits a root without them.
+    pub fn tombstone(
+        &self,
+        points: &[u64],
+        signer: &RootSigner<'_>,
+    ) -> Result<SignedRoot, NodeError> {
         let mut inner = self.write()?;
-        for p in points {
+        for &p in points {
             let p = p as usize;
             if let Some(row) = inner.rows.get_mut(p) {
                 if row.alive {
@@ -178,7 +194,58 @@ impl Space {
                 }
             }
         }
-        Ok(())
+        inner.commit.forget(points);
+        signer.commit(&self.name, &mut inner.commit)
+    }
+
+    /// Makes sure the latest root commits to the current state (after a restart the graph may have been
+    /// rebuilt): restores `latest` and signs a newer root if the state differs.
+    pub fn ensure_root(
+        &self,
+        latest: Option<SignedRoot>,
+        signer: &RootSigner<'_>,
+    ) -> Result<SignedRoot, NodeError> {
+        let mut inner = self.write()?;
+        if let Some(r) = latest {
+            inner.commit.set_root(r);
+        }
+        match inner.commit.root() {
+            Some(r) if inner.commit.root_is_current() => Ok(r.clone()),
+            _ => signer.commit(&self.name, &mut inner.commit),
+        }
+    }
+
+    /// Which of `ids` are live, and (with `proof`) a Get proof for the live ones, from one consistent state.
+    pub fn live_with_proof(
+        &self,
+        ids: Vec<MemoryId>,
+        proof: bool,
+    ) -> Result<(Vec<bool>, Option<cairn_index::proof::TimeProof>), NodeError> {
+        let inner = self.read()?;
+        let mut live = Vec::with_capacity(ids.len());
+        let mut items = Vec::new();
+        for id in &ids {
+            match inner.by_id.get(id) {
+                Some(&p) => {
+                    live.push(true);
+                    items.push((inner.rows[p].created_at, *id));
+                }
+                None => live.push(false),
+            }
+        }
+        let time_proof = if proof {
+            Some(inner.commit.prove_get(&items).ok_or_else(|| {
+                NodeError::FailedPrecondition("namespace has no signed root yet".into())
+            })?)
+        } else {
+            None
+        };
+        Ok((live, time_proof))
+    }
+
+    /// Reads the commitment (for proofs and roots) under the read lock.
+    pub fn with_commit<T>(&self, f: impl FnOnce(&Commitment) -> T) -> Result<T, NodeError> {
+        Ok(f(&self.read()?.commit))
     }
 
     /// True when tombstones make up a quarter of the graph (and there are enough to matter).
@@ -200,14 +267,25 @@ impl Space {
             .collect())
     }
 
-    /// Swaps in a graph rebuilt from `live` (already renumbered durably) and saves it.
-    pub fn replace(&self, live: Vec<PointRow>, params: HnswParams) -> Result<(), NodeError> {
+    /// Swaps in a graph rebuilt from `live` (already renumbered durably), commits it, and saves it.
+    pub fn replace(
+        &self,
+        live: Vec<PointRow>,
+        params: HnswParams,
+        signer: &RootSigner<'_>,
+    ) -> Result<(), NodeError> {
         let ann = Ann::new(params, live.len());
         for (i, r) in live.iter().enumerate() {
             ann.insert(&r.vector, i);
         }
+        let mut commit = Commitment::build(&live, &ann);
         {
             let mut inner = self.write()?;
+            if let Some(r) = inner.commit.root() {
+                commit.set_root(r.clone());
+            }
+            signer.commit(&self.name, &mut commit)?;
+            inner.commit = commit;
             inner.by_id = live.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
             inner.live = live.len();
             inner.rows = live;
@@ -293,6 +371,29 @@ impl Space {
             index_points: i.ann.len() as u64,
             newest_created_at: i.newest,
         }
+    }
+}
+
+/// Signs the next root of a namespace over a commitment and stores it durably before it becomes visible.
+pub struct RootSigner<'a> {
+    /// Signing key and parameters.
+    pub key: &'a ed25519_dalek::SigningKey,
+    /// Commitment parameters.
+    pub params: CommitParams,
+    /// Stores a root durably (redb).
+    pub persist: &'a (dyn Fn(&str, &SignedRoot) -> Result<(), NodeError> + Sync),
+}
+
+impl RootSigner<'_> {
+    fn commit(&self, ns: &str, c: &mut Commitment) -> Result<SignedRoot, NodeError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let root = c.next_root(ns, &self.params, self.key, now);
+        (self.persist)(ns, &root)?;
+        c.set_root(root.clone());
+        Ok(root)
     }
 }
 

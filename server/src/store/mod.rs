@@ -7,6 +7,7 @@ pub mod rows;
 use std::path::Path;
 
 use cairn_index::id::MemoryId;
+use cairn_index::root::SignedRoot;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use rows::PointRow;
@@ -23,6 +24,8 @@ const MEMORIES: TableDefinition<(&str, [u8; 32]), u64> = TableDefinition::new("m
 const DEDUP: TableDefinition<(&str, [u8; 32]), [u8; 32]> = TableDefinition::new("dedup");
 /// (namespace, created_at, memory id) → (), for live memories only: List's order.
 const TIMELINE: TableDefinition<(&str, u64, [u8; 32]), ()> = TableDefinition::new("timeline");
+/// (namespace, seq) → signed root bytes: each namespace's append-only root chain.
+const ROOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("roots");
 /// blob hash → (): blobs of forgotten memories whose bytes may still be in the blob store.
 const BLOB_DELETES: TableDefinition<[u8; 32], ()> = TableDefinition::new("blob_deletes");
 
@@ -122,6 +125,7 @@ impl State {
             tx.open_table(DEDUP).map_err(dberr)?;
             tx.open_table(TIMELINE).map_err(dberr)?;
             tx.open_table(BLOB_DELETES).map_err(dberr)?;
+            tx.open_table(ROOTS).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         Ok(State { db })
@@ -224,6 +228,55 @@ impl State {
         }
         tx.commit().map_err(dberr)?;
         Ok(())
+    }
+
+    /// Appends a signed root to a namespace's chain (durably; refuses to overwrite a seq).
+    pub fn put_root(&self, ns: &str, root: &SignedRoot) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut t = tx.open_table(ROOTS).map_err(dberr)?;
+            let seq = root.record.seq;
+            if t.get((ns, seq)).map_err(dberr)?.is_some() {
+                return Err(StoreError::Corrupt(rows::CorruptRow(
+                    "root seq already used",
+                )));
+            }
+            t.insert((ns, seq), root.encode().as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// The newest root of a namespace.
+    pub fn latest_root(&self, ns: &str) -> Result<Option<SignedRoot>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(ROOTS).map_err(dberr)?;
+        let last = t
+            .range((ns, 0u64)..=(ns, u64::MAX))
+            .map_err(dberr)?
+            .next_back();
+        match last {
+            Some(item) => {
+                let (_, v) = item.map_err(dberr)?;
+                Ok(Some(
+                    SignedRoot::decode(v.value()).map_err(|_| rows::CorruptRow("root"))?,
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The root with a given seq.
+    pub fn root_at(&self, ns: &str, seq: u64) -> Result<Option<SignedRoot>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(ROOTS).map_err(dberr)?;
+        match t.get((ns, seq)).map_err(dberr)? {
+            Some(v) => Ok(Some(
+                SignedRoot::decode(v.value()).map_err(|_| rows::CorruptRow("root"))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Blob hashes whose deletion from the blob store is still to be done.

@@ -1,0 +1,189 @@
+//! Saved answers with their proofs (`cairn … --proof-out FILE`, checked offline by `cairn verify FILE`).
+//!
+//! Binary and canonical, ending in a BLAKE3 checksum of everything before it, so that any change to the file
+//! is detected even where the proof itself would not care (the checksum is integrity, not trust: trust comes
+//! from the proof and the pinned node id). Layout (big-endian):
+//!
+//! ```text
+//! "CAIRNPF1" u8(kind: 1 get, 2 list, 3 recall) u16(len) namespace
+//! list only:   u64(since) u64(until) u8(has_after) [u64(created_at) id[32]] u32(limit)
+//! u32(count) count × ( id[32] u32(len) record  [recall only: u32(score bits)] )
+//! u32(len) proof
+//! checksum[32] = BLAKE3(all bytes above)
+//! ```
+
+use cairn_index::id::MemoryId;
+use cairn_index::proof::{self, ListRange, Returned, Verified, VerifyError, VerifyLimits};
+use cairn_index::wire::Reader;
+
+const MAGIC: &[u8; 8] = b"CAIRNPF1";
+
+/// Which answer a file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A Get answer.
+    Get,
+    /// A List page over a range.
+    List(ListRange),
+    /// A Recall answer with its hit scores.
+    Recall(Vec<f32>),
+}
+
+/// An answer and its proof.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProofFile {
+    /// What kind of answer.
+    pub kind: Kind,
+    /// The namespace asked.
+    pub namespace: String,
+    /// (id, record bytes) of each memory or hit, in answer order.
+    pub items: Vec<(MemoryId, Vec<u8>)>,
+    /// The proof bytes.
+    pub proof: Vec<u8>,
+}
+
+impl ProofFile {
+    /// Encodes the file.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::new();
+        o.extend_from_slice(MAGIC);
+        o.push(match self.kind {
+            Kind::Get => 1,
+            Kind::List(_) => 2,
+            Kind::Recall(_) => 3,
+        });
+        o.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
+        o.extend_from_slice(self.namespace.as_bytes());
+        if let Kind::List(r) = &self.kind {
+            o.extend_from_slice(&r.since.to_be_bytes());
+            o.extend_from_slice(&r.until.to_be_bytes());
+            match r.after {
+                Some((t, id)) => {
+                    o.push(1);
+                    o.extend_from_slice(&t.to_be_bytes());
+                    o.extend_from_slice(id.as_bytes());
+                }
+                None => o.push(0),
+            }
+            o.extend_from_slice(&r.limit.to_be_bytes());
+        }
+        o.extend_from_slice(&(self.items.len() as u32).to_be_bytes());
+        for (i, (id, rec)) in self.items.iter().enumerate() {
+            o.extend_from_slice(id.as_bytes());
+            o.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+            o.extend_from_slice(rec);
+            if let Kind::Recall(scores) = &self.kind {
+                o.extend_from_slice(
+                    &scores
+                        .get(i)
+                        .copied()
+                        .unwrap_or(f32::NAN)
+                        .to_bits()
+                        .to_be_bytes(),
+                );
+            }
+        }
+        o.extend_from_slice(&(self.proof.len() as u32).to_be_bytes());
+        o.extend_from_slice(&self.proof);
+        let sum = blake3::hash(&o);
+        o.extend_from_slice(sum.as_bytes());
+        o
+    }
+
+    /// Parses a file; never panics.
+    pub fn decode(b: &[u8]) -> Result<Self, VerifyError> {
+        if b.len() < 32 || b.len() > VerifyLimits::default().max_proof_bytes * 2 {
+            return Err(VerifyError::Malformed("proof file size"));
+        }
+        let (body, sum) = b.split_at(b.len() - 32);
+        if blake3::hash(body).as_bytes() != sum {
+            return Err(VerifyError::Malformed(
+                "proof file checksum mismatch (the file was changed)",
+            ));
+        }
+        let mut r = Reader::new(body);
+        if r.bytes(8)? != MAGIC {
+            return Err(VerifyError::Malformed("not a Cairn proof file"));
+        }
+        let kind_code = r.u8()?;
+        let ns_len = r.u16()? as usize;
+        let namespace = std::str::from_utf8(r.bytes(ns_len)?)
+            .map_err(|_| VerifyError::Malformed("namespace"))?
+            .to_owned();
+        let mut kind = match kind_code {
+            1 => Kind::Get,
+            2 => {
+                let since = r.u64()?;
+                let until = r.u64()?;
+                let after = match r.u8()? {
+                    0 => None,
+                    1 => Some((r.u64()?, MemoryId(r.array()?))),
+                    _ => return Err(VerifyError::Malformed("list cursor")),
+                };
+                let limit = r.u32()?;
+                Kind::List(ListRange {
+                    since,
+                    until,
+                    after,
+                    limit,
+                })
+            }
+            3 => Kind::Recall(Vec::new()),
+            _ => return Err(VerifyError::Malformed("proof file kind")),
+        };
+        let count = r.u32()? as usize;
+        if count > 100_000 || count * 36 > r.remaining() {
+            return Err(VerifyError::TooLarge("items"));
+        }
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = MemoryId(r.array()?);
+            let len = r.u32()? as usize;
+            let rec = r.bytes(len)?.to_vec();
+            if let Kind::Recall(scores) = &mut kind {
+                scores.push(f32::from_bits(r.u32()?));
+            }
+            items.push((id, rec));
+        }
+        let plen = r.u32()? as usize;
+        let proof = r.bytes(plen)?.to_vec();
+        if !r.is_empty() {
+            return Err(VerifyError::Malformed("trailing bytes"));
+        }
+        Ok(ProofFile {
+            kind,
+            namespace,
+            items,
+            proof,
+        })
+    }
+
+    /// Verifies the saved answer against `trusted` (offline).
+    pub fn verify(&self, trusted: &[u8; 32]) -> Result<Verified, VerifyError> {
+        let returned: Vec<Returned<'_>> = self
+            .items
+            .iter()
+            .map(|(id, rec)| Returned { id, record: rec })
+            .collect();
+        let lim = VerifyLimits::default();
+        match &self.kind {
+            Kind::Get => proof::verify_get(&self.proof, &self.namespace, trusted, &returned, &lim),
+            Kind::List(range) => proof::verify_list(
+                &self.proof,
+                &self.namespace,
+                trusted,
+                range,
+                &returned,
+                &lim,
+            ),
+            Kind::Recall(scores) => proof::verify_recall(
+                &self.proof,
+                &self.namespace,
+                trusted,
+                &returned,
+                scores,
+                &lim,
+            ),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Client-side verification of Get / List / Recall answers against a trusted node id and the last root the
+//! client has seen, using the pure verifier of `cairn-index`. Nothing the node says is taken on trust: ids are
+//! recomputed from record bytes, and the text, metadata and times shown must be the ones in those bytes.
+
+use cairn_index::id::MemoryId;
+use cairn_index::proof::{self, ListRange, Returned, VerifyError, VerifyLimits};
+use cairn_index::record::MemoryRecord;
+use cairn_proto::v1 as pb;
+
+pub use cairn_index::proof::{LastSeen, Verified};
+
+/// Parses a hex node id.
+pub fn parse_node_id(s: &str) -> Result<[u8; 32], VerifyError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut out)
+        .map_err(|_| VerifyError::Malformed("node id is not 64 hex characters"))?;
+    Ok(out)
+}
+
+fn parse_id(s: &str) -> Result<MemoryId, VerifyError> {
+    s.parse::<MemoryId>()
+        .map_err(|_| VerifyError::Mismatch(format!("{s:?} is not a memory id")))
+}
+
+/// Checks that what the node displays (text, metadata, created_at, namespace) is what the record bytes say.
+fn check_shown(
+    record: &[u8],
+    text: &str,
+    metadata: &std::collections::BTreeMap<String, String>,
+    created_at: u64,
+    namespace: Option<&str>,
+) -> Result<(), VerifyError> {
+    let rec = MemoryRecord::decode(record)
+        .map_err(|e| VerifyError::Mismatch(format!("record does not decode: {e}")))?;
+    if rec.text != text || &rec.metadata != metadata || rec.created_at != created_at {
+        return Err(VerifyError::Mismatch(
+            "shown text, metadata or time differ from the record".into(),
+        ));
+    }
+    if namespace.is_some_and(|ns| ns != rec.namespace) {
+        return Err(VerifyError::Mismatch(
+            "shown namespace differs from the record".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn fresh(v: Verified, last: Option<&LastSeen>) -> Result<Verified, VerifyError> {
+    proof::check_fresh(&v.root, last, &[])?;
+    Ok(v)
+}
+
+/// Verifies a Recall answer requested with `proof = true`.
+pub fn recall(
+    namespace: &str,
+    resp: &pb::RecallResponse,
+    trusted: &[u8; 32],
+    last: Option<&LastSeen>,
+) -> Result<Verified, VerifyError> {
+    let ids: Vec<MemoryId> = resp
+        .hits
+        .iter()
+        .map(|h| parse_id(&h.id))
+        .collect::<Result<_, _>>()?;
+    for h in &resp.hits {
+        check_shown(&h.record, &h.text, &h.metadata, h.created_at, None)?;
+    }
+    let returned: Vec<Returned<'_>> = ids
+        .iter()
+        .zip(&resp.hits)
+        .map(|(id, h)| Returned {
+            id,
+            record: &h.record,
+        })
+        .collect();
+    let scores: Vec<f32> = resp.hits.iter().map(|h| h.score).collect();
+    let v = proof::verify_recall(
+        &resp.proof,
+        namespace,
+        trusted,
+        &returned,
+        &scores,
+        &VerifyLimits::default(),
+    )?;
+    fresh(v, last)
+}
+
+/// Verifies a Get answer requested with `proof = true` (the memories returned; missing ids are not proven).
+pub fn get(
+    namespace: &str,
+    resp: &pb::GetResponse,
+    trusted: &[u8; 32],
+    last: Option<&LastSeen>,
+) -> Result<Verified, VerifyError> {
+    let ids: Vec<MemoryId> = resp
+        .memories
+        .iter()
+        .map(|m| parse_id(&m.id))
+        .collect::<Result<_, _>>()?;
+    for m in &resp.memories {
+        check_shown(
+            &m.record,
+            &m.text,
+            &m.metadata,
+            m.created_at,
+            Some(&m.namespace),
+        )?;
+    }
+    let returned: Vec<Returned<'_>> = ids
+        .iter()
+        .zip(&resp.memories)
+        .map(|(id, m)| Returned {
+            id,
+            record: &m.record,
+        })
+        .collect();
+    let v = proof::verify_get(
+        &resp.proof,
+        namespace,
+        trusted,
+        &returned,
+        &VerifyLimits::default(),
+    )?;
+    fresh(v, last)
+}
+
+/// Verifies a List page requested with `proof = true` for `range`.
+pub fn list(
+    namespace: &str,
+    range: &ListRange,
+    resp: &pb::ListResponse,
+    trusted: &[u8; 32],
+    last: Option<&LastSeen>,
+) -> Result<Verified, VerifyError> {
+    let ids: Vec<MemoryId> = resp
+        .memories
+        .iter()
+        .map(|m| parse_id(&m.id))
+        .collect::<Result<_, _>>()?;
+    for m in &resp.memories {
+        check_shown(
+            &m.record,
+            &m.text,
+            &m.metadata,
+            m.created_at,
+            Some(&m.namespace),
+        )?;
+    }
+    let returned: Vec<Returned<'_>> = ids
+        .iter()
+        .zip(&resp.memories)
+        .map(|(id, m)| Returned {
+            id,
+            record: &m.record,
+        })
+        .collect();
+    let v = proof::verify_list(
+        &resp.proof,
+        namespace,
+        trusted,
+        range,
+        &returned,
+        &VerifyLimits::default(),
+    )?;
+    fresh(v, last)
+}
+
+/// The List range a page token and options stand for (the token is hex `u64be(created_at) ‖ id`).
+pub fn list_range(
+    since: Option<u64>,
+    until: Option<u64>,
+    limit: u32,
+    page_token: &str,
+) -> Result<ListRange, VerifyError> {
+    let after = if page_token.is_empty() {
+        None
+    } else {
+        let raw = hex::decode(page_token).map_err(|_| VerifyError::Malformed("page token"))?;
+        if raw.len() != 40 {
+            return Err(VerifyError::Malformed("page token"));
+        }
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&raw[..8]);
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&raw[8..]);
+        Some((u64::from_be_bytes(t), MemoryId(id)))
+    };
+    Ok(ListRange {
+        since: since.unwrap_or(0),
+        until: until.unwrap_or(u64::MAX),
+        after,
+        limit: if limit == 0 { 100 } else { limit },
+    })
+}

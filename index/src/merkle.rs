@@ -1,0 +1,260 @@
+//! A complete binary Merkle tree (CBMT) with domain-separated hashing and range-checked multiproofs.
+//!
+//! Layout as in the `merkle-cbt` crate: for `n` leaves the tree has `2n − 1` nodes in one array, the root at
+//! position 0, the children of `i` at `2i + 1` and `2i + 2`, and leaf `j` at position `n − 1 + j`. Unlike a
+//! bare CBMT, leaves and interior nodes are hashed under different prefixes, the leaf count is an input of
+//! every verification (roots commit to it separately), and every claimed leaf position is range-checked, so
+//! an interior node can never pass as a leaf (see docs/PROOFS.md, "Merkle trees").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A 32-byte hash.
+pub type Hash = [u8; 32];
+
+/// Interior node: BLAKE3(0x01 ‖ left ‖ right).
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[0x01]);
+    h.update(left);
+    h.update(right);
+    *h.finalize().as_bytes()
+}
+
+/// Leaf: BLAKE3(0x00 ‖ leaf bytes).
+pub fn leaf_hash(bytes: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[0x00]);
+    h.update(bytes);
+    *h.finalize().as_bytes()
+}
+
+/// The root of an empty tree: 32 zero bytes.
+pub const EMPTY_ROOT: Hash = [0u8; 32];
+
+/// Why a multiproof was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MerkleError {
+    /// A leaf index is not below the leaf count.
+    #[error("leaf index {index} out of range for {count} leaves")]
+    IndexOutOfRange {
+        /// Claimed leaf index.
+        index: u64,
+        /// Committed leaf count.
+        count: u64,
+    },
+    /// Leaf indices are not strictly increasing.
+    #[error("leaf indices not strictly increasing")]
+    Unordered,
+    /// Too few or too many sibling hashes.
+    #[error("wrong number of sibling hashes")]
+    LemmaCount,
+    /// The recomputed root differs.
+    #[error("root mismatch")]
+    RootMismatch,
+    /// Nothing to prove.
+    #[error("empty proof")]
+    Empty,
+}
+
+fn sibling(i: u64) -> u64 {
+    ((i + 1) ^ 1) - 1
+}
+
+fn parent(i: u64) -> u64 {
+    (i - 1) / 2
+}
+
+/// A whole tree, kept by the prover.
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    nodes: Vec<Hash>,
+    leaves: u64,
+}
+
+impl Tree {
+    /// Builds the tree over leaf hashes (in order).
+    pub fn build(leaves: &[Hash]) -> Self {
+        let n = leaves.len();
+        if n == 0 {
+            return Tree::default();
+        }
+        let mut nodes = vec![[0u8; 32]; 2 * n - 1];
+        nodes[n - 1..].copy_from_slice(leaves);
+        for i in (0..n - 1).rev() {
+            nodes[i] = node_hash(&nodes[2 * i + 1], &nodes[2 * i + 2]);
+        }
+        Tree {
+            nodes,
+            leaves: n as u64,
+        }
+    }
+
+    /// Leaf count.
+    pub fn len(&self) -> u64 {
+        self.leaves
+    }
+
+    /// True without leaves.
+    pub fn is_empty(&self) -> bool {
+        self.leaves == 0
+    }
+
+    /// The root ([`EMPTY_ROOT`] when empty).
+    pub fn root(&self) -> Hash {
+        self.nodes.first().copied().unwrap_or(EMPTY_ROOT)
+    }
+
+    /// The sibling hashes proving the leaves at `indices` (strictly increasing, in range), in the order
+    /// [`verify`] consumes them.
+    pub fn prove(&self, indices: &[u64]) -> Result<Vec<Hash>, MerkleError> {
+        check_indices(indices, self.leaves)?;
+        let n = self.leaves;
+        let mut pending: BTreeSet<u64> = indices.iter().map(|&j| n - 1 + j).collect();
+        let mut lemmas = Vec::new();
+        while let Some(i) = pending.pop_last() {
+            if i == 0 {
+                break;
+            }
+            let s = sibling(i);
+            if !pending.remove(&s) {
+                lemmas.push(self.nodes[s as usize]);
+            }
+            pending.insert(parent(i));
+        }
+        Ok(lemmas)
+    }
+}
+
+fn check_indices(indices: &[u64], count: u64) -> Result<(), MerkleError> {
+    if indices.is_empty() {
+        return Err(MerkleError::Empty);
+    }
+    for w in indices.windows(2) {
+        if w[0] >= w[1] {
+            return Err(MerkleError::Unordered);
+        }
+    }
+    if let Some(&last) = indices.last() {
+        if last >= count {
+            return Err(MerkleError::IndexOutOfRange { index: last, count });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `leaves` (pairs of leaf index and leaf hash, indices strictly increasing) sit in a tree of
+/// `count` leaves with root `root`, using `lemmas` from [`Tree::prove`]. Never panics.
+pub fn verify(
+    root: &Hash,
+    count: u64,
+    leaves: &[(u64, Hash)],
+    lemmas: &[Hash],
+) -> Result<(), MerkleError> {
+    let indices: Vec<u64> = leaves.iter().map(|l| l.0).collect();
+    check_indices(&indices, count)?;
+    let n = count;
+    // Always combine the highest pending position first: its sibling's subtree is then complete.
+    let mut pending: BTreeMap<u64, Hash> = leaves.iter().map(|&(j, h)| (n - 1 + j, h)).collect();
+    let mut lemma = lemmas.iter();
+    while let Some((i, h)) = pending.pop_last() {
+        if i == 0 {
+            if !pending.is_empty() || lemma.next().is_some() {
+                return Err(MerkleError::LemmaCount);
+            }
+            return if &h == root {
+                Ok(())
+            } else {
+                Err(MerkleError::RootMismatch)
+            };
+        }
+        let s = sibling(i);
+        let sh = match pending.remove(&s) {
+            Some(sh) => sh,
+            None => *lemma.next().ok_or(MerkleError::LemmaCount)?,
+        };
+        let ph = if i % 2 == 1 {
+            node_hash(&h, &sh)
+        } else {
+            node_hash(&sh, &h)
+        };
+        pending.insert(parent(i), ph);
+    }
+    Err(MerkleError::LemmaCount)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn every_subset_of_small_trees_round_trips() {
+        for n in 1..=9usize {
+            let l = leaves(n);
+            let t = Tree::build(&l);
+            for mask in 1u32..(1 << n) {
+                let idx: Vec<u64> = (0..n as u64).filter(|i| mask & (1 << i) != 0).collect();
+                let lemmas = t.prove(&idx).unwrap();
+                let claimed: Vec<(u64, Hash)> = idx.iter().map(|&i| (i, l[i as usize])).collect();
+                assert_eq!(
+                    verify(&t.root(), n as u64, &claimed, &lemmas),
+                    Ok(()),
+                    "n={n} mask={mask:b}"
+                );
+                // Wrong leaf hash, wrong count, extra lemma, missing lemma: all rejected.
+                let mut bad = claimed.clone();
+                bad[0].1[0] ^= 1;
+                assert!(verify(&t.root(), n as u64, &bad, &lemmas).is_err());
+                assert!(verify(&t.root(), n as u64 + 1, &claimed, &lemmas).is_err());
+                let mut more = lemmas.clone();
+                more.push([7; 32]);
+                assert!(verify(&t.root(), n as u64, &claimed, &more).is_err());
+                if !lemmas.is_empty() {
+                    assert!(verify(&t.root(), n as u64, &claimed, &lemmas[1..]).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interior_node_cannot_pass_as_leaf() {
+        let l = leaves(4);
+        let t = Tree::build(&l);
+        // Position 1 is the interior node over leaves 0 and 1; claim it as "leaf 0" of a 3-leaf tree.
+        let inner = node_hash(&l[0], &l[1]);
+        assert!(verify(&t.root(), 3, &[(0, inner)], &[node_hash(&l[2], &l[3])]).is_err());
+        assert!(matches!(
+            verify(&t.root(), 4, &[(4, l[0])], &[]),
+            Err(MerkleError::IndexOutOfRange { .. })
+        ));
+        assert_eq!(verify(&t.root(), 4, &[], &[]), Err(MerkleError::Empty));
+        assert_eq!(
+            verify(&t.root(), 4, &[(1, l[1]), (0, l[0])], &[]),
+            Err(MerkleError::Unordered)
+        );
+    }
+
+    #[test]
+    fn single_leaf_tree_root_is_the_leaf() {
+        let l = leaves(1);
+        let t = Tree::build(&l);
+        assert_eq!(t.root(), l[0]);
+        assert_eq!(verify(&t.root(), 1, &[(0, l[0])], &[]), Ok(()));
+        assert_eq!(Tree::build(&[]).root(), EMPTY_ROOT);
+    }
+
+    #[test]
+    fn large_tree_sampled() {
+        let l = leaves(1000);
+        let t = Tree::build(&l);
+        let idx: Vec<u64> = (0..1000).step_by(37).collect();
+        let lemmas = t.prove(&idx).unwrap();
+        let claimed: Vec<(u64, Hash)> = idx.iter().map(|&i| (i, l[i as usize])).collect();
+        assert_eq!(verify(&t.root(), 1000, &claimed, &lemmas), Ok(()));
+    }
+}

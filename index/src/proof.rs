@@ -1,0 +1,789 @@
+//! Proof wire formats and their verifiers (docs/PROOFS.md, "Proofs").
+//!
+//! - [`TimeProof`] (`CPT1`): time-tree leaves with their positions and one multiproof. It proves Get (each
+//!   returned memory is committed and live) and List (the returned set is exactly the committed set in the
+//!   range: contiguous positions plus boundary leaves).
+//! - [`RecallProof`] (`CPR1`): the quantised query, every graph node the deterministic search touched (full
+//!   neighbour lists for the nodes it expanded, only their hash for the others), and one multiproof. The
+//!   verifier re-runs the search on those nodes only. In exact mode the proof holds every node and the verifier
+//!   computes the exact top-k itself.
+//!
+//! Every verifier caps sizes before doing work and never panics on any input.
+
+use std::collections::HashMap;
+
+use crate::commit::{
+    graph_leaf_hash, lists_hash, time_leaf_hash, GraphNode, TimeEntry, DISTANCE_NEG_DOT_I32,
+    MAX_DIM, MAX_LEVEL, MAX_NEIGHBOURS, QUANTISER_INT8_127,
+};
+use crate::id::MemoryId;
+use crate::merkle::{self, Hash, MerkleError};
+use crate::record::MemoryRecord;
+use crate::root::{RootError, SignedRoot, NO_ENTRY};
+use crate::search::{search, GraphView, SearchError, SearchParams};
+use crate::wire::{Reader, Short};
+
+/// Magic of a time proof.
+pub const TIME_MAGIC: &[u8; 4] = b"CPT1";
+/// Magic of a recall proof.
+pub const RECALL_MAGIC: &[u8; 4] = b"CPR1";
+/// Recall proof mode: transcript of the graph search.
+pub const MODE_GRAPH: u8 = 1;
+/// Recall proof mode: every node, exact top-k.
+pub const MODE_EXACT: u8 = 2;
+
+/// Bounds a verifier enforces before doing any work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyLimits {
+    /// Largest proof accepted, in bytes.
+    pub max_proof_bytes: usize,
+    /// Most nodes or entries in one proof.
+    pub max_items: usize,
+    /// Largest k.
+    pub max_k: u32,
+    /// Largest ef.
+    pub max_ef: u32,
+}
+
+impl Default for VerifyLimits {
+    fn default() -> Self {
+        VerifyLimits {
+            max_proof_bytes: 64 << 20,
+            max_items: 200_000,
+            max_k: 1000,
+            max_ef: 10_000,
+        }
+    }
+}
+
+/// Why a proof was rejected. Every variant is a reason to distrust the answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The proof bytes do not parse.
+    #[error("malformed proof: {0}")]
+    Malformed(&'static str),
+    /// A size cap was exceeded.
+    #[error("proof exceeds a limit: {0}")]
+    TooLarge(&'static str),
+    /// The root is bad (signature, signer, format).
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// The root is for another namespace.
+    #[error("root is for namespace {got:?}, not {want:?}")]
+    WrongNamespace {
+        /// In the root.
+        got: String,
+        /// Asked.
+        want: String,
+    },
+    /// The root uses a quantiser or distance this verifier does not know.
+    #[error("unsupported commitment parameters")]
+    Unsupported,
+    /// The Merkle proof does not lead to the signed root.
+    #[error("commitment check failed: {0}")]
+    Merkle(#[from] MerkleError),
+    /// The search could not be replayed.
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    /// The answer differs from what the proof implies.
+    #[error("answer does not match the proof: {0}")]
+    Mismatch(String),
+    /// The root is older than, or conflicts with, one already seen.
+    #[error("stale or forked root: {0}")]
+    Freshness(String),
+}
+
+impl From<Short> for VerifyError {
+    fn from(_: Short) -> Self {
+        VerifyError::Malformed("truncated")
+    }
+}
+
+/// What a successful verification vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The root the answer was checked against.
+    pub root: SignedRoot,
+}
+
+impl Verified {
+    /// The root's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.root.record.seq
+    }
+
+    /// The signer's node id (hex).
+    pub fn node_id_hex(&self) -> String {
+        hex::encode(self.root.record.node_id)
+    }
+}
+
+/// A returned memory as the verifier sees it: its claimed id and its canonical record bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Returned<'a> {
+    /// The id the node claims.
+    pub id: &'a MemoryId,
+    /// The record bytes the node returned.
+    pub record: &'a [u8],
+}
+
+fn check_root(root: &SignedRoot, namespace: &str, trusted: &[u8; 32]) -> Result<(), VerifyError> {
+    root.verify(Some(trusted))?;
+    if root.record.namespace != namespace {
+        return Err(VerifyError::WrongNamespace {
+            got: root.record.namespace.clone(),
+            want: namespace.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a returned record: it hashes to its id, belongs to `namespace`, and has `created_at`.
+fn check_record(
+    r: &Returned<'_>,
+    namespace: &str,
+    created_at: u64,
+) -> Result<MemoryRecord, VerifyError> {
+    if MemoryId::of_bytes(r.record) != *r.id {
+        return Err(VerifyError::Mismatch(format!(
+            "record bytes of {} do not hash to it",
+            r.id
+        )));
+    }
+    let rec = MemoryRecord::decode(r.record)
+        .map_err(|e| VerifyError::Mismatch(format!("record {} does not decode: {e}", r.id)))?;
+    if rec.namespace != namespace {
+        return Err(VerifyError::Mismatch(format!(
+            "memory {} belongs to namespace {:?}",
+            r.id, rec.namespace
+        )));
+    }
+    if rec.created_at != created_at {
+        return Err(VerifyError::Mismatch(format!(
+            "memory {} has another created_at than committed",
+            r.id
+        )));
+    }
+    Ok(rec)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Time proofs (Get, List)
+
+/// Time-tree leaves at given positions, with a multiproof against a signed root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeProof {
+    /// The root.
+    pub root: SignedRoot,
+    /// (position, entry), positions strictly increasing.
+    pub entries: Vec<(u64, TimeEntry)>,
+    /// Sibling hashes.
+    pub lemmas: Vec<Hash>,
+}
+
+fn put_lemmas(o: &mut Vec<u8>, lemmas: &[Hash]) {
+    o.extend_from_slice(&(lemmas.len() as u32).to_be_bytes());
+    for l in lemmas {
+        o.extend_from_slice(l);
+    }
+}
+
+fn read_lemmas(r: &mut Reader<'_>, lim: &VerifyLimits) -> Result<Vec<Hash>, VerifyError> {
+    let n = r.u32()? as usize;
+    if n > 64 * lim.max_items.max(1) || n * 32 > r.remaining() {
+        return Err(VerifyError::TooLarge("lemmas"));
+    }
+    (0..n).map(|_| Ok(r.array::<32>()?)).collect()
+}
+
+impl TimeProof {
+    /// `"CPT1" signed_root u32be(count) (u64be(pos) u64be(created_at) id[32] u32be(node))×count
+    /// u32be(lemmas) hash×lemmas`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(256 + self.entries.len() * 52 + self.lemmas.len() * 32);
+        o.extend_from_slice(TIME_MAGIC);
+        o.extend_from_slice(&self.root.encode());
+        o.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for (pos, e) in &self.entries {
+            o.extend_from_slice(&pos.to_be_bytes());
+            o.extend_from_slice(&e.created_at.to_be_bytes());
+            o.extend_from_slice(e.id.as_bytes());
+            o.extend_from_slice(&e.node.to_be_bytes());
+        }
+        put_lemmas(&mut o, &self.lemmas);
+        o
+    }
+
+    /// Parses a time proof within `lim`.
+    pub fn decode(b: &[u8], lim: &VerifyLimits) -> Result<Self, VerifyError> {
+        if b.len() > lim.max_proof_bytes {
+            return Err(VerifyError::TooLarge("proof bytes"));
+        }
+        let mut r = Reader::new(b);
+        if r.bytes(4)? != TIME_MAGIC {
+            return Err(VerifyError::Malformed("not a time proof"));
+        }
+        let root = SignedRoot::read(&mut r)?;
+        let n = r.u32()? as usize;
+        if n > lim.max_items || n * 52 > r.remaining() {
+            return Err(VerifyError::TooLarge("entries"));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let pos = r.u64()?;
+            let created_at = r.u64()?;
+            let id = MemoryId(r.array()?);
+            let node = r.u32()?;
+            entries.push((
+                pos,
+                TimeEntry {
+                    created_at,
+                    id,
+                    node,
+                },
+            ));
+        }
+        let lemmas = read_lemmas(&mut r, lim)?;
+        if !r.is_empty() {
+            return Err(VerifyError::Malformed("trailing bytes"));
+        }
+        Ok(TimeProof {
+            root,
+            entries,
+            lemmas,
+        })
+    }
+
+    fn check_tree(&self) -> Result<(), VerifyError> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let leaves: Vec<(u64, Hash)> = self
+            .entries
+            .iter()
+            .map(|(p, e)| (*p, time_leaf_hash(e)))
+            .collect();
+        merkle::verify(
+            &self.root.record.time_root,
+            self.root.record.time_leaves,
+            &leaves,
+            &self.lemmas,
+        )?;
+        Ok(())
+    }
+}
+
+/// Verifies a Get answer: every returned memory is committed and live under a root signed by `trusted`.
+/// (Ids reported missing are not proven absent.)
+pub fn verify_get(
+    proof: &[u8],
+    namespace: &str,
+    trusted: &[u8; 32],
+    returned: &[Returned<'_>],
+    lim: &VerifyLimits,
+) -> Result<Verified, VerifyError> {
+    let p = TimeProof::decode(proof, lim)?;
+    check_root(&p.root, namespace, trusted)?;
+    if returned.is_empty() && p.entries.is_empty() {
+        return Ok(Verified { root: p.root });
+    }
+    p.check_tree()?;
+    let by_id: HashMap<MemoryId, &TimeEntry> = p.entries.iter().map(|(_, e)| (e.id, e)).collect();
+    if by_id.len() != returned.len() || p.entries.len() != returned.len() {
+        return Err(VerifyError::Mismatch(
+            "proof and answer list different memories".into(),
+        ));
+    }
+    for r in returned {
+        let e = by_id
+            .get(r.id)
+            .ok_or_else(|| VerifyError::Mismatch(format!("memory {} is not in the proof", r.id)))?;
+        check_record(r, namespace, e.created_at)?;
+    }
+    Ok(Verified { root: p.root })
+}
+
+/// The range a List asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListRange {
+    /// created_at >= since.
+    pub since: u64,
+    /// created_at < until.
+    pub until: u64,
+    /// Strictly after this (created_at, id) — the page token's position.
+    pub after: Option<(u64, MemoryId)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+impl ListRange {
+    fn contains(&self, e: &TimeEntry) -> bool {
+        e.created_at >= self.since
+            && e.created_at < self.until
+            && self.after.is_none_or(|a| (e.created_at, e.id) > a)
+    }
+
+    fn below(&self, e: &TimeEntry) -> bool {
+        e.created_at < self.since || self.after.is_some_and(|a| (e.created_at, e.id) <= a)
+    }
+}
+
+/// Verifies a List page: the returned memories are exactly the committed ones in the range, in
+/// (created_at, id) order, up to `limit` (a full page is complete up to its last memory).
+pub fn verify_list(
+    proof: &[u8],
+    namespace: &str,
+    trusted: &[u8; 32],
+    range: &ListRange,
+    returned: &[Returned<'_>],
+    lim: &VerifyLimits,
+) -> Result<Verified, VerifyError> {
+    let p = TimeProof::decode(proof, lim)?;
+    check_root(&p.root, namespace, trusted)?;
+    let n = p.root.record.time_leaves;
+    if returned.len() > range.limit as usize {
+        return Err(VerifyError::Mismatch("more memories than the limit".into()));
+    }
+    if p.entries.is_empty() {
+        if n != 0 || !returned.is_empty() {
+            return Err(VerifyError::Mismatch(
+                "empty proof for a non-empty namespace or answer".into(),
+            ));
+        }
+        return Ok(Verified { root: p.root });
+    }
+    p.check_tree()?;
+    // Contiguous positions, strictly increasing keys.
+    for w in p.entries.windows(2) {
+        if w[1].0 != w[0].0 + 1 {
+            return Err(VerifyError::Mismatch(
+                "proof leaves are not contiguous".into(),
+            ));
+        }
+        if (w[1].1.created_at, w[1].1.id) <= (w[0].1.created_at, w[0].1.id) {
+            return Err(VerifyError::Mismatch(
+                "committed timeline is not sorted".into(),
+            ));
+        }
+    }
+    let (first_pos, first) = p.entries[0];
+    let (last_pos, last) = p.entries[p.entries.len() - 1];
+    let in_range: Vec<&TimeEntry> = p
+        .entries
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| range.contains(e))
+        .collect();
+    // Left edge: either the start of the timeline, or a leaf below the range.
+    let mut body = &p.entries[..];
+    if first_pos > 0 {
+        if !range.below(&first) {
+            return Err(VerifyError::Mismatch(
+                "no left boundary: memories before the page may be hidden".into(),
+            ));
+        }
+        body = &body[1..];
+    }
+    // Right edge: a full page ends at its last memory; otherwise the end of the timeline or a leaf past `until`.
+    let full = in_range.len() == range.limit as usize;
+    if !full && last_pos + 1 < n {
+        if last.created_at < range.until || range.contains(&last) {
+            return Err(VerifyError::Mismatch(
+                "no right boundary: memories after the page may be hidden".into(),
+            ));
+        }
+        body = &body[..body.len().saturating_sub(1)];
+    }
+    for (_, e) in body {
+        if !range.contains(e) {
+            return Err(VerifyError::Mismatch(
+                "a proof leaf inside the page is out of range".into(),
+            ));
+        }
+    }
+    if in_range.len() != returned.len() {
+        return Err(VerifyError::Mismatch(format!(
+            "{} memories committed in range, {} returned",
+            in_range.len(),
+            returned.len()
+        )));
+    }
+    for (e, r) in in_range.iter().zip(returned) {
+        if e.id != *r.id {
+            return Err(VerifyError::Mismatch(format!(
+                "expected {} at this place, got {}",
+                e.id, r.id
+            )));
+        }
+        check_record(r, namespace, e.created_at)?;
+    }
+    Ok(Verified { root: p.root })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Recall proofs
+
+/// A node as carried in a recall proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProofNode {
+    /// The leaf fields.
+    pub node: GraphNode,
+    /// Full lists (for expanded nodes) or only their hash.
+    pub lists: NodeLists,
+}
+
+/// A node's neighbour lists, in full or as their hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeLists {
+    /// Layers 0..=level.
+    Full(Vec<Vec<u32>>),
+    /// [`lists_hash`] of them.
+    Hash(Hash),
+}
+
+/// The transcript behind a Recall answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecallProof {
+    /// The root.
+    pub root: SignedRoot,
+    /// [`MODE_GRAPH`] or [`MODE_EXACT`].
+    pub mode: u8,
+    /// Hits asked for.
+    pub k: u32,
+    /// Layer-0 breadth.
+    pub ef: u32,
+    /// Quantised query.
+    pub query: Vec<i8>,
+    /// Nodes, in increasing node number.
+    pub nodes: Vec<ProofNode>,
+    /// Sibling hashes for the graph tree.
+    pub lemmas: Vec<Hash>,
+}
+
+impl RecallProof {
+    /// Encodes (see docs/PROOFS.md for the layout).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(512 + self.nodes.len() * (self.query.len() + 120));
+        o.extend_from_slice(RECALL_MAGIC);
+        o.extend_from_slice(&self.root.encode());
+        o.push(self.mode);
+        o.extend_from_slice(&self.k.to_be_bytes());
+        o.extend_from_slice(&self.ef.to_be_bytes());
+        o.extend_from_slice(&(self.query.len() as u16).to_be_bytes());
+        o.extend(self.query.iter().map(|&x| x as u8));
+        o.extend_from_slice(&(self.nodes.len() as u32).to_be_bytes());
+        for pn in &self.nodes {
+            let n = &pn.node;
+            o.extend_from_slice(&n.node.to_be_bytes());
+            o.extend_from_slice(n.id.as_bytes());
+            o.extend_from_slice(&n.created_at.to_be_bytes());
+            o.push(u8::from(n.alive));
+            o.push(n.level);
+            o.extend_from_slice(&(n.vector.len() as u16).to_be_bytes());
+            o.extend(n.vector.iter().map(|&x| x as u8));
+            match &pn.lists {
+                NodeLists::Full(lists) => {
+                    o.push(1);
+                    o.extend_from_slice(&crate::commit::encode_lists(lists));
+                }
+                NodeLists::Hash(h) => {
+                    o.push(0);
+                    o.extend_from_slice(h);
+                }
+            }
+        }
+        put_lemmas(&mut o, &self.lemmas);
+        o
+    }
+
+    /// Parses a recall proof within `lim`. Never panics.
+    pub fn decode(b: &[u8], lim: &VerifyLimits) -> Result<Self, VerifyError> {
+        if b.len() > lim.max_proof_bytes {
+            return Err(VerifyError::TooLarge("proof bytes"));
+        }
+        let mut r = Reader::new(b);
+        if r.bytes(4)? != RECALL_MAGIC {
+            return Err(VerifyError::Malformed("not a recall proof"));
+        }
+        let root = SignedRoot::read(&mut r)?;
+        let mode = r.u8()?;
+        if mode != MODE_GRAPH && mode != MODE_EXACT {
+            return Err(VerifyError::Malformed("mode"));
+        }
+        let k = r.u32()?;
+        let ef = r.u32()?;
+        if k == 0 || k > lim.max_k {
+            return Err(VerifyError::TooLarge("k"));
+        }
+        if ef > lim.max_ef {
+            return Err(VerifyError::TooLarge("ef"));
+        }
+        let dim = r.u16()? as usize;
+        if dim > MAX_DIM {
+            return Err(VerifyError::TooLarge("dimension"));
+        }
+        let query: Vec<i8> = r.bytes(dim)?.iter().map(|&x| x as i8).collect();
+        let count = r.u32()? as usize;
+        if count > lim.max_items || count.saturating_mul(dim + 50) > r.remaining() {
+            return Err(VerifyError::TooLarge("nodes"));
+        }
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let node = r.u32()?;
+            let id = MemoryId(r.array()?);
+            let created_at = r.u64()?;
+            let alive = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(VerifyError::Malformed("alive flag")),
+            };
+            let level = r.u8()?;
+            if level > MAX_LEVEL {
+                return Err(VerifyError::Malformed("level"));
+            }
+            let vdim = r.u16()? as usize;
+            if vdim != dim {
+                return Err(VerifyError::Malformed("vector dimension"));
+            }
+            let vector: Vec<i8> = r.bytes(vdim)?.iter().map(|&x| x as i8).collect();
+            let lists = match r.u8()? {
+                1 => {
+                    let mut lists = Vec::with_capacity(level as usize + 1);
+                    for _ in 0..=level {
+                        let c = r.u16()? as usize;
+                        if c > MAX_NEIGHBOURS || c * 4 > r.remaining() {
+                            return Err(VerifyError::TooLarge("neighbour list"));
+                        }
+                        let mut l = Vec::with_capacity(c);
+                        for _ in 0..c {
+                            l.push(r.u32()?);
+                        }
+                        lists.push(l);
+                    }
+                    NodeLists::Full(lists)
+                }
+                0 => NodeLists::Hash(r.array()?),
+                _ => return Err(VerifyError::Malformed("lists flag")),
+            };
+            nodes.push(ProofNode {
+                node: GraphNode {
+                    node,
+                    id,
+                    created_at,
+                    alive,
+                    level,
+                    vector,
+                },
+                lists,
+            });
+        }
+        let lemmas = read_lemmas(&mut r, lim)?;
+        if !r.is_empty() {
+            return Err(VerifyError::Malformed("trailing bytes"));
+        }
+        Ok(RecallProof {
+            root,
+            mode,
+            k,
+            ef,
+            query,
+            nodes,
+            lemmas,
+        })
+    }
+}
+
+struct ProofGraph<'a> {
+    nodes: HashMap<u32, &'a ProofNode>,
+}
+
+impl GraphView for ProofGraph<'_> {
+    fn vector(&mut self, node: u32) -> Result<&[i8], SearchError> {
+        self.nodes
+            .get(&node)
+            .map(|n| n.node.vector.as_slice())
+            .ok_or(SearchError::MissingNode(node))
+    }
+
+    fn neighbours(&mut self, node: u32, layer: u8) -> Result<Vec<u32>, SearchError> {
+        let n = self
+            .nodes
+            .get(&node)
+            .ok_or(SearchError::MissingNode(node))?;
+        match &n.lists {
+            NodeLists::Full(lists) => Ok(lists.get(layer as usize).cloned().unwrap_or_default()),
+            NodeLists::Hash(_) => Err(SearchError::MissingLists(node)),
+        }
+    }
+}
+
+/// The score a proven hit carries: `−d / 127²` (the int8 dot product as an approximate cosine).
+pub fn proof_score(distance: i32) -> f32 {
+    -(distance as f32) / 16129.0
+}
+
+/// The answer a recall proof implies: up to k live (distance, node) pairs, best first.
+pub fn recall_answer(p: &RecallProof) -> Result<Vec<(i32, &GraphNode)>, VerifyError> {
+    let rec = &p.root.record;
+    if rec.quantiser != QUANTISER_INT8_127 || rec.distance != DISTANCE_NEG_DOT_I32 {
+        return Err(VerifyError::Unsupported);
+    }
+    if p.query.len() != rec.dim as usize {
+        return Err(VerifyError::Mismatch(
+            "query dimension differs from the root's".into(),
+        ));
+    }
+    // Authenticate every node against the graph root.
+    for w in p.nodes.windows(2) {
+        if w[0].node.node >= w[1].node.node {
+            return Err(VerifyError::Malformed("nodes not in increasing order"));
+        }
+    }
+    let mut leaves = Vec::with_capacity(p.nodes.len());
+    for pn in &p.nodes {
+        let lh = match &pn.lists {
+            NodeLists::Full(l) => {
+                if l.len() != pn.node.level as usize + 1 {
+                    return Err(VerifyError::Malformed("lists do not match level"));
+                }
+                lists_hash(l)
+            }
+            NodeLists::Hash(h) => *h,
+        };
+        leaves.push((u64::from(pn.node.node), graph_leaf_hash(&pn.node, &lh)));
+    }
+    if rec.graph_leaves == 0 || rec.entry == NO_ENTRY {
+        if !p.nodes.is_empty() || rec.graph_leaves != 0 {
+            return Err(VerifyError::Mismatch("graph without entry point".into()));
+        }
+        return Ok(Vec::new());
+    }
+    merkle::verify(&rec.graph_root, rec.graph_leaves, &leaves, &p.lemmas)?;
+    let k = p.k as usize;
+    let mut scored: Vec<(i32, u32)> = if p.mode == MODE_EXACT {
+        if p.nodes.len() as u64 != rec.graph_leaves {
+            return Err(VerifyError::Mismatch(
+                "exact proof does not hold every node".into(),
+            ));
+        }
+        p.nodes
+            .iter()
+            .map(|n| {
+                (
+                    crate::commit::distance(&p.query, &n.node.vector),
+                    n.node.node,
+                )
+            })
+            .collect()
+    } else {
+        let mut g = ProofGraph {
+            nodes: p.nodes.iter().map(|n| (n.node.node, n)).collect(),
+        };
+        let params = SearchParams {
+            entry: rec.entry,
+            max_level: rec.max_level,
+            ef: (p.ef as usize).max(k),
+        };
+        search(&mut g, &p.query, &params)?
+    };
+    scored.sort_unstable();
+    let by_node: HashMap<u32, &GraphNode> =
+        p.nodes.iter().map(|n| (n.node.node, &n.node)).collect();
+    let mut out = Vec::with_capacity(k);
+    for (d, node) in scored {
+        let Some(n) = by_node.get(&node) else {
+            return Err(VerifyError::Search(SearchError::MissingNode(node)));
+        };
+        if n.alive {
+            out.push((d, *n));
+            if out.len() == k {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Verifies a Recall answer: the hits are exactly the top-k of the documented search over the committed
+/// graph, in order, and each hit's record is authentic. `returned` pairs each hit with its record bytes;
+/// `scores` are the hits' scores as returned.
+pub fn verify_recall(
+    proof: &[u8],
+    namespace: &str,
+    trusted: &[u8; 32],
+    returned: &[Returned<'_>],
+    scores: &[f32],
+    lim: &VerifyLimits,
+) -> Result<Verified, VerifyError> {
+    let p = RecallProof::decode(proof, lim)?;
+    check_root(&p.root, namespace, trusted)?;
+    let answer = recall_answer(&p)?;
+    if answer.len() != returned.len() || scores.len() != returned.len() {
+        return Err(VerifyError::Mismatch(format!(
+            "the proof implies {} hits, {} returned",
+            answer.len(),
+            returned.len()
+        )));
+    }
+    for (i, ((d, n), r)) in answer.iter().zip(returned).enumerate() {
+        if n.id != *r.id {
+            return Err(VerifyError::Mismatch(format!(
+                "hit {i} should be {}, got {}",
+                n.id, r.id
+            )));
+        }
+        check_record(r, namespace, n.created_at)?;
+        if (scores[i] - proof_score(*d)).abs() > 1e-4 {
+            return Err(VerifyError::Mismatch(format!("hit {i} has a wrong score")));
+        }
+    }
+    Ok(Verified { root: p.root })
+}
+
+/// What a client remembers about a (node, namespace): the newest root it has accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastSeen {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+}
+
+/// Freshness: rejects a root older than the last one seen, and a different root for a seq already seen.
+/// When `chain` (the roots between, in increasing seq) is given, also checks the prev-hash links from the
+/// last seen root to `root`.
+pub fn check_fresh(
+    root: &SignedRoot,
+    last: Option<&LastSeen>,
+    chain: &[SignedRoot],
+) -> Result<(), VerifyError> {
+    let Some(last) = last else {
+        return Ok(());
+    };
+    let seq = root.record.seq;
+    let hash = root.record.hash();
+    if seq < last.seq {
+        return Err(VerifyError::Freshness(format!(
+            "root seq {seq} is older than the seq {} already seen (rollback)",
+            last.seq
+        )));
+    }
+    if seq == last.seq && hash != last.hash {
+        return Err(VerifyError::Freshness(format!(
+            "two different roots signed for seq {seq} (equivocation)"
+        )));
+    }
+    if !chain.is_empty() {
+        let mut prev = last.hash;
+        let mut prev_seq = last.seq;
+        for r in chain.iter().chain(std::iter::once(root)) {
+            if r.record.seq != prev_seq + 1 || r.record.prev != prev {
+                return Err(VerifyError::Freshness("broken root chain".into()));
+            }
+            r.verify(Some(&root.record.node_id))?;
+            prev = r.record.hash();
+            prev_seq = r.record.seq;
+        }
+    }
+    Ok(())
+}

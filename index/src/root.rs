@@ -1,0 +1,276 @@
+//! Signed root records (docs/PROOFS.md, "Root record"): what a node signs after every write to a namespace.
+//! Roots form a hash chain per namespace (`seq` strictly increasing, `prev` = hash of the previous record).
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::merkle::Hash;
+
+/// Magic bytes of a root record.
+pub const ROOT_MAGIC: &[u8; 9] = b"CAIRNROOT";
+/// Root record format version.
+pub const ROOT_VERSION: u8 = 1;
+/// Domain tag of the signed message: the signature covers `SIG_CONTEXT ‖ root_hash`.
+pub const SIG_CONTEXT: &[u8; 17] = b"CAIRN-ROOT-SIG-V1";
+/// `entry` when the graph is empty.
+pub const NO_ENTRY: u32 = u32::MAX;
+
+/// One root of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootRecord {
+    /// The namespace.
+    pub namespace: String,
+    /// Sequence number, 1 for the first root, +1 per root.
+    pub seq: u64,
+    /// Hash of the previous root record (zeros for seq 1).
+    pub prev: Hash,
+    /// Graph tree leaf count (graph nodes, tombstones included).
+    pub graph_leaves: u64,
+    /// Graph tree root.
+    pub graph_root: Hash,
+    /// Time tree leaf count (live memories).
+    pub time_leaves: u64,
+    /// Time tree root.
+    pub time_root: Hash,
+    /// HNSW entry point node ([`NO_ENTRY`] when empty).
+    pub entry: u32,
+    /// Level of the entry point.
+    pub max_level: u8,
+    /// HNSW M (links per node above layer 0).
+    pub m: u16,
+    /// HNSW M0 (links per node at layer 0).
+    pub m0: u16,
+    /// Quantiser code ([`crate::commit::QUANTISER_INT8_127`]).
+    pub quantiser: u8,
+    /// Distance code ([`crate::commit::DISTANCE_NEG_DOT_I32`]).
+    pub distance: u8,
+    /// Vector dimension.
+    pub dim: u16,
+    /// Embedding model hash.
+    pub model: Hash,
+    /// When the root was made (ms).
+    pub created_at: u64,
+    /// The signing node's ed25519 public key (its node id).
+    pub node_id: [u8; 32],
+}
+
+/// A root record with the node's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRoot {
+    /// The record.
+    pub record: RootRecord,
+    /// ed25519 signature over `SIG_CONTEXT ‖ record.hash()`.
+    pub signature: [u8; 64],
+}
+
+/// Why a root was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RootError {
+    /// Bytes are not a root record.
+    #[error("malformed root record: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify under the record's node id.
+    #[error("root signature does not verify")]
+    BadSignature,
+    /// Signed by another node than the trusted one.
+    #[error("root signed by {got}, expected {want}")]
+    WrongNode {
+        /// Signer.
+        got: String,
+        /// Trusted.
+        want: String,
+    },
+}
+
+impl RootRecord {
+    /// Canonical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(256);
+        o.extend_from_slice(ROOT_MAGIC);
+        o.push(ROOT_VERSION);
+        o.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
+        o.extend_from_slice(self.namespace.as_bytes());
+        o.extend_from_slice(&self.seq.to_be_bytes());
+        o.extend_from_slice(&self.prev);
+        o.extend_from_slice(&self.graph_leaves.to_be_bytes());
+        o.extend_from_slice(&self.graph_root);
+        o.extend_from_slice(&self.time_leaves.to_be_bytes());
+        o.extend_from_slice(&self.time_root);
+        o.extend_from_slice(&self.entry.to_be_bytes());
+        o.push(self.max_level);
+        o.extend_from_slice(&self.m.to_be_bytes());
+        o.extend_from_slice(&self.m0.to_be_bytes());
+        o.push(self.quantiser);
+        o.push(self.distance);
+        o.extend_from_slice(&self.dim.to_be_bytes());
+        o.extend_from_slice(&self.model);
+        o.extend_from_slice(&self.created_at.to_be_bytes());
+        o.extend_from_slice(&self.node_id);
+        o
+    }
+
+    /// BLAKE3(0x04 ‖ encode()): the value `prev` links to and the signature covers.
+    pub fn hash(&self) -> Hash {
+        let mut h = blake3::Hasher::new();
+        h.update(&[0x04]);
+        h.update(&self.encode());
+        *h.finalize().as_bytes()
+    }
+
+    /// Parses canonical bytes (rejects trailing bytes). Never panics.
+    pub fn decode(b: &[u8]) -> Result<Self, RootError> {
+        let mut r = crate::wire::Reader::new(b);
+        let m = |_| RootError::Malformed("truncated");
+        if r.bytes(9).map_err(m)? != ROOT_MAGIC {
+            return Err(RootError::Malformed("magic"));
+        }
+        if r.u8().map_err(m)? != ROOT_VERSION {
+            return Err(RootError::Malformed("version"));
+        }
+        let ns_len = r.u16().map_err(m)? as usize;
+        if ns_len > 128 {
+            return Err(RootError::Malformed("namespace length"));
+        }
+        let namespace = std::str::from_utf8(r.bytes(ns_len).map_err(m)?)
+            .map_err(|_| RootError::Malformed("namespace utf-8"))?
+            .to_owned();
+        let rec = RootRecord {
+            namespace,
+            seq: r.u64().map_err(m)?,
+            prev: r.array().map_err(m)?,
+            graph_leaves: r.u64().map_err(m)?,
+            graph_root: r.array().map_err(m)?,
+            time_leaves: r.u64().map_err(m)?,
+            time_root: r.array().map_err(m)?,
+            entry: r.u32().map_err(m)?,
+            max_level: r.u8().map_err(m)?,
+            m: r.u16().map_err(m)?,
+            m0: r.u16().map_err(m)?,
+            quantiser: r.u8().map_err(m)?,
+            distance: r.u8().map_err(m)?,
+            dim: r.u16().map_err(m)?,
+            model: r.array().map_err(m)?,
+            created_at: r.u64().map_err(m)?,
+            node_id: r.array().map_err(m)?,
+        };
+        if !r.is_empty() {
+            return Err(RootError::Malformed("trailing bytes"));
+        }
+        Ok(rec)
+    }
+}
+
+impl SignedRoot {
+    /// Signs a record with the node key (the record's `node_id` must be that key's public half).
+    pub fn sign(record: RootRecord, key: &SigningKey) -> Self {
+        let msg = signed_message(&record.hash());
+        SignedRoot {
+            record,
+            signature: key.sign(&msg).to_bytes(),
+        }
+    }
+
+    /// `u32be(len) record ‖ signature[64]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let rec = self.record.encode();
+        let mut o = Vec::with_capacity(4 + rec.len() + 64);
+        o.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+        o.extend_from_slice(&rec);
+        o.extend_from_slice(&self.signature);
+        o
+    }
+
+    /// Reads a signed root from the front of a reader.
+    pub(crate) fn read(r: &mut crate::wire::Reader<'_>) -> Result<Self, RootError> {
+        let m = |_| RootError::Malformed("truncated");
+        let len = r.u32().map_err(m)? as usize;
+        if len > 1024 {
+            return Err(RootError::Malformed("record length"));
+        }
+        let record = RootRecord::decode(r.bytes(len).map_err(m)?)?;
+        let signature = r.array::<64>().map_err(m)?;
+        Ok(SignedRoot { record, signature })
+    }
+
+    /// Parses [`SignedRoot::encode`] output.
+    pub fn decode(b: &[u8]) -> Result<Self, RootError> {
+        let mut r = crate::wire::Reader::new(b);
+        let s = Self::read(&mut r)?;
+        if !r.is_empty() {
+            return Err(RootError::Malformed("trailing bytes"));
+        }
+        Ok(s)
+    }
+
+    /// Checks the signature, and that the signer is `trusted` when given.
+    pub fn verify(&self, trusted: Option<&[u8; 32]>) -> Result<(), RootError> {
+        if let Some(t) = trusted {
+            if t != &self.record.node_id {
+                return Err(RootError::WrongNode {
+                    got: hex::encode(self.record.node_id),
+                    want: hex::encode(t),
+                });
+            }
+        }
+        let key =
+            VerifyingKey::from_bytes(&self.record.node_id).map_err(|_| RootError::BadSignature)?;
+        let sig = Signature::from_bytes(&self.signature);
+        key.verify_strict(&signed_message(&self.record.hash()), &sig)
+            .map_err(|_| RootError::BadSignature)
+    }
+}
+
+fn signed_message(root_hash: &Hash) -> [u8; 49] {
+    let mut msg = [0u8; 49];
+    msg[..17].copy_from_slice(SIG_CONTEXT);
+    msg[17..].copy_from_slice(root_hash);
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(key: &SigningKey) -> RootRecord {
+        RootRecord {
+            namespace: "agents/alice".into(),
+            seq: 3,
+            prev: [9; 32],
+            graph_leaves: 5,
+            graph_root: [1; 32],
+            time_leaves: 4,
+            time_root: [2; 32],
+            entry: 2,
+            max_level: 1,
+            m: 16,
+            m0: 32,
+            quantiser: 1,
+            distance: 1,
+            dim: 384,
+            model: [3; 32],
+            created_at: 1_700_000_000_000,
+            node_id: key.verifying_key().to_bytes(),
+        }
+    }
+
+    #[test]
+    fn sign_verify_round_trip_and_tamper() {
+        let key = SigningKey::from_bytes(&[42u8; 32]);
+        let s = SignedRoot::sign(sample(&key), &key);
+        let bytes = s.encode();
+        let back = SignedRoot::decode(&bytes).unwrap();
+        assert_eq!(back, s);
+        back.verify(Some(&key.verifying_key().to_bytes())).unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            if let Ok(t) = SignedRoot::decode(&b) {
+                assert!(t.verify(None).is_err() || t == s, "flip at {i} accepted");
+            }
+        }
+        let other = SigningKey::from_bytes(&[7u8; 32]);
+        assert!(matches!(
+            s.verify(Some(&other.verifying_key().to_bytes())),
+            Err(RootError::WrongNode { .. })
+        ));
+    }
+}

@@ -1,0 +1,420 @@
+//! A namespace's commitment: graph leaves (one per HNSW point, tombstones included), time leaves (live
+//! memories by (created_at, id)), both Merkle trees, and the latest signed root. It is updated incrementally
+//! after every write (only the points whose leaf changed are re-hashed) and answers proof requests.
+
+use std::collections::HashSet;
+
+use cairn_index::commit::{
+    graph_leaf_hash, lists_hash, quantise, time_leaf_hash, GraphNode, TimeEntry,
+    DISTANCE_NEG_DOT_I32, QUANTISER_INT8_127,
+};
+use cairn_index::id::MemoryId;
+use cairn_index::merkle::{Hash, Tree};
+use cairn_index::proof::{NodeLists, ProofNode, RecallProof, TimeProof, MODE_EXACT, MODE_GRAPH};
+use cairn_index::root::{RootRecord, SignedRoot, NO_ENTRY};
+use cairn_index::search::{search, GraphView, SearchError, SearchParams};
+use ed25519_dalek::SigningKey;
+
+use crate::ann::{Ann, NodeLinks};
+use crate::store::PointRow;
+
+/// Namespace-independent commitment parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitParams {
+    /// HNSW M.
+    pub m: u16,
+    /// Vector dimension.
+    pub dim: u16,
+    /// Embedding model hash.
+    pub model: Hash,
+}
+
+#[derive(Debug, Clone)]
+struct CNode {
+    node: GraphNode,
+    lists: Vec<Vec<u32>>,
+    lists_hash: Hash,
+}
+
+/// The committed state of one namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Commitment {
+    nodes: Vec<CNode>,
+    time: Vec<TimeEntry>,
+    graph_tree: Tree,
+    time_tree: Tree,
+    entry: Option<(u32, u8)>,
+    root: Option<SignedRoot>,
+}
+
+fn node_of(i: usize, row: &PointRow, level: u8) -> GraphNode {
+    GraphNode {
+        node: i as u32,
+        id: row.id,
+        created_at: row.created_at,
+        alive: row.alive,
+        level,
+        vector: quantise(&row.vector),
+    }
+}
+
+impl Commitment {
+    /// Builds the whole commitment from the rows and the graph (start-up, compaction).
+    pub fn build(rows: &[PointRow], ann: &Ann) -> Self {
+        let mut c = Commitment::default();
+        let links = ann.links(&|_| true);
+        c.nodes = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let node = node_of(i, r, 0);
+                CNode {
+                    node,
+                    lists: vec![Vec::new()],
+                    lists_hash: lists_hash(&[Vec::new()]),
+                }
+            })
+            .collect();
+        c.apply_links(links);
+        c.time = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.alive)
+            .map(|(i, r)| TimeEntry {
+                created_at: r.created_at,
+                id: r.id,
+                node: i as u32,
+            })
+            .collect();
+        c.time.sort_unstable();
+        c.entry = ann.entry().map(|(p, l)| (p as u32, l));
+        c.rebuild_trees();
+        c
+    }
+
+    fn apply_links(&mut self, links: Vec<NodeLinks>) {
+        for l in links {
+            if let Some(n) = self.nodes.get_mut(l.point) {
+                n.node.level = l.level;
+                n.lists_hash = lists_hash(&l.lists);
+                n.lists = l.lists;
+            }
+        }
+    }
+
+    fn rebuild_trees(&mut self) {
+        let leaves: Vec<Hash> = self
+            .nodes
+            .iter()
+            .map(|n| graph_leaf_hash(&n.node, &n.lists_hash))
+            .collect();
+        self.graph_tree = Tree::build(&leaves);
+        let tl: Vec<Hash> = self.time.iter().map(time_leaf_hash).collect();
+        self.time_tree = Tree::build(&tl);
+    }
+
+    /// Takes in points appended to the graph (`first..rows.len()` are new): their leaves, the leaves of the
+    /// points whose neighbour lists the inserts changed, and their time entries.
+    pub fn add_points(&mut self, rows: &[PointRow], first: usize, ann: &Ann) {
+        for (i, r) in rows.iter().enumerate().skip(first) {
+            self.nodes.push(CNode {
+                node: node_of(i, r, 0),
+                lists: vec![Vec::new()],
+                lists_hash: lists_hash(&[Vec::new()]),
+            });
+            let e = TimeEntry {
+                created_at: r.created_at,
+                id: r.id,
+                node: i as u32,
+            };
+            let at = self.time.partition_point(|x| x < &e);
+            self.time.insert(at, e);
+        }
+        // New points first, then every point their lists name (hnsw_rs adds reverse links to exactly those).
+        let fresh = ann.links(&|p| p >= first);
+        let mut touched: HashSet<usize> = HashSet::new();
+        for l in &fresh {
+            for list in &l.lists {
+                touched.extend(list.iter().map(|&n| n as usize).filter(|&n| n < first));
+            }
+        }
+        self.apply_links(fresh);
+        let old = ann.links(&|p| touched.contains(&p));
+        self.apply_links(old);
+        self.entry = ann.entry().map(|(p, l)| (p as u32, l));
+        self.rebuild_trees();
+    }
+
+    /// Marks points forgotten: their graph leaves flip to tombstones and their time entries go.
+    pub fn forget(&mut self, points: &[u64]) {
+        for &p in points {
+            if let Some(n) = self.nodes.get_mut(p as usize) {
+                if n.node.alive {
+                    n.node.alive = false;
+                    let e = TimeEntry {
+                        created_at: n.node.created_at,
+                        id: n.node.id,
+                        node: n.node.node,
+                    };
+                    if let Ok(at) = self.time.binary_search(&e) {
+                        self.time.remove(at);
+                    }
+                }
+            }
+        }
+        self.rebuild_trees();
+    }
+
+    /// The latest signed root.
+    pub fn root(&self) -> Option<&SignedRoot> {
+        self.root.as_ref()
+    }
+
+    /// Sets the latest root (restored from the database).
+    pub fn set_root(&mut self, root: SignedRoot) {
+        self.root = Some(root);
+    }
+
+    /// True when the latest root already commits to exactly this state.
+    pub fn root_is_current(&self) -> bool {
+        self.root.as_ref().is_some_and(|r| {
+            r.record.graph_leaves == self.graph_tree.len()
+                && r.record.graph_root == self.graph_tree.root()
+                && r.record.time_leaves == self.time_tree.len()
+                && r.record.time_root == self.time_tree.root()
+                && r.record.entry == self.entry.map_or(NO_ENTRY, |e| e.0)
+        })
+    }
+
+    /// Signs the next root over the current state (the caller stores it durably before acknowledging).
+    pub fn next_root(
+        &self,
+        ns: &str,
+        params: &CommitParams,
+        key: &SigningKey,
+        now: u64,
+    ) -> SignedRoot {
+        let (seq, prev) = match &self.root {
+            Some(r) => (r.record.seq + 1, r.record.hash()),
+            None => (1, [0u8; 32]),
+        };
+        let record = RootRecord {
+            namespace: ns.to_owned(),
+            seq,
+            prev,
+            graph_leaves: self.graph_tree.len(),
+            graph_root: self.graph_tree.root(),
+            time_leaves: self.time_tree.len(),
+            time_root: self.time_tree.root(),
+            entry: self.entry.map_or(NO_ENTRY, |e| e.0),
+            max_level: self.entry.map_or(0, |e| e.1),
+            m: params.m,
+            m0: params.m.saturating_mul(2),
+            quantiser: QUANTISER_INT8_127,
+            distance: DISTANCE_NEG_DOT_I32,
+            dim: params.dim,
+            model: params.model,
+            created_at: now,
+            node_id: key.verifying_key().to_bytes(),
+        };
+        SignedRoot::sign(record, key)
+    }
+
+    /// Position of a live memory in the timeline.
+    fn time_position(&self, created_at: u64, id: &MemoryId) -> Option<usize> {
+        self.time
+            .binary_search_by(|e| (e.created_at, &e.id).cmp(&(created_at, id)))
+            .ok()
+    }
+
+    /// A Get proof for live memories given as (created_at, id).
+    pub fn prove_get(&self, items: &[(u64, MemoryId)]) -> Option<TimeProof> {
+        let root = self.root.clone()?;
+        let mut positions: Vec<usize> = items
+            .iter()
+            .filter_map(|(t, id)| self.time_position(*t, id))
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        let idx: Vec<u64> = positions.iter().map(|&p| p as u64).collect();
+        let lemmas = if idx.is_empty() {
+            Vec::new()
+        } else {
+            self.time_tree.prove(&idx).ok()?
+        };
+        Some(TimeProof {
+            root,
+            entries: positions
+                .iter()
+                .map(|&p| (p as u64, self.time[p]))
+                .collect(),
+            lemmas,
+        })
+    }
+
+    /// A List page: the live memories in range (`since <= t < until`, strictly after `after`), at most
+    /// `limit`, plus its proof with boundary leaves.
+    pub fn list_page(
+        &self,
+        since: u64,
+        until: u64,
+        after: Option<(u64, MemoryId)>,
+        limit: usize,
+    ) -> Option<(Vec<TimeEntry>, bool, TimeProof)> {
+        let root = self.root.clone()?;
+        let start = match after {
+            Some((t, id)) => self
+                .time
+                .partition_point(|e| (e.created_at, e.id) <= (t, id)),
+            None => 0,
+        };
+        let start = start.max(self.time.partition_point(|e| e.created_at < since));
+        let mut end = start;
+        while end < self.time.len() && end - start < limit && self.time[end].created_at < until {
+            end += 1;
+        }
+        let page: Vec<TimeEntry> = self.time[start..end].to_vec();
+        let more = end < self.time.len() && self.time[end].created_at < until;
+        let lo = start.saturating_sub(1);
+        let hi = if page.len() < limit {
+            (end + 1).min(self.time.len())
+        } else {
+            end
+        };
+        let positions: Vec<u64> = (lo..hi).map(|p| p as u64).collect();
+        let lemmas = if positions.is_empty() {
+            Vec::new()
+        } else {
+            self.time_tree.prove(&positions).ok()?
+        };
+        let proof = TimeProof {
+            root,
+            entries: positions
+                .iter()
+                .map(|&p| (p, self.time[p as usize]))
+                .collect(),
+            lemmas,
+        };
+        Some((page, more, proof))
+    }
+
+    /// Runs the proof search (or, in exact mode, scores every node) and returns the hits as (distance, id,
+    /// created_at) with the proof.
+    pub fn prove_recall(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        exact: bool,
+    ) -> Option<(Vec<(i32, MemoryId)>, RecallProof)> {
+        let root = self.root.clone()?;
+        let q = quantise(query);
+        let (mode, mut scored, touched, expanded) = match (self.entry, exact) {
+            (None, _) => (MODE_GRAPH, Vec::new(), HashSet::new(), HashSet::new()),
+            (Some(_), true) => {
+                let scored: Vec<(i32, u32)> = self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        (
+                            cairn_index::commit::distance(&q, &n.node.vector),
+                            n.node.node,
+                        )
+                    })
+                    .collect();
+                let all: HashSet<u32> = (0..self.nodes.len() as u32).collect();
+                (MODE_EXACT, scored, all, HashSet::new())
+            }
+            (Some((entry, max_level)), false) => {
+                let mut view = Recorder {
+                    c: self,
+                    touched: HashSet::new(),
+                    expanded: HashSet::new(),
+                };
+                let params = SearchParams {
+                    entry,
+                    max_level,
+                    ef: ef.max(k),
+                };
+                let scored = search(&mut view, &q, &params).ok()?;
+                (MODE_GRAPH, scored, view.touched, view.expanded)
+            }
+        };
+        scored.sort_unstable();
+        let hits: Vec<(i32, MemoryId)> = scored
+            .iter()
+            .filter_map(|&(d, n)| {
+                let node = &self.nodes.get(n as usize)?.node;
+                node.alive.then_some((d, node.id))
+            })
+            .take(k)
+            .collect();
+        let mut ids: Vec<u32> = touched.into_iter().collect();
+        ids.sort_unstable();
+        let nodes: Vec<ProofNode> = ids
+            .iter()
+            .filter_map(|&n| {
+                let c = self.nodes.get(n as usize)?;
+                Some(ProofNode {
+                    node: c.node.clone(),
+                    lists: if expanded.contains(&n) {
+                        NodeLists::Full(c.lists.clone())
+                    } else {
+                        NodeLists::Hash(c.lists_hash)
+                    },
+                })
+            })
+            .collect();
+        let positions: Vec<u64> = ids.iter().map(|&n| u64::from(n)).collect();
+        let lemmas = if positions.is_empty() {
+            Vec::new()
+        } else {
+            self.graph_tree.prove(&positions).ok()?
+        };
+        let proof = RecallProof {
+            root,
+            mode,
+            k: k as u32,
+            ef: ef as u32,
+            query: q,
+            nodes,
+            lemmas,
+        };
+        Some((hits, proof))
+    }
+
+    /// Live memories (the time tree's leaf count).
+    pub fn live(&self) -> usize {
+        self.time.len()
+    }
+}
+
+/// The prover's view of the graph: everything is there; it records what the search touched.
+struct Recorder<'a> {
+    c: &'a Commitment,
+    touched: HashSet<u32>,
+    expanded: HashSet<u32>,
+}
+
+impl GraphView for Recorder<'_> {
+    fn vector(&mut self, node: u32) -> Result<&[i8], SearchError> {
+        let n = self
+            .c
+            .nodes
+            .get(node as usize)
+            .ok_or(SearchError::MissingNode(node))?;
+        self.touched.insert(node);
+        Ok(&n.node.vector)
+    }
+
+    fn neighbours(&mut self, node: u32, layer: u8) -> Result<Vec<u32>, SearchError> {
+        let n = self
+            .c
+            .nodes
+            .get(node as usize)
+            .ok_or(SearchError::MissingLists(node))?;
+        self.touched.insert(node);
+        self.expanded.insert(node);
+        Ok(n.lists.get(layer as usize).cloned().unwrap_or_default())
+    }
+}
