@@ -7,13 +7,16 @@
 //! ```text
 //! "CAIRNPF1" u8(kind: 1 get, 2 list, 3 recall) u16(len) namespace
 //! list only:   u64(since) u64(until) u8(has_after) [u64(created_at) id[32]] u32(limit)
+//! recall only: u32(k) u32(min_ef)
 //! u32(count) count × ( id[32] u32(len) record  [recall only: u32(score bits)] )
 //! u32(len) proof
 //! checksum[32] = BLAKE3(all bytes above)
 //! ```
 
 use cairn_index::id::MemoryId;
-use cairn_index::proof::{self, ListRange, Returned, Verified, VerifyError, VerifyLimits};
+use cairn_index::proof::{
+    self, ListRange, RecallAsked, Returned, Verified, VerifyError, VerifyLimits,
+};
 use cairn_index::wire::Reader;
 
 const MAGIC: &[u8; 8] = b"CAIRNPF1";
@@ -25,8 +28,8 @@ pub enum Kind {
     Get,
     /// A List page over a range.
     List(ListRange),
-    /// A Recall answer with its hit scores.
-    Recall(Vec<f32>),
+    /// A Recall answer with its hit scores and what was asked.
+    Recall(Vec<f32>, RecallAsked),
 }
 
 /// An answer and its proof.
@@ -50,7 +53,7 @@ impl ProofFile {
         o.push(match self.kind {
             Kind::Get => 1,
             Kind::List(_) => 2,
-            Kind::Recall(_) => 3,
+            Kind::Recall(..) => 3,
         });
         o.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
         o.extend_from_slice(self.namespace.as_bytes());
@@ -67,12 +70,16 @@ impl ProofFile {
             }
             o.extend_from_slice(&r.limit.to_be_bytes());
         }
+        if let Kind::Recall(_, asked) = &self.kind {
+            o.extend_from_slice(&asked.k.to_be_bytes());
+            o.extend_from_slice(&asked.min_ef.to_be_bytes());
+        }
         o.extend_from_slice(&(self.items.len() as u32).to_be_bytes());
         for (i, (id, rec)) in self.items.iter().enumerate() {
             o.extend_from_slice(id.as_bytes());
             o.extend_from_slice(&(rec.len() as u32).to_be_bytes());
             o.extend_from_slice(rec);
-            if let Kind::Recall(scores) = &self.kind {
+            if let Kind::Recall(scores, _) = &self.kind {
                 o.extend_from_slice(
                     &scores
                         .get(i)
@@ -128,7 +135,13 @@ impl ProofFile {
                     limit,
                 })
             }
-            3 => Kind::Recall(Vec::new()),
+            3 => Kind::Recall(
+                Vec::new(),
+                RecallAsked {
+                    k: r.u32()?,
+                    min_ef: r.u32()?,
+                },
+            ),
             _ => return Err(VerifyError::Malformed("proof file kind")),
         };
         let count = r.u32()? as usize;
@@ -140,7 +153,7 @@ impl ProofFile {
             let id = MemoryId(r.array()?);
             let len = r.u32()? as usize;
             let rec = r.bytes(len)?.to_vec();
-            if let Kind::Recall(scores) = &mut kind {
+            if let Kind::Recall(scores, _) = &mut kind {
                 scores.push(f32::from_bits(r.u32()?));
             }
             items.push((id, rec));
@@ -176,10 +189,11 @@ impl ProofFile {
                 &returned,
                 &lim,
             ),
-            Kind::Recall(scores) => proof::verify_recall(
+            Kind::Recall(scores, asked) => proof::verify_recall(
                 &self.proof,
                 &self.namespace,
                 trusted,
+                asked,
                 &returned,
                 scores,
                 &lim,

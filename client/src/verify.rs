@@ -7,7 +7,7 @@ use cairn_index::proof::{self, ListRange, Returned, VerifyError, VerifyLimits};
 use cairn_index::record::MemoryRecord;
 use cairn_proto::v1 as pb;
 
-pub use cairn_index::proof::{LastSeen, Verified};
+pub use cairn_index::proof::{LastSeen, RecallAsked, Verified};
 
 /// Parses a hex node id.
 pub fn parse_node_id(s: &str) -> Result<[u8; 32], VerifyError> {
@@ -50,9 +50,10 @@ fn fresh(v: Verified, last: Option<&LastSeen>) -> Result<Verified, VerifyError> 
     Ok(v)
 }
 
-/// Verifies a Recall answer requested with `proof = true`.
+/// Verifies a Recall answer requested with `proof = true` for `asked` (k after defaulting: 0 means 10).
 pub fn recall(
     namespace: &str,
+    asked: &RecallAsked,
     resp: &pb::RecallResponse,
     trusted: &[u8; 32],
     last: Option<&LastSeen>,
@@ -78,6 +79,7 @@ pub fn recall(
         &resp.proof,
         namespace,
         trusted,
+        asked,
         &returned,
         &scores,
         &VerifyLimits::default(),

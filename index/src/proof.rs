@@ -704,6 +704,15 @@ pub fn recall_answer(p: &RecallProof) -> Result<Vec<(i32, &GraphNode)>, VerifyEr
     Ok(out)
 }
 
+/// What the client asked a Recall for, which the proof must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecallAsked {
+    /// The k asked for (the proof must be for exactly this k).
+    pub k: u32,
+    /// The smallest search breadth the client accepts (the proof's ef must be at least this).
+    pub min_ef: u32,
+}
+
 /// Verifies a Recall answer: the hits are exactly the top-k of the documented search over the committed
 /// graph, in order, and each hit's record is authentic. `returned` pairs each hit with its record bytes;
 /// `scores` are the hits' scores as returned.
@@ -711,12 +720,25 @@ pub fn verify_recall(
     proof: &[u8],
     namespace: &str,
     trusted: &[u8; 32],
+    asked: &RecallAsked,
     returned: &[Returned<'_>],
     scores: &[f32],
     lim: &VerifyLimits,
 ) -> Result<Verified, VerifyError> {
     let p = RecallProof::decode(proof, lim)?;
     check_root(&p.root, namespace, trusted)?;
+    if p.k != asked.k {
+        return Err(VerifyError::Mismatch(format!(
+            "proof is for k={}, {} was asked",
+            p.k, asked.k
+        )));
+    }
+    if p.mode == MODE_GRAPH && p.ef < asked.min_ef {
+        return Err(VerifyError::Mismatch(format!(
+            "proof searched with ef={}, at least {} was asked",
+            p.ef, asked.min_ef
+        )));
+    }
     let answer = recall_answer(&p)?;
     if answer.len() != returned.len() || scores.len() != returned.len() {
         return Err(VerifyError::Mismatch(format!(
@@ -733,7 +755,7 @@ pub fn verify_recall(
             )));
         }
         check_record(r, namespace, n.created_at)?;
-        if (scores[i] - proof_score(*d)).abs() > 1e-4 {
+        if scores[i].to_bits() != proof_score(*d).to_bits() {
             return Err(VerifyError::Mismatch(format!("hit {i} has a wrong score")));
         }
     }

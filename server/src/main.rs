@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> Result<()> {
                 m: args.hnsw_m,
                 ef_construction: args.ef_construction,
                 ef_search: args.ef_search,
+                exact_proof_limit: args.exact_proof_limit,
             };
             node::serve(cfg).await
         }

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub ef_construction: usize,
     /// Default Recall ef.
     pub ef_search: usize,
+    /// Graph size up to which recall proofs are exact-mode.
+    pub exact_proof_limit: u64,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -56,6 +58,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             m: cfg.m,
             ef_construction: cfg.ef_construction,
             ef_search: cfg.ef_search,
+            exact_proof_limit: cfg.exact_proof_limit,
             gc_interval: Duration::from_secs(1),
         },
         embedder,

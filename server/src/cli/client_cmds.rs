@@ -235,7 +235,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             let verified = match ctx {
                 Some(mut ctx) => {
                     let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
-                    let vd = v::recall(&ns, &resp, &ctx.trusted, last.as_ref())
+                    let asked = v::RecallAsked {
+                        k: if k == 0 { 10 } else { k },
+                        min_ef: ef.unwrap_or(0),
+                    };
+                    let vd = v::recall(&ns, &asked, &resp, &ctx.trusted, last.as_ref())
                         .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
                     ctx.trust.saw(&vd, &ns)?;
                     if let Some(path) = &proof.proof_out {
@@ -253,7 +257,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                         save_proof(
                             path,
                             &ProofFile {
-                                kind: Kind::Recall(resp.hits.iter().map(|h| h.score).collect()),
+                                kind: Kind::Recall(
+                                    resp.hits.iter().map(|h| h.score).collect(),
+                                    asked,
+                                ),
                                 namespace: ns.clone(),
                                 items,
                                 proof: resp.proof.clone(),

@@ -212,6 +212,9 @@ pub struct ServeArgs {
     /// HNSW: default search breadth of Recall.
     #[arg(long, default_value_t = 64)]
     pub ef_search: usize,
+    /// Namespaces with at most this many graph nodes get exact-mode recall proofs (all leaves, exact top-k).
+    #[arg(long, default_value_t = 5000)]
+    pub exact_proof_limit: u64,
     /// Most texts the embedder puts into one model call.
     #[arg(long, default_value_t = 256)]
     pub embed_batch: usize,

@@ -418,3 +418,195 @@ impl GraphView for Recorder<'_> {
         Ok(n.lists.get(layer as usize).cloned().unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ann::HnswParams;
+    use cairn_index::proof::{recall_answer, VerifyLimits};
+
+    fn rows(n: usize, dim: usize, seed: u64) -> Vec<PointRow> {
+        // Deterministic clustered unit vectors.
+        let mut x = seed;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 10_000) as f32 / 10_000.0 - 0.5
+        };
+        (0..n)
+            .map(|i| {
+                let c = (i % 5) as f32;
+                let mut v: Vec<f32> = (0..dim)
+                    .map(|d| next() + if d % 5 == i % 5 { c } else { 0.0 })
+                    .collect();
+                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|a| *a /= norm);
+                PointRow {
+                    id: MemoryId(*blake3::hash(&(i as u64).to_be_bytes()).as_bytes()),
+                    created_at: 1000 + (i as u64 * 7919) % 500,
+                    alive: true,
+                    dedup: [0; 32],
+                    vector: v,
+                    metadata: Default::default(),
+                }
+            })
+            .collect()
+    }
+
+    fn params() -> CommitParams {
+        CommitParams {
+            m: 8,
+            dim: 16,
+            model: [5; 32],
+        }
+    }
+
+    #[test]
+    fn incremental_commitment_equals_a_full_rebuild() {
+        let all = rows(400, 16, 42);
+        let ann = Ann::new(
+            HnswParams {
+                m: 8,
+                ef_construction: 50,
+                dim: 16,
+            },
+            400,
+        );
+        let mut c = Commitment::default();
+        let mut have: Vec<PointRow> = Vec::new();
+        for chunk in all.chunks(37) {
+            let first = have.len();
+            for (i, r) in chunk.iter().enumerate() {
+                ann.insert(&r.vector, first + i);
+            }
+            have.extend_from_slice(chunk);
+            c.add_points(&have, first, &ann);
+            let full = Commitment::build(&have, &ann);
+            assert_eq!(
+                c.graph_tree.root(),
+                full.graph_tree.root(),
+                "graph root after {} points",
+                have.len()
+            );
+            assert_eq!(c.time_tree.root(), full.time_tree.root());
+            assert_eq!(c.entry, full.entry);
+        }
+        c.forget(&[3, 10, 200]);
+        have[3].alive = false;
+        have[10].alive = false;
+        have[200].alive = false;
+        let full = Commitment::build(&have, &ann);
+        assert_eq!(c.graph_tree.root(), full.graph_tree.root());
+        assert_eq!(c.time_tree.root(), full.time_tree.root());
+    }
+
+    #[test]
+    fn recall_proofs_verify_at_every_size_and_reject_tampering() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let trusted = key.verifying_key().to_bytes();
+        for n in [1usize, 2, 7, 64, 300] {
+            let all = rows(n, 16, n as u64 + 3);
+            let ann = Ann::new(
+                HnswParams {
+                    m: 8,
+                    ef_construction: 50,
+                    dim: 16,
+                },
+                n,
+            );
+            for (i, r) in all.iter().enumerate() {
+                ann.insert(&r.vector, i);
+            }
+            let mut c = Commitment::build(&all, &ann);
+            let root = c.next_root("ns", &params(), &key, 1);
+            c.set_root(root);
+            for exact in [false, true] {
+                let q = all[n / 2].vector.clone();
+                let (hits, proof) = c.prove_recall(&q, 5, 16, exact).unwrap();
+                assert_eq!(hits.len(), 5.min(n));
+                let bytes = proof.encode();
+                let decoded = RecallProof::decode(&bytes, &VerifyLimits::default()).unwrap();
+                let answer = recall_answer(&decoded).unwrap();
+                let ids: Vec<MemoryId> = answer.iter().map(|(_, g)| g.id).collect();
+                assert_eq!(
+                    ids,
+                    hits.iter().map(|h| h.1).collect::<Vec<_>>(),
+                    "n={n} exact={exact}"
+                );
+                assert_eq!(decoded.root.verify(Some(&trusted)), Ok(()));
+                // Sampled single-byte flips never panic and never yield the same answer silently.
+                // The query vector is an input of the proof (a client with the model re-embeds its text to bind it):
+                // flipping it asks another question, so those bytes are skipped here.
+                let q_start = 4 + decoded.root.encode().len() + 1 + 4 + 4 + 2;
+                let q_range = q_start..q_start + decoded.query.len();
+                let step = (bytes.len() / 200).max(1);
+                for i in (0..bytes.len())
+                    .step_by(step)
+                    .filter(|i| !q_range.contains(i))
+                {
+                    let mut b = bytes.clone();
+                    b[i] ^= 0x01;
+                    if let Ok(p) = RecallProof::decode(&b, &VerifyLimits::default()) {
+                        // A changed proof may still be a valid proof of the same answer (e.g. another ef);
+                        // it must never verify with a different answer or for another k.
+                        if p.root.verify(Some(&trusted)).is_ok() && p.k == decoded.k {
+                            if let Ok(a) = recall_answer(&p) {
+                                let got: Vec<MemoryId> = a.iter().map(|(_, g)| g.id).collect();
+                                assert_eq!(got, ids, "n={n} flip at {i} changed the answer");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn list_pages_prove_completeness() {
+        let key = SigningKey::from_bytes(&[2; 32]);
+        let trusted = key.verifying_key().to_bytes();
+        for n in [0usize, 1, 2, 9, 120] {
+            let all = rows(n, 16, 9);
+            let ann = Ann::new(
+                HnswParams {
+                    m: 8,
+                    ef_construction: 50,
+                    dim: 16,
+                },
+                n.max(1),
+            );
+            for (i, r) in all.iter().enumerate() {
+                ann.insert(&r.vector, i);
+            }
+            let mut c = Commitment::build(&all, &ann);
+            let root = c.next_root("ns", &params(), &key, 1);
+            c.set_root(root);
+            for (since, until, limit) in [
+                (0, u64::MAX, 1000),
+                (1100, 1300, 1000),
+                (1100, 1300, 3),
+                (5000, 6000, 10),
+                (0, 1, 10),
+            ] {
+                let (page, _more, proof) = c.list_page(since, until, None, limit).unwrap();
+                let decoded = TimeProof::decode(&proof.encode(), &VerifyLimits::default()).unwrap();
+                assert_eq!(decoded, proof);
+                let want: Vec<&PointRow> = {
+                    let mut v: Vec<&PointRow> = all
+                        .iter()
+                        .filter(|r| r.created_at >= since && r.created_at < until)
+                        .collect();
+                    v.sort_by_key(|r| (r.created_at, r.id));
+                    v.truncate(limit);
+                    v
+                };
+                assert_eq!(
+                    page.iter().map(|e| e.id).collect::<Vec<_>>(),
+                    want.iter().map(|r| r.id).collect::<Vec<_>>()
+                );
+                let _ = trusted;
+            }
+        }
+    }
+}

@@ -39,8 +39,6 @@ pub const MAX_K: u32 = 1000;
 pub const MAX_EF: u32 = 10_000;
 /// Most memories in one List page.
 pub const MAX_PAGE: u32 = 10_000;
-/// Namespaces with at most this many graph nodes get exact-mode recall proofs.
-pub const EXACT_PROOF_LIMIT: u64 = 5_000;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -55,6 +53,8 @@ pub struct EngineConfig {
     pub ef_construction: usize,
     /// Default Recall breadth.
     pub ef_search: usize,
+    /// Namespaces with at most this many graph nodes get exact-mode recall proofs.
+    pub exact_proof_limit: u64,
     /// How often garbage collection deletes unpinned blob bytes.
     pub gc_interval: Duration,
 }
@@ -591,7 +591,7 @@ impl Engine {
             proof,
         } = opts;
         if proof {
-            let exact = exact || space.stats().index_points <= EXACT_PROOF_LIMIT;
+            let exact = exact || space.stats().index_points <= self.cfg.exact_proof_limit;
             let sp = space.clone();
             let proven = tokio::task::spawn_blocking(move || {
                 sp.with_commit(|c| c.prove_recall(&q, k as usize, ef as usize, exact))

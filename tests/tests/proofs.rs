@@ -1,0 +1,383 @@
+//! Verifiable retrieval against real nodes: the CLI's --verify / --proof-out / verify, and a client catching a
+//! node that lies (answers tampered after the fact, replayed or conflicting roots).
+
+use std::path::Path;
+use std::process::Output;
+
+use cairn_client::proof_file::ProofFile;
+use cairn_client::verify::{self as v, LastSeen, RecallAsked};
+use cairn_client::NewMemory;
+use cairn_index::root::SignedRoot;
+use cairn_tests::{temp_dir, Node};
+
+const FACTS: &[&str] = &[
+    "Alice prefers green tea to coffee.",
+    "Bob walks his dog Biscuit every morning at 7.",
+    "The server migration is scheduled for Friday night.",
+    "Carol's birthday is on the 14th of June.",
+    "Dave is allergic to peanuts and shellfish.",
+    "Eve moved to Lisbon last spring.",
+    "Frank has been learning the cello for two years.",
+    "The wifi password is written on the fridge.",
+    "Grace's flight to Tokyo leaves on Monday.",
+];
+
+fn cli_with_state(node: &Node, state: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(cairn_tests::cairn_bin())
+        .arg("--node")
+        .arg(&node.url)
+        .args(args)
+        .env("CAIRN_STATE", state)
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn seeded(dir: &Path, extra: &[&str]) -> Node {
+    let node = Node::start_with(dir, extra).expect("node");
+    let c = node.client().await.expect("client");
+    for (i, f) in FACTS.iter().enumerate() {
+        c.remember(
+            "proofs",
+            vec![NewMemory::new(*f).created_at(1_000 + i as u64 * 100)],
+        )
+        .await
+        .expect("remember");
+    }
+    node
+}
+
+#[tokio::test]
+async fn cli_verify_recall_list_get_and_saved_proofs() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let node = seeded(dir.path(), &[]).await;
+    let id_out = node.cli(&["id"]);
+    assert!(id_out.status.success());
+    let node_id = stdout(&id_out).trim().to_owned();
+    assert_eq!(node_id.len(), 64);
+
+    // Recall --verify: hits, then the verification line; first contact pins the node id with a warning.
+    let o = cli_with_state(
+        &node,
+        &state,
+        &[
+            "recall",
+            "--ns",
+            "proofs",
+            "-k",
+            "3",
+            "--verify",
+            "what does Alice drink?",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("green tea"), "{out}");
+    let want = format!("verified against root seq 9 by {node_id}");
+    assert!(out.lines().any(|l| l == want), "{out}");
+    assert!(stderr(&o).contains("first contact"), "{}", stderr(&o));
+
+    // List over a range, and Get, verified with an explicit --trust.
+    let o = cli_with_state(
+        &node,
+        &state,
+        &[
+            "list", "--ns", "proofs", "--since", "1200", "--until", "1600", "--verify", "--trust",
+            &node_id, "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let times: Vec<u64> = v["memories"]
+        .as_array()
+        .expect("memories")
+        .iter()
+        .map(|m| m["created_at"].as_u64().expect("t"))
+        .collect();
+    assert_eq!(times, vec![1200, 1300, 1400, 1500]);
+    assert_eq!(v["verified"]["seq"], 9);
+    let first_id = v["memories"][0]["id"].as_str().expect("id").to_owned();
+    let o = cli_with_state(
+        &node,
+        &state,
+        &["get", "--ns", "proofs", "--verify", &first_id],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A wrong --trust fails with a reason.
+    let other = "ab".repeat(32);
+    let o = cli_with_state(
+        &node,
+        &state,
+        &[
+            "recall", "--ns", "proofs", "--verify", "--trust", &other, "tea",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("verification failed"), "{}", stderr(&o));
+
+    // Saved proofs verify offline; every single-byte change is rejected, never with a panic.
+    for (kind, args) in [
+        (
+            "recall",
+            vec!["recall", "--ns", "proofs", "-k", "4", "who has allergies?"],
+        ),
+        (
+            "list",
+            vec![
+                "list", "--ns", "proofs", "--since", "1000", "--until", "1500",
+            ],
+        ),
+        ("get", vec!["get", "--ns", "proofs", first_id.as_str()]),
+    ] {
+        let file = dir.path().join(format!("{kind}.proof"));
+        let mut a = args.clone();
+        a.extend(["--proof-out", file.to_str().expect("path")]);
+        let o = cli_with_state(&node, &state, &a);
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        let o = node.cli(&["verify", file.to_str().expect("path"), "--trust", &node_id]);
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        let bytes = std::fs::read(&file).expect("read proof");
+        // Exhaustively in-process (the same code the CLI runs) ...
+        let trusted = v::parse_node_id(&node_id).expect("id");
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= bit;
+                let ok = ProofFile::decode(&b)
+                    .and_then(|f| f.verify(&trusted))
+                    .is_ok();
+                assert!(!ok, "{kind}: flip of byte {i} accepted");
+            }
+        }
+        // ... and sampled through the CLI: non-zero exit, never 101 (a panic).
+        let flipped = dir.path().join("flipped.proof");
+        for i in (0..bytes.len()).step_by((bytes.len() / 12).max(1)) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            std::fs::write(&flipped, &b).expect("write");
+            let o = node.cli(&[
+                "verify",
+                flipped.to_str().expect("path"),
+                "--trust",
+                &node_id,
+            ]);
+            let code = o.status.code();
+            assert!(
+                code.is_some() && code != Some(0) && code != Some(101),
+                "{kind}: byte {i} gave {code:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lying_node_is_caught() {
+    let dir = temp_dir();
+    let node = seeded(dir.path(), &["--exact-proof-limit", "0"]).await;
+    let c = node.client().await.expect("client");
+    // More memories so the graph search (not exact mode) is exercised, in another namespace too.
+    let more: Vec<NewMemory> = (0..60)
+        .map(|i| {
+            NewMemory::new(format!(
+                "Note {i}: meeting room {} is booked by team {}.",
+                i % 9,
+                i % 4
+            ))
+        })
+        .collect();
+    c.remember("proofs", more).await.expect("remember");
+    c.remember(
+        "elsewhere",
+        vec![NewMemory::new("Alice prefers green tea to coffee.")],
+    )
+    .await
+    .expect("remember");
+    let trusted = v::parse_node_id(&c.node_info().await.expect("info").node_id).expect("id");
+    let asked = RecallAsked { k: 5, min_ef: 0 };
+
+    let resp = c
+        .recall("proofs", "what does Alice drink?")
+        .k(5)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall");
+    assert_eq!(resp.hits.len(), 5);
+    let honest =
+        v::recall("proofs", &asked, &resp, &trusted, None).expect("honest answer verifies");
+
+    // Omit a hit.
+    let mut r = resp.clone();
+    r.hits.remove(2);
+    assert!(v::recall("proofs", &asked, &r, &trusted, None).is_err());
+    // Reorder hits.
+    let mut r = resp.clone();
+    r.hits.swap(0, 1);
+    assert!(v::recall("proofs", &asked, &r, &trusted, None).is_err());
+    // Change a hit's text (record bytes stay honest).
+    let mut r = resp.clone();
+    r.hits[0].text = "Alice prefers coffee.".into();
+    assert!(v::recall("proofs", &asked, &r, &trusted, None).is_err());
+    // Return another namespace's memory in place of a hit.
+    let foreign = c.get_with_proof("elsewhere", vec![]).await;
+    assert!(foreign.is_err(), "empty id list is invalid");
+    let other = c
+        .recall("elsewhere", "tea")
+        .k(1)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall other ns");
+    let mut r = resp.clone();
+    r.hits[0].id = other.hits[0].id.clone();
+    r.hits[0].record = other.hits[0].record.clone();
+    r.hits[0].text = other.hits[0].text.clone();
+    assert!(v::recall("proofs", &asked, &r, &trusted, None).is_err());
+    // A proof for a smaller k than asked.
+    let small = c
+        .recall("proofs", "what does Alice drink?")
+        .k(3)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall");
+    assert!(v::recall("proofs", &asked, &small, &trusted, None).is_err());
+    // A proof for another namespace.
+    assert!(v::recall("elsewhere", &asked, &resp, &trusted, None).is_err());
+
+    // List: leaving out a memory in range is caught.
+    let range = v::list_range(Some(1000), Some(1900), 100, "").expect("range");
+    let page = c
+        .list_with_proof(
+            "proofs",
+            cairn_client::ListOptions {
+                since: Some(1000),
+                until: Some(1900),
+                limit: Some(100),
+                page_token: None,
+            },
+        )
+        .await
+        .expect("list");
+    v::list("proofs", &range, &page, &trusted, None).expect("honest page verifies");
+    let mut short = page.clone();
+    short.memories.remove(3);
+    assert!(v::list("proofs", &range, &short, &trusted, None).is_err());
+
+    // Replay of an older root is caught once a newer one was seen.
+    let newer = c
+        .remember(
+            "proofs",
+            vec![NewMemory::new("A brand new fact about Alice's tea.")],
+        )
+        .await
+        .expect("remember");
+    assert!(!newer[0].deduplicated);
+    let fresh = c
+        .recall("proofs", "tea")
+        .k(5)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall");
+    let fresh_v = v::recall("proofs", &asked, &fresh, &trusted, None).expect("fresh verifies");
+    assert!(fresh_v.seq() > honest.seq());
+    let seen = LastSeen {
+        seq: fresh_v.seq(),
+        hash: fresh_v.root.record.hash(),
+    };
+    let err =
+        v::recall("proofs", &asked, &resp, &trusted, Some(&seen)).expect_err("old root replayed");
+    assert!(err.to_string().contains("older"), "{err}");
+
+    // Equivocation: the node's key signs a second, different root for a seq already seen.
+    let key_bytes: [u8; 32] = std::fs::read(dir.path().join("node.key"))
+        .expect("key")
+        .try_into()
+        .expect("32 bytes");
+    let key = ed25519_dalek::SigningKey::from_bytes(&key_bytes);
+    let mut forged = fresh_v.root.record.clone();
+    forged.time_leaves += 1;
+    let forged = SignedRoot::sign(forged, &key);
+    assert!(
+        forged.verify(Some(&trusted)).is_ok(),
+        "the forged root is properly signed"
+    );
+    let err = cairn_index::proof::check_fresh(&forged, Some(&seen), &[]).expect_err("equivocation");
+    assert!(err.to_string().contains("equivocation"), "{err}");
+
+    // Roots chain: GetRoot for consecutive seqs links by prev hash.
+    let latest = c.root("proofs", None).await.expect("root");
+    let prev = c
+        .root("proofs", Some(latest.seq - 1))
+        .await
+        .expect("previous root");
+    assert_eq!(latest.prev, prev.hash);
+}
+
+#[tokio::test]
+async fn roots_survive_restart_and_continue_the_chain() {
+    let dir = temp_dir();
+    let mut node = seeded(dir.path(), &[]).await;
+    let c = node.client().await.expect("client");
+    let before = c.root("proofs", None).await.expect("root");
+    let id_before = c.node_info().await.expect("info").node_id;
+    node.stop();
+    let node = Node::start(dir.path()).expect("restart");
+    let c = node.client().await.expect("client");
+    assert_eq!(
+        c.node_info().await.expect("info").node_id,
+        id_before,
+        "the node key persists"
+    );
+    let after = c.root("proofs", None).await.expect("root");
+    assert!(after.seq >= before.seq);
+    if after.seq > before.seq {
+        // The rebuilt graph got a new root that links to the old one.
+        let next = c
+            .root("proofs", Some(before.seq + 1))
+            .await
+            .expect("next root");
+        assert_eq!(next.prev, before.hash);
+    } else {
+        assert_eq!(after.hash, before.hash);
+    }
+    let trusted = v::parse_node_id(&id_before).expect("id");
+    let resp = c
+        .recall("proofs", "tea")
+        .k(3)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall");
+    let seen = LastSeen {
+        seq: before.seq,
+        hash: hex_hash(&before.hash),
+    };
+    v::recall(
+        "proofs",
+        &RecallAsked { k: 3, min_ef: 0 },
+        &resp,
+        &trusted,
+        Some(&seen),
+    )
+    .expect("verifies after restart");
+}
+
+fn hex_hash(h: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    out
+}
