@@ -5,8 +5,8 @@ use cairn_index::commit::{quantise, time_leaf_hash, TimeEntry};
 use cairn_index::id::MemoryId;
 use cairn_index::merkle::Tree;
 use cairn_index::proof::{
-    recall_answer, verify_get, verify_list, verify_recall, ListRange, RecallAsked, RecallProof, Returned, TimeProof,
-    VerifyLimits,
+    recall_answer, verify_get, verify_list, verify_recall, ListRange, RecallAsked, RecallProof,
+    Returned, TimeProof, VerifyLimits,
 };
 use cairn_index::record::MemoryRecord;
 use cairn_index::root::{RootRecord, SignedRoot};
@@ -45,7 +45,11 @@ fn root(time: &Tree) -> SignedRoot {
 
 fn valid_time_proof() -> Vec<u8> {
     let entries: Vec<TimeEntry> = (0..9u64)
-        .map(|i| TimeEntry { created_at: i * 10, id: MemoryId([i as u8; 32]), node: i as u32 })
+        .map(|i| TimeEntry {
+            created_at: i * 10,
+            id: MemoryId([i as u8; 32]),
+            node: i as u32,
+        })
         .collect();
     let tree = Tree::build(&entries.iter().map(time_leaf_hash).collect::<Vec<_>>());
     let idx: Vec<u64> = (2..6).collect();
@@ -62,7 +66,10 @@ fn exercise(bytes: &[u8]) {
     let trusted = key().verifying_key().to_bytes();
     let id = MemoryId([1; 32]);
     let rec = [0u8; 3];
-    let returned = [Returned { id: &id, record: &rec }];
+    let returned = [Returned {
+        id: &id,
+        record: &rec,
+    }];
     let _ = MemoryRecord::decode(bytes);
     let _ = RootRecord::decode(bytes);
     let _ = SignedRoot::decode(bytes);
@@ -71,9 +78,22 @@ fn exercise(bytes: &[u8]) {
         let _ = recall_answer(&p);
     }
     let _ = verify_get(bytes, "fz", &trusted, &returned, &lim);
-    let range = ListRange { since: 0, until: u64::MAX, after: None, limit: 10 };
+    let range = ListRange {
+        since: 0,
+        until: u64::MAX,
+        after: None,
+        limit: 10,
+    };
     let _ = verify_list(bytes, "fz", &trusted, &range, &returned, &lim);
-    let _ = verify_recall(bytes, "fz", &trusted, &RecallAsked { k: 1, min_ef: 0 }, &returned, &[0.5], &lim);
+    let _ = verify_recall(
+        bytes,
+        "fz",
+        &trusted,
+        &RecallAsked { k: 1, min_ef: 0 },
+        &returned,
+        &[0.5],
+        &lim,
+    );
 }
 
 proptest! {
