@@ -55,6 +55,19 @@ enum Cmd {
     },
     /// SciFact nDCG@10 with exact and HNSW search.
     Scifact,
+    /// Recall proofs on an existing namespace (use --data-dir of a `recall` run): proof size, time to answer
+    /// with a proof, client verify time, and recall@10 of the proof search against exact search.
+    Proofs {
+        /// Namespace to query.
+        #[arg(long, default_value = "bench/recall")]
+        ns: String,
+        /// Queries.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Search breadth of the proof search.
+        #[arg(long, default_value_t = 64)]
+        ef: u32,
+    },
 }
 
 struct NodeProc {
@@ -434,6 +447,64 @@ async fn bench_scifact(args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
+    v.sort_by(f64::total_cmp);
+    println!(
+        "{name}: p50 {:.2} {unit}, p99 {:.2} {unit}, mean {:.2} {unit}, max {:.2} {unit}",
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        v.iter().sum::<f64>() / v.len().max(1) as f64,
+        v.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<()> {
+    let root = data_root(args);
+    let mut qs: Vec<String> = read_jsonl(&root.join("locomo/flat/questions.jsonl"))?
+        .iter()
+        .filter_map(|v| v["question"].as_str().map(str::to_owned))
+        .collect();
+    qs.truncate(queries);
+    let node = start_node(args.data_dir.as_deref())?;
+    let client = CairnClient::connect(node.url.clone()).await?;
+    let stats = client.stats(Some(ns)).await?;
+    let trusted = cairn_client::verify::parse_node_id(&client.node_info().await?.node_id)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "namespace {ns}: {} memories, {} graph nodes; k=10, ef={ef}, {} queries",
+        stats.total_memories,
+        stats.namespaces.first().map_or(0, |n| n.index_points),
+        qs.len()
+    );
+    let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: ef };
+    let (mut sizes, mut answer_ms, mut verify_ms, mut nodes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut recall_sum = 0.0;
+    for q in &qs {
+        let t = Instant::now();
+        let resp = client.recall(ns, q.clone()).k(10).ef(ef).proof(true).send_full().await?;
+        answer_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        sizes.push(resp.proof.len() as f64 / 1024.0);
+        let t = Instant::now();
+        let v = cairn_client::verify::recall(ns, &asked, &resp, &trusted, None)
+            .map_err(|e| anyhow::anyhow!("proof did not verify: {e}"))?;
+        verify_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let p = cairn_index::proof::RecallProof::decode(&resp.proof, &Default::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        nodes.push(p.nodes.len() as f64);
+        let _ = v;
+        let exact = client.recall(ns, q.clone()).k(10).exact(true).send().await?;
+        let want: HashSet<&str> = exact.iter().map(|h| h.id.as_str()).collect();
+        let got = resp.hits.iter().filter(|h| want.contains(h.id.as_str())).count();
+        recall_sum += got as f64 / want.len().max(1) as f64;
+    }
+    summary("proof size", "KiB", sizes);
+    summary("nodes in proof", "nodes", nodes);
+    summary("answer with proof (embed + prove + records + gRPC)", "ms", answer_ms);
+    summary("client verify", "ms", verify_ms);
+    println!("recall@10 of the proof search vs exact f32 search: {:.4}", recall_sum / qs.len() as f64);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -441,5 +512,6 @@ async fn main() -> Result<()> {
         Cmd::Ingest { n, in_flight } => bench_ingest(&args, *n, *in_flight).await,
         Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
         Cmd::Scifact => bench_scifact(&args).await,
+        Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
     }
 }
