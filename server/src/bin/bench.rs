@@ -502,6 +502,20 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
     summary("answer with proof (embed + prove + records + gRPC)", "ms", answer_ms);
     summary("client verify", "ms", verify_ms);
     println!("recall@10 of the proof search vs exact f32 search: {:.4}", recall_sum / qs.len() as f64);
+    // Write cost at this size: one-item Remember (embed + blob + redb + HNSW + commitment + signed root, all
+    // durable) against Embed of the same text alone; the difference is the storage and commit path.
+    let (mut write_ms, mut embed_ms) = (Vec::new(), Vec::new());
+    for i in 0..30 {
+        let text = format!("Benchmark write {i} at {} memories, made at {:?}.", stats.total_memories, Instant::now());
+        let t = Instant::now();
+        client.embed(vec![text.clone()]).await?;
+        embed_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        client.remember(ns, vec![NewMemory::new(text)]).await?;
+        write_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    summary("one-item Remember (durable, new signed root)", "ms", write_ms);
+    summary("Embed of the same text alone", "ms", embed_ms);
     Ok(())
 }
 
