@@ -477,11 +477,18 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
         qs.len()
     );
     let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: ef };
-    let (mut sizes, mut answer_ms, mut verify_ms, mut nodes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut sizes, mut answer_ms, mut verify_ms, mut nodes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut recall_sum = 0.0;
     for q in &qs {
         let t = Instant::now();
-        let resp = client.recall(ns, q.clone()).k(10).ef(ef).proof(true).send_full().await?;
+        let resp = client
+            .recall(ns, q.clone())
+            .k(10)
+            .ef(ef)
+            .proof(true)
+            .send_full()
+            .await?;
         answer_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         sizes.push(resp.proof.len() as f64 / 1024.0);
         let t = Instant::now();
@@ -492,21 +499,41 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         nodes.push(p.nodes.len() as f64);
         let _ = v;
-        let exact = client.recall(ns, q.clone()).k(10).exact(true).send().await?;
+        let exact = client
+            .recall(ns, q.clone())
+            .k(10)
+            .exact(true)
+            .send()
+            .await?;
         let want: HashSet<&str> = exact.iter().map(|h| h.id.as_str()).collect();
-        let got = resp.hits.iter().filter(|h| want.contains(h.id.as_str())).count();
+        let got = resp
+            .hits
+            .iter()
+            .filter(|h| want.contains(h.id.as_str()))
+            .count();
         recall_sum += got as f64 / want.len().max(1) as f64;
     }
     summary("proof size", "KiB", sizes);
     summary("nodes in proof", "nodes", nodes);
-    summary("answer with proof (embed + prove + records + gRPC)", "ms", answer_ms);
+    summary(
+        "answer with proof (embed + prove + records + gRPC)",
+        "ms",
+        answer_ms,
+    );
     summary("client verify", "ms", verify_ms);
-    println!("recall@10 of the proof search vs exact f32 search: {:.4}", recall_sum / qs.len() as f64);
+    println!(
+        "recall@10 of the proof search vs exact f32 search: {:.4}",
+        recall_sum / qs.len() as f64
+    );
     // Write cost at this size: one-item Remember (embed + blob + redb + HNSW + commitment + signed root, all
     // durable) against Embed of the same text alone; the difference is the storage and commit path.
     let (mut write_ms, mut embed_ms) = (Vec::new(), Vec::new());
     for i in 0..30 {
-        let text = format!("Benchmark write {i} at {} memories, made at {:?}.", stats.total_memories, Instant::now());
+        let text = format!(
+            "Benchmark write {i} at {} memories, made at {:?}.",
+            stats.total_memories,
+            Instant::now()
+        );
         let t = Instant::now();
         client.embed(vec![text.clone()]).await?;
         embed_ms.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -514,7 +541,11 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
         client.remember(ns, vec![NewMemory::new(text)]).await?;
         write_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    summary("one-item Remember (durable, new signed root)", "ms", write_ms);
+    summary(
+        "one-item Remember (durable, new signed root)",
+        "ms",
+        write_ms,
+    );
     summary("Embed of the same text alone", "ms", embed_ms);
     Ok(())
 }
