@@ -241,6 +241,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     };
                     let vd = v::recall(&ns, &asked, &resp, &ctx.trusted, last.as_ref())
                         .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+                    ctx.trust.check_chain(&client, &vd, &ns).await?;
                     ctx.trust.saw(&vd, &ns)?;
                     if let Some(path) = &proof.proof_out {
                         let items = resp
@@ -303,6 +304,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
                     let vd = v::get(&ns, &resp, &ctx.trusted, last.as_ref())
                         .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+                    ctx.trust.check_chain(&client, &vd, &ns).await?;
                     ctx.trust.saw(&vd, &ns)?;
                     if let Some(path) = &proof.proof_out {
                         save_proof(
@@ -393,6 +395,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
                         let vd = v::list(&ns, &range, &resp, &ctx.trusted, last.as_ref())
                             .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+                        ctx.trust.check_chain(&client, &vd, &ns).await?;
                         ctx.trust.saw(&vd, &ns)?;
                         if let Some(path) = &proof.proof_out {
                             save_proof(

@@ -98,6 +98,32 @@ impl Trust {
         }
     }
 
+    /// Checks that `v`'s root extends the last root seen through an unbroken prev-hash chain, fetching the
+    /// roots in between from the node (at most 1,000; a longer gap is only checked for seq order).
+    pub async fn check_chain(&self, client: &CairnClient, v: &Verified, ns: &str) -> Result<()> {
+        let Some(last) = self.last_seen(&v.root.record.node_id, ns)? else {
+            return Ok(());
+        };
+        let seq = v.seq();
+        if seq <= last.seq + 1 || seq - last.seq > 1000 {
+            // Adjacent (checked by the prev link below) or too far to walk.
+            if seq == last.seq + 1 && v.root.record.prev != last.hash {
+                bail!("verification failed: root seq {seq} does not link to the root seq {} seen before", last.seq);
+            }
+            return Ok(());
+        }
+        let mut chain = Vec::new();
+        for s in last.seq + 1..seq {
+            let r = client.root(ns, Some(s)).await?;
+            chain.push(
+                cairn_index::root::SignedRoot::decode(&r.signed)
+                    .map_err(|e| anyhow::anyhow!("verification failed: root {s}: {e}"))?,
+            );
+        }
+        cairn_index::proof::check_fresh(&v.root, Some(&last), &chain)
+            .map_err(|e| anyhow::anyhow!("verification failed: {e}"))
+    }
+
     /// Records a verified root as the newest seen (if it is newer).
     pub fn saw(&mut self, v: &Verified, ns: &str) -> Result<()> {
         let key = format!("{}/{ns}", v.node_id_hex());

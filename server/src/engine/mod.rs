@@ -601,13 +601,17 @@ impl Engine {
                 NodeError::FailedPrecondition("namespace has no signed root yet".into())
             })?;
             let (found, transcript) = proven;
-            let mut hits = Vec::with_capacity(found.len());
-            for (d, id) in found {
-                hits.push(HitOut {
-                    memory: self.read(&id).await?,
+            let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
+            let hits = self
+                .read_all(&ids)
+                .await?
+                .into_iter()
+                .zip(found)
+                .map(|(memory, (d, _))| HitOut {
+                    memory,
                     score: cairn_index::proof::proof_score(d),
-                });
-            }
+                })
+                .collect();
             return Ok((hits, Some(transcript.encode())));
         }
         let found = tokio::task::spawn_blocking(move || {
@@ -620,14 +624,25 @@ impl Engine {
             })
         })
         .await??;
-        let mut hits = Vec::with_capacity(found.len());
-        for (id, score) in found {
-            hits.push(HitOut {
-                memory: self.read(&id).await?,
-                score,
-            });
-        }
+        let ids: Vec<MemoryId> = found.iter().map(|f| f.0).collect();
+        let hits = self
+            .read_all(&ids)
+            .await?
+            .into_iter()
+            .zip(found)
+            .map(|(memory, (_, score))| HitOut { memory, score })
+            .collect();
         Ok((hits, None))
+    }
+
+    /// Reads records concurrently (at most 32 in flight), in order.
+    async fn read_all(&self, ids: &[MemoryId]) -> Result<Vec<MemoryOut>, NodeError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        stream::iter(ids.to_vec())
+            .map(|id| async move { self.read(&id).await })
+            .buffered(32)
+            .try_collect()
+            .await
     }
 
     async fn read(&self, id: &MemoryId) -> Result<MemoryOut, NodeError> {
@@ -660,14 +675,15 @@ impl Engine {
         }
         let (live, time_proof) =
             space.live_with_proof(wanted.iter().map(|w| w.1).collect(), proof)?;
-        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        let (mut present, mut missing) = (Vec::new(), Vec::new());
         for ((raw, id), is_live) in wanted.into_iter().zip(live) {
             if is_live {
-                found.push(self.read(&id).await?);
+                present.push(id);
             } else {
                 missing.push(raw);
             }
         }
+        let found = self.read_all(&present).await?;
         Ok((found, missing, time_proof.map(|p| p.encode())))
     }
 
@@ -714,10 +730,8 @@ impl Engine {
             }
             _ => String::new(),
         };
-        let mut out = Vec::with_capacity(page.len());
-        for e in page {
-            out.push(self.read(&e.id).await?);
-        }
+        let ids: Vec<MemoryId> = page.iter().map(|e| e.id).collect();
+        let out = self.read_all(&ids).await?;
         Ok((out, token, proof.then(|| time_proof.encode())))
     }
 
