@@ -316,6 +316,40 @@ async fn a_lying_node_is_caught() {
     let err = cairn_index::proof::check_fresh(&forged, Some(&seen), &[]).expect_err("equivocation");
     assert!(err.to_string().contains("equivocation"), "{err}");
 
+    // WatchRoots streams the current root, then each new one.
+    let mut raw = cairn_proto::v1::cairn_client::CairnClient::connect(node.url.clone())
+        .await
+        .expect("connect");
+    let mut stream = raw
+        .watch_roots(cairn_proto::v1::WatchRootsRequest {
+            namespace: "proofs".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("stream")
+        .expect("current root");
+    c.remember(
+        "proofs",
+        vec![NewMemory::new("One more fact for the watchers.")],
+    )
+    .await
+    .expect("remember");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+        .await
+        .expect("a new root within 30 s")
+        .expect("stream")
+        .expect("root");
+    assert_eq!(next.seq, first.seq + 1);
+    assert_eq!(next.prev, first.hash);
+    let signed = SignedRoot::decode(&next.signed).expect("signed root");
+    signed
+        .verify(Some(&trusted))
+        .expect("streamed root verifies");
+
     // Roots chain: GetRoot for consecutive seqs links by prev hash.
     let latest = c.root("proofs", None).await.expect("root");
     let prev = c

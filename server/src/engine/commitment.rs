@@ -102,15 +102,31 @@ impl Commitment {
         }
     }
 
+    /// Rebuilds both trees (in parallel: each is O(n) hashing, and a CBMT's layout shifts with every append).
     fn rebuild_trees(&mut self) {
-        let leaves: Vec<Hash> = self
-            .nodes
-            .iter()
-            .map(|n| graph_leaf_hash(&n.node, &n.lists_hash))
-            .collect();
-        self.graph_tree = Tree::build(&leaves);
-        let tl: Vec<Hash> = self.time.iter().map(time_leaf_hash).collect();
-        self.time_tree = Tree::build(&tl);
+        let (nodes, time) = (&self.nodes, &self.time);
+        let (graph_tree, time_tree) = std::thread::scope(|s| {
+            let g = s.spawn(|| {
+                let leaves: Vec<Hash> = nodes
+                    .iter()
+                    .map(|n| graph_leaf_hash(&n.node, &n.lists_hash))
+                    .collect();
+                Tree::build(&leaves)
+            });
+            let tl: Vec<Hash> = time.iter().map(time_leaf_hash).collect();
+            let t = Tree::build(&tl);
+            (g.join(), t)
+        });
+        // The graph tree thread cannot panic on this input; fall back to building inline if it somehow did.
+        self.graph_tree = graph_tree.unwrap_or_else(|_| {
+            let leaves: Vec<Hash> = self
+                .nodes
+                .iter()
+                .map(|n| graph_leaf_hash(&n.node, &n.lists_hash))
+                .collect();
+            Tree::build(&leaves)
+        });
+        self.time_tree = time_tree;
     }
 
     /// Takes in points appended to the graph (`first..rows.len()` are new): their leaves, the leaves of the
