@@ -366,35 +366,31 @@ pub fn verify_list(
             ));
         }
     }
-    let (first_pos, first) = p.entries[0];
-    let (last_pos, last) = p.entries[p.entries.len() - 1];
-    let in_range: Vec<&TimeEntry> = p
-        .entries
+    let entries = &p.entries;
+    let in_range: Vec<&TimeEntry> = entries
         .iter()
         .map(|(_, e)| e)
         .filter(|e| range.contains(e))
         .collect();
-    // Left edge: either the start of the timeline, or a leaf below the range.
-    let mut body = &p.entries[..];
-    if first_pos > 0 {
-        if !range.below(&first) {
-            return Err(VerifyError::Mismatch(
-                "no left boundary: memories before the page may be hidden".into(),
-            ));
-        }
-        body = &body[1..];
-    }
-    // Right edge: a full page ends at its last memory; otherwise the end of the timeline or a leaf past `until`.
     let full = in_range.len() == range.limit as usize;
-    if !full && last_pos + 1 < n {
-        if last.created_at < range.until || range.contains(&last) {
-            return Err(VerifyError::Mismatch(
-                "no right boundary: memories after the page may be hidden".into(),
-            ));
-        }
-        body = &body[..body.len().saturating_sub(1)];
+    let (mut lo, mut hi) = (0, entries.len());
+    // Left edge: a leaf below the range, or the start of the timeline.
+    if range.below(&entries[0].1) {
+        lo = 1;
+    } else if entries[0].0 != 0 {
+        return Err(VerifyError::Mismatch(
+            "no left boundary: memories before the page may be hidden".into(),
+        ));
     }
-    for (_, e) in body {
+    // Right edge: a leaf past `until`, the end of the timeline, or a full page (complete up to its last memory).
+    if hi > lo && entries[hi - 1].1.created_at >= range.until {
+        hi -= 1;
+    } else if !full && entries[entries.len() - 1].0 + 1 < n {
+        return Err(VerifyError::Mismatch(
+            "no right boundary: memories after the page may be hidden".into(),
+        ));
+    }
+    for (_, e) in &entries[lo..hi] {
         if !range.contains(e) {
             return Err(VerifyError::Mismatch(
                 "a proof leaf inside the page is out of range".into(),

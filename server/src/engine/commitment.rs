@@ -580,10 +580,25 @@ mod tests {
 
     #[test]
     fn list_pages_prove_completeness() {
+        use cairn_index::proof::{verify_list, ListRange, Returned};
+        use cairn_index::record::MemoryRecord;
         let key = SigningKey::from_bytes(&[2; 32]);
         let trusted = key.verifying_key().to_bytes();
         for n in [0usize, 1, 2, 9, 120] {
-            let all = rows(n, 16, 9);
+            let mut all = rows(n, 16, 9);
+            // Real records, so the verifier's record checks run too.
+            let mut records = std::collections::HashMap::new();
+            for (i, r) in all.iter_mut().enumerate() {
+                let rec = MemoryRecord {
+                    namespace: "ns".into(),
+                    created_at: r.created_at,
+                    salt: [i as u8; 16],
+                    text: format!("memory {i}"),
+                    metadata: Default::default(),
+                };
+                r.id = rec.id();
+                records.insert(r.id, rec.encode());
+            }
             let ann = Ann::new(
                 HnswParams {
                     m: 8,
@@ -598,30 +613,81 @@ mod tests {
             let mut c = Commitment::build(&all, &ann);
             let root = c.next_root("ns", &params(), &key, 1);
             c.set_root(root);
-            for (since, until, limit) in [
+            let cases = [
                 (0, u64::MAX, 1000),
                 (1100, 1300, 1000),
                 (1100, 1300, 3),
+                (1001, 1300, 1000),
+                (0, 1000, 10),
+                (0, 1001, 10),
+                (1499, u64::MAX, 10),
                 (5000, 6000, 10),
                 (0, 1, 10),
-            ] {
-                let (page, _more, proof) = c.list_page(since, until, None, limit).unwrap();
-                let decoded = TimeProof::decode(&proof.encode(), &VerifyLimits::default()).unwrap();
-                assert_eq!(decoded, proof);
-                let want: Vec<&PointRow> = {
-                    let mut v: Vec<&PointRow> = all
+            ];
+            for (since, until, limit) in cases {
+                let mut after = None;
+                let mut got = Vec::new();
+                for _ in 0..200 {
+                    let (page, more, proof) = c.list_page(since, until, after, limit).unwrap();
+                    let bytes = proof.encode();
+                    assert_eq!(
+                        TimeProof::decode(&bytes, &VerifyLimits::default()).unwrap(),
+                        proof
+                    );
+                    let returned: Vec<Returned<'_>> = page
                         .iter()
-                        .filter(|r| r.created_at >= since && r.created_at < until)
+                        .map(|e| Returned {
+                            id: &e.id,
+                            record: &records[&e.id],
+                        })
                         .collect();
-                    v.sort_by_key(|r| (r.created_at, r.id));
-                    v.truncate(limit);
-                    v
-                };
+                    let range = ListRange {
+                        since,
+                        until,
+                        after,
+                        limit: limit as u32,
+                    };
+                    verify_list(
+                        &bytes,
+                        "ns",
+                        &trusted,
+                        &range,
+                        &returned,
+                        &VerifyLimits::default(),
+                    )
+                    .unwrap_or_else(|e| {
+                        panic!("n={n} range=({since},{until},{limit}) after={after:?}: {e}")
+                    });
+                    // Leaving out any memory is caught.
+                    for skip in 0..returned.len() {
+                        let mut short = returned.clone();
+                        short.remove(skip);
+                        assert!(verify_list(
+                            &bytes,
+                            "ns",
+                            &trusted,
+                            &range,
+                            &short,
+                            &VerifyLimits::default()
+                        )
+                        .is_err());
+                    }
+                    got.extend(page.iter().map(|e| e.id));
+                    match (more, page.last()) {
+                        (true, Some(e)) => after = Some((e.created_at, e.id)),
+                        _ => break,
+                    }
+                }
+                let mut want: Vec<&PointRow> = all
+                    .iter()
+                    .filter(|r| r.created_at >= since && r.created_at < until)
+                    .collect();
+                want.sort_by_key(|r| (r.created_at, r.id));
                 assert_eq!(
-                    page.iter().map(|e| e.id).collect::<Vec<_>>(),
-                    want.iter().map(|r| r.id).collect::<Vec<_>>()
+                    got,
+                    want.iter().map(|r| r.id).collect::<Vec<_>>(),
+                    "n={n} ({since},{until},{limit})"
                 );
-                let _ = trusted;
             }
         }
     }
