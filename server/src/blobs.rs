@@ -6,13 +6,15 @@
 //! every file is fsync'd before a write is acknowledged.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_index::id::MemoryId;
 use iroh_blobs::store::fs::options::{BatchOptions, InlineOptions, Options, PathOptions};
 use iroh_blobs::store::fs::FsStore;
-use iroh_blobs::store::GcConfig;
+use iroh_blobs::store::{GcConfig, ProtectCb, ProtectOutcome};
 use iroh_blobs::Hash;
 
 /// Blob store failures.
@@ -43,6 +45,9 @@ fn op<E: std::fmt::Display>(e: E) -> BlobError {
 pub struct Blobs {
     store: FsStore,
     paths: PathOptions,
+    /// Set when tags were deleted; a garbage collection run only happens when it is set (a run lists every tag
+    /// and blob, which is not free at 100k memories).
+    gc_wanted: Arc<AtomicBool>,
 }
 
 impl Blobs {
@@ -53,13 +58,26 @@ impl Blobs {
             reason: e.to_string(),
         })?;
         let paths = PathOptions::new(dir);
+        // Collect once at start-up (deletions interrupted by a crash), then only after deletions.
+        let gc_wanted = Arc::new(AtomicBool::new(true));
+        let flag = gc_wanted.clone();
+        let protect: ProtectCb = Arc::new(move |_live| {
+            let run = flag.swap(false, Ordering::SeqCst);
+            Box::pin(async move {
+                if run {
+                    ProtectOutcome::Continue
+                } else {
+                    ProtectOutcome::Abort
+                }
+            })
+        });
         let opts = Options {
             path: paths.clone(),
             inline: InlineOptions::NO_INLINE,
             batch: BatchOptions::default(),
             gc: Some(GcConfig {
                 interval: gc_interval,
-                add_protected: None,
+                add_protected: Some(protect),
             }),
         };
         let store = FsStore::load_with_opts(dir.join("blobs.db"), opts)
@@ -68,7 +86,11 @@ impl Blobs {
                 path: dir.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(Blobs { store, paths })
+        Ok(Blobs {
+            store,
+            paths,
+            gc_wanted,
+        })
     }
 
     /// Durably stores records (canonical bytes); returns once bytes and tags are on disk.
@@ -131,6 +153,7 @@ impl Blobs {
                 .map_err(op)?;
         }
         self.store.sync_db().await.map_err(op)?;
+        self.gc_wanted.store(true, Ordering::SeqCst);
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! Durable node state in one redb file: namespaces, per-point rows (vector, metadata, liveness), id and dedup
-//! maps, the (created_at, id) timeline for List, and blob deletions still to do. Every write commits with
+//! maps, the signed root chain, and blob deletions still to do. Every write commits with
 //! `Durability::Immediate`, so a call acknowledged after `commit` survives a crash.
 
 pub mod rows;
@@ -22,8 +22,6 @@ const POINTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("points
 const MEMORIES: TableDefinition<(&str, [u8; 32]), u64> = TableDefinition::new("memories");
 /// (namespace, dedup key) → memory id, for live memories only.
 const DEDUP: TableDefinition<(&str, [u8; 32]), [u8; 32]> = TableDefinition::new("dedup");
-/// (namespace, created_at, memory id) → (), for live memories only: List's order.
-const TIMELINE: TableDefinition<(&str, u64, [u8; 32]), ()> = TableDefinition::new("timeline");
 /// (namespace, seq) → signed root bytes: each namespace's append-only root chain.
 const ROOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("roots");
 /// blob hash → (): blobs of forgotten memories whose bytes may still be in the blob store.
@@ -123,7 +121,6 @@ impl State {
             tx.open_table(POINTS).map_err(dberr)?;
             tx.open_table(MEMORIES).map_err(dberr)?;
             tx.open_table(DEDUP).map_err(dberr)?;
-            tx.open_table(TIMELINE).map_err(dberr)?;
             tx.open_table(BLOB_DELETES).map_err(dberr)?;
             tx.open_table(ROOTS).map_err(dberr)?;
         }
@@ -190,15 +187,12 @@ impl State {
             let mut pts = tx.open_table(POINTS).map_err(dberr)?;
             let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
             let mut ded = tx.open_table(DEDUP).map_err(dberr)?;
-            let mut tl = tx.open_table(TIMELINE).map_err(dberr)?;
             nst.insert(ns, next_point).map_err(dberr)?;
             for p in points {
                 pts.insert((ns, p.point), p.row.encode().as_slice())
                     .map_err(dberr)?;
                 mem.insert((ns, p.row.id.0), p.point).map_err(dberr)?;
                 ded.insert((ns, p.row.dedup), p.row.id.0).map_err(dberr)?;
-                tl.insert((ns, p.row.created_at, p.row.id.0), ())
-                    .map_err(dberr)?;
             }
         }
         tx.commit().map_err(dberr)?;
@@ -213,7 +207,6 @@ impl State {
             let mut pts = tx.open_table(POINTS).map_err(dberr)?;
             let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
             let mut ded = tx.open_table(DEDUP).map_err(dberr)?;
-            let mut tl = tx.open_table(TIMELINE).map_err(dberr)?;
             let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
             for g in gone {
                 let mut row = g.row.clone();
@@ -222,7 +215,6 @@ impl State {
                     .map_err(dberr)?;
                 mem.remove((ns, row.id.0)).map_err(dberr)?;
                 ded.remove((ns, row.dedup)).map_err(dberr)?;
-                tl.remove((ns, row.created_at, row.id.0)).map_err(dberr)?;
                 del.insert(row.id.0, ()).map_err(dberr)?;
             }
         }
@@ -301,40 +293,6 @@ impl State {
         }
         tx.commit().map_err(dberr)?;
         Ok(())
-    }
-
-    /// Live memories of a namespace in (created_at, id) order: those with `since <= created_at < until`, strictly
-    /// after `after`, at most `limit`.
-    pub fn list(
-        &self,
-        ns: &str,
-        since: u64,
-        until: u64,
-        after: Option<(u64, [u8; 32])>,
-        limit: usize,
-    ) -> Result<Vec<(u64, MemoryId)>, StoreError> {
-        if since >= until {
-            return Ok(Vec::new());
-        }
-        let tx = self.db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(TIMELINE).map_err(dberr)?;
-        let start = (ns, since, [0u8; 32]);
-        let end = (ns, until, [0u8; 32]);
-        let mut out = Vec::new();
-        for item in t.range(start..end).map_err(dberr)? {
-            let (k, _) = item.map_err(dberr)?;
-            let (_, created_at, id) = k.value();
-            if let Some(a) = after {
-                if (created_at, id) <= a {
-                    continue;
-                }
-            }
-            out.push((created_at, MemoryId(id)));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     /// Replaces all points of a namespace by `live` (renumbered 0..), dropping tombstones: the durable half of a
