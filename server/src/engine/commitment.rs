@@ -34,6 +34,26 @@ struct CNode {
     node: GraphNode,
     lists: Vec<Vec<u32>>,
     lists_hash: Hash,
+    /// Cached graph leaf hash (recomputed only when the node changes).
+    leaf: Hash,
+}
+
+impl CNode {
+    fn new(node: GraphNode) -> Self {
+        let lists = vec![Vec::new()];
+        let lh = lists_hash(&lists);
+        let leaf = graph_leaf_hash(&node, &lh);
+        CNode {
+            node,
+            lists,
+            lists_hash: lh,
+            leaf,
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.leaf = graph_leaf_hash(&self.node, &self.lists_hash);
+    }
 }
 
 /// The committed state of one namespace.
@@ -41,6 +61,8 @@ struct CNode {
 pub struct Commitment {
     nodes: Vec<CNode>,
     time: Vec<TimeEntry>,
+    /// Cached time leaf hashes, parallel to `time`.
+    time_leaves: Vec<Hash>,
     graph_tree: Tree,
     time_tree: Tree,
     entry: Option<(u32, u8)>,
@@ -66,14 +88,7 @@ impl Commitment {
         c.nodes = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                let node = node_of(i, r, 0);
-                CNode {
-                    node,
-                    lists: vec![Vec::new()],
-                    lists_hash: lists_hash(&[Vec::new()]),
-                }
-            })
+            .map(|(i, r)| CNode::new(node_of(i, r, 0)))
             .collect();
         c.apply_links(links);
         c.time = rows
@@ -87,6 +102,7 @@ impl Commitment {
             })
             .collect();
         c.time.sort_unstable();
+        c.time_leaves = c.time.iter().map(time_leaf_hash).collect();
         c.entry = ann.entry().map(|(p, l)| (p as u32, l));
         c.rebuild_trees();
         c
@@ -98,32 +114,26 @@ impl Commitment {
                 n.node.level = l.level;
                 n.lists_hash = lists_hash(&l.lists);
                 n.lists = l.lists;
+                n.refresh();
             }
         }
     }
 
-    /// Rebuilds both trees (in parallel: each is O(n) hashing, and a CBMT's layout shifts with every append).
+    /// Rebuilds both trees from the cached leaf hashes (in parallel). A CBMT's layout shifts with every
+    /// append, so the interior is rebuilt each time: O(n) node hashes, but no leaf is re-hashed.
     fn rebuild_trees(&mut self) {
-        let (nodes, time) = (&self.nodes, &self.time);
+        let (nodes, time_leaves) = (&self.nodes, &self.time_leaves);
         let (graph_tree, time_tree) = std::thread::scope(|s| {
             let g = s.spawn(|| {
-                let leaves: Vec<Hash> = nodes
-                    .iter()
-                    .map(|n| graph_leaf_hash(&n.node, &n.lists_hash))
-                    .collect();
+                let leaves: Vec<Hash> = nodes.iter().map(|n| n.leaf).collect();
                 Tree::build(&leaves)
             });
-            let tl: Vec<Hash> = time.iter().map(time_leaf_hash).collect();
-            let t = Tree::build(&tl);
+            let t = Tree::build(time_leaves);
             (g.join(), t)
         });
         // The graph tree thread cannot panic on this input; fall back to building inline if it somehow did.
         self.graph_tree = graph_tree.unwrap_or_else(|_| {
-            let leaves: Vec<Hash> = self
-                .nodes
-                .iter()
-                .map(|n| graph_leaf_hash(&n.node, &n.lists_hash))
-                .collect();
+            let leaves: Vec<Hash> = self.nodes.iter().map(|n| n.leaf).collect();
             Tree::build(&leaves)
         });
         self.time_tree = time_tree;
@@ -133,11 +143,7 @@ impl Commitment {
     /// points whose neighbour lists the inserts changed, and their time entries.
     pub fn add_points(&mut self, rows: &[PointRow], first: usize, ann: &Ann) {
         for (i, r) in rows.iter().enumerate().skip(first) {
-            self.nodes.push(CNode {
-                node: node_of(i, r, 0),
-                lists: vec![Vec::new()],
-                lists_hash: lists_hash(&[Vec::new()]),
-            });
+            self.nodes.push(CNode::new(node_of(i, r, 0)));
             let e = TimeEntry {
                 created_at: r.created_at,
                 id: r.id,
@@ -145,6 +151,7 @@ impl Commitment {
             };
             let at = self.time.partition_point(|x| x < &e);
             self.time.insert(at, e);
+            self.time_leaves.insert(at, time_leaf_hash(&e));
         }
         // New points first, then every point their lists name (hnsw_rs adds reverse links to exactly those).
         let fresh = ann.links(&|p| p >= first);
@@ -167,6 +174,7 @@ impl Commitment {
             if let Some(n) = self.nodes.get_mut(p as usize) {
                 if n.node.alive {
                     n.node.alive = false;
+                    n.refresh();
                     let e = TimeEntry {
                         created_at: n.node.created_at,
                         id: n.node.id,
@@ -174,6 +182,7 @@ impl Commitment {
                     };
                     if let Ok(at) = self.time.binary_search(&e) {
                         self.time.remove(at);
+                        self.time_leaves.remove(at);
                     }
                 }
             }
