@@ -160,3 +160,69 @@ async fn forget_deletes_the_bytes_from_the_blob_store() {
     let got = c.get("f", vec![keep[0].id.clone()]).await.expect("get");
     assert_eq!(got.memories.len(), 1, "unrelated memory must survive GC");
 }
+
+#[tokio::test]
+async fn forgetting_most_memories_compacts_and_everything_still_verifies() {
+    let dir = temp_dir();
+    let mut node = Node::start(dir.path()).expect("node");
+    let c = node.client().await.expect("client");
+    let ids: Vec<String> = c
+        .remember("compact", memories(400, "compaction"))
+        .await
+        .expect("remember")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    // Forget 300 of 400 (in one call): tombstones pass a quarter of the graph, so the graph is rebuilt.
+    let (forgotten, missing) = c
+        .forget("compact", ids[..300].to_vec())
+        .await
+        .expect("forget");
+    assert_eq!(forgotten.len(), 300);
+    assert!(missing.is_empty());
+    let stats = c.stats(Some("compact")).await.expect("stats");
+    assert_eq!(stats.total_memories, 100);
+    assert_eq!(
+        stats.namespaces[0].tombstones, 0,
+        "compaction dropped the forgotten vectors"
+    );
+    assert_eq!(stats.namespaces[0].index_points, 100);
+    let got = c.get("compact", ids[300..].to_vec()).await.expect("get");
+    assert_eq!(got.memories.len(), 100);
+    let hits = c
+        .recall("compact", "where did the launch move?")
+        .k(20)
+        .send()
+        .await
+        .expect("recall");
+    assert_eq!(hits.len(), 20);
+    assert!(hits.iter().all(|h| !ids[..300].contains(&h.id)));
+    // Proofs over the compacted graph verify, and survive a restart.
+    let trusted = cairn_client::verify::parse_node_id(&c.node_info().await.expect("info").node_id)
+        .expect("id");
+    let asked = cairn_client::verify::RecallAsked { k: 5, min_ef: 0 };
+    let resp = c
+        .recall("compact", "budget")
+        .k(5)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall");
+    cairn_client::verify::recall("compact", &asked, &resp, &trusted, None)
+        .expect("verifies after compaction");
+    node.stop();
+    let node = Node::start(dir.path()).expect("restart");
+    let c = node.client().await.expect("client");
+    let got = c.get("compact", ids.clone()).await.expect("get");
+    assert_eq!(got.memories.len(), 100);
+    assert_eq!(got.missing.len(), 300);
+    let resp = c
+        .recall("compact", "budget")
+        .k(5)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall");
+    cairn_client::verify::recall("compact", &asked, &resp, &trusted, None)
+        .expect("verifies after restart");
+}

@@ -370,3 +370,45 @@ async fn invalid_utf8_text_is_invalid_argument() {
         .await
         .expect("still serving");
 }
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    let dir = temp_dir();
+    let node = Node::start(dir.path()).expect("node");
+    let channel = tonic::transport::Endpoint::from_shared(node.url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "cairn.v1.Cairn".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let resp = stream.message().await.expect("stream").expect("response");
+    let listed = format!("{:?}", resp.message_response);
+    assert!(listed.contains("cairn.v1.Cairn"), "{listed}");
+    assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
+}
