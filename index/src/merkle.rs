@@ -2,7 +2,7 @@
 //!
 //! Layout as in the `merkle-cbt` crate: for `n` leaves the tree has `2n − 1` nodes in one array, the root at
 //! position 0, the children of `i` at `2i + 1` and `2i + 2`, and leaf `j` at position `n − 1 + j`. Unlike a
-//! bare CBMT, leaves and interior nodes are hashed under different prefixes, the leaf count is an input of
+//! bare CBMT, leaves (unkeyed, 0x00 prefix) and interior nodes (keyed) are hashed apart, the leaf count is an input of
 //! every verification (roots commit to it separately), and every claimed leaf position is range-checked, so
 //! an interior node can never pass as a leaf (see docs/PROOFS.md, "Merkle trees").
 
@@ -11,13 +11,16 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A 32-byte hash.
 pub type Hash = [u8; 32];
 
-/// Interior node: BLAKE3(0x01 ‖ left ‖ right).
+/// The BLAKE3 key of interior nodes (32 ASCII bytes). Keyed hashing separates interior nodes from leaves
+/// (which are hashed unkeyed with a 0x00 prefix) and keeps a node's input at exactly one 64-byte block.
+pub const NODE_KEY: &[u8; 32] = b"CAIRN-MERKLE-INTERIOR-NODE-V1...";
+
+/// Interior node: keyed BLAKE3 under [`NODE_KEY`] of `left ‖ right`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0x01]);
-    h.update(left);
-    h.update(right);
-    *h.finalize().as_bytes()
+    let mut buf = [0u8; 64];
+    buf[..32].copy_from_slice(left);
+    buf[32..].copy_from_slice(right);
+    *blake3::keyed_hash(NODE_KEY, &buf).as_bytes()
 }
 
 /// Leaf: BLAKE3(0x00 ‖ leaf bytes).

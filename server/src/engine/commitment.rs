@@ -154,18 +154,31 @@ impl Commitment {
             self.time_leaves.insert(at, time_leaf_hash(&e));
         }
         // New points first, then every point their lists name (hnsw_rs adds reverse links to exactly those).
+        let t0 = std::time::Instant::now();
         let fresh = ann.links(&|p| p >= first);
-        let mut touched: HashSet<usize> = HashSet::new();
+        let t_fresh = t0.elapsed();
+        let mut touched = vec![false; first];
         for l in &fresh {
             for list in &l.lists {
-                touched.extend(list.iter().map(|&n| n as usize).filter(|&n| n < first));
+                for &n in list {
+                    if let Some(t) = touched.get_mut(n as usize) {
+                        *t = true;
+                    }
+                }
             }
         }
         self.apply_links(fresh);
-        let old = ann.links(&|p| touched.contains(&p));
+        let old = ann.links(&|p| touched.get(p).copied().unwrap_or(false));
         self.apply_links(old);
+        let t_old = t0.elapsed();
         self.entry = ann.entry().map(|(p, l)| (p as u32, l));
         self.rebuild_trees();
+        tracing::debug!(
+            fresh_ms = t_fresh.as_secs_f64() * 1e3,
+            old_ms = (t_old - t_fresh).as_secs_f64() * 1e3,
+            trees_ms = (t0.elapsed() - t_old).as_secs_f64() * 1e3,
+            "commitment update"
+        );
     }
 
     /// Marks points forgotten: their graph leaves flip to tombstones and their time entries go.

@@ -407,7 +407,9 @@ impl Engine {
             next += 1;
         }
         if !new_points.is_empty() {
+            let t0 = std::time::Instant::now();
             self.blobs.put_all(&records).await?;
+            let t_blobs = t0.elapsed();
             let st = self.state.clone();
             let name = ns.to_owned();
             let new_points =
@@ -416,12 +418,22 @@ impl Engine {
                     Ok(new_points)
                 })
                 .await??;
+            let t_rows = t0.elapsed();
             let sp = space.clone();
             let (st, key, cp) = (self.state.clone(), self.key.clone(), self.commit_params);
             let root = tokio::task::spawn_blocking(move || {
                 with_signer(&key, cp, &st, |s| sp.add(new_points, s))
             })
             .await??;
+            tracing::debug!(
+                namespace = ns,
+                items = records.len(),
+                blobs_ms = t_blobs.as_secs_f64() * 1e3,
+                rows_ms = (t_rows - t_blobs).as_secs_f64() * 1e3,
+                index_and_commit_ms = (t0.elapsed() - t_rows).as_secs_f64() * 1e3,
+                seq = root.record.seq,
+                "remembered"
+            );
             let _ = self.roots.send(root);
         }
         out.into_iter()

@@ -168,12 +168,22 @@ impl Space {
             inner.rows.push(p.row.clone());
         }
         let ann = inner.ann.clone();
+        let t0 = std::time::Instant::now();
         for p in &points {
             ann.insert(&p.row.vector, p.point as usize);
         }
+        let t_ann = t0.elapsed();
         let Inner { commit, rows, .. } = &mut *inner;
         commit.add_points(rows, first, &ann);
-        signer.commit(&self.name, commit)
+        let t_commit = t0.elapsed();
+        let root = signer.commit(&self.name, commit);
+        tracing::debug!(
+            hnsw_ms = t_ann.as_secs_f64() * 1e3,
+            commitment_ms = (t_commit - t_ann).as_secs_f64() * 1e3,
+            sign_store_ms = (t0.elapsed() - t_commit).as_secs_f64() * 1e3,
+            "index and commit"
+        );
+        root
     }
 
     /// Hides forgotten points from every read and commits a root without them.
