@@ -52,4 +52,14 @@ async fn sixteen_clients_times_fifty_remembers_lose_nothing() {
     }
     let stats = c.stats(None).await.expect("stats");
     assert_eq!(stats.total_memories, 800);
+    // Group commit: concurrent writers share signed roots, so each namespace needs fewer roots than its 400 calls.
+    for ns in ["conc/even", "conc/odd"] {
+        let root = c.root(ns, None).await.expect("root");
+        assert!(
+            root.seq < 400,
+            "{ns}: {} roots for 400 concurrent calls",
+            root.seq
+        );
+        assert_eq!(root.time_leaves, 400);
+    }
 }

@@ -27,7 +27,7 @@ use cairn_index::root::SignedRoot;
 use commitment::CommitParams;
 use ed25519_dalek::SigningKey;
 use space::RootSigner;
-pub use space::{Search, Space};
+pub use space::{PendingWrite, Search, Space};
 
 /// Most items in one Remember, ids in one Get/Forget, texts in one Embed.
 pub const MAX_ITEMS: usize = 1000;
@@ -344,67 +344,125 @@ impl Engine {
         }
         let texts: Vec<String> = to_embed.iter().map(|&i| items[i].text.clone()).collect();
         let vectors = self.embedder.embed(texts).await?;
-        let mut vector_of: HashMap<usize, Vec<f32>> = to_embed.into_iter().zip(vectors).collect();
+        let vector_of: HashMap<usize, Vec<f32>> = to_embed.into_iter().zip(vectors).collect();
 
+        // Group commit: queue this call, then take the namespace's write lock. Whoever holds it commits every
+        // queued call at once (one blob sync, one redb transaction, one signed root); a call whose batch was
+        // committed by another holder just collects its answer.
         let space = self.space_or_create(ns).await?;
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        space.queue(PendingWrite {
+            items,
+            keys,
+            vectors: vector_of,
+            reply,
+        })?;
         let _w = space.write.lock().await;
-        // Re-check under the lock: a concurrent call may have stored the same content meanwhile.
-        let known = self.find_dedup(ns, &keys).await?;
+        if let Ok(done) = answer.try_recv() {
+            return done;
+        }
+        let batch = space.take_queue()?;
+        match self.commit_batch(ns, &space, &batch).await {
+            Ok(results) => {
+                for (w, r) in batch.into_iter().zip(results) {
+                    let _ = w.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for w in batch {
+                    let _ = w
+                        .reply
+                        .send(Err(NodeError::Task(format!("group commit failed: {msg}"))));
+                }
+                return Err(e);
+            }
+        }
+        answer
+            .await
+            .map_err(|_| NodeError::Task("write was not committed".into()))?
+    }
+
+    /// Commits queued writes of one namespace together (the caller holds the write lock): dedup against stored
+    /// and in-batch content, records, blobs, rows, graph, commitment and one signed root. Returns each write's
+    /// results in order.
+    async fn commit_batch(
+        &self,
+        ns: &str,
+        space: &Arc<Space>,
+        batch: &[PendingWrite],
+    ) -> Result<Vec<Vec<Remembered>>, NodeError> {
+        let all_keys: Vec<[u8; 32]> = batch.iter().flat_map(|w| w.keys.iter().copied()).collect();
+        // Re-check under the lock: another writer may have stored the same content meanwhile.
+        let known = self.find_dedup(ns, &all_keys).await?;
+        let mut known = known.into_iter();
         let now = now_ms();
         let mut next = space.next_point();
-        let mut out: Vec<Option<Remembered>> = vec![None; items.len()];
         let mut new_points = Vec::new();
         let mut records = Vec::new();
         let mut made: HashMap<[u8; 32], Remembered> = HashMap::new();
-        for (i, it) in items.into_iter().enumerate() {
-            if let Some(id) = known[i] {
-                let created_at = space.created_at(&id).unwrap_or(0);
-                out[i] = Some(Remembered {
+        let mut results = Vec::with_capacity(batch.len());
+        for w in batch {
+            let mut out = Vec::with_capacity(w.items.len());
+            for (i, it) in w.items.iter().enumerate() {
+                let key = w.keys[i];
+                if let Some(id) = known.next().flatten() {
+                    let created_at = space.created_at(&id).unwrap_or(0);
+                    out.push(Remembered {
+                        id,
+                        deduplicated: true,
+                        created_at,
+                    });
+                    continue;
+                }
+                if let Some(r) = made.get(&key) {
+                    out.push(Remembered {
+                        deduplicated: true,
+                        ..r.clone()
+                    });
+                    continue;
+                }
+                let vector = match w.vectors.get(&i) {
+                    Some(v) => v.clone(),
+                    // Known when the call began but forgotten since: embed it now (rare).
+                    None => self
+                        .embedder
+                        .embed(vec![it.text.clone()])
+                        .await?
+                        .pop()
+                        .ok_or_else(|| NodeError::Task("no vector for a new memory".into()))?,
+                };
+                let record = MemoryRecord {
+                    namespace: ns.to_owned(),
+                    created_at: it.created_at.unwrap_or(now),
+                    salt: rand::random(),
+                    text: it.text.clone(),
+                    metadata: it.metadata.clone(),
+                };
+                let bytes = Bytes::from(record.encode());
+                let id = MemoryId::of_bytes(&bytes);
+                let r = Remembered {
                     id,
-                    deduplicated: true,
-                    created_at,
-                });
-                continue;
-            }
-            if let Some(r) = made.get(&keys[i]) {
-                out[i] = Some(Remembered {
-                    deduplicated: true,
-                    ..r.clone()
-                });
-                continue;
-            }
-            let Some(vector) = vector_of.remove(&i) else {
-                return Err(NodeError::Task("missing vector for a new memory".into()));
-            };
-            let record = MemoryRecord {
-                namespace: ns.to_owned(),
-                created_at: it.created_at.unwrap_or(now),
-                salt: rand::random(),
-                text: it.text,
-                metadata: it.metadata,
-            };
-            let bytes = Bytes::from(record.encode());
-            let id = MemoryId::of_bytes(&bytes);
-            let r = Remembered {
-                id,
-                deduplicated: false,
-                created_at: record.created_at,
-            };
-            made.insert(keys[i], r.clone());
-            out[i] = Some(r);
-            records.push(bytes);
-            new_points.push(NewPoint {
-                point: next,
-                row: PointRow {
-                    id,
+                    deduplicated: false,
                     created_at: record.created_at,
-                    alive: true,
-                    dedup: keys[i],
-                    vector,
-                    metadata: record.metadata,
-                },
-            });
-            next += 1;
+                };
+                made.insert(key, r.clone());
+                out.push(r);
+                records.push(bytes);
+                new_points.push(NewPoint {
+                    point: next,
+                    row: PointRow {
+                        id,
+                        created_at: record.created_at,
+                        alive: true,
+                        dedup: key,
+                        vector,
+                        metadata: record.metadata,
+                    },
+                });
+                next += 1;
+            }
+            results.push(out);
         }
         if !new_points.is_empty() {
             let t0 = std::time::Instant::now();
@@ -427,6 +485,7 @@ impl Engine {
             .await??;
             tracing::debug!(
                 namespace = ns,
+                calls = batch.len(),
                 items = records.len(),
                 blobs_ms = t_blobs.as_secs_f64() * 1e3,
                 rows_ms = (t_rows - t_blobs).as_secs_f64() * 1e3,
@@ -436,9 +495,7 @@ impl Engine {
             );
             let _ = self.roots.send(root);
         }
-        out.into_iter()
-            .map(|r| r.ok_or_else(|| NodeError::Task("item without result".into())))
-            .collect()
+        Ok(results)
     }
 
     async fn find_dedup(

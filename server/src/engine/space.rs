@@ -44,12 +44,25 @@ struct Inner {
     newest: u64,
 }
 
+/// A Remember call waiting to be committed with whatever else is queued (group commit).
+pub struct PendingWrite {
+    /// The items, validated.
+    pub items: Vec<super::Item>,
+    /// Their dedup keys.
+    pub keys: Vec<[u8; 32]>,
+    /// Vectors of the items that needed embedding, by item index.
+    pub vectors: std::collections::HashMap<usize, Vec<f32>>,
+    /// Where the results go.
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<super::Remembered>, NodeError>>,
+}
+
 /// A namespace's in-memory state.
 pub struct Space {
     /// The namespace.
     pub name: String,
     /// Serialises writers (Remember, Forget, compaction, saving).
     pub write: Mutex<()>,
+    pending: std::sync::Mutex<Vec<PendingWrite>>,
     dir: PathBuf,
     inner: RwLock<Inner>,
     saved_points: AtomicUsize,
@@ -102,6 +115,7 @@ impl Space {
         Space {
             name,
             write: Mutex::new(()),
+            pending: std::sync::Mutex::new(Vec::new()),
             dir,
             inner: RwLock::new(Inner {
                 commit,
@@ -121,6 +135,19 @@ impl Space {
 
     fn write(&self) -> Result<RwLockWriteGuard<'_, Inner>, NodeError> {
         self.inner.write().map_err(|_| poisoned())
+    }
+
+    /// Queues a write for the next group commit.
+    pub fn queue(&self, w: PendingWrite) -> Result<(), NodeError> {
+        self.pending.lock().map_err(|_| poisoned())?.push(w);
+        Ok(())
+    }
+
+    /// Takes every queued write (the caller holds the write lock and commits them).
+    pub fn take_queue(&self) -> Result<Vec<PendingWrite>, NodeError> {
+        Ok(std::mem::take(
+            &mut *self.pending.lock().map_err(|_| poisoned())?,
+        ))
     }
 
     /// The number the next new point gets.
