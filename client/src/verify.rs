@@ -87,19 +87,13 @@ pub fn recall(
     fresh(v, last)
 }
 
-/// Verifies a Get answer requested with `proof = true` (the memories returned; missing ids are not proven).
-pub fn get(
-    namespace: &str,
-    resp: &pb::GetResponse,
-    trusted: &[u8; 32],
-    last: Option<&LastSeen>,
-) -> Result<Verified, VerifyError> {
-    let ids: Vec<MemoryId> = resp
-        .memories
+/// Parses the ids of returned memories and checks that what they show is what their record bytes say.
+fn checked_memories(memories: &[pb::Memory]) -> Result<Vec<MemoryId>, VerifyError> {
+    let ids = memories
         .iter()
         .map(|m| parse_id(&m.id))
-        .collect::<Result<_, _>>()?;
-    for m in &resp.memories {
+        .collect::<Result<Vec<_>, _>>()?;
+    for m in memories {
         check_shown(
             &m.record,
             &m.text,
@@ -108,14 +102,28 @@ pub fn get(
             Some(&m.namespace),
         )?;
     }
-    let returned: Vec<Returned<'_>> = ids
-        .iter()
-        .zip(&resp.memories)
+    Ok(ids)
+}
+
+fn returned<'a>(ids: &'a [MemoryId], memories: &'a [pb::Memory]) -> Vec<Returned<'a>> {
+    ids.iter()
+        .zip(memories)
         .map(|(id, m)| Returned {
             id,
             record: &m.record,
         })
-        .collect();
+        .collect()
+}
+
+/// Verifies a Get answer requested with `proof = true` (the memories returned; missing ids are not proven).
+pub fn get(
+    namespace: &str,
+    resp: &pb::GetResponse,
+    trusted: &[u8; 32],
+    last: Option<&LastSeen>,
+) -> Result<Verified, VerifyError> {
+    let ids = checked_memories(&resp.memories)?;
+    let returned = returned(&ids, &resp.memories);
     let v = proof::verify_get(
         &resp.proof,
         namespace,
@@ -134,28 +142,8 @@ pub fn list(
     trusted: &[u8; 32],
     last: Option<&LastSeen>,
 ) -> Result<Verified, VerifyError> {
-    let ids: Vec<MemoryId> = resp
-        .memories
-        .iter()
-        .map(|m| parse_id(&m.id))
-        .collect::<Result<_, _>>()?;
-    for m in &resp.memories {
-        check_shown(
-            &m.record,
-            &m.text,
-            &m.metadata,
-            m.created_at,
-            Some(&m.namespace),
-        )?;
-    }
-    let returned: Vec<Returned<'_>> = ids
-        .iter()
-        .zip(&resp.memories)
-        .map(|(id, m)| Returned {
-            id,
-            record: &m.record,
-        })
-        .collect();
+    let ids = checked_memories(&resp.memories)?;
+    let returned = returned(&ids, &resp.memories);
     let v = proof::verify_list(
         &resp.proof,
         namespace,

@@ -29,6 +29,20 @@ fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>> {
         .collect()
 }
 
+/// (id, record bytes) pairs of an answer, for a proof file.
+fn saved_items<'a>(
+    items: impl Iterator<Item = (&'a String, &'a Vec<u8>)>,
+) -> Result<Vec<(MemoryId, Vec<u8>)>> {
+    items
+        .map(|(id, rec)| {
+            Ok((
+                id.parse::<MemoryId>().map_err(|e| anyhow::anyhow!("{e}"))?,
+                rec.clone(),
+            ))
+        })
+        .collect()
+}
+
 fn save_proof(path: &std::path::Path, file: &ProofFile) -> Result<()> {
     std::fs::write(path, file.encode()).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -244,17 +258,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     ctx.trust.check_chain(&client, &vd, &ns).await?;
                     ctx.trust.saw(&vd, &ns)?;
                     if let Some(path) = &proof.proof_out {
-                        let items = resp
-                            .hits
-                            .iter()
-                            .map(|h| {
-                                Ok((
-                                    h.id.parse::<MemoryId>()
-                                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                                    h.record.clone(),
-                                ))
-                            })
-                            .collect::<Result<Vec<_>>>()?;
+                        let items = saved_items(resp.hits.iter().map(|h| (&h.id, &h.record)))?;
                         save_proof(
                             path,
                             &ProofFile {
@@ -312,17 +316,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                             &ProofFile {
                                 kind: Kind::Get,
                                 namespace: ns.clone(),
-                                items: resp
-                                    .memories
-                                    .iter()
-                                    .map(|m| {
-                                        Ok((
-                                            m.id.parse::<MemoryId>()
-                                                .map_err(|e| anyhow::anyhow!("{e}"))?,
-                                            m.record.clone(),
-                                        ))
-                                    })
-                                    .collect::<Result<Vec<_>>>()?,
+                                items: saved_items(
+                                    resp.memories.iter().map(|m| (&m.id, &m.record)),
+                                )?,
                                 proof: resp.proof.clone(),
                             },
                         )?;
@@ -403,17 +399,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                                 &ProofFile {
                                     kind: Kind::List(range),
                                     namespace: ns.clone(),
-                                    items: resp
-                                        .memories
-                                        .iter()
-                                        .map(|m| {
-                                            Ok((
-                                                m.id.parse::<MemoryId>()
-                                                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-                                                m.record.clone(),
-                                            ))
-                                        })
-                                        .collect::<Result<Vec<_>>>()?,
+                                    items: saved_items(
+                                        resp.memories.iter().map(|m| (&m.id, &m.record)),
+                                    )?,
                                     proof: resp.proof.clone(),
                                 },
                             )?;
