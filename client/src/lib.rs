@@ -160,10 +160,19 @@ impl CairnClient {
 
     /// Fetches memories by id; unknown ids come back in `missing`.
     pub async fn get(&self, namespace: &str, ids: Vec<String>) -> Result<GetResponse, Error> {
+        self.get_impl(namespace, ids, false).await
+    }
+
+    async fn get_impl(
+        &self,
+        namespace: &str,
+        ids: Vec<String>,
+        proof: bool,
+    ) -> Result<GetResponse, Error> {
         let req = pb::GetRequest {
             namespace: namespace.to_owned(),
             ids,
-            proof: false,
+            proof,
         };
         Ok(self.inner.clone().get(req).await?.into_inner())
     }
@@ -174,12 +183,7 @@ impl CairnClient {
         namespace: &str,
         ids: Vec<String>,
     ) -> Result<GetResponse, Error> {
-        let req = pb::GetRequest {
-            namespace: namespace.to_owned(),
-            ids,
-            proof: true,
-        };
-        Ok(self.inner.clone().get(req).await?.into_inner())
+        self.get_impl(namespace, ids, true).await
     }
 
     /// Lists one page with a range-completeness proof (check it with [`verify::list`]).
@@ -188,15 +192,7 @@ impl CairnClient {
         namespace: &str,
         opts: ListOptions,
     ) -> Result<ListResponse, Error> {
-        let req = pb::ListRequest {
-            namespace: namespace.to_owned(),
-            since: opts.since,
-            until: opts.until,
-            limit: opts.limit.unwrap_or(0),
-            page_token: opts.page_token.unwrap_or_default(),
-            proof: true,
-        };
-        Ok(self.inner.clone().list(req).await?.into_inner())
+        self.list_impl(namespace, opts, true).await
     }
 
     /// A namespace's latest signed root, or the one with `seq`.
@@ -220,13 +216,22 @@ impl CairnClient {
 
     /// Lists one page of memories in (created_at, id) order.
     pub async fn list(&self, namespace: &str, opts: ListOptions) -> Result<ListResponse, Error> {
+        self.list_impl(namespace, opts, false).await
+    }
+
+    async fn list_impl(
+        &self,
+        namespace: &str,
+        opts: ListOptions,
+        proof: bool,
+    ) -> Result<ListResponse, Error> {
         let req = pb::ListRequest {
             namespace: namespace.to_owned(),
             since: opts.since,
             until: opts.until,
             limit: opts.limit.unwrap_or(0),
             page_token: opts.page_token.unwrap_or_default(),
-            proof: false,
+            proof,
         };
         Ok(self.inner.clone().list(req).await?.into_inner())
     }

@@ -138,11 +138,6 @@ impl Blobs {
         Ok(bytes)
     }
 
-    /// Whether the store still holds complete bytes for `id`.
-    pub async fn has(&self, id: &MemoryId) -> Result<bool, BlobError> {
-        self.store.has(Hash::from_bytes(id.0)).await.map_err(op)
-    }
-
     /// Unpins blobs so the next garbage collection deletes their bytes.
     pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<(), BlobError> {
         for h in hashes {

@@ -58,16 +58,16 @@ async fn run(cli: Cli) -> Result<()> {
                     ort_lib: args
                         .ort_lib
                         .unwrap_or_else(|| cache.join("ort/libonnxruntime.so")),
-                    max_batch: args.embed_batch,
+                    max_batch: usize::from(args.embed_batch),
                     threads: None,
                 },
                 limits: Limits {
-                    max_text_bytes: args.max_text_bytes,
+                    max_text_bytes: args.max_text_bytes as usize,
                     ..Limits::default()
                 },
-                m: args.hnsw_m,
-                ef_construction: args.ef_construction,
-                ef_search: args.ef_search,
+                m: usize::from(args.hnsw_m),
+                ef_construction: usize::from(args.ef_construction),
+                ef_search: usize::from(args.ef_search),
                 exact_proof_limit: args.exact_proof_limit,
             };
             node::serve(cfg).await

@@ -116,6 +116,27 @@ struct ProofCtx {
     trusted: [u8; 32],
 }
 
+impl ProofCtx {
+    /// Verifies an answer against the trusted node id and the last root seen, follows the root chain from
+    /// there, and records the new root as seen.
+    async fn check(
+        &mut self,
+        client: &CairnClient,
+        ns: &str,
+        verify: impl FnOnce(
+            &[u8; 32],
+            Option<&v::LastSeen>,
+        ) -> Result<Verified, cairn_index::proof::VerifyError>,
+    ) -> Result<Verified> {
+        let last = self.trust.last_seen(&self.trusted, ns)?;
+        let vd = verify(&self.trusted, last.as_ref())
+            .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+        self.trust.check_chain(client, &vd, ns).await?;
+        self.trust.saw(&vd, ns)?;
+        Ok(vd)
+    }
+}
+
 async fn proof_ctx(
     cli_node: &str,
     p: &ProofArgs,
@@ -248,15 +269,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             let resp = b.send_full().await?;
             let verified = match ctx {
                 Some(mut ctx) => {
-                    let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
                     let asked = v::RecallAsked {
                         k: if k == 0 { 10 } else { k },
                         min_ef: ef.unwrap_or(0),
                     };
-                    let vd = v::recall(&ns, &asked, &resp, &ctx.trusted, last.as_ref())
-                        .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
-                    ctx.trust.check_chain(&client, &vd, &ns).await?;
-                    ctx.trust.saw(&vd, &ns)?;
+                    let vd = ctx
+                        .check(&client, &ns, |trusted, last| {
+                            v::recall(&ns, &asked, &resp, trusted, last)
+                        })
+                        .await?;
                     if let Some(path) = &proof.proof_out {
                         let items = saved_items(resp.hits.iter().map(|h| (&h.id, &h.record)))?;
                         save_proof(
@@ -305,11 +326,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let verified = match ctx {
                 Some(mut ctx) => {
-                    let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
-                    let vd = v::get(&ns, &resp, &ctx.trusted, last.as_ref())
-                        .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
-                    ctx.trust.check_chain(&client, &vd, &ns).await?;
-                    ctx.trust.saw(&vd, &ns)?;
+                    let vd = ctx
+                        .check(&client, &ns, |trusted, last| {
+                            v::get(&ns, &resp, trusted, last)
+                        })
+                        .await?;
                     if let Some(path) = &proof.proof_out {
                         save_proof(
                             path,
@@ -388,11 +409,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                         )
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                         let resp = client.list_with_proof(&ns, opts).await?;
-                        let last = ctx.trust.last_seen(&ctx.trusted, &ns)?;
-                        let vd = v::list(&ns, &range, &resp, &ctx.trusted, last.as_ref())
-                            .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
-                        ctx.trust.check_chain(&client, &vd, &ns).await?;
-                        ctx.trust.saw(&vd, &ns)?;
+                        let vd = ctx
+                            .check(&client, &ns, |trusted, last| {
+                                v::list(&ns, &range, &resp, trusted, last)
+                            })
+                            .await?;
                         if let Some(path) = &proof.proof_out {
                             save_proof(
                                 path,

@@ -201,23 +201,24 @@ pub struct ServeArgs {
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_lib: Option<PathBuf>,
     /// Largest memory text in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
-    pub max_text_bytes: usize,
+    #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..=8 << 20))]
+    pub max_text_bytes: u32,
     /// HNSW: links per node (M).
-    #[arg(long, default_value_t = 16)]
-    pub hnsw_m: usize,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=256))]
+    pub hnsw_m: u16,
     /// HNSW: search breadth while building.
-    #[arg(long, default_value_t = 200)]
-    pub ef_construction: usize,
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub ef_construction: u16,
     /// HNSW: default search breadth of Recall.
-    #[arg(long, default_value_t = 64)]
-    pub ef_search: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub ef_search: u16,
     /// Namespaces with at most this many graph nodes get exact-mode recall proofs (all leaves, exact top-k).
-    #[arg(long, default_value_t = 5000)]
+    /// (At most 200,000: the verifier's cap on nodes per proof.)
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=200_000))]
     pub exact_proof_limit: u64,
     /// Most texts the embedder puts into one model call.
-    #[arg(long, default_value_t = 256)]
-    pub embed_batch: usize,
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub embed_batch: u16,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

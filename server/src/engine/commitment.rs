@@ -420,11 +420,6 @@ impl Commitment {
         };
         Some((hits, proof))
     }
-
-    /// Live memories (the time tree's leaf count).
-    pub fn live(&self) -> usize {
-        self.time.len()
-    }
 }
 
 /// The prover's view of the graph: everything is there; it records what the search touched.

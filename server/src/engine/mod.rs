@@ -261,11 +261,6 @@ impl Engine {
         &self.embedder
     }
 
-    /// The blob store.
-    pub fn blobs(&self) -> &Blobs {
-        &self.blobs
-    }
-
     fn space(&self, ns: &str) -> Result<Arc<Space>, NodeError> {
         validate::namespace(ns)?;
         self.spaces
@@ -533,44 +528,34 @@ impl Engine {
         &self,
         ns: &str,
         query: Option<Query>,
-        opts: RecallOpts,
+        mut opts: RecallOpts,
     ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
-        let RecallOpts {
-            k,
-            filter,
-            ef,
-            exact,
-            proof,
-        } = opts;
         validate::namespace(ns)?;
-        if proof
-            && (filter.since.is_some() || filter.until.is_some() || !filter.metadata.is_empty())
-        {
+        let f = &opts.filter;
+        if opts.proof && (f.since.is_some() || f.until.is_some() || !f.metadata.is_empty()) {
             return Err(NodeError::invalid(
                 "filter",
                 "not supported together with proof",
             ));
         }
-        let k = match k {
+        opts.k = match opts.k {
             0 => 10,
             k if k > MAX_K => {
                 return Err(NodeError::invalid("k", format!("{k} is more than {MAX_K}")));
             }
             k => k,
         };
-        if ef > MAX_EF {
+        if opts.ef > MAX_EF {
             return Err(NodeError::invalid(
                 "ef",
-                format!("{ef} is more than {MAX_EF}"),
+                format!("{} is more than {MAX_EF}", opts.ef),
             ));
         }
-        let ef = if ef == 0 {
-            self.cfg.ef_search as u32
-        } else {
-            ef
+        if opts.ef == 0 {
+            opts.ef = self.cfg.ef_search as u32;
         }
-        .max(k);
-        if let (Some(s), Some(u)) = (filter.since, filter.until) {
+        opts.ef = opts.ef.max(opts.k);
+        if let (Some(s), Some(u)) = (f.since, f.until) {
             if s >= u {
                 return Err(NodeError::invalid(
                     "filter",
@@ -578,39 +563,31 @@ impl Engine {
                 ));
             }
         }
-        validate::metadata("filter.metadata", &filter.metadata, &self.cfg.limits)?;
-        let dim = self.embedder.info().dim;
+        validate::metadata("filter.metadata", &f.metadata, &self.cfg.limits)?;
+        let space = self.space(ns)?;
         let q = match query {
             None => {
                 return Err(NodeError::invalid(
                     "query",
                     "give a query text or a query vector",
-                ))
+                ));
             }
             Some(Query::Text(t)) => {
                 validate::text("query.text", &t, &self.cfg.limits)?;
-                let space = self.space(ns)?;
-                let v = self.embedder.embed(vec![t]).await?;
-                let v = v
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| NodeError::Task("no query vector".into()))?;
-                return self
-                    .search(
-                        space,
-                        v,
-                        RecallOpts {
-                            k,
-                            filter,
-                            ef,
-                            exact,
-                            proof,
-                        },
-                    )
-                    .await;
+                self.embedder
+                    .embed(vec![t])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| NodeError::Task("no query vector".into()))?
             }
-            Some(Query::Vector(v)) => v,
+            Some(Query::Vector(v)) => self.unit_query(v)?,
         };
+        self.search(space, q, opts).await
+    }
+
+    /// Checks a caller's query vector and scales it to unit length.
+    fn unit_query(&self, q: Vec<f32>) -> Result<Vec<f32>, NodeError> {
+        let dim = self.embedder.info().dim;
         if q.len() != dim {
             return Err(NodeError::invalid(
                 "query.vector",
@@ -630,46 +607,26 @@ impl Engine {
                 "must not be the zero vector",
             ));
         }
-        let q: Vec<f32> = q.iter().map(|x| x / norm).collect();
-        let space = self.space(ns)?;
-        self.search(
-            space,
-            q,
-            RecallOpts {
-                k,
-                filter,
-                ef,
-                exact,
-                proof,
-            },
-        )
-        .await
+        Ok(q.iter().map(|x| x / norm).collect())
     }
 
+    /// Runs a validated Recall on a unit query vector.
     async fn search(
         &self,
         space: Arc<Space>,
         q: Vec<f32>,
         opts: RecallOpts,
     ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
-        let RecallOpts {
-            k,
-            filter,
-            ef,
-            exact,
-            proof,
-        } = opts;
-        if proof {
-            let exact = exact || space.stats().index_points <= self.cfg.exact_proof_limit;
-            let sp = space.clone();
-            let proven = tokio::task::spawn_blocking(move || {
-                sp.with_commit(|c| c.prove_recall(&q, k as usize, ef as usize, exact))
+        let (k, ef) = (opts.k as usize, opts.ef as usize);
+        if opts.proof {
+            let exact = opts.exact || space.stats().index_points <= self.cfg.exact_proof_limit;
+            let (found, transcript) = tokio::task::spawn_blocking(move || {
+                space.with_commit(|c| c.prove_recall(&q, k, ef, exact))
             })
             .await??
             .ok_or_else(|| {
                 NodeError::FailedPrecondition("namespace has no signed root yet".into())
             })?;
-            let (found, transcript) = proven;
             let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
             let hits = self
                 .read_all(&ids)
@@ -686,10 +643,10 @@ impl Engine {
         let found = tokio::task::spawn_blocking(move || {
             space.search(&Search {
                 query: &q,
-                k: k as usize,
-                ef: ef as usize,
-                filter: &filter,
-                exact,
+                k,
+                ef,
+                filter: &opts.filter,
+                exact: opts.exact,
             })
         })
         .await??;

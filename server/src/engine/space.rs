@@ -161,11 +161,6 @@ impl Space {
         inner.by_id.get(id).map(|&p| inner.rows[p].created_at)
     }
 
-    /// Whether a memory is live here.
-    pub fn is_live(&self, id: &MemoryId) -> Result<bool, NodeError> {
-        Ok(self.read()?.by_id.contains_key(id))
-    }
-
     /// The point and row of a live memory.
     pub fn live_row(&self, id: &MemoryId) -> Result<Option<(u64, PointRow)>, NodeError> {
         let inner = self.read()?;

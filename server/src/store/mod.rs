@@ -170,15 +170,6 @@ impl State {
             .collect()
     }
 
-    /// The point of a live memory.
-    pub fn point_of(&self, ns: &str, ids: &[MemoryId]) -> Result<Vec<Option<u64>>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(MEMORIES).map_err(dberr)?;
-        ids.iter()
-            .map(|id| Ok(t.get((ns, id.0)).map_err(dberr)?.map(|g| g.value())))
-            .collect()
-    }
-
     /// Durably inserts new memories of one namespace and advances its next point number.
     pub fn insert(&self, ns: &str, points: &[NewPoint], next_point: u64) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(dberr)?;
