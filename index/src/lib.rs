@@ -40,4 +40,5 @@ pub mod record;
 pub mod root;
 pub mod search;
 pub mod validate;
+pub mod vcode;
 pub mod wire;

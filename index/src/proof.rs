@@ -3,7 +3,7 @@
 //! - [`TimeProof`] (`CPT1`): time-tree leaves with their positions and one multiproof. It proves Get (each
 //!   returned memory is committed and live) and List (the returned set is exactly the committed set in the
 //!   range: contiguous positions plus boundary leaves).
-//! - [`RecallProof`] (`CPR1`): the quantised query, every graph node the deterministic search touched (full
+//! - [`RecallProof`] (`CPR2`): the quantised query, every graph node the deterministic search touched (full
 //!   neighbour lists for the nodes it expanded, only their hash for the others), and one multiproof. The
 //!   verifier re-runs the search on those nodes only. In exact mode the proof holds every node and the verifier
 //!   computes the exact top-k itself.
@@ -26,7 +26,7 @@ use crate::wire::{Reader, Short};
 /// Magic of a time proof.
 pub const TIME_MAGIC: &[u8; 4] = b"CPT1";
 /// Magic of a recall proof.
-pub const RECALL_MAGIC: &[u8; 4] = b"CPR1";
+pub const RECALL_MAGIC: &[u8; 4] = b"CPR2";
 /// Recall proof mode: transcript of the graph search.
 pub const MODE_GRAPH: u8 = 1;
 /// Recall proof mode: every node, exact top-k.
@@ -475,8 +475,7 @@ impl RecallProof {
             o.extend_from_slice(&n.created_at.to_be_bytes());
             o.push(u8::from(n.alive));
             o.push(n.level);
-            o.extend_from_slice(&(n.vector.len() as u16).to_be_bytes());
-            o.extend(n.vector.iter().map(|&x| x as u8));
+            crate::vcode::encode_vector(&n.vector, &mut o);
             match &pn.lists {
                 NodeLists::Full(lists) => {
                     o.push(1);
@@ -520,7 +519,7 @@ impl RecallProof {
         }
         let query: Vec<i8> = r.bytes(dim)?.iter().map(|&x| x as i8).collect();
         let count = r.u32()? as usize;
-        if count > lim.max_items || count.saturating_mul(dim + 50) > r.remaining() {
+        if count > lim.max_items || count.saturating_mul(dim / 2 + 48) > r.remaining() {
             return Err(VerifyError::TooLarge("nodes"));
         }
         let mut nodes = Vec::with_capacity(count);
@@ -537,11 +536,8 @@ impl RecallProof {
             if level > MAX_LEVEL {
                 return Err(VerifyError::Malformed("level"));
             }
-            let vdim = r.u16()? as usize;
-            if vdim != dim {
-                return Err(VerifyError::Malformed("vector dimension"));
-            }
-            let vector: Vec<i8> = r.bytes(vdim)?.iter().map(|&x| x as i8).collect();
+            let vector = crate::vcode::decode_vector(&mut r, dim)
+                .map_err(|_| VerifyError::Malformed("coded vector"))?;
             let lists = match r.u8()? {
                 1 => {
                     let mut lists = Vec::with_capacity(level as usize + 1);

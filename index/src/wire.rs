@@ -25,6 +25,11 @@ impl<'a> Reader<'a> {
         self.rest.len()
     }
 
+    /// Everything not yet read, without consuming it.
+    pub fn peek_rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
     /// The next `n` bytes.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Short> {
         if self.rest.len() < n {

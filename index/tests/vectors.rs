@@ -118,4 +118,7 @@ fn published_vectors() {
         "472d1b720a705dd0c530bf2c5d62d5d60005ba69d474ac34fc464265cdec2d66dd1b24f1d2b375a16b979cc9399f57f93d5f392f62241a095579538147dd7302"
     );
     assert!(s.verify(Some(&s.record.node_id)).is_ok());
+    let mut coded = Vec::new();
+    cairn_index::vcode::encode_vector(&[0, -1, 1, 4], &mut coded);
+    assert_eq!(hex::encode(&coded), "89a400");
 }
