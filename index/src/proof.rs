@@ -469,23 +469,7 @@ impl RecallProof {
         o.extend(self.query.iter().map(|&x| x as u8));
         o.extend_from_slice(&(self.nodes.len() as u32).to_be_bytes());
         for pn in &self.nodes {
-            let n = &pn.node;
-            o.extend_from_slice(&n.node.to_be_bytes());
-            o.extend_from_slice(n.id.as_bytes());
-            o.extend_from_slice(&n.created_at.to_be_bytes());
-            o.push(u8::from(n.alive));
-            o.push(n.level);
-            crate::vcode::encode_vector(&n.vector, &mut o);
-            match &pn.lists {
-                NodeLists::Full(lists) => {
-                    o.push(1);
-                    o.extend_from_slice(&crate::commit::encode_lists(lists));
-                }
-                NodeLists::Hash(h) => {
-                    o.push(0);
-                    o.extend_from_slice(h);
-                }
-            }
+            encode_node(&mut o, pn);
         }
         put_lemmas(&mut o, &self.lemmas);
         o
@@ -524,50 +508,7 @@ impl RecallProof {
         }
         let mut nodes = Vec::with_capacity(count);
         for _ in 0..count {
-            let node = r.u32()?;
-            let id = MemoryId(r.array()?);
-            let created_at = r.u64()?;
-            let alive = match r.u8()? {
-                0 => false,
-                1 => true,
-                _ => return Err(VerifyError::Malformed("alive flag")),
-            };
-            let level = r.u8()?;
-            if level > MAX_LEVEL {
-                return Err(VerifyError::Malformed("level"));
-            }
-            let vector = crate::vcode::decode_vector(&mut r, dim)
-                .map_err(|_| VerifyError::Malformed("coded vector"))?;
-            let lists = match r.u8()? {
-                1 => {
-                    let mut lists = Vec::with_capacity(level as usize + 1);
-                    for _ in 0..=level {
-                        let c = r.u16()? as usize;
-                        if c > MAX_NEIGHBOURS || c * 4 > r.remaining() {
-                            return Err(VerifyError::TooLarge("neighbour list"));
-                        }
-                        let mut l = Vec::with_capacity(c);
-                        for _ in 0..c {
-                            l.push(r.u32()?);
-                        }
-                        lists.push(l);
-                    }
-                    NodeLists::Full(lists)
-                }
-                0 => NodeLists::Hash(r.array()?),
-                _ => return Err(VerifyError::Malformed("lists flag")),
-            };
-            nodes.push(ProofNode {
-                node: GraphNode {
-                    node,
-                    id,
-                    created_at,
-                    alive,
-                    level,
-                    vector,
-                },
-                lists,
-            });
+            nodes.push(decode_node(&mut r, dim)?);
         }
         let lemmas = read_lemmas(&mut r, lim)?;
         if !r.is_empty() {
@@ -583,6 +524,76 @@ impl RecallProof {
             lemmas,
         })
     }
+}
+
+/// Appends one node in the recall-proof node encoding (docs/PROOFS.md, "Recall proof"). Replication
+/// (`cairn follow`) ships graph nodes in the same encoding, always with full lists.
+pub fn encode_node(o: &mut Vec<u8>, pn: &ProofNode) {
+    let n = &pn.node;
+    o.extend_from_slice(&n.node.to_be_bytes());
+    o.extend_from_slice(n.id.as_bytes());
+    o.extend_from_slice(&n.created_at.to_be_bytes());
+    o.push(u8::from(n.alive));
+    o.push(n.level);
+    crate::vcode::encode_vector(&n.vector, o);
+    match &pn.lists {
+        NodeLists::Full(lists) => {
+            o.push(1);
+            o.extend_from_slice(&crate::commit::encode_lists(lists));
+        }
+        NodeLists::Hash(h) => {
+            o.push(0);
+            o.extend_from_slice(h);
+        }
+    }
+}
+
+/// Reads one node written by [`encode_node`] with a `dim`-component vector. Never panics.
+pub fn decode_node(r: &mut Reader<'_>, dim: usize) -> Result<ProofNode, VerifyError> {
+    let node = r.u32()?;
+    let id = MemoryId(r.array()?);
+    let created_at = r.u64()?;
+    let alive = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(VerifyError::Malformed("alive flag")),
+    };
+    let level = r.u8()?;
+    if level > MAX_LEVEL {
+        return Err(VerifyError::Malformed("level"));
+    }
+    let vector =
+        crate::vcode::decode_vector(r, dim).map_err(|_| VerifyError::Malformed("coded vector"))?;
+    let lists = match r.u8()? {
+        1 => {
+            let mut lists = Vec::with_capacity(level as usize + 1);
+            for _ in 0..=level {
+                let c = r.u16()? as usize;
+                if c > MAX_NEIGHBOURS || c * 4 > r.remaining() {
+                    return Err(VerifyError::TooLarge("neighbour list"));
+                }
+                let mut l = Vec::with_capacity(c);
+                for _ in 0..c {
+                    l.push(r.u32()?);
+                }
+                lists.push(l);
+            }
+            NodeLists::Full(lists)
+        }
+        0 => NodeLists::Hash(r.array()?),
+        _ => return Err(VerifyError::Malformed("lists flag")),
+    };
+    Ok(ProofNode {
+        node: GraphNode {
+            node,
+            id,
+            created_at,
+            alive,
+            level,
+            vector,
+        },
+        lists,
+    })
 }
 
 struct ProofGraph<'a> {

@@ -67,7 +67,14 @@ pub struct Commitment {
     time_tree: Tree,
     entry: Option<(u32, u8)>,
     root: Option<SignedRoot>,
+    /// Nodes whose leaf changed since the last [`Commitment::take_changed`] (for replication deltas).
+    changed: Vec<u32>,
 }
+
+/// Why replicated nodes were refused: they do not reproduce the owner's signed root.
+#[derive(Debug, thiserror::Error)]
+#[error("replicated state rejected: {0}")]
+pub struct ReplicaMismatch(pub String);
 
 fn node_of(i: usize, row: &PointRow, level: u8) -> GraphNode {
     GraphNode {
@@ -110,6 +117,7 @@ impl Commitment {
 
     fn apply_links(&mut self, links: Vec<NodeLinks>) {
         for l in links {
+            self.changed.push(l.point as u32);
             if let Some(n) = self.nodes.get_mut(l.point) {
                 n.node.level = l.level;
                 n.lists_hash = lists_hash(&l.lists);
@@ -144,6 +152,7 @@ impl Commitment {
     pub fn add_points(&mut self, rows: &[PointRow], first: usize, ann: &Ann) {
         for (i, r) in rows.iter().enumerate().skip(first) {
             self.nodes.push(CNode::new(node_of(i, r, 0)));
+            self.changed.push(i as u32);
             let e = TimeEntry {
                 created_at: r.created_at,
                 id: r.id,
@@ -188,6 +197,7 @@ impl Commitment {
                 if n.node.alive {
                     n.node.alive = false;
                     n.refresh();
+                    self.changed.push(p as u32);
                     let e = TimeEntry {
                         created_at: n.node.created_at,
                         id: n.node.id,
@@ -201,6 +211,155 @@ impl Commitment {
             }
         }
         self.rebuild_trees();
+    }
+
+    /// Node numbers whose leaf changed since the last call (sorted, deduplicated).
+    pub fn take_changed(&mut self) -> Vec<u32> {
+        let mut c = std::mem::take(&mut self.changed);
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+
+    /// Graph size (nodes, tombstones included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True without nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The given nodes as replication ships them: leaf fields and full lists. Unknown numbers are skipped.
+    pub fn export(&self, which: &[u32]) -> Vec<ProofNode> {
+        which
+            .iter()
+            .filter_map(|&n| self.nodes.get(n as usize))
+            .map(|c| ProofNode {
+                node: c.node.clone(),
+                lists: NodeLists::Full(c.lists.clone()),
+            })
+            .collect()
+    }
+
+    /// The graph node with number `n`.
+    pub fn node(&self, n: u32) -> Option<&GraphNode> {
+        self.nodes.get(n as usize).map(|c| &c.node)
+    }
+
+    /// A replica's step: applies replicated nodes (all of them when `full`, else the changed and new ones) so
+    /// that the graph has `root.graph_leaves` nodes, rebuilds both trees, and accepts `root` only if the result
+    /// is exactly what it signs. On error `self` may be half-updated: apply to a clone.
+    pub fn apply_replica(
+        &mut self,
+        nodes: Vec<ProofNode>,
+        root: SignedRoot,
+        full: bool,
+    ) -> Result<(), ReplicaMismatch> {
+        let rec = &root.record;
+        let new_len = usize::try_from(rec.graph_leaves)
+            .map_err(|_| ReplicaMismatch("graph too large".into()))?;
+        if full {
+            self.nodes.clear();
+            self.time.clear();
+            self.time_leaves.clear();
+        }
+        if new_len < self.nodes.len() {
+            return Err(ReplicaMismatch(
+                "graph shrank without a full transfer".into(),
+            ));
+        }
+        let old_len = self.nodes.len();
+        let mut fresh: Vec<Option<CNode>> = vec![None; new_len - old_len];
+        let incremental = !full && nodes.len() < 4096;
+        for pn in nodes {
+            let NodeLists::Full(lists) = pn.lists else {
+                return Err(ReplicaMismatch(format!(
+                    "node {} came without its lists",
+                    pn.node.node
+                )));
+            };
+            if lists.len() != pn.node.level as usize + 1 {
+                return Err(ReplicaMismatch("lists do not match level".into()));
+            }
+            let i = pn.node.node as usize;
+            let lh = lists_hash(&lists);
+            let leaf = graph_leaf_hash(&pn.node, &lh);
+            let c = CNode {
+                node: pn.node,
+                lists,
+                lists_hash: lh,
+                leaf,
+            };
+            if i < old_len {
+                if incremental {
+                    let old = &self.nodes[i].node;
+                    if old.alive {
+                        let e = TimeEntry {
+                            created_at: old.created_at,
+                            id: old.id,
+                            node: old.node,
+                        };
+                        if let Ok(at) = self.time.binary_search(&e) {
+                            self.time.remove(at);
+                            self.time_leaves.remove(at);
+                        }
+                    }
+                    if c.node.alive {
+                        self.insert_time(&c.node);
+                    }
+                }
+                self.nodes[i] = c;
+            } else if let Some(slot) = fresh.get_mut(i - old_len) {
+                *slot = Some(c);
+            } else {
+                return Err(ReplicaMismatch(format!("node {i} beyond the graph")));
+            }
+            self.changed.push(i as u32);
+        }
+        for (j, c) in fresh.into_iter().enumerate() {
+            let c =
+                c.ok_or_else(|| ReplicaMismatch(format!("new node {} missing", old_len + j)))?;
+            if incremental && c.node.alive {
+                self.insert_time(&c.node);
+            }
+            self.nodes.push(c);
+        }
+        if !incremental {
+            self.time = self
+                .nodes
+                .iter()
+                .filter(|c| c.node.alive)
+                .map(|c| TimeEntry {
+                    created_at: c.node.created_at,
+                    id: c.node.id,
+                    node: c.node.node,
+                })
+                .collect();
+            self.time.sort_unstable();
+            self.time_leaves = self.time.iter().map(time_leaf_hash).collect();
+        }
+        self.entry = (rec.entry != NO_ENTRY).then_some((rec.entry, rec.max_level));
+        self.rebuild_trees();
+        self.root = Some(root);
+        if !self.root_is_current() {
+            return Err(ReplicaMismatch(
+                "the nodes do not reproduce the signed root".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn insert_time(&mut self, n: &GraphNode) {
+        let e = TimeEntry {
+            created_at: n.created_at,
+            id: n.id,
+            node: n.node,
+        };
+        let at = self.time.partition_point(|x| x < &e);
+        self.time.insert(at, e);
+        self.time_leaves.insert(at, time_leaf_hash(&e));
     }
 
     /// The latest signed root.

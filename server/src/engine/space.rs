@@ -37,7 +37,9 @@ pub struct Search<'a> {
 
 struct Inner {
     commit: Commitment,
-    ann: Arc<Ann>,
+    /// The node's own HNSW graph (owned namespaces). Replicas search the owner's committed graph instead.
+    ann: Option<Arc<Ann>>,
+    log: ChangeLog,
     rows: Vec<PointRow>,
     by_id: HashMap<MemoryId, usize>,
     live: usize,
@@ -56,10 +58,74 @@ pub struct PendingWrite {
     pub reply: tokio::sync::oneshot::Sender<Result<Vec<super::Remembered>, NodeError>>,
 }
 
+/// Which nodes changed at each recent root, so replicas can fetch only those (a delta) instead of the whole
+/// graph. Holds every change for seqs in `(base, latest]`.
+#[derive(Debug, Default)]
+struct ChangeLog {
+    base: u64,
+    entries: std::collections::VecDeque<(u64, Vec<u32>)>,
+    total: usize,
+}
+
+/// Most node numbers the log keeps before dropping its oldest roots.
+const CHANGE_LOG_CAP: usize = 2_000_000;
+
+impl ChangeLog {
+    fn starting_at(seq: u64) -> Self {
+        ChangeLog {
+            base: seq,
+            ..Default::default()
+        }
+    }
+
+    fn record(&mut self, seq: u64, changed: Vec<u32>) {
+        self.total += changed.len();
+        self.entries.push_back((seq, changed));
+        while self.total > CHANGE_LOG_CAP {
+            match self.entries.pop_front() {
+                Some((s, c)) => {
+                    self.total -= c.len();
+                    self.base = s;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Nodes changed after `have`, or None if the log does not reach back that far.
+    fn since(&self, have: u64) -> Option<Vec<u32>> {
+        if have < self.base {
+            return None;
+        }
+        let mut out: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(s, _)| *s > have)
+            .flat_map(|(_, c)| c.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+}
+
+/// What a replica needs to catch up from a seq: the latest root and either the changed nodes or all of them.
+pub struct SyncOut {
+    /// The latest root.
+    pub root: SignedRoot,
+    /// True when `nodes` is the whole graph (the replica starts over).
+    pub full: bool,
+    /// Nodes with full lists.
+    pub nodes: Vec<cairn_index::proof::ProofNode>,
+}
+
 /// A namespace's in-memory state.
 pub struct Space {
     /// The namespace.
     pub name: String,
+    /// The owner's node id when this namespace is a replica: read-only here, updated only from the owner's
+    /// signed roots.
+    pub owner: Option<[u8; 32]>,
     /// Serialises writers (Remember, Forget, compaction, saving).
     pub write: Mutex<()>,
     pending: std::sync::Mutex<Vec<PendingWrite>>,
@@ -73,6 +139,20 @@ pub fn dir_name(ns: &str) -> String {
     hex::encode(&blake3::hash(ns.as_bytes()).as_bytes()[..16])
 }
 
+/// The id map, live count and newest created_at of a namespace's rows.
+fn index_rows(rows: &[PointRow]) -> (HashMap<MemoryId, usize>, usize, u64) {
+    let mut by_id = HashMap::with_capacity(rows.len());
+    let (mut live, mut newest) = (0, 0);
+    for (i, r) in rows.iter().enumerate() {
+        if r.alive {
+            by_id.insert(r.id, i);
+            live += 1;
+            newest = newest.max(r.created_at);
+        }
+    }
+    (by_id, live, newest)
+}
+
 fn poisoned() -> NodeError {
     NodeError::Task("namespace state poisoned".into())
 }
@@ -81,6 +161,42 @@ impl Space {
     /// An empty namespace.
     pub fn new(name: String, dir: PathBuf, params: HnswParams) -> Self {
         Self::from_parts(name, dir, Vec::new(), Ann::new(params, 1024), 0)
+    }
+
+    /// A replica of `owner`'s namespace, restored from its durable rows and replicated graph (or empty).
+    /// Fails if the stored state does not reproduce the stored root (the caller then starts it over).
+    pub fn replica(
+        name: String,
+        dir: PathBuf,
+        owner: [u8; 32],
+        rows: Vec<PointRow>,
+        nodes: Vec<cairn_index::proof::ProofNode>,
+        root: Option<SignedRoot>,
+    ) -> Result<Self, super::commitment::ReplicaMismatch> {
+        let mut commit = Commitment::default();
+        let seq = root.as_ref().map_or(0, |r| r.record.seq);
+        if let Some(root) = root {
+            commit.apply_replica(nodes, root, true)?;
+            commit.take_changed();
+        }
+        let (by_id, live, newest) = index_rows(&rows);
+        Ok(Space {
+            name,
+            owner: Some(owner),
+            write: Mutex::new(()),
+            pending: std::sync::Mutex::new(Vec::new()),
+            dir,
+            inner: RwLock::new(Inner {
+                commit,
+                ann: None,
+                log: ChangeLog::starting_at(seq),
+                rows,
+                by_id,
+                live,
+                newest,
+            }),
+            saved_points: AtomicUsize::new(0),
+        })
     }
 
     /// Restores a namespace from its durable rows, reusing the saved graph where it is current.
@@ -102,24 +218,18 @@ impl Space {
     }
 
     fn from_parts(name: String, dir: PathBuf, rows: Vec<PointRow>, ann: Ann, saved: usize) -> Self {
-        let mut by_id = HashMap::with_capacity(rows.len());
-        let (mut live, mut newest) = (0, 0);
-        for (i, r) in rows.iter().enumerate() {
-            if r.alive {
-                by_id.insert(r.id, i);
-                live += 1;
-                newest = newest.max(r.created_at);
-            }
-        }
+        let (by_id, live, newest) = index_rows(&rows);
         let commit = Commitment::build(&rows, &ann);
         Space {
             name,
+            owner: None,
             write: Mutex::new(()),
             pending: std::sync::Mutex::new(Vec::new()),
             dir,
             inner: RwLock::new(Inner {
                 commit,
-                ann: Arc::new(ann),
+                ann: Some(Arc::new(ann)),
+                log: ChangeLog::default(),
                 rows,
                 by_id,
                 live,
@@ -189,7 +299,9 @@ impl Space {
             inner.newest = inner.newest.max(p.row.created_at);
             inner.rows.push(p.row.clone());
         }
-        let ann = inner.ann.clone();
+        let Some(ann) = inner.ann.clone() else {
+            return Err(NodeError::Task("a replica has no graph of its own".into()));
+        };
         let t0 = std::time::Instant::now();
         for p in &points {
             ann.insert(&p.row.vector, p.point as usize);
@@ -199,6 +311,10 @@ impl Space {
         commit.add_points(rows, first, &ann);
         let t_commit = t0.elapsed();
         let root = signer.commit(&self.name, commit);
+        if let Ok(r) = &root {
+            let changed = inner.commit.take_changed();
+            inner.log.record(r.record.seq, changed);
+        }
         tracing::debug!(
             hnsw_ms = t_ann.as_secs_f64() * 1e3,
             commitment_ms = (t_commit - t_ann).as_secs_f64() * 1e3,
@@ -227,7 +343,10 @@ impl Space {
             }
         }
         inner.commit.forget(points);
-        signer.commit(&self.name, &mut inner.commit)
+        let root = signer.commit(&self.name, &mut inner.commit)?;
+        let changed = inner.commit.take_changed();
+        inner.log.record(root.record.seq, changed);
+        Ok(root)
     }
 
     /// Makes sure the latest root commits to the current state (after a restart the graph may have been
@@ -241,10 +360,84 @@ impl Space {
         if let Some(r) = latest {
             inner.commit.set_root(r);
         }
-        match inner.commit.root() {
-            Some(r) if inner.commit.root_is_current() => Ok(r.clone()),
-            _ => signer.commit(&self.name, &mut inner.commit),
+        let root = match inner.commit.root() {
+            Some(r) if inner.commit.root_is_current() => r.clone(),
+            _ => signer.commit(&self.name, &mut inner.commit)?,
+        };
+        inner.commit.take_changed();
+        inner.log = ChangeLog::starting_at(root.record.seq);
+        Ok(root)
+    }
+
+    /// What a replica at `have` (its latest seq, 0 for none) needs: the changed nodes if the change log reaches
+    /// back that far, else the whole graph. None before the first root.
+    pub fn sync_out(&self, have: u64) -> Result<Option<SyncOut>, NodeError> {
+        let inner = self.read()?;
+        let Some(root) = inner.commit.root().cloned() else {
+            return Ok(None);
+        };
+        if have > root.record.seq {
+            return Ok(Some(SyncOut {
+                root,
+                full: false,
+                nodes: Vec::new(),
+            }));
         }
+        let (full, which) = match inner.log.since(have).filter(|_| have > 0) {
+            Some(changed) => (false, changed),
+            None => (true, (0..inner.commit.len() as u32).collect()),
+        };
+        Ok(Some(SyncOut {
+            root,
+            full,
+            nodes: inner.commit.export(&which),
+        }))
+    }
+
+    /// A copy of the commitment for a replica to apply a delta to (verification happens off the lock).
+    pub fn commitment_copy(&self) -> Result<Commitment, NodeError> {
+        Ok(self.read()?.commit.clone())
+    }
+
+    /// Swaps in a verified replica state: the new commitment and rows for the changed points (already durable).
+    pub fn install_replica(
+        &self,
+        mut commit: Commitment,
+        full: bool,
+        rows: Vec<(u32, PointRow)>,
+    ) -> Result<(), NodeError> {
+        let mut inner = self.write()?;
+        let changed = commit.take_changed();
+        let seq = commit.root().map_or(0, |r| r.record.seq);
+        if full {
+            inner.rows.clear();
+        }
+        for (n, row) in rows {
+            let n = n as usize;
+            if n < inner.rows.len() {
+                inner.rows[n] = row;
+            } else if n == inner.rows.len() {
+                inner.rows.push(row);
+            } else {
+                return Err(NodeError::Task("replica rows out of order".into()));
+            }
+        }
+        let (by_id, live, newest) = index_rows(&inner.rows);
+        inner.by_id = by_id;
+        inner.live = live;
+        inner.newest = newest;
+        inner.commit = commit;
+        if full {
+            inner.log = ChangeLog::starting_at(seq);
+        } else {
+            inner.log.record(seq, changed);
+        }
+        Ok(())
+    }
+
+    /// The row of point `n`.
+    pub fn row(&self, n: u32) -> Option<PointRow> {
+        self.inner.read().ok()?.rows.get(n as usize).cloned()
     }
 
     /// Which of `ids` are live, and (with `proof`) a Get proof for the live ones, from one consistent state.
@@ -316,12 +509,14 @@ impl Space {
             if let Some(r) = inner.commit.root() {
                 commit.set_root(r.clone());
             }
-            signer.commit(&self.name, &mut commit)?;
+            let root = signer.commit(&self.name, &mut commit)?;
+            commit.take_changed();
+            inner.log = ChangeLog::starting_at(root.record.seq);
             inner.commit = commit;
             inner.by_id = live.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
             inner.live = live.len();
             inner.rows = live;
-            inner.ann = Arc::new(ann);
+            inner.ann = Some(Arc::new(ann));
         }
         self.saved_points.store(usize::MAX, Ordering::SeqCst);
         self.save().map_err(|e| NodeError::Task(e.to_string()))
@@ -330,13 +525,18 @@ impl Space {
     /// True if the graph changed since it was last saved.
     pub fn needs_save(&self) -> bool {
         let saved = self.saved_points.load(Ordering::SeqCst);
-        self.inner.read().is_ok_and(|i| i.ann.len() != saved)
+        self.inner
+            .read()
+            .is_ok_and(|i| i.ann.as_ref().is_some_and(|a| a.len() != saved))
     }
 
     /// Saves the graph (the caller holds the write lock, so no point is added meanwhile).
     pub fn save(&self) -> Result<(), DumpError> {
         let ann = match self.inner.read() {
-            Ok(i) => i.ann.clone(),
+            Ok(i) => match i.ann.clone() {
+                Some(a) => a,
+                None => return Ok(()),
+            },
             Err(_) => return Ok(()),
         };
         ann.save(&self.dir)?;
@@ -367,7 +567,20 @@ impl Space {
         let want = s.k.min(candidates);
         let mut scored: Vec<(usize, f32)> = Vec::new();
         if candidates > EXACT_LIMIT && !s.exact {
-            let found = inner.ann.search(s.query, s.k, s.ef, &keep);
+            let found = match &inner.ann {
+                Some(ann) => ann.search(s.query, s.k, s.ef, &keep),
+                // A replica walks the owner's committed graph (the proof search), then filters.
+                None => {
+                    let hits = inner
+                        .commit
+                        .prove_recall(s.query, s.k, s.ef, false)
+                        .map(|(h, _)| h)
+                        .unwrap_or_default();
+                    hits.into_iter()
+                        .filter_map(|(_, id)| inner.by_id.get(&id).map(|&p| (p, 0.0)))
+                        .collect()
+                }
+            };
             scored = found
                 .into_iter()
                 .filter(|&(p, _)| keep(p))
@@ -400,7 +613,7 @@ impl Space {
             namespace: self.name.clone(),
             memories: i.live as u64,
             tombstones: (i.rows.len() - i.live) as u64,
-            index_points: i.ann.len() as u64,
+            index_points: i.commit.len() as u64,
             newest_created_at: i.newest,
         }
     }

@@ -27,6 +27,31 @@ const ROOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("roots")
 /// blob hash → (): blobs of forgotten memories whose bytes may still be in the blob store.
 const BLOB_DELETES: TableDefinition<[u8; 32], ()> = TableDefinition::new("blob_deletes");
 
+/// (replica namespace, point) → u8(level) ‖ encode_lists: the owner's neighbour lists, which a replica cannot
+/// rebuild itself.
+const LISTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("replica_lists");
+/// replica namespace → owner node id.
+const FOLLOWS: TableDefinition<&str, [u8; 32]> = TableDefinition::new("follows");
+/// peer node id → its direct addresses, comma-separated.
+const PEERS: TableDefinition<[u8; 32], &str> = TableDefinition::new("peers");
+/// alert number → alert bytes (evidence of equivocation etc.).
+const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
+/// (owner, namespace, seq, witness) → signature: cosignatures of roots by peers that verified them.
+const COSIGS: TableDefinition<([u8; 32], &str, u64, [u8; 32]), [u8; 64]> =
+    TableDefinition::new("cosignatures");
+
+/// One replicated point to store: number, row, level and lists.
+pub struct ReplicaPoint {
+    /// Point (graph node) number.
+    pub point: u64,
+    /// The row (vector dequantised from the owner's int8 vector).
+    pub row: PointRow,
+    /// HNSW level.
+    pub level: u8,
+    /// Neighbour lists, layers 0..=level.
+    pub lists: Vec<Vec<u32>>,
+}
+
 /// The version of this file's layout.
 const FORMAT: &str = "1";
 
@@ -123,6 +148,11 @@ impl State {
             tx.open_table(DEDUP).map_err(dberr)?;
             tx.open_table(BLOB_DELETES).map_err(dberr)?;
             tx.open_table(ROOTS).map_err(dberr)?;
+            tx.open_table(LISTS).map_err(dberr)?;
+            tx.open_table(FOLLOWS).map_err(dberr)?;
+            tx.open_table(PEERS).map_err(dberr)?;
+            tx.open_table(ALERTS).map_err(dberr)?;
+            tx.open_table(COSIGS).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         Ok(State { db })
@@ -305,5 +335,243 @@ impl State {
         }
         tx.commit().map_err(dberr)?;
         Ok(())
+    }
+}
+
+fn encode_level_lists(level: u8, lists: &[Vec<u32>]) -> Vec<u8> {
+    let mut b = vec![level];
+    b.extend_from_slice(&cairn_index::commit::encode_lists(lists));
+    b
+}
+
+fn decode_level_lists(b: &[u8]) -> Result<(u8, Vec<Vec<u32>>), StoreError> {
+    let bad = || StoreError::Corrupt(rows::CorruptRow("replica lists"));
+    let (&level, mut r) = b.split_first().ok_or_else(bad)?;
+    let mut lists = Vec::with_capacity(level as usize + 1);
+    for _ in 0..=level {
+        if r.len() < 2 {
+            return Err(bad());
+        }
+        let c = u16::from_be_bytes([r[0], r[1]]) as usize;
+        r = &r[2..];
+        if r.len() < c * 4 {
+            return Err(bad());
+        }
+        lists.push(
+            r[..c * 4]
+                .chunks_exact(4)
+                .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+                .collect(),
+        );
+        r = &r[c * 4..];
+    }
+    if !r.is_empty() {
+        return Err(bad());
+    }
+    Ok((level, lists))
+}
+
+/// Replication state: followed namespaces, peers, replicated graphs, alerts and cosignatures.
+impl State {
+    /// Every followed namespace with its owner.
+    pub fn follows(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(FOLLOWS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Records that `ns` is a replica of `owner`'s namespace (and registers the namespace).
+    pub fn set_follow(&self, ns: &str, owner: [u8; 32]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            tx.open_table(FOLLOWS)
+                .map_err(dberr)?
+                .insert(ns, owner)
+                .map_err(dberr)?;
+            let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
+            if nst.get(ns).map_err(dberr)?.is_none() {
+                nst.insert(ns, 0u64).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Known peers and their addresses.
+    pub fn peers(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(PEERS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((k.value(), v.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Adds or updates a peer.
+    pub fn put_peer(&self, id: [u8; 32], addrs: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        tx.open_table(PEERS)
+            .map_err(dberr)?
+            .insert(id, addrs)
+            .map_err(dberr)?;
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// A replica namespace's stored lists, by point.
+    pub fn load_lists(&self, ns: &str) -> Result<Vec<(u64, u8, Vec<Vec<u32>>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(LISTS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.range((ns, 0u64)..=(ns, u64::MAX)).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            let (level, lists) = decode_level_lists(v.value())?;
+            out.push((k.value().1, level, lists));
+        }
+        Ok(out)
+    }
+
+    /// Roots of a namespace with seq in `from..=to`, oldest first, at most `limit`.
+    pub fn roots_range(
+        &self,
+        ns: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<SignedRoot>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(ROOTS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.range((ns, from)..=(ns, to)).map_err(dberr)?.take(limit) {
+            let (_, v) = item.map_err(dberr)?;
+            out.push(SignedRoot::decode(v.value()).map_err(|_| rows::CorruptRow("root"))?);
+        }
+        Ok(out)
+    }
+
+    /// Durably applies a verified replica step in one transaction: points, lists and id map (all replaced when
+    /// `full`), the new roots, and blob deletions for memories the owner forgot.
+    pub fn apply_replica(
+        &self,
+        ns: &str,
+        full: bool,
+        points: &[ReplicaPoint],
+        next_point: u64,
+        roots: &[SignedRoot],
+        deletes: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
+            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+            let mut lst = tx.open_table(LISTS).map_err(dberr)?;
+            let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
+            let mut rts = tx.open_table(ROOTS).map_err(dberr)?;
+            let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
+            if full {
+                pts.retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
+                    .map_err(dberr)?;
+                lst.retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
+                    .map_err(dberr)?;
+                mem.retain_in((ns, [0u8; 32])..=(ns, [0xffu8; 32]), |_, _| false)
+                    .map_err(dberr)?;
+            }
+            nst.insert(ns, next_point).map_err(dberr)?;
+            for p in points {
+                pts.insert((ns, p.point), p.row.encode().as_slice())
+                    .map_err(dberr)?;
+                lst.insert(
+                    (ns, p.point),
+                    encode_level_lists(p.level, &p.lists).as_slice(),
+                )
+                .map_err(dberr)?;
+                if p.row.alive {
+                    mem.insert((ns, p.row.id.0), p.point).map_err(dberr)?;
+                } else {
+                    mem.remove((ns, p.row.id.0)).map_err(dberr)?;
+                }
+            }
+            for r in roots {
+                let seq = r.record.seq;
+                if rts.get((ns, seq)).map_err(dberr)?.is_none() {
+                    rts.insert((ns, seq), r.encode().as_slice())
+                        .map_err(dberr)?;
+                }
+            }
+            for h in deletes {
+                del.insert(*h, ()).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Stores an alert; returns its number.
+    pub fn put_alert(&self, bytes: &[u8]) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        let n;
+        {
+            let mut t = tx.open_table(ALERTS).map_err(dberr)?;
+            n = t.last().map_err(dberr)?.map_or(0, |(k, _)| k.value() + 1);
+            t.insert(n, bytes).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(n)
+    }
+
+    /// Every alert, oldest first.
+    pub fn alerts(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(ALERTS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            out.push(item.map_err(dberr)?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Stores a verified cosignature (idempotent).
+    pub fn put_cosig(
+        &self,
+        owner: [u8; 32],
+        ns: &str,
+        seq: u64,
+        witness: [u8; 32],
+        sig: [u8; 64],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        tx.open_table(COSIGS)
+            .map_err(dberr)?
+            .insert((owner, ns, seq, witness), sig)
+            .map_err(dberr)?;
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Cosignatures of one root: (witness, signature).
+    pub fn cosigs(
+        &self,
+        owner: [u8; 32],
+        ns: &str,
+        seq: u64,
+    ) -> Result<Vec<([u8; 32], [u8; 64])>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(COSIGS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t
+            .range((owner, ns, seq, [0u8; 32])..=(owner, ns, seq, [0xffu8; 32]))
+            .map_err(dberr)?
+        {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((k.value().3, v.value()));
+        }
+        Ok(out)
     }
 }
