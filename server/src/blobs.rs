@@ -95,7 +95,7 @@ impl Blobs {
 
     /// Durably stores records (canonical bytes); returns once bytes and tags are on disk.
     pub async fn put_all(&self, records: &[Bytes]) -> Result<(), BlobError> {
-        let mut files = Vec::with_capacity(records.len());
+        let mut hashes = Vec::with_capacity(records.len());
         for bytes in records {
             let hash = Hash::new(bytes);
             self.store
@@ -103,8 +103,26 @@ impl Blobs {
                 .with_named_tag(tag_name(&hash))
                 .await
                 .map_err(op)?;
-            files.push(self.paths.data_path(&hash));
+            hashes.push(hash);
         }
+        self.make_durable(&hashes).await
+    }
+
+    /// Pins blobs that arrived by download (replication) with their tags and makes them durable.
+    pub async fn keep_all(&self, ids: &[MemoryId]) -> Result<(), BlobError> {
+        let hashes: Vec<Hash> = ids.iter().map(|id| Hash::from_bytes(id.0)).collect();
+        for h in &hashes {
+            self.store
+                .tags()
+                .set(tag_name(h), *h)
+                .await
+                .map_err(op)?;
+        }
+        self.make_durable(&hashes).await
+    }
+
+    async fn make_durable(&self, hashes: &[Hash]) -> Result<(), BlobError> {
+        let files: Vec<PathBuf> = hashes.iter().map(|h| self.paths.data_path(h)).collect();
         self.store.sync_db().await.map_err(op)?;
         // The store renames data files into place without fsync: make them durable ourselves.
         let data_dir = self.paths.data_path.clone();
@@ -123,6 +141,20 @@ impl Blobs {
         .map_err(op)?
         .map_err(op)?;
         Ok(())
+    }
+
+    /// True if the store holds the complete blob.
+    pub async fn has(&self, id: &MemoryId) -> bool {
+        self.store
+            .blobs()
+            .has(Hash::from_bytes(id.0))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The underlying store (served to peers and filled by downloads).
+    pub fn store(&self) -> &FsStore {
+        &self.store
     }
 
     /// The bytes of a record, checked against its id.

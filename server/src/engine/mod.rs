@@ -5,6 +5,7 @@
 //! writers share model calls. Reads never wait for the model or the disk of a concurrent write.
 
 pub mod commitment;
+pub mod replica;
 mod space;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -224,11 +225,38 @@ impl Engine {
             let st = state.clone();
             tokio::task::spawn_blocking(move || st.namespaces()).await??
         };
+        let follows: HashMap<String, [u8; 32]> = {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.follows())
+                .await??
+                .into_iter()
+                .collect()
+        };
         for (name, _next) in names {
             let st = state.clone();
             let dir = hnsw_dir.join(space::dir_name(&name));
             let n = name.clone();
             let k = key.clone();
+            if let Some(&owner) = follows.get(&name) {
+                let space = tokio::task::spawn_blocking(move || -> Result<Space, NodeError> {
+                    let rows = st.load_points(&n)?;
+                    let lists = st.load_lists(&n)?;
+                    let root = st.latest_root(&n)?;
+                    let nodes = replica::stored_nodes(&rows, lists);
+                    match Space::replica(n.clone(), dir.clone(), owner, rows, nodes, root) {
+                        Ok(s) => Ok(s),
+                        Err(e) => {
+                            tracing::warn!(namespace = %n, error = %e, "stored replica state does not reproduce its root; it will be fetched again in full");
+                            Space::replica(n, dir, owner, Vec::new(), Vec::new(), None)
+                                .map_err(|e| NodeError::Task(e.to_string()))
+                        }
+                    }
+                })
+                .await??;
+                tracing::info!(namespace = %name, owner = %hex::encode(owner), memories = space.stats().memories, "replica restored");
+                spaces.insert(name, Arc::new(space));
+                continue;
+            }
             let space = tokio::task::spawn_blocking(move || -> Result<Space, NodeError> {
                 let rows = st.load_points(&n)?;
                 let space = Space::restore(n.clone(), dir, rows, params);
@@ -322,6 +350,9 @@ impl Engine {
                 format!("{total} bytes of text and metadata, at most {MAX_CALL_BYTES} per call"),
             ));
         }
+        if let Ok(space) = self.space(ns) {
+            writable(&space)?;
+        }
         let keys: Vec<[u8; 32]> = items
             .iter()
             .map(|it| dedup_key(&it.text, &it.metadata))
@@ -345,6 +376,7 @@ impl Engine {
         // queued call at once (one blob sync, one redb transaction, one signed root); a call whose batch was
         // committed by another holder just collects its answer.
         let space = self.space_or_create(ns).await?;
+        writable(&space)?;
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         space.queue(PendingWrite {
             items,
@@ -798,6 +830,7 @@ impl Engine {
     ) -> Result<(Vec<String>, Vec<String>), NodeError> {
         let parsed = parse_ids(ids)?;
         let space = self.space(ns)?;
+        writable(&space)?;
         let _w = space.write.lock().await;
         let mut gone = Vec::new();
         let (mut forgotten, mut missing) = (Vec::new(), Vec::new());
@@ -911,6 +944,18 @@ impl Engine {
         if let Err(e) = self.blobs.shutdown().await {
             tracing::warn!(error = %e, "blob store shutdown");
         }
+    }
+}
+
+/// Refuses writes to a replica: one writer per namespace, its owner.
+fn writable(space: &Space) -> Result<(), NodeError> {
+    match space.owner {
+        None => Ok(()),
+        Some(o) => Err(NodeError::FailedPrecondition(format!(
+            "namespace {:?} is a read-only replica; its owner {} takes writes",
+            space.name,
+            hex::encode(o)
+        ))),
     }
 }
 

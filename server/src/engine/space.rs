@@ -435,6 +435,11 @@ impl Space {
         Ok(())
     }
 
+    /// Ids of the live memories.
+    pub fn live_ids(&self) -> Result<std::collections::HashSet<MemoryId>, NodeError> {
+        Ok(self.read()?.by_id.keys().copied().collect())
+    }
+
     /// The row of point `n`.
     pub fn row(&self, n: u32) -> Option<PointRow> {
         self.inner.read().ok()?.rows.get(n as usize).cloned()

@@ -1,0 +1,434 @@
+//! Replica namespaces: following another node's namespace, serving catch-up to peers, and taking in the
+//! owner's signed state only after every leaf and the signature check out.
+//!
+//! A step has two halves so the network part (fetching record blobs) sits between them:
+//! [`Engine::verify_step`] checks the root chain and that the shipped nodes reproduce the signed root (on a
+//! copy, nothing visible changes), then [`Engine::install_step`] checks the fetched records against the nodes,
+//! stores everything in one redb transaction and swaps the new state in.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cairn_index::commit::GraphNode;
+use cairn_index::id::MemoryId;
+use cairn_index::proof::{NodeLists, ProofNode};
+use cairn_index::record::{dedup_key, MemoryRecord};
+use cairn_index::root::SignedRoot;
+use cairn_index::validate;
+
+use super::commitment::Commitment;
+use super::space::{Space, SyncOut};
+use super::Engine;
+use crate::error::NodeError;
+use crate::store::{PointRow, ReplicaPoint};
+
+/// Most roots one catch-up answer carries (older ones are fetched by later steps).
+pub const MAX_CHAIN: usize = 4096;
+
+/// What a node serves to a replica catching up from `have`.
+pub struct CatchUp {
+    /// Roots after `have` up to the latest, oldest first (the last is `out.root`).
+    pub chain: Vec<SignedRoot>,
+    /// The nodes.
+    pub out: SyncOut,
+}
+
+/// Why a replica step was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The data does not check out (bad signature, broken chain, leaves that do not reproduce the root, a
+    /// record that does not match): the peer that sent it is not to be trusted for this step.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Two different signed roots for one (owner, namespace, seq): evidence kept, following stopped.
+    #[error("equivocation: owner signed two different roots for seq {seq}")]
+    Equivocation {
+        /// The seq.
+        seq: u64,
+        /// The root this node had.
+        ours: Box<SignedRoot>,
+        /// The conflicting one.
+        theirs: Box<SignedRoot>,
+    },
+    /// A local failure.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// A checked step, not yet visible.
+pub struct VerifiedStep {
+    ns: String,
+    space: Arc<Space>,
+    commit: Commitment,
+    full: bool,
+    chain: Vec<SignedRoot>,
+    changed: Vec<GraphNode>,
+    lists: Vec<(u8, Vec<Vec<u32>>)>,
+    /// Live memories whose records this node lacks: fetch them before installing.
+    pub needed: Vec<MemoryId>,
+    /// The root it installs.
+    pub root: SignedRoot,
+}
+
+fn dequantise(v: &[i8]) -> Vec<f32> {
+    v.iter().map(|&x| f32::from(x) / 127.0).collect()
+}
+
+impl Engine {
+    /// Makes `ns` on this node a replica of `owner`'s namespace `ns` (idempotent).
+    pub async fn follow(&self, ns: &str, owner: [u8; 32]) -> Result<Arc<Space>, NodeError> {
+        validate::namespace(ns)?;
+        if owner == self.key.verifying_key().to_bytes() {
+            return Err(NodeError::invalid(
+                "from",
+                "that is this node's own id; a node cannot follow itself",
+            ));
+        }
+        let _g = self.create.lock().await;
+        if let Ok(s) = self.space(ns) {
+            return match s.owner {
+                Some(o) if o == owner => Ok(s),
+                Some(o) => Err(NodeError::FailedPrecondition(format!(
+                    "namespace {ns:?} already follows {}",
+                    hex::encode(o)
+                ))),
+                None => Err(NodeError::FailedPrecondition(format!(
+                    "namespace {ns:?} is owned by this node; cannot also follow it"
+                ))),
+            };
+        }
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        tokio::task::spawn_blocking(move || st.set_follow(&name, owner)).await??;
+        let dir = self.cfg.data_dir.join("hnsw").join(super::space::dir_name(ns));
+        let space = Arc::new(
+            Space::replica(ns.to_owned(), dir, owner, Vec::new(), Vec::new(), None)
+                .map_err(|e| NodeError::Task(e.to_string()))?,
+        );
+        self.spaces
+            .write()
+            .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+            .insert(ns.to_owned(), space.clone());
+        tracing::info!(namespace = %ns, owner = %hex::encode(owner), "following");
+        Ok(space)
+    }
+
+    /// Followed namespaces with their owners.
+    pub fn follows(&self) -> Vec<(String, [u8; 32])> {
+        self.spaces
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter_map(|s| s.owner.map(|o| (s.name.clone(), o)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Namespaces this node owns.
+    pub fn owned(&self) -> Vec<String> {
+        self.spaces
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.owner.is_none())
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// This node's public key bytes.
+    pub fn node_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The signing key (for cosignatures).
+    pub fn signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.key
+    }
+
+    /// The namespace's owner: the given replica owner or this node.
+    pub fn owner_of(&self, ns: &str) -> Result<[u8; 32], NodeError> {
+        Ok(self.space(ns)?.owner.unwrap_or_else(|| self.node_key()))
+    }
+
+    /// What a replica of (`owner`, `ns`) at seq `have` needs; served to peers, from owned and replicated
+    /// namespaces alike. None when this node has nothing newer.
+    pub async fn catch_up(
+        &self,
+        ns: &str,
+        owner: [u8; 32],
+        have: u64,
+    ) -> Result<Option<CatchUp>, NodeError> {
+        let space = self.space(ns)?;
+        if space.owner.unwrap_or_else(|| self.node_key()) != owner {
+            return Err(NodeError::NotFound(format!(
+                "namespace {ns:?} here is not {}'s",
+                hex::encode(owner)
+            )));
+        }
+        let out = {
+            let sp = space.clone();
+            tokio::task::spawn_blocking(move || sp.sync_out(have)).await??
+        };
+        let Some(out) = out else { return Ok(None) };
+        let latest = out.root.record.seq;
+        if latest <= have {
+            return Ok(None);
+        }
+        let from = (have + 1).max(latest.saturating_sub(MAX_CHAIN as u64 - 1));
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        let mut chain =
+            tokio::task::spawn_blocking(move || st.roots_range(&name, from, latest, MAX_CHAIN))
+                .await??;
+        // The chain ends at the root the nodes belong to (a newer root may have been stored meanwhile).
+        chain.retain(|r| r.record.seq <= latest);
+        if chain.last().map(|r| r.record.seq) != Some(latest) {
+            chain.push(out.root.clone());
+        }
+        Ok(Some(CatchUp { chain, out }))
+    }
+
+    /// Checks a catch-up answer for replica `ns`: every root signed by the owner, for this namespace, chained
+    /// by seq and prev hash to what this node already holds, and the nodes reproducing the last root. Nothing
+    /// becomes visible. Ok(None) when there is nothing new.
+    pub async fn verify_step(
+        &self,
+        ns: &str,
+        c: CatchUp,
+    ) -> Result<Option<VerifiedStep>, StepError> {
+        let space = self.space(ns)?;
+        let Some(owner) = space.owner else {
+            return Err(NodeError::FailedPrecondition(format!("{ns:?} is not a replica")).into());
+        };
+        let CatchUp { chain, out } = c;
+        let current = space.with_commit(|c| c.root().cloned())?;
+        let cur_seq = current.as_ref().map_or(0, |r| r.record.seq);
+        let mut prev: Option<&SignedRoot> = None;
+        for r in &chain {
+            r.verify(Some(&owner))
+                .map_err(|e| StepError::Rejected(format!("root seq {}: {e}", r.record.seq)))?;
+            if r.record.namespace != ns {
+                return Err(StepError::Rejected(format!(
+                    "root seq {} is for namespace {:?}",
+                    r.record.seq, r.record.namespace
+                )));
+            }
+            if let Some(p) = prev {
+                if r.record.seq != p.record.seq + 1 || r.record.prev != p.record.hash() {
+                    return Err(StepError::Rejected(format!(
+                        "root seq {} does not chain to seq {}",
+                        r.record.seq, p.record.seq
+                    )));
+                }
+            }
+            // A root for a seq this node already holds must be the same root.
+            if r.record.seq <= cur_seq {
+                let st = self.state.clone();
+                let (name, seq) = (ns.to_owned(), r.record.seq);
+                let ours = tokio::task::spawn_blocking(move || st.root_at(&name, seq))
+                    .await
+                    .map_err(NodeError::from)?
+                    .map_err(NodeError::from)?;
+                if let Some(ours) = ours {
+                    if ours.record.hash() != r.record.hash() {
+                        return Err(StepError::Equivocation {
+                            seq: r.record.seq,
+                            ours: Box::new(ours),
+                            theirs: Box::new(r.clone()),
+                        });
+                    }
+                }
+            } else if r.record.seq == cur_seq + 1 {
+                if let Some(cur) = &current {
+                    if r.record.prev != cur.record.hash() {
+                        return Err(StepError::Rejected(format!(
+                            "root seq {} does not chain to this node's seq {cur_seq}",
+                            r.record.seq
+                        )));
+                    }
+                }
+            }
+            prev = Some(r);
+        }
+        let last = chain
+            .last()
+            .ok_or_else(|| StepError::Rejected("no roots".into()))?;
+        if last.record.hash() != out.root.record.hash() || last.signature != out.root.signature {
+            return Err(StepError::Rejected(
+                "the nodes are for another root than the chain's last".into(),
+            ));
+        }
+        if out.root.record.seq <= cur_seq {
+            return Ok(None);
+        }
+        if out.root.record.dim as usize != self.embedder.info().dim
+            || out.root.record.model != self.embedder.info().hash
+        {
+            return Err(StepError::Rejected(
+                "the owner embeds with another model than this node".into(),
+            ));
+        }
+        let mut commit = space.commitment_copy()?;
+        let before: HashSet<MemoryId> = if out.full {
+            HashSet::new()
+        } else {
+            out.nodes
+                .iter()
+                .filter_map(|n| commit.node(n.node.node))
+                .filter(|g| g.alive)
+                .map(|g| g.id)
+                .collect()
+        };
+        let mut changed = Vec::with_capacity(out.nodes.len());
+        let mut lists = Vec::with_capacity(out.nodes.len());
+        for n in &out.nodes {
+            if let NodeLists::Full(l) = &n.lists {
+                lists.push((n.node.level, l.clone()));
+            }
+            changed.push(n.node.clone());
+        }
+        let root = out.root.clone();
+        let full = out.full;
+        let nodes: Vec<ProofNode> = out.nodes;
+        let commit = tokio::task::spawn_blocking(move || {
+            commit.apply_replica(nodes, root, full).map(|_| commit)
+        })
+        .await
+        .map_err(NodeError::from)?
+        .map_err(|e| StepError::Rejected(e.to_string()))?;
+        let mut needed = Vec::new();
+        for g in changed.iter().filter(|g| g.alive && !before.contains(&g.id)) {
+            if !self.blobs.has(&g.id).await {
+                needed.push(g.id);
+            }
+        }
+        Ok(Some(VerifiedStep {
+            ns: ns.to_owned(),
+            space,
+            commit,
+            full,
+            chain,
+            changed,
+            lists,
+            needed,
+            root: out.root,
+        }))
+    }
+
+    /// Checks the records of a verified step (now all local) and makes the step durable and visible.
+    pub async fn install_step(&self, step: VerifiedStep) -> Result<SignedRoot, StepError> {
+        let VerifiedStep {
+            ns,
+            space,
+            commit,
+            full,
+            chain,
+            changed,
+            lists,
+            root,
+            ..
+        } = step;
+        let _w = space.write.lock().await;
+        if space
+            .with_commit(|c| c.root().map(|r| r.record.seq))?
+            .is_some_and(|s| s >= root.record.seq)
+        {
+            return Ok(root);
+        }
+        let old_alive: HashSet<MemoryId> = if full {
+            space.live_ids()?
+        } else {
+            changed
+                .iter()
+                .filter_map(|g| space.row(g.node))
+                .filter(|r| r.alive)
+                .map(|r| r.id)
+                .collect()
+        };
+        let mut points = Vec::with_capacity(changed.len());
+        let mut keep = Vec::new();
+        for (g, (level, l)) in changed.iter().zip(lists) {
+            let (dedup, metadata) = if g.alive {
+                let bytes = self.blobs.get(&g.id).await.map_err(|e| {
+                    StepError::Rejected(format!("record {} unavailable: {e}", g.id))
+                })?;
+                let rec = MemoryRecord::decode(&bytes)
+                    .map_err(|e| StepError::Rejected(format!("record {}: {e}", g.id)))?;
+                if rec.namespace != ns || rec.created_at != g.created_at {
+                    return Err(StepError::Rejected(format!(
+                        "record {} does not match its committed leaf",
+                        g.id
+                    )));
+                }
+                keep.push(g.id);
+                (dedup_key(&rec.text, &rec.metadata), rec.metadata)
+            } else {
+                (MemoryId::of_bytes(&[]).0, Default::default())
+            };
+            points.push(ReplicaPoint {
+                point: u64::from(g.node),
+                row: PointRow {
+                    id: g.id,
+                    created_at: g.created_at,
+                    alive: g.alive,
+                    dedup,
+                    vector: dequantise(&g.vector),
+                    metadata,
+                },
+                level,
+                lists: l,
+            });
+        }
+        let now_alive: HashSet<MemoryId> = keep.iter().copied().collect();
+        // A memory lives in one node; only compaction moves it, and that ships the whole graph, so every id
+        // that was live and is not live in the shipped nodes was forgotten by the owner.
+        let deletes: Vec<[u8; 32]> = old_alive.difference(&now_alive).map(|id| id.0).collect();
+        self.blobs.keep_all(&keep).await.map_err(NodeError::from)?;
+        let st = self.state.clone();
+        let next = commit.len() as u64;
+        let rows: Vec<(u32, PointRow)> = points
+            .iter()
+            .map(|p| (p.point as u32, p.row.clone()))
+            .collect();
+        let name = ns.clone();
+        tokio::task::spawn_blocking(move || {
+            st.apply_replica(&name, full, &points, next, &chain, &deletes)
+        })
+        .await
+        .map_err(NodeError::from)?
+        .map_err(NodeError::from)?;
+        let sp = space.clone();
+        tokio::task::spawn_blocking(move || sp.install_replica(commit, full, rows))
+            .await
+            .map_err(NodeError::from)??;
+        drop(_w);
+        self.finish_blob_deletes().await?;
+        let _ = self.roots.send(root.clone());
+        tracing::debug!(namespace = %ns, seq = root.record.seq, "replica step installed");
+        Ok(root)
+    }
+}
+
+/// Rebuilds a replica's nodes from its stored rows and lists (start-up).
+pub fn stored_nodes(rows: &[PointRow], lists: Vec<(u64, u8, Vec<Vec<u32>>)>) -> Vec<ProofNode> {
+    lists
+        .into_iter()
+        .filter_map(|(p, level, l)| {
+            let r = rows.get(p as usize)?;
+            Some(ProofNode {
+                node: GraphNode {
+                    node: p as u32,
+                    id: r.id,
+                    created_at: r.created_at,
+                    alive: r.alive,
+                    level,
+                    vector: cairn_index::commit::quantise(&r.vector),
+                },
+                lists: NodeLists::Full(l),
+            })
+        })
+        .collect()
+}
