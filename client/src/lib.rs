@@ -214,6 +214,42 @@ impl CairnClient {
             .into_inner())
     }
 
+    /// Adds a peer from its ticket (`NODE_ID@ADDR[,ADDR...]`); returns its node id.
+    pub async fn add_peer(&self, ticket: &str) -> Result<String, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .add_peer(pb::AddPeerRequest {
+                ticket: ticket.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .node_id)
+    }
+
+    /// The node's known peers.
+    pub async fn peers(&self) -> Result<Vec<pb::Peer>, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .list_peers(pb::ListPeersRequest {})
+            .await?
+            .into_inner()
+            .peers)
+    }
+
+    /// Makes `namespace` on this node a replica of `owner`'s (hex node id) namespace of the same name.
+    pub async fn follow(&self, namespace: &str, owner: &str) -> Result<(), Error> {
+        self.inner
+            .clone()
+            .follow(pb::FollowRequest {
+                namespace: namespace.to_owned(),
+                owner: owner.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Lists one page of memories in (created_at, id) order.
     pub async fn list(&self, namespace: &str, opts: ListOptions) -> Result<ListResponse, Error> {
         self.list_impl(namespace, opts, false).await

@@ -112,11 +112,7 @@ impl Blobs {
     pub async fn keep_all(&self, ids: &[MemoryId]) -> Result<(), BlobError> {
         let hashes: Vec<Hash> = ids.iter().map(|id| Hash::from_bytes(id.0)).collect();
         for h in &hashes {
-            self.store
-                .tags()
-                .set(tag_name(h), *h)
-                .await
-                .map_err(op)?;
+            self.store.tags().set(tag_name(h), *h).await.map_err(op)?;
         }
         self.make_durable(&hashes).await
     }

@@ -3,6 +3,7 @@
 //! The Cairn node. The data path reads from module names:
 //! [`service`] (gRPC) → [`engine`] (validation, dedup, search) → [`embed`] (local model) →
 //! [`blobs`] (record bytes as iroh blobs) + [`store`] (durable rows in redb) → [`ann`] (HNSW serving index).
+//! [`p2p`] replicates namespaces between nodes over iroh.
 //! [`node`] wires them into a running server; [`cli`] is the `cairn` command line.
 
 pub mod ann;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod identity;
 pub mod node;
+pub mod p2p;
 pub mod service;
 pub mod status_map;
 pub mod store;

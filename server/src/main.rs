@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> Result<()> {
                 ef_construction: usize::from(args.ef_construction),
                 ef_search: usize::from(args.ef_search),
                 exact_proof_limit: args.exact_proof_limit,
+                p2p_listen: args.p2p_listen,
             };
             node::serve(cfg).await
         }

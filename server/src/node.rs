@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub ef_search: usize,
     /// Graph size up to which recall proofs are exact-mode.
     pub exact_proof_limit: u64,
+    /// Where the iroh endpoint listens (peers, replication).
+    pub p2p_listen: SocketAddr,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -77,7 +79,14 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let svc = CairnServer::new(CairnService::new(engine.clone()))
+    let p2p = crate::p2p::P2p::start(
+        engine.clone(),
+        crate::p2p::P2pConfig {
+            listen: cfg.p2p_listen,
+        },
+    )
+    .await?;
+    let svc = CairnServer::new(CairnService::new(engine.clone(), p2p.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(usize::MAX);
 
@@ -95,8 +104,9 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
 
     // Printed on stdout so scripts and tests can wait for it.
     println!(
-        "cairn node listening on {local} (data dir {})",
-        cfg.data_dir.display()
+        "cairn node listening on {local} (data dir {}; p2p ticket {})",
+        cfg.data_dir.display(),
+        p2p.ticket()
     );
     tracing::info!(%local, "serving");
     tonic::transport::Server::builder()
@@ -114,6 +124,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         .await?;
     saver.abort();
     tracing::info!("shutting down: saving indexes");
+    p2p.shutdown().await;
     shutdown(engine).await;
     Ok(())
 }

@@ -14,12 +14,13 @@ use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query, RecallOpts};
 /// The gRPC face of an [`Engine`].
 pub struct CairnService {
     engine: Arc<Engine>,
+    p2p: Arc<crate::p2p::P2p>,
 }
 
 impl CairnService {
-    /// Serves `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        CairnService { engine }
+    /// Serves `engine`, with `p2p` for peering and following.
+    pub fn new(engine: Arc<Engine>, p2p: Arc<crate::p2p::P2p>) -> Self {
+        CairnService { engine, p2p }
     }
 }
 
@@ -240,6 +241,14 @@ impl Cairn for CairnService {
             namespaces: spaces
                 .into_iter()
                 .map(|s| pb::NamespaceInfo {
+                    owner: self
+                        .engine
+                        .follows()
+                        .into_iter()
+                        .find(|(n, _)| *n == s.namespace)
+                        .map(|(_, o)| hex::encode(o))
+                        .unwrap_or_default(),
+                    seq: self.engine.owner_root_seq(&s.namespace).unwrap_or(0),
                     namespace: s.namespace,
                     memories: s.memories,
                 })
@@ -304,6 +313,51 @@ impl Cairn for CairnService {
             node_id: self.engine.node_id(),
             model: self.engine.embedder().info().id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            ticket: self.p2p.ticket().to_string(),
         }))
+    }
+
+    async fn add_peer(
+        &self,
+        request: Request<pb::AddPeerRequest>,
+    ) -> Result<Response<pb::AddPeerResponse>, Status> {
+        let t = crate::p2p::ticket::Ticket::parse(&request.into_inner().ticket)
+            .map_err(|e| Status::invalid_argument(format!("ticket: {e}")))?;
+        self.p2p.add_peer(&t).await?;
+        Ok(Response::new(pb::AddPeerResponse {
+            node_id: hex::encode(t.id),
+        }))
+    }
+
+    async fn list_peers(
+        &self,
+        _request: Request<pb::ListPeersRequest>,
+    ) -> Result<Response<pb::ListPeersResponse>, Status> {
+        let peers = self.engine.peers().await?;
+        Ok(Response::new(pb::ListPeersResponse {
+            peers: peers
+                .into_iter()
+                .map(|(id, addrs)| pb::Peer {
+                    node_id: hex::encode(id),
+                    addrs: addrs.split(',').map(str::to_owned).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn follow(
+        &self,
+        request: Request<pb::FollowRequest>,
+    ) -> Result<Response<pb::FollowResponse>, Status> {
+        let req = request.into_inner();
+        let mut owner = [0u8; 32];
+        hex::decode_to_slice(req.owner.trim(), &mut owner)
+            .map_err(|_| Status::invalid_argument("owner: must be a node id of 64 hex digits"))?;
+        if iroh::PublicKey::from_bytes(&owner).is_err() {
+            return Err(Status::invalid_argument("owner: not a valid node id"));
+        }
+        self.engine.follow(&req.namespace, owner).await?;
+        self.p2p.spawn_follower(req.namespace, owner);
+        Ok(Response::new(pb::FollowResponse {}))
     }
 }

@@ -519,13 +519,55 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 let v: Vec<_> = list
                     .iter()
-                    .map(|n| json!({ "namespace": n.namespace, "memories": n.memories }))
+                    .map(|n| json!({ "namespace": n.namespace, "memories": n.memories, "owner": n.owner, "seq": n.seq }))
                     .collect();
                 print_json(&json!({ "namespaces": v }));
             } else {
                 for n in &list {
-                    println!("{}\t{}", n.namespace, n.memories);
+                    if n.owner.is_empty() {
+                        println!("{}\t{}", n.namespace, n.memories);
+                    } else {
+                        println!("{}\t{}\treplica of {}", n.namespace, n.memories, n.owner);
+                    }
                 }
+            }
+        }
+        Command::Ticket => {
+            let info = client.node_info().await?;
+            if json {
+                print_json(&json!({ "ticket": info.ticket, "node_id": info.node_id }));
+            } else {
+                println!("{}", info.ticket);
+            }
+        }
+        Command::Peer(super::PeerCommand::Add { ticket }) => {
+            let id = client.add_peer(&ticket).await?;
+            if json {
+                print_json(&json!({ "node_id": id }));
+            } else {
+                println!("added peer {id}");
+            }
+        }
+        Command::Peers => {
+            let peers = client.peers().await?;
+            if json {
+                let v: Vec<_> = peers
+                    .iter()
+                    .map(|p| json!({ "node_id": p.node_id, "addrs": p.addrs }))
+                    .collect();
+                print_json(&json!({ "peers": v }));
+            } else {
+                for p in &peers {
+                    println!("{}\t{}", p.node_id, p.addrs.join(","));
+                }
+            }
+        }
+        Command::Follow { ns, from } => {
+            client.follow(&ns, &from).await?;
+            if json {
+                print_json(&json!({ "namespace": ns, "owner": from }));
+            } else {
+                println!("following {ns} from {from}");
             }
         }
     }

@@ -138,6 +138,22 @@ pub enum Command {
     },
     /// List the node's namespaces.
     Namespaces,
+    /// Print this node's p2p ticket (node id and direct addresses) for `cairn peer add` on other nodes.
+    Ticket,
+    /// Manage peers.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// List known peers.
+    Peers,
+    /// Make a namespace on this node a read-only, verified replica of another node's namespace.
+    Follow {
+        /// Namespace (the same name on both nodes).
+        #[arg(long = "ns")]
+        ns: String,
+        /// The owner's node id (hex; `cairn id` on the owner).
+        #[arg(long = "from")]
+        from: String,
+    },
     /// Print the node id (the public key that signs roots) alone on one line.
     Id {
         /// Read it from this data dir's key file instead of asking the node.
@@ -160,6 +176,16 @@ pub enum Command {
         /// Node id to trust (hex). Without it the file is checked against the signer it names (with a warning).
         #[arg(long)]
         trust: Option<String>,
+    },
+}
+
+/// `cairn peer ...`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Add a peer from its ticket (printed by `cairn ticket` on that node).
+    Add {
+        /// NODE_ID@ADDR[,ADDR...]
+        ticket: String,
     },
 }
 
@@ -193,6 +219,10 @@ pub struct ServeArgs {
     /// Address for the gRPC API (loopback unless told otherwise).
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7420")]
     pub listen: String,
+    /// Address of the iroh endpoint that peers replicate from (UDP; loopback unless told otherwise; port 0 picks
+    /// a free port, shown by `cairn ticket`).
+    #[arg(long, env = "CAIRN_P2P_LISTEN", default_value = "127.0.0.1:0")]
+    pub p2p_listen: std::net::SocketAddr,
     /// Directory of the embedding model (model.onnx, tokenizer files, manifest.json), as `scripts/provision-model`
     /// writes it.
     #[arg(long, env = "CAIRN_MODEL_DIR")]

@@ -28,7 +28,7 @@ use cairn_index::root::SignedRoot;
 use commitment::CommitParams;
 use ed25519_dalek::SigningKey;
 use space::RootSigner;
-pub use space::{PendingWrite, Search, Space};
+pub use space::{PendingWrite, Search, Space, SyncOut};
 
 /// Most items in one Remember, ids in one Get/Forget, texts in one Embed.
 pub const MAX_ITEMS: usize = 1000;

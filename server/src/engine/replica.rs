@@ -100,7 +100,11 @@ impl Engine {
         let st = self.state.clone();
         let name = ns.to_owned();
         tokio::task::spawn_blocking(move || st.set_follow(&name, owner)).await??;
-        let dir = self.cfg.data_dir.join("hnsw").join(super::space::dir_name(ns));
+        let dir = self
+            .cfg
+            .data_dir
+            .join("hnsw")
+            .join(super::space::dir_name(ns));
         let space = Arc::new(
             Space::replica(ns.to_owned(), dir, owner, Vec::new(), Vec::new(), None)
                 .map_err(|e| NodeError::Task(e.to_string()))?,
@@ -136,6 +140,63 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The blob store (served to peers, filled by downloads).
+    pub fn blob_store(&self) -> iroh_blobs::store::fs::FsStore {
+        self.blobs.store().clone()
+    }
+
+    /// True if the record's blob is here.
+    pub async fn has_blob(&self, id: &MemoryId) -> bool {
+        self.blobs.has(id).await
+    }
+
+    /// Known peers.
+    pub async fn peers(&self) -> Result<Vec<([u8; 32], String)>, NodeError> {
+        let st = self.state.clone();
+        Ok(tokio::task::spawn_blocking(move || st.peers()).await??)
+    }
+
+    /// Adds or updates a peer.
+    pub async fn put_peer(&self, id: [u8; 32], addrs: &str) -> Result<(), NodeError> {
+        let st = self.state.clone();
+        let addrs = addrs.to_owned();
+        Ok(tokio::task::spawn_blocking(move || st.put_peer(id, &addrs)).await??)
+    }
+
+    /// The seq of a namespace's latest root here (0 for none).
+    pub fn owner_root_seq(&self, ns: &str) -> Result<u64, NodeError> {
+        Ok(self
+            .space(ns)?
+            .with_commit(|c| c.root().map(|r| r.record.seq))?
+            .unwrap_or(0))
+    }
+
+    /// Keeps evidence that `owner` signed two roots for one seq of `ns`.
+    pub async fn record_equivocation(
+        &self,
+        ns: &str,
+        owner: &[u8; 32],
+        ours: &SignedRoot,
+        theirs: &SignedRoot,
+    ) {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"CALERT1");
+        b.extend_from_slice(owner);
+        b.extend_from_slice(&(ns.len() as u16).to_be_bytes());
+        b.extend_from_slice(ns.as_bytes());
+        for r in [ours, theirs] {
+            let e = r.encode();
+            b.extend_from_slice(&(e.len() as u32).to_be_bytes());
+            b.extend_from_slice(&e);
+        }
+        let st = self.state.clone();
+        match tokio::task::spawn_blocking(move || st.put_alert(&b)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot store an alert"),
+            Err(e) => tracing::error!(error = %e, "cannot store an alert"),
+        }
     }
 
     /// This node's public key bytes.
@@ -300,7 +361,10 @@ impl Engine {
         .map_err(NodeError::from)?
         .map_err(|e| StepError::Rejected(e.to_string()))?;
         let mut needed = Vec::new();
-        for g in changed.iter().filter(|g| g.alive && !before.contains(&g.id)) {
+        for g in changed
+            .iter()
+            .filter(|g| g.alive && !before.contains(&g.id))
+        {
             if !self.blobs.has(&g.id).await {
                 needed.push(g.id);
             }
@@ -413,7 +477,7 @@ impl Engine {
 }
 
 /// Rebuilds a replica's nodes from its stored rows and lists (start-up).
-pub fn stored_nodes(rows: &[PointRow], lists: Vec<(u64, u8, Vec<Vec<u32>>)>) -> Vec<ProofNode> {
+pub fn stored_nodes(rows: &[PointRow], lists: Vec<crate::store::StoredLists>) -> Vec<ProofNode> {
     lists
         .into_iter()
         .filter_map(|(p, level, l)| {

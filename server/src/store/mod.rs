@@ -37,8 +37,16 @@ const PEERS: TableDefinition<[u8; 32], &str> = TableDefinition::new("peers");
 /// alert number → alert bytes (evidence of equivocation etc.).
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 /// (owner, namespace, seq, witness) → signature: cosignatures of roots by peers that verified them.
-const COSIGS: TableDefinition<([u8; 32], &str, u64, [u8; 32]), [u8; 64]> =
-    TableDefinition::new("cosignatures");
+const COSIGS: TableDefinition<CosigKey, [u8; 64]> = TableDefinition::new("cosignatures");
+
+/// (owner, namespace, seq, witness).
+type CosigKey<'a> = ([u8; 32], &'a str, u64, [u8; 32]);
+
+/// A replica point's stored lists: (point, level, lists).
+pub type StoredLists = (u64, u8, Vec<Vec<u32>>);
+
+/// A cosignature: (witness node id, signature).
+pub type Cosig = ([u8; 32], [u8; 64]);
 
 /// One replicated point to store: number, row, level and lists.
 pub struct ReplicaPoint {
@@ -426,7 +434,7 @@ impl State {
     }
 
     /// A replica namespace's stored lists, by point.
-    pub fn load_lists(&self, ns: &str) -> Result<Vec<(u64, u8, Vec<Vec<u32>>)>, StoreError> {
+    pub fn load_lists(&self, ns: &str) -> Result<Vec<StoredLists>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(LISTS).map_err(dberr)?;
         let mut out = Vec::new();
@@ -556,12 +564,7 @@ impl State {
     }
 
     /// Cosignatures of one root: (witness, signature).
-    pub fn cosigs(
-        &self,
-        owner: [u8; 32],
-        ns: &str,
-        seq: u64,
-    ) -> Result<Vec<([u8; 32], [u8; 64])>, StoreError> {
+    pub fn cosigs(&self, owner: [u8; 32], ns: &str, seq: u64) -> Result<Vec<Cosig>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(COSIGS).map_err(dberr)?;
         let mut out = Vec::new();

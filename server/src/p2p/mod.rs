@@ -1,0 +1,519 @@
+//! The node's peer-to-peer side: one iroh endpoint keyed by the node key (node id = root-signing key), serving
+//! record blobs (iroh-blobs), root announcements (iroh-gossip) and catch-up (`cairn/sync/1`) on one router.
+//!
+//! Local-only by default: no relay, no internet address lookups; peers are reached at the direct addresses in
+//! their tickets, which are kept in redb.
+
+pub mod ticket;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_index::root::SignedRoot;
+use futures::StreamExt;
+use iroh::address_lookup::MemoryLookup;
+use iroh::endpoint::{presets, Connection, PortmapperConfig};
+use iroh::protocol::{AcceptError, ProtocolHandler, Router};
+use iroh::{Endpoint, EndpointAddr, EndpointId, PublicKey, RelayMode, SecretKey, TransportAddr};
+use iroh_blobs::api::downloader::{DownloadProgressItem, Downloader};
+use iroh_blobs::{BlobsProtocol, Hash};
+use iroh_gossip::api::{Event, GossipSender};
+use iroh_gossip::{Gossip, TopicId};
+use tokio::sync::Notify;
+
+use crate::engine::replica::StepError;
+use crate::engine::Engine;
+use crate::error::NodeError;
+use ticket::Ticket;
+use wire::{Ask, Reply};
+
+/// ALPN of the catch-up protocol.
+pub const SYNC_ALPN: &[u8] = b"cairn/sync/1";
+/// Gossip message: a signed root (`"CGR1" signed_root`).
+const MSG_ROOT: &[u8; 4] = b"CGR1";
+/// How often a replica asks for news even without an announcement.
+const POLL: Duration = Duration::from_secs(3);
+/// How long one catch-up exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Peer-to-peer settings.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Where the endpoint listens.
+    pub listen: SocketAddr,
+}
+
+/// Failures of the peer-to-peer side.
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    /// The endpoint could not start.
+    #[error("cannot start the p2p endpoint on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The running peer-to-peer side.
+pub struct P2p {
+    engine: Arc<Engine>,
+    endpoint: Endpoint,
+    router: Router,
+    gossip: Gossip,
+    lookup: MemoryLookup,
+    downloader: Downloader,
+    senders: Mutex<HashMap<TopicId, GossipSender>>,
+    kicks: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// Serves record blobs without taking the store down with the router (the engine owns the store).
+#[derive(Debug, Clone)]
+struct ServeBlobs(BlobsProtocol);
+
+impl ProtocolHandler for ServeBlobs {
+    async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        self.0.accept(connection).await
+    }
+}
+
+/// Answers catch-up requests from the engine.
+#[derive(Debug, Clone)]
+struct ServeSync(Arc<EngineRef>);
+
+struct EngineRef(Arc<Engine>);
+
+impl std::fmt::Debug for EngineRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+impl ProtocolHandler for ServeSync {
+    async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        loop {
+            let (mut send, mut recv) = match connection.accept_bi().await {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            };
+            let req = recv
+                .read_to_end(4096)
+                .await
+                .map_err(AcceptError::from_err)?;
+            let reply = match Ask::decode(&req) {
+                Ok(ask) => match self.0 .0.catch_up(&ask.ns, ask.owner, ask.have).await {
+                    Ok(Some(c)) => Reply::Answer(Box::new(c)),
+                    Ok(None) => Reply::UpToDate,
+                    Err(_) => Reply::Unknown,
+                },
+                Err(_) => Reply::Unknown,
+            };
+            let bytes = tokio::task::spawn_blocking(move || wire::encode_reply(&reply))
+                .await
+                .map_err(AcceptError::from_err)?;
+            send.write_all(&bytes)
+                .await
+                .map_err(AcceptError::from_err)?;
+            send.finish()?;
+        }
+    }
+}
+
+/// The gossip topic of (owner, namespace): where the owner announces roots.
+pub fn topic(owner: &[u8; 32], ns: &str) -> TopicId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cairn-roots-v1");
+    h.update(owner);
+    h.update(ns.as_bytes());
+    TopicId::from_bytes(*h.finalize().as_bytes())
+}
+
+fn endpoint_id(b: &[u8; 32]) -> Option<EndpointId> {
+    PublicKey::from_bytes(b).ok()
+}
+
+impl P2p {
+    /// Binds the endpoint, starts the router, loads known peers, and starts announcing and following.
+    pub async fn start(engine: Arc<Engine>, cfg: P2pConfig) -> Result<Arc<Self>, P2pError> {
+        let bind_err = |reason: String| P2pError::Bind {
+            addr: cfg.listen,
+            reason,
+        };
+        let lookup = MemoryLookup::new();
+        let endpoint = Endpoint::builder(presets::Minimal)
+            .secret_key(SecretKey::from_bytes(&engine.signing_key().to_bytes()))
+            .relay_mode(RelayMode::Disabled)
+            .portmapper_config(PortmapperConfig::Disabled)
+            .clear_ip_transports()
+            .bind_addr(cfg.listen)
+            .map_err(|e| bind_err(e.to_string()))?
+            .address_lookup(lookup.clone())
+            .bind()
+            .await
+            .map_err(|e| bind_err(e.to_string()))?;
+        let gossip = Gossip::builder().spawn(endpoint.clone());
+        let store = engine.blob_store();
+        let router = Router::builder(endpoint.clone())
+            .accept(
+                iroh_blobs::ALPN,
+                ServeBlobs(BlobsProtocol::new(&store, None)),
+            )
+            .accept(iroh_gossip::ALPN, gossip.clone())
+            .accept(SYNC_ALPN, ServeSync(Arc::new(EngineRef(engine.clone()))))
+            .spawn();
+        let downloader = store.downloader(&endpoint);
+        let p2p = Arc::new(P2p {
+            engine: engine.clone(),
+            endpoint,
+            router,
+            gossip,
+            lookup,
+            downloader,
+            senders: Mutex::new(HashMap::new()),
+            kicks: Mutex::new(HashMap::new()),
+        });
+        for (id, addrs) in engine.peers().await.unwrap_or_default() {
+            if let Ok(t) = Ticket::parse(&format!("{}@{addrs}", hex::encode(id))) {
+                p2p.learn(&t);
+            }
+        }
+        tracing::info!(addr = %p2p.ticket(), "p2p endpoint listening");
+        // Announce this node's roots, and follow what it follows.
+        let me = p2p.clone();
+        tokio::spawn(async move { me.announce_roots().await });
+        for (ns, owner) in engine.follows() {
+            p2p.spawn_follower(ns, owner);
+        }
+        for ns in engine.owned() {
+            let me = p2p.clone();
+            tokio::spawn(async move {
+                let _ = me.sender(&me.engine.node_key(), &ns).await;
+            });
+        }
+        Ok(p2p)
+    }
+
+    /// This node's ticket: its id and direct addresses.
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            id: *self.endpoint.id().as_bytes(),
+            addrs: self.endpoint.bound_sockets(),
+        }
+    }
+
+    fn learn(&self, t: &Ticket) {
+        if let Some(id) = endpoint_id(&t.id) {
+            self.lookup.add_endpoint_info(EndpointAddr::from_parts(
+                id,
+                t.addrs.iter().copied().map(TransportAddr::Ip),
+            ));
+        }
+    }
+
+    /// Adds a peer from its ticket: kept in redb, known to the endpoint, and joined to every topic.
+    pub async fn add_peer(&self, t: &Ticket) -> Result<(), NodeError> {
+        if t.id == self.engine.node_key() {
+            return Err(NodeError::invalid(
+                "ticket",
+                "that is this node's own ticket",
+            ));
+        }
+        endpoint_id(&t.id).ok_or_else(|| NodeError::invalid("ticket", "not a valid node id"))?;
+        self.engine.put_peer(t.id, &t.addrs_string()).await?;
+        self.learn(t);
+        let senders: Vec<GossipSender> = self
+            .senders
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        if let Some(id) = endpoint_id(&t.id) {
+            for s in senders {
+                let _ = s.join_peers(vec![id]).await;
+            }
+        }
+        // New peers may hold what replicas lack.
+        if let Ok(k) = self.kicks.lock() {
+            k.values().for_each(|n| n.notify_one());
+        }
+        Ok(())
+    }
+
+    /// Starts following (after [`Engine::follow`] registered the namespace).
+    pub fn spawn_follower(self: &Arc<Self>, ns: String, owner: [u8; 32]) {
+        let kick = Arc::new(Notify::new());
+        if let Ok(mut k) = self.kicks.lock() {
+            if k.contains_key(&ns) {
+                return;
+            }
+            k.insert(ns.clone(), kick.clone());
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.follow_loop(ns, owner, kick).await });
+    }
+
+    /// Ids of every known peer.
+    async fn peer_ids(&self) -> Vec<[u8; 32]> {
+        self.engine
+            .peers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.0)
+            .collect()
+    }
+
+    /// The gossip sender of a topic, subscribing (with every known peer as bootstrap) on first use. Messages
+    /// received on it are handled by [`P2p::on_message`].
+    async fn sender(self: &Arc<Self>, owner: &[u8; 32], ns: &str) -> Option<GossipSender> {
+        let t = topic(owner, ns);
+        if let Some(s) = self.senders.lock().ok()?.get(&t) {
+            return Some(s.clone());
+        }
+        let boot: Vec<EndpointId> = self
+            .peer_ids()
+            .await
+            .iter()
+            .filter_map(endpoint_id)
+            .collect();
+        let sub = match self.gossip.subscribe(t, boot).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, namespace = %ns, "gossip subscribe failed");
+                return None;
+            }
+        };
+        let (sender, mut receiver) = sub.split();
+        self.senders.lock().ok()?.insert(t, sender.clone());
+        let me = self.clone();
+        let (owner, ns) = (*owner, ns.to_owned());
+        tokio::spawn(async move {
+            while let Some(ev) = receiver.next().await {
+                match ev {
+                    Ok(Event::Received(m)) => me.on_message(&owner, &ns, &m.content),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "gossip receiver ended");
+                        break;
+                    }
+                }
+            }
+            if let Ok(mut s) = me.senders.lock() {
+                s.remove(&topic(&owner, &ns));
+            }
+        });
+        Some(sender)
+    }
+
+    fn on_message(&self, owner: &[u8; 32], ns: &str, content: &[u8]) {
+        if content.len() > 4 && &content[..4] == MSG_ROOT {
+            let Ok(root) = SignedRoot::decode(&content[4..]) else {
+                return;
+            };
+            if root.verify(Some(owner)).is_err() || root.record.namespace != ns {
+                return;
+            }
+            if let Ok(k) = self.kicks.lock() {
+                if let Some(n) = k.get(ns) {
+                    n.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Broadcasts every root this node signs on its namespace's topic.
+    async fn announce_roots(self: Arc<Self>) {
+        let mut roots = self.engine.watch_roots();
+        let me = self.engine.node_key();
+        loop {
+            let root = match roots.recv().await {
+                Ok(r) => r,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            if root.record.node_id != me {
+                continue;
+            }
+            let ns = root.record.namespace.clone();
+            if let Some(s) = self.sender(&me, &ns).await {
+                let mut msg = MSG_ROOT.to_vec();
+                msg.extend_from_slice(&root.encode());
+                if let Err(e) = s.broadcast(Bytes::from(msg)).await {
+                    tracing::debug!(error = %e, "root announcement failed");
+                }
+            }
+        }
+    }
+
+    async fn follow_loop(self: Arc<Self>, ns: String, owner: [u8; 32], kick: Arc<Notify>) {
+        let _ = self.sender(&owner, &ns).await;
+        loop {
+            match self.catch_up_once(&ns, &owner).await {
+                Ok(()) => {}
+                Err(StepError::Equivocation { seq, ours, theirs }) => {
+                    tracing::error!(namespace = %ns, seq, "owner equivocated; stopped following");
+                    self.engine
+                        .record_equivocation(&ns, &owner, &ours, &theirs)
+                        .await;
+                    return;
+                }
+                Err(e) => tracing::debug!(namespace = %ns, error = %e, "catch-up incomplete"),
+            }
+            let _ = tokio::time::timeout(POLL, kick.notified()).await;
+            if self.router.is_shutdown() {
+                return;
+            }
+        }
+    }
+
+    /// Providers to try for (owner, ns): the owner first, then every other peer.
+    async fn providers(&self, owner: &[u8; 32]) -> Vec<[u8; 32]> {
+        let mut out = vec![*owner];
+        for p in self.peer_ids().await {
+            if p != *owner {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Catches a replica up as far as any provider can take it; one verified step at a time.
+    async fn catch_up_once(&self, ns: &str, owner: &[u8; 32]) -> Result<(), StepError> {
+        let providers = self.providers(owner).await;
+        let mut last_err = None;
+        'steps: for _ in 0..10_000 {
+            let have = self.engine.owner_root_seq(ns).map_err(StepError::Node)?;
+            for p in &providers {
+                let reply = match self.ask(p, owner, ns, have).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(peer = %hex::encode(p), error = %e, "catch-up ask failed");
+                        continue;
+                    }
+                };
+                let c = match reply {
+                    Reply::Answer(c) => *c,
+                    Reply::UpToDate if p == owner => return Ok(()),
+                    Reply::UpToDate | Reply::Unknown => continue,
+                };
+                let step = match self.engine.verify_step(ns, c).await {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(e @ StepError::Equivocation { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(peer = %hex::encode(p), namespace = %ns, error = %e, "catch-up answer rejected");
+                        last_err = Some(e);
+                        continue;
+                    }
+                };
+                let mut order = vec![*p];
+                order.extend(providers.iter().filter(|x| *x != p));
+                if let Err(e) = self.fetch(&step.needed, &order).await {
+                    tracing::warn!(namespace = %ns, error = %e, "records unavailable");
+                    last_err = Some(StepError::Rejected(e));
+                    continue;
+                }
+                match self.engine.install_step(step).await {
+                    Ok(root) => {
+                        tracing::debug!(namespace = %ns, seq = root.record.seq, "replica caught up a step");
+                        continue 'steps;
+                    }
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, error = %e, "replica step not installed");
+                        last_err = Some(e);
+                        continue;
+                    }
+                }
+            }
+            // No provider had anything newer (or none could be reached).
+            return match last_err {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+        }
+        Ok(())
+    }
+
+    async fn ask(
+        &self,
+        peer: &[u8; 32],
+        owner: &[u8; 32],
+        ns: &str,
+        have: u64,
+    ) -> Result<Reply, String> {
+        let id = endpoint_id(peer).ok_or("bad peer id")?;
+        let req = Ask {
+            owner: *owner,
+            ns: ns.to_owned(),
+            have,
+        }
+        .encode();
+        let exchange = async {
+            let conn = self
+                .endpoint
+                .connect(id, SYNC_ALPN)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(&req).await.map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            let bytes = recv
+                .read_to_end(wire::MAX_ANSWER)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close(0u32.into(), b"done");
+            Ok::<_, String>(bytes)
+        };
+        let bytes = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+            .await
+            .map_err(|_| "timed out".to_string())??;
+        tokio::task::spawn_blocking(move || wire::decode_reply(&bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Downloads record blobs from the providers in order (each blob verified by BLAKE3 as it streams; a
+    /// provider that serves bad bytes is skipped for the next).
+    async fn fetch(
+        &self,
+        ids: &[cairn_index::id::MemoryId],
+        order: &[[u8; 32]],
+    ) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<Hash> = ids.iter().map(|id| Hash::from_bytes(id.0)).collect();
+        let providers: Vec<EndpointId> = order.iter().filter_map(endpoint_id).collect();
+        let mut progress = self
+            .downloader
+            .download(hashes.clone(), providers)
+            .stream()
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(item) = progress.next().await {
+            match item {
+                DownloadProgressItem::ProviderFailed { id, request } => {
+                    tracing::warn!(peer = %id, hash = %request.hash, "provider failed; trying the next")
+                }
+                DownloadProgressItem::Error(e) => return Err(e.to_string()),
+                _ => {}
+            }
+        }
+        for id in ids {
+            if !self.engine.has_blob(id).await {
+                return Err(format!("record {id} could not be fetched from any peer"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the router (and the endpoint).
+    pub async fn shutdown(&self) {
+        let _ = self.router.shutdown().await;
+    }
+}

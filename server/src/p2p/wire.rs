@@ -1,0 +1,166 @@
+//! The catch-up protocol's messages (ALPN `cairn/sync/1`, docs/PROOFS.md "Replication"): a replica asks a
+//! peer for (owner, namespace) after its seq; the peer answers with the signed roots since then and the
+//! graph nodes that changed (or all of them). Nothing here is trusted: the replica verifies every root and
+//! recomputes every leaf before anything becomes visible.
+
+use cairn_index::proof::{decode_node, encode_node, ProofNode};
+use cairn_index::root::SignedRoot;
+use cairn_index::wire::Reader;
+
+use crate::engine::replica::CatchUp;
+use crate::engine::SyncOut;
+
+/// Request magic.
+const REQ: &[u8; 4] = b"CSQ1";
+/// Response magic.
+const RESP: &[u8; 4] = b"CSR1";
+/// Most bytes of an answer (a whole 100k-memory graph is about 60 MB).
+pub const MAX_ANSWER: usize = 1 << 30;
+/// Most nodes in an answer.
+const MAX_NODES: usize = 20_000_000;
+
+/// A catch-up request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// The namespace's owner.
+    pub owner: [u8; 32],
+    /// The namespace.
+    pub ns: String,
+    /// The asker's latest seq (0 for none).
+    pub have: u64,
+}
+
+/// A malformed message.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed catch-up message: {0}")]
+pub struct Malformed(pub &'static str);
+
+impl From<cairn_index::wire::Short> for Malformed {
+    fn from(_: cairn_index::wire::Short) -> Self {
+        Malformed("truncated")
+    }
+}
+
+impl Ask {
+    /// `"CSQ1" owner[32] u64be(have) u16be(len) namespace`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(48 + self.ns.len());
+        o.extend_from_slice(REQ);
+        o.extend_from_slice(&self.owner);
+        o.extend_from_slice(&self.have.to_be_bytes());
+        o.extend_from_slice(&(self.ns.len() as u16).to_be_bytes());
+        o.extend_from_slice(self.ns.as_bytes());
+        o
+    }
+
+    /// Parses a request.
+    pub fn decode(b: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(b);
+        if r.bytes(4)? != REQ {
+            return Err(Malformed("not a catch-up request"));
+        }
+        let owner = r.array()?;
+        let have = r.u64()?;
+        let n = r.u16()? as usize;
+        let ns = std::str::from_utf8(r.bytes(n)?)
+            .map_err(|_| Malformed("namespace"))?
+            .to_owned();
+        if !r.is_empty() {
+            return Err(Malformed("trailing bytes"));
+        }
+        Ok(Ask { owner, ns, have })
+    }
+}
+
+/// Status byte: an answer follows.
+const ANSWER: u8 = 0;
+/// Status byte: nothing newer than the asker's seq.
+const UP_TO_DATE: u8 = 1;
+/// Status byte: this peer does not hold that namespace of that owner.
+const UNKNOWN: u8 = 2;
+
+/// What a peer says.
+pub enum Reply {
+    /// Roots and nodes.
+    Answer(Box<CatchUp>),
+    /// Nothing newer.
+    UpToDate,
+    /// Not held here.
+    Unknown,
+}
+
+/// `"CSR1" u8(status)`, then for an answer: `u32be(n) (u32be(len) signed_root)×n u8(full) u16be(dim)
+/// u32be(count) node×count` (nodes in the recall-proof node encoding, always with full lists).
+pub fn encode_reply(r: &Reply) -> Vec<u8> {
+    let mut o = Vec::new();
+    o.extend_from_slice(RESP);
+    match r {
+        Reply::UpToDate => o.push(UP_TO_DATE),
+        Reply::Unknown => o.push(UNKNOWN),
+        Reply::Answer(c) => {
+            o.push(ANSWER);
+            o.extend_from_slice(&(c.chain.len() as u32).to_be_bytes());
+            for root in &c.chain {
+                let b = root.encode();
+                o.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                o.extend_from_slice(&b);
+            }
+            o.push(u8::from(c.out.full));
+            o.extend_from_slice(&c.out.root.record.dim.to_be_bytes());
+            o.extend_from_slice(&(c.out.nodes.len() as u32).to_be_bytes());
+            for n in &c.out.nodes {
+                encode_node(&mut o, n);
+            }
+        }
+    }
+    o
+}
+
+/// Parses a reply. Never panics.
+pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
+    let mut r = Reader::new(b);
+    if r.bytes(4)? != RESP {
+        return Err(Malformed("not a catch-up reply"));
+    }
+    match r.u8()? {
+        UP_TO_DATE => return Ok(Reply::UpToDate),
+        UNKNOWN => return Ok(Reply::Unknown),
+        ANSWER => {}
+        _ => return Err(Malformed("status")),
+    }
+    let n = r.u32()? as usize;
+    if n > crate::engine::replica::MAX_CHAIN || n == 0 {
+        return Err(Malformed("root count"));
+    }
+    let mut chain = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u32()? as usize;
+        let root = SignedRoot::decode(r.bytes(len)?).map_err(|_| Malformed("root"))?;
+        chain.push(root);
+    }
+    let full = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(Malformed("full flag")),
+    };
+    let dim = r.u16()? as usize;
+    let count = r.u32()? as usize;
+    if count > MAX_NODES || count.saturating_mul(dim / 2 + 48) > r.remaining() {
+        return Err(Malformed("node count"));
+    }
+    let mut nodes: Vec<ProofNode> = Vec::with_capacity(count);
+    for _ in 0..count {
+        nodes.push(decode_node(&mut r, dim).map_err(|_| Malformed("node"))?);
+    }
+    if !r.is_empty() {
+        return Err(Malformed("trailing bytes"));
+    }
+    let root = chain.last().cloned().ok_or(Malformed("root count"))?;
+    if usize::from(root.record.dim) != dim {
+        return Err(Malformed("dimension"));
+    }
+    Ok(Reply::Answer(Box::new(CatchUp {
+        chain,
+        out: SyncOut { root, full, nodes },
+    })))
+}

@@ -1,0 +1,171 @@
+//! Replication between real nodes over iroh on loopback: a follower takes in the owner's signed state, serves
+//! reads whose proofs verify against the OWNER's key, keeps serving after the owner is gone, refuses writes,
+//! and follows forgets.
+
+use std::time::{Duration, Instant};
+
+use cairn_client::NewMemory;
+use cairn_tests::{temp_dir, Node};
+
+const FACTS: &[&str] = &[
+    "Alice prefers green tea to coffee.",
+    "Bob walks his dog Biscuit every morning at 7.",
+    "The server migration is scheduled for Friday night.",
+    "Carol's birthday is on the 14th of June.",
+    "Dave is allergic to peanuts and shellfish.",
+    "Eve moved to Lisbon last spring.",
+];
+
+fn ticket(n: &Node) -> String {
+    let o = n.cli(&["ticket"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn node_id(n: &Node) -> String {
+    let o = n.cli(&["id"]);
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Makes `b` and `a` peers of each other.
+fn introduce(a: &Node, b: &Node) {
+    let o = b.cli(&["peer", "add", &ticket(a)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = a.cli(&["peer", "add", &ticket(b)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Polls (bounded) until `ns` on `n` has root seq ≥ `seq`.
+async fn wait_seq(n: &Node, ns: &str, seq: u64, limit: Duration) -> u64 {
+    let c = n.client().await.expect("client");
+    let t0 = Instant::now();
+    loop {
+        let now = c
+            .list_namespaces()
+            .await
+            .ok()
+            .and_then(|l| l.into_iter().find(|x| x.namespace == ns))
+            .map_or(0, |x| x.seq);
+        if now >= seq || t0.elapsed() > limit {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_verified_reads_that_survive_the_owner() {
+    let (da, db) = (temp_dir(), temp_dir());
+    let mut a = Node::start(da.path()).expect("start A");
+    let mut b = Node::start(db.path()).expect("start B");
+    introduce(&a, &b);
+    let a_id = node_id(&a);
+    let ca = a.client().await.expect("client A");
+    let items: Vec<NewMemory> = FACTS.iter().map(|t| NewMemory::new(*t)).collect();
+    ca.remember("team", items).await.expect("remember on A");
+    let a_seq = ca.root("team", None).await.expect("root").seq;
+
+    let o = b.cli(&["follow", "--ns", "team", "--from", &a_id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        wait_seq(&b, "team", a_seq, Duration::from_secs(30)).await,
+        a_seq
+    );
+
+    // A memory remembered on A becomes readable on B.
+    ca.remember(
+        "team",
+        vec![NewMemory::new("Heidi runs the Thursday book club.")],
+    )
+    .await
+    .expect("remember");
+    let a_seq = ca.root("team", None).await.expect("root").seq;
+    assert_eq!(
+        wait_seq(&b, "team", a_seq, Duration::from_secs(30)).await,
+        a_seq
+    );
+
+    let state = db.path().join("client-state.json");
+    let verify_on_b = |query: &str| {
+        std::process::Command::new(cairn_tests::cairn_bin())
+            .args([
+                "--node", &b.url, "recall", "--ns", "team", "--verify", "--trust", &a_id, query,
+            ])
+            .env("CAIRN_STATE", &state)
+            .env("CAIRN_LOG", "warn")
+            .output()
+            .expect("run cairn")
+    };
+    let o = verify_on_b("who leads the book club?");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("Heidi"), "{out}");
+    assert!(out.contains(&format!("by {a_id}")), "{out}");
+
+    // One writer per namespace: B refuses writes and names the owner.
+    let cb = b.client().await.expect("client B");
+    let err = cb
+        .remember("team", vec![NewMemory::new("written on a replica")])
+        .await
+        .expect_err("replica must refuse writes");
+    assert!(err.to_string().contains(&a_id), "{err}");
+    assert!(err.to_string().to_lowercase().contains("replica"), "{err}");
+
+    // Forgetting on A removes the memory from B as well.
+    let heidi = cb
+        .recall("team", "book club")
+        .k(1)
+        .send()
+        .await
+        .expect("recall")
+        .remove(0)
+        .id;
+    ca.forget("team", vec![heidi.clone()])
+        .await
+        .expect("forget");
+    let a_seq = ca.root("team", None).await.expect("root").seq;
+    assert_eq!(
+        wait_seq(&b, "team", a_seq, Duration::from_secs(30)).await,
+        a_seq
+    );
+    let got = cb.get("team", vec![heidi]).await.expect("get");
+    assert!(got.memories.is_empty(), "forgotten memory still on B");
+
+    // The owner dies; B still answers, and the answers still verify against A's key.
+    a.kill9();
+    let o = verify_on_b("what does Dave avoid eating?");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("peanuts"), "{out}");
+    assert!(
+        out.contains(&format!("verified against root seq {a_seq} by {a_id}")),
+        "{out}"
+    );
+
+    // B restarts from disk and serves the same, without A.
+    b.stop();
+    let b2 = Node::start(db.path()).expect("restart B");
+    let o = std::process::Command::new(cairn_tests::cairn_bin())
+        .args([
+            "--node", &b2.url, "recall", "--ns", "team", "--verify", "--trust", &a_id, "tea",
+        ])
+        .env("CAIRN_STATE", &state)
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("green tea"), "{out}");
+}
