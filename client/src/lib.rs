@@ -250,6 +250,17 @@ impl CairnClient {
         Ok(())
     }
 
+    /// Evidence of equivocation the node holds.
+    pub async fn alerts(&self) -> Result<Vec<pb::Alert>, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .alerts(pb::AlertsRequest {})
+            .await?
+            .into_inner()
+            .alerts)
+    }
+
     /// Lists one page of memories in (created_at, id) order.
     pub async fn list(&self, namespace: &str, opts: ListOptions) -> Result<ListResponse, Error> {
         self.list_impl(namespace, opts, false).await

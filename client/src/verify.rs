@@ -182,3 +182,18 @@ pub fn list_range(
         limit: if limit == 0 { 100 } else { limit },
     })
 }
+
+/// The number of distinct witnesses (other than the root's signer) whose cosignature of `root` checks out.
+/// Malformed entries are ignored.
+pub fn witnesses(root: &cairn_index::root::RootRecord, cosigs: &[pb::Cosignature]) -> usize {
+    let parsed: Vec<([u8; 32], [u8; 64])> = cosigs
+        .iter()
+        .filter_map(|c| {
+            let mut w = [0u8; 32];
+            hex::decode_to_slice(&c.witness, &mut w).ok()?;
+            let sig: [u8; 64] = c.signature.as_slice().try_into().ok()?;
+            Some((w, sig))
+        })
+        .collect();
+    cairn_index::root::count_witnesses(root, &parsed)
+}

@@ -596,6 +596,17 @@ pub fn decode_node(r: &mut Reader<'_>, dim: usize) -> Result<ProofNode, VerifyEr
     })
 }
 
+/// The signed root a Get/List/Recall proof is against (both formats start with magic ‖ signed root), without
+/// verifying anything; used to attach witness cosignatures of that root to a response.
+pub fn root_of_proof(proof: &[u8]) -> Option<SignedRoot> {
+    let mut r = Reader::new(proof);
+    let magic = r.bytes(4).ok()?;
+    if magic != TIME_MAGIC && magic != RECALL_MAGIC {
+        return None;
+    }
+    SignedRoot::read(&mut r).ok()
+}
+
 struct ProofGraph<'a> {
     nodes: HashMap<u32, &'a ProofNode>,
 }

@@ -219,6 +219,42 @@ impl SignedRoot {
     }
 }
 
+/// Domain of a witness cosignature: `ed25519(witness, "CAIRN-COSIG-V1" ‖ root hash)`.
+pub const COSIG_CONTEXT: &[u8; 14] = b"CAIRN-COSIG-V1";
+
+fn cosig_message(root_hash: &Hash) -> [u8; 46] {
+    let mut msg = [0u8; 46];
+    msg[..14].copy_from_slice(COSIG_CONTEXT);
+    msg[14..].copy_from_slice(root_hash);
+    msg
+}
+
+/// A witness's cosignature of a root it verified: it vouches that it saw this root (and no other) for the
+/// root's (owner, namespace, seq). The root hash already binds all three.
+pub fn cosign(record: &RootRecord, witness: &SigningKey) -> [u8; 64] {
+    witness.sign(&cosig_message(&record.hash())).to_bytes()
+}
+
+/// Checks one cosignature of `record` by `witness`.
+pub fn verify_cosig(record: &RootRecord, witness: &[u8; 32], sig: &[u8; 64]) -> bool {
+    let Ok(key) = VerifyingKey::from_bytes(witness) else {
+        return false;
+    };
+    key.verify_strict(&cosig_message(&record.hash()), &Signature::from_bytes(sig))
+        .is_ok()
+}
+
+/// The number of distinct witnesses, other than the root's own signer, with a valid cosignature of `record`.
+pub fn count_witnesses(record: &RootRecord, cosigs: &[([u8; 32], [u8; 64])]) -> usize {
+    let mut seen: Vec<[u8; 32]> = Vec::new();
+    for (w, sig) in cosigs {
+        if *w != record.node_id && !seen.contains(w) && verify_cosig(record, w, sig) {
+            seen.push(*w);
+        }
+    }
+    seen.len()
+}
+
 fn signed_message(root_hash: &Hash) -> [u8; 49] {
     let mut msg = [0u8; 49];
     msg[..17].copy_from_slice(SIG_CONTEXT);
@@ -229,6 +265,33 @@ fn signed_message(root_hash: &Hash) -> [u8; 49] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosignatures_count_distinct_valid_witnesses_only() {
+        let owner = SigningKey::from_bytes(&[1; 32]);
+        let (w1, w2) = (
+            SigningKey::from_bytes(&[2; 32]),
+            SigningKey::from_bytes(&[3; 32]),
+        );
+        let r = SignedRoot::sign(sample(&owner), &owner).record;
+        let id = |k: &SigningKey| k.verifying_key().to_bytes();
+        let c1 = cosign(&r, &w1);
+        let c2 = cosign(&r, &w2);
+        assert!(verify_cosig(&r, &id(&w1), &c1));
+        assert!(!verify_cosig(&r, &id(&w2), &c1));
+        let mut other = r.clone();
+        other.seq += 1;
+        assert!(!verify_cosig(&other, &id(&w1), &c1));
+        let own = cosign(&r, &owner);
+        let list = vec![
+            (id(&w1), c1),
+            (id(&w1), c1),
+            (id(&w2), c2),
+            (id(&owner), own),
+            ([9; 32], [0; 64]),
+        ];
+        assert_eq!(count_witnesses(&r, &list), 2);
+    }
 
     pub(crate) fn sample(key: &SigningKey) -> RootRecord {
         RootRecord {

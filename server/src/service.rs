@@ -76,6 +76,29 @@ pub fn root_message(r: &SignedRoot) -> pb::Root {
         signature: hex::encode(r.signature),
         hash: hex::encode(rec.hash()),
         signed: r.encode(),
+        cosignatures: Vec::new(),
+    }
+}
+
+impl CairnService {
+    /// The cosignatures this node holds for the root a proof is against.
+    async fn cosigs_of_proof(&self, proof: Option<&[u8]>) -> Vec<pb::Cosignature> {
+        match proof.and_then(cairn_index::proof::root_of_proof) {
+            Some(root) => self.cosigs_of(&root).await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn cosigs_of(&self, root: &SignedRoot) -> Vec<pb::Cosignature> {
+        self.engine
+            .cosigs(&root.record)
+            .await
+            .into_iter()
+            .map(|(w, sig)| pb::Cosignature {
+                witness: hex::encode(w),
+                signature: sig.to_vec(),
+            })
+            .collect()
     }
 }
 
@@ -139,9 +162,11 @@ impl Cairn for CairnService {
                 },
             )
             .await?;
+        let cosignatures = self.cosigs_of_proof(proof.as_deref()).await;
         Ok(Response::new(pb::RecallResponse {
             hits: hits.into_iter().map(|h| hit(h, req.proof)).collect(),
             proof: proof.unwrap_or_default(),
+            cosignatures,
         }))
     }
 
@@ -151,10 +176,12 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let req = request.into_inner();
         let (found, missing, proof) = self.engine.get(&req.namespace, &req.ids, req.proof).await?;
+        let cosignatures = self.cosigs_of_proof(proof.as_deref()).await;
         Ok(Response::new(pb::GetResponse {
             memories: found.into_iter().map(|m| memory(m, req.proof)).collect(),
             missing,
             proof: proof.unwrap_or_default(),
+            cosignatures,
         }))
     }
 
@@ -174,10 +201,12 @@ impl Cairn for CairnService {
                 req.proof,
             )
             .await?;
+        let cosignatures = self.cosigs_of_proof(proof.as_deref()).await;
         Ok(Response::new(pb::ListResponse {
             memories: page.into_iter().map(|m| memory(m, req.proof)).collect(),
             next_page_token: next,
             proof: proof.unwrap_or_default(),
+            cosignatures,
         }))
     }
 
@@ -262,7 +291,9 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::Root>, Status> {
         let req = request.into_inner();
         let root = self.engine.root(&req.namespace, req.seq).await?;
-        Ok(Response::new(root_message(&root)))
+        let mut msg = root_message(&root);
+        msg.cosignatures = self.cosigs_of(&root).await;
+        Ok(Response::new(msg))
     }
 
     type WatchRootsStream = ReceiverStream<Result<pb::Root, Status>>;
@@ -340,6 +371,25 @@ impl Cairn for CairnService {
                 .map(|(id, addrs)| pb::Peer {
                     node_id: hex::encode(id),
                     addrs: addrs.split(',').map(str::to_owned).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn alerts(
+        &self,
+        _request: Request<pb::AlertsRequest>,
+    ) -> Result<Response<pb::AlertsResponse>, Status> {
+        let alerts = self.engine.alerts().await;
+        Ok(Response::new(pb::AlertsResponse {
+            alerts: alerts
+                .iter()
+                .map(|a| pb::Alert {
+                    kind: "equivocation".into(),
+                    owner: hex::encode(a.owner),
+                    namespace: a.namespace.clone(),
+                    seq: a.roots[0].record.seq,
+                    roots: a.roots.iter().map(root_message).collect(),
                 })
                 .collect(),
         }))

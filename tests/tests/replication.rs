@@ -104,7 +104,32 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains("Heidi"), "{out}");
-    assert!(out.contains(&format!("by {a_id}")), "{out}");
+    assert!(out.contains(&format!("by {a_id} with")), "{out}");
+    // More witnesses than exist: refused.
+    let o = std::process::Command::new(cairn_tests::cairn_bin())
+        .args([
+            "--node",
+            &b.url,
+            "recall",
+            "--ns",
+            "team",
+            "--trust",
+            &a_id,
+            "--witnesses",
+            "2",
+            "book club",
+        ])
+        .env("CAIRN_STATE", &state)
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("witness"));
 
     // One writer per namespace: B refuses writes and names the owner.
     let cb = b.client().await.expect("client B");

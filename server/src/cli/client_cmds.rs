@@ -11,16 +11,38 @@ use super::output::{hit_json, hit_line, memory_json, memory_line, print_json};
 use super::trust::{check_trust_flag, Trust};
 use super::{Cli, Command, ProofArgs};
 
-fn verified_json(v: &Verified) -> Value {
-    json!({ "seq": v.seq(), "node_id": v.node_id_hex(), "root": hex::encode(v.root.record.hash()) })
+fn verified_json(v: &Verified, witnesses: usize) -> Value {
+    json!({ "seq": v.seq(), "node_id": v.node_id_hex(), "root": hex::encode(v.root.record.hash()), "witnesses": witnesses })
 }
 
-fn verified_line(v: &Verified) -> String {
+fn verified_line(v: &Verified, witnesses: usize) -> String {
+    let w = match witnesses {
+        0 => String::new(),
+        1 => " with 1 witness cosignature".to_owned(),
+        n => format!(" with {n} witness cosignatures"),
+    };
     format!(
-        "verified against root seq {} by {}",
+        "verified against root seq {} by {}{w}",
         v.seq(),
         v.node_id_hex()
     )
+}
+
+/// Counts the witnesses of a verified root and enforces `--witnesses`.
+fn check_witnesses(
+    p: &ProofArgs,
+    vd: &Verified,
+    cosigs: &[cairn_proto::v1::Cosignature],
+) -> Result<usize> {
+    let n = v::witnesses(&vd.root.record, cosigs);
+    if n < p.witnesses as usize {
+        bail!(
+            "verification failed: root seq {} has {n} valid witness cosignature(s), --witnesses asks for {}",
+            vd.seq(),
+            p.witnesses
+        );
+    }
+    Ok(n)
 }
 
 fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>> {
@@ -95,14 +117,14 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                 .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
             if cli.json {
                 print_json(
-                    &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": verified_json(&verified) }),
+                    &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": verified_json(&verified, 0) }),
                 );
             } else {
                 println!(
                     "{} memories in {}: {}",
                     pf.items.len(),
                     pf.namespace,
-                    verified_line(&verified)
+                    verified_line(&verified, 0)
                 );
             }
             Ok(true)
@@ -293,7 +315,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                             },
                         )?;
                     }
-                    Some(vd)
+                    let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
+                    Some((vd, w))
                 }
                 None => None,
             };
@@ -301,7 +324,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 let mut out = json!({ "hits": hits.iter().map(hit_json).collect::<Vec<_>>() });
                 if let Some(vd) = &verified {
-                    out["verified"] = verified_json(vd);
+                    out["verified"] = verified_json(&vd.0, vd.1);
                 }
                 print_json(&out);
             } else {
@@ -312,7 +335,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     println!("{}", hit_line(h));
                 }
                 if let Some(vd) = &verified {
-                    println!("{}", verified_line(vd));
+                    println!("{}", verified_line(&vd.0, vd.1));
                 }
             }
         }
@@ -344,7 +367,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                             },
                         )?;
                     }
-                    Some(vd)
+                    let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
+                    Some((vd, w))
                 }
                 None => None,
             };
@@ -354,7 +378,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "missing": resp.missing,
                 });
                 if let Some(vd) = &verified {
-                    out["verified"] = verified_json(vd);
+                    out["verified"] = verified_json(&vd.0, vd.1);
                 }
                 print_json(&out);
             } else {
@@ -362,7 +386,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     println!("{}", memory_line(m));
                 }
                 if let Some(vd) = &verified {
-                    println!("{}", verified_line(vd));
+                    println!("{}", verified_line(&vd.0, vd.1));
                 }
             }
             if !resp.missing.is_empty() {
@@ -427,7 +451,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                                 },
                             )?;
                         }
-                        last_verified = Some(vd);
+                        let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
+                        last_verified = Some((vd, w));
                         resp
                     }
                     None => client.list(&ns, opts).await?,
@@ -441,7 +466,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 let mut o = json!({ "memories": out.iter().map(memory_json).collect::<Vec<_>>() });
                 if let Some(vd) = &last_verified {
-                    o["verified"] = verified_json(vd);
+                    o["verified"] = verified_json(&vd.0, vd.1);
                 }
                 print_json(&o);
             } else {
@@ -449,7 +474,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     println!("{}", memory_line(m));
                 }
                 if let Some(vd) = &last_verified {
-                    println!("{}", verified_line(vd));
+                    println!("{}", verified_line(&vd.0, vd.1));
                 }
             }
         }
@@ -559,6 +584,38 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 for p in &peers {
                     println!("{}\t{}", p.node_id, p.addrs.join(","));
+                }
+            }
+        }
+        Command::Alerts => {
+            let alerts = client.alerts().await?;
+            if json {
+                let v: Vec<_> = alerts
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "kind": a.kind,
+                            "owner": a.owner,
+                            "namespace": a.namespace,
+                            "seq": a.seq,
+                            "roots": a.roots.iter().map(|r| json!({"hash": r.hash, "signed": hex::encode(&r.signed), "node_id": r.node_id})).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                print_json(&json!({ "alerts": v }));
+            } else if alerts.is_empty() {
+                println!("no alerts");
+            } else {
+                for a in &alerts {
+                    let hashes: Vec<&str> = a.roots.iter().map(|r| r.hash.as_str()).collect();
+                    println!(
+                        "{}: owner {} signed two roots for {} seq {}: {}",
+                        a.kind,
+                        a.owner,
+                        a.namespace,
+                        a.seq,
+                        hashes.join(" vs ")
+                    );
                 }
             }
         }

@@ -145,6 +145,8 @@ pub enum Command {
     Peer(PeerCommand),
     /// List known peers.
     Peers,
+    /// Show evidence of owners that signed two different roots for one seq.
+    Alerts,
     /// Make a namespace on this node a read-only, verified replica of another node's namespace.
     Follow {
         /// Namespace (the same name on both nodes).
@@ -201,12 +203,16 @@ pub struct ProofArgs {
     /// Save the answer with its proof to FILE (for `cairn verify FILE`). Implies --verify.
     #[arg(long, value_name = "FILE")]
     pub proof_out: Option<PathBuf>,
+    /// Require at least W valid cosignatures of the proof's root from distinct witnesses (peers that verified
+    /// it), besides the owner's signature. Implies --verify.
+    #[arg(long, value_name = "W", default_value_t = 0)]
+    pub witnesses: u32,
 }
 
 impl ProofArgs {
     /// Whether a proof is wanted.
     pub fn wanted(&self) -> bool {
-        self.verify || self.proof_out.is_some()
+        self.verify || self.proof_out.is_some() || self.witnesses > 0
     }
 }
 

@@ -31,6 +31,8 @@ pub struct CatchUp {
     pub chain: Vec<SignedRoot>,
     /// The nodes.
     pub out: SyncOut,
+    /// Witness cosignatures the sender holds for `out.root`.
+    pub cosigs: Vec<crate::store::Cosig>,
 }
 
 /// Why a replica step was refused.
@@ -68,6 +70,8 @@ pub struct VerifiedStep {
     pub needed: Vec<MemoryId>,
     /// The root it installs.
     pub root: SignedRoot,
+    /// Cosignatures of `root` from the sender (checked before they are kept).
+    cosigs: Vec<crate::store::Cosig>,
 }
 
 fn dequantise(v: &[i8]) -> Vec<f32> {
@@ -181,22 +185,83 @@ impl Engine {
         ours: &SignedRoot,
         theirs: &SignedRoot,
     ) {
-        let mut b = Vec::new();
-        b.extend_from_slice(b"CALERT1");
-        b.extend_from_slice(owner);
-        b.extend_from_slice(&(ns.len() as u16).to_be_bytes());
-        b.extend_from_slice(ns.as_bytes());
-        for r in [ours, theirs] {
-            let e = r.encode();
-            b.extend_from_slice(&(e.len() as u32).to_be_bytes());
-            b.extend_from_slice(&e);
+        let b = Alert {
+            owner: *owner,
+            namespace: ns.to_owned(),
+            roots: [ours.clone(), theirs.clone()],
         }
+        .encode();
         let st = self.state.clone();
         match tokio::task::spawn_blocking(move || st.put_alert(&b)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot store an alert"),
             Err(e) => tracing::error!(error = %e, "cannot store an alert"),
         }
+    }
+
+    /// Valid cosignatures this node holds for `root`.
+    pub async fn cosigs(&self, root: &cairn_index::root::RootRecord) -> Vec<crate::store::Cosig> {
+        let st = self.state.clone();
+        let (owner, ns, seq) = (root.node_id, root.namespace.clone(), root.seq);
+        let all = tokio::task::spawn_blocking(move || st.cosigs(owner, &ns, seq))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        all.into_iter()
+            .filter(|(w, sig)| cairn_index::root::verify_cosig(root, w, sig))
+            .collect()
+    }
+
+    /// Stores a cosignature if it is valid for the root this node holds at that seq. Returns false when this
+    /// node does not hold that root (yet) or the signature does not check.
+    pub async fn add_cosig(
+        &self,
+        owner: [u8; 32],
+        ns: &str,
+        seq: u64,
+        witness: [u8; 32],
+        sig: [u8; 64],
+    ) -> bool {
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        let root = tokio::task::spawn_blocking(move || st.root_at(&name, seq))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let Some(root) = root else { return false };
+        if root.record.node_id != owner
+            || !cairn_index::root::verify_cosig(&root.record, &witness, &sig)
+        {
+            return false;
+        }
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        tokio::task::spawn_blocking(move || st.put_cosig(owner, &name, seq, witness, sig))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Every alert this node recorded, oldest first.
+    pub async fn alerts(&self) -> Vec<Alert> {
+        let st = self.state.clone();
+        tokio::task::spawn_blocking(move || st.alerts())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| Alert::decode(b))
+            .collect()
+    }
+
+    /// True if `owner` was caught equivocating on `ns`.
+    pub async fn has_alert(&self, ns: &str, owner: &[u8; 32]) -> bool {
+        self.alerts()
+            .await
+            .iter()
+            .any(|a| a.namespace == ns && &a.owner == owner)
     }
 
     /// This node's public key bytes.
@@ -235,10 +300,12 @@ impl Engine {
         };
         let Some(out) = out else { return Ok(None) };
         let latest = out.root.record.seq;
-        if latest <= have {
+        // At the asker's own seq the answer is just that root: enough to notice a fork.
+        if latest < have {
             return Ok(None);
         }
-        let from = (have + 1).max(latest.saturating_sub(MAX_CHAIN as u64 - 1));
+        // From the asker's own seq on: a different root at that seq is evidence of a fork.
+        let from = have.max(1).max(latest.saturating_sub(MAX_CHAIN as u64 - 1));
         let st = self.state.clone();
         let name = ns.to_owned();
         let mut chain =
@@ -249,7 +316,8 @@ impl Engine {
         if chain.last().map(|r| r.record.seq) != Some(latest) {
             chain.push(out.root.clone());
         }
-        Ok(Some(CatchUp { chain, out }))
+        let cosigs = self.cosigs(&out.root.record).await;
+        Ok(Some(CatchUp { chain, out, cosigs }))
     }
 
     /// Checks a catch-up answer for replica `ns`: every root signed by the owner, for this namespace, chained
@@ -264,7 +332,7 @@ impl Engine {
         let Some(owner) = space.owner else {
             return Err(NodeError::FailedPrecondition(format!("{ns:?} is not a replica")).into());
         };
-        let CatchUp { chain, out } = c;
+        let CatchUp { chain, out, cosigs } = c;
         let current = space.with_commit(|c| c.root().cloned())?;
         let cur_seq = current.as_ref().map_or(0, |r| r.record.seq);
         let mut prev: Option<&SignedRoot> = None;
@@ -379,6 +447,7 @@ impl Engine {
             lists,
             needed,
             root: out.root,
+            cosigs,
         }))
     }
 
@@ -393,6 +462,7 @@ impl Engine {
             changed,
             lists,
             root,
+            cosigs,
             ..
         } = step;
         let _w = space.write.lock().await;
@@ -470,6 +540,13 @@ impl Engine {
             .map_err(NodeError::from)??;
         drop(_w);
         self.finish_blob_deletes().await?;
+        // This node verified the root: it cosigns it, and keeps the sender's valid cosignatures too.
+        let own = cairn_index::root::cosign(&root.record, &self.key);
+        let me = self.node_key();
+        let owner = root.record.node_id;
+        for (w, sig) in std::iter::once((me, own)).chain(cosigs) {
+            self.add_cosig(owner, &ns, root.record.seq, w, sig).await;
+        }
         let _ = self.roots.send(root.clone());
         tracing::debug!(namespace = %ns, seq = root.record.seq, "replica step installed");
         Ok(root)
@@ -495,4 +572,53 @@ pub fn stored_nodes(rows: &[PointRow], lists: Vec<crate::store::StoredLists>) ->
             })
         })
         .collect()
+}
+
+/// Evidence that an owner signed two different roots for one (namespace, seq).
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// The owner.
+    pub owner: [u8; 32],
+    /// The namespace.
+    pub namespace: String,
+    /// The two roots, both validly signed by the owner, same seq, different hashes.
+    pub roots: [SignedRoot; 2],
+}
+
+impl Alert {
+    /// `"CALERT1" owner[32] u16be(len) namespace (u32be(len) signed_root)×2`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"CALERT1");
+        b.extend_from_slice(&self.owner);
+        b.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
+        b.extend_from_slice(self.namespace.as_bytes());
+        for r in &self.roots {
+            let e = r.encode();
+            b.extend_from_slice(&(e.len() as u32).to_be_bytes());
+            b.extend_from_slice(&e);
+        }
+        b
+    }
+
+    /// Parses [`Alert::encode`] output.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let mut r = cairn_index::wire::Reader::new(b);
+        if r.bytes(7).ok()? != b"CALERT1" {
+            return None;
+        }
+        let owner = r.array().ok()?;
+        let n = r.u16().ok()? as usize;
+        let namespace = std::str::from_utf8(r.bytes(n).ok()?).ok()?.to_owned();
+        let mut one = || -> Option<SignedRoot> {
+            let len = r.u32().ok()? as usize;
+            SignedRoot::decode(r.bytes(len).ok()?).ok()
+        };
+        let roots = [one()?, one()?];
+        Some(Alert {
+            owner,
+            namespace,
+            roots,
+        })
+    }
 }

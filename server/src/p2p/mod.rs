@@ -35,6 +35,37 @@ use wire::{Ask, Reply};
 pub const SYNC_ALPN: &[u8] = b"cairn/sync/1";
 /// Gossip message: a signed root (`"CGR1" signed_root`).
 const MSG_ROOT: &[u8; 4] = b"CGR1";
+/// Gossip message: a witness cosignature (`"CGC1" u64be(seq) witness[32] signature[64]`).
+const MSG_COSIG: &[u8; 4] = b"CGC1";
+
+/// A cosignature as gossiped (the topic names owner and namespace).
+#[derive(Debug, Clone)]
+struct Cosig {
+    seq: u64,
+    witness: [u8; 32],
+    sig: [u8; 64],
+}
+
+impl Cosig {
+    fn encode(&self) -> Vec<u8> {
+        let mut o = MSG_COSIG.to_vec();
+        o.extend_from_slice(&self.seq.to_be_bytes());
+        o.extend_from_slice(&self.witness);
+        o.extend_from_slice(&self.sig);
+        o
+    }
+
+    fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != 4 + 8 + 32 + 64 || &b[..4] != MSG_COSIG {
+            return None;
+        }
+        Some(Cosig {
+            seq: u64::from_be_bytes(b[4..12].try_into().ok()?),
+            witness: b[12..44].try_into().ok()?,
+            sig: b[44..108].try_into().ok()?,
+        })
+    }
+}
 /// How often a replica asks for news even without an announcement.
 const POLL: Duration = Duration::from_secs(3);
 /// How long one catch-up exchange may take.
@@ -70,6 +101,10 @@ pub struct P2p {
     downloader: Downloader,
     senders: Mutex<HashMap<TopicId, GossipSender>>,
     kicks: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Followed namespaces whose owner equivocated: no longer followed.
+    halted: Mutex<std::collections::HashSet<String>>,
+    /// Cosignatures of roots not held yet: (owner, namespace, cosignature).
+    pending: Mutex<Vec<([u8; 32], String, Cosig)>>,
 }
 
 /// Serves record blobs without taking the store down with the router (the engine owns the store).
@@ -176,6 +211,8 @@ impl P2p {
             downloader,
             senders: Mutex::new(HashMap::new()),
             kicks: Mutex::new(HashMap::new()),
+            halted: Mutex::new(Default::default()),
+            pending: Mutex::new(Vec::new()),
         });
         for (id, addrs) in engine.peers().await.unwrap_or_default() {
             if let Ok(t) = Ticket::parse(&format!("{}@{addrs}", hex::encode(id))) {
@@ -294,7 +331,9 @@ impl P2p {
         tokio::spawn(async move {
             while let Some(ev) = receiver.next().await {
                 match ev {
-                    Ok(Event::Received(m)) => me.on_message(&owner, &ns, &m.content),
+                    Ok(Event::Received(m)) => {
+                        tokio::spawn(me.clone().on_message(owner, ns.clone(), m.content));
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "gossip receiver ended");
@@ -309,18 +348,98 @@ impl P2p {
         Some(sender)
     }
 
-    fn on_message(&self, owner: &[u8; 32], ns: &str, content: &[u8]) {
+    async fn on_message(self: Arc<Self>, owner: [u8; 32], ns: String, content: Bytes) {
         if content.len() > 4 && &content[..4] == MSG_ROOT {
             let Ok(root) = SignedRoot::decode(&content[4..]) else {
                 return;
             };
-            if root.verify(Some(owner)).is_err() || root.record.namespace != ns {
+            if root.verify(Some(&owner)).is_err() || root.record.namespace != ns {
                 return;
             }
-            if let Ok(k) = self.kicks.lock() {
-                if let Some(n) = k.get(ns) {
-                    n.notify_one();
+            // A root for a seq this node holds must be the root it holds.
+            if let Ok(ours) = self.engine.root(&ns, Some(root.record.seq)).await {
+                if ours.record.hash() != root.record.hash() && ours.record.node_id == owner {
+                    self.equivocation(&ns, &owner, &ours, &root).await;
+                    return;
                 }
+            }
+            self.kick(&ns);
+        } else if let Some(c) = Cosig::decode(&content) {
+            if !self
+                .engine
+                .add_cosig(owner, &ns, c.seq, c.witness, c.sig)
+                .await
+            {
+                if let Ok(mut p) = self.pending.lock() {
+                    if p.len() < 10_000 {
+                        p.push((owner, ns, c));
+                    }
+                }
+            }
+        }
+    }
+
+    fn kick(&self, ns: &str) {
+        if let Ok(k) = self.kicks.lock() {
+            if let Some(n) = k.get(ns) {
+                n.notify_one();
+            }
+        }
+    }
+
+    async fn equivocation(
+        &self,
+        ns: &str,
+        owner: &[u8; 32],
+        ours: &SignedRoot,
+        theirs: &SignedRoot,
+    ) {
+        tracing::error!(namespace = %ns, owner = %hex::encode(owner), seq = ours.record.seq, "owner signed two different roots for one seq; evidence kept, following stopped");
+        self.engine
+            .record_equivocation(ns, owner, ours, theirs)
+            .await;
+        if let Ok(mut h) = self.halted.lock() {
+            h.insert(ns.to_owned());
+        }
+        self.kick(ns);
+    }
+
+    /// Retries cosignatures that arrived before the root they sign.
+    async fn retry_pending(&self) {
+        let pending = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return,
+        };
+        let mut keep = Vec::new();
+        for (owner, ns, c) in pending {
+            let held = self.engine.owner_root_seq(&ns).unwrap_or(0);
+            if !self
+                .engine
+                .add_cosig(owner, &ns, c.seq, c.witness, c.sig)
+                .await
+                && c.seq > held
+            {
+                keep.push((owner, ns, c));
+            }
+        }
+        if let Ok(mut p) = self.pending.lock() {
+            p.extend(keep);
+        }
+    }
+
+    /// Gossips this node's cosignature of a root it verified.
+    async fn announce_cosig(self: &Arc<Self>, root: &SignedRoot) {
+        let c = Cosig {
+            seq: root.record.seq,
+            witness: self.engine.node_key(),
+            sig: cairn_index::root::cosign(&root.record, self.engine.signing_key()),
+        };
+        if let Some(s) = self
+            .sender(&root.record.node_id, &root.record.namespace)
+            .await
+        {
+            if let Err(e) = s.broadcast(Bytes::from(c.encode())).await {
+                tracing::debug!(error = %e, "cosignature announcement failed");
             }
         }
     }
@@ -382,7 +501,7 @@ impl P2p {
     }
 
     /// Catches a replica up as far as any provider can take it; one verified step at a time.
-    async fn catch_up_once(&self, ns: &str, owner: &[u8; 32]) -> Result<(), StepError> {
+    async fn catch_up_once(self: &Arc<Self>, ns: &str, owner: &[u8; 32]) -> Result<(), StepError> {
         let providers = self.providers(owner).await;
         let mut last_err = None;
         'steps: for _ in 0..10_000 {
@@ -402,6 +521,7 @@ impl P2p {
                 };
                 let step = match self.engine.verify_step(ns, c).await {
                     Ok(Some(s)) => s,
+                    Ok(None) if p == owner => return Ok(()),
                     Ok(None) => continue,
                     Err(e @ StepError::Equivocation { .. }) => return Err(e),
                     Err(e) => {
@@ -420,6 +540,8 @@ impl P2p {
                 match self.engine.install_step(step).await {
                     Ok(root) => {
                         tracing::debug!(namespace = %ns, seq = root.record.seq, "replica caught up a step");
+                        self.announce_cosig(&root).await;
+                        self.retry_pending().await;
                         continue 'steps;
                     }
                     Err(e) => {

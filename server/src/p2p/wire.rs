@@ -90,7 +90,8 @@ pub enum Reply {
 }
 
 /// `"CSR1" u8(status)`, then for an answer: `u32be(n) (u32be(len) signed_root)×n u8(full) u16be(dim)
-/// u32be(count) node×count` (nodes in the recall-proof node encoding, always with full lists).
+/// u32be(count) node×count u16be(c) (witness[32] signature[64])×c` (nodes in the recall-proof node encoding,
+/// always with full lists; the cosignatures are of the last root).
 pub fn encode_reply(r: &Reply) -> Vec<u8> {
     let mut o = Vec::new();
     o.extend_from_slice(RESP);
@@ -110,6 +111,11 @@ pub fn encode_reply(r: &Reply) -> Vec<u8> {
             o.extend_from_slice(&(c.out.nodes.len() as u32).to_be_bytes());
             for n in &c.out.nodes {
                 encode_node(&mut o, n);
+            }
+            o.extend_from_slice(&(c.cosigs.len().min(u16::MAX as usize) as u16).to_be_bytes());
+            for (w, sig) in c.cosigs.iter().take(u16::MAX as usize) {
+                o.extend_from_slice(w);
+                o.extend_from_slice(sig);
             }
         }
     }
@@ -152,6 +158,11 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
     for _ in 0..count {
         nodes.push(decode_node(&mut r, dim).map_err(|_| Malformed("node"))?);
     }
+    let n = r.u16()? as usize;
+    let mut cosigs = Vec::with_capacity(n.min(r.remaining() / 96));
+    for _ in 0..n {
+        cosigs.push((r.array()?, r.array()?));
+    }
     if !r.is_empty() {
         return Err(Malformed("trailing bytes"));
     }
@@ -162,5 +173,6 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
     Ok(Reply::Answer(Box::new(CatchUp {
         chain,
         out: SyncOut { root, full, nodes },
+        cosigs,
     })))
 }
