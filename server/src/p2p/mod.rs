@@ -516,13 +516,18 @@ impl P2p {
                 };
                 let c = match reply {
                     Reply::Answer(c) => *c,
-                    Reply::UpToDate if p == owner => return Ok(()),
                     Reply::UpToDate | Reply::Unknown => continue,
                 };
+                let (their_seq, their_cosigs) = (c.out.root.record.seq, c.cosigs.clone());
                 let step = match self.engine.verify_step(ns, c).await {
                     Ok(Some(s)) => s,
-                    Ok(None) if p == owner => return Ok(()),
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        // Nothing newer here; keep the cosignatures this peer holds for the root both have.
+                        for (w, sig) in their_cosigs {
+                            self.engine.add_cosig(*owner, ns, their_seq, w, sig).await;
+                        }
+                        continue;
+                    }
                     Err(e @ StepError::Equivocation { .. }) => return Err(e),
                     Err(e) => {
                         tracing::warn!(peer = %hex::encode(p), namespace = %ns, error = %e, "catch-up answer rejected");

@@ -1,0 +1,358 @@
+//! Three and more real nodes on loopback: 1,000 memories replicated A→B and A→C, the owner killed, verified
+//! reads with witnesses from the replicas; a replica restarted mid-catch-up; a peer serving a tampered blob;
+//! an owner caught signing two roots for one seq.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cairn_client::NewMemory;
+use cairn_tests::{temp_dir, Node};
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ticket(n: &Node) -> String {
+    let o = n.cli(&["ticket"]);
+    assert!(o.status.success(), "{}", out(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn node_id(n: &Node) -> String {
+    String::from_utf8_lossy(&n.cli(&["id"]).stdout)
+        .trim()
+        .to_owned()
+}
+
+fn add_peer(n: &Node, other: &str) {
+    let o = n.cli(&["peer", "add", other]);
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+fn follow(n: &Node, ns: &str, owner: &str) {
+    let o = n.cli(&["follow", "--ns", ns, "--from", owner]);
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+async fn seq_of(n: &Node, ns: &str) -> u64 {
+    let Ok(c) = n.client().await else { return 0 };
+    c.list_namespaces()
+        .await
+        .ok()
+        .and_then(|l| l.into_iter().find(|x| x.namespace == ns))
+        .map_or(0, |x| x.seq)
+}
+
+/// Polls (bounded) until `ns` on `n` has root seq ≥ `seq`; returns the seq reached.
+async fn wait_seq(n: &Node, ns: &str, seq: u64, limit: Duration) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        let now = seq_of(n, ns).await;
+        if now >= seq || t0.elapsed() > limit {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn recall_verified(
+    n: &Node,
+    state: &Path,
+    owner: &str,
+    witnesses: &str,
+    q: &str,
+) -> std::process::Output {
+    std::process::Command::new(cairn_tests::cairn_bin())
+        .args([
+            "--node",
+            &n.url,
+            "recall",
+            "--ns",
+            "fleet",
+            "-k",
+            "3",
+            "--verify",
+            "--trust",
+            owner,
+            "--witnesses",
+            witnesses,
+            q,
+        ])
+        .env("CAIRN_STATE", state)
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn")
+}
+
+const TOPICS: &[&str] = &[
+    "prefers window seats on long flights",
+    "is allergic to cats",
+    "plays the trumpet in a brass band",
+    "grows tomatoes on the balcony",
+    "runs a half marathon every autumn",
+    "collects first editions of detective novels",
+    "speaks Portuguese and Finnish",
+    "keeps bees in the back garden",
+];
+
+fn memories(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("Person {i} {} (note {i}).", TOPICS[i % TOPICS.len()]))
+        .collect()
+}
+
+async fn fill(a: &Node, texts: &[String]) -> u64 {
+    let c = a.client().await.expect("client");
+    for chunk in texts.chunks(100) {
+        c.remember(
+            "fleet",
+            chunk.iter().map(|t| NewMemory::new(t.clone())).collect(),
+        )
+        .await
+        .expect("remember");
+    }
+    c.root("fleet", None).await.expect("root").seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_and_outlive_the_owner() {
+    let (da, db, dc) = (temp_dir(), temp_dir(), temp_dir());
+    let mut a = Node::start(da.path()).expect("A");
+    let mut b = Node::start(db.path()).expect("B");
+    let c = Node::start(dc.path()).expect("C");
+    let (ta, tb, tc) = (ticket(&a), ticket(&b), ticket(&c));
+    for (n, others) in [(&a, [&tb, &tc]), (&b, [&ta, &tc]), (&c, [&ta, &tb])] {
+        for t in others {
+            add_peer(n, t);
+        }
+    }
+    let a_id = node_id(&a);
+    let texts = memories(1000);
+    let seq = fill(&a, &texts).await;
+
+    follow(&b, "fleet", &a_id);
+    follow(&c, "fleet", &a_id);
+    // B is killed while catching up and restarted: it resumes and completes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill9();
+    let b = Node::start(db.path()).expect("restart B");
+    assert_eq!(
+        wait_seq(&b, "fleet", seq, Duration::from_secs(120)).await,
+        seq
+    );
+    assert_eq!(
+        wait_seq(&c, "fleet", seq, Duration::from_secs(120)).await,
+        seq
+    );
+    let cb = b.client().await.expect("client B");
+    let stats = cb.stats(Some("fleet")).await.expect("stats");
+    assert_eq!(stats.total_memories, 1000);
+
+    // Witnesses exchange cosignatures (gossip, and with every catch-up poll); then the owner is lost.
+    let state = db.path().join("client-state.json");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30)
+        && ![&b, &c].iter().all(|n| {
+            recall_verified(n, &state, &a_id, "2", "bees")
+                .status
+                .success()
+        })
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    a.kill9();
+    for (node, name) in [(&b, "B"), (&c, "C")] {
+        let o = recall_verified(node, &state, &a_id, "2", "who keeps bees?");
+        let text = out(&o);
+        assert!(o.status.success(), "{name}: {text}");
+        assert!(text.contains("keeps bees"), "{name}: {text}");
+        assert!(
+            text.contains(&format!(
+                "verified against root seq {seq} by {a_id} with 2 witness"
+            )),
+            "{name}: {text}"
+        );
+        // Three witnesses do not exist (only B and C verified this root).
+        let o = recall_verified(node, &state, &a_id, "3", "who keeps bees?");
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", out(&o));
+    }
+}
+
+/// Finds the blob file holding exactly `bytes` under `dir`.
+fn find_blob_file(dir: &Path, bytes: &[u8]) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_blob_file(&p, bytes) {
+                return Some(f);
+            }
+        } else if std::fs::read(&p).ok().as_deref() == Some(bytes) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
+    let (da, db, dd, dc) = (temp_dir(), temp_dir(), temp_dir(), temp_dir());
+    let mut a = Node::start(da.path()).expect("A");
+    let mut b = Node::start(db.path()).expect("B");
+    let d = Node::start(dd.path()).expect("D");
+    let ta = ticket(&a);
+    for n in [&b, &d] {
+        add_peer(n, &ta);
+        add_peer(&a, &ticket(n));
+    }
+    let a_id = node_id(&a);
+    let seq = fill(&a, &memories(40)).await;
+    follow(&b, "fleet", &a_id);
+    follow(&d, "fleet", &a_id);
+    assert_eq!(
+        wait_seq(&b, "fleet", seq, Duration::from_secs(60)).await,
+        seq
+    );
+    assert_eq!(
+        wait_seq(&d, "fleet", seq, Duration::from_secs(60)).await,
+        seq
+    );
+    a.kill9();
+
+    // Tamper with one record's bytes on B's disk (same length, one letter changed).
+    let cb = b.client().await.expect("client B");
+    let hit = cb
+        .recall("fleet", "trumpet in a brass band")
+        .k(1)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall")
+        .hits
+        .remove(0);
+    b.stop();
+    let file = find_blob_file(&db.path().join("blobs"), &hit.record).expect("blob file on B");
+    let mut bad = hit.record.clone();
+    let at = bad.len() - 5;
+    bad[at] ^= 0x01;
+    std::fs::write(&file, &bad).expect("tamper");
+    let b = Node::start(db.path()).expect("restart B");
+
+    // C knows only B: the tampered record fails BLAKE3 verification, so nothing becomes visible.
+    let c = Node::start(dc.path()).expect("C");
+    add_peer(&c, &ticket(&b));
+    follow(&c, "fleet", &a_id);
+    assert_eq!(
+        wait_seq(&c, "fleet", seq, Duration::from_secs(8)).await,
+        0,
+        "C installed state with a record it could not verify"
+    );
+    // With D known as well, C fetches that record from D and completes.
+    add_peer(&c, &ticket(&d));
+    assert_eq!(
+        wait_seq(&c, "fleet", seq, Duration::from_secs(60)).await,
+        seq
+    );
+    let cc = c.client().await.expect("client C");
+    let got = cc.get("fleet", vec![hit.id.clone()]).await.expect("get");
+    assert_eq!(got.memories.len(), 1);
+    assert_eq!(got.memories[0].text, hit.text, "C holds the authentic text");
+    let state = dc.path().join("client-state.json");
+    let o = recall_verified(&c, &state, &a_id, "1", "brass band trumpet");
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (p, q) = (e.path(), to.join(e.file_name()));
+        if p.is_dir() {
+            copy_dir(&p, &q);
+        } else {
+            std::fs::copy(&p, &q).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_signing_two_roots_for_one_seq_is_caught() {
+    let (da, da2, db) = (temp_dir(), temp_dir(), temp_dir());
+    let p2p = format!("127.0.0.1:{}", free_udp_port());
+    let mut a = Node::start_with(da.path(), &["--p2p-listen", &p2p]).expect("A");
+    let b = Node::start(db.path()).expect("B");
+    add_peer(&b, &ticket(&a));
+    add_peer(&a, &ticket(&b));
+    let a_id = node_id(&a);
+    let seq = fill(&a, &memories(5)).await;
+    follow(&b, "fleet", &a_id);
+    assert_eq!(
+        wait_seq(&b, "fleet", seq, Duration::from_secs(60)).await,
+        seq
+    );
+
+    // A second process with a copy of A's data dir holds A's key: history forks at seq + 1.
+    a.stop();
+    copy_dir(da.path(), da2.path());
+    let mut a2 = Node::start_with(da2.path(), &["--p2p-listen", &p2p]).expect("A'");
+    a2.client()
+        .await
+        .expect("client")
+        .remember(
+            "fleet",
+            vec![NewMemory::new("Only the fork has this memory.")],
+        )
+        .await
+        .expect("remember on A'");
+    assert_eq!(
+        wait_seq(&b, "fleet", seq + 1, Duration::from_secs(60)).await,
+        seq + 1
+    );
+    a2.stop();
+    let a = Node::start_with(da.path(), &["--p2p-listen", &p2p]).expect("A again");
+    let ca = a.client().await.expect("client");
+    ca.remember(
+        "fleet",
+        vec![NewMemory::new("Only the original has this one.")],
+    )
+    .await
+    .expect("remember on A");
+    assert_eq!(ca.root("fleet", None).await.expect("root").seq, seq + 1);
+
+    // B sees a second root for seq + 1 signed by A, keeps both as evidence and stops following.
+    let t0 = Instant::now();
+    let alerts = loop {
+        let v = b.cli_json(&["alerts"]);
+        let list = v["alerts"].as_array().cloned().unwrap_or_default();
+        if !list.is_empty() || t0.elapsed() > Duration::from_secs(30) {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["owner"], a_id.as_str());
+    assert_eq!(alerts[0]["seq"], seq + 1);
+    let roots = alerts[0]["roots"].as_array().expect("roots");
+    assert_ne!(roots[0]["hash"], roots[1]["hash"]);
+    ca.remember(
+        "fleet",
+        vec![NewMemory::new("Written after the fork was seen.")],
+    )
+    .await
+    .expect("remember");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        seq_of(&b, "fleet").await,
+        seq + 1,
+        "B kept following an equivocating owner"
+    );
+}
