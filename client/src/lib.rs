@@ -250,6 +250,19 @@ impl CairnClient {
         Ok(())
     }
 
+    /// A stream of the namespace's signed roots: the current one, then each new one as the node makes it (or,
+    /// on a replica, installs it).
+    pub async fn watch_roots(&self, namespace: &str) -> Result<tonic::Streaming<pb::Root>, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .watch_roots(pb::WatchRootsRequest {
+                namespace: namespace.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Evidence of equivocation the node holds.
     pub async fn alerts(&self) -> Result<Vec<pb::Alert>, Error> {
         Ok(self

@@ -68,6 +68,16 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         ef: u32,
     },
+    /// Replication over loopback: a fresh follower catches up with a namespace of the node at --data-dir
+    /// (every leaf verified), then owner-commit to follower-visible latency of one-item writes.
+    Catchup {
+        /// Namespace to follow.
+        #[arg(long, default_value = "bench/recall")]
+        ns: String,
+        /// One-item writes for the latency measurement.
+        #[arg(long, default_value_t = 50)]
+        writes: usize,
+    },
 }
 
 struct NodeProc {
@@ -94,6 +104,10 @@ impl Drop for NodeProc {
 }
 
 fn start_node(data_dir: Option<&Path>) -> Result<NodeProc> {
+    start_node_log(data_dir, "warn")
+}
+
+fn start_node_log(data_dir: Option<&Path>, log: &str) -> Result<NodeProc> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("cairn");
     let (dir, tmp) = match data_dir {
@@ -106,7 +120,7 @@ fn start_node(data_dir: Option<&Path>) -> Result<NodeProc> {
     let mut child = Command::new(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
-        .env("CAIRN_LOG", "warn")
+        .env("CAIRN_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -447,6 +461,103 @@ async fn bench_scifact(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Size of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            }
+        })
+        .sum()
+}
+
+async fn seq_on(c: &CairnClient, ns: &str) -> u64 {
+    c.list_namespaces()
+        .await
+        .ok()
+        .and_then(|l| l.into_iter().find(|x| x.namespace == ns))
+        .map_or(0, |x| x.seq)
+}
+
+async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
+    let owner = start_node(args.data_dir.as_deref())?;
+    let follower_dir = tempfile::Builder::new()
+        .prefix("cairn-follower-")
+        .tempdir()?;
+    let follower = start_node_log(Some(follower_dir.path()), &std::env::var("FOLLOWER_LOG").unwrap_or_else(|_| "warn,cairn_server::p2p=info".into()))?;
+    let (ca, cb) = (
+        CairnClient::connect(owner.url.clone()).await?,
+        CairnClient::connect(follower.url.clone()).await?,
+    );
+    let (ia, ib) = (ca.node_info().await?, cb.node_info().await?);
+    cb.add_peer(&ia.ticket).await?;
+    ca.add_peer(&ib.ticket).await?;
+    let stats = ca.stats(Some(ns)).await?;
+    let target = ca.root(ns, None).await?.seq;
+    println!(
+        "owner namespace {ns}: {} memories, root seq {target}",
+        stats.total_memories
+    );
+    let t0 = Instant::now();
+    cb.follow(ns, &ia.node_id).await?;
+    let deadline = Duration::from_secs(1800);
+    while seq_on(&cb, ns).await < target {
+        if t0.elapsed() > deadline {
+            bail!("follower did not catch up within {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let records = dir_bytes(&follower_dir.path().join("blobs/data"));
+    let n = stats.total_memories as f64;
+    println!(
+        "catch-up: {n} memories in {secs:.2} s = {:.0} memories/s; record bytes {:.1} MB = {:.1} MB/s (graph bytes: see the follower's 'replica step installed' log line)",
+        n / secs,
+        records as f64 / 1e6,
+        records as f64 / 1e6 / secs
+    );
+    let fs = cb.stats(Some(ns)).await?;
+    if fs.total_memories != stats.total_memories {
+        bail!(
+            "follower has {} memories, owner {}",
+            fs.total_memories,
+            stats.total_memories
+        );
+    }
+    // Owner commit -> follower visible: one-item Remember on the owner, then wait for the follower's root.
+    let mut watch = cb.watch_roots(ns).await?;
+    let mut lat = Vec::new();
+    for i in 0..writes {
+        let text = format!("Replication latency probe {i} at {:?}.", Instant::now());
+        ca.remember(ns, vec![NewMemory::new(text)]).await?;
+        let t = Instant::now();
+        let want = ca.root(ns, None).await?.seq;
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(30), watch.next())
+                .await
+                .context("follower did not see the write within 30 s")?;
+            match r {
+                Some(Ok(root)) if root.seq >= want => break,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("watch: {e}"),
+                None => bail!("watch ended"),
+            }
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    summary("owner commit acknowledged -> follower visible", "ms", lat);
+    drop(owner);
+    drop(follower);
+    Ok(())
+}
+
 fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
     v.sort_by(f64::total_cmp);
     println!(
@@ -574,5 +685,6 @@ async fn main() -> Result<()> {
         Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
         Cmd::Scifact => bench_scifact(&args).await,
         Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
+        Cmd::Catchup { ns, writes } => bench_catchup(&args, ns, *writes).await,
     }
 }

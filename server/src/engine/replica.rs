@@ -428,15 +428,24 @@ impl Engine {
         .await
         .map_err(NodeError::from)?
         .map_err(|e| StepError::Rejected(e.to_string()))?;
-        let mut needed = Vec::new();
-        for g in changed
+        let fresh = cur_seq == 0;
+        let candidates: Vec<MemoryId> = changed
             .iter()
             .filter(|g| g.alive && !before.contains(&g.id))
-        {
-            if !self.blobs.has(&g.id).await {
-                needed.push(g.id);
-            }
-        }
+            .map(|g| g.id)
+            .collect();
+        // A fresh replica has none of them; otherwise ask the store (the downloader skips what is local too).
+        let needed = if fresh {
+            candidates
+        } else {
+            use futures::stream::{self, StreamExt};
+            stream::iter(candidates)
+                .map(|id| async move { (!self.blobs.has(&id).await).then_some(id) })
+                .buffered(64)
+                .filter_map(|x| async move { x })
+                .collect()
+                .await
+        };
         Ok(Some(VerifiedStep {
             ns: ns.to_owned(),
             space,
@@ -484,11 +493,28 @@ impl Engine {
         };
         let mut points = Vec::with_capacity(changed.len());
         let mut keep = Vec::new();
+        let alive_ids: Vec<MemoryId> = changed.iter().filter(|g| g.alive).map(|g| g.id).collect();
+        let mut records: std::collections::HashMap<MemoryId, bytes::Bytes> = {
+            use futures::stream::{self, StreamExt};
+            let got: Vec<(MemoryId, Result<bytes::Bytes, crate::blobs::BlobError>)> =
+                stream::iter(alive_ids)
+                    .map(|id| async move { (id, self.blobs.get(&id).await) })
+                    .buffered(64)
+                    .collect()
+                    .await;
+            let mut m = std::collections::HashMap::with_capacity(got.len());
+            for (id, r) in got {
+                let b =
+                    r.map_err(|e| StepError::Rejected(format!("record {id} unavailable: {e}")))?;
+                m.insert(id, b);
+            }
+            m
+        };
         for (g, (level, l)) in changed.iter().zip(lists) {
             let (dedup, metadata) = if g.alive {
-                let bytes = self.blobs.get(&g.id).await.map_err(|e| {
-                    StepError::Rejected(format!("record {} unavailable: {e}", g.id))
-                })?;
+                let bytes = records
+                    .remove(&g.id)
+                    .ok_or_else(|| StepError::Rejected(format!("record {} unavailable", g.id)))?;
                 let rec = MemoryRecord::decode(&bytes)
                     .map_err(|e| StepError::Rejected(format!("record {}: {e}", g.id)))?;
                 if rec.namespace != ns || rec.created_at != g.created_at {

@@ -19,7 +19,7 @@ use iroh::address_lookup::MemoryLookup;
 use iroh::endpoint::{presets, Connection, PortmapperConfig};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use iroh::{Endpoint, EndpointAddr, EndpointId, PublicKey, RelayMode, SecretKey, TransportAddr};
-use iroh_blobs::api::downloader::{DownloadProgressItem, Downloader};
+use iroh_blobs::protocol::GetManyRequest;
 use iroh_blobs::{BlobsProtocol, Hash};
 use iroh_gossip::api::{Event, GossipSender};
 use iroh_gossip::{Gossip, TopicId};
@@ -68,6 +68,8 @@ impl Cosig {
 }
 /// How often a replica asks for news even without an announcement.
 const POLL: Duration = Duration::from_secs(3);
+/// Records per blob request.
+const FETCH_CHUNK: usize = 1024;
 /// How long one catch-up exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -98,7 +100,6 @@ pub struct P2p {
     router: Router,
     gossip: Gossip,
     lookup: MemoryLookup,
-    downloader: Downloader,
     senders: Mutex<HashMap<TopicId, GossipSender>>,
     kicks: Mutex<HashMap<String, Arc<Notify>>>,
     /// Followed namespaces whose owner equivocated: no longer followed.
@@ -201,14 +202,12 @@ impl P2p {
             .accept(iroh_gossip::ALPN, gossip.clone())
             .accept(SYNC_ALPN, ServeSync(Arc::new(EngineRef(engine.clone()))))
             .spawn();
-        let downloader = store.downloader(&endpoint);
         let p2p = Arc::new(P2p {
             engine: engine.clone(),
             endpoint,
             router,
             gossip,
             lookup,
-            downloader,
             senders: Mutex::new(HashMap::new()),
             kicks: Mutex::new(HashMap::new()),
             halted: Mutex::new(Default::default()),
@@ -507,7 +506,8 @@ impl P2p {
         'steps: for _ in 0..10_000 {
             let have = self.engine.owner_root_seq(ns).map_err(StepError::Node)?;
             for p in &providers {
-                let reply = match self.ask(p, owner, ns, have).await {
+                let t0 = std::time::Instant::now();
+                let (reply, answer_bytes) = match self.ask(p, owner, ns, have).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::debug!(peer = %hex::encode(p), error = %e, "catch-up ask failed");
@@ -519,6 +519,8 @@ impl P2p {
                     Reply::UpToDate | Reply::Unknown => continue,
                 };
                 let (their_seq, their_cosigs) = (c.out.root.record.seq, c.cosigs.clone());
+                let nodes = c.out.nodes.len();
+                let t_ask = t0.elapsed();
                 let step = match self.engine.verify_step(ns, c).await {
                     Ok(Some(s)) => s,
                     Ok(None) => {
@@ -535,6 +537,8 @@ impl P2p {
                         continue;
                     }
                 };
+                let t_verify = t0.elapsed();
+                let records = step.needed.len();
                 let mut order = vec![*p];
                 order.extend(providers.iter().filter(|x| *x != p));
                 if let Err(e) = self.fetch(&step.needed, &order).await {
@@ -542,9 +546,22 @@ impl P2p {
                     last_err = Some(StepError::Rejected(e));
                     continue;
                 }
+                let t_fetch = t0.elapsed();
                 match self.engine.install_step(step).await {
                     Ok(root) => {
-                        tracing::debug!(namespace = %ns, seq = root.record.seq, "replica caught up a step");
+                        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                        tracing::info!(
+                            namespace = %ns,
+                            seq = root.record.seq,
+                            nodes,
+                            answer_bytes,
+                            records,
+                            ask_ms = ms(t_ask),
+                            verify_ms = ms(t_verify - t_ask),
+                            fetch_ms = ms(t_fetch - t_verify),
+                            install_ms = ms(t0.elapsed() - t_fetch),
+                            "replica step installed"
+                        );
                         self.announce_cosig(&root).await;
                         self.retry_pending().await;
                         continue 'steps;
@@ -571,7 +588,7 @@ impl P2p {
         owner: &[u8; 32],
         ns: &str,
         have: u64,
-    ) -> Result<Reply, String> {
+    ) -> Result<(Reply, usize), String> {
         let id = endpoint_id(peer).ok_or("bad peer id")?;
         let req = Ask {
             owner: *owner,
@@ -598,45 +615,76 @@ impl P2p {
         let bytes = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
             .await
             .map_err(|_| "timed out".to_string())??;
-        tokio::task::spawn_blocking(move || wire::decode_reply(&bytes))
+        let n = bytes.len();
+        let reply = tokio::task::spawn_blocking(move || wire::decode_reply(&bytes))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok((reply, n))
     }
 
-    /// Downloads record blobs from the providers in order (each blob verified by BLAKE3 as it streams; a
-    /// provider that serves bad bytes is skipped for the next).
-    async fn fetch(
-        &self,
-        ids: &[cairn_index::id::MemoryId],
-        order: &[[u8; 32]],
-    ) -> Result<(), String> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let hashes: Vec<Hash> = ids.iter().map(|id| Hash::from_bytes(id.0)).collect();
-        let providers: Vec<EndpointId> = order.iter().filter_map(endpoint_id).collect();
-        let mut progress = self
-            .downloader
-            .download(hashes.clone(), providers)
-            .stream()
+    /// Downloads record blobs with iroh-blobs, one GetMany request per provider in order: each blob is
+    /// verified against its BLAKE3 hash as it streams, so a provider that serves bad bytes fails the request
+    /// there, and whatever is still missing is asked of the next provider.
+    async fn fetch(&self, ids: &[cairn_index::id::MemoryId], order: &[[u8; 32]]) -> Result<(), String> {
+        let mut missing: Vec<cairn_index::id::MemoryId> = ids.to_vec();
+        let store = self.engine.blob_store();
+        for p in order {
+            if missing.is_empty() {
+                break;
+            }
+            let Some(id) = endpoint_id(p) else { continue };
+            let conn = match tokio::time::timeout(
+                Duration::from_secs(5),
+                self.endpoint.connect(id, iroh_blobs::ALPN),
+            )
             .await
-            .map_err(|e| e.to_string())?;
-        while let Some(item) = progress.next().await {
-            match item {
-                DownloadProgressItem::ProviderFailed { id, request } => {
-                    tracing::warn!(peer = %id, hash = %request.hash, "provider failed; trying the next")
-                }
-                DownloadProgressItem::Error(e) => return Err(e.to_string()),
-                _ => {}
+            {
+                Ok(Ok(c)) => c,
+                _ => continue,
+            };
+            // Requests of bounded size, a few in flight on the one connection.
+            let requests: Vec<GetManyRequest> = missing
+                .chunks(FETCH_CHUNK)
+                .map(|chunk| chunk.iter().map(|m| Hash::from_bytes(m.0)).collect())
+                .collect();
+            let results: Vec<Result<(), String>> = futures::stream::iter(requests)
+                .map(|req| {
+                    let (store, conn) = (store.clone(), conn.clone());
+                    async move {
+                        match tokio::time::timeout(
+                            EXCHANGE_TIMEOUT,
+                            store.remote().execute_get_many(conn, req),
+                        )
+                        .await
+                        {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err("timed out".into()),
+                        }
+                    }
+                })
+                .buffer_unordered(4)
+                .collect()
+                .await;
+            if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+                tracing::warn!(peer = %id, error = %e, "provider failed; trying the next");
             }
+            conn.close(0u32.into(), b"done");
+            missing = futures::stream::iter(missing)
+                .map(|m| async move { (!self.engine.has_blob(&m).await).then_some(m) })
+                .buffered(64)
+                .filter_map(|x| async move { x })
+                .collect()
+                .await;
         }
-        for id in ids {
-            if !self.engine.has_blob(id).await {
-                return Err(format!("record {id} could not be fetched from any peer"));
-            }
+        match missing.first() {
+            None => Ok(()),
+            Some(m) => Err(format!(
+                "record {m} and {} more could not be fetched from any peer",
+                missing.len() - 1
+            )),
         }
-        Ok(())
     }
 
     /// Stops the router (and the endpoint).
