@@ -20,6 +20,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// An answer exceeded a client-side bound.
+    #[error("{0}")]
+    TooLarge(String),
     /// The node answered with an error status (INVALID_ARGUMENT, NOT_FOUND, ...).
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(tonic::Status),

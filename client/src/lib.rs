@@ -263,6 +263,29 @@ impl CairnClient {
             .into_inner())
     }
 
+    /// The committed state of a namespace at its latest root, as raw bytes (catch-up reply format, docs/PROOFS.md
+    /// "Replication"); at most `max_bytes`. Untrusted until checked against the signed root.
+    pub async fn snapshot(&self, namespace: &str, max_bytes: usize) -> Result<Vec<u8>, Error> {
+        let mut stream = self
+            .inner
+            .clone()
+            .snapshot(pb::SnapshotRequest {
+                namespace: namespace.to_owned(),
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if out.len() + chunk.data.len() > max_bytes {
+                return Err(Error::TooLarge(format!(
+                    "snapshot is larger than {max_bytes} bytes"
+                )));
+            }
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+
     /// Evidence of equivocation the node holds.
     pub async fn alerts(&self) -> Result<Vec<pb::Alert>, Error> {
         Ok(self

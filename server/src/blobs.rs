@@ -5,6 +5,7 @@
 //! database) so that deleted bytes really leave the disk instead of lingering in freed database pages, and
 //! every file is fsync'd before a write is acknowledged.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,6 +49,29 @@ pub struct Blobs {
     /// Set when tags were deleted; a garbage collection run only happens when it is set (a run lists every tag
     /// and blob, which is not free at 100k memories).
     gc_wanted: Arc<AtomicBool>,
+    /// Blobs being downloaded and not yet tagged (a replica step in progress): garbage collection keeps them.
+    in_flight: Arc<std::sync::Mutex<HashMap<Hash, usize>>>,
+}
+
+/// Keeps blobs safe from garbage collection until dropped (downloads not yet tagged).
+pub struct Hold {
+    hashes: Vec<Hash>,
+    in_flight: Arc<std::sync::Mutex<HashMap<Hash, usize>>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            for h in &self.hashes {
+                if let Some(c) = m.get_mut(h) {
+                    *c -= 1;
+                    if *c == 0 {
+                        m.remove(h);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Blobs {
@@ -61,8 +85,13 @@ impl Blobs {
         // Collect once at start-up (deletions interrupted by a crash), then only after deletions.
         let gc_wanted = Arc::new(AtomicBool::new(true));
         let flag = gc_wanted.clone();
-        let protect: ProtectCb = Arc::new(move |_live| {
+        let in_flight: Arc<std::sync::Mutex<HashMap<Hash, usize>>> = Arc::default();
+        let held = in_flight.clone();
+        let protect: ProtectCb = Arc::new(move |live| {
             let run = flag.swap(false, Ordering::SeqCst);
+            if let Ok(m) = held.lock() {
+                live.extend(m.keys().copied());
+            }
             Box::pin(async move {
                 if run {
                     ProtectOutcome::Continue
@@ -73,7 +102,12 @@ impl Blobs {
         });
         let opts = Options {
             path: paths.clone(),
-            inline: InlineOptions::NO_INLINE,
+            // Record bytes always live in their own files (so forgetting really deletes them); outboards (hashes
+            // only) may sit in the store's database, which saves a file per blob.
+            inline: InlineOptions {
+                max_data_inlined: 0,
+                max_outboard_inlined: 16 * 1024,
+            },
             batch: BatchOptions::default(),
             gc: Some(GcConfig {
                 interval: gc_interval,
@@ -90,7 +124,22 @@ impl Blobs {
             store,
             paths,
             gc_wanted,
+            in_flight,
         })
+    }
+
+    /// Protects blobs about to be downloaded from garbage collection until the returned guard is dropped.
+    pub fn hold(&self, ids: &[MemoryId]) -> Hold {
+        let hashes: Vec<Hash> = ids.iter().map(|id| Hash::from_bytes(id.0)).collect();
+        if let Ok(mut m) = self.in_flight.lock() {
+            for h in &hashes {
+                *m.entry(*h).or_default() += 1;
+            }
+        }
+        Hold {
+            hashes,
+            in_flight: self.in_flight.clone(),
+        }
     }
 
     /// Durably stores records (canonical bytes); returns once bytes and tags are on disk.

@@ -376,6 +376,41 @@ impl Cairn for CairnService {
         }))
     }
 
+    type SnapshotStream = ReceiverStream<Result<pb::SnapshotChunk, Status>>;
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let ns = request.into_inner().namespace;
+        let owner = self.engine.owner_of(&ns)?;
+        let c = self
+            .engine
+            .catch_up(&ns, owner, 0)
+            .await?
+            .ok_or_else(|| Status::failed_precondition("namespace has no signed root yet"))?;
+        let bytes = tokio::task::spawn_blocking(move || {
+            crate::p2p::wire::encode_reply(&crate::p2p::wire::Reply::Answer(Box::new(c)))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, out) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            for chunk in bytes.chunks(1 << 20) {
+                if tx
+                    .send(Ok(pb::SnapshotChunk {
+                        data: chunk.to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
     async fn alerts(
         &self,
         _request: Request<pb::AlertsRequest>,

@@ -487,11 +487,17 @@ async fn seq_on(c: &CairnClient, ns: &str) -> u64 {
 }
 
 async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
-    let owner = start_node(args.data_dir.as_deref())?;
+    let owner = start_node_log(
+        args.data_dir.as_deref(),
+        &std::env::var("OWNER_LOG").unwrap_or_else(|_| "warn".into()),
+    )?;
     let follower_dir = tempfile::Builder::new()
         .prefix("cairn-follower-")
         .tempdir()?;
-    let follower = start_node_log(Some(follower_dir.path()), &std::env::var("FOLLOWER_LOG").unwrap_or_else(|_| "warn,cairn_server::p2p=info".into()))?;
+    let follower = start_node_log(
+        Some(follower_dir.path()),
+        &std::env::var("FOLLOWER_LOG").unwrap_or_else(|_| "warn,cairn_server::p2p=info".into()),
+    )?;
     let (ca, cb) = (
         CairnClient::connect(owner.url.clone()).await?,
         CairnClient::connect(follower.url.clone()).await?,

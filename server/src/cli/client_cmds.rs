@@ -587,6 +587,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Audit {
+            ns,
+            from,
+            queries,
+            k,
+        } => super::audit::run(&client, &ns, &from, queries.as_deref(), k, json).await?,
         Command::Alerts => {
             let alerts = client.alerts().await?;
             if json {

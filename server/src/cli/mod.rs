@@ -1,5 +1,6 @@
 //! The `cairn` command line: `serve` runs a node; every other command is a client of a running node.
 
+mod audit;
 mod client_cmds;
 mod import;
 mod output;
@@ -147,6 +148,23 @@ pub enum Command {
     Peers,
     /// Show evidence of owners that signed two different roots for one seq.
     Alerts,
+    /// Audit a namespace held by --node: fetch its committed state, recompute every leaf against the owner's
+    /// signed root (which also proves the timeline is sorted), check that every memory is reachable in the
+    /// committed graph, and measure recall@k of the node's proven answers against exact search.
+    Audit {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// The owner's node id (hex): the key the roots must be signed with.
+        #[arg(long = "from")]
+        from: String,
+        /// Queries, one per line.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Hits per query.
+        #[arg(short, default_value_t = 10)]
+        k: u32,
+    },
     /// Make a namespace on this node a read-only, verified replica of another node's namespace.
     Follow {
         /// Namespace (the same name on both nodes).

@@ -243,6 +243,56 @@ impl Commitment {
             .collect()
     }
 
+    /// Live nodes that a walk from the entry point over every layer's lists never reaches: memories that no
+    /// graph search can return (audit).
+    pub fn unreachable_live(&self) -> usize {
+        let Some((entry, _)) = self.entry else {
+            return self.nodes.iter().filter(|n| n.node.alive).count();
+        };
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = vec![entry as usize];
+        while let Some(i) = stack.pop() {
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                _ => continue,
+            }
+            for l in &self.nodes[i].lists {
+                stack.extend(l.iter().map(|&n| n as usize));
+            }
+        }
+        self.nodes
+            .iter()
+            .zip(&seen)
+            .filter(|(n, s)| n.node.alive && !**s)
+            .count()
+    }
+
+    /// Exact top-k live memories for an int8 query, ties by node number (audit).
+    pub fn exact_top(&self, q: &[i8], k: usize) -> Vec<MemoryId> {
+        let mut scored: Vec<(i32, u32)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.node.alive)
+            .map(|n| {
+                (
+                    cairn_index::commit::distance(q, &n.node.vector),
+                    n.node.node,
+                )
+            })
+            .collect();
+        scored.sort_unstable();
+        scored
+            .into_iter()
+            .take(k)
+            .filter_map(|(_, n)| self.nodes.get(n as usize).map(|c| c.node.id))
+            .collect()
+    }
+
+    /// Live memories.
+    pub fn live_count(&self) -> usize {
+        self.time.len()
+    }
+
     /// The graph node with number `n`.
     pub fn node(&self, n: u32) -> Option<&GraphNode> {
         self.nodes.get(n as usize).map(|c| &c.node)

@@ -72,6 +72,8 @@ pub struct VerifiedStep {
     pub root: SignedRoot,
     /// Cosignatures of `root` from the sender (checked before they are kept).
     cosigs: Vec<crate::store::Cosig>,
+    /// Keeps the needed records from garbage collection between download and tagging.
+    _hold: crate::blobs::Hold,
 }
 
 fn dequantise(v: &[i8]) -> Vec<f32> {
@@ -446,7 +448,9 @@ impl Engine {
                 .collect()
                 .await
         };
+        let hold = self.blobs.hold(&needed);
         Ok(Some(VerifiedStep {
+            _hold: hold,
             ns: ns.to_owned(),
             space,
             commit,
@@ -472,6 +476,7 @@ impl Engine {
             lists,
             root,
             cosigs,
+            _hold: hold,
             ..
         } = step;
         let _w = space.write.lock().await;
@@ -547,6 +552,8 @@ impl Engine {
         // that was live and is not live in the shipped nodes was forgotten by the owner.
         let deletes: Vec<[u8; 32]> = old_alive.difference(&now_alive).map(|id| id.0).collect();
         self.blobs.keep_all(&keep).await.map_err(NodeError::from)?;
+        // Tagged now: garbage collection keeps them by their tags.
+        drop(hold);
         let st = self.state.clone();
         let next = commit.len() as u64;
         let rows: Vec<(u32, PointRow)> = points

@@ -626,7 +626,11 @@ impl P2p {
     /// Downloads record blobs with iroh-blobs, one GetMany request per provider in order: each blob is
     /// verified against its BLAKE3 hash as it streams, so a provider that serves bad bytes fails the request
     /// there, and whatever is still missing is asked of the next provider.
-    async fn fetch(&self, ids: &[cairn_index::id::MemoryId], order: &[[u8; 32]]) -> Result<(), String> {
+    async fn fetch(
+        &self,
+        ids: &[cairn_index::id::MemoryId],
+        order: &[[u8; 32]],
+    ) -> Result<(), String> {
         let mut missing: Vec<cairn_index::id::MemoryId> = ids.to_vec();
         let store = self.engine.blob_store();
         for p in order {
