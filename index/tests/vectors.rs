@@ -118,6 +118,15 @@ fn published_vectors() {
         "472d1b720a705dd0c530bf2c5d62d5d60005ba69d474ac34fc464265cdec2d66dd1b24f1d2b375a16b979cc9399f57f93d5f392f62241a095579538147dd7302"
     );
     assert!(s.verify(Some(&s.record.node_id)).is_ok());
+    let witness = SigningKey::from_bytes(&[0x43; 32]);
+    assert_eq!(
+        hex::encode(witness.verifying_key().to_bytes()),
+        "22fc297792f0b6ffc0bfcfdb7edb0c0aa14e025a365ec0e342e86e3829cb74b6"
+    );
+    assert_eq!(
+        hex::encode(cairn_index::root::cosign(&s.record, &witness)),
+        "fe9d80a79b927c84946bbc65b817bb7ec2e7671e98998c29c584c56f54fdae9832c553fd0abb96ebc405f879d0bea4eee11520ca2741aa62c64f842576b28a0f"
+    );
     let mut coded = Vec::new();
     cairn_index::vcode::encode_vector(&[0, -1, 1, 4], &mut coded);
     assert_eq!(hex::encode(&coded), "89a400");

@@ -131,6 +131,28 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("witness"));
 
+    // The audit of B's copy: every leaf recomputed against A's signed root, every memory reachable, and B's
+    // proven answers equal exact search (a small namespace gets exact-mode proofs).
+    let queries = db.path().join("queries.txt");
+    std::fs::write(&queries, "tea\nbook club\nallergies\nwho moved abroad?\n")
+        .expect("write queries");
+    let q = queries.to_string_lossy().into_owned();
+    let v = b.cli_json(&["audit", "--ns", "team", "--from", &a_id, "--queries", &q]);
+    assert_eq!(v["every_leaf_verified"], true, "{v}");
+    assert_eq!(v["memories"], FACTS.len() + 1, "{v}");
+    assert_eq!(v["unreachable"], 0, "{v}");
+    assert_eq!(v["queries"], 4, "{v}");
+    assert_eq!(v["recall_at_k"].as_f64(), Some(1.0), "{v}");
+    // Audited against the wrong owner key, it fails.
+    let b_id = node_id(&b);
+    let o = b.cli(&["audit", "--ns", "team", "--from", &b_id]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
     // One writer per namespace: B refuses writes and names the owner.
     let cb = b.client().await.expect("client B");
     let err = cb
