@@ -70,6 +70,7 @@ async fn run(cli: Cli) -> Result<()> {
                 ef_search: usize::from(args.ef_search),
                 exact_proof_limit: args.exact_proof_limit,
                 p2p_listen: args.p2p_listen,
+                p2p_public: args.p2p_public,
             };
             node::serve(cfg).await
         }

@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub exact_proof_limit: u64,
     /// Where the iroh endpoint listens (peers, replication).
     pub p2p_listen: SocketAddr,
+    /// Enable relays and public address lookup.
+    pub p2p_public: bool,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -83,6 +85,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         engine.clone(),
         crate::p2p::P2pConfig {
             listen: cfg.p2p_listen,
+            public: cfg.p2p_public,
         },
     )
     .await?;

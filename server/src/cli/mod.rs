@@ -247,6 +247,10 @@ pub struct ServeArgs {
     /// a free port, shown by `cairn ticket`).
     #[arg(long, env = "CAIRN_P2P_LISTEN", default_value = "127.0.0.1:0")]
     pub p2p_listen: std::net::SocketAddr,
+    /// Opt in to iroh relays and public address lookup, for nodes on different networks (needs the internet).
+    /// Off by default: peers are reached only at the direct addresses in their tickets.
+    #[arg(long, env = "CAIRN_P2P_PUBLIC")]
+    pub p2p_public: bool,
     /// Directory of the embedding model (model.onnx, tokenizer files, manifest.json), as `scripts/provision-model`
     /// writes it.
     #[arg(long, env = "CAIRN_MODEL_DIR")]

@@ -78,6 +78,8 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct P2pConfig {
     /// Where the endpoint listens.
     pub listen: SocketAddr,
+    /// Use relays and public address lookup (off by default: local-only, nothing leaves the machine's networks).
+    pub public: bool,
 }
 
 /// Failures of the peer-to-peer side.
@@ -181,10 +183,17 @@ impl P2p {
             reason,
         };
         let lookup = MemoryLookup::new();
-        let endpoint = Endpoint::builder(presets::Minimal)
+        let builder = if cfg.public {
+            // Real deployments across networks: default relays and public address lookup (needs the internet).
+            tracing::warn!("p2p: relays and public address lookup enabled (--p2p-public)");
+            Endpoint::builder(presets::N0)
+        } else {
+            Endpoint::builder(presets::Minimal)
+                .relay_mode(RelayMode::Disabled)
+                .portmapper_config(PortmapperConfig::Disabled)
+        };
+        let endpoint = builder
             .secret_key(SecretKey::from_bytes(&engine.signing_key().to_bytes()))
-            .relay_mode(RelayMode::Disabled)
-            .portmapper_config(PortmapperConfig::Disabled)
             .clear_ip_transports()
             .bind_addr(cfg.listen)
             .map_err(|e| bind_err(e.to_string()))?
