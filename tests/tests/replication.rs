@@ -105,6 +105,29 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     );
     assert!(out.contains("Heidi"), "{out}");
     assert!(out.contains(&format!("by {a_id} with")), "{out}");
+    // Without --trust, first contact with a replica pins the namespace's owner (with a warning), not B.
+    let o = std::process::Command::new(cairn_tests::cairn_bin())
+        .args([
+            "--node",
+            &b.url,
+            "recall",
+            "--ns",
+            "team",
+            "--verify",
+            "book club",
+        ])
+        .env("CAIRN_STATE", db.path().join("fresh-state.json"))
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn");
+    let (so, se) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{so}{se}");
+    assert!(se.contains("replica") && se.contains(&a_id), "{se}");
+    assert!(so.contains(&format!("by {a_id}")), "{so}");
+
     // More witnesses than exist: refused.
     let o = std::process::Command::new(cairn_tests::cairn_bin())
         .args([

@@ -161,6 +161,7 @@ impl ProofCtx {
 
 async fn proof_ctx(
     cli_node: &str,
+    ns: &str,
     p: &ProofArgs,
     client: &CairnClient,
 ) -> Result<Option<ProofCtx>> {
@@ -169,7 +170,9 @@ async fn proof_ctx(
     }
     check_trust_flag(p.trust.as_deref())?;
     let mut trust = Trust::load()?;
-    let trusted = trust.node_id(cli_node, p.trust.as_deref(), client).await?;
+    let trusted = trust
+        .node_id(cli_node, ns, p.trust.as_deref(), client)
+        .await?;
     Ok(Some(ProofCtx { trust, trusted }))
 }
 
@@ -270,7 +273,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             proof,
             query,
         } => {
-            let ctx = proof_ctx(&cli.node, &proof, &client).await?;
+            let ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
             let mut b = client
                 .recall(&ns, query)
                 .k(k)
@@ -341,7 +344,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Get { ns, ids, proof } => {
             parse_ids(&ids)?;
-            let ctx = proof_ctx(&cli.node, &proof, &client).await?;
+            let ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
             let resp = if ctx.is_some() {
                 client.get_with_proof(&ns, ids).await?
             } else {
@@ -400,7 +403,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             limit,
             proof,
         } => {
-            let mut ctx = proof_ctx(&cli.node, &proof, &client).await?;
+            let mut ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
             if proof.proof_out.is_some() && limit > u64::from(cairn_server_max_page()) {
                 bail!(
                     "--proof-out saves one page: use --limit {} or less",

@@ -64,11 +64,32 @@ impl Trust {
     pub async fn node_id(
         &mut self,
         node_url: &str,
+        ns: &str,
         flag: Option<&str>,
         client: &CairnClient,
     ) -> Result<[u8; 32]> {
         if let Some(t) = flag {
             let id = parse_node_id(t).map_err(|e| anyhow::anyhow!("--trust: {e}"))?;
+            return Ok(id);
+        }
+        // A replica's answers are signed by the namespace's owner: pin the owner for (node, namespace).
+        let ns_key = format!("{node_url} {ns}");
+        if let Some(pinned) = self.state.nodes.get(&ns_key) {
+            return parse_node_id(pinned).map_err(|e| anyhow::anyhow!("trust state: {e}"));
+        }
+        let owner = client
+            .list_namespaces()
+            .await?
+            .into_iter()
+            .find(|n| n.namespace == ns && !n.owner.is_empty())
+            .map(|n| n.owner);
+        if let Some(owner) = owner {
+            let id = parse_node_id(&owner).map_err(|e| anyhow::anyhow!("owner id: {e}"))?;
+            eprintln!(
+                "warning: first contact with {ns} on {node_url}, a replica: trusting its owner's node id {owner} from now on (pass --trust to pin it yourself)"
+            );
+            self.state.nodes.insert(ns_key, owner);
+            self.save()?;
             return Ok(id);
         }
         if let Some(pinned) = self.state.nodes.get(node_url) {
