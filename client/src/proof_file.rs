@@ -5,11 +5,12 @@
 //! from the proof and the pinned node id). Layout (big-endian):
 //!
 //! ```text
-//! "CAIRNPF1" u8(kind: 1 get, 2 list, 3 recall) u16(len) namespace
+//! "CAIRNPF2" u8(kind: 1 get, 2 list, 3 recall) u16(len) namespace
 //! list only:   u64(since) u64(until) u8(has_after) [u64(created_at) id[32]] u32(limit)
 //! recall only: u32(k) u32(min_ef)
 //! u32(count) count × ( id[32] u32(len) record  [recall only: u32(score bits)] )
 //! u32(len) proof
+//! u16(c) c × ( witness[32] signature[64] )      (witness cosignatures of the proof's root; absent in "CAIRNPF1")
 //! checksum[32] = BLAKE3(all bytes above)
 //! ```
 
@@ -19,7 +20,9 @@ use cairn_index::proof::{
 };
 use cairn_index::wire::Reader;
 
-const MAGIC: &[u8; 8] = b"CAIRNPF1";
+const MAGIC: &[u8; 8] = b"CAIRNPF2";
+/// The first version, without cosignatures; still read.
+const MAGIC_V1: &[u8; 8] = b"CAIRNPF1";
 
 /// Which answer a file holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +46,8 @@ pub struct ProofFile {
     pub items: Vec<(MemoryId, Vec<u8>)>,
     /// The proof bytes.
     pub proof: Vec<u8>,
+    /// Witness cosignatures of the proof's root that came with the answer: (witness id, signature).
+    pub cosigs: Vec<([u8; 32], [u8; 64])>,
 }
 
 impl ProofFile {
@@ -92,6 +97,12 @@ impl ProofFile {
         }
         o.extend_from_slice(&(self.proof.len() as u32).to_be_bytes());
         o.extend_from_slice(&self.proof);
+        let n = self.cosigs.len().min(u16::MAX as usize);
+        o.extend_from_slice(&(n as u16).to_be_bytes());
+        for (w, sig) in self.cosigs.iter().take(n) {
+            o.extend_from_slice(w);
+            o.extend_from_slice(sig);
+        }
         let sum = blake3::hash(&o);
         o.extend_from_slice(sum.as_bytes());
         o
@@ -109,9 +120,11 @@ impl ProofFile {
             ));
         }
         let mut r = Reader::new(body);
-        if r.bytes(8)? != MAGIC {
-            return Err(VerifyError::Malformed("not a Cairn proof file"));
-        }
+        let v2 = match r.bytes(8)? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_V1 => false,
+            _ => return Err(VerifyError::Malformed("not a Cairn proof file")),
+        };
         let kind_code = r.u8()?;
         let ns_len = r.u16()? as usize;
         let namespace = std::str::from_utf8(r.bytes(ns_len)?)
@@ -160,6 +173,16 @@ impl ProofFile {
         }
         let plen = r.u32()? as usize;
         let proof = r.bytes(plen)?.to_vec();
+        let mut cosigs = Vec::new();
+        if v2 {
+            let n = r.u16()? as usize;
+            if n * 96 > r.remaining() {
+                return Err(VerifyError::TooLarge("cosignatures"));
+            }
+            for _ in 0..n {
+                cosigs.push((r.array()?, r.array()?));
+            }
+        }
         if !r.is_empty() {
             return Err(VerifyError::Malformed("trailing bytes"));
         }
@@ -168,7 +191,13 @@ impl ProofFile {
             namespace,
             items,
             proof,
+            cosigs,
         })
+    }
+
+    /// Distinct valid witnesses of a verified root among the saved cosignatures.
+    pub fn witnesses(&self, v: &Verified) -> usize {
+        cairn_index::root::count_witnesses(&v.root.record, &self.cosigs)
     }
 
     /// Verifies the saved answer against `trusted` (offline).

@@ -186,7 +186,12 @@ pub fn list_range(
 /// The number of distinct witnesses (other than the root's signer) whose cosignature of `root` checks out.
 /// Malformed entries are ignored.
 pub fn witnesses(root: &cairn_index::root::RootRecord, cosigs: &[pb::Cosignature]) -> usize {
-    let parsed: Vec<([u8; 32], [u8; 64])> = cosigs
+    cairn_index::root::count_witnesses(root, &parse_cosigs(cosigs))
+}
+
+/// Cosignatures as (witness id, signature); malformed entries are dropped.
+pub fn parse_cosigs(cosigs: &[pb::Cosignature]) -> Vec<([u8; 32], [u8; 64])> {
+    cosigs
         .iter()
         .filter_map(|c| {
             let mut w = [0u8; 32];
@@ -194,6 +199,5 @@ pub fn witnesses(root: &cairn_index::root::RootRecord, cosigs: &[pb::Cosignature
             let sig: [u8; 64] = c.signature.as_slice().try_into().ok()?;
             Some((w, sig))
         })
-        .collect();
-    cairn_index::root::count_witnesses(root, &parsed)
+        .collect()
 }

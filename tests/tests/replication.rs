@@ -128,6 +128,39 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     assert!(se.contains("replica") && se.contains(&a_id), "{se}");
     assert!(so.contains(&format!("by {a_id}")), "{so}");
 
+    // A saved answer keeps its cosignatures: `cairn verify` checks witnesses offline.
+    let saved = db.path().join("answer.proof");
+    let o = std::process::Command::new(cairn_tests::cairn_bin())
+        .args([
+            "--node",
+            &b.url,
+            "recall",
+            "--ns",
+            "team",
+            "--trust",
+            &a_id,
+            "--proof-out",
+        ])
+        .arg(&saved)
+        .arg("book club")
+        .env("CAIRN_STATE", &state)
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let verify_file = |w: &str| {
+        std::process::Command::new(cairn_tests::cairn_bin())
+            .arg("verify")
+            .arg(&saved)
+            .args(["--trust", &a_id, "--witnesses", w])
+            .output()
+            .expect("run cairn")
+    };
+    let o = verify_file("1");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("witness"));
+    assert_eq!(verify_file("2").status.code(), Some(1));
+
     // More witnesses than exist: refused.
     let o = std::process::Command::new(cairn_tests::cairn_bin())
         .args([

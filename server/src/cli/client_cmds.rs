@@ -84,7 +84,11 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
             );
             Ok(true)
         }
-        Command::Verify { file, trust } => {
+        Command::Verify {
+            file,
+            trust,
+            witnesses,
+        } => {
             check_trust_flag(trust.as_deref())?;
             let bytes =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -115,16 +119,23 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
             let verified = pf
                 .verify(&trusted)
                 .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+            let w = pf.witnesses(&verified);
+            if w < *witnesses as usize {
+                bail!(
+                    "verification failed: the file holds {w} valid witness cosignature(s) of root seq {}, --witnesses asks for {witnesses}",
+                    verified.seq()
+                );
+            }
             if cli.json {
                 print_json(
-                    &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": verified_json(&verified, 0) }),
+                    &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": verified_json(&verified, w) }),
                 );
             } else {
                 println!(
                     "{} memories in {}: {}",
                     pf.items.len(),
                     pf.namespace,
-                    verified_line(&verified, 0)
+                    verified_line(&verified, w)
                 );
             }
             Ok(true)
@@ -315,6 +326,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                                 namespace: ns.clone(),
                                 items,
                                 proof: resp.proof.clone(),
+                                cosigs: v::parse_cosigs(&resp.cosignatures),
                             },
                         )?;
                     }
@@ -367,6 +379,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                                     resp.memories.iter().map(|m| (&m.id, &m.record)),
                                 )?,
                                 proof: resp.proof.clone(),
+                                cosigs: v::parse_cosigs(&resp.cosignatures),
                             },
                         )?;
                     }
@@ -451,6 +464,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                                         resp.memories.iter().map(|m| (&m.id, &m.record)),
                                     )?,
                                     proof: resp.proof.clone(),
+                                    cosigs: v::parse_cosigs(&resp.cosignatures),
                                 },
                             )?;
                         }

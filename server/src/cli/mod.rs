@@ -196,6 +196,9 @@ pub enum Command {
         /// Node id to trust (hex). Without it the file is checked against the signer it names (with a warning).
         #[arg(long)]
         trust: Option<String>,
+        /// Require at least W valid witness cosignatures of the proof's root among those saved in the file.
+        #[arg(long, value_name = "W", default_value_t = 0)]
+        witnesses: u32,
     },
 }
 

@@ -148,6 +148,11 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.cfg.data_dir
+    }
+
     /// The blob store (served to peers, filled by downloads).
     pub fn blob_store(&self) -> iroh_blobs::store::fs::FsStore {
         self.blobs.store().clone()

@@ -68,6 +68,8 @@ impl Cosig {
 }
 /// How often a replica asks for news even without an announcement.
 const POLL: Duration = Duration::from_secs(3);
+/// File in the data dir holding the last p2p address (reused when --p2p-listen asks for port 0).
+const ADDR_FILE: &str = "p2p.addr";
 /// Records per blob request.
 const FETCH_CHUNK: usize = 1024;
 /// How long one catch-up exchange may take.
@@ -178,6 +180,32 @@ fn endpoint_id(b: &[u8; 32]) -> Option<EndpointId> {
 impl P2p {
     /// Binds the endpoint, starts the router, loads known peers, and starts announcing and following.
     pub async fn start(engine: Arc<Engine>, cfg: P2pConfig) -> Result<Arc<Self>, P2pError> {
+        // With port 0, reuse the port this data dir had before, so that peers' tickets stay valid across restarts.
+        let addr_file = engine.data_dir().join(ADDR_FILE);
+        if cfg.listen.port() == 0 {
+            if let Some(prev) = std::fs::read_to_string(&addr_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+                .filter(|a| a.ip() == cfg.listen.ip())
+            {
+                let mut again = cfg.clone();
+                again.listen = prev;
+                match Self::start_on(engine.clone(), again, &addr_file).await {
+                    Ok(p) => return Ok(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "previous p2p port unavailable; taking a new one")
+                    }
+                }
+            }
+        }
+        Self::start_on(engine, cfg, &addr_file).await
+    }
+
+    async fn start_on(
+        engine: Arc<Engine>,
+        cfg: P2pConfig,
+        addr_file: &std::path::Path,
+    ) -> Result<Arc<Self>, P2pError> {
         let bind_err = |reason: String| P2pError::Bind {
             addr: cfg.listen,
             reason,
@@ -228,6 +256,11 @@ impl P2p {
             }
         }
         tracing::info!(addr = %p2p.ticket(), "p2p endpoint listening");
+        if let Some(a) = p2p.endpoint.bound_sockets().first() {
+            if let Err(e) = std::fs::write(addr_file, a.to_string()) {
+                tracing::warn!(error = %e, "cannot record the p2p address");
+            }
+        }
         // Announce this node's roots, and follow what it follows.
         let me = p2p.clone();
         tokio::spawn(async move { me.announce_roots().await });
