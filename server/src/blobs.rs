@@ -51,12 +51,16 @@ pub struct Blobs {
     gc_wanted: Arc<AtomicBool>,
     /// Blobs being downloaded and not yet tagged (a replica step in progress): garbage collection keeps them.
     in_flight: Arc<std::sync::Mutex<HashMap<Hash, usize>>>,
+    /// Held shared by writers, exclusively by a collection pass (see `open`).
+    gc_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Keeps blobs safe from garbage collection until dropped (downloads not yet tagged).
 pub struct Hold {
     hashes: Vec<Hash>,
     in_flight: Arc<std::sync::Mutex<HashMap<Hash, usize>>>,
+    /// No collection pass runs while a download is held.
+    _no_gc: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl Drop for Hold {
@@ -87,16 +91,35 @@ impl Blobs {
         let flag = gc_wanted.clone();
         let in_flight: Arc<std::sync::Mutex<HashMap<Hash, usize>>> = Arc::default();
         let held = in_flight.clone();
+        // iroh-blobs collects in two steps: mark (the tags and temp tags now), then sweep (every blob not marked).
+        // A blob written between the two would be swept, tag or not. So a pass holds `gc_lock` exclusively from
+        // its protect callback until the next callback (passes run one after another), and every writer holds it
+        // shared while it adds and tags blobs.
+        let gc_lock = Arc::new(tokio::sync::RwLock::new(()));
+        let pass_guard: Arc<std::sync::Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>> =
+            Arc::default();
+        let (lock, slot) = (gc_lock.clone(), pass_guard.clone());
         let protect: ProtectCb = Arc::new(move |live| {
+            // The previous pass is over: let writers in again.
+            if let Ok(mut g) = slot.lock() {
+                g.take();
+            }
             let run = flag.swap(false, Ordering::SeqCst);
             if let Ok(m) = held.lock() {
                 live.extend(m.keys().copied());
             }
+            let (lock, slot) = (lock.clone(), slot.clone());
             Box::pin(async move {
-                if run {
-                    ProtectOutcome::Continue
-                } else {
-                    ProtectOutcome::Abort
+                if !run {
+                    return ProtectOutcome::Abort;
+                }
+                let g = lock.write_owned().await;
+                match slot.lock() {
+                    Ok(mut s) => {
+                        *s = Some(g);
+                        ProtectOutcome::Continue
+                    }
+                    Err(_) => ProtectOutcome::Abort,
                 }
             })
         });
@@ -125,11 +148,13 @@ impl Blobs {
             paths,
             gc_wanted,
             in_flight,
+            gc_lock,
         })
     }
 
     /// Protects blobs about to be downloaded from garbage collection until the returned guard is dropped.
-    pub fn hold(&self, ids: &[MemoryId]) -> Hold {
+    pub async fn hold(&self, ids: &[MemoryId]) -> Hold {
+        let no_gc = self.gc_lock.clone().read_owned().await;
         let hashes: Vec<Hash> = ids.iter().map(|id| Hash::from_bytes(id.0)).collect();
         if let Ok(mut m) = self.in_flight.lock() {
             for h in &hashes {
@@ -139,11 +164,14 @@ impl Blobs {
         Hold {
             hashes,
             in_flight: self.in_flight.clone(),
+            _no_gc: no_gc,
         }
     }
 
     /// Durably stores records (canonical bytes); returns once bytes and tags are on disk.
     pub async fn put_all(&self, records: &[Bytes]) -> Result<(), BlobError> {
+        // No collection pass between adding a blob and its tag being on disk.
+        let _no_gc = self.gc_lock.read().await;
         let mut hashes = Vec::with_capacity(records.len());
         for bytes in records {
             let hash = Hash::new(bytes);

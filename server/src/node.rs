@@ -63,7 +63,8 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             ef_construction: cfg.ef_construction,
             ef_search: cfg.ef_search,
             exact_proof_limit: cfg.exact_proof_limit,
-            gc_interval: Duration::from_secs(1),
+            // Short: a pass holds writers off until the next tick (see blobs.rs), and passes run only when wanted.
+            gc_interval: Duration::from_millis(250),
         },
         embedder,
     )

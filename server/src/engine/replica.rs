@@ -453,7 +453,7 @@ impl Engine {
                 .collect()
                 .await
         };
-        let hold = self.blobs.hold(&needed);
+        let hold = self.blobs.hold(&needed).await;
         Ok(Some(VerifiedStep {
             _hold: hold,
             ns: ns.to_owned(),
