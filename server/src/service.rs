@@ -266,16 +266,15 @@ impl Cairn for CairnService {
         _request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
         let spaces = self.engine.stats(None)?;
+        let follows: std::collections::HashMap<String, [u8; 32]> =
+            self.engine.follows().into_iter().collect();
         Ok(Response::new(pb::ListNamespacesResponse {
             namespaces: spaces
                 .into_iter()
                 .map(|s| pb::NamespaceInfo {
-                    owner: self
-                        .engine
-                        .follows()
-                        .into_iter()
-                        .find(|(n, _)| *n == s.namespace)
-                        .map(|(_, o)| hex::encode(o))
+                    owner: follows
+                        .get(&s.namespace)
+                        .map(hex::encode)
                         .unwrap_or_default(),
                     seq: self.engine.owner_root_seq(&s.namespace).unwrap_or(0),
                     namespace: s.namespace,

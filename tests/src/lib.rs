@@ -104,6 +104,20 @@ impl Node {
             .expect("run cairn")
     }
 
+    /// Runs the CLI against this node with its own client state file (pinned node ids, last-seen roots), so
+    /// tests that check trust do not share pins.
+    pub fn cli_with_state(&self, state: &Path, args: &[&str]) -> Output {
+        Command::new(cairn_bin())
+            .arg("--node")
+            .arg(&self.url)
+            .args(args)
+            .env("CAIRN_STATE", state)
+            .env("CAIRN_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cairn")
+    }
+
     /// Runs the CLI with `--json` and parses stdout; panics with stderr if it fails.
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];

@@ -23,14 +23,7 @@ const FACTS: &[&str] = &[
 ];
 
 fn cli_with_state(node: &Node, state: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(cairn_tests::cairn_bin())
-        .arg("--node")
-        .arg(&node.url)
-        .args(args)
-        .env("CAIRN_STATE", state)
-        .env("CAIRN_LOG", "warn")
-        .output()
-        .expect("run cairn")
+    node.cli_with_state(state, args)
 }
 
 fn stdout(o: &Output) -> String {

@@ -87,14 +87,20 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
 
     let state = db.path().join("client-state.json");
     let verify_on_b = |query: &str| {
-        std::process::Command::new(cairn_tests::cairn_bin())
-            .args([
-                "--node", &b.url, "recall", "--ns", "team", "--verify", "--trust", &a_id, query,
-            ])
-            .env("CAIRN_STATE", &state)
-            .env("CAIRN_LOG", "warn")
-            .output()
-            .expect("run cairn")
+        b.cli_with_state(
+            &state,
+            &[
+                "recall",
+                "--ns",
+                "team",
+                "--verify",
+                "--trust",
+                &a_id,
+                "--witnesses",
+                "1",
+                query,
+            ],
+        )
     };
     let o = verify_on_b("who leads the book club?");
     let out = String::from_utf8_lossy(&o.stdout);
@@ -106,20 +112,10 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     assert!(out.contains("Heidi"), "{out}");
     assert!(out.contains(&format!("by {a_id} with")), "{out}");
     // Without --trust, first contact with a replica pins the namespace's owner (with a warning), not B.
-    let o = std::process::Command::new(cairn_tests::cairn_bin())
-        .args([
-            "--node",
-            &b.url,
-            "recall",
-            "--ns",
-            "team",
-            "--verify",
-            "book club",
-        ])
-        .env("CAIRN_STATE", db.path().join("fresh-state.json"))
-        .env("CAIRN_LOG", "warn")
-        .output()
-        .expect("run cairn");
+    let o = b.cli_with_state(
+        &db.path().join("fresh-state.json"),
+        &["recall", "--ns", "team", "--verify", "book club"],
+    );
     let (so, se) = (
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
@@ -130,23 +126,20 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
 
     // A saved answer keeps its cosignatures: `cairn verify` checks witnesses offline.
     let saved = db.path().join("answer.proof");
-    let o = std::process::Command::new(cairn_tests::cairn_bin())
-        .args([
-            "--node",
-            &b.url,
+    let saved_s = saved.to_string_lossy().into_owned();
+    let o = b.cli_with_state(
+        &state,
+        &[
             "recall",
             "--ns",
             "team",
             "--trust",
             &a_id,
             "--proof-out",
-        ])
-        .arg(&saved)
-        .arg("book club")
-        .env("CAIRN_STATE", &state)
-        .env("CAIRN_LOG", "warn")
-        .output()
-        .expect("run cairn");
+            &saved_s,
+            "book club",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let verify_file = |w: &str| {
         std::process::Command::new(cairn_tests::cairn_bin())
@@ -162,10 +155,9 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     assert_eq!(verify_file("2").status.code(), Some(1));
 
     // More witnesses than exist: refused.
-    let o = std::process::Command::new(cairn_tests::cairn_bin())
-        .args([
-            "--node",
-            &b.url,
+    let o = b.cli_with_state(
+        &state,
+        &[
             "recall",
             "--ns",
             "team",
@@ -174,11 +166,8 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
             "--witnesses",
             "2",
             "book club",
-        ])
-        .env("CAIRN_STATE", &state)
-        .env("CAIRN_LOG", "warn")
-        .output()
-        .expect("run cairn");
+        ],
+    );
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -256,14 +245,12 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     // B restarts from disk and serves the same, without A.
     b.stop();
     let b2 = Node::start(db.path()).expect("restart B");
-    let o = std::process::Command::new(cairn_tests::cairn_bin())
-        .args([
-            "--node", &b2.url, "recall", "--ns", "team", "--verify", "--trust", &a_id, "tea",
-        ])
-        .env("CAIRN_STATE", &state)
-        .env("CAIRN_LOG", "warn")
-        .output()
-        .expect("run cairn");
+    let o = b2.cli_with_state(
+        &state,
+        &[
+            "recall", "--ns", "team", "--verify", "--trust", &a_id, "tea",
+        ],
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -271,4 +258,70 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains("green tea"), "{out}");
+}
+
+/// The peering and replication calls answer bad input with the right status and the node keeps serving.
+#[tokio::test]
+async fn p2p_calls_reject_bad_input_and_keep_serving() {
+    use tonic::Code;
+    let dir = temp_dir();
+    let a = Node::start(dir.path()).expect("node");
+    let c = a.client().await.expect("client");
+    let own_id = node_id(&a);
+    // A valid key that is not this node (the root test vector's signer, docs/PROOFS.md).
+    let other = "2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12";
+    c.remember("mine", vec![NewMemory::new("owned here")])
+        .await
+        .expect("remember");
+
+    let code = |r: Result<(), cairn_client::Error>| r.expect_err("must fail").code();
+    assert_eq!(
+        code(c.add_peer("not a ticket").await.map(|_| ())),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(c.add_peer(&format!("{other}@nowhere")).await.map(|_| ())),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(c.add_peer(&ticket(&a)).await.map(|_| ())),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(c.follow("team", "xyz").await),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(c.follow("team", &own_id).await),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(code(c.follow("", other).await), Some(Code::InvalidArgument));
+    assert_eq!(
+        code(c.follow("mine", other).await),
+        Some(Code::FailedPrecondition)
+    );
+    assert_eq!(
+        code(c.snapshot("nothing-here", 1 << 20).await.map(|_| ())),
+        Some(Code::NotFound)
+    );
+    // Following twice from the same owner is fine; from another owner it is not.
+    c.follow("team", other).await.expect("follow");
+    c.follow("team", other).await.expect("follow again");
+    let third = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    assert_eq!(
+        code(c.follow("team", &third).await),
+        Some(Code::FailedPrecondition)
+    );
+    // The CLI says why in one line and exits 1.
+    let o = a.cli(&["audit", "--ns", "mine", "--from", other]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("audit failed"));
+    // Still serving.
+    assert_eq!(c.alerts().await.expect("alerts").len(), 0);
+    assert!(c.peers().await.expect("peers").is_empty());
+    assert!(c.stats(None).await.is_ok());
 }

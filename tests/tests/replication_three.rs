@@ -66,10 +66,9 @@ fn recall_verified(
     witnesses: &str,
     q: &str,
 ) -> std::process::Output {
-    std::process::Command::new(cairn_tests::cairn_bin())
-        .args([
-            "--node",
-            &n.url,
+    n.cli_with_state(
+        state,
+        &[
             "recall",
             "--ns",
             "fleet",
@@ -81,11 +80,8 @@ fn recall_verified(
             "--witnesses",
             witnesses,
             q,
-        ])
-        .env("CAIRN_STATE", state)
-        .env("CAIRN_LOG", "warn")
-        .output()
-        .expect("run cairn")
+        ],
+    )
 }
 
 const TOPICS: &[&str] = &[

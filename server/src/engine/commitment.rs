@@ -269,23 +269,64 @@ impl Commitment {
 
     /// Exact top-k live memories for an int8 query, ties by node number (audit).
     pub fn exact_top(&self, q: &[i8], k: usize) -> Vec<MemoryId> {
-        let mut scored: Vec<(i32, u32)> = self
-            .nodes
+        self.alive_top(self.score_all(q), k)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// Every node's distance to an int8 query (exact mode).
+    fn score_all(&self, q: &[i8]) -> Vec<(i32, u32)> {
+        self.nodes
             .iter()
-            .filter(|n| n.node.alive)
             .map(|n| {
                 (
                     cairn_index::commit::distance(q, &n.node.vector),
                     n.node.node,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    /// The best `k` live (distance, id), ties by node number.
+    fn alive_top(&self, mut scored: Vec<(i32, u32)>, k: usize) -> Vec<(i32, MemoryId)> {
         scored.sort_unstable();
         scored
-            .into_iter()
+            .iter()
+            .filter_map(|&(d, n)| {
+                let node = &self.nodes.get(n as usize)?.node;
+                node.alive.then_some((d, node.id))
+            })
             .take(k)
-            .filter_map(|(_, n)| self.nodes.get(n as usize).map(|c| c.node.id))
             .collect()
+    }
+
+    /// The deterministic graph search over the committed graph, recording which nodes it touched and which it
+    /// expanded (what a proof must carry). None without an entry point or on a broken graph.
+    fn graph_search(&self, q: &[i8], k: usize, ef: usize) -> Option<Recorder<'_>> {
+        let (entry, max_level) = self.entry?;
+        let mut view = Recorder {
+            c: self,
+            touched: HashSet::new(),
+            expanded: HashSet::new(),
+            scored: Vec::new(),
+        };
+        let params = SearchParams {
+            entry,
+            max_level,
+            ef: ef.max(k),
+        };
+        view.scored = search(&mut view, q, &params).ok()?;
+        Some(view)
+    }
+
+    /// Recall hits of the proof search without building a proof (a replica's ordinary Recall).
+    pub fn recall_hits(&self, query: &[f32], k: usize, ef: usize) -> Vec<(i32, MemoryId)> {
+        let q = quantise(query);
+        match self.graph_search(&q, k, ef) {
+            Some(v) => self.alive_top(v.scored, k),
+            None => Vec::new(),
+        }
     }
 
     /// Live memories.
@@ -556,46 +597,18 @@ impl Commitment {
     ) -> Option<(Vec<(i32, MemoryId)>, RecallProof)> {
         let root = self.root.clone()?;
         let q = quantise(query);
-        let (mode, mut scored, touched, expanded) = match (self.entry, exact) {
+        let (mode, scored, touched, expanded) = match (self.entry, exact) {
             (None, _) => (MODE_GRAPH, Vec::new(), HashSet::new(), HashSet::new()),
             (Some(_), true) => {
-                let scored: Vec<(i32, u32)> = self
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        (
-                            cairn_index::commit::distance(&q, &n.node.vector),
-                            n.node.node,
-                        )
-                    })
-                    .collect();
                 let all: HashSet<u32> = (0..self.nodes.len() as u32).collect();
-                (MODE_EXACT, scored, all, HashSet::new())
+                (MODE_EXACT, self.score_all(&q), all, HashSet::new())
             }
-            (Some((entry, max_level)), false) => {
-                let mut view = Recorder {
-                    c: self,
-                    touched: HashSet::new(),
-                    expanded: HashSet::new(),
-                };
-                let params = SearchParams {
-                    entry,
-                    max_level,
-                    ef: ef.max(k),
-                };
-                let scored = search(&mut view, &q, &params).ok()?;
-                (MODE_GRAPH, scored, view.touched, view.expanded)
+            (Some(_), false) => {
+                let v = self.graph_search(&q, k, ef)?;
+                (MODE_GRAPH, v.scored, v.touched, v.expanded)
             }
         };
-        scored.sort_unstable();
-        let hits: Vec<(i32, MemoryId)> = scored
-            .iter()
-            .filter_map(|&(d, n)| {
-                let node = &self.nodes.get(n as usize)?.node;
-                node.alive.then_some((d, node.id))
-            })
-            .take(k)
-            .collect();
+        let hits = self.alive_top(scored, k);
         let mut ids: Vec<u32> = touched.into_iter().collect();
         ids.sort_unstable();
         let nodes: Vec<ProofNode> = ids
@@ -636,6 +649,8 @@ struct Recorder<'a> {
     c: &'a Commitment,
     touched: HashSet<u32>,
     expanded: HashSet<u32>,
+    /// The search's answer, once it ran.
+    scored: Vec<(i32, u32)>,
 }
 
 impl GraphView for Recorder<'_> {

@@ -576,11 +576,7 @@ impl Space {
                 Some(ann) => ann.search(s.query, s.k, s.ef, &keep),
                 // A replica walks the owner's committed graph (the proof search), then filters.
                 None => {
-                    let hits = inner
-                        .commit
-                        .prove_recall(s.query, s.k, s.ef, false)
-                        .map(|(h, _)| h)
-                        .unwrap_or_default();
+                    let hits = inner.commit.recall_hits(s.query, s.k, s.ef);
                     hits.into_iter()
                         .filter_map(|(_, id)| inner.by_id.get(&id).map(|&p| (p, 0.0)))
                         .collect()
