@@ -63,6 +63,20 @@ pub struct Hold {
     _no_gc: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
+impl Hold {
+    /// Also keeps `ids` from collection (without taking the collection lock again, which could wait forever
+    /// behind a pass that waits for this hold).
+    pub fn extend(&mut self, ids: &[MemoryId]) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            for id in ids {
+                let h = Hash::from_bytes(id.0);
+                *m.entry(h).or_default() += 1;
+                self.hashes.push(h);
+            }
+        }
+    }
+}
+
 impl Drop for Hold {
     fn drop(&mut self) {
         if let Ok(mut m) = self.in_flight.lock() {
@@ -252,6 +266,145 @@ impl Blobs {
         Ok(bytes)
     }
 
+    /// A slice of a blob (a record inside a pack).
+    pub async fn read_range(
+        &self,
+        hash: [u8; 32],
+        offset: u32,
+        len: u32,
+    ) -> Result<Bytes, BlobError> {
+        let start = u64::from(offset);
+        let bytes = self
+            .store
+            .blobs()
+            .export_ranges(Hash::from_bytes(hash), start..start + u64::from(len))
+            .concatenate()
+            .await
+            .map_err(op)?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// The whole bytes of any blob (packs and snapshot parts; unchecked beyond the store's own BLAKE3).
+    pub async fn get_raw(&self, hash: [u8; 32]) -> Result<Bytes, BlobError> {
+        self.store
+            .get_bytes(Hash::from_bytes(hash))
+            .await
+            .map_err(op)
+    }
+
+    /// Durably stores record packs, each pinned by its own tag (the same tag scheme as single records, so
+    /// deleting a pack goes through [`Blobs::delete`]). The caller must hold a [`Hold`] (no collection pass
+    /// may run between adding and tagging).
+    pub async fn put_packs(
+        &self,
+        packs: &[Bytes],
+        _held: &Hold,
+    ) -> Result<Vec<[u8; 32]>, BlobError> {
+        let mut hashes = Vec::with_capacity(packs.len());
+        for bytes in packs {
+            let hash = Hash::new(bytes);
+            self.store
+                .add_bytes(bytes.clone())
+                .with_named_tag(tag_name(&hash))
+                .await
+                .map_err(op)?;
+            hashes.push(hash);
+        }
+        self.make_durable(&hashes).await?;
+        Ok(hashes.iter().map(|h| *h.as_bytes()).collect())
+    }
+
+    /// Pins downloaded blobs (packs) by their tags and makes them durable; the caller holds a [`Hold`].
+    pub async fn keep_packs(&self, hashes: &[[u8; 32]], _held: &Hold) -> Result<(), BlobError> {
+        let hashes: Vec<Hash> = hashes.iter().map(|h| Hash::from_bytes(*h)).collect();
+        for h in &hashes {
+            self.store.tags().set(tag_name(h), *h).await.map_err(op)?;
+        }
+        self.make_durable(&hashes).await
+    }
+
+    /// Stores a snapshot: its parts as blobs and an iroh HashSeq listing them, pinned (with every part) by
+    /// the tag for `name`, which replaces whatever snapshot that tag held. Returns the HashSeq's hash and the
+    /// parts' hashes.
+    pub async fn put_snapshot(
+        &self,
+        name: &str,
+        parts: Vec<crate::engine::snapshot::Part>,
+    ) -> Result<([u8; 32], Vec<[u8; 32]>), BlobError> {
+        use crate::engine::snapshot::Part;
+        // No collection pass until the new tag is set: parts reused from the old snapshot stay, new ones too.
+        let _no_gc = self.gc_lock.read().await;
+        let mut temps = Vec::with_capacity(parts.len());
+        let mut hashes = Vec::with_capacity(parts.len());
+        for p in parts {
+            match p {
+                Part::New(bytes) => {
+                    let t = self.store.add_bytes(bytes).temp_tag().await.map_err(op)?;
+                    hashes.push(t.hash());
+                    temps.push(t);
+                }
+                Part::Have(h) => hashes.push(Hash::from_bytes(h)),
+            }
+        }
+        let seq: iroh_blobs::hashseq::HashSeq = hashes.iter().copied().collect();
+        let seq_bytes: Bytes = seq.into();
+        let t = self
+            .store
+            .add_bytes(seq_bytes)
+            .temp_tag()
+            .await
+            .map_err(op)?;
+        let hash = t.hash();
+        self.pin_snapshot(name, hash).await?;
+        drop(temps);
+        drop(t);
+        Ok((
+            *hash.as_bytes(),
+            hashes.iter().map(|h| *h.as_bytes()).collect(),
+        ))
+    }
+
+    /// Pins a snapshot HashSeq this node holds (downloaded and checked) and its parts under `name`.
+    pub async fn pin_snapshot_hash(&self, name: &str, hash: [u8; 32]) -> Result<(), BlobError> {
+        self.pin_snapshot(name, Hash::from_bytes(hash)).await
+    }
+
+    /// True if the store holds the complete blob `hash`.
+    pub async fn has_raw(&self, hash: [u8; 32]) -> bool {
+        self.store
+            .blobs()
+            .has(Hash::from_bytes(hash))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn pin_snapshot(&self, name: &str, hash: Hash) -> Result<(), BlobError> {
+        self.store
+            .tags()
+            .set(snap_tag(name), iroh_blobs::HashAndFormat::hash_seq(hash))
+            .await
+            .map_err(op)?;
+        self.store.sync_db().await.map_err(op)?;
+        // The previous snapshot under this tag may now be unpinned.
+        self.gc_wanted.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Unpins the snapshot under `name` (its parts go with the next collection unless pinned otherwise).
+    pub async fn drop_snapshot(&self, name: &str) -> Result<(), BlobError> {
+        let n = self.store.tags().delete(snap_tag(name)).await.map_err(op)?;
+        if n > 0 {
+            self.store.sync_db().await.map_err(op)?;
+            self.gc_wanted.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// A hold on nothing in particular: no collection pass runs while it lives (downloads of unknown parts).
+    pub async fn hold_all(&self) -> Hold {
+        self.hold(&[]).await
+    }
+
     /// Unpins blobs so the next garbage collection deletes their bytes.
     pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<(), BlobError> {
         for h in hashes {
@@ -274,4 +427,8 @@ impl Blobs {
 
 fn tag_name(hash: &Hash) -> String {
     format!("mem-{}", hash.to_hex())
+}
+
+fn snap_tag(name: &str) -> String {
+    format!("snap-{}", blake3::hash(name.as_bytes()).to_hex())
 }

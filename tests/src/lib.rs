@@ -259,3 +259,31 @@ pub async fn raw_unary(url: &str, path: &'static str, body: Vec<u8>) -> (i32, St
         Err(s) => (s.code() as i32, s.message().to_owned()),
     }
 }
+
+/// Files under `root` whose bytes contain `needle` (to show that forgotten text really left the disk).
+pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            // A file given as the root.
+            if let Ok(bytes) = std::fs::read(&d) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(d.display().to_string());
+                }
+            }
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}

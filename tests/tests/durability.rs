@@ -1,10 +1,9 @@
 //! Restarts and crashes lose nothing that was acknowledged; forgetting really deletes the bytes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use cairn_client::NewMemory;
-use cairn_tests::{temp_dir, Node};
+use cairn_tests::{files_containing, temp_dir, Node};
 
 fn memories(n: usize, tag: &str) -> Vec<NewMemory> {
     (0..n)
@@ -102,27 +101,6 @@ async fn kill_9_right_after_acknowledged_remembers_loses_nothing() {
     assert_eq!(hits[0].id, last[0].id);
     let stats = c.stats(Some("k")).await.expect("stats");
     assert_eq!(stats.total_memories, ids.len() as u64);
-}
-
-fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    found.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_client::NewMemory;
-use cairn_tests::{temp_dir, Node};
+use cairn_tests::{files_containing, temp_dir, Node};
 
 const FACTS: &[&str] = &[
     "Alice prefers green tea to coffee.",
@@ -207,7 +207,23 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     assert!(err.to_string().contains(&a_id), "{err}");
     assert!(err.to_string().to_lowercase().contains("replica"), "{err}");
 
-    // Forgetting on A removes the memory from B as well.
+    // Forgetting on A removes the memories from B as well, and their bytes from both disks: one came to B in
+    // the snapshot's record pages (packs), one as its own blob.
+    let eve = cb
+        .recall("team", "who moved to Lisbon?")
+        .k(1)
+        .send()
+        .await
+        .expect("recall")
+        .remove(0);
+    assert!(eve.text.contains("Lisbon"), "{}", eve.text);
+    // B took the first memories from A's snapshot: they sit together in record pages, not one file each.
+    let packed = files_containing(&db.path().join("blobs"), b"Eve moved to Lisbon");
+    assert!(
+        packed.iter().any(|f| std::fs::read(f)
+            .is_ok_and(|b| b.windows(15).any(|w| w == b"Carol's birthda"))),
+        "no record page on B holds both memories: {packed:?}"
+    );
     let heidi = cb
         .recall("team", "book club")
         .k(1)
@@ -216,7 +232,7 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
         .expect("recall")
         .remove(0)
         .id;
-    ca.forget("team", vec![heidi.clone()])
+    ca.forget("team", vec![heidi.clone(), eve.id.clone()])
         .await
         .expect("forget");
     let a_seq = ca.root("team", None).await.expect("root").seq;
@@ -224,8 +240,32 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
         wait_seq(&b, "team", a_seq, Duration::from_secs(30)).await,
         a_seq
     );
-    let got = cb.get("team", vec![heidi]).await.expect("get");
+    let got = cb
+        .get("team", vec![heidi, eve.id.clone()])
+        .await
+        .expect("get");
     assert!(got.memories.is_empty(), "forgotten memory still on B");
+    for text in ["Eve moved to Lisbon", "Heidi runs the Thursday"] {
+        let t0 = Instant::now();
+        let left = loop {
+            // The nodes' storage (the data dirs also hold this test's client files, e.g. saved proofs).
+            let mut left = Vec::new();
+            for d in [da.path(), db.path()] {
+                left.extend(files_containing(&d.join("blobs"), text.as_bytes()));
+                left.extend(files_containing(&d.join("hnsw"), text.as_bytes()));
+                left.extend(files_containing(&d.join("state.redb"), text.as_bytes()));
+            }
+            if left.is_empty() || t0.elapsed() > Duration::from_secs(15) {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(left.is_empty(), "{text:?} still on disk in {left:?}");
+    }
+    // The rest of B's packed records are still there, and still verify.
+    let o = verify_on_b("who has a birthday in June?");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Carol"));
 
     // The owner dies; B still answers, and the answers still verify against A's key.
     a.kill9();

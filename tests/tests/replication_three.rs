@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_client::NewMemory;
-use cairn_tests::{temp_dir, Node};
+use cairn_tests::{files_containing, temp_dir, Node};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -179,18 +179,17 @@ async fn three_nodes_replicate_and_outlive_the_owner() {
 }
 
 /// Finds the blob file holding exactly `bytes` under `dir`.
-fn find_blob_file(dir: &Path, bytes: &[u8]) -> Option<std::path::PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find_blob_file(&p, bytes) {
-                return Some(f);
-            }
-        } else if std::fs::read(&p).ok().as_deref() == Some(bytes) {
-            return Some(p);
-        }
-    }
-    None
+/// Every blob file under `dir` holding `bytes`, with the offset where they start (a record's own blob, or
+/// the record page it sits in).
+fn find_in_blobs(dir: &Path, bytes: &[u8]) -> Vec<(std::path::PathBuf, usize)> {
+    files_containing(dir, bytes)
+        .into_iter()
+        .filter_map(|f| {
+            let data = std::fs::read(&f).ok()?;
+            let at = data.windows(bytes.len()).position(|w| w == bytes)?;
+            Some((std::path::PathBuf::from(f), at))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +217,7 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
     );
     a.kill9();
 
-    // Tamper with one record's bytes on B's disk (same length, one letter changed).
+    // Tamper with one record's bytes on B's disk (same length, one letter changed), wherever B keeps them.
     let cb = b.client().await.expect("client B");
     let hit = cb
         .recall("fleet", "trumpet in a brass band")
@@ -230,11 +229,13 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
         .hits
         .remove(0);
     b.stop();
-    let file = find_blob_file(&db.path().join("blobs"), &hit.record).expect("blob file on B");
-    let mut bad = hit.record.clone();
-    let at = bad.len() - 5;
-    bad[at] ^= 0x01;
-    std::fs::write(&file, &bad).expect("tamper");
+    let copies = find_in_blobs(&db.path().join("blobs"), &hit.record);
+    assert!(!copies.is_empty(), "record not found on B's disk");
+    for (file, start) in copies {
+        let mut data = std::fs::read(&file).expect("read");
+        data[start + hit.record.len() - 5] ^= 0x01;
+        std::fs::write(&file, &data).expect("tamper");
+    }
     let b = Node::start(db.path()).expect("restart B");
 
     // C knows only B: the tampered record fails BLAKE3 verification, so nothing becomes visible.

@@ -6,6 +6,7 @@
 
 pub mod commitment;
 pub mod replica;
+pub mod snapshot;
 mod space;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -164,6 +165,10 @@ pub struct Engine {
     key: Arc<SigningKey>,
     commit_params: CommitParams,
     roots: tokio::sync::broadcast::Sender<SignedRoot>,
+    /// Snapshots built or installed here, by namespace (see [`snapshot`]).
+    snapshots: std::sync::Mutex<HashMap<String, snapshot::Cached>>,
+    /// One snapshot build at a time.
+    snapshot_build: Mutex<()>,
 }
 
 /// Runs `f` with a [`RootSigner`] that stores roots in `state`.
@@ -279,6 +284,8 @@ impl Engine {
             key,
             commit_params,
             roots: tokio::sync::broadcast::channel(1024).0,
+            snapshots: std::sync::Mutex::new(HashMap::new()),
+            snapshot_build: Mutex::new(()),
         });
         engine.finish_blob_deletes().await?;
         Ok(engine)
@@ -704,7 +711,7 @@ impl Engine {
     }
 
     async fn read(&self, id: &MemoryId) -> Result<MemoryOut, NodeError> {
-        let bytes = self.blobs.get(id).await?;
+        let bytes = self.record_bytes(id).await?;
         let record = MemoryRecord::decode(&bytes)
             .map_err(|e| NodeError::Task(format!("stored record {id} does not decode: {e}")))?;
         Ok(MemoryOut {
@@ -863,6 +870,8 @@ impl Engine {
             })
             .await??;
             let _ = self.roots.send(root);
+            // The namespace's snapshot held the forgotten bytes too.
+            self.forget_snapshot(ns).await?;
             self.finish_blob_deletes().await?;
         }
         drop(_w);
@@ -870,6 +879,78 @@ impl Engine {
             self.compact(&space).await?;
         }
         Ok((forgotten, missing))
+    }
+
+    /// A record's canonical bytes, from its own blob or from the pack that holds it, checked against its id.
+    pub async fn record_bytes(&self, id: &MemoryId) -> Result<Bytes, NodeError> {
+        let st = self.state.clone();
+        let key = *id;
+        let loc = tokio::task::spawn_blocking(move || st.pack_locs(&[key])).await??;
+        match loc.into_iter().next().flatten() {
+            Some(l) => {
+                let bytes = self.blobs.read_range(l.pack, l.offset, l.len).await?;
+                if MemoryId::of_bytes(&bytes) != *id {
+                    return Err(crate::blobs::BlobError::Missing(*id).into());
+                }
+                Ok(bytes)
+            }
+            None => Ok(self.blobs.get(id).await?),
+        }
+    }
+
+    /// Records of `ids` in order, checked against their ids. Records in packs are read one pack at a time
+    /// (a whole pack once, not one range read per record); the others concurrently from their own blobs.
+    pub async fn records_bulk(&self, ids: &[MemoryId]) -> Result<Vec<Bytes>, NodeError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let st = self.state.clone();
+        let keys = ids.to_vec();
+        let locs = tokio::task::spawn_blocking(move || st.pack_locs(&keys)).await??;
+        let mut out: Vec<Option<Bytes>> = vec![None; ids.len()];
+        let mut by_pack: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+        let mut loose = Vec::new();
+        for (i, l) in locs.iter().enumerate() {
+            match l {
+                Some(l) => by_pack.entry(l.pack).or_default().push(i),
+                None => loose.push(i),
+            }
+        }
+        for (pack, idx) in by_pack {
+            let bytes = self.blobs.get_raw(pack).await?;
+            for i in idx {
+                let (id, l) = (ids[i], locs[i].as_ref());
+                let rec = l
+                    .and_then(|l| bytes.get(l.offset as usize..(l.offset + l.len) as usize))
+                    .map(|s| bytes.slice_ref(s))
+                    .filter(|r| MemoryId::of_bytes(r) == id)
+                    .ok_or(crate::blobs::BlobError::Missing(id))?;
+                out[i] = Some(rec);
+            }
+        }
+        let got: Vec<(usize, Bytes)> = stream::iter(loose)
+            .map(|i| async move { Ok::<_, NodeError>((i, self.blobs.get(&ids[i]).await?)) })
+            .buffered(32)
+            .try_collect()
+            .await?;
+        for (i, b) in got {
+            out[i] = Some(b);
+        }
+        out.into_iter()
+            .zip(ids)
+            .map(|(b, id)| b.ok_or_else(|| crate::blobs::BlobError::Missing(*id).into()))
+            .collect()
+    }
+
+    /// True if this node holds the record (as its own blob or in a pack).
+    pub async fn has_record(&self, id: &MemoryId) -> bool {
+        if self.blobs.has(id).await {
+            return true;
+        }
+        let st = self.state.clone();
+        let key = *id;
+        matches!(
+            tokio::task::spawn_blocking(move || st.pack_locs(&[key])).await,
+            Ok(Ok(v)) if v.first().is_some_and(Option::is_some)
+        )
     }
 
     async fn finish_blob_deletes(&self) -> Result<(), NodeError> {

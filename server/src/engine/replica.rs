@@ -158,9 +158,9 @@ impl Engine {
         self.blobs.store().clone()
     }
 
-    /// True if the record's blob is here.
+    /// True if the record is here (its own blob or in a pack).
     pub async fn has_blob(&self, id: &MemoryId) -> bool {
-        self.blobs.has(id).await
+        self.has_record(id).await
     }
 
     /// Known peers.
@@ -335,6 +335,16 @@ impl Engine {
         ns: &str,
         c: CatchUp,
     ) -> Result<Option<VerifiedStep>, StepError> {
+        self.verify_step_held(ns, c, None).await
+    }
+
+    /// [`Engine::verify_step`] for a caller that already holds downloads from collection (a snapshot).
+    pub async fn verify_step_held(
+        &self,
+        ns: &str,
+        c: CatchUp,
+        held: Option<crate::blobs::Hold>,
+    ) -> Result<Option<VerifiedStep>, StepError> {
         let space = self.space(ns)?;
         let Some(owner) = space.owner else {
             return Err(NodeError::FailedPrecondition(format!("{ns:?} is not a replica")).into());
@@ -447,13 +457,19 @@ impl Engine {
         } else {
             use futures::stream::{self, StreamExt};
             stream::iter(candidates)
-                .map(|id| async move { (!self.blobs.has(&id).await).then_some(id) })
+                .map(|id| async move { (!self.has_record(&id).await).then_some(id) })
                 .buffered(64)
                 .filter_map(|x| async move { x })
                 .collect()
                 .await
         };
-        let hold = self.blobs.hold(&needed).await;
+        let hold = match held {
+            Some(mut h) => {
+                h.extend(&needed);
+                h
+            }
+            None => self.blobs.hold(&needed).await,
+        };
         Ok(Some(VerifiedStep {
             _hold: hold,
             ns: ns.to_owned(),
@@ -471,6 +487,16 @@ impl Engine {
 
     /// Checks the records of a verified step (now all local) and makes the step durable and visible.
     pub async fn install_step(&self, step: VerifiedStep) -> Result<SignedRoot, StepError> {
+        self.install_with(step, None).await
+    }
+
+    /// Installs a step whose records come from `packed` (a snapshot's pages) or, without it, from the blob
+    /// store.
+    pub(crate) async fn install_with(
+        &self,
+        step: VerifiedStep,
+        packed: Option<Packed>,
+    ) -> Result<SignedRoot, StepError> {
         let VerifiedStep {
             ns,
             space,
@@ -503,22 +529,11 @@ impl Engine {
         };
         let mut points = Vec::with_capacity(changed.len());
         let mut keep = Vec::new();
+        let mut now_alive: HashSet<MemoryId> = HashSet::with_capacity(changed.len());
         let alive_ids: Vec<MemoryId> = changed.iter().filter(|g| g.alive).map(|g| g.id).collect();
-        let mut records: std::collections::HashMap<MemoryId, bytes::Bytes> = {
-            use futures::stream::{self, StreamExt};
-            let got: Vec<(MemoryId, Result<bytes::Bytes, crate::blobs::BlobError>)> =
-                stream::iter(alive_ids)
-                    .map(|id| async move { (id, self.blobs.get(&id).await) })
-                    .buffered(64)
-                    .collect()
-                    .await;
-            let mut m = std::collections::HashMap::with_capacity(got.len());
-            for (id, r) in got {
-                let b =
-                    r.map_err(|e| StepError::Rejected(format!("record {id} unavailable: {e}")))?;
-                m.insert(id, b);
-            }
-            m
+        let (mut records, packed) = match packed {
+            Some(mut p) => (std::mem::take(&mut p.records), Some(p)),
+            None => (self.records_of(alive_ids).await?, None),
         };
         for (g, (level, l)) in changed.iter().zip(lists) {
             let (dedup, metadata) = if g.alive {
@@ -533,7 +548,10 @@ impl Engine {
                         g.id
                     )));
                 }
-                keep.push(g.id);
+                if packed.is_none() {
+                    keep.push(g.id);
+                }
+                now_alive.insert(g.id);
                 (dedup_key(&rec.text, &rec.metadata), rec.metadata)
             } else {
                 (MemoryId::of_bytes(&[]).0, Default::default())
@@ -552,11 +570,51 @@ impl Engine {
                 lists: l,
             });
         }
-        let now_alive: HashSet<MemoryId> = keep.iter().copied().collect();
         // A memory lives in one node; only compaction moves it, and that ships the whole graph, so every id
         // that was live and is not live in the shipped nodes was forgotten by the owner.
-        let deletes: Vec<[u8; 32]> = old_alive.difference(&now_alive).map(|id| id.0).collect();
+        let gone: Vec<MemoryId> = old_alive.difference(&now_alive).copied().collect();
+        let mut deletes: Vec<[u8; 32]> = gone.iter().map(|id| id.0).collect();
         self.blobs.keep_all(&keep).await.map_err(NodeError::from)?;
+        let mut packs = crate::store::PackChanges {
+            remove: gone.clone(),
+            ..Default::default()
+        };
+        match &packed {
+            Some(p) => {
+                // The snapshot's pages now hold every live record: packs held before are superseded.
+                self.blobs
+                    .keep_packs(&p.packs, &hold)
+                    .await
+                    .map_err(NodeError::from)?;
+                let old: Vec<MemoryId> = old_alive.iter().copied().collect();
+                let new: HashSet<[u8; 32]> = p.packs.iter().copied().collect();
+                let mut stale: HashSet<[u8; 32]> = HashSet::new();
+                for loc in self.pack_locs(old).await?.into_iter().flatten() {
+                    if !new.contains(&loc.pack) {
+                        stale.insert(loc.pack);
+                    }
+                }
+                deletes.extend(stale);
+                packs.set = p.locs.clone();
+            }
+            None => {
+                // Forgotten records that sit in packs: rewrite those packs without them.
+                let (set, stale) = self.repack_without(&gone, &hold).await?;
+                packs.set = set;
+                deletes.extend(stale);
+            }
+        }
+        if !gone.is_empty() {
+            // A snapshot this node kept may hold forgotten bytes: let it go (rebuilt on demand).
+            self.forget_snapshot(&ns).await?;
+        }
+        if let Some(p) = &packed {
+            // Pinned before the hold goes, or a collection pass could take the HashSeq and its answer part.
+            self.blobs
+                .pin_snapshot_hash(&ns, p.snapshot)
+                .await
+                .map_err(NodeError::from)?;
+        }
         // Tagged now: garbage collection keeps them by their tags.
         drop(hold);
         let st = self.state.clone();
@@ -567,7 +625,17 @@ impl Engine {
             .collect();
         let name = ns.clone();
         tokio::task::spawn_blocking(move || {
-            st.apply_replica(&name, full, &points, next, &chain, &deletes)
+            st.apply_replica(
+                &name,
+                &crate::store::StepWrite {
+                    full,
+                    points: &points,
+                    next_point: next,
+                    roots: &chain,
+                    deletes: &deletes,
+                    packs: &packs,
+                },
+            )
         })
         .await
         .map_err(NodeError::from)?
@@ -585,10 +653,120 @@ impl Engine {
         for (w, sig) in std::iter::once((me, own)).chain(cosigs) {
             self.add_cosig(owner, &ns, root.record.seq, w, sig).await;
         }
+        if let Some(p) = packed {
+            // Keep offering the snapshot this replica was built from: peers may fetch it from here.
+            self.note_installed_snapshot(&ns, root.record.seq, p.snapshot)
+                .await?;
+        }
         let _ = self.roots.send(root.clone());
         tracing::debug!(namespace = %ns, seq = root.record.seq, "replica step installed");
         Ok(root)
     }
+
+    /// Reads the records of `ids` (from blobs or packs), checked against their ids.
+    async fn records_of(
+        &self,
+        ids: Vec<MemoryId>,
+    ) -> Result<std::collections::HashMap<MemoryId, bytes::Bytes>, StepError> {
+        let got = self
+            .records_bulk(&ids)
+            .await
+            .map_err(|e| StepError::Rejected(format!("records unavailable: {e}")))?;
+        let m: std::collections::HashMap<MemoryId, bytes::Bytes> =
+            ids.into_iter().zip(got).collect();
+        Ok(m)
+    }
+
+    /// Where `ids` sit in packs.
+    async fn pack_locs(
+        &self,
+        ids: Vec<MemoryId>,
+    ) -> Result<Vec<Option<crate::store::PackLoc>>, NodeError> {
+        let st = self.state.clone();
+        Ok(tokio::task::spawn_blocking(move || st.pack_locs(&ids)).await??)
+    }
+
+    /// Rewrites every pack holding one of `gone` without the records of `gone`, so forgotten bytes leave
+    /// the disk. Returns the new locations of the records that stay, and the superseded packs to delete.
+    async fn repack_without(
+        &self,
+        gone: &[MemoryId],
+        hold: &crate::blobs::Hold,
+    ) -> Result<(Vec<(MemoryId, crate::store::PackLoc)>, Vec<[u8; 32]>), NodeError> {
+        if gone.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let locs = self.pack_locs(gone.to_vec()).await?;
+        let affected: HashSet<[u8; 32]> = locs.iter().flatten().map(|l| l.pack).collect();
+        if affected.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let gone: HashSet<MemoryId> = gone.iter().copied().collect();
+        let mut set = Vec::new();
+        let mut stale = Vec::new();
+        for pack in affected {
+            let bytes = self.blobs.get_raw(pack).await?;
+            let entries = super::snapshot::parse_page(&bytes)
+                .map_err(|e| NodeError::Task(format!("stored pack {}: {e}", hex::encode(pack))))?;
+            let mut ids = Vec::with_capacity(entries.len());
+            let mut recs = Vec::with_capacity(entries.len());
+            for (off, len) in entries {
+                let rec = bytes.slice(off as usize..(off + len) as usize);
+                ids.push(MemoryId::of_bytes(&rec));
+                recs.push(rec);
+            }
+            // Keep the records that live in this pack and are not forgotten.
+            let here = self.pack_locs(ids.clone()).await?;
+            let mut kept_ids = Vec::new();
+            let mut kept = Vec::new();
+            for ((id, rec), loc) in ids.into_iter().zip(recs).zip(here) {
+                if !gone.contains(&id) && loc.is_some_and(|l| l.pack == pack) {
+                    kept_ids.push(id);
+                    kept.push(rec);
+                }
+            }
+            stale.push(pack);
+            if kept.is_empty() {
+                continue;
+            }
+            let page = super::snapshot::encode_page(&kept);
+            let entries = super::snapshot::parse_page(&page)
+                .map_err(|e| NodeError::Task(format!("new pack: {e}")))?;
+            let new = self
+                .blobs
+                .put_packs(std::slice::from_ref(&page), hold)
+                .await?;
+            let Some(new) = new.first().copied() else {
+                continue;
+            };
+            if new == pack {
+                stale.pop();
+            }
+            for (id, (offset, len)) in kept_ids.into_iter().zip(entries) {
+                set.push((
+                    id,
+                    crate::store::PackLoc {
+                        pack: new,
+                        offset,
+                        len,
+                    },
+                ));
+            }
+        }
+        Ok((set, stale))
+    }
+}
+
+/// Records of a step that arrived as snapshot pages (kept as packs).
+pub(crate) struct Packed {
+    /// Every live record of the step, by id (slices of the pages).
+    pub records: std::collections::HashMap<MemoryId, bytes::Bytes>,
+    /// Where each lives.
+    pub locs: Vec<(MemoryId, crate::store::PackLoc)>,
+    /// The pages.
+    pub packs: Vec<[u8; 32]>,
+    /// The snapshot (HashSeq) they came in.
+    pub snapshot: [u8; 32],
 }
 
 /// Rebuilds a replica's nodes from its stored rows and lists (start-up).

@@ -145,6 +145,17 @@ impl ProtocolHandler for ServeSync {
                 .read_to_end(4096)
                 .await
                 .map_err(AcceptError::from_err)?;
+            if wire::is_snapshot_ask(&req) {
+                let snap = match wire::decode_snapshot_ask(&req) {
+                    Ok((owner, ns)) => self.0 .0.serve_snapshot(&ns, owner).await,
+                    Err(_) => None,
+                };
+                send.write_all(&wire::encode_snapshot_reply(snap))
+                    .await
+                    .map_err(AcceptError::from_err)?;
+                send.finish()?;
+                continue;
+            }
             let reply = match Ask::decode(&req) {
                 Ok(ask) => match self.0 .0.catch_up(&ask.ns, ask.owner, ask.have).await {
                     Ok(Some(c)) => Reply::Answer(Box::new(c)),
@@ -545,8 +556,25 @@ impl P2p {
     async fn catch_up_once(self: &Arc<Self>, ns: &str, owner: &[u8; 32]) -> Result<(), StepError> {
         let providers = self.providers(owner).await;
         let mut last_err = None;
+        let (mut records_failed, mut snapshot_tried) = (false, false);
         'steps: for _ in 0..10_000 {
             let have = self.engine.owner_root_seq(ns).map_err(StepError::Node)?;
+            // A fresh replica (or one whose records no peer serves one by one) takes a whole snapshot: a few
+            // large blobs instead of one request per record.
+            if (have == 0 || records_failed) && !snapshot_tried {
+                snapshot_tried = true;
+                for p in &providers {
+                    match self.snapshot_step(p, owner, ns, have).await {
+                        Ok(true) => continue 'steps,
+                        Ok(false) => {}
+                        Err(e @ StepError::Equivocation { .. }) => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(peer = %hex::encode(p), namespace = %ns, error = %e, "snapshot not installed");
+                            last_err = Some(e);
+                        }
+                    }
+                }
+            }
             for p in &providers {
                 let t0 = std::time::Instant::now();
                 let (reply, answer_bytes) = match self.ask(p, owner, ns, have).await {
@@ -586,6 +614,10 @@ impl P2p {
                 if let Err(e) = self.fetch(&step.needed, &order).await {
                     tracing::warn!(namespace = %ns, error = %e, "records unavailable");
                     last_err = Some(StepError::Rejected(e));
+                    if !snapshot_tried {
+                        records_failed = true;
+                        continue 'steps;
+                    }
                     continue;
                 }
                 let t_fetch = t0.elapsed();
@@ -622,6 +654,99 @@ impl P2p {
             };
         }
         Ok(())
+    }
+
+    /// Fetches and installs the snapshot `peer` offers for (owner, ns), if newer than `have`. Ok(false) when
+    /// the peer has none or nothing newer.
+    async fn snapshot_step(
+        self: &Arc<Self>,
+        peer: &[u8; 32],
+        owner: &[u8; 32],
+        ns: &str,
+        have: u64,
+    ) -> Result<bool, StepError> {
+        let t0 = std::time::Instant::now();
+        let snap = match self.ask_snapshot(peer, owner, ns).await {
+            Ok(Some(s)) if s.seq > have => s,
+            Ok(_) => return Ok(false),
+            Err(e) => {
+                tracing::debug!(peer = %hex::encode(peer), error = %e, "snapshot ask failed");
+                return Ok(false);
+            }
+        };
+        let Some(id) = endpoint_id(peer) else {
+            return Ok(false);
+        };
+        // Nothing downloaded may be collected before it is checked and pinned.
+        let held = self.engine.hold_downloads().await;
+        let store = self.engine.blob_store();
+        let got = async {
+            let conn = self
+                .endpoint
+                .connect(id, iroh_blobs::ALPN)
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = store
+                .remote()
+                .fetch(
+                    conn.clone(),
+                    iroh_blobs::HashAndFormat::hash_seq(Hash::from_bytes(snap.hash)),
+                )
+                .complete()
+                .await
+                .map_err(|e| e.to_string());
+            conn.close(0u32.into(), b"done");
+            r
+        };
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, got).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(StepError::Rejected(format!("snapshot download: {e}"))),
+            Err(_) => return Err(StepError::Rejected("snapshot download timed out".into())),
+        }
+        let t_fetch = t0.elapsed();
+        match self.engine.install_snapshot(ns, snap.hash, held).await? {
+            Some(root) => {
+                tracing::info!(
+                    namespace = %ns,
+                    seq = root.record.seq,
+                    snapshot = %hex::encode(snap.hash),
+                    fetch_ms = t_fetch.as_secs_f64() * 1e3,
+                    install_ms = (t0.elapsed() - t_fetch).as_secs_f64() * 1e3,
+                    "replica snapshot installed"
+                );
+                self.announce_cosig(&root).await;
+                self.retry_pending().await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn ask_snapshot(
+        &self,
+        peer: &[u8; 32],
+        owner: &[u8; 32],
+        ns: &str,
+    ) -> Result<Option<crate::engine::snapshot::SnapshotRef>, String> {
+        let id = endpoint_id(peer).ok_or("bad peer id")?;
+        let req = wire::encode_snapshot_ask(owner, ns);
+        let exchange = async {
+            let conn = self
+                .endpoint
+                .connect(id, SYNC_ALPN)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(&req).await.map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            let bytes = recv.read_to_end(64).await.map_err(|e| e.to_string())?;
+            conn.close(0u32.into(), b"done");
+            Ok::<_, String>(bytes)
+        };
+        let bytes = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+            .await
+            .map_err(|_| "timed out".to_string())??;
+        wire::decode_snapshot_reply(&bytes).map_err(|e| e.to_string())
     }
 
     async fn ask(

@@ -72,6 +72,79 @@ impl Ask {
     }
 }
 
+/// Snapshot request magic.
+const SNAP_REQ: &[u8; 4] = b"CSS1";
+/// Snapshot response magic.
+const SNAP_RESP: &[u8; 4] = b"CSH1";
+
+/// True if `b` is a snapshot request (the sync ALPN carries both kinds).
+pub fn is_snapshot_ask(b: &[u8]) -> bool {
+    b.starts_with(SNAP_REQ)
+}
+
+/// `"CSS1" owner[32] u16be(len) namespace`: which snapshot does the peer hold for (owner, namespace)?
+pub fn encode_snapshot_ask(owner: &[u8; 32], ns: &str) -> Vec<u8> {
+    let mut o = Vec::with_capacity(38 + ns.len());
+    o.extend_from_slice(SNAP_REQ);
+    o.extend_from_slice(owner);
+    o.extend_from_slice(&(ns.len() as u16).to_be_bytes());
+    o.extend_from_slice(ns.as_bytes());
+    o
+}
+
+/// Parses a snapshot request into (owner, namespace).
+pub fn decode_snapshot_ask(b: &[u8]) -> Result<([u8; 32], String), Malformed> {
+    let mut r = Reader::new(b);
+    if r.bytes(4)? != SNAP_REQ {
+        return Err(Malformed("not a snapshot request"));
+    }
+    let owner = r.array()?;
+    let n = r.u16()? as usize;
+    let ns = std::str::from_utf8(r.bytes(n)?)
+        .map_err(|_| Malformed("namespace"))?
+        .to_owned();
+    if !r.is_empty() {
+        return Err(Malformed("trailing bytes"));
+    }
+    Ok((owner, ns))
+}
+
+/// `"CSH1" u8(0) u64be(seq) hash[32]` (a snapshot: its root seq and HashSeq hash) or `"CSH1" u8(2)` (none).
+pub fn encode_snapshot_reply(s: Option<crate::engine::snapshot::SnapshotRef>) -> Vec<u8> {
+    let mut o = SNAP_RESP.to_vec();
+    match s {
+        Some(s) => {
+            o.push(ANSWER);
+            o.extend_from_slice(&s.seq.to_be_bytes());
+            o.extend_from_slice(&s.hash);
+        }
+        None => o.push(UNKNOWN),
+    }
+    o
+}
+
+/// Parses a snapshot reply. Never panics.
+pub fn decode_snapshot_reply(
+    b: &[u8],
+) -> Result<Option<crate::engine::snapshot::SnapshotRef>, Malformed> {
+    let mut r = Reader::new(b);
+    if r.bytes(4)? != SNAP_RESP {
+        return Err(Malformed("not a snapshot reply"));
+    }
+    let out = match r.u8()? {
+        ANSWER => Some(crate::engine::snapshot::SnapshotRef {
+            seq: r.u64()?,
+            hash: r.array()?,
+        }),
+        UNKNOWN => None,
+        _ => return Err(Malformed("status")),
+    };
+    if !r.is_empty() {
+        return Err(Malformed("trailing bytes"));
+    }
+    Ok(out)
+}
+
 /// Status byte: an answer follows.
 const ANSWER: u8 = 0;
 /// Status byte: nothing newer than the asker's seq.

@@ -39,6 +39,13 @@ const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 /// (owner, namespace, seq, witness) → signature: cosignatures of roots by peers that verified them.
 const COSIGS: TableDefinition<CosigKey, [u8; 64]> = TableDefinition::new("cosignatures");
 
+/// memory id → pack hash[32] ‖ u32be(offset) ‖ u32be(len): where a record lives when it is not its own blob
+/// but a slice of a record pack (a replica installed from a snapshot; see `engine::snapshot`).
+const PACKED: TableDefinition<[u8; 32], [u8; 40]> = TableDefinition::new("packed_records");
+
+/// namespace → u64be(seq) ‖ HashSeq hash[32]: the snapshot this node keeps pinned and offers to peers.
+const SNAPSHOTS: TableDefinition<&str, [u8; 40]> = TableDefinition::new("snapshots");
+
 /// (owner, namespace, seq, witness).
 type CosigKey<'a> = ([u8; 32], &'a str, u64, [u8; 32]);
 
@@ -58,6 +65,67 @@ pub struct ReplicaPoint {
     pub level: u8,
     /// Neighbour lists, layers 0..=level.
     pub lists: Vec<Vec<u32>>,
+}
+
+/// Where a record's bytes sit inside a pack blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackLoc {
+    /// The pack's BLAKE3 hash (an iroh blob).
+    pub pack: [u8; 32],
+    /// Offset of the record's bytes in the pack.
+    pub offset: u32,
+    /// Length of the record's bytes.
+    pub len: u32,
+}
+
+impl PackLoc {
+    fn encode(&self) -> [u8; 40] {
+        let mut o = [0u8; 40];
+        o[..32].copy_from_slice(&self.pack);
+        o[32..36].copy_from_slice(&self.offset.to_be_bytes());
+        o[36..].copy_from_slice(&self.len.to_be_bytes());
+        o
+    }
+
+    fn decode(b: &[u8; 40]) -> Self {
+        let mut pack = [0u8; 32];
+        pack.copy_from_slice(&b[..32]);
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&b[32..36]);
+        let offset = u32::from_be_bytes(w);
+        w.copy_from_slice(&b[36..]);
+        PackLoc {
+            pack,
+            offset,
+            len: u32::from_be_bytes(w),
+        }
+    }
+}
+
+/// Everything one replica step writes, in one transaction.
+#[derive(Clone, Copy)]
+pub struct StepWrite<'a> {
+    /// The step ships the whole graph (replace every row).
+    pub full: bool,
+    /// Changed points.
+    pub points: &'a [ReplicaPoint],
+    /// The namespace's next point number.
+    pub next_point: u64,
+    /// New roots.
+    pub roots: &'a [SignedRoot],
+    /// Blobs (records or packs) whose bytes are to be deleted.
+    pub deletes: &'a [[u8; 32]],
+    /// Record locations in packs.
+    pub packs: &'a PackChanges,
+}
+
+/// Changes to record locations that commit with a replica step.
+#[derive(Debug, Default)]
+pub struct PackChanges {
+    /// New or moved locations.
+    pub set: Vec<(MemoryId, PackLoc)>,
+    /// Records no longer in any pack (forgotten).
+    pub remove: Vec<MemoryId>,
 }
 
 /// The version of this file's layout.
@@ -466,17 +534,24 @@ impl State {
 
     /// Durably applies a verified replica step in one transaction: points, lists and id map (all replaced when
     /// `full`), the new roots, and blob deletions for memories the owner forgot.
-    pub fn apply_replica(
-        &self,
-        ns: &str,
-        full: bool,
-        points: &[ReplicaPoint],
-        next_point: u64,
-        roots: &[SignedRoot],
-        deletes: &[[u8; 32]],
-    ) -> Result<(), StoreError> {
+    pub fn apply_replica(&self, ns: &str, w: &StepWrite<'_>) -> Result<(), StoreError> {
+        let StepWrite {
+            full,
+            points,
+            next_point,
+            roots,
+            deletes,
+            packs,
+        } = *w;
         let tx = self.db.begin_write().map_err(dberr)?;
         {
+            let mut pk = tx.open_table(PACKED).map_err(dberr)?;
+            for id in &packs.remove {
+                pk.remove(id.0).map_err(dberr)?;
+            }
+            for (id, loc) in &packs.set {
+                pk.insert(id.0, loc.encode()).map_err(dberr)?;
+            }
             let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
             let mut pts = tx.open_table(POINTS).map_err(dberr)?;
             let mut lst = tx.open_table(LISTS).map_err(dberr)?;
@@ -515,6 +590,62 @@ impl State {
             }
             for h in deletes {
                 del.insert(*h, ()).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Where records live in packs (None: not in a pack).
+    pub fn pack_locs(&self, ids: &[MemoryId]) -> Result<Vec<Option<PackLoc>>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = match tx.open_table(PACKED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
+            Err(e) => return Err(dberr(e)),
+        };
+        ids.iter()
+            .map(|id| {
+                Ok(t.get(id.0)
+                    .map_err(dberr)?
+                    .map(|v| PackLoc::decode(&v.value())))
+            })
+            .collect()
+    }
+
+    /// The snapshot kept for `ns`: (seq, HashSeq hash).
+    pub fn snapshot(&self, ns: &str) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = match tx.open_table(SNAPSHOTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(dberr(e)),
+        };
+        Ok(t.get(ns).map_err(dberr)?.map(|v| {
+            let v = v.value();
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&v[..8]);
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&v[8..]);
+            (u64::from_be_bytes(seq), hash)
+        }))
+    }
+
+    /// Records (or with None, clears) the snapshot kept for `ns`.
+    pub fn set_snapshot(&self, ns: &str, snap: Option<(u64, [u8; 32])>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut t = tx.open_table(SNAPSHOTS).map_err(dberr)?;
+            match snap {
+                Some((seq, hash)) => {
+                    let mut v = [0u8; 40];
+                    v[..8].copy_from_slice(&seq.to_be_bytes());
+                    v[8..].copy_from_slice(&hash);
+                    t.insert(ns, v).map_err(dberr)?;
+                }
+                None => {
+                    t.remove(ns).map_err(dberr)?;
+                }
             }
         }
         tx.commit().map_err(dberr)?;

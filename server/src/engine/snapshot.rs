@@ -1,0 +1,390 @@
+//! Snapshots: the committed state of a namespace at one root, as content-addressed iroh blobs.
+//!
+//! A snapshot is an iroh HashSeq. Its first part is the full catch-up answer (every graph node and the recent
+//! root chain, in the `CSR1` encoding of the sync protocol); every other part is a record page,
+//! `(u32be(len) record)*`, holding the canonical bytes of the live memories of 1,024 consecutive points, in
+//! point order. Every live memory's record appears exactly once and nothing else does (docs/PROOFS.md,
+//! "Snapshots").
+//!
+//! A fresh replica fetches a snapshot in one iroh-blobs request, every part checked against its BLAKE3 as it
+//! streams, then verifies the answer against the owner's key like any catch-up step, checks that the pages
+//! hold exactly the live leaves' records, and keeps the pages as record packs: a few large blobs instead of
+//! one small blob per memory. Anyone can fetch the same snapshot for `cairn audit`.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use cairn_index::id::MemoryId;
+
+use super::replica::{Packed, StepError};
+use super::Engine;
+use crate::error::NodeError;
+use crate::p2p::wire::{decode_reply, encode_reply, Reply};
+use crate::store::PackLoc;
+
+/// Points per record page.
+pub const PAGE_POINTS: u32 = 1024;
+/// Most parts a snapshot may have (about 4 billion points).
+const MAX_PARTS: usize = 1 << 22;
+
+/// A snapshot as offered to peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// The root seq it is at.
+    pub seq: u64,
+    /// The BLAKE3 hash of its HashSeq.
+    pub hash: [u8; 32],
+}
+
+/// A snapshot kept by this node: what it is and, per page, the ids it holds (to reuse unchanged pages).
+#[derive(Debug, Clone, Default)]
+pub struct Cached {
+    snap: Option<SnapshotRef>,
+    /// page number → (BLAKE3 of the page's ids, page hash).
+    pages: HashMap<u32, ([u8; 32], [u8; 32])>,
+}
+
+/// A malformed record page.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed record page: {0}")]
+pub struct BadPage(&'static str);
+
+/// Encodes records as one page: `(u32be(len) record)*`.
+pub fn encode_page(records: &[Bytes]) -> Bytes {
+    let mut o = Vec::with_capacity(records.iter().map(|r| r.len() + 4).sum());
+    for r in records {
+        o.extend_from_slice(&(r.len() as u32).to_be_bytes());
+        o.extend_from_slice(r);
+    }
+    Bytes::from(o)
+}
+
+/// The (offset, length) of every record in a page. Never panics.
+pub fn parse_page(b: &[u8]) -> Result<Vec<(u32, u32)>, BadPage> {
+    if b.len() > u32::MAX as usize {
+        return Err(BadPage("too large"));
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < b.len() {
+        let head = b.get(at..at + 4).ok_or(BadPage("truncated length"))?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let start = at + 4;
+        let end = start.checked_add(len).ok_or(BadPage("length"))?;
+        if end > b.len() {
+            return Err(BadPage("truncated record"));
+        }
+        out.push((start as u32, len as u32));
+        at = end;
+    }
+    Ok(out)
+}
+
+fn page_fingerprint(ids: &[MemoryId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for id in ids {
+        h.update(&id.0);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// A part of a snapshot to store: new bytes, or a blob this node holds already.
+pub enum Part {
+    /// Bytes to add.
+    New(Bytes),
+    /// An existing blob (a page unchanged since the previous snapshot).
+    Have([u8; 32]),
+}
+
+impl Engine {
+    /// The snapshot of `ns` at its latest root, built now unless the one kept is current. Pages whose
+    /// memories did not change since the kept snapshot are reused, so after the first build only the pages
+    /// of new or forgotten memories are written again. None when the namespace has no root yet.
+    pub async fn snapshot(&self, ns: &str) -> Result<Option<SnapshotRef>, NodeError> {
+        let owner = self.owner_of(ns)?;
+        let _one = self.snapshot_build.lock().await;
+        let seq = self.owner_root_seq(ns)?;
+        let kept = self.cached_snapshot(ns).await;
+        if let Some(s) = kept.snap {
+            if s.seq == seq && self.blobs.has_raw(s.hash).await {
+                return Ok(Some(s));
+            }
+        }
+        let Some(c) = self.catch_up(ns, owner, 0).await? else {
+            return Ok(None);
+        };
+        if !c.out.full {
+            return Err(NodeError::Task(
+                "snapshot answer is not a full graph".into(),
+            ));
+        }
+        let seq = c.out.root.record.seq;
+        let mut alive: Vec<(u32, MemoryId)> = c
+            .out
+            .nodes
+            .iter()
+            .filter(|n| n.node.alive)
+            .map(|n| (n.node.node, n.node.id))
+            .collect();
+        alive.sort_unstable();
+        let answer = tokio::task::spawn_blocking(move || {
+            Bytes::from(encode_reply(&Reply::Answer(Box::new(c))))
+        })
+        .await?;
+        let mut parts = vec![Part::New(answer)];
+        let mut fingerprints = Vec::new();
+        let mut start = 0;
+        while start < alive.len() {
+            let page = alive[start].0 / PAGE_POINTS;
+            let mut end = start;
+            while end < alive.len() && alive[end].0 / PAGE_POINTS == page {
+                end += 1;
+            }
+            let ids: Vec<MemoryId> = alive[start..end].iter().map(|(_, id)| *id).collect();
+            start = end;
+            let fp = page_fingerprint(&ids);
+            fingerprints.push((page, fp));
+            if let Some((old_fp, h)) = kept.pages.get(&page) {
+                if *old_fp == fp && self.blobs.has_raw(*h).await {
+                    parts.push(Part::Have(*h));
+                    continue;
+                }
+            }
+            let recs = self.records_in_order(&ids).await?;
+            parts.push(Part::New(encode_page(&recs)));
+        }
+        let (hash, hashes) = self.blobs.put_snapshot(ns, parts).await?;
+        let snap = SnapshotRef { seq, hash };
+        let pages = fingerprints
+            .into_iter()
+            .zip(hashes.into_iter().skip(1))
+            .map(|((page, fp), h)| (page, (fp, h)))
+            .collect();
+        self.set_cached_snapshot(
+            ns,
+            Cached {
+                snap: Some(snap),
+                pages,
+            },
+        )
+        .await?;
+        tracing::info!(namespace = %ns, seq, hash = %hex::encode(hash), "snapshot stored");
+        Ok(Some(snap))
+    }
+
+    /// The snapshot to offer a peer asking for (owner, ns): None unless this node holds that namespace of
+    /// that owner (failures are logged, the peer just hears "none").
+    pub async fn serve_snapshot(&self, ns: &str, owner: [u8; 32]) -> Option<SnapshotRef> {
+        if self.owner_of(ns).ok()? != owner {
+            return None;
+        }
+        match self.snapshot(ns).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "snapshot not built");
+                None
+            }
+        }
+    }
+
+    /// Keeps everything downloaded from now on from collection until the hold is dropped.
+    pub async fn hold_downloads(&self) -> crate::blobs::Hold {
+        self.blobs.hold_all().await
+    }
+
+    async fn records_in_order(&self, ids: &[MemoryId]) -> Result<Vec<Bytes>, NodeError> {
+        self.records_bulk(ids).await
+    }
+
+    /// The kept snapshot: from memory, or after a restart from redb (without the page fingerprints, so the
+    /// next build writes every page again).
+    async fn cached_snapshot(&self, ns: &str) -> Cached {
+        if let Some(c) = self.snapshots.lock().ok().and_then(|m| m.get(ns).cloned()) {
+            return c;
+        }
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        match tokio::task::spawn_blocking(move || st.snapshot(&name)).await {
+            Ok(Ok(Some((seq, hash)))) => Cached {
+                snap: Some(SnapshotRef { seq, hash }),
+                pages: HashMap::new(),
+            },
+            _ => Cached::default(),
+        }
+    }
+
+    async fn set_cached_snapshot(&self, ns: &str, c: Cached) -> Result<(), NodeError> {
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        let rec = c.snap.map(|s| (s.seq, s.hash));
+        tokio::task::spawn_blocking(move || st.set_snapshot(&name, rec)).await??;
+        if let Ok(mut m) = self.snapshots.lock() {
+            m.insert(ns.to_owned(), c);
+        }
+        Ok(())
+    }
+
+    /// Lets go of the namespace's kept snapshot (it holds bytes of memories just forgotten).
+    pub(crate) async fn forget_snapshot(&self, ns: &str) -> Result<(), NodeError> {
+        self.set_cached_snapshot(ns, Cached::default()).await?;
+        self.blobs.drop_snapshot(ns).await?;
+        Ok(())
+    }
+
+    /// Offers the (pinned) snapshot a replica was installed from to peers.
+    pub(crate) async fn note_installed_snapshot(
+        &self,
+        ns: &str,
+        seq: u64,
+        hash: [u8; 32],
+    ) -> Result<(), NodeError> {
+        self.set_cached_snapshot(
+            ns,
+            Cached {
+                snap: Some(SnapshotRef { seq, hash }),
+                pages: HashMap::new(),
+            },
+        )
+        .await
+    }
+
+    /// The parts of a snapshot this node holds (the HashSeq's children), for serving it whole.
+    pub async fn snapshot_parts(&self, hash: [u8; 32]) -> Result<Vec<[u8; 32]>, NodeError> {
+        let seq = self.blobs.get_raw(hash).await?;
+        let hs = iroh_blobs::hashseq::HashSeq::new(seq)
+            .ok_or_else(|| NodeError::Task("stored snapshot is not a hash sequence".into()))?;
+        Ok(hs.iter().map(|h| *h.as_bytes()).collect())
+    }
+
+    /// Installs replica `ns` from a downloaded snapshot (HashSeq `hash` and its parts, all in the blob store
+    /// and kept from collection by `held`). Everything is checked first: the answer like any catch-up step,
+    /// then that the pages hold exactly the records of the live leaves. Ok(None) when it is not newer.
+    pub async fn install_snapshot(
+        &self,
+        ns: &str,
+        hash: [u8; 32],
+        held: crate::blobs::Hold,
+    ) -> Result<Option<cairn_index::root::SignedRoot>, StepError> {
+        let rejected = |why: String| StepError::Rejected(format!("snapshot: {why}"));
+        let parts = self
+            .snapshot_parts(hash)
+            .await
+            .map_err(|e| rejected(e.to_string()))?;
+        if parts.is_empty() || parts.len() > MAX_PARTS {
+            return Err(rejected(format!("{} parts", parts.len())));
+        }
+        let answer = self
+            .blobs
+            .get_raw(parts[0])
+            .await
+            .map_err(|e| rejected(e.to_string()))?;
+        let reply = tokio::task::spawn_blocking(move || decode_reply(&answer))
+            .await
+            .map_err(NodeError::from)?
+            .map_err(|e| rejected(e.to_string()))?;
+        let Reply::Answer(c) = reply else {
+            return Err(rejected("no answer".into()));
+        };
+        if !c.out.full {
+            return Err(rejected("not a full graph".into()));
+        }
+        let live: HashSet<MemoryId> = c
+            .out
+            .nodes
+            .iter()
+            .filter(|n| n.node.alive)
+            .map(|n| n.node.id)
+            .collect();
+        let Some(step) = self.verify_step_held(ns, *c, Some(held)).await? else {
+            return Ok(None);
+        };
+        let mut records = HashMap::with_capacity(live.len());
+        let mut locs = Vec::with_capacity(live.len());
+        let packs: Vec<[u8; 32]> = parts[1..].to_vec();
+        for pack in &packs {
+            let bytes = self
+                .blobs
+                .get_raw(*pack)
+                .await
+                .map_err(|e| rejected(e.to_string()))?;
+            let page = bytes.clone();
+            let checked = tokio::task::spawn_blocking(move || -> Result<Vec<_>, String> {
+                let entries = parse_page(&page).map_err(|e| e.to_string())?;
+                Ok(entries
+                    .into_iter()
+                    .map(|(off, len)| {
+                        let rec = page.slice(off as usize..(off + len) as usize);
+                        (MemoryId::of_bytes(&rec), off, len, rec)
+                    })
+                    .collect())
+            })
+            .await
+            .map_err(NodeError::from)?
+            .map_err(rejected)?;
+            for (id, offset, len, rec) in checked {
+                if !live.contains(&id) {
+                    return Err(rejected(format!("page holds record {id}, not a live leaf")));
+                }
+                if records.insert(id, rec).is_some() {
+                    return Err(rejected(format!("record {id} appears twice")));
+                }
+                locs.push((
+                    id,
+                    PackLoc {
+                        pack: *pack,
+                        offset,
+                        len,
+                    },
+                ));
+            }
+        }
+        if records.len() != live.len() {
+            return Err(rejected(format!(
+                "pages hold {} of {} live records",
+                records.len(),
+                live.len()
+            )));
+        }
+        let root = self
+            .install_with(
+                step,
+                Some(Packed {
+                    records,
+                    locs,
+                    packs,
+                    snapshot: hash,
+                }),
+            )
+            .await?;
+        Ok(Some(root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_round_trip() {
+        let recs = vec![
+            Bytes::from_static(b"one"),
+            Bytes::new(),
+            Bytes::from_static(b"three"),
+        ];
+        let page = encode_page(&recs);
+        let got: Vec<Bytes> = parse_page(&page)
+            .unwrap()
+            .into_iter()
+            .map(|(o, l)| page.slice(o as usize..(o + l) as usize))
+            .collect();
+        assert_eq!(got, recs);
+    }
+
+    #[test]
+    fn bad_pages_are_errors() {
+        assert!(parse_page(&[0, 0, 0]).is_err());
+        assert!(parse_page(&[0, 0, 0, 5, 1, 2]).is_err());
+        assert!(parse_page(&[0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(parse_page(&[]).unwrap().is_empty());
+    }
+}
