@@ -486,33 +486,29 @@ async fn seq_on(c: &CairnClient, ns: &str) -> u64 {
         .map_or(0, |x| x.seq)
 }
 
-async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
-    let owner = start_node_log(
-        args.data_dir.as_deref(),
-        &std::env::var("OWNER_LOG").unwrap_or_else(|_| "warn".into()),
-    )?;
-    let follower_dir = tempfile::Builder::new()
+/// Starts a fresh follower of `ns` on `owner`, waits until it holds root `target`, and reports the time.
+async fn fresh_follower(
+    label: &str,
+    ca: &CairnClient,
+    owner_ticket: &str,
+    owner_id: &str,
+    ns: &str,
+    target: u64,
+    total: u64,
+) -> Result<(NodeProc, tempfile::TempDir, CairnClient)> {
+    let dir = tempfile::Builder::new()
         .prefix("cairn-follower-")
         .tempdir()?;
     let follower = start_node_log(
-        Some(follower_dir.path()),
+        Some(dir.path()),
         &std::env::var("FOLLOWER_LOG").unwrap_or_else(|_| "warn,cairn_server::p2p=info".into()),
     )?;
-    let (ca, cb) = (
-        CairnClient::connect(owner.url.clone()).await?,
-        CairnClient::connect(follower.url.clone()).await?,
-    );
-    let (ia, ib) = (ca.node_info().await?, cb.node_info().await?);
-    cb.add_peer(&ia.ticket).await?;
+    let cb = CairnClient::connect(follower.url.clone()).await?;
+    let ib = cb.node_info().await?;
+    cb.add_peer(owner_ticket).await?;
     ca.add_peer(&ib.ticket).await?;
-    let stats = ca.stats(Some(ns)).await?;
-    let target = ca.root(ns, None).await?.seq;
-    println!(
-        "owner namespace {ns}: {} memories, root seq {target}",
-        stats.total_memories
-    );
     let t0 = Instant::now();
-    cb.follow(ns, &ia.node_id).await?;
+    cb.follow(ns, owner_id).await?;
     let deadline = Duration::from_secs(1800);
     while seq_on(&cb, ns).await < target {
         if t0.elapsed() > deadline {
@@ -521,22 +517,57 @@ async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let records = dir_bytes(&follower_dir.path().join("blobs/data"));
-    let n = stats.total_memories as f64;
+    let records = dir_bytes(&dir.path().join("blobs/data"));
+    let n = total as f64;
     println!(
-        "catch-up: {n} memories in {secs:.2} s = {:.0} memories/s; record bytes {:.1} MB = {:.1} MB/s (graph bytes: see the follower's 'replica step installed' log line)",
+        "{label}: {n} memories in {secs:.2} s = {:.0} memories/s; {:.1} MB of blobs on the follower (snapshot answer and record pages) = {:.1} MB/s",
         n / secs,
         records as f64 / 1e6,
         records as f64 / 1e6 / secs
     );
     let fs = cb.stats(Some(ns)).await?;
-    if fs.total_memories != stats.total_memories {
-        bail!(
-            "follower has {} memories, owner {}",
-            fs.total_memories,
-            stats.total_memories
-        );
+    if fs.total_memories != total {
+        bail!("follower has {} memories, owner {total}", fs.total_memories);
     }
+    Ok((follower, dir, cb))
+}
+
+async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
+    let owner = start_node_log(
+        args.data_dir.as_deref(),
+        &std::env::var("OWNER_LOG").unwrap_or_else(|_| "warn,cairn_server::engine=info".into()),
+    )?;
+    let ca = CairnClient::connect(owner.url.clone()).await?;
+    let ia = ca.node_info().await?;
+    let stats = ca.stats(Some(ns)).await?;
+    let target = ca.root(ns, None).await?.seq;
+    println!(
+        "owner namespace {ns}: {} memories, root seq {target}",
+        stats.total_memories
+    );
+    let total = stats.total_memories;
+    // The first follower makes the owner build its snapshot; the second finds it built.
+    let (follower, _d1, cb) = fresh_follower(
+        "catch-up, snapshot built on request",
+        &ca,
+        &ia.ticket,
+        &ia.node_id,
+        ns,
+        target,
+        total,
+    )
+    .await?;
+    let second = fresh_follower(
+        "catch-up, snapshot already built",
+        &ca,
+        &ia.ticket,
+        &ia.node_id,
+        ns,
+        target,
+        total,
+    )
+    .await?;
+    drop(second);
     // Owner commit -> follower visible: one-item Remember on the owner, then wait for the follower's root.
     let mut watch = cb.watch_roots(ns).await?;
     let mut lat = Vec::new();

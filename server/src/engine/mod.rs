@@ -901,7 +901,6 @@ impl Engine {
     /// Records of `ids` in order, checked against their ids. Records in packs are read one pack at a time
     /// (a whole pack once, not one range read per record); the others concurrently from their own blobs.
     pub async fn records_bulk(&self, ids: &[MemoryId]) -> Result<Vec<Bytes>, NodeError> {
-        use futures::stream::{self, StreamExt, TryStreamExt};
         let st = self.state.clone();
         let keys = ids.to_vec();
         let locs = tokio::task::spawn_blocking(move || st.pack_locs(&keys)).await??;
@@ -926,12 +925,11 @@ impl Engine {
                 out[i] = Some(rec);
             }
         }
-        let got: Vec<(usize, Bytes)> = stream::iter(loose)
-            .map(|i| async move { Ok::<_, NodeError>((i, self.blobs.get(&ids[i]).await?)) })
-            .buffered(32)
-            .try_collect()
-            .await?;
-        for (i, b) in got {
+        let loose_ids: Vec<MemoryId> = loose.iter().map(|&i| ids[i]).collect();
+        for (i, b) in loose
+            .into_iter()
+            .zip(self.blobs.get_many(&loose_ids).await?)
+        {
             out[i] = Some(b);
         }
         out.into_iter()

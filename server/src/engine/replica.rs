@@ -511,6 +511,9 @@ impl Engine {
             ..
         } = step;
         let _w = space.write.lock().await;
+        let t0 = std::time::Instant::now();
+        let mut marks: Vec<(&str, f64)> = Vec::new();
+        let mut mark = |what: &'static str| marks.push((what, t0.elapsed().as_secs_f64() * 1e3));
         if space
             .with_commit(|c| c.root().map(|r| r.record.seq))?
             .is_some_and(|s| s >= root.record.seq)
@@ -570,6 +573,7 @@ impl Engine {
                 lists: l,
             });
         }
+        mark("rows");
         // A memory lives in one node; only compaction moves it, and that ships the whole graph, so every id
         // that was live and is not live in the shipped nodes was forgotten by the owner.
         let gone: Vec<MemoryId> = old_alive.difference(&now_alive).copied().collect();
@@ -617,6 +621,7 @@ impl Engine {
         }
         // Tagged now: garbage collection keeps them by their tags.
         drop(hold);
+        mark("blobs");
         let st = self.state.clone();
         let next = commit.len() as u64;
         let rows: Vec<(u32, PointRow)> = points
@@ -640,10 +645,12 @@ impl Engine {
         .await
         .map_err(NodeError::from)?
         .map_err(NodeError::from)?;
+        mark("redb");
         let sp = space.clone();
         tokio::task::spawn_blocking(move || sp.install_replica(commit, full, rows))
             .await
             .map_err(NodeError::from)??;
+        mark("swap");
         drop(_w);
         self.finish_blob_deletes().await?;
         // This node verified the root: it cosigns it, and keeps the sender's valid cosignatures too.
@@ -659,7 +666,7 @@ impl Engine {
                 .await?;
         }
         let _ = self.roots.send(root.clone());
-        tracing::debug!(namespace = %ns, seq = root.record.seq, "replica step installed");
+        tracing::debug!(namespace = %ns, seq = root.record.seq, ms = ?marks, "replica step installed");
         Ok(root)
     }
 

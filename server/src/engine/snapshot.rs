@@ -266,6 +266,7 @@ impl Engine {
         held: crate::blobs::Hold,
     ) -> Result<Option<cairn_index::root::SignedRoot>, StepError> {
         let rejected = |why: String| StepError::Rejected(format!("snapshot: {why}"));
+        let t0 = std::time::Instant::now();
         let parts = self
             .snapshot_parts(hash)
             .await
@@ -295,9 +296,11 @@ impl Engine {
             .filter(|n| n.node.alive)
             .map(|n| n.node.id)
             .collect();
+        let t_decode = t0.elapsed();
         let Some(step) = self.verify_step_held(ns, *c, Some(held)).await? else {
             return Ok(None);
         };
+        let t_verify = t0.elapsed();
         let mut records = HashMap::with_capacity(live.len());
         let mut locs = Vec::with_capacity(live.len());
         let packs: Vec<[u8; 32]> = parts[1..].to_vec();
@@ -345,6 +348,14 @@ impl Engine {
                 live.len()
             )));
         }
+        let t_pages = t0.elapsed();
+        tracing::debug!(
+            namespace = %ns,
+            decode_ms = t_decode.as_secs_f64() * 1e3,
+            verify_ms = (t_verify - t_decode).as_secs_f64() * 1e3,
+            pages_ms = (t_pages - t_verify).as_secs_f64() * 1e3,
+            "snapshot checked"
+        );
         let root = self
             .install_with(
                 step,

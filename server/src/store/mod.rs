@@ -549,7 +549,9 @@ impl State {
             for id in &packs.remove {
                 pk.remove(id.0).map_err(dberr)?;
             }
-            for (id, loc) in &packs.set {
+            let mut set: Vec<&(MemoryId, PackLoc)> = packs.set.iter().collect();
+            set.sort_unstable_by_key(|(id, _)| id.0);
+            for (id, loc) in set {
                 pk.insert(id.0, loc.encode()).map_err(dberr)?;
             }
             let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
@@ -575,6 +577,11 @@ impl State {
                     encode_level_lists(p.level, &p.lists).as_slice(),
                 )
                 .map_err(dberr)?;
+            }
+            // Ids are random: inserting them in key order keeps the B-tree writes local (much faster at 100k).
+            let mut by_id: Vec<&ReplicaPoint> = points.iter().collect();
+            by_id.sort_unstable_by_key(|p| p.row.id.0);
+            for p in by_id {
                 if p.row.alive {
                     mem.insert((ns, p.row.id.0), p.point).map_err(dberr)?;
                 } else {

@@ -21,6 +21,9 @@ pub struct PointRow {
     pub metadata: Metadata,
 }
 
+/// Top bit of the stored dimension: the vector is stored as int8 codes (see [`PointRow::encode`]).
+const INT8_FLAG: u16 = 0x8000;
+
 /// A row that does not parse: the database was damaged or written by an incompatible version.
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt point row: {0}")]
@@ -34,9 +37,27 @@ impl PointRow {
         out.extend_from_slice(&self.created_at.to_le_bytes());
         out.push(u8::from(self.alive));
         out.extend_from_slice(&self.dedup);
-        out.extend_from_slice(&(self.vector.len() as u16).to_le_bytes());
-        for x in &self.vector {
-            out.extend_from_slice(&x.to_le_bytes());
+        // Replica vectors are the owner's int8 vectors dequantised (q / 127): those are stored as the int8 codes,
+        // a quarter of the bytes, marked by the top bit of the dimension.
+        let codes: Option<Vec<i8>> = self
+            .vector
+            .iter()
+            .map(|&x| {
+                let q = (x * 127.0).round();
+                (q.abs() <= 127.0 && f32::from(q as i8) / 127.0 == x).then_some(q as i8)
+            })
+            .collect();
+        match codes {
+            Some(codes) if self.vector.len() < INT8_FLAG as usize => {
+                out.extend_from_slice(&(self.vector.len() as u16 | INT8_FLAG).to_le_bytes());
+                out.extend(codes.iter().map(|&c| c as u8));
+            }
+            _ => {
+                out.extend_from_slice(&(self.vector.len() as u16).to_le_bytes());
+                for x in &self.vector {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
         }
         out.extend_from_slice(&(self.metadata.len() as u32).to_le_bytes());
         for (k, v) in &self.metadata {
@@ -55,15 +76,25 @@ impl PointRow {
         let created_at = u64::from_le_bytes(take::<8>(&mut r)?);
         let alive = take::<1>(&mut r)?[0] != 0;
         let dedup = take::<32>(&mut r)?;
-        let dim = u16::from_le_bytes(take::<2>(&mut r)?) as usize;
-        if r.len() < dim * 4 {
+        let dim_word = u16::from_le_bytes(take::<2>(&mut r)?);
+        let int8 = dim_word & INT8_FLAG != 0;
+        let dim = (dim_word & !INT8_FLAG) as usize;
+        let width = if int8 { 1 } else { 4 };
+        if r.len() < dim * width {
             return Err(CorruptRow("vector"));
         }
-        let vector = r[..dim * 4]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        r = &r[dim * 4..];
+        let vector = if int8 {
+            r[..dim]
+                .iter()
+                .map(|&c| f32::from(c as i8) / 127.0)
+                .collect()
+        } else {
+            r[..dim * 4]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        r = &r[dim * width..];
         let n = u32::from_le_bytes(take::<4>(&mut r)?);
         let mut metadata = Metadata::new();
         for _ in 0..n {
@@ -123,5 +154,30 @@ mod tests {
         for n in 0..b.len() {
             assert!(PointRow::decode(&b[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn dequantised_vectors_are_stored_as_codes_and_read_back_exactly() {
+        let vector: Vec<f32> = [-127i8, -3, 0, 5, 127]
+            .iter()
+            .map(|&q| f32::from(q) / 127.0)
+            .collect();
+        let row = PointRow {
+            id: MemoryId([1; 32]),
+            created_at: 7,
+            alive: true,
+            dedup: [2; 32],
+            vector,
+            metadata: Metadata::new(),
+        };
+        let b = row.encode();
+        assert_eq!(b.len(), 32 + 8 + 1 + 32 + 2 + 5 + 4);
+        assert_eq!(PointRow::decode(&b).unwrap(), row);
+        // A vector that is not all codes keeps full floats.
+        let mut other = row.clone();
+        other.vector[0] = 0.123;
+        let b = other.encode();
+        assert_eq!(b.len(), 32 + 8 + 1 + 32 + 2 + 5 * 4 + 4);
+        assert_eq!(PointRow::decode(&b).unwrap(), other);
     }
 }
