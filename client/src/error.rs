@@ -23,6 +23,9 @@ pub enum Error {
     /// An answer exceeded a client-side bound.
     #[error("{0}")]
     TooLarge(String),
+    /// The node sent something that does not check out (e.g. snapshot parts that do not hash to the snapshot).
+    #[error("{0}")]
+    Malformed(String),
     /// The node answered with an error status (INVALID_ARGUMENT, NOT_FOUND, ...).
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(tonic::Status),

@@ -263,9 +263,11 @@ impl CairnClient {
             .into_inner())
     }
 
-    /// The committed state of a namespace at its latest root, as raw bytes (catch-up reply format, docs/PROOFS.md
-    /// "Replication"); at most `max_bytes`. Untrusted until checked against the signed root.
-    pub async fn snapshot(&self, namespace: &str, max_bytes: usize) -> Result<Vec<u8>, Error> {
+    /// The committed state of a namespace at its latest root: the content-addressed snapshot of docs/PROOFS.md
+    /// ("Snapshots"), at most `max_bytes` in all. The parts are checked to hash to the snapshot hash (so they are
+    /// exactly what peers fetch over iroh-blobs under that hash); their content is still untrusted until checked
+    /// against the owner's signed root, as `cairn audit` does.
+    pub async fn snapshot(&self, namespace: &str, max_bytes: usize) -> Result<Snapshot, Error> {
         let mut stream = self
             .inner
             .clone()
@@ -274,16 +276,46 @@ impl CairnClient {
             })
             .await?
             .into_inner();
-        let mut out = Vec::new();
+        let head = stream
+            .message()
+            .await?
+            .ok_or_else(|| Error::Malformed("empty snapshot stream".into()))?;
+        let hash: [u8; 32] = head
+            .snapshot_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Malformed("snapshot hash is not 32 bytes".into()))?;
+        let count = head.parts as usize;
+        if count == 0 || count > max_bytes / 4 + 1 {
+            return Err(Error::Malformed(format!("snapshot of {count} parts")));
+        }
+        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); count];
+        let (mut total, mut at) = (0usize, 0usize);
         while let Some(chunk) = stream.message().await? {
-            if out.len() + chunk.data.len() > max_bytes {
+            let i = chunk.part as usize;
+            // Parts arrive in order; a chunk for an earlier part or beyond the count is malformed.
+            if i < at || i >= count {
+                return Err(Error::Malformed(format!("chunk for part {i} out of order")));
+            }
+            at = i;
+            total += chunk.data.len();
+            if total > max_bytes {
                 return Err(Error::TooLarge(format!(
                     "snapshot is larger than {max_bytes} bytes"
                 )));
             }
-            out.extend_from_slice(&chunk.data);
+            parts[i].extend_from_slice(&chunk.data);
         }
-        Ok(out)
+        if snapshot_hash(&parts) != hash {
+            return Err(Error::Malformed(
+                "snapshot parts do not hash to the snapshot hash".into(),
+            ));
+        }
+        Ok(Snapshot {
+            hash,
+            seq: head.seq,
+            parts,
+        })
     }
 
     /// Evidence of equivocation the node holds.
@@ -361,4 +393,25 @@ impl CairnClient {
             .into_inner()
             .namespaces)
     }
+}
+
+/// A namespace's committed state as a node sent it (see [`CairnClient::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The BLAKE3 hash of its iroh HashSeq.
+    pub hash: [u8; 32],
+    /// The root seq the node says it is at (the content says for sure).
+    pub seq: u64,
+    /// Part 0: the catch-up answer; parts 1..: record pages.
+    pub parts: Vec<Vec<u8>>,
+}
+
+/// The hash of a snapshot with these parts: BLAKE3 of the concatenated BLAKE3 hashes of the parts (an iroh
+/// HashSeq blob's hash).
+pub fn snapshot_hash(parts: &[Vec<u8>]) -> [u8; 32] {
+    let mut seq = Vec::with_capacity(parts.len() * 32);
+    for p in parts {
+        seq.extend_from_slice(blake3::hash(p).as_bytes());
+    }
+    *blake3::hash(&seq).as_bytes()
 }

@@ -382,28 +382,42 @@ impl Cairn for CairnService {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let ns = request.into_inner().namespace;
-        let owner = self.engine.owner_of(&ns)?;
-        let c = self
+        let snap = self
             .engine
-            .catch_up(&ns, owner, 0)
+            .snapshot(&ns)
             .await?
             .ok_or_else(|| Status::failed_precondition("namespace has no signed root yet"))?;
-        let bytes = tokio::task::spawn_blocking(move || {
-            crate::p2p::wire::encode_reply(&crate::p2p::wire::Reply::Answer(Box::new(c)))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        let parts = self.engine.snapshot_parts(snap.hash).await?;
         let (tx, out) = tokio::sync::mpsc::channel(8);
+        let engine = self.engine.clone();
         tokio::spawn(async move {
-            for chunk in bytes.chunks(1 << 20) {
-                if tx
-                    .send(Ok(pb::SnapshotChunk {
+            let head = pb::SnapshotChunk {
+                data: Vec::new(),
+                part: 0,
+                snapshot_hash: snap.hash.to_vec(),
+                seq: snap.seq,
+                parts: parts.len() as u32,
+            };
+            if tx.send(Ok(head)).await.is_err() {
+                return;
+            }
+            for (i, h) in parts.iter().enumerate() {
+                let bytes = match engine.blob_bytes(*h).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                for chunk in bytes.chunks(1 << 20) {
+                    let msg = pb::SnapshotChunk {
                         data: chunk.to_vec(),
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return;
+                        part: i as u32,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });

@@ -185,6 +185,9 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     let v = b.cli_json(&["audit", "--ns", "team", "--from", &a_id, "--queries", &q]);
     assert_eq!(v["every_leaf_verified"], true, "{v}");
     assert_eq!(v["memories"], FACTS.len() + 1, "{v}");
+    // The snapshot's record pages hold every live memory, each matching its leaf.
+    assert_eq!(v["records_verified"], FACTS.len() + 1, "{v}");
+    assert_eq!(v["snapshot"].as_str().map(str::len), Some(64), "{v}");
     assert_eq!(v["unreachable"], 0, "{v}");
     assert_eq!(v["queries"], 4, "{v}");
     assert_eq!(v["recall_at_k"].as_f64(), Some(1.0), "{v}");

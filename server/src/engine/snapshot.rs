@@ -248,6 +248,11 @@ impl Engine {
         .await
     }
 
+    /// The bytes of a blob this node holds (a snapshot part).
+    pub async fn blob_bytes(&self, hash: [u8; 32]) -> Result<Bytes, NodeError> {
+        Ok(self.blobs.get_raw(hash).await?)
+    }
+
     /// The parts of a snapshot this node holds (the HashSeq's children), for serving it whole.
     pub async fn snapshot_parts(&self, hash: [u8; 32]) -> Result<Vec<[u8; 32]>, NodeError> {
         let seq = self.blobs.get_raw(hash).await?;
