@@ -396,6 +396,22 @@ mod tests {
         assert_eq!(got, recs);
     }
 
+    /// docs/PROOFS.md "Snapshots": the page and snapshot-hash test vectors, the latter as iroh computes it.
+    #[test]
+    fn vectors() {
+        let page = encode_page(&[Bytes::from_static(b"ab"), Bytes::new()]);
+        assert_eq!(hex::encode(&page), "00000002616200000000");
+        let seq: iroh_blobs::hashseq::HashSeq =
+            [iroh_blobs::Hash::new(b"x"), iroh_blobs::Hash::new(b"yz")]
+                .into_iter()
+                .collect();
+        let seq: Bytes = seq.into();
+        assert_eq!(
+            iroh_blobs::Hash::new(&seq).to_hex().to_string(),
+            "a5f554c6ce82a2f4dbb09165ac2880272073f427c67e00925b79996450425041"
+        );
+    }
+
     #[test]
     fn bad_pages_are_errors() {
         assert!(parse_page(&[0, 0, 0]).is_err());
