@@ -918,7 +918,10 @@ impl Engine {
             for i in idx {
                 let (id, l) = (ids[i], locs[i].as_ref());
                 let rec = l
-                    .and_then(|l| bytes.get(l.offset as usize..(l.offset + l.len) as usize))
+                    .and_then(|l| {
+                        let start = l.offset as usize;
+                        bytes.get(start..start + l.len as usize)
+                    })
                     .map(|s| bytes.slice_ref(s))
                     .filter(|r| MemoryId::of_bytes(r) == id)
                     .ok_or(crate::blobs::BlobError::Missing(id))?;

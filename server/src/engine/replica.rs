@@ -507,8 +507,8 @@ impl Engine {
             lists,
             root,
             cosigs,
+            needed,
             _hold: hold,
-            ..
         } = step;
         let _w = space.write.lock().await;
         let t0 = std::time::Instant::now();
@@ -531,7 +531,6 @@ impl Engine {
                 .collect()
         };
         let mut points = Vec::with_capacity(changed.len());
-        let mut keep = Vec::new();
         let mut now_alive: HashSet<MemoryId> = HashSet::with_capacity(changed.len());
         let alive_ids: Vec<MemoryId> = changed.iter().filter(|g| g.alive).map(|g| g.id).collect();
         let (mut records, packed) = match packed {
@@ -550,9 +549,6 @@ impl Engine {
                         "record {} does not match its committed leaf",
                         g.id
                     )));
-                }
-                if packed.is_none() {
-                    keep.push(g.id);
                 }
                 now_alive.insert(g.id);
                 (dedup_key(&rec.text, &rec.metadata), rec.metadata)
@@ -577,6 +573,8 @@ impl Engine {
         // A memory lives in one node; only compaction moves it, and that ships the whole graph, so every id
         // that was live and is not live in the shipped nodes was forgotten by the owner.
         let gone: Vec<MemoryId> = old_alive.difference(&now_alive).copied().collect();
+        // The records fetched for this step as their own blobs (the rest were here already, or came in packs).
+        let keep: Vec<MemoryId> = if packed.is_none() { needed } else { Vec::new() };
         let mut deletes: Vec<[u8; 32]> = gone.iter().map(|id| id.0).collect();
         self.blobs.keep_all(&keep).await.map_err(NodeError::from)?;
         let mut packs = crate::store::PackChanges {

@@ -226,6 +226,8 @@ impl Engine {
 
     /// Lets go of the namespace's kept snapshot (it holds bytes of memories just forgotten).
     pub(crate) async fn forget_snapshot(&self, ns: &str) -> Result<(), NodeError> {
+        // A build in progress may have read the forgotten records already: let it finish, then drop its result.
+        let _one = self.snapshot_build.lock().await;
         self.set_cached_snapshot(ns, Cached::default()).await?;
         self.blobs.drop_snapshot(ns).await?;
         Ok(())
