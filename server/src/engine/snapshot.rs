@@ -110,9 +110,11 @@ impl Engine {
                 return Ok(Some(s));
             }
         }
+        let t0 = std::time::Instant::now();
         let Some(c) = self.catch_up(ns, owner, 0).await? else {
             return Ok(None);
         };
+        let t_export = t0.elapsed();
         if !c.out.full {
             return Err(NodeError::Task(
                 "snapshot answer is not a full graph".into(),
@@ -131,6 +133,7 @@ impl Engine {
             Bytes::from(encode_reply(&Reply::Answer(Box::new(c))))
         })
         .await?;
+        let t_encode = t0.elapsed();
         let mut parts = vec![Part::New(answer)];
         let mut fingerprints = Vec::new();
         let mut start = 0;
@@ -153,7 +156,9 @@ impl Engine {
             let recs = self.records_in_order(&ids).await?;
             parts.push(Part::New(encode_page(&recs)));
         }
+        let t_pages = t0.elapsed();
         let (hash, hashes) = self.blobs.put_snapshot(ns, parts).await?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let snap = SnapshotRef { seq, hash };
         let pages = fingerprints
             .into_iter()
@@ -168,7 +173,16 @@ impl Engine {
             },
         )
         .await?;
-        tracing::info!(namespace = %ns, seq, hash = %hex::encode(hash), "snapshot stored");
+        tracing::info!(
+            namespace = %ns,
+            seq,
+            hash = %hex::encode(hash),
+            export_ms = ms(t_export),
+            encode_ms = ms(t_encode - t_export),
+            pages_ms = ms(t_pages - t_encode),
+            store_ms = ms(t0.elapsed() - t_pages),
+            "snapshot stored"
+        );
         Ok(Some(snap))
     }
 
