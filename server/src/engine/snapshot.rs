@@ -210,18 +210,21 @@ impl Engine {
         self.records_bulk(ids).await
     }
 
-    /// The kept snapshot: from memory, or after a restart from redb (without the page fingerprints, so the
-    /// next build writes every page again).
+    /// The kept snapshot: from memory, or after a restart from redb.
     async fn cached_snapshot(&self, ns: &str) -> Cached {
         if let Some(c) = self.snapshots.lock().ok().and_then(|m| m.get(ns).cloned()) {
             return c;
         }
         let st = self.state.clone();
         let name = ns.to_owned();
-        match tokio::task::spawn_blocking(move || st.snapshot(&name)).await {
-            Ok(Ok(Some((seq, hash)))) => Cached {
+        let stored = tokio::task::spawn_blocking(move || {
+            Ok::<_, NodeError>((st.snapshot(&name)?, st.snapshot_pages(&name)?))
+        })
+        .await;
+        match stored {
+            Ok(Ok((Some((seq, hash)), pages))) => Cached {
                 snap: Some(SnapshotRef { seq, hash }),
-                pages: HashMap::new(),
+                pages: pages.into_iter().map(|(p, fp, h)| (p, (fp, h))).collect(),
             },
             _ => Cached::default(),
         }
@@ -231,7 +234,9 @@ impl Engine {
         let st = self.state.clone();
         let name = ns.to_owned();
         let rec = c.snap.map(|s| (s.seq, s.hash));
-        tokio::task::spawn_blocking(move || st.set_snapshot(&name, rec)).await??;
+        let pages: Vec<crate::store::SnapshotPage> =
+            c.pages.iter().map(|(p, (fp, h))| (*p, *fp, *h)).collect();
+        tokio::task::spawn_blocking(move || st.set_snapshot(&name, rec, &pages)).await??;
         if let Ok(mut m) = self.snapshots.lock() {
             m.insert(ns.to_owned(), c);
         }

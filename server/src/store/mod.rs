@@ -46,11 +46,18 @@ const PACKED: TableDefinition<[u8; 32], [u8; 40]> = TableDefinition::new("packed
 /// namespace → u64be(seq) ‖ HashSeq hash[32]: the snapshot this node keeps pinned and offers to peers.
 const SNAPSHOTS: TableDefinition<&str, [u8; 40]> = TableDefinition::new("snapshots");
 
+/// namespace → (u32be(page) fingerprint[32] hash[32])*: the kept snapshot's pages, so a restarted node reuses the
+/// pages whose memories did not change.
+const SNAPSHOT_PAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot_pages");
+
 /// (owner, namespace, seq, witness).
 type CosigKey<'a> = ([u8; 32], &'a str, u64, [u8; 32]);
 
 /// A replica point's stored lists: (point, level, lists).
 pub type StoredLists = (u64, u8, Vec<Vec<u32>>);
+
+/// A kept snapshot's page: (page number, fingerprint of its ids, page hash).
+pub type SnapshotPage = (u32, [u8; 32], [u8; 32]);
 
 /// A cosignature: (witness node id, signature).
 pub type Cosig = ([u8; 32], [u8; 64]);
@@ -620,6 +627,32 @@ impl State {
             .collect()
     }
 
+    /// The pages of the snapshot kept for `ns`: (page, fingerprint, hash).
+    pub fn snapshot_pages(&self, ns: &str) -> Result<Vec<SnapshotPage>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = match tx.open_table(SNAPSHOT_PAGES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(dberr(e)),
+        };
+        let Some(v) = t.get(ns).map_err(dberr)? else {
+            return Ok(Vec::new());
+        };
+        let v = v.value();
+        if v.len() % 68 != 0 {
+            return Err(StoreError::Corrupt(rows::CorruptRow("snapshot pages")));
+        }
+        Ok(v.chunks_exact(68)
+            .map(|c| {
+                let mut fp = [0u8; 32];
+                let mut hash = [0u8; 32];
+                fp.copy_from_slice(&c[4..36]);
+                hash.copy_from_slice(&c[36..68]);
+                (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), fp, hash)
+            })
+            .collect())
+    }
+
     /// The snapshot kept for `ns`: (seq, HashSeq hash).
     pub fn snapshot(&self, ns: &str) -> Result<Option<(u64, [u8; 32])>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
@@ -639,9 +672,26 @@ impl State {
     }
 
     /// Records (or with None, clears) the snapshot kept for `ns`.
-    pub fn set_snapshot(&self, ns: &str, snap: Option<(u64, [u8; 32])>) -> Result<(), StoreError> {
+    pub fn set_snapshot(
+        &self,
+        ns: &str,
+        snap: Option<(u64, [u8; 32])>,
+        pages: &[SnapshotPage],
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(dberr)?;
         {
+            let mut pt = tx.open_table(SNAPSHOT_PAGES).map_err(dberr)?;
+            if pages.is_empty() {
+                pt.remove(ns).map_err(dberr)?;
+            } else {
+                let mut v = Vec::with_capacity(pages.len() * 68);
+                for (page, fp, hash) in pages {
+                    v.extend_from_slice(&page.to_be_bytes());
+                    v.extend_from_slice(fp);
+                    v.extend_from_slice(hash);
+                }
+                pt.insert(ns, v.as_slice()).map_err(dberr)?;
+            }
             let mut t = tx.open_table(SNAPSHOTS).map_err(dberr)?;
             match snap {
                 Some((seq, hash)) => {
