@@ -18,6 +18,9 @@ use iroh_blobs::store::fs::FsStore;
 use iroh_blobs::store::{GcConfig, ProtectCb, ProtectOutcome};
 use iroh_blobs::Hash;
 
+/// Threads reading record files at once in [`Blobs::get_many`].
+const READERS: usize = 8;
+
 /// Blob store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -276,16 +279,32 @@ impl Blobs {
             .collect();
         let want = ids.to_vec();
         let direct: Vec<Option<Bytes>> = tokio::task::spawn_blocking(move || {
-            paths
-                .iter()
-                .zip(&want)
-                .map(|(p, id)| {
-                    std::fs::read(p)
-                        .ok()
-                        .filter(|b| MemoryId::of_bytes(b) == *id)
-                        .map(Bytes::from)
-                })
-                .collect()
+            let read = |(p, id): (&PathBuf, &MemoryId)| {
+                std::fs::read(p)
+                    .ok()
+                    .filter(|b| MemoryId::of_bytes(b) == *id)
+                    .map(Bytes::from)
+            };
+            // Several readers: files not in the page cache are read from disk, where more requests in flight
+            // help even on few cores.
+            let per = paths.len().div_ceil(READERS).max(1);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = paths
+                    .chunks(per)
+                    .zip(want.chunks(per))
+                    .map(|(ps, ws)| {
+                        (
+                            ps.len(),
+                            s.spawn(move || ps.iter().zip(ws).map(read).collect::<Vec<_>>()),
+                        )
+                    })
+                    .collect();
+                // A reader that failed yields nothing for its share: those records go to the store instead.
+                handles
+                    .into_iter()
+                    .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![None; n]))
+                    .collect()
+            })
         })
         .await
         .map_err(op)?;
