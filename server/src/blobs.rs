@@ -189,8 +189,13 @@ impl Blobs {
     pub async fn put_all(&self, records: &[Bytes]) -> Result<(), BlobError> {
         // No collection pass between adding a blob and its tag being on disk.
         let _no_gc = self.gc_lock.read().await;
-        let mut hashes = Vec::with_capacity(records.len());
-        for bytes in records {
+        self.add_tagged(records).await.map(|_| ())
+    }
+
+    /// Adds blobs, each pinned by its tag, and makes them durable. Callers keep collection out meanwhile.
+    async fn add_tagged(&self, items: &[Bytes]) -> Result<Vec<Hash>, BlobError> {
+        let mut hashes = Vec::with_capacity(items.len());
+        for bytes in items {
             let hash = Hash::new(bytes);
             self.store
                 .add_bytes(bytes.clone())
@@ -199,7 +204,8 @@ impl Blobs {
                 .map_err(op)?;
             hashes.push(hash);
         }
-        self.make_durable(&hashes).await
+        self.make_durable(&hashes).await?;
+        Ok(hashes)
     }
 
     /// Pins blobs that arrived by download (replication) with their tags and makes them durable.
@@ -352,17 +358,7 @@ impl Blobs {
         packs: &[Bytes],
         _held: &Hold,
     ) -> Result<Vec<[u8; 32]>, BlobError> {
-        let mut hashes = Vec::with_capacity(packs.len());
-        for bytes in packs {
-            let hash = Hash::new(bytes);
-            self.store
-                .add_bytes(bytes.clone())
-                .with_named_tag(tag_name(&hash))
-                .await
-                .map_err(op)?;
-            hashes.push(hash);
-        }
-        self.make_durable(&hashes).await?;
+        let hashes = self.add_tagged(packs).await?;
         Ok(hashes.iter().map(|h| *h.as_bytes()).collect())
     }
 

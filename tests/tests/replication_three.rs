@@ -353,3 +353,62 @@ async fn an_owner_signing_two_roots_for_one_seq_is_caught() {
         "B kept following an equivocating owner"
     );
 }
+
+/// A replica that was offline while the owner wrote more, and whose only live peer holds those records inside
+/// snapshot pages (not as one blob each), catches up by taking that peer's snapshot; its superseded pages are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_catches_up_from_a_peer_that_holds_records_in_pages() {
+    let (da, db, dc) = (temp_dir(), temp_dir(), temp_dir());
+    let mut a = Node::start(da.path()).expect("A");
+    let b = Node::start(db.path()).expect("B");
+    let mut c = Node::start(dc.path()).expect("C");
+    let (ta, tb, tc) = (ticket(&a), ticket(&b), ticket(&c));
+    for (n, others) in [(&a, [&tb, &tc]), (&b, [&ta, &tc]), (&c, [&ta, &tb])] {
+        for t in others {
+            add_peer(n, t);
+        }
+    }
+    let a_id = node_id(&a);
+    let texts = memories(120);
+    let first = fill(&a, &texts[..80]).await;
+    // C takes the first 80 from a snapshot, then goes offline.
+    follow(&c, "fleet", &a_id);
+    assert_eq!(
+        wait_seq(&c, "fleet", first, Duration::from_secs(60)).await,
+        first
+    );
+    c.stop();
+    // A writes 40 more; B joins only now, so all 120 reach B in one snapshot's pages. Then A is lost.
+    let last = fill(&a, &texts[80..]).await;
+    follow(&b, "fleet", &a_id);
+    assert_eq!(
+        wait_seq(&b, "fleet", last, Duration::from_secs(60)).await,
+        last
+    );
+    a.kill9();
+    // C comes back. B cannot serve the 40 records one by one, so C takes B's snapshot.
+    let c = Node::start(dc.path()).expect("restart C");
+    assert_eq!(
+        wait_seq(&c, "fleet", last, Duration::from_secs(60)).await,
+        last
+    );
+    let cc = c.client().await.expect("client C");
+    assert_eq!(
+        cc.stats(Some("fleet")).await.expect("stats").total_memories,
+        120
+    );
+    let state = dc.path().join("client-state.json");
+    let o = recall_verified(&c, &state, &a_id, "0", &texts[100]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("Person 100 "), "{}", out(&o));
+    // C's earlier pages were superseded and deleted: each record is on C's disk once.
+    let t0 = Instant::now();
+    let copies = loop {
+        let n = files_containing(&dc.path().join("blobs"), texts[5].as_bytes()).len();
+        if n <= 1 || t0.elapsed() > Duration::from_secs(15) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(copies, 1, "C keeps superseded copies of its records");
+}

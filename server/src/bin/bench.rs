@@ -546,28 +546,18 @@ async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
         stats.total_memories
     );
     let total = stats.total_memories;
-    // The first follower makes the owner build its snapshot; the second finds it built.
-    let (follower, _d1, cb) = fresh_follower(
+    // The first follower makes the owner build its snapshot; the second finds it built. The first stays for the
+    // latency probes.
+    let mut followers = Vec::new();
+    for label in [
         "catch-up, snapshot built on request",
-        &ca,
-        &ia.ticket,
-        &ia.node_id,
-        ns,
-        target,
-        total,
-    )
-    .await?;
-    let second = fresh_follower(
         "catch-up, snapshot already built",
-        &ca,
-        &ia.ticket,
-        &ia.node_id,
-        ns,
-        target,
-        total,
-    )
-    .await?;
-    drop(second);
+    ] {
+        followers
+            .push(fresh_follower(label, &ca, &ia.ticket, &ia.node_id, ns, target, total).await?);
+    }
+    drop(followers.pop());
+    let (follower, _d1, cb) = followers.pop().context("no follower")?;
     // Owner commit -> follower visible: one-item Remember on the owner, then wait for the follower's root.
     let mut watch = cb.watch_roots(ns).await?;
     let mut lat = Vec::new();

@@ -72,6 +72,8 @@ const POLL: Duration = Duration::from_secs(3);
 const ADDR_FILE: &str = "p2p.addr";
 /// Records per blob request.
 const FETCH_CHUNK: usize = 1024;
+/// How long connecting to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one catch-up exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -681,11 +683,11 @@ impl P2p {
         let held = self.engine.hold_downloads().await;
         let store = self.engine.blob_store();
         let got = async {
-            let conn = self
-                .endpoint
-                .connect(id, iroh_blobs::ALPN)
-                .await
-                .map_err(|e| e.to_string())?;
+            let conn =
+                tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(id, iroh_blobs::ALPN))
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
             let r = store
                 .remote()
                 .fetch(
@@ -728,25 +730,32 @@ impl P2p {
         owner: &[u8; 32],
         ns: &str,
     ) -> Result<Option<crate::engine::snapshot::SnapshotRef>, String> {
+        let bytes = self
+            .exchange(peer, &wire::encode_snapshot_ask(owner, ns), 64)
+            .await?;
+        wire::decode_snapshot_reply(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// One request and its reply (at most `max` bytes) on a fresh `cairn/sync/1` connection, within the exchange
+    /// timeout.
+    async fn exchange(&self, peer: &[u8; 32], req: &[u8], max: usize) -> Result<Vec<u8>, String> {
         let id = endpoint_id(peer).ok_or("bad peer id")?;
-        let req = wire::encode_snapshot_ask(owner, ns);
         let exchange = async {
-            let conn = self
-                .endpoint
-                .connect(id, SYNC_ALPN)
+            // A peer that is gone must not hold a catch-up for the whole exchange timeout.
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(id, SYNC_ALPN))
                 .await
+                .map_err(|_| "connect timed out".to_string())?
                 .map_err(|e| e.to_string())?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            send.write_all(&req).await.map_err(|e| e.to_string())?;
+            send.write_all(req).await.map_err(|e| e.to_string())?;
             send.finish().map_err(|e| e.to_string())?;
-            let bytes = recv.read_to_end(64).await.map_err(|e| e.to_string())?;
+            let bytes = recv.read_to_end(max).await.map_err(|e| e.to_string())?;
             conn.close(0u32.into(), b"done");
             Ok::<_, String>(bytes)
         };
-        let bytes = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+        tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
             .await
-            .map_err(|_| "timed out".to_string())??;
-        wire::decode_snapshot_reply(&bytes).map_err(|e| e.to_string())
+            .map_err(|_| "timed out".to_string())?
     }
 
     async fn ask(
@@ -756,32 +765,13 @@ impl P2p {
         ns: &str,
         have: u64,
     ) -> Result<(Reply, usize), String> {
-        let id = endpoint_id(peer).ok_or("bad peer id")?;
         let req = Ask {
             owner: *owner,
             ns: ns.to_owned(),
             have,
         }
         .encode();
-        let exchange = async {
-            let conn = self
-                .endpoint
-                .connect(id, SYNC_ALPN)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            send.write_all(&req).await.map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())?;
-            let bytes = recv
-                .read_to_end(wire::MAX_ANSWER)
-                .await
-                .map_err(|e| e.to_string())?;
-            conn.close(0u32.into(), b"done");
-            Ok::<_, String>(bytes)
-        };
-        let bytes = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
-            .await
-            .map_err(|_| "timed out".to_string())??;
+        let bytes = self.exchange(peer, &req, wire::MAX_ANSWER).await?;
         let n = bytes.len();
         let reply = tokio::task::spawn_blocking(move || wire::decode_reply(&bytes))
             .await
@@ -806,7 +796,7 @@ impl P2p {
             }
             let Some(id) = endpoint_id(p) else { continue };
             let conn = match tokio::time::timeout(
-                Duration::from_secs(5),
+                CONNECT_TIMEOUT,
                 self.endpoint.connect(id, iroh_blobs::ALPN),
             )
             .await
