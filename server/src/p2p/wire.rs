@@ -61,13 +61,7 @@ impl Ask {
         }
         let owner = r.array()?;
         let have = r.u64()?;
-        let n = r.u16()? as usize;
-        let ns = std::str::from_utf8(r.bytes(n)?)
-            .map_err(|_| Malformed("namespace"))?
-            .to_owned();
-        if !r.is_empty() {
-            return Err(Malformed("trailing bytes"));
-        }
+        let ns = last_namespace(&mut r)?;
         Ok(Ask { owner, ns, have })
     }
 }
@@ -99,6 +93,11 @@ pub fn decode_snapshot_ask(b: &[u8]) -> Result<([u8; 32], String), Malformed> {
         return Err(Malformed("not a snapshot request"));
     }
     let owner = r.array()?;
+    Ok((owner, last_namespace(&mut r)?))
+}
+
+/// Reads `u16be(len) namespace`, which must end the message.
+fn last_namespace(r: &mut Reader<'_>) -> Result<String, Malformed> {
     let n = r.u16()? as usize;
     let ns = std::str::from_utf8(r.bytes(n)?)
         .map_err(|_| Malformed("namespace"))?
@@ -106,7 +105,7 @@ pub fn decode_snapshot_ask(b: &[u8]) -> Result<([u8; 32], String), Malformed> {
     if !r.is_empty() {
         return Err(Malformed("trailing bytes"));
     }
-    Ok((owner, ns))
+    Ok(ns)
 }
 
 /// `"CSH1" u8(0) u64be(seq) hash[32]` (a snapshot: its root seq and HashSeq hash) or `"CSH1" u8(2)` (none).
@@ -248,4 +247,43 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
         out: SyncOut { root, full, nodes },
         cosigs,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::snapshot::SnapshotRef;
+
+    #[test]
+    fn snapshot_messages_round_trip_and_reject_garbage() {
+        let ask = encode_snapshot_ask(&[7; 32], "team/a");
+        assert!(is_snapshot_ask(&ask));
+        assert_eq!(
+            decode_snapshot_ask(&ask).unwrap(),
+            ([7; 32], "team/a".into())
+        );
+        let s = SnapshotRef {
+            seq: 42,
+            hash: [9; 32],
+        };
+        assert_eq!(
+            decode_snapshot_reply(&encode_snapshot_reply(Some(s))).unwrap(),
+            Some(s)
+        );
+        assert_eq!(
+            decode_snapshot_reply(&encode_snapshot_reply(None)).unwrap(),
+            None
+        );
+        // Every truncation and every extra byte is an error, never a panic.
+        for b in [ask.clone(), encode_snapshot_reply(Some(s))] {
+            for n in 0..b.len() {
+                assert!(decode_snapshot_ask(&b[..n]).is_err());
+                assert!(decode_snapshot_reply(&b[..n]).is_err());
+            }
+            let mut long = b.clone();
+            long.push(0);
+            assert!(decode_snapshot_ask(&long).is_err());
+            assert!(decode_snapshot_reply(&long).is_err());
+        }
+    }
 }
