@@ -130,11 +130,16 @@ async fn three_nodes_replicate_and_outlive_the_owner() {
     let texts = memories(1000);
     let seq = fill(&a, &texts).await;
 
+    // B is killed while catching up and restarted: it resumes and completes. The owner is frozen the moment B has
+    // asked, so B's catch-up is in flight and cannot finish before the kill.
     follow(&b, "fleet", &a_id);
-    follow(&c, "fleet", &a_id);
-    // B is killed while catching up and restarted: it resumes and completes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.pause();
+    let b_seq = wait_seq(&b, "fleet", seq, Duration::from_millis(500)).await;
+    eprintln!("B at seq {b_seq} of {seq} when killed");
+    assert!(b_seq < seq, "B finished before the owner was frozen");
     b.kill9();
+    a.resume();
+    follow(&c, "fleet", &a_id);
     let b = Node::start(db.path()).expect("restart B");
     assert_eq!(
         wait_seq(&b, "fleet", seq, Duration::from_secs(120)).await,
