@@ -47,19 +47,12 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let cache = cli::cache_root();
             let cfg = NodeConfig {
                 data_dir: args.data_dir.unwrap_or_else(cli::default_data_dir),
                 listen: args.listen,
                 embed: EmbedConfig {
-                    model_dir: args
-                        .model_dir
-                        .unwrap_or_else(|| cache.join("models/all-minilm-l6-v2")),
-                    ort_lib: args
-                        .ort_lib
-                        .unwrap_or_else(|| cache.join("ort/libonnxruntime.so")),
                     max_batch: usize::from(args.embed_batch),
-                    threads: None,
+                    ..cli::local_embed_config(args.model_dir, args.ort_lib)
                 },
                 limits: Limits {
                     max_text_bytes: args.max_text_bytes as usize,

@@ -408,3 +408,71 @@ fn hex_hash(h: &str) -> [u8; 32] {
     }
     out
 }
+
+/// `--check-query` binds a recall to its query text: the client re-embeds the text and requires the proof's
+/// query vector to be that embedding. A proof that is valid, but for another query, passes `--verify` and fails
+/// this check (the stand-in for a node that answers a different question than it was asked).
+#[tokio::test]
+async fn check_query_binds_the_answer_to_the_text() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let node = seeded(dir.path(), &[]).await;
+    let o = cli_with_state(
+        &node,
+        &state,
+        &[
+            "recall",
+            "--ns",
+            "proofs",
+            "--check-query",
+            "what does Alice drink?",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("query bound"), "{}", stdout(&o));
+
+    let file = dir.path().join("tea.proof");
+    let f = file.to_string_lossy().into_owned();
+    let o = cli_with_state(
+        &node,
+        &state,
+        &[
+            "recall",
+            "--ns",
+            "proofs",
+            "--proof-out",
+            &f,
+            "what does Alice drink?",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let node_id = stdout(&node.cli(&["id"])).trim().to_owned();
+    // The saved answer verifies, and is bound to the text it was asked with...
+    let o = node.cli(&[
+        "verify",
+        &f,
+        "--trust",
+        &node_id,
+        "--check-query",
+        "what does Alice drink?",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("query bound"), "{}", stdout(&o));
+    // ...but not to another question, although the proof itself is valid.
+    let o = node.cli(&["verify", &f, "--trust", &node_id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = node.cli(&[
+        "verify",
+        &f,
+        "--trust",
+        &node_id,
+        "--check-query",
+        "which room is booked on Friday?",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("not the embedding of the query text"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -28,6 +28,47 @@ fn verified_line(v: &Verified, witnesses: usize) -> String {
     )
 }
 
+/// `--check-query`: the proof's query vector must be this machine's embedding of the query text, under the model
+/// the verified root names. Embeddings of one text can differ by a rounding step between machines (different CPU
+/// kernels), so each int8 component may be off by one; a substituted query is far off.
+async fn bound_query(vd: &Verified, proof: &[u8], text: &str) -> Result<()> {
+    use crate::embed::Embedder;
+    let cfg = super::local_embed_config(None, None);
+    let embedder = tokio::task::spawn_blocking(move || Embedder::start(&cfg))
+        .await?
+        .map_err(|e| anyhow::anyhow!("--check-query needs the embedding model: {e}"))?;
+    if embedder.info().hash != vd.root.record.model {
+        bail!(
+            "verification failed: the root names embedding model {}, this machine has {} ({})",
+            hex::encode(vd.root.record.model),
+            hex::encode(embedder.info().hash),
+            embedder.info().id
+        );
+    }
+    let mine = embedder
+        .embed(vec![text.to_owned()])
+        .await?
+        .into_iter()
+        .next()
+        .context("no embedding")?;
+    let mine = cairn_index::commit::quantise(&mine);
+    let theirs = cairn_index::proof::RecallProof::decode(proof, &Default::default())
+        .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?
+        .query;
+    let off = mine
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (i16::from(*a) - i16::from(*b)).unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    if mine.len() != theirs.len() || off > 1 {
+        bail!(
+            "verification failed: the proof's query vector is not the embedding of the query text (largest difference {off})"
+        );
+    }
+    Ok(())
+}
+
 /// Counts the witnesses of a verified root and enforces `--witnesses`.
 fn check_witnesses(
     p: &ProofArgs,
@@ -88,6 +129,7 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
             file,
             trust,
             witnesses,
+            check_query,
         } => {
             check_trust_flag(trust.as_deref())?;
             let bytes =
@@ -126,9 +168,17 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                     verified.seq()
                 );
             }
+            if let Some(text) = check_query {
+                if !matches!(pf.kind, Kind::Recall(..)) {
+                    bail!("--check-query applies to saved recalls only");
+                }
+                bound_query(&verified, &pf.proof, text).await?;
+            }
             if cli.json {
+                let mut vj = verified_json(&verified, w);
+                vj["query_bound"] = json!(check_query.is_some());
                 print_json(
-                    &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": verified_json(&verified, w) }),
+                    &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": vj }),
                 );
             } else {
                 println!(
@@ -137,6 +187,9 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                     pf.namespace,
                     verified_line(&verified, w)
                 );
+                if check_query.is_some() {
+                    println!("query bound: the proof's query vector is this machine's embedding of the query text");
+                }
             }
             Ok(true)
         }
@@ -281,12 +334,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             until,
             ef,
             exact,
-            proof,
+            mut proof,
+            check_query,
             query,
         } => {
+            proof.verify |= check_query;
             let ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
             let mut b = client
-                .recall(&ns, query)
+                .recall(&ns, query.clone())
                 .k(k)
                 .exact(exact)
                 .proof(ctx.is_some());
@@ -331,6 +386,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                         )?;
                     }
                     let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
+                    if check_query {
+                        bound_query(&vd, &resp.proof, &query).await?;
+                    }
                     Some((vd, w))
                 }
                 None => None,
@@ -340,6 +398,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 let mut out = json!({ "hits": hits.iter().map(hit_json).collect::<Vec<_>>() });
                 if let Some(vd) = &verified {
                     out["verified"] = verified_json(&vd.0, vd.1);
+                    out["verified"]["query_bound"] = json!(check_query);
                 }
                 print_json(&out);
             } else {
@@ -351,6 +410,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 if let Some(vd) = &verified {
                     println!("{}", verified_line(&vd.0, vd.1));
+                    if check_query {
+                        println!("query bound: the proof's query vector is this machine's embedding of the query text");
+                    }
                 }
             }
         }

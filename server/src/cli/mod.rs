@@ -83,6 +83,11 @@ pub enum Command {
         /// Proof options.
         #[command(flatten)]
         proof: ProofArgs,
+        /// Re-embed the query text on this machine and require the proof's query vector to be its embedding, so
+        /// the answer is bound to this text and not just to some vector. Needs the model `cairn serve` uses
+        /// (`CAIRN_MODEL_DIR`, `ORT_DYLIB_PATH`, or the provisioned defaults). Implies --verify.
+        #[arg(long)]
+        check_query: bool,
         /// The query text.
         query: String,
     },
@@ -199,6 +204,10 @@ pub enum Command {
         /// Require at least W valid witness cosignatures of the proof's root among those saved in the file.
         #[arg(long, value_name = "W", default_value_t = 0)]
         witnesses: u32,
+        /// For a saved recall: re-embed TEXT on this machine and require the proof's query vector to be its
+        /// embedding (the answer was for this text). Needs the model `cairn serve` uses.
+        #[arg(long, value_name = "TEXT")]
+        check_query: Option<String>,
     },
 }
 
@@ -299,6 +308,30 @@ pub fn default_data_dir() -> PathBuf {
 
 /// The cache root where `scripts/provision-model` puts the model and ONNX Runtime: `$CAIRN_CACHE` or
 /// `~/.cache/cairn`.
+/// Where the embedding model and ONNX Runtime are found: `CAIRN_MODEL_DIR` / `ORT_DYLIB_PATH`, or what
+/// `scripts/provision-model` writes under the cache root.
+pub fn local_embed_config(
+    model_dir: Option<PathBuf>,
+    ort_lib: Option<PathBuf>,
+) -> crate::embed::EmbedConfig {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let cache = cache_root();
+    crate::embed::EmbedConfig {
+        model_dir: model_dir
+            .or_else(|| env("CAIRN_MODEL_DIR"))
+            .unwrap_or_else(|| cache.join("models/all-minilm-l6-v2")),
+        ort_lib: ort_lib
+            .or_else(|| env("ORT_DYLIB_PATH"))
+            .unwrap_or_else(|| cache.join("ort/libonnxruntime.so")),
+        max_batch: 32,
+        threads: None,
+    }
+}
+
 pub fn cache_root() -> PathBuf {
     if let Some(x) = std::env::var_os("CAIRN_CACHE").filter(|v| !v.is_empty()) {
         return PathBuf::from(x);
