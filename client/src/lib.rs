@@ -286,18 +286,19 @@ impl CairnClient {
             .try_into()
             .map_err(|_| Error::Malformed("snapshot hash is not 32 bytes".into()))?;
         let count = head.parts as usize;
-        if count == 0 || count > max_bytes / 4 + 1 {
-            return Err(Error::Malformed(format!("snapshot of {count} parts")));
+        if count == 0 {
+            return Err(Error::Malformed("snapshot without parts".into()));
         }
-        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); count];
-        let (mut total, mut at) = (0usize, 0usize);
+        // Parts arrive in order, each as one or more chunks; nothing is allocated ahead of the bytes received.
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0usize;
         while let Some(chunk) = stream.message().await? {
             let i = chunk.part as usize;
-            // Parts arrive in order; a chunk for an earlier part or beyond the count is malformed.
-            if i < at || i >= count {
+            if i == parts.len() && i < count {
+                parts.push(Vec::new());
+            } else if i + 1 != parts.len() {
                 return Err(Error::Malformed(format!("chunk for part {i} out of order")));
             }
-            at = i;
             total += chunk.data.len();
             if total > max_bytes {
                 return Err(Error::TooLarge(format!(
@@ -305,6 +306,12 @@ impl CairnClient {
                 )));
             }
             parts[i].extend_from_slice(&chunk.data);
+        }
+        if parts.len() != count {
+            return Err(Error::Malformed(format!(
+                "snapshot has {} of {count} parts",
+                parts.len()
+            )));
         }
         if snapshot_hash(&parts) != hash {
             return Err(Error::Malformed(

@@ -409,7 +409,13 @@ impl Cairn for CairnService {
                         return;
                     }
                 };
-                for chunk in bytes.chunks(1 << 20) {
+                // Every part gets at least one chunk (an empty part is one empty chunk), so parts stay in step.
+                let chunks: Vec<&[u8]> = if bytes.is_empty() {
+                    vec![&[]]
+                } else {
+                    bytes.chunks(1 << 20).collect()
+                };
+                for chunk in chunks {
                     let msg = pb::SnapshotChunk {
                         data: chunk.to_vec(),
                         part: i as u32,
