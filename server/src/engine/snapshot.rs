@@ -25,7 +25,7 @@ use crate::store::PackLoc;
 /// Points per record page.
 pub const PAGE_POINTS: u32 = 1024;
 /// Most parts a snapshot may have (about 4 billion points).
-const MAX_PARTS: usize = 1 << 22;
+pub const MAX_PARTS: usize = 1 << 22;
 
 /// A snapshot as offered to peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,6 +177,45 @@ impl ProtocolHandler for ServeSync {
     }
 }
 
+/// Most bytes a snapshot download may bring in (an untrusted peer could otherwise stream without end).
+const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
+
+/// Downloads a snapshot from one peer: first the HashSeq alone (its size bounds the part count), then every part,
+/// stopping once more than [`MAX_SNAPSHOT_BYTES`] arrived. Every byte is BLAKE3-verified as it streams.
+async fn fetch_snapshot(
+    store: &iroh_blobs::store::fs::FsStore,
+    conn: &Connection,
+    hash: [u8; 32],
+) -> Result<(), String> {
+    let h = Hash::from_bytes(hash);
+    store
+        .remote()
+        .fetch(conn.clone(), iroh_blobs::HashAndFormat::raw(h))
+        .complete()
+        .await
+        .map_err(|e| e.to_string())?;
+    let seq = store.get_bytes(h).await.map_err(|e| e.to_string())?;
+    let parts = seq.len() / 32;
+    if seq.len() % 32 != 0 || parts == 0 || parts > crate::engine::snapshot::MAX_PARTS {
+        return Err(format!("snapshot lists {} bytes of part hashes", seq.len()));
+    }
+    let mut progress = std::pin::pin!(store
+        .remote()
+        .fetch(conn.clone(), iroh_blobs::HashAndFormat::hash_seq(h))
+        .stream());
+    while let Some(item) = progress.next().await {
+        match item {
+            iroh_blobs::api::remote::GetProgressItem::Progress(n) if n > MAX_SNAPSHOT_BYTES => {
+                return Err(format!("snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes"));
+            }
+            iroh_blobs::api::remote::GetProgressItem::Progress(_) => {}
+            iroh_blobs::api::remote::GetProgressItem::Done(_) => return Ok(()),
+            iroh_blobs::api::remote::GetProgressItem::Error(e) => return Err(e.to_string()),
+        }
+    }
+    Err("snapshot download ended without a result".into())
+}
+
 /// The gossip topic of (owner, namespace): where the owner announces roots.
 pub fn topic(owner: &[u8; 32], ns: &str) -> TopicId {
     let mut h = blake3::Hasher::new();
@@ -688,15 +727,7 @@ impl P2p {
                     .await
                     .map_err(|_| "connect timed out".to_string())?
                     .map_err(|e| e.to_string())?;
-            let r = store
-                .remote()
-                .fetch(
-                    conn.clone(),
-                    iroh_blobs::HashAndFormat::hash_seq(Hash::from_bytes(snap.hash)),
-                )
-                .complete()
-                .await
-                .map_err(|e| e.to_string());
+            let r = fetch_snapshot(&store, &conn, snap.hash).await;
             conn.close(0u32.into(), b"done");
             r
         };
