@@ -208,9 +208,9 @@ impl Blobs {
         Ok(hashes)
     }
 
-    /// Pins blobs that arrived by download (replication) with their tags and makes them durable.
-    pub async fn keep_all(&self, ids: &[MemoryId]) -> Result<(), BlobError> {
-        let hashes: Vec<Hash> = ids.iter().map(|id| Hash::from_bytes(id.0)).collect();
+    /// Pins blobs that arrived by download (records or record packs) with their tags and makes them durable.
+    pub async fn keep(&self, hashes: &[[u8; 32]]) -> Result<(), BlobError> {
+        let hashes: Vec<Hash> = hashes.iter().map(|h| Hash::from_bytes(*h)).collect();
         for h in &hashes {
             self.store.tags().set(tag_name(h), *h).await.map_err(op)?;
         }
@@ -248,13 +248,9 @@ impl Blobs {
         Ok(())
     }
 
-    /// True if the store holds the complete blob.
+    /// True if the store holds the complete blob of a record.
     pub async fn has(&self, id: &MemoryId) -> bool {
-        self.store
-            .blobs()
-            .has(Hash::from_bytes(id.0))
-            .await
-            .unwrap_or(false)
+        self.has_raw(id.0).await
     }
 
     /// The underlying store (served to peers and filled by downloads).
@@ -265,8 +261,7 @@ impl Blobs {
     /// The bytes of a record, checked against its id.
     pub async fn get(&self, id: &MemoryId) -> Result<Bytes, BlobError> {
         let bytes = self
-            .store
-            .get_bytes(Hash::from_bytes(id.0))
+            .get_raw(id.0)
             .await
             .map_err(|_| BlobError::Missing(*id))?;
         if MemoryId::of_bytes(&bytes) != *id {
@@ -362,15 +357,6 @@ impl Blobs {
         Ok(hashes.iter().map(|h| *h.as_bytes()).collect())
     }
 
-    /// Pins downloaded blobs (packs) by their tags and makes them durable; the caller holds a [`Hold`].
-    pub async fn keep_packs(&self, hashes: &[[u8; 32]], _held: &Hold) -> Result<(), BlobError> {
-        let hashes: Vec<Hash> = hashes.iter().map(|h| Hash::from_bytes(*h)).collect();
-        for h in &hashes {
-            self.store.tags().set(tag_name(h), *h).await.map_err(op)?;
-        }
-        self.make_durable(&hashes).await
-    }
-
     /// Stores a snapshot: its parts as blobs and an iroh HashSeq listing them, pinned (with every part) by
     /// the tag for `name`, which replaces whatever snapshot that tag held. Returns the HashSeq's hash and the
     /// parts' hashes.
@@ -403,18 +389,13 @@ impl Blobs {
             .await
             .map_err(op)?;
         let hash = t.hash();
-        self.pin_snapshot(name, hash).await?;
+        self.pin_snapshot(name, *hash.as_bytes()).await?;
         drop(temps);
         drop(t);
         Ok((
             *hash.as_bytes(),
             hashes.iter().map(|h| *h.as_bytes()).collect(),
         ))
-    }
-
-    /// Pins a snapshot HashSeq this node holds (downloaded and checked) and its parts under `name`.
-    pub async fn pin_snapshot_hash(&self, name: &str, hash: [u8; 32]) -> Result<(), BlobError> {
-        self.pin_snapshot(name, Hash::from_bytes(hash)).await
     }
 
     /// True if the store holds the complete blob `hash`.
@@ -426,10 +407,15 @@ impl Blobs {
             .unwrap_or(false)
     }
 
-    async fn pin_snapshot(&self, name: &str, hash: Hash) -> Result<(), BlobError> {
+    /// Pins a snapshot HashSeq this node holds, with all its parts, under the tag for `name` (replacing the
+    /// snapshot that tag held).
+    pub async fn pin_snapshot(&self, name: &str, hash: [u8; 32]) -> Result<(), BlobError> {
         self.store
             .tags()
-            .set(snap_tag(name), iroh_blobs::HashAndFormat::hash_seq(hash))
+            .set(
+                snap_tag(name),
+                iroh_blobs::HashAndFormat::hash_seq(Hash::from_bytes(hash)),
+            )
             .await
             .map_err(op)?;
         self.store.sync_db().await.map_err(op)?;
@@ -446,11 +432,6 @@ impl Blobs {
             self.gc_wanted.store(true, Ordering::SeqCst);
         }
         Ok(())
-    }
-
-    /// A hold on nothing in particular: no collection pass runs while it lives (downloads of unknown parts).
-    pub async fn hold_all(&self) -> Hold {
-        self.hold(&[]).await
     }
 
     /// Unpins blobs so the next garbage collection deletes their bytes.

@@ -34,7 +34,7 @@ pub async fn run(
     let size: usize = snap.parts.iter().map(Vec::len).sum();
     let mut parts = snap.parts.into_iter();
     let answer = parts.next().context("snapshot without parts")?;
-    let pages: Vec<Vec<u8>> = parts.collect();
+    let pages: Vec<bytes::Bytes> = parts.map(bytes::Bytes::from).collect();
     let reply = tokio::task::spawn_blocking(move || decode_reply(&answer)).await??;
     let Reply::Answer(c) = reply else {
         bail!("the node holds no committed state for {ns}");
@@ -154,47 +154,26 @@ pub async fn run(
     Ok(())
 }
 
-/// Checks that the record pages hold the record of every live leaf exactly once and nothing else, each
-/// decoding to a memory of this namespace with its leaf's created_at. Returns how many records were checked.
+/// Checks that the record pages hold the record of every live leaf exactly once and nothing else (the rule
+/// replicas apply too), each decoding to a memory of this namespace with its leaf's created_at. Returns how many
+/// records were checked.
 fn check_pages(
-    pages: &[Vec<u8>],
+    pages: &[bytes::Bytes],
     leaves: &std::collections::HashMap<cairn_index::id::MemoryId, u64>,
     ns: &str,
 ) -> Result<usize> {
-    use crate::engine::snapshot::parse_page;
-    use cairn_index::id::MemoryId;
     use cairn_index::record::MemoryRecord;
-    let mut seen = std::collections::HashSet::with_capacity(leaves.len());
-    for (i, page) in pages.iter().enumerate() {
-        let entries =
-            parse_page(page).map_err(|e| anyhow::anyhow!("audit failed: page {}: {e}", i + 1))?;
-        for (off, len) in entries {
-            let rec = &page[off as usize..(off + len) as usize];
-            let id = MemoryId::of_bytes(rec);
-            let Some(&created_at) = leaves.get(&id) else {
-                bail!(
-                    "audit failed: page {} holds record {id}, which is not a live leaf",
-                    i + 1
-                );
-            };
-            if !seen.insert(id) {
-                bail!("audit failed: record {id} appears twice");
-            }
-            let r = MemoryRecord::decode(rec)
-                .map_err(|e| anyhow::anyhow!("audit failed: record {id}: {e}"))?;
-            if r.namespace != ns || r.created_at != created_at {
-                bail!("audit failed: record {id} does not match its leaf");
-            }
+    let live = leaves.keys().copied().collect();
+    let found = crate::engine::snapshot::records_of_pages(pages, &live)
+        .map_err(|e| anyhow::anyhow!("audit failed: {e}"))?;
+    for (_, r) in &found {
+        let rec = MemoryRecord::decode(&r.bytes)
+            .map_err(|e| anyhow::anyhow!("audit failed: record {}: {e}", r.id))?;
+        if rec.namespace != ns || Some(&rec.created_at) != leaves.get(&r.id) {
+            bail!("audit failed: record {} does not match its leaf", r.id);
         }
     }
-    if seen.len() != leaves.len() {
-        bail!(
-            "audit failed: the pages hold {} of {} live records",
-            seen.len(),
-            leaves.len()
-        );
-    }
-    Ok(seen.len())
+    Ok(found.len())
 }
 
 #[cfg(test)]
@@ -226,7 +205,7 @@ mod tests {
             .enumerate()
             .map(|(i, r)| (MemoryId::of_bytes(r), 1000 + i as u64))
             .collect();
-        let page = |rs: &[Bytes]| encode_page(rs).to_vec();
+        let page = |rs: &[Bytes]| encode_page(rs);
         assert_eq!(
             check_pages(&[page(&recs[..2]), page(&recs[2..])], &leaves, "ns").unwrap(),
             5
@@ -241,6 +220,6 @@ mod tests {
         assert!(check_pages(&[page(&extra)], &leaves, "ns").is_err());
         assert!(check_pages(&[page(&recs)], &leaves, "other").is_err());
         // Garbage never panics.
-        assert!(check_pages(&[vec![0, 0, 0, 9, 1]], &leaves, "ns").is_err());
+        assert!(check_pages(&[Bytes::from_static(&[0, 0, 0, 9, 1])], &leaves, "ns").is_err());
     }
 }

@@ -883,10 +883,13 @@ impl Engine {
 
     /// A record's canonical bytes, from its own blob or from the pack that holds it, checked against its id.
     pub async fn record_bytes(&self, id: &MemoryId) -> Result<Bytes, NodeError> {
-        let st = self.state.clone();
-        let key = *id;
-        let loc = tokio::task::spawn_blocking(move || st.pack_locs(&[key])).await??;
-        match loc.into_iter().next().flatten() {
+        match self
+            .pack_locs(vec![*id])
+            .await?
+            .into_iter()
+            .next()
+            .flatten()
+        {
             Some(l) => {
                 let bytes = self.blobs.read_range(l.pack, l.offset, l.len).await?;
                 if MemoryId::of_bytes(&bytes) != *id {
@@ -901,9 +904,7 @@ impl Engine {
     /// Records of `ids` in order, checked against their ids. Records in packs are read one pack at a time
     /// (a whole pack once, not one range read per record); the others concurrently from their own blobs.
     pub async fn records_bulk(&self, ids: &[MemoryId]) -> Result<Vec<Bytes>, NodeError> {
-        let st = self.state.clone();
-        let keys = ids.to_vec();
-        let locs = tokio::task::spawn_blocking(move || st.pack_locs(&keys)).await??;
+        let locs = self.pack_locs(ids.to_vec()).await?;
         let mut out: Vec<Option<Bytes>> = vec![None; ids.len()];
         let mut by_pack: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
         let mut loose = Vec::new();
@@ -946,12 +947,16 @@ impl Engine {
         if self.blobs.has(id).await {
             return true;
         }
+        matches!(self.pack_locs(vec![*id]).await, Ok(v) if v.first().is_some_and(Option::is_some))
+    }
+
+    /// Where `ids` sit in packs (None: not in a pack).
+    pub(crate) async fn pack_locs(
+        &self,
+        ids: Vec<MemoryId>,
+    ) -> Result<Vec<Option<crate::store::PackLoc>>, NodeError> {
         let st = self.state.clone();
-        let key = *id;
-        matches!(
-            tokio::task::spawn_blocking(move || st.pack_locs(&[key])).await,
-            Ok(Ok(v)) if v.first().is_some_and(Option::is_some)
-        )
+        Ok(tokio::task::spawn_blocking(move || st.pack_locs(&ids)).await??)
     }
 
     async fn finish_blob_deletes(&self) -> Result<(), NodeError> {

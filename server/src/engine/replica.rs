@@ -158,11 +158,6 @@ impl Engine {
         self.blobs.store().clone()
     }
 
-    /// True if the record is here (its own blob or in a pack).
-    pub async fn has_blob(&self, id: &MemoryId) -> bool {
-        self.has_record(id).await
-    }
-
     /// Known peers.
     pub async fn peers(&self) -> Result<Vec<([u8; 32], String)>, NodeError> {
         let st = self.state.clone();
@@ -576,7 +571,8 @@ impl Engine {
         // The records fetched for this step as their own blobs (the rest were here already, or came in packs).
         let keep: Vec<MemoryId> = if packed.is_none() { needed } else { Vec::new() };
         let mut deletes: Vec<[u8; 32]> = gone.iter().map(|id| id.0).collect();
-        self.blobs.keep_all(&keep).await.map_err(NodeError::from)?;
+        let keep: Vec<[u8; 32]> = keep.iter().map(|id| id.0).collect();
+        self.blobs.keep(&keep).await.map_err(NodeError::from)?;
         let mut packs = crate::store::PackChanges {
             remove: gone.clone(),
             ..Default::default()
@@ -584,10 +580,7 @@ impl Engine {
         match &packed {
             Some(p) => {
                 // The snapshot's pages now hold every live record: packs held before are superseded.
-                self.blobs
-                    .keep_packs(&p.packs, &hold)
-                    .await
-                    .map_err(NodeError::from)?;
+                self.blobs.keep(&p.packs).await.map_err(NodeError::from)?;
                 let old: Vec<MemoryId> = old_alive.iter().copied().collect();
                 let new: HashSet<[u8; 32]> = p.packs.iter().copied().collect();
                 let mut stale: HashSet<[u8; 32]> = HashSet::new();
@@ -613,7 +606,7 @@ impl Engine {
         if let Some(p) = &packed {
             // Pinned before the hold goes, or a collection pass could take the HashSeq and its answer part.
             self.blobs
-                .pin_snapshot_hash(&ns, p.snapshot)
+                .pin_snapshot(&ns, p.snapshot)
                 .await
                 .map_err(NodeError::from)?;
         }
@@ -682,15 +675,6 @@ impl Engine {
         Ok(m)
     }
 
-    /// Where `ids` sit in packs.
-    async fn pack_locs(
-        &self,
-        ids: Vec<MemoryId>,
-    ) -> Result<Vec<Option<crate::store::PackLoc>>, NodeError> {
-        let st = self.state.clone();
-        Ok(tokio::task::spawn_blocking(move || st.pack_locs(&ids)).await??)
-    }
-
     /// Rewrites every pack holding one of `gone` without the records of `gone`, so forgotten bytes leave
     /// the disk. Returns the new locations of the records that stay, and the superseded packs to delete.
     async fn repack_without(
@@ -711,15 +695,14 @@ impl Engine {
         let mut stale = Vec::new();
         for pack in affected {
             let bytes = self.blobs.get_raw(pack).await?;
-            let entries = super::snapshot::parse_page(&bytes)
-                .map_err(|e| NodeError::Task(format!("stored pack {}: {e}", hex::encode(pack))))?;
-            let mut ids = Vec::with_capacity(entries.len());
-            let mut recs = Vec::with_capacity(entries.len());
-            for (off, len) in entries {
-                let rec = bytes.slice(off as usize..(off + len) as usize);
-                ids.push(MemoryId::of_bytes(&rec));
-                recs.push(rec);
-            }
+            let (ids, recs): (Vec<MemoryId>, Vec<bytes::Bytes>) =
+                super::snapshot::page_records(&bytes)
+                    .map_err(|e| {
+                        NodeError::Task(format!("stored pack {}: {e}", hex::encode(pack)))
+                    })?
+                    .into_iter()
+                    .map(|r| (r.id, r.bytes))
+                    .unzip();
             // Keep the records that live in this pack and are not forgotten.
             let here = self.pack_locs(ids.clone()).await?;
             let mut kept_ids = Vec::new();

@@ -80,6 +80,68 @@ pub fn parse_page(b: &[u8]) -> Result<Vec<(u32, u32)>, BadPage> {
     Ok(out)
 }
 
+/// A record found in a page: its id (BLAKE3 of its bytes), where it sits, and the bytes.
+pub struct PageRecord {
+    /// BLAKE3 of the bytes.
+    pub id: MemoryId,
+    /// Offset of the bytes in the page.
+    pub offset: u32,
+    /// Length of the bytes.
+    pub len: u32,
+    /// The bytes (a slice of the page).
+    pub bytes: Bytes,
+}
+
+/// Splits a page into its records, hashing each. Never panics.
+pub fn page_records(page: &Bytes) -> Result<Vec<PageRecord>, BadPage> {
+    Ok(parse_page(page)?
+        .into_iter()
+        .map(|(offset, len)| {
+            // parse_page keeps offset + len within the page, which is at most u32::MAX bytes.
+            let bytes = page.slice(offset as usize..offset as usize + len as usize);
+            PageRecord {
+                id: MemoryId::of_bytes(&bytes),
+                offset,
+                len,
+                bytes,
+            }
+        })
+        .collect())
+}
+
+/// Checks that `pages` hold the record of every id in `live` exactly once and nothing else (the rule of a
+/// valid snapshot); returns every record with the index of its page.
+pub fn records_of_pages(
+    pages: &[Bytes],
+    live: &HashSet<MemoryId>,
+) -> Result<Vec<(usize, PageRecord)>, String> {
+    let mut seen = HashSet::with_capacity(live.len());
+    let mut out = Vec::with_capacity(live.len());
+    for (i, page) in pages.iter().enumerate() {
+        for r in page_records(page).map_err(|e| format!("page {}: {e}", i + 1))? {
+            if !live.contains(&r.id) {
+                return Err(format!(
+                    "page {} holds record {}, not a live leaf",
+                    i + 1,
+                    r.id
+                ));
+            }
+            if !seen.insert(r.id) {
+                return Err(format!("record {} appears twice", r.id));
+            }
+            out.push((i, r));
+        }
+    }
+    if seen.len() != live.len() {
+        return Err(format!(
+            "the pages hold {} of {} live records",
+            seen.len(),
+            live.len()
+        ));
+    }
+    Ok(out)
+}
+
 fn page_fingerprint(ids: &[MemoryId]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     for id in ids {
@@ -153,7 +215,7 @@ impl Engine {
                     continue;
                 }
             }
-            let recs = self.records_in_order(&ids).await?;
+            let recs = self.records_bulk(&ids).await?;
             parts.push(Part::New(encode_page(&recs)));
         }
         let t_pages = t0.elapsed();
@@ -203,11 +265,7 @@ impl Engine {
 
     /// Keeps everything downloaded from now on from collection until the hold is dropped.
     pub async fn hold_downloads(&self) -> crate::blobs::Hold {
-        self.blobs.hold_all().await
-    }
-
-    async fn records_in_order(&self, ids: &[MemoryId]) -> Result<Vec<Bytes>, NodeError> {
-        self.records_bulk(ids).await
+        self.blobs.hold(&[]).await
     }
 
     /// The kept snapshot: from memory, or after a restart from redb.
@@ -247,7 +305,11 @@ impl Engine {
     pub(crate) async fn forget_snapshot(&self, ns: &str) -> Result<(), NodeError> {
         // A build in progress may have read the forgotten records already: let it finish, then drop its result.
         let _one = self.snapshot_build.lock().await;
-        self.set_cached_snapshot(ns, Cached::default()).await?;
+        // Only a kept snapshot costs a redb write; the tag is always dropped (a crash between pinning a new
+        // snapshot and recording it leaves a tag without a record), which is free when there is none.
+        if self.cached_snapshot(ns).await.snap.is_some() {
+            self.set_cached_snapshot(ns, Cached::default()).await?;
+        }
         self.blobs.drop_snapshot(ns).await?;
         Ok(())
     }
@@ -327,52 +389,30 @@ impl Engine {
             return Ok(None);
         };
         let t_verify = t0.elapsed();
-        let mut records = HashMap::with_capacity(live.len());
-        let mut locs = Vec::with_capacity(live.len());
         let packs: Vec<[u8; 32]> = parts[1..].to_vec();
+        let mut pages = Vec::with_capacity(packs.len());
         for pack in &packs {
-            let bytes = self
-                .blobs
-                .get_raw(*pack)
-                .await
-                .map_err(|e| rejected(e.to_string()))?;
-            let page = bytes.clone();
-            let checked = tokio::task::spawn_blocking(move || -> Result<Vec<_>, String> {
-                let entries = parse_page(&page).map_err(|e| e.to_string())?;
-                Ok(entries
-                    .into_iter()
-                    .map(|(off, len)| {
-                        let rec = page.slice(off as usize..(off + len) as usize);
-                        (MemoryId::of_bytes(&rec), off, len, rec)
-                    })
-                    .collect())
-            })
+            pages.push(
+                self.blobs
+                    .get_raw(*pack)
+                    .await
+                    .map_err(|e| rejected(e.to_string()))?,
+            );
+        }
+        let found = tokio::task::spawn_blocking(move || records_of_pages(&pages, &live))
             .await
             .map_err(NodeError::from)?
             .map_err(rejected)?;
-            for (id, offset, len, rec) in checked {
-                if !live.contains(&id) {
-                    return Err(rejected(format!("page holds record {id}, not a live leaf")));
-                }
-                if records.insert(id, rec).is_some() {
-                    return Err(rejected(format!("record {id} appears twice")));
-                }
-                locs.push((
-                    id,
-                    PackLoc {
-                        pack: *pack,
-                        offset,
-                        len,
-                    },
-                ));
-            }
-        }
-        if records.len() != live.len() {
-            return Err(rejected(format!(
-                "pages hold {} of {} live records",
-                records.len(),
-                live.len()
-            )));
+        let mut records = HashMap::with_capacity(found.len());
+        let mut locs = Vec::with_capacity(found.len());
+        for (i, r) in found {
+            let loc = PackLoc {
+                pack: packs[i],
+                offset: r.offset,
+                len: r.len,
+            };
+            locs.push((r.id, loc));
+            records.insert(r.id, r.bytes);
         }
         let t_pages = t0.elapsed();
         tracing::debug!(

@@ -864,7 +864,7 @@ impl P2p {
             }
             conn.close(0u32.into(), b"done");
             missing = futures::stream::iter(missing)
-                .map(|m| async move { (!self.engine.has_blob(&m).await).then_some(m) })
+                .map(|m| async move { (!self.engine.has_record(&m).await).then_some(m) })
                 .buffered(64)
                 .filter_map(|x| async move { x })
                 .collect()
