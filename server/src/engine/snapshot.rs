@@ -275,14 +275,13 @@ impl Engine {
         }
         let st = self.state.clone();
         let name = ns.to_owned();
-        let stored = tokio::task::spawn_blocking(move || {
-            Ok::<_, NodeError>((st.snapshot(&name)?, st.snapshot_pages(&name)?))
-        })
-        .await;
-        match stored {
-            Ok(Ok((Some((seq, hash)), pages))) => Cached {
-                snap: Some(SnapshotRef { seq, hash }),
-                pages: pages.into_iter().map(|(p, fp, h)| (p, (fp, h))).collect(),
+        match tokio::task::spawn_blocking(move || st.snapshot(&name)).await {
+            Ok(Ok(Some(k))) => Cached {
+                snap: Some(SnapshotRef {
+                    seq: k.seq,
+                    hash: k.hash,
+                }),
+                pages: k.pages.into_iter().map(|(p, fp, h)| (p, (fp, h))).collect(),
             },
             _ => Cached::default(),
         }
@@ -291,10 +290,12 @@ impl Engine {
     async fn set_cached_snapshot(&self, ns: &str, c: Cached) -> Result<(), NodeError> {
         let st = self.state.clone();
         let name = ns.to_owned();
-        let rec = c.snap.map(|s| (s.seq, s.hash));
-        let pages: Vec<crate::store::SnapshotPage> =
-            c.pages.iter().map(|(p, (fp, h))| (*p, *fp, *h)).collect();
-        tokio::task::spawn_blocking(move || st.set_snapshot(&name, rec, &pages)).await??;
+        let rec = c.snap.map(|s| crate::store::KeptSnapshot {
+            seq: s.seq,
+            hash: s.hash,
+            pages: c.pages.iter().map(|(p, (fp, h))| (*p, *fp, *h)).collect(),
+        });
+        tokio::task::spawn_blocking(move || st.set_snapshot(&name, rec.as_ref())).await??;
         if let Ok(mut m) = self.snapshots.lock() {
             m.insert(ns.to_owned(), c);
         }

@@ -43,12 +43,9 @@ const COSIGS: TableDefinition<CosigKey, [u8; 64]> = TableDefinition::new("cosign
 /// but a slice of a record pack (a replica installed from a snapshot; see `engine::snapshot`).
 const PACKED: TableDefinition<[u8; 32], [u8; 40]> = TableDefinition::new("packed_records");
 
-/// namespace → u64be(seq) ‖ HashSeq hash[32]: the snapshot this node keeps pinned and offers to peers.
-const SNAPSHOTS: TableDefinition<&str, [u8; 40]> = TableDefinition::new("snapshots");
-
-/// namespace → (u32be(page) fingerprint[32] hash[32])*: the kept snapshot's pages, so a restarted node reuses the
-/// pages whose memories did not change.
-const SNAPSHOT_PAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot_pages");
+/// namespace → u64be(seq) ‖ HashSeq hash[32] ‖ (u32be(page) fingerprint[32] page hash[32])*: the snapshot this
+/// node keeps pinned and offers to peers, with its pages' fingerprints so a restarted node reuses unchanged pages.
+const KEPT_SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("kept_snapshots");
 
 /// (owner, namespace, seq, witness).
 type CosigKey<'a> = ([u8; 32], &'a str, u64, [u8; 32]);
@@ -58,6 +55,17 @@ pub type StoredLists = (u64, u8, Vec<Vec<u32>>);
 
 /// A kept snapshot's page: (page number, fingerprint of its ids, page hash).
 pub type SnapshotPage = (u32, [u8; 32], [u8; 32]);
+
+/// The snapshot a node keeps for a namespace: its root seq, HashSeq hash and pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSnapshot {
+    /// Root seq.
+    pub seq: u64,
+    /// HashSeq hash.
+    pub hash: [u8; 32],
+    /// Its record pages.
+    pub pages: Vec<SnapshotPage>,
+}
 
 /// A cosignature: (witness node id, signature).
 pub type Cosig = ([u8; 32], [u8; 64]);
@@ -627,78 +635,62 @@ impl State {
             .collect()
     }
 
-    /// The pages of the snapshot kept for `ns`: (page, fingerprint, hash).
-    pub fn snapshot_pages(&self, ns: &str) -> Result<Vec<SnapshotPage>, StoreError> {
+    /// The snapshot kept for `ns`.
+    pub fn snapshot(&self, ns: &str) -> Result<Option<KeptSnapshot>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
-        let t = match tx.open_table(SNAPSHOT_PAGES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(dberr(e)),
-        };
-        let Some(v) = t.get(ns).map_err(dberr)? else {
-            return Ok(Vec::new());
-        };
-        let v = v.value();
-        if v.len() % 68 != 0 {
-            return Err(StoreError::Corrupt(rows::CorruptRow("snapshot pages")));
-        }
-        Ok(v.chunks_exact(68)
-            .map(|c| {
-                let mut fp = [0u8; 32];
-                let mut hash = [0u8; 32];
-                fp.copy_from_slice(&c[4..36]);
-                hash.copy_from_slice(&c[36..68]);
-                (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), fp, hash)
-            })
-            .collect())
-    }
-
-    /// The snapshot kept for `ns`: (seq, HashSeq hash).
-    pub fn snapshot(&self, ns: &str) -> Result<Option<(u64, [u8; 32])>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
-        let t = match tx.open_table(SNAPSHOTS) {
+        let t = match tx.open_table(KEPT_SNAPSHOTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(dberr(e)),
         };
-        Ok(t.get(ns).map_err(dberr)?.map(|v| {
-            let v = v.value();
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&v[..8]);
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&v[8..]);
-            (u64::from_be_bytes(seq), hash)
+        let Some(v) = t.get(ns).map_err(dberr)? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        let bad = || StoreError::Corrupt(rows::CorruptRow("kept snapshot"));
+        if v.len() < 40 || (v.len() - 40) % 68 != 0 {
+            return Err(bad());
+        }
+        let arr = |b: &[u8]| -> [u8; 32] {
+            let mut o = [0u8; 32];
+            o.copy_from_slice(b);
+            o
+        };
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&v[..8]);
+        let pages = v[40..]
+            .chunks_exact(68)
+            .map(|c| {
+                (
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                    arr(&c[4..36]),
+                    arr(&c[36..68]),
+                )
+            })
+            .collect();
+        Ok(Some(KeptSnapshot {
+            seq: u64::from_be_bytes(seq),
+            hash: arr(&v[8..40]),
+            pages,
         }))
     }
 
     /// Records (or with None, clears) the snapshot kept for `ns`.
-    pub fn set_snapshot(
-        &self,
-        ns: &str,
-        snap: Option<(u64, [u8; 32])>,
-        pages: &[SnapshotPage],
-    ) -> Result<(), StoreError> {
+    pub fn set_snapshot(&self, ns: &str, snap: Option<&KeptSnapshot>) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(dberr)?;
         {
-            let mut pt = tx.open_table(SNAPSHOT_PAGES).map_err(dberr)?;
-            if pages.is_empty() {
-                pt.remove(ns).map_err(dberr)?;
-            } else {
-                let mut v = Vec::with_capacity(pages.len() * 68);
-                for (page, fp, hash) in pages {
-                    v.extend_from_slice(&page.to_be_bytes());
-                    v.extend_from_slice(fp);
-                    v.extend_from_slice(hash);
-                }
-                pt.insert(ns, v.as_slice()).map_err(dberr)?;
-            }
-            let mut t = tx.open_table(SNAPSHOTS).map_err(dberr)?;
+            let mut t = tx.open_table(KEPT_SNAPSHOTS).map_err(dberr)?;
             match snap {
-                Some((seq, hash)) => {
-                    let mut v = [0u8; 40];
-                    v[..8].copy_from_slice(&seq.to_be_bytes());
-                    v[8..].copy_from_slice(&hash);
-                    t.insert(ns, v).map_err(dberr)?;
+                Some(k) => {
+                    let mut v = Vec::with_capacity(40 + k.pages.len() * 68);
+                    v.extend_from_slice(&k.seq.to_be_bytes());
+                    v.extend_from_slice(&k.hash);
+                    for (page, fp, hash) in &k.pages {
+                        v.extend_from_slice(&page.to_be_bytes());
+                        v.extend_from_slice(fp);
+                        v.extend_from_slice(hash);
+                    }
+                    t.insert(ns, v.as_slice()).map_err(dberr)?;
                 }
                 None => {
                     t.remove(ns).map_err(dberr)?;
@@ -764,5 +756,58 @@ impl State {
             out.push((k.value().3, v.value()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_snapshots_and_pack_locations_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = State::open(&dir.path().join("s.redb"), "model").expect("open");
+        assert_eq!(st.snapshot("ns").expect("read"), None);
+        let k = KeptSnapshot {
+            seq: 7,
+            hash: [1; 32],
+            pages: vec![(0, [2; 32], [3; 32]), (4, [5; 32], [6; 32])],
+        };
+        st.set_snapshot("ns", Some(&k)).expect("write");
+        assert_eq!(st.snapshot("ns").expect("read"), Some(k));
+        st.set_snapshot("ns", None).expect("clear");
+        assert_eq!(st.snapshot("ns").expect("read"), None);
+
+        let (a, b) = (MemoryId([8; 32]), MemoryId([9; 32]));
+        assert_eq!(st.pack_locs(&[a]).expect("locs"), vec![None]);
+        let loc = PackLoc {
+            pack: [4; 32],
+            offset: 10,
+            len: 20,
+        };
+        let packs = PackChanges {
+            set: vec![(a, loc), (b, loc)],
+            remove: Vec::new(),
+        };
+        let w = StepWrite {
+            full: false,
+            points: &[],
+            next_point: 0,
+            roots: &[],
+            deletes: &[],
+            packs: &packs,
+        };
+        st.apply_replica("ns", &w).expect("apply");
+        assert_eq!(
+            st.pack_locs(&[a, b]).expect("locs"),
+            vec![Some(loc), Some(loc)]
+        );
+        let packs = PackChanges {
+            set: Vec::new(),
+            remove: vec![a],
+        };
+        st.apply_replica("ns", &StepWrite { packs: &packs, ..w })
+            .expect("apply");
+        assert_eq!(st.pack_locs(&[a, b]).expect("locs"), vec![None, Some(loc)]);
     }
 }
