@@ -45,7 +45,7 @@ INT8_MIN_COSINE_FLOOR = 0.95  # sanity floor only (measured ~0.97 min, ~0.99 mea
 
 CACHE = Path(os.environ.get("CAIRN_CACHE", Path.home() / ".cache" / "cairn"))
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_FIXTURE = REPO.parent / "shared" / "fixtures" / "minilm-reference.json"
+DEFAULT_FIXTURE = REPO / "tests" / "fixtures" / "minilm-reference.json"
 
 
 class Embedder:

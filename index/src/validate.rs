@@ -107,6 +107,22 @@ pub fn namespace(ns: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Latest created_at a memory may have: 2^53 − 1 ms (about the year 287,000). Every memory stays listable
+/// (List's `until` is exclusive, so a bound above the cap includes it), and the value is exact in JSON numbers
+/// and in JavaScript.
+pub const MAX_CREATED_AT: u64 = (1 << 53) - 1;
+
+/// Checks a caller-given created_at: at most [`MAX_CREATED_AT`].
+pub fn created_at(field: &str, ms: u64) -> Result<(), ValidationError> {
+    if ms > MAX_CREATED_AT {
+        return Err(ValidationError::invalid(
+            field,
+            format!("{ms} is later than {MAX_CREATED_AT} (2^53 - 1 ms)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a memory's (or a query's) text: not blank, at most `limits.max_text_bytes` bytes.
 /// (UTF-8 validity is guaranteed by the type; the wire decoder rejects invalid UTF-8.)
 pub fn text(field: &str, text: &str, limits: &Limits) -> Result<(), ValidationError> {

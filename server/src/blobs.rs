@@ -434,6 +434,18 @@ impl Blobs {
         Ok(())
     }
 
+    /// Hashes of every blob pinned by a record tag (records and record packs).
+    pub async fn tagged(&self) -> Result<Vec<[u8; 32]>, BlobError> {
+        use futures::StreamExt;
+        let mut out = Vec::new();
+        let tags = self.store.tags().list_prefix("mem-").await.map_err(op)?;
+        futures::pin_mut!(tags);
+        while let Some(t) = tags.next().await {
+            out.push(*t.map_err(op)?.hash.as_bytes());
+        }
+        Ok(out)
+    }
+
     /// Unpins blobs so the next garbage collection deletes their bytes.
     pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<(), BlobError> {
         for h in hashes {

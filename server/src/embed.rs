@@ -1,9 +1,11 @@
 //! Local embeddings: all-MiniLM-L6-v2 (or a compatible model) through fastembed + ONNX Runtime, loaded from
 //! a provisioned model directory and checked against its manifest before use.
 //!
-//! One worker thread owns the model. Callers queue texts; the worker takes everything queued (up to
-//! `max_batch` texts), sorts it by length to waste little padding, and runs it as one model call, so
-//! concurrent requests share model calls.
+//! One worker thread owns the model. Callers queue texts in chunks of at most `max_batch`; the worker takes
+//! everything queued (up to `max_batch` texts), sorts it by length to waste little padding, and runs it as one
+//! model call, so concurrent requests share model calls. The queue is bounded (a caller waits for room), a
+//! caller sends its next chunk only when the previous one is done, and the worker skips chunks whose caller
+//! has gone: a cancelled request costs at most the model call already under way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,9 @@ struct Job {
 pub struct Embedder {
     tx: mpsc::Sender<Job>,
     info: ModelInfo,
+    /// Texts queued or being embedded, at most four model calls' worth.
+    room: std::sync::Arc<tokio::sync::Semaphore>,
+    max_batch: usize,
 }
 
 /// How to find and run the model.
@@ -240,7 +245,12 @@ impl Embedder {
             .name("cairn-embed".into())
             .spawn(move || worker(te, rx, max_batch))
             .map_err(|e| EmbedError::Init(e.to_string()))?;
-        Ok(Embedder { tx, info })
+        Ok(Embedder {
+            tx,
+            info,
+            room: std::sync::Arc::new(tokio::sync::Semaphore::new(4 * max_batch)),
+            max_batch,
+        })
     }
 
     /// The model's identity.
@@ -253,11 +263,26 @@ impl Embedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { texts, reply })
-            .map_err(|_| EmbedError::Stopped)?;
-        rx.await.map_err(|_| EmbedError::Stopped)?
+        let mut out = Vec::with_capacity(texts.len());
+        let mut texts = texts.into_iter().peekable();
+        while texts.peek().is_some() {
+            let chunk: Vec<String> = texts.by_ref().take(self.max_batch).collect();
+            // Chunks are at most max_batch texts, so the permits always exist.
+            let _room = self
+                .room
+                .acquire_many(chunk.len() as u32)
+                .await
+                .map_err(|_| EmbedError::Stopped)?;
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Job {
+                    texts: chunk,
+                    reply,
+                })
+                .map_err(|_| EmbedError::Stopped)?;
+            out.extend(rx.await.map_err(|_| EmbedError::Stopped)??);
+        }
+        Ok(out)
     }
 }
 
@@ -273,6 +298,11 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
                 }
                 Err(_) => break,
             }
+        }
+        // Work for callers that went away (cancelled, timed out, disconnected) is dropped, not done.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
         }
         // Sort all texts by length so each inner batch pads little; remember where each came from.
         let mut order: Vec<(usize, usize)> = jobs

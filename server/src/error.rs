@@ -28,6 +28,9 @@ pub enum NodeError {
     /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    /// The node cannot take the call now, e.g. while shutting down (UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
     /// A background task died.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -60,7 +63,7 @@ impl From<NodeError> for Status {
             },
             NodeError::NotFound(_) => Code::NotFound,
             NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
-            NodeError::Embed(EmbedError::Stopped) => Code::Unavailable,
+            NodeError::Embed(EmbedError::Stopped) | NodeError::Unavailable(_) => Code::Unavailable,
             NodeError::Store(_) | NodeError::Blob(_) | NodeError::Embed(_) | NodeError::Task(_) => {
                 tracing::error!(error = %e, "request failed");
                 Code::Internal

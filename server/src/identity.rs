@@ -21,13 +21,20 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
+    /// The key file is gone from a data dir that already holds state signed with it.
+    #[error(
+        "node key {0} is missing, but the data dir already holds state signed with it; restore the key file \
+         (a new key would be a new identity that peers and clients do not trust)"
+    )]
+    Missing(String),
     /// The file is not a 32-byte key.
     #[error("node key {0} is damaged (expected 32 bytes)")]
     Damaged(String),
 }
 
-/// Loads the node key from `data_dir`, creating it (0600) if absent.
-pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, IdentityError> {
+/// Loads the node key from `data_dir`, creating it (0600) if absent and `fresh` (the data dir holds no state
+/// yet). A data dir with state and no key is an error, never a silent new identity.
+pub fn load_or_create(data_dir: &Path, fresh: bool) -> Result<SigningKey, IdentityError> {
     let path = data_dir.join(KEY_FILE);
     let shown = path.display().to_string();
     let io = |source| IdentityError::Io {
@@ -41,6 +48,9 @@ pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, IdentityError> {
                 .try_into()
                 .map_err(|_| IdentityError::Damaged(shown.clone()))?;
             Ok(SigningKey::from_bytes(&arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fresh => {
+            Err(IdentityError::Missing(shown.clone()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(io)?;
@@ -78,8 +88,8 @@ mod tests {
     #[test]
     fn created_once_with_private_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let a = load_or_create(dir.path()).unwrap();
-        let b = load_or_create(dir.path()).unwrap();
+        let a = load_or_create(dir.path(), true).unwrap();
+        let b = load_or_create(dir.path(), false).unwrap();
         assert_eq!(a.to_bytes(), b.to_bytes());
         #[cfg(unix)]
         {
@@ -92,8 +102,13 @@ mod tests {
         }
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         assert!(matches!(
-            load_or_create(dir.path()),
+            load_or_create(dir.path(), false),
             Err(IdentityError::Damaged(_))
+        ));
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        assert!(matches!(
+            load_or_create(dir.path(), false),
+            Err(IdentityError::Missing(_))
         ));
     }
 }

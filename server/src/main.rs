@@ -10,13 +10,16 @@ use cairn_server::node::{self, NodeConfig};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`cairn list | head`), like other Unix tools, instead of panicking in println.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Client commands die quietly on a closed pipe (`cairn list | head`), like other Unix tools, instead of
+    // panicking in println. Never the node: a client that drops its connection mid-answer would kill it.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,ort=warn,iroh=warn,iroh_blobs=warn,hnsw_rs=warn")
     });
@@ -64,6 +67,9 @@ async fn run(cli: Cli) -> Result<()> {
                 exact_proof_limit: args.exact_proof_limit,
                 p2p_listen: args.p2p_listen,
                 p2p_public: args.p2p_public,
+                max_in_flight: args.max_in_flight as usize,
+                request_timeout: std::time::Duration::from_secs(u64::from(args.request_timeout)),
+                keepalive: std::time::Duration::from_secs(u64::from(args.keepalive)),
             };
             node::serve(cfg).await
         }

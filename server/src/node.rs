@@ -41,6 +41,12 @@ pub struct NodeConfig {
     pub p2p_listen: SocketAddr,
     /// Enable relays and public address lookup.
     pub p2p_public: bool,
+    /// Most gRPC calls in progress at once; more are shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// Server-side deadline of one gRPC call.
+    pub request_timeout: Duration,
+    /// Keepalive probe interval on gRPC connections.
+    pub keepalive: Duration,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -114,8 +120,18 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     );
     tracing::info!(%local, "serving");
     tonic::transport::Server::builder()
+        .timeout(cfg.request_timeout)
+        .http2_keepalive_interval(Some(cfg.keepalive))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(cfg.keepalive))
         .layer(tower::util::MapResponseLayer::new(
             crate::status_map::fix_status,
+        ))
+        // Overload is shed at once with RESOURCE_EXHAUSTED, never queued without bound.
+        .layer(tower::util::MapErrLayer::new(shed_status))
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            cfg.max_in_flight,
         ))
         .add_service(health_svc)
         .add_service(reflection)
@@ -131,6 +147,17 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     p2p.shutdown().await;
     shutdown(engine).await;
     Ok(())
+}
+
+/// Names the limit a shed call ran into (tonic's own message speaks of "the connection"; the limit is global).
+fn shed_status(e: tower::BoxError) -> tower::BoxError {
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        Box::new(tonic::Status::resource_exhausted(
+            "overloaded: the node is serving its maximum of calls at once (--max-in-flight); retry shortly",
+        ))
+    } else {
+        e
+    }
 }
 
 async fn shutdown(engine: Arc<Engine>) {

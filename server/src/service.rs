@@ -434,7 +434,7 @@ impl Cairn for CairnService {
         &self,
         _request: Request<pb::AlertsRequest>,
     ) -> Result<Response<pb::AlertsResponse>, Status> {
-        let alerts = self.engine.alerts().await;
+        let alerts = self.engine.alerts();
         Ok(Response::new(pb::AlertsResponse {
             alerts: alerts
                 .iter()

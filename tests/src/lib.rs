@@ -201,12 +201,21 @@ pub fn temp_dir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
-/// Path of `../shared` (fixtures and data sets), from `CAIRN_SHARED` or beside the repository.
-pub fn shared_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("CAIRN_SHARED") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+/// The repository's root, found at run time (not baked in at compile time, so a target dir shared between clones
+/// never points a test at another clone): the nearest directory at or above the current one (cargo runs tests in
+/// their package dir) that holds both `Cargo.toml` and `sdk-examples/`.
+pub fn repo_dir() -> PathBuf {
+    let start = std::env::current_dir().expect("current dir");
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.toml").is_file() && d.join("sdk-examples").is_dir())
+        .map(Path::to_owned)
+        .unwrap_or(start)
+}
+
+/// A fixture file the tests carry in `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_dir().join("tests/fixtures").join(name)
 }
 
 /// Cosine similarity of two vectors.

@@ -3,8 +3,7 @@
 
 #[test]
 fn replication_demo_script_runs() {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sdk-examples/replication-demo.sh");
+    let script = cairn_tests::repo_dir().join("sdk-examples/replication-demo.sh");
     let out = std::process::Command::new("bash")
         .arg(&script)
         .env("CAIRN", cairn_tests::cairn_bin())

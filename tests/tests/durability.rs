@@ -246,3 +246,45 @@ async fn writes_during_garbage_collection_keep_their_bytes() {
         );
     }
 }
+
+/// A data dir whose key file is gone or replaced does not start with a new identity: the node refuses to start
+/// and says why; with the original key back it serves the same namespace under the same id.
+#[tokio::test]
+async fn a_missing_or_swapped_key_file_is_a_clear_start_up_error() {
+    let dir = temp_dir();
+    let mut node = Node::start(dir.path()).expect("node");
+    let c = node.client().await.expect("client");
+    c.remember("k", memories(3, "key")).await.expect("remember");
+    let id = c.node_info().await.expect("info").node_id;
+    node.stop();
+    let key = dir.path().join("node.key");
+    let original = std::fs::read(&key).expect("key file");
+
+    let serve = || {
+        std::process::Command::new(cairn_tests::cairn_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("CAIRN_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run cairn serve")
+    };
+    std::fs::remove_file(&key).expect("remove key");
+    let o = serve();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "started without its key: {err}");
+    assert!(err.contains("node.key") && err.contains("missing"), "{err}");
+    assert!(!key.exists(), "a new key was written");
+
+    std::fs::write(&key, [7u8; 32]).expect("swap key");
+    let o = serve();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "started with another key: {err}");
+    assert!(err.contains(&id), "{err}");
+
+    std::fs::write(&key, &original).expect("restore key");
+    let node = Node::start(dir.path()).expect("restart with the original key");
+    let c = node.client().await.expect("client");
+    assert_eq!(c.node_info().await.expect("info").node_id, id);
+    assert_eq!(c.stats(Some("k")).await.expect("stats").total_memories, 3);
+}

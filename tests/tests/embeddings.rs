@@ -1,6 +1,6 @@
 //! The embedding pipeline against independent reference vectors, through the real CLI and a real node.
 
-use cairn_tests::{cosine, shared_dir, temp_dir, Node};
+use cairn_tests::{cosine, fixture, temp_dir, Node};
 
 fn vectors(v: &serde_json::Value) -> Vec<Vec<f32>> {
     v["vectors"]
@@ -20,7 +20,7 @@ fn vectors(v: &serde_json::Value) -> Vec<Vec<f32>> {
 #[test]
 fn cli_embed_matches_reference_fixture() {
     let fixture: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(shared_dir().join("fixtures/minilm-reference.json")).expect("fixture file"),
+        &std::fs::read(fixture("minilm-reference.json")).expect("fixture file"),
     )
     .expect("fixture JSON");
     let items = fixture["items"].as_array().expect("items");

@@ -357,6 +357,31 @@ async fn an_owner_signing_two_roots_for_one_seq_is_caught() {
         seq + 1,
         "B kept following an equivocating owner"
     );
+
+    // The halt is durable: after a restart B still does not follow, keeps one alert, and refuses to follow again.
+    let mut b = b;
+    b.stop();
+    let b = Node::start(db.path()).expect("restart B");
+    add_peer(&b, &ticket(&a));
+    ca.remember("fleet", vec![NewMemory::new("Written after B restarted.")])
+        .await
+        .expect("remember");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        seq_of(&b, "fleet").await,
+        seq + 1,
+        "B resumed following an equivocating owner after a restart"
+    );
+    let v = b.cli_json(&["alerts"]);
+    assert_eq!(v["alerts"].as_array().map(Vec::len), Some(1), "{v}");
+    let o = b.cli(&["follow", "--ns", "fleet", "--from", &a_id]);
+    assert!(
+        !o.status.success(),
+        "follow of a halted namespace succeeded"
+    );
+    let msg = out(&o);
+    assert!(msg.contains("halted"), "{msg}");
+    assert!(msg.contains(&format!("seq {}", seq + 1)), "{msg}");
 }
 
 /// A replica that was offline while the owner wrote more, and whose only live peer holds those records inside

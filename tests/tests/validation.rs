@@ -412,3 +412,42 @@ async fn health_and_reflection_are_served() {
     assert!(listed.contains("cairn.v1.Cairn"), "{listed}");
     assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
 }
+
+/// created_at is capped at 2^53 − 1: beyond it INVALID_ARGUMENT naming the field, and a memory at the cap is
+/// still found by a List without bounds and by one whose `until` is just above it.
+#[tokio::test]
+async fn created_at_is_capped_and_the_latest_memory_is_listable() {
+    let dir = temp_dir();
+    let node = Node::start(dir.path()).expect("node");
+    let mut c = raw(&node).await;
+    let max = cairn_index::validate::MAX_CREATED_AT;
+    let at = |t: u64| pb::MemoryInput {
+        created_at: Some(t),
+        ..item("a memory from the far future")
+    };
+    for bad in [max + 1, u64::MAX] {
+        expect(
+            remember(&mut c, "time", vec![at(bad)]).await,
+            Code::InvalidArgument,
+            "items[0].created_at",
+        );
+    }
+    let r = remember(&mut c, "time", vec![at(max)])
+        .await
+        .expect("at the cap");
+    assert_eq!(r.results[0].created_at, max);
+    for until in [None, Some(max + 1)] {
+        let page = c
+            .list(pb::ListRequest {
+                namespace: "time".into(),
+                since: Some(max),
+                until,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(page.memories.len(), 1, "until {until:?}");
+        assert_eq!(page.memories[0].id, r.results[0].id);
+    }
+}

@@ -23,7 +23,7 @@ use serde_json::Value;
 #[derive(Parser)]
 #[command(name = "cairn-bench", about = "Benchmarks of a real Cairn node")]
 struct Args {
-    /// Directory with scifact/ and locomo/ (default ../shared/data relative to the repository).
+    /// Directory with scifact/ and locomo/ (default ../shared/data, relative to the current directory: run from the repository root).
     #[arg(long, global = true)]
     data: Option<PathBuf>,
     /// Keep the node's data dir here instead of a temporary one.
@@ -148,7 +148,7 @@ fn start_node_log(data_dir: Option<&Path>, log: &str) -> Result<NodeProc> {
 fn data_root(args: &Args) -> PathBuf {
     args.data
         .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
 }
 
 fn read_jsonl(p: &Path) -> Result<Vec<Value>> {

@@ -289,6 +289,18 @@ pub struct ServeArgs {
     /// Most texts the embedder puts into one model call.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub embed_batch: u16,
+    /// Most gRPC calls the node works on at once (all connections together); a call beyond it is refused at
+    /// once with RESOURCE_EXHAUSTED instead of queueing.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_in_flight: u32,
+    /// Longest a gRPC call may take on the node, in seconds (a client's shorter deadline wins); past it the
+    /// call ends with CANCELLED. Writes already committing still finish.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub request_timeout: u32,
+    /// Seconds between HTTP/2 and TCP keepalive probes on gRPC connections; a peer that does not answer a
+    /// probe within 20 s is disconnected.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_600))]
+    pub keepalive: u32,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

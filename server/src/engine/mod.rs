@@ -169,6 +169,11 @@ pub struct Engine {
     snapshots: std::sync::Mutex<HashMap<String, snapshot::Cached>>,
     /// One snapshot build at a time.
     snapshot_build: Mutex<()>,
+    /// Held shared by every write and replica install in progress; [`Engine::shutdown`] takes it exclusively and
+    /// sets it, so shutdown waits for them and refuses new ones.
+    gate: Arc<tokio::sync::RwLock<bool>>,
+    /// Equivocation evidence (also in redb): an (owner, namespace) with evidence is no longer followed.
+    alerts: std::sync::Mutex<Vec<replica::Alert>>,
 }
 
 /// Runs `f` with a [`RootSigner`] that stores roots in `state`.
@@ -206,6 +211,7 @@ impl Engine {
         })?;
         let model = embedder.info().id.clone();
         let path = cfg.data_dir.join("state.redb");
+        let fresh = !path.exists();
         let state =
             Arc::new(tokio::task::spawn_blocking(move || State::open(&path, &model)).await??);
         let blobs = Blobs::open(&cfg.data_dir.join("blobs"), cfg.gc_interval).await?;
@@ -215,9 +221,13 @@ impl Engine {
             dim: embedder.info().dim,
         };
         let key = Arc::new(
-            crate::identity::load_or_create(&cfg.data_dir)
+            crate::identity::load_or_create(&cfg.data_dir, fresh)
                 .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?,
         );
+        {
+            let (st, id) = (state.clone(), crate::identity::node_id_hex(&key));
+            tokio::task::spawn_blocking(move || st.bind_node_id(&id)).await??;
+        }
         let commit_params = CommitParams {
             m: cfg.m.min(u16::MAX as usize) as u16,
             dim: embedder.info().dim as u16,
@@ -225,6 +235,14 @@ impl Engine {
         };
         let hnsw_dir = cfg.data_dir.join("hnsw");
         ann::clean_leftovers(&hnsw_dir);
+        let alerts: Vec<replica::Alert> = {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.alerts())
+                .await??
+                .iter()
+                .filter_map(|b| replica::Alert::decode(b))
+                .collect()
+        };
         let mut spaces = BTreeMap::new();
         let names = {
             let st = state.clone();
@@ -286,9 +304,34 @@ impl Engine {
             roots: tokio::sync::broadcast::channel(1024).0,
             snapshots: std::sync::Mutex::new(HashMap::new()),
             snapshot_build: Mutex::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(false)),
+            alerts: std::sync::Mutex::new(alerts),
         });
         engine.finish_blob_deletes().await?;
+        engine.remove_orphan_blobs().await?;
         Ok(engine)
+    }
+
+    /// Start-up repair: unpins record blobs that no row refers to. A write stores and tags its blobs before its
+    /// rows commit, so a crash (or a failed commit) in between leaves them behind; nobody has seen their ids.
+    async fn remove_orphan_blobs(&self) -> Result<(), NodeError> {
+        let st = self.state.clone();
+        let referenced = tokio::task::spawn_blocking(move || st.referenced_blobs()).await??;
+        let orphans: Vec<[u8; 32]> = self
+            .blobs
+            .tagged()
+            .await?
+            .into_iter()
+            .filter(|h| !referenced.contains(h))
+            .collect();
+        if !orphans.is_empty() {
+            tracing::warn!(
+                blobs = orphans.len(),
+                "repaired: removed record blobs left by writes that never committed"
+            );
+            self.blobs.delete(&orphans).await?;
+        }
+        Ok(())
     }
 
     /// The embedder (model id, dimension, `embed`).
@@ -326,7 +369,13 @@ impl Engine {
     }
 
     /// Stores memories; returns once they are durable and searchable.
-    pub async fn remember(&self, ns: &str, items: Vec<Item>) -> Result<Vec<Remembered>, NodeError> {
+    /// Validation and embedding run in the caller's future (cancelling them loses nothing); the commit runs in a
+    /// task of its own that finishes whatever the caller does.
+    pub async fn remember(
+        self: &Arc<Self>,
+        ns: &str,
+        items: Vec<Item>,
+    ) -> Result<Vec<Remembered>, NodeError> {
         validate::namespace(ns)?;
         if items.is_empty() {
             return Err(NodeError::invalid("items", "at least one item is required"));
@@ -340,6 +389,9 @@ impl Engine {
         let mut total = 0usize;
         for (i, it) in items.iter().enumerate() {
             validate::text(&format!("items[{i}].text"), &it.text, &self.cfg.limits)?;
+            if let Some(t) = it.created_at {
+                validate::created_at(&format!("items[{i}].created_at"), t)?;
+            }
             validate::metadata(
                 &format!("items[{i}].metadata"),
                 &it.metadata,
@@ -379,16 +431,35 @@ impl Engine {
         let vectors = self.embedder.embed(texts).await?;
         let vector_of: HashMap<usize, Vec<f32>> = to_embed.into_iter().zip(vectors).collect();
 
-        // Group commit: queue this call, then take the namespace's write lock. Whoever holds it commits every
-        // queued call at once (one blob sync, one redb transaction, one signed root); a call whose batch was
-        // committed by another holder just collects its answer.
+        // Everything from here on changes disk and memory, so it runs in its own task: a caller that cancels,
+        // times out or disconnects drops only its wait for the answer, never a commit half done.
+        let gate = self.write_gate().await?;
+        let me = self.clone();
+        let ns = ns.to_owned();
+        tokio::spawn(async move {
+            let _gate = gate;
+            me.group_commit(&ns, items, keys, vector_of).await
+        })
+        .await?
+    }
+
+    /// Group commit: queue this call, then take the namespace's write lock. Whoever holds it commits every
+    /// queued call at once (one blob sync, one redb transaction, one signed root); a call whose batch was
+    /// committed by another holder just collects its answer.
+    async fn group_commit(
+        &self,
+        ns: &str,
+        items: Vec<Item>,
+        keys: Vec<[u8; 32]>,
+        vectors: HashMap<usize, Vec<f32>>,
+    ) -> Result<Vec<Remembered>, NodeError> {
         let space = self.space_or_create(ns).await?;
         writable(&space)?;
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         space.queue(PendingWrite {
             items,
             keys,
-            vectors: vector_of,
+            vectors,
             reply,
         })?;
         let _w = space.write.lock().await;
@@ -417,6 +488,18 @@ impl Engine {
             .map_err(|_| NodeError::Task("write was not committed".into()))?
     }
 
+    /// Admits one write (or replica install) unless the node is shutting down; the guard keeps
+    /// [`Engine::shutdown`] waiting until the write has finished.
+    pub(crate) async fn write_gate(
+        &self,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<bool>, NodeError> {
+        let g = self.gate.clone().read_owned().await;
+        if *g {
+            return Err(NodeError::Unavailable("the node is shutting down".into()));
+        }
+        Ok(g)
+    }
+
     /// Commits queued writes of one namespace together (the caller holds the write lock): dedup against stored
     /// and in-batch content, records, blobs, rows, graph, commitment and one signed root. Returns each write's
     /// results in order.
@@ -441,7 +524,12 @@ impl Engine {
             for (i, it) in w.items.iter().enumerate() {
                 let key = w.keys[i];
                 if let Some(id) = known.next().flatten() {
-                    let created_at = space.created_at(&id).unwrap_or(0);
+                    // Memory mirrors the committed rows, so a stored dedup key always has its live memory.
+                    let created_at = space.created_at(&id).ok_or_else(|| {
+                        NodeError::Task(format!(
+                            "memory {id} is in the dedup table but not in namespace {ns:?}"
+                        ))
+                    })?;
                     out.push(Remembered {
                         id,
                         deduplicated: true,
@@ -829,29 +917,49 @@ impl Engine {
         crate::identity::node_id_hex(&self.key)
     }
 
-    /// Forgets memories: gone from every read when this returns; blob bytes are unpinned for deletion.
+    /// Forgets memories: gone from every read when this returns; blob bytes are unpinned for deletion. The
+    /// durable part runs in its own task, so a caller that goes away cannot interrupt it.
     pub async fn forget(
-        &self,
+        self: &Arc<Self>,
         ns: &str,
         ids: &[String],
     ) -> Result<(Vec<String>, Vec<String>), NodeError> {
         let parsed = parse_ids(ids)?;
         let space = self.space(ns)?;
         writable(&space)?;
-        let _w = space.write.lock().await;
-        let mut gone = Vec::new();
-        let (mut forgotten, mut missing) = (Vec::new(), Vec::new());
+        let mut wanted = Vec::new();
         let mut seen = HashSet::new();
         for (raw, id) in ids.iter().zip(parsed) {
-            if !seen.insert(id) {
-                continue;
+            if seen.insert(id) {
+                wanted.push((raw.to_lowercase(), id));
             }
+        }
+        let gate = self.write_gate().await?;
+        let me = self.clone();
+        let ns = ns.to_owned();
+        tokio::spawn(async move {
+            let _gate = gate;
+            me.forget_locked(&ns, &space, wanted).await
+        })
+        .await?
+    }
+
+    async fn forget_locked(
+        &self,
+        ns: &str,
+        space: &Arc<Space>,
+        wanted: Vec<(String, MemoryId)>,
+    ) -> Result<(Vec<String>, Vec<String>), NodeError> {
+        let w = space.write.lock().await;
+        let mut gone = Vec::new();
+        let (mut forgotten, mut missing) = (Vec::new(), Vec::new());
+        for (raw, id) in wanted {
             match space.live_row(&id)? {
                 Some((point, row)) => {
                     gone.push(Forgotten { point, row });
                     forgotten.push(id.to_hex());
                 }
-                None => missing.push(raw.to_lowercase()),
+                None => missing.push(raw),
             }
         }
         if !gone.is_empty() {
@@ -874,9 +982,9 @@ impl Engine {
             self.forget_snapshot(ns).await?;
             self.finish_blob_deletes().await?;
         }
-        drop(_w);
+        drop(w);
         if space.wants_compaction() {
-            self.compact(&space).await?;
+            self.compact(space).await?;
         }
         Ok((forgotten, missing))
     }
@@ -1025,8 +1133,9 @@ impl Engine {
         }
     }
 
-    /// Saves indexes and closes the blob store.
+    /// Waits for writes in progress (refusing new ones), then saves indexes and closes the blob store.
     pub async fn shutdown(&self) {
+        *self.gate.write().await = true;
         self.save_indexes().await;
         if let Err(e) = self.blobs.shutdown().await {
             tracing::warn!(error = %e, "blob store shutdown");

@@ -90,6 +90,15 @@ impl Engine {
                 "that is this node's own id; a node cannot follow itself",
             ));
         }
+        if let Some(a) = self.halted(ns, &owner) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "following {} on {ns:?} is halted: it signed two different roots for seq {} ({} and {}); see `cairn alerts`",
+                hex::encode(owner),
+                a.roots[0].record.seq,
+                hex::encode(a.roots[0].record.hash()),
+                hex::encode(a.roots[1].record.hash()),
+            )));
+        }
         let _g = self.create.lock().await;
         if let Ok(s) = self.space(ns) {
             return match s.owner {
@@ -179,26 +188,52 @@ impl Engine {
             .unwrap_or(0))
     }
 
-    /// Keeps evidence that `owner` signed two roots for one seq of `ns`.
+    /// Keeps evidence that `owner` signed two roots for one seq of `ns`, which halts following (owner, ns) at
+    /// once and after every restart. Evidence for a seq already on record is not stored again. Returns true if
+    /// the evidence was new.
     pub async fn record_equivocation(
         &self,
         ns: &str,
         owner: &[u8; 32],
         ours: &SignedRoot,
         theirs: &SignedRoot,
-    ) {
-        let b = Alert {
+    ) -> bool {
+        let alert = Alert {
             owner: *owner,
             namespace: ns.to_owned(),
             roots: [ours.clone(), theirs.clone()],
+        };
+        {
+            let Ok(mut all) = self.alerts.lock() else {
+                return false;
+            };
+            let seq = ours.record.seq;
+            if all
+                .iter()
+                .any(|a| a.namespace == ns && a.owner == *owner && a.roots[0].record.seq == seq)
+            {
+                return false;
+            }
+            all.push(alert.clone());
         }
-        .encode();
+        let b = alert.encode();
         let st = self.state.clone();
         match tokio::task::spawn_blocking(move || st.put_alert(&b)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot store an alert"),
             Err(e) => tracing::error!(error = %e, "cannot store an alert"),
         }
+        true
+    }
+
+    /// The evidence that halts following `owner`'s `ns`, if any.
+    pub fn halted(&self, ns: &str, owner: &[u8; 32]) -> Option<Alert> {
+        self.alerts
+            .lock()
+            .ok()?
+            .iter()
+            .find(|a| a.namespace == ns && a.owner == *owner)
+            .cloned()
     }
 
     /// Valid cosignatures this node holds for `root`.
@@ -246,24 +281,8 @@ impl Engine {
     }
 
     /// Every alert this node recorded, oldest first.
-    pub async fn alerts(&self) -> Vec<Alert> {
-        let st = self.state.clone();
-        tokio::task::spawn_blocking(move || st.alerts())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|b| Alert::decode(b))
-            .collect()
-    }
-
-    /// True if `owner` was caught equivocating on `ns`.
-    pub async fn has_alert(&self, ns: &str, owner: &[u8; 32]) -> bool {
-        self.alerts()
-            .await
-            .iter()
-            .any(|a| a.namespace == ns && &a.owner == owner)
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.alerts.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// This node's public key bytes.
@@ -492,6 +511,17 @@ impl Engine {
         step: VerifiedStep,
         packed: Option<Packed>,
     ) -> Result<SignedRoot, StepError> {
+        // Shutdown waits for an install in progress instead of cutting it off between its durable steps.
+        let _gate = self.write_gate().await?;
+        if let Some(owner) = step.space.owner {
+            if self.halted(&step.ns, &owner).is_some() {
+                return Err(StepError::Rejected(format!(
+                    "following {} on {:?} is halted (equivocation evidence on record)",
+                    hex::encode(owner),
+                    step.ns
+                )));
+            }
+        }
         let VerifiedStep {
             ns,
             space,

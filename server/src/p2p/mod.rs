@@ -108,8 +108,6 @@ pub struct P2p {
     lookup: MemoryLookup,
     senders: Mutex<HashMap<TopicId, GossipSender>>,
     kicks: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Followed namespaces whose owner equivocated: no longer followed.
-    halted: Mutex<std::collections::HashSet<String>>,
     /// Cosignatures of roots not held yet: (owner, namespace, cosignature).
     pending: Mutex<Vec<([u8; 32], String, Cosig)>>,
 }
@@ -299,7 +297,6 @@ impl P2p {
             lookup,
             senders: Mutex::new(HashMap::new()),
             kicks: Mutex::new(HashMap::new()),
-            halted: Mutex::new(Default::default()),
             pending: Mutex::new(Vec::new()),
         });
         for (id, addrs) in engine.peers().await.unwrap_or_default() {
@@ -487,13 +484,14 @@ impl P2p {
         ours: &SignedRoot,
         theirs: &SignedRoot,
     ) {
-        tracing::error!(namespace = %ns, owner = %hex::encode(owner), seq = ours.record.seq, "owner signed two different roots for one seq; evidence kept, following stopped");
-        self.engine
+        if self
+            .engine
             .record_equivocation(ns, owner, ours, theirs)
-            .await;
-        if let Ok(mut h) = self.halted.lock() {
-            h.insert(ns.to_owned());
+            .await
+        {
+            tracing::error!(namespace = %ns, owner = %hex::encode(owner), seq = ours.record.seq, "owner signed two different roots for one seq; evidence kept, following halted");
         }
+        // The follower sees the halt and stops.
         self.kick(ns);
     }
 
@@ -564,14 +562,17 @@ impl P2p {
     async fn follow_loop(self: Arc<Self>, ns: String, owner: [u8; 32], kick: Arc<Notify>) {
         let _ = self.sender(&owner, &ns).await;
         loop {
+            if self.engine.halted(&ns, &owner).is_some() {
+                tracing::warn!(namespace = %ns, owner = %hex::encode(owner), "not following: the owner was caught equivocating (see `cairn alerts`)");
+                if let Ok(mut k) = self.kicks.lock() {
+                    k.remove(&ns);
+                }
+                return;
+            }
             match self.catch_up_once(&ns, &owner).await {
                 Ok(()) => {}
-                Err(StepError::Equivocation { seq, ours, theirs }) => {
-                    tracing::error!(namespace = %ns, seq, "owner equivocated; stopped following");
-                    self.engine
-                        .record_equivocation(&ns, &owner, &ours, &theirs)
-                        .await;
-                    return;
+                Err(StepError::Equivocation { ours, theirs, .. }) => {
+                    self.equivocation(&ns, &owner, &ours, &theirs).await;
                 }
                 Err(e) => tracing::debug!(namespace = %ns, error = %e, "catch-up incomplete"),
             }

@@ -166,6 +166,17 @@ pub enum StoreError {
         /// The model this node loaded.
         running: String,
     },
+    /// The node key in the data dir is not the key that signed this state (a damaged or swapped key file).
+    #[error(
+        "the node key in this data dir has id {running}, but its state was signed by {stored}; \
+         restore the original node.key (a new key would be a new identity that peers and clients do not trust)"
+    )]
+    NodeIdMismatch {
+        /// The node id recorded in the state.
+        stored: String,
+        /// The id of the key file found.
+        running: String,
+    },
     /// The data dir was written by an incompatible version of Cairn.
     #[error(
         "state database format {0} is not supported by this version of cairn (expects {FORMAT})"
@@ -249,6 +260,32 @@ impl State {
         Ok(State { db })
     }
 
+    /// Records the node id that signs this state on first use, and refuses a key with another id later.
+    pub fn bind_node_id(&self, id: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut meta = tx.open_table(META).map_err(dberr)?;
+            let stored = meta
+                .get("node_id")
+                .map_err(dberr)?
+                .map(|g| g.value().to_owned());
+            match stored {
+                Some(s) if s != id => {
+                    return Err(StoreError::NodeIdMismatch {
+                        stored: s,
+                        running: id.to_owned(),
+                    })
+                }
+                Some(_) => return Ok(()),
+                None => {
+                    meta.insert("node_id", id).map_err(dberr)?;
+                }
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
     /// Every namespace with its next point number.
     pub fn namespaces(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
@@ -257,6 +294,29 @@ impl State {
         for item in t.iter().map_err(dberr)? {
             let (k, v) = item.map_err(dberr)?;
             out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Every blob the rows refer to: the records of live memories (all namespaces) and the packs that hold
+    /// records. A tagged record blob outside this set is left over from a write that never committed.
+    pub fn referenced_blobs(&self) -> Result<std::collections::HashSet<[u8; 32]>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let mut out = std::collections::HashSet::new();
+        let mem = tx.open_table(MEMORIES).map_err(dberr)?;
+        for item in mem.iter().map_err(dberr)? {
+            let (k, _) = item.map_err(dberr)?;
+            out.insert(k.value().1);
+        }
+        match tx.open_table(PACKED) {
+            Ok(t) => {
+                for item in t.iter().map_err(dberr)? {
+                    let (_, v) = item.map_err(dberr)?;
+                    out.insert(PackLoc::decode(&v.value()).pack);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(dberr(e)),
         }
         Ok(out)
     }
