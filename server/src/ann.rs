@@ -34,6 +34,19 @@ pub struct Ann {
 struct DumpMeta {
     points: usize,
     params: HnswParams,
+    /// [`rows_fingerprint`] of the rows the graph indexes (hex). A dump without it, or with another, is not
+    /// reused: after a compaction renumbers the rows, an older dump would map points to the wrong memories.
+    #[serde(default)]
+    rows: Option<String>,
+}
+
+/// BLAKE3 over the ids of `ids` in point order: what a saved graph is bound to.
+pub fn rows_fingerprint<'a>(ids: impl Iterator<Item = &'a [u8; 32]>) -> String {
+    let mut h = blake3::Hasher::new();
+    for id in ids {
+        h.update(id);
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// A point's place in the graph: its level and neighbour lists.
@@ -150,8 +163,9 @@ impl Ann {
         out
     }
 
-    /// Writes the graph to `dir` atomically (fresh directory, fsync, rename over the old one).
-    pub fn save(&self, dir: &Path) -> Result<(), DumpError> {
+    /// Writes the graph to `dir` atomically (fresh directory, fsync, rename over the old one), bound to the
+    /// fingerprint of the rows it indexes.
+    pub fn save(&self, dir: &Path, rows: String) -> Result<(), DumpError> {
         let err = |reason: String| DumpError {
             path: dir.to_owned(),
             reason,
@@ -181,6 +195,7 @@ impl Ann {
         let meta = DumpMeta {
             points: self.len(),
             params: self.params,
+            rows: Some(rows),
         };
         let meta_bytes = serde_json::to_vec(&meta).map_err(|e| err(e.to_string()))?;
         std::fs::write(tmp.join("meta.json"), meta_bytes).map_err(|e| err(e.to_string()))?;
@@ -199,9 +214,9 @@ impl Ann {
         Ok(())
     }
 
-    /// Loads a graph saved by [`Ann::save`]; `None` if there is none or it does not fit `params` (the caller then
-    /// rebuilds). Never panics on damaged files.
-    pub fn load(dir: &Path, params: HnswParams) -> Option<Self> {
+    /// Loads a graph saved by [`Ann::save`] with the fingerprint of the rows it was saved for; `None` if there is
+    /// none or it does not fit `params` (the caller then rebuilds). Never panics on damaged files.
+    pub fn load(dir: &Path, params: HnswParams) -> Option<(Self, String)> {
         let meta: DumpMeta =
             serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
         if meta.params != params {
@@ -214,7 +229,9 @@ impl Ann {
             io.load_hnsw::<f32, DistDot>().ok()
         });
         match loaded {
-            Ok(Some(hnsw)) if hnsw.get_nb_point() == meta.points => Some(Ann { hnsw, params }),
+            Ok(Some(hnsw)) if hnsw.get_nb_point() == meta.points => {
+                Some((Ann { hnsw, params }, meta.rows.unwrap_or_default()))
+            }
             _ => {
                 tracing::warn!("HNSW dump unreadable or inconsistent; rebuilding the index");
                 None

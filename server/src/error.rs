@@ -28,6 +28,9 @@ pub enum NodeError {
     /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    /// The data dir's disk is below the free-space floor: writes are refused, reads go on (RESOURCE_EXHAUSTED).
+    #[error("{0}")]
+    DiskFull(String),
     /// The node cannot take the call now, e.g. while shutting down (UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
@@ -62,6 +65,7 @@ impl From<NodeError> for Status {
                 Violation::TooLarge => Code::ResourceExhausted,
             },
             NodeError::NotFound(_) => Code::NotFound,
+            NodeError::DiskFull(_) => Code::ResourceExhausted,
             NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
             NodeError::Embed(EmbedError::Stopped) | NodeError::Unavailable(_) => Code::Unavailable,
             NodeError::Store(_) | NodeError::Blob(_) | NodeError::Embed(_) | NodeError::Task(_) => {

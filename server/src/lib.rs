@@ -15,6 +15,7 @@ pub mod error;
 pub mod identity;
 pub mod node;
 pub mod p2p;
+pub mod published;
 pub mod service;
 pub mod status_map;
 pub mod store;

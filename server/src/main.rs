@@ -70,6 +70,12 @@ async fn run(cli: Cli) -> Result<()> {
                 max_in_flight: args.max_in_flight as usize,
                 request_timeout: std::time::Duration::from_secs(u64::from(args.request_timeout)),
                 keepalive: std::time::Duration::from_secs(u64::from(args.keepalive)),
+                chain_roots: args.chain_roots as usize,
+                published_dir: args
+                    .published_dir
+                    .unwrap_or_else(cairn_server::published::default_dir),
+                allow_fork: args.allow_fork,
+                min_free_mb: args.min_free_mb,
             };
             node::serve(cfg).await
         }

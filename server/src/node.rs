@@ -47,6 +47,14 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Keepalive probe interval on gRPC connections.
     pub keepalive: Duration,
+    /// Most signed roots per catch-up answer served to peers.
+    pub chain_roots: usize,
+    /// Where the highest published root per namespace is kept (outside the data dir).
+    pub published_dir: PathBuf,
+    /// Namespaces allowed to write although their data dir is older than what was published.
+    pub allow_fork: Vec<String>,
+    /// Free-space floor of the data dir's disk, in MiB (0: none).
+    pub min_free_mb: u64,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -71,6 +79,10 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             exact_proof_limit: cfg.exact_proof_limit,
             // Short: a pass holds writers off until the next tick (see blobs.rs), and passes run only when wanted.
             gc_interval: Duration::from_millis(250),
+            max_chain: cfg.chain_roots,
+            published_dir: cfg.published_dir.clone(),
+            allow_fork: cfg.allow_fork.clone(),
+            min_free_bytes: cfg.min_free_mb << 20,
         },
         embedder,
     )

@@ -288,3 +288,123 @@ async fn a_missing_or_swapped_key_file_is_a_clear_start_up_error() {
     assert_eq!(c.node_info().await.expect("info").node_id, id);
     assert_eq!(c.stats(Some("k")).await.expect("stats").total_memories, 3);
 }
+
+/// A data dir restored from an older copy must not sign a root for a seq the node already published: writes to
+/// that namespace are refused with a clear message (reads go on), other namespaces keep taking writes, and
+/// `--allow-fork NS` is the operator's explicit override.
+#[tokio::test]
+async fn a_restored_older_data_dir_refuses_to_sign_a_published_seq_again() {
+    let (dir, backup, published) = (temp_dir(), temp_dir(), temp_dir());
+    let pd = published.path().display().to_string();
+    let args = ["--published-dir", pd.as_str()];
+    let mut node = Node::start_with(dir.path(), &args).expect("node");
+    let c = node.client().await.expect("client");
+    c.remember("old", memories(3, "before"))
+        .await
+        .expect("remember");
+    c.remember("other", memories(2, "other"))
+        .await
+        .expect("remember");
+    node.stop();
+    copy_tree(dir.path(), backup.path());
+    let mut node = Node::start_with(dir.path(), &args).expect("node");
+    let c = node.client().await.expect("client");
+    c.remember("old", memories(2, "after"))
+        .await
+        .expect("remember");
+    let published_seq = c.root("old", None).await.expect("root").seq;
+    node.stop();
+
+    // The operator restores the backup over the data dir.
+    std::fs::remove_dir_all(dir.path()).expect("remove");
+    copy_tree(backup.path(), dir.path());
+    let mut node = Node::start_with(dir.path(), &args).expect("restored node");
+    let c = node.client().await.expect("client");
+    let err = c
+        .remember("old", memories(1, "fork"))
+        .await
+        .expect_err("a restored data dir signed a published seq again");
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("seq {published_seq}")), "{msg}");
+    assert!(msg.contains("--allow-fork"), "{msg}");
+    assert!(c.root("old", None).await.expect("root").seq < published_seq);
+    assert_eq!(c.stats(Some("old")).await.expect("stats").total_memories, 3);
+    c.remember("other", memories(1, "still fine"))
+        .await
+        .expect("another namespace keeps taking writes");
+    node.stop();
+
+    let node = Node::start_with(dir.path(), &["--published-dir", &pd, "--allow-fork", "old"])
+        .expect("node with override");
+    let c = node.client().await.expect("client");
+    c.remember("old", memories(1, "forked on purpose"))
+        .await
+        .expect("writes with --allow-fork");
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (p, q) = (e.path(), to.join(e.file_name()));
+        if p.is_dir() {
+            copy_tree(&p, &q);
+        } else {
+            std::fs::copy(&p, &q).expect("copy");
+        }
+    }
+}
+
+/// A namespace whose stored rows no longer decode is quarantined with a clear message at start-up, while the node
+/// serves (and writes) its other namespaces; nothing can be written over the quarantined one.
+#[tokio::test]
+async fn a_namespace_with_a_corrupt_row_is_quarantined_and_the_others_keep_serving() {
+    let dir = temp_dir();
+    let mut node = Node::start(dir.path()).expect("node");
+    let c = node.client().await.expect("client");
+    c.remember("sick", memories(3, "sick"))
+        .await
+        .expect("remember");
+    let healthy = c
+        .remember("healthy", memories(3, "healthy"))
+        .await
+        .expect("remember");
+    node.stop();
+
+    // Damage one stored row of "sick" (the node is stopped; this is what a bad sector or a buggy tool leaves).
+    {
+        const POINTS: redb::TableDefinition<(&str, u64), &[u8]> =
+            redb::TableDefinition::new("points");
+        let db = redb::Database::open(dir.path().join("state.redb")).expect("open state");
+        let tx = db.begin_write().expect("write tx");
+        {
+            let mut t = tx.open_table(POINTS).expect("points table");
+            t.insert(("sick", 1u64), b"not a row".as_slice())
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+
+    let node = Node::start(dir.path()).expect("node starts despite the damage");
+    let c = node.client().await.expect("client");
+    let err = c
+        .recall("sick", "anything")
+        .send()
+        .await
+        .expect_err("a quarantined namespace answered");
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains("quarantined"), "{err}");
+    let err = c
+        .remember("sick", memories(1, "over it"))
+        .await
+        .expect_err("a write over a quarantined namespace");
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+    let got = c
+        .get("healthy", healthy.iter().map(|r| r.id.clone()).collect())
+        .await
+        .expect("get");
+    assert_eq!(got.memories.len(), 3);
+    c.remember("healthy", memories(1, "more"))
+        .await
+        .expect("the healthy namespace takes writes");
+}

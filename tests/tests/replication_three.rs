@@ -302,10 +302,17 @@ async fn an_owner_signing_two_roots_for_one_seq_is_caught() {
         seq
     );
 
-    // A second process with a copy of A's data dir holds A's key: history forks at seq + 1.
+    // A second process, on another machine (its own published-seq record), with a copy of A's data dir holds A's
+    // key: history forks at seq + 1.
     a.stop();
     copy_dir(da.path(), da2.path());
-    let mut a2 = Node::start_with(da2.path(), &["--p2p-listen", &p2p]).expect("A'");
+    let elsewhere = temp_dir();
+    let elsewhere = elsewhere.path().display().to_string();
+    let mut a2 = Node::start_with(
+        da2.path(),
+        &["--p2p-listen", &p2p, "--published-dir", &elsewhere],
+    )
+    .expect("A'");
     a2.client()
         .await
         .expect("client")
@@ -441,4 +448,78 @@ async fn a_lagging_replica_catches_up_from_a_peer_that_holds_records_in_pages() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(copies, 1, "C keeps superseded copies of its records");
+}
+
+/// Remembers `texts` one call each, so every one is its own signed root; returns the last seq.
+async fn fill_one_by_one(a: &Node, texts: &[String]) -> u64 {
+    let c = a.client().await.expect("client");
+    for t in texts {
+        c.remember("fleet", vec![NewMemory::new(t.clone())])
+            .await
+            .expect("remember");
+    }
+    c.root("fleet", None).await.expect("root").seq
+}
+
+/// A catch-up chain must link to the root the replica holds. B fell further behind than the peers' answers reach
+/// (`--chain-roots 8`). C, which joined late, holds only the last roots, so B cannot link C's chain: it installs
+/// nothing and keeps serving what it had. Once the owner is back, B fetches the roots in between from it (in
+/// several replies), checks every link and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_that_does_not_link_to_the_held_root_is_not_installed() {
+    let (da, db, dc) = (temp_dir(), temp_dir(), temp_dir());
+    let small = ["--chain-roots", "8"];
+    let mut a = Node::start_with(da.path(), &small).expect("A");
+    let mut b = Node::start_with(db.path(), &small).expect("B");
+    let c = Node::start_with(dc.path(), &small).expect("C");
+    let (ta, tb, tc) = (ticket(&a), ticket(&b), ticket(&c));
+    for (n, others) in [(&a, [&tb, &tc]), (&b, [&ta, &tc]), (&c, [&ta, &tb])] {
+        for t in others {
+            add_peer(n, t);
+        }
+    }
+    let a_id = node_id(&a);
+    let texts = memories(40);
+    let first = fill_one_by_one(&a, &texts[..5]).await;
+    follow(&b, "fleet", &a_id);
+    assert_eq!(
+        wait_seq(&b, "fleet", first, Duration::from_secs(60)).await,
+        first
+    );
+    b.stop();
+    let last = fill_one_by_one(&a, &texts[5..]).await;
+    assert!(last >= first + 35);
+    follow(&c, "fleet", &a_id);
+    assert_eq!(
+        wait_seq(&c, "fleet", last, Duration::from_secs(60)).await,
+        last
+    );
+    a.stop();
+
+    let b = Node::start_with(db.path(), &small).expect("restart B");
+    // Two poll rounds (3 s each) with C as the only live peer.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        seq_of(&b, "fleet").await,
+        first,
+        "B installed a chain that does not link to its root"
+    );
+    let cb = b.client().await.expect("client B");
+    assert_eq!(
+        cb.stats(Some("fleet")).await.expect("stats").total_memories,
+        5
+    );
+
+    let _a = Node::start_with(da.path(), &small).expect("restart A");
+    assert_eq!(
+        wait_seq(&b, "fleet", last, Duration::from_secs(60)).await,
+        last
+    );
+    assert_eq!(
+        cb.stats(Some("fleet")).await.expect("stats").total_memories,
+        40
+    );
+    let state = db.path().join("client-state.json");
+    let o = recall_verified(&b, &state, &a_id, "0", &texts[30]);
+    assert!(o.status.success(), "{}", out(&o));
 }

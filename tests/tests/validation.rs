@@ -451,3 +451,41 @@ async fn created_at_is_capped_and_the_latest_memory_is_listable() {
         assert_eq!(page.memories[0].id, r.results[0].id);
     }
 }
+
+/// Below the free-space floor writes are refused with RESOURCE_EXHAUSTED naming the disk, while reads go on.
+/// (A floor larger than any disk stands in for a full one.)
+#[tokio::test]
+async fn below_the_free_space_floor_writes_are_refused_and_reads_go_on() {
+    let dir = temp_dir();
+    let mut node = Node::start(dir.path()).expect("node");
+    let mut c = raw(&node).await;
+    let id = remember(&mut c, "disk", vec![item("written while there was room")])
+        .await
+        .expect("remember")
+        .results[0]
+        .id
+        .clone();
+    node.stop();
+    let node = Node::start_with(dir.path(), &["--min-free-mb", "1000000000"]).expect("node");
+    let mut c = raw(&node).await;
+    let err = remember(&mut c, "disk", vec![item("no room for this")])
+        .await
+        .expect_err("a write below the floor");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(err.message().contains("--min-free-mb"), "{}", err.message());
+    assert!(
+        err.message().contains(&dir.path().display().to_string()),
+        "{}",
+        err.message()
+    );
+    let got = c
+        .get(pb::GetRequest {
+            namespace: "disk".into(),
+            ids: vec![id],
+            ..Default::default()
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.memories.len(), 1);
+}

@@ -301,6 +301,23 @@ pub struct ServeArgs {
     /// probe within 20 s is disconnected.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_600))]
     pub keepalive: u32,
+    /// Most signed roots this node puts in one catch-up answer or roots reply to a peer (a replica further
+    /// behind fetches the roots in between, up to 262,144, to link its chain).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u16).range(2..=4096))]
+    pub chain_roots: u16,
+    /// Where the node records the newest root it published per namespace, outside the data dir (default
+    /// `$XDG_STATE_HOME/cairn/published` or `~/.local/state/cairn/published`). A data dir restored from an older
+    /// copy is caught against it: writes to a namespace that would sign a published seq again are refused.
+    #[arg(long, env = "CAIRN_PUBLISHED_DIR")]
+    pub published_dir: Option<PathBuf>,
+    /// Write to this namespace although its data dir is older than the roots already published (clients and
+    /// replicas that saw the newer roots will report equivocation). Repeatable.
+    #[arg(long = "allow-fork", value_name = "NAMESPACE")]
+    pub allow_fork: Vec<String>,
+    /// Free space (MiB) the data dir's disk must keep: below it, Remember and replica installs are refused with
+    /// RESOURCE_EXHAUSTED naming the disk, while reads and Forget go on (0 turns the floor off).
+    #[arg(long, default_value_t = 256)]
+    pub min_free_mb: u64,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

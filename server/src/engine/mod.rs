@@ -59,6 +59,14 @@ pub struct EngineConfig {
     pub exact_proof_limit: u64,
     /// How often garbage collection deletes unpinned blob bytes.
     pub gc_interval: Duration,
+    /// Most signed roots in one catch-up answer or roots reply served to peers (2..=[`replica::MAX_CHAIN`]).
+    pub max_chain: usize,
+    /// Base directory of the published-seq record, outside the data dir (see [`crate::published`]).
+    pub published_dir: PathBuf,
+    /// Namespaces whose writes go on even though their data dir is older than what was published.
+    pub allow_fork: Vec<String>,
+    /// Writes (and replica installs) are refused while the data dir's disk has less free space than this.
+    pub min_free_bytes: u64,
 }
 
 /// One memory as returned by reads.
@@ -163,7 +171,6 @@ pub struct Engine {
     spaces: RwLock<BTreeMap<String, Arc<Space>>>,
     create: Mutex<()>,
     key: Arc<SigningKey>,
-    commit_params: CommitParams,
     roots: tokio::sync::broadcast::Sender<SignedRoot>,
     /// Snapshots built or installed here, by namespace (see [`snapshot`]).
     snapshots: std::sync::Mutex<HashMap<String, snapshot::Cached>>,
@@ -174,23 +181,40 @@ pub struct Engine {
     gate: Arc<tokio::sync::RwLock<bool>>,
     /// Equivocation evidence (also in redb): an (owner, namespace) with evidence is no longer followed.
     alerts: std::sync::Mutex<Vec<replica::Alert>>,
+    signing: Arc<Signing>,
+    /// Owned namespaces whose data dir is older than the roots this node already published (a restored copy),
+    /// with the reason: writing would sign a second root for a published seq, so writes are refused.
+    forks: HashMap<String, String>,
+    /// Namespaces whose stored state could not be loaded at start-up, with the reason: every call on them fails
+    /// (FAILED_PRECONDITION) and nothing may write over them.
+    quarantined: HashMap<String, String>,
 }
 
-/// Runs `f` with a [`RootSigner`] that stores roots in `state`.
-fn with_signer<T>(
-    key: &SigningKey,
+/// What signing a root of an owned namespace needs: the key, the commitment parameters, and the two places a
+/// root is recorded before anyone can see it (redb, and the published-seq record outside the data dir).
+struct Signing {
+    key: Arc<SigningKey>,
     params: CommitParams,
-    state: &State,
-    f: impl FnOnce(&RootSigner<'_>) -> T,
-) -> T {
-    let persist =
-        |ns: &str, r: &SignedRoot| -> Result<(), NodeError> { Ok(state.put_root(ns, r)?) };
-    let signer = RootSigner {
-        key,
-        params,
-        persist: &persist,
-    };
-    f(&signer)
+    state: Arc<State>,
+    published: crate::published::Published,
+}
+
+impl Signing {
+    /// Runs `f` with a [`RootSigner`] that records every root it signs.
+    fn with<T>(&self, f: impl FnOnce(&RootSigner<'_>) -> T) -> T {
+        let persist = |ns: &str, r: &SignedRoot| -> Result<(), NodeError> {
+            self.state.put_root(ns, r)?;
+            self.published
+                .record(ns, r.record.seq, &r.record.hash())
+                .map_err(|e| NodeError::Task(e.to_string()))
+        };
+        let signer = RootSigner {
+            key: &self.key,
+            params: self.params,
+            persist: &persist,
+        };
+        f(&signer)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -243,6 +267,18 @@ impl Engine {
                 .filter_map(|b| replica::Alert::decode(b))
                 .collect()
         };
+        let published = crate::published::Published::open(
+            &cfg.published_dir,
+            &crate::identity::node_id_hex(&key),
+        )
+        .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+        let signing = Arc::new(Signing {
+            key: key.clone(),
+            params: commit_params,
+            state: state.clone(),
+            published,
+        });
+        let mut forks = HashMap::new();
         let mut spaces = BTreeMap::new();
         let names = {
             let st = state.clone();
@@ -255,40 +291,72 @@ impl Engine {
                 .into_iter()
                 .collect()
         };
+        let mut quarantined = HashMap::new();
         for (name, _next) in names {
             let st = state.clone();
             let dir = hnsw_dir.join(space::dir_name(&name));
             let n = name.clone();
-            let k = key.clone();
-            if let Some(&owner) = follows.get(&name) {
-                let space = tokio::task::spawn_blocking(move || -> Result<Space, NodeError> {
+            let restored = if let Some(&owner) = follows.get(&name) {
+                tokio::task::spawn_blocking(move || -> Result<(Space, Option<String>), NodeError> {
                     let rows = st.load_points(&n)?;
                     let lists = st.load_lists(&n)?;
                     let root = st.latest_root(&n)?;
                     let nodes = replica::stored_nodes(&rows, lists);
                     match Space::replica(n.clone(), dir.clone(), owner, rows, nodes, root) {
-                        Ok(s) => Ok(s),
+                        Ok(s) => Ok((s, None)),
                         Err(e) => {
                             tracing::warn!(namespace = %n, error = %e, "stored replica state does not reproduce its root; it will be fetched again in full");
                             Space::replica(n, dir, owner, Vec::new(), Vec::new(), None)
+                                .map(|s| (s, None))
                                 .map_err(|e| NodeError::Task(e.to_string()))
                         }
                     }
                 })
-                .await??;
-                tracing::info!(namespace = %name, owner = %hex::encode(owner), memories = space.stats().memories, "replica restored");
-                spaces.insert(name, Arc::new(space));
-                continue;
+                .await
+            } else {
+                let sg = signing.clone();
+                let allowed = cfg.allow_fork.contains(&name);
+                tokio::task::spawn_blocking(
+                    move || -> Result<(Space, Option<String>), NodeError> {
+                        let rows = st.load_points(&n)?;
+                        let space = Space::restore(n.clone(), dir, rows, params);
+                        let latest = st.latest_root(&n)?;
+                        let fork = restored_fork(&n, latest.as_ref(), &sg.published)?;
+                        if let (Some(why), true) = (&fork, allowed) {
+                            tracing::warn!(namespace = %n, "{why}; writing anyway (--allow-fork)");
+                        }
+                        let fork = fork.filter(|_| !allowed);
+                        sg.with(|s| space.ensure_root(latest, fork.is_none(), s))?;
+                        Ok((space, fork))
+                    },
+                )
+                .await
+            };
+            // A namespace whose stored state cannot be read is set aside; the node serves the others.
+            let (space, fork) = match restored.map_err(NodeError::from).and_then(|r| r) {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = format!(
+                        "namespace {name:?} is quarantined: its stored state could not be loaded ({e}); \
+                         the node serves its other namespaces. Restore the data dir from a backup to recover it"
+                    );
+                    tracing::error!(namespace = %name, error = %e, "namespace quarantined");
+                    quarantined.insert(name, why);
+                    continue;
+                }
+            };
+            if let Some(why) = fork {
+                tracing::error!(namespace = %name, "{why}; writes refused");
+                forks.insert(name.clone(), why);
             }
-            let space = tokio::task::spawn_blocking(move || -> Result<Space, NodeError> {
-                let rows = st.load_points(&n)?;
-                let space = Space::restore(n.clone(), dir, rows, params);
-                let latest = st.latest_root(&n)?;
-                with_signer(&k, commit_params, &st, |s| space.ensure_root(latest, s))?;
-                Ok(space)
-            })
-            .await??;
-            tracing::info!(namespace = %name, memories = space.stats().memories, "namespace restored");
+            match space.owner {
+                Some(owner) => {
+                    tracing::info!(namespace = %name, owner = %hex::encode(owner), memories = space.stats().memories, "replica restored")
+                }
+                None => {
+                    tracing::info!(namespace = %name, memories = space.stats().memories, "namespace restored")
+                }
+            }
             spaces.insert(name, Arc::new(space));
         }
         let engine = Arc::new(Engine {
@@ -300,12 +368,14 @@ impl Engine {
             spaces: RwLock::new(spaces),
             create: Mutex::new(()),
             key,
-            commit_params,
             roots: tokio::sync::broadcast::channel(1024).0,
             snapshots: std::sync::Mutex::new(HashMap::new()),
             snapshot_build: Mutex::new(()),
             gate: Arc::new(tokio::sync::RwLock::new(false)),
             alerts: std::sync::Mutex::new(alerts),
+            signing,
+            forks,
+            quarantined,
         });
         engine.finish_blob_deletes().await?;
         engine.remove_orphan_blobs().await?;
@@ -341,6 +411,9 @@ impl Engine {
 
     fn space(&self, ns: &str) -> Result<Arc<Space>, NodeError> {
         validate::namespace(ns)?;
+        if let Some(why) = self.quarantined.get(ns) {
+            return Err(NodeError::FailedPrecondition(why.clone()));
+        }
         self.spaces
             .read()
             .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
@@ -409,9 +482,13 @@ impl Engine {
                 format!("{total} bytes of text and metadata, at most {MAX_CALL_BYTES} per call"),
             ));
         }
-        if let Ok(space) = self.space(ns) {
-            writable(&space)?;
+        match self.space(ns) {
+            Ok(space) => writable(&space)?,
+            Err(NodeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
+        self.not_forked(ns)?;
+        self.disk_floor()?;
         let keys: Vec<[u8; 32]> = items
             .iter()
             .map(|it| dedup_key(&it.text, &it.metadata))
@@ -486,6 +563,38 @@ impl Engine {
         answer
             .await
             .map_err(|_| NodeError::Task("write was not committed".into()))?
+    }
+
+    /// Refuses writes while the data dir's disk has less free space than `--min-free-mb` (a write that fills the
+    /// disk could leave redb or the blob store unable to commit anything, reads included).
+    pub(crate) fn disk_floor(&self) -> Result<(), NodeError> {
+        if self.cfg.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let st = rustix::fs::statvfs(&self.cfg.data_dir).map_err(|e| {
+            NodeError::Task(format!(
+                "cannot read free space of {}: {e}",
+                self.cfg.data_dir.display()
+            ))
+        })?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < self.cfg.min_free_bytes {
+            return Err(NodeError::DiskFull(format!(
+                "the disk of data dir {} has {} MiB free, below the floor of {} MiB (--min-free-mb): writes are refused until space is freed; reads go on",
+                self.cfg.data_dir.display(),
+                free >> 20,
+                self.cfg.min_free_bytes >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses writes to a namespace whose data dir is older than the roots this node already published.
+    fn not_forked(&self, ns: &str) -> Result<(), NodeError> {
+        match self.forks.get(ns) {
+            Some(why) => Err(NodeError::FailedPrecondition(why.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Admits one write (or replica install) unless the node is shutting down; the guard keeps
@@ -599,12 +708,9 @@ impl Engine {
                 })
                 .await??;
             let t_rows = t0.elapsed();
-            let sp = space.clone();
-            let (st, key, cp) = (self.state.clone(), self.key.clone(), self.commit_params);
-            let root = tokio::task::spawn_blocking(move || {
-                with_signer(&key, cp, &st, |s| sp.add(new_points, s))
-            })
-            .await??;
+            let (sp, sg) = (space.clone(), self.signing.clone());
+            let root =
+                tokio::task::spawn_blocking(move || sg.with(|s| sp.add(new_points, s))).await??;
             tracing::debug!(
                 namespace = ns,
                 calls = batch.len(),
@@ -927,6 +1033,7 @@ impl Engine {
         let parsed = parse_ids(ids)?;
         let space = self.space(ns)?;
         writable(&space)?;
+        self.not_forked(ns)?;
         let mut wanted = Vec::new();
         let mut seen = HashSet::new();
         for (raw, id) in ids.iter().zip(parsed) {
@@ -971,12 +1078,9 @@ impl Engine {
             })
             .await??;
             let points: Vec<u64> = gone.iter().map(|g| g.point).collect();
-            let sp = space.clone();
-            let (st, key, cp) = (self.state.clone(), self.key.clone(), self.commit_params);
-            let root = tokio::task::spawn_blocking(move || {
-                with_signer(&key, cp, &st, |s| sp.tombstone(&points, s))
-            })
-            .await??;
+            let (sp, sg) = (space.clone(), self.signing.clone());
+            let root = tokio::task::spawn_blocking(move || sg.with(|s| sp.tombstone(&points, s)))
+                .await??;
             let _ = self.roots.send(root);
             // The namespace's snapshot held the forgotten bytes too.
             self.forget_snapshot(ns).await?;
@@ -1085,11 +1189,11 @@ impl Engine {
         let sp = space.clone();
         let st = self.state.clone();
         let params = self.params;
-        let (key, cp) = (self.key.clone(), self.commit_params);
+        let sg = self.signing.clone();
         tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
             let live = sp.live_rows()?;
             st.compact(&sp.name, &live)?;
-            with_signer(&key, cp, &st, |s| sp.replace(live, params, s))?;
+            sg.with(|s| sp.replace(live, params, s))?;
             Ok(())
         })
         .await??;
@@ -1141,6 +1245,30 @@ impl Engine {
             tracing::warn!(error = %e, "blob store shutdown");
         }
     }
+}
+
+/// Why `latest` (the newest root in the data dir) is older than what this node published for `ns`, if it is.
+fn restored_fork(
+    ns: &str,
+    latest: Option<&SignedRoot>,
+    published: &crate::published::Published,
+) -> Result<Option<String>, NodeError> {
+    let Some((seq, hash)) = published
+        .get(ns)
+        .map_err(|e| NodeError::Task(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let (have, have_hash) = latest.map_or((0, [0u8; 32]), |r| (r.record.seq, r.record.hash()));
+    if seq > have || (seq == have && hash != have_hash) {
+        return Ok(Some(format!(
+            "namespace {ns:?}: this node already published root seq {seq} ({}), but its data dir holds seq {have}: \
+             it was restored from an older copy, and new writes would sign a second root for a published seq. \
+             Restore the newest copy of the data dir, or start with --allow-fork {ns} to accept the fork",
+            hex::encode(hash)
+        )));
+    }
+    Ok(None)
 }
 
 /// Refuses writes to a replica: one writer per namespace, its owner.

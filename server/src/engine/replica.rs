@@ -100,6 +100,9 @@ impl Engine {
             )));
         }
         let _g = self.create.lock().await;
+        if let Some(why) = self.quarantined.get(ns) {
+            return Err(NodeError::FailedPrecondition(why.clone()));
+        }
         if let Ok(s) = self.space(ns) {
             return match s.owner {
                 Some(o) if o == owner => Ok(s),
@@ -326,11 +329,12 @@ impl Engine {
             return Ok(None);
         }
         // From the asker's own seq on: a different root at that seq is evidence of a fork.
-        let from = have.max(1).max(latest.saturating_sub(MAX_CHAIN as u64 - 1));
+        let max_chain = self.cfg.max_chain.clamp(2, MAX_CHAIN);
+        let from = have.max(1).max(latest.saturating_sub(max_chain as u64 - 1));
         let st = self.state.clone();
         let name = ns.to_owned();
         let mut chain =
-            tokio::task::spawn_blocking(move || st.roots_range(&name, from, latest, MAX_CHAIN))
+            tokio::task::spawn_blocking(move || st.roots_range(&name, from, latest, max_chain))
                 .await??;
         // The chain ends at the root the nodes belong to (a newer root may have been stored meanwhile).
         chain.retain(|r| r.record.seq <= latest);
@@ -339,6 +343,30 @@ impl Engine {
         }
         let cosigs = self.cosigs(&out.root.record).await;
         Ok(Some(CatchUp { chain, out, cosigs }))
+    }
+
+    /// Up to `--chain-roots` signed roots of (`owner`, `ns`) from seq `from` on, as held here; served to replicas
+    /// that must link a catch-up chain to the root they hold.
+    pub async fn roots_from(
+        &self,
+        ns: &str,
+        owner: [u8; 32],
+        from: u64,
+    ) -> Result<Vec<SignedRoot>, NodeError> {
+        let space = self.space(ns)?;
+        if space.owner.unwrap_or_else(|| self.node_key()) != owner {
+            return Err(NodeError::NotFound(format!(
+                "namespace {ns:?} here is not {}'s",
+                hex::encode(owner)
+            )));
+        }
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        let max_chain = self.cfg.max_chain.clamp(2, MAX_CHAIN);
+        Ok(tokio::task::spawn_blocking(move || {
+            st.roots_range(&name, from.max(1), u64::MAX, max_chain)
+        })
+        .await??)
     }
 
     /// Checks a catch-up answer for replica `ns`: every root signed by the owner, for this namespace, chained
@@ -412,6 +440,15 @@ impl Engine {
                 }
             }
             prev = Some(r);
+        }
+        // The chain must link to the root held here: a chain that starts above it could hide a fork in between.
+        if let (Some(cur), Some(first)) = (&current, chain.first()) {
+            if first.record.seq > cur.record.seq.saturating_add(1) {
+                return Err(StepError::Rejected(format!(
+                    "the chain starts at seq {}, above this node's seq {} + 1: the roots in between are missing",
+                    first.record.seq, cur.record.seq
+                )));
+            }
         }
         let last = chain
             .last()
@@ -513,6 +550,7 @@ impl Engine {
     ) -> Result<SignedRoot, StepError> {
         // Shutdown waits for an install in progress instead of cutting it off between its durable steps.
         let _gate = self.write_gate().await?;
+        self.disk_floor()?;
         if let Some(owner) = step.space.owner {
             if self.halted(&step.ns, &owner).is_some() {
                 return Err(StepError::Rejected(format!(

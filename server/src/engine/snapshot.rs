@@ -348,11 +348,14 @@ impl Engine {
     /// Installs replica `ns` from a downloaded snapshot (HashSeq `hash` and its parts, all in the blob store
     /// and kept from collection by `held`). Everything is checked first: the answer like any catch-up step,
     /// then that the pages hold exactly the records of the live leaves. Ok(None) when it is not newer.
+    /// `link` holds roots fetched to link the answer's chain to the root held here (those below the chain's first
+    /// seq are put in front of it; all are verified with it).
     pub async fn install_snapshot(
         &self,
         ns: &str,
         hash: [u8; 32],
         held: crate::blobs::Hold,
+        link: Vec<cairn_index::root::SignedRoot>,
     ) -> Result<Option<cairn_index::root::SignedRoot>, StepError> {
         let rejected = |why: String| StepError::Rejected(format!("snapshot: {why}"));
         let t0 = std::time::Instant::now();
@@ -372,9 +375,14 @@ impl Engine {
             .await
             .map_err(NodeError::from)?
             .map_err(|e| rejected(e.to_string()))?;
-        let Reply::Answer(c) = reply else {
+        let Reply::Answer(mut c) = reply else {
             return Err(rejected("no answer".into()));
         };
+        if let Some(first) = c.chain.first().map(|r| r.record.seq) {
+            let mut chain: Vec<_> = link.into_iter().filter(|r| r.record.seq < first).collect();
+            chain.append(&mut c.chain);
+            c.chain = chain;
+        }
         if !c.out.full {
             return Err(rejected("not a full graph".into()));
         }

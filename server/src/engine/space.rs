@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use super::commitment::{CommitParams, Commitment};
 use super::Filter;
-use crate::ann::{Ann, DumpError, HnswParams};
+use crate::ann::{rows_fingerprint, Ann, DumpError, HnswParams};
 use crate::error::NodeError;
 use crate::store::{NewPoint, PointRow};
 
@@ -202,11 +202,18 @@ impl Space {
     /// Restores a namespace from its durable rows, reusing the saved graph where it is current.
     pub fn restore(name: String, dir: PathBuf, rows: Vec<PointRow>, params: HnswParams) -> Self {
         let (ann, saved) = match Ann::load(&dir, params) {
-            Some(a) if a.len() <= rows.len() => {
+            Some((a, fp))
+                if a.len() <= rows.len()
+                    && fp == rows_fingerprint(rows[..a.len()].iter().map(|r| &r.id.0)) =>
+            {
                 let n = a.len();
                 (a, n)
             }
-            _ => (Ann::new(params, rows.len()), 0),
+            Some(_) => {
+                tracing::warn!(namespace = %name, "saved graph belongs to other rows (e.g. from before a compaction); rebuilding it");
+                (Ann::new(params, rows.len()), 0)
+            }
+            None => (Ann::new(params, rows.len()), 0),
         };
         if saved < rows.len() {
             tracing::info!(namespace = %name, from = saved, to = rows.len(), "indexing points written after the last index save");
@@ -351,22 +358,26 @@ impl Space {
 
     /// Makes sure the latest root commits to the current state (after a restart the graph may have been
     /// rebuilt): restores `latest` and signs a newer root if the state differs.
+    /// With `sign = false` (a namespace that must not sign, see `--allow-fork`) the stored root is kept as it is.
     pub fn ensure_root(
         &self,
         latest: Option<SignedRoot>,
+        sign: bool,
         signer: &RootSigner<'_>,
-    ) -> Result<SignedRoot, NodeError> {
+    ) -> Result<Option<SignedRoot>, NodeError> {
         let mut inner = self.write()?;
         if let Some(r) = latest {
             inner.commit.set_root(r);
         }
         let root = match inner.commit.root() {
             Some(r) if inner.commit.root_is_current() => r.clone(),
+            Some(r) if !sign => r.clone(),
+            None if !sign => return Ok(None),
             _ => signer.commit(&self.name, &mut inner.commit)?,
         };
         inner.commit.take_changed();
         inner.log = ChangeLog::starting_at(root.record.seq);
-        Ok(root)
+        Ok(Some(root))
     }
 
     /// What a replica at `have` (its latest seq, 0 for none) needs: the changed nodes if the change log reaches
@@ -537,14 +548,18 @@ impl Space {
 
     /// Saves the graph (the caller holds the write lock, so no point is added meanwhile).
     pub fn save(&self) -> Result<(), DumpError> {
-        let ann = match self.inner.read() {
+        let (ann, rows) = match self.inner.read() {
             Ok(i) => match i.ann.clone() {
-                Some(a) => a,
+                Some(a) => {
+                    let n = a.len().min(i.rows.len());
+                    let fp = rows_fingerprint(i.rows[..n].iter().map(|r| &r.id.0));
+                    (a, fp)
+                }
                 None => return Ok(()),
             },
             Err(_) => return Ok(()),
         };
-        ann.save(&self.dir)?;
+        ann.save(&self.dir, rows)?;
         self.saved_points.store(ann.len(), Ordering::SeqCst);
         Ok(())
     }
@@ -645,4 +660,63 @@ impl RootSigner<'_> {
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(seed: u8, n: usize, dim: usize) -> Vec<PointRow> {
+        (0..n)
+            .map(|i| {
+                let mut v: Vec<f32> = (0..dim)
+                    .map(|j| ((i * 7 + j * 3) % 11) as f32 - 5.0)
+                    .collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                v.iter_mut().for_each(|x| *x /= norm);
+                PointRow {
+                    id: MemoryId([seed.wrapping_add(i as u8); 32]),
+                    created_at: 1 + i as u64,
+                    alive: true,
+                    dedup: [i as u8; 32],
+                    vector: v,
+                    metadata: Default::default(),
+                }
+            })
+            .collect()
+    }
+
+    /// A saved graph is reused only for the rows it was saved with: after a compaction renumbered the rows (and a
+    /// crash before the new graph was saved), the old dump must not map points to the wrong memories.
+    #[test]
+    fn a_saved_graph_is_reused_only_for_its_own_rows() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("g");
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 32,
+            dim: 8,
+        };
+        let old = rows(1, 12, 8);
+        let ann = Ann::new(params, old.len());
+        for (i, r) in old.iter().enumerate() {
+            ann.insert(&r.vector, i);
+        }
+        let space = Space::from_parts("t".into(), dir.clone(), old.clone(), ann, 0);
+        space.save().expect("save");
+
+        let same = Space::restore("t".into(), dir.clone(), old, params);
+        assert!(
+            !same.needs_save(),
+            "the dump of the same rows was not reused"
+        );
+
+        // As many rows, other memories in the same point numbers (what a compaction leaves).
+        let renumbered = rows(100, 12, 8);
+        let other = Space::restore("t".into(), dir, renumbered, params);
+        assert!(
+            other.needs_save(),
+            "a dump of other rows was reused instead of rebuilding"
+        );
+    }
 }

@@ -156,6 +156,22 @@ impl ProtocolHandler for ServeSync {
                 send.finish()?;
                 continue;
             }
+            if wire::is_roots_ask(&req) {
+                let roots = match wire::decode_roots_ask(&req) {
+                    Ok((owner, ns, from)) => self
+                        .0
+                         .0
+                        .roots_from(&ns, owner, from)
+                        .await
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                send.write_all(&wire::encode_roots_reply(&roots))
+                    .await
+                    .map_err(AcceptError::from_err)?;
+                send.finish()?;
+                continue;
+            }
             let reply = match Ask::decode(&req) {
                 Ok(ask) => match self.0 .0.catch_up(&ask.ns, ask.owner, ask.have).await {
                     Ok(Some(c)) => Reply::Answer(Box::new(c)),
@@ -174,6 +190,11 @@ impl ProtocolHandler for ServeSync {
         }
     }
 }
+
+/// Most roots a replica fetches to link a catch-up chain to the root it holds (about 64 MB of roots).
+const MAX_GAP: u64 = 1 << 18;
+/// Most bytes of one roots reply ([`crate::engine::replica::MAX_CHAIN`] roots of at most about 4 KiB each).
+const ROOTS_REPLY_MAX: usize = 16 << 20;
 
 /// Most bytes a snapshot download may bring in (an untrusted peer could otherwise stream without end).
 const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
@@ -626,10 +647,26 @@ impl P2p {
                         continue;
                     }
                 };
-                let c = match reply {
+                let mut c = match reply {
                     Reply::Answer(c) => *c,
                     Reply::UpToDate | Reply::Unknown => continue,
                 };
+                // A chain that starts above the root held here is linked to it with the roots in between.
+                if let Some(first) = c.chain.first().map(|r| r.record.seq) {
+                    if have > 0 && first > have + 1 {
+                        match self.roots_between(p, owner, ns, have + 1, first - 1).await {
+                            Ok(mut gap) => {
+                                gap.append(&mut c.chain);
+                                c.chain = gap;
+                            }
+                            Err(e) => {
+                                tracing::warn!(peer = %hex::encode(p), namespace = %ns, error = %e, "cannot link the catch-up chain");
+                                last_err = Some(StepError::Rejected(e));
+                                continue;
+                            }
+                        }
+                    }
+                }
                 let (their_seq, their_cosigs) = (c.out.root.record.seq, c.cosigs.clone());
                 let nodes = c.out.nodes.len();
                 let t_ask = t0.elapsed();
@@ -738,7 +775,19 @@ impl P2p {
             Err(_) => return Err(StepError::Rejected("snapshot download timed out".into())),
         }
         let t_fetch = t0.elapsed();
-        match self.engine.install_snapshot(ns, snap.hash, held).await? {
+        // The snapshot's chain may hold only the last roots; link it to the root held here.
+        let link = if have > 0 {
+            self.roots_between(peer, owner, ns, have + 1, snap.seq)
+                .await
+                .map_err(StepError::Rejected)?
+        } else {
+            Vec::new()
+        };
+        match self
+            .engine
+            .install_snapshot(ns, snap.hash, held, link)
+            .await?
+        {
             Some(root) => {
                 tracing::info!(
                     namespace = %ns,
@@ -754,6 +803,54 @@ impl P2p {
             }
             None => Ok(false),
         }
+    }
+
+    /// The owner's roots of `ns` for seqs `from..=to` from `peer`, in order (consecutive; signatures and links are
+    /// checked with the catch-up chain they go in front of). At most [`MAX_GAP`] roots.
+    async fn roots_between(
+        &self,
+        peer: &[u8; 32],
+        owner: &[u8; 32],
+        ns: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<SignedRoot>, String> {
+        let want = to.saturating_sub(from).saturating_add(1);
+        if to < from || want > MAX_GAP {
+            return Err(format!(
+                "{want} roots missing between this node's root and the peer's chain (at most {MAX_GAP} are fetched); follow the namespace again from scratch"
+            ));
+        }
+        let mut out = Vec::with_capacity(want as usize);
+        let mut next = from;
+        // Each round brings at least one root or ends the loop.
+        while next <= to {
+            let bytes = self
+                .exchange(
+                    peer,
+                    &wire::encode_roots_ask(owner, ns, next),
+                    ROOTS_REPLY_MAX,
+                )
+                .await?;
+            let roots = wire::decode_roots_reply(&bytes).map_err(|e| e.to_string())?;
+            if roots.is_empty() {
+                return Err(format!("the peer holds no root at seq {next}"));
+            }
+            for r in roots {
+                if next > to {
+                    break;
+                }
+                if r.record.seq != next {
+                    return Err(format!(
+                        "the peer sent seq {} where seq {next} belongs",
+                        r.record.seq
+                    ));
+                }
+                out.push(r);
+                next += 1;
+            }
+        }
+        Ok(out)
     }
 
     async fn ask_snapshot(

@@ -144,6 +144,74 @@ pub fn decode_snapshot_reply(
     Ok(out)
 }
 
+/// Roots request magic.
+const ROOTS_REQ: &[u8; 4] = b"CSK1";
+/// Roots response magic.
+const ROOTS_RESP: &[u8; 4] = b"CSL1";
+
+/// True if `b` is a roots request.
+pub fn is_roots_ask(b: &[u8]) -> bool {
+    b.starts_with(ROOTS_REQ)
+}
+
+/// `"CSK1" owner[32] u64be(from) u16be(len) namespace`: the owner's signed roots of the namespace from seq `from`
+/// on (a replica links a catch-up chain that starts above the root it holds).
+pub fn encode_roots_ask(owner: &[u8; 32], ns: &str, from: u64) -> Vec<u8> {
+    let mut o = Vec::with_capacity(46 + ns.len());
+    o.extend_from_slice(ROOTS_REQ);
+    o.extend_from_slice(owner);
+    o.extend_from_slice(&from.to_be_bytes());
+    o.extend_from_slice(&(ns.len() as u16).to_be_bytes());
+    o.extend_from_slice(ns.as_bytes());
+    o
+}
+
+/// Parses a roots request into (owner, namespace, from).
+pub fn decode_roots_ask(b: &[u8]) -> Result<([u8; 32], String, u64), Malformed> {
+    let mut r = Reader::new(b);
+    if r.bytes(4)? != ROOTS_REQ {
+        return Err(Malformed("not a roots request"));
+    }
+    let owner = r.array()?;
+    let from = r.u64()?;
+    Ok((owner, last_namespace(&mut r)?, from))
+}
+
+/// `"CSL1" u32be(n) (u32be(len) signed_root)×n`, n ≤ [`crate::engine::replica::MAX_CHAIN`], consecutive seqs
+/// from the asked one (n = 0: none held).
+pub fn encode_roots_reply(roots: &[SignedRoot]) -> Vec<u8> {
+    let mut o = ROOTS_RESP.to_vec();
+    let n = roots.len().min(crate::engine::replica::MAX_CHAIN);
+    o.extend_from_slice(&(n as u32).to_be_bytes());
+    for root in &roots[..n] {
+        let b = root.encode();
+        o.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        o.extend_from_slice(&b);
+    }
+    o
+}
+
+/// Parses a roots reply (signatures are checked by the caller). Never panics.
+pub fn decode_roots_reply(b: &[u8]) -> Result<Vec<SignedRoot>, Malformed> {
+    let mut r = Reader::new(b);
+    if r.bytes(4)? != ROOTS_RESP {
+        return Err(Malformed("not a roots reply"));
+    }
+    let n = r.u32()? as usize;
+    if n > crate::engine::replica::MAX_CHAIN {
+        return Err(Malformed("root count"));
+    }
+    let mut roots = Vec::with_capacity(n.min(r.remaining() / 4));
+    for _ in 0..n {
+        let len = r.u32()? as usize;
+        roots.push(SignedRoot::decode(r.bytes(len)?).map_err(|_| Malformed("root"))?);
+    }
+    if !r.is_empty() {
+        return Err(Malformed("trailing bytes"));
+    }
+    Ok(roots)
+}
+
 /// Status byte: an answer follows.
 const ANSWER: u8 = 0;
 /// Status byte: nothing newer than the asker's seq.
