@@ -76,6 +76,9 @@ async fn run(cli: Cli) -> Result<()> {
                     .unwrap_or_else(cairn_server::published::default_dir),
                 allow_fork: args.allow_fork,
                 min_free_mb: args.min_free_mb,
+                max_watchers: args.max_watchers as usize,
+                max_page_bytes: (args.max_page_mb as usize) << 20,
+                max_exact: args.max_exact,
             };
             node::serve(cfg).await
         }

@@ -55,6 +55,12 @@ pub struct NodeConfig {
     pub allow_fork: Vec<String>,
     /// Free-space floor of the data dir's disk, in MiB (0: none).
     pub min_free_mb: u64,
+    /// Most WatchRoots streams open at once.
+    pub max_watchers: usize,
+    /// Most bytes of memories in one List page.
+    pub max_page_bytes: usize,
+    /// Most graph nodes an exact search (or exact-mode proof) may score on request.
+    pub max_exact: u64,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -83,6 +89,8 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             published_dir: cfg.published_dir.clone(),
             allow_fork: cfg.allow_fork.clone(),
             min_free_bytes: cfg.min_free_mb << 20,
+            max_page_bytes: cfg.max_page_bytes,
+            max_exact: cfg.max_exact,
         },
         embedder,
     )
@@ -108,9 +116,13 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         },
     )
     .await?;
-    let svc = CairnServer::new(CairnService::new(engine.clone(), p2p.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(usize::MAX);
+    let svc = CairnServer::new(CairnService::new(
+        engine.clone(),
+        p2p.clone(),
+        cfg.max_watchers,
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES)
+    .max_encoding_message_size(usize::MAX);
 
     let saver = {
         let engine = engine.clone();

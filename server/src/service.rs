@@ -15,12 +15,20 @@ use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query, RecallOpts};
 pub struct CairnService {
     engine: Arc<Engine>,
     p2p: Arc<crate::p2p::P2p>,
+    /// One permit per open WatchRoots stream (`--max-watchers`).
+    watchers: Arc<tokio::sync::Semaphore>,
+    max_watchers: usize,
 }
 
 impl CairnService {
-    /// Serves `engine`, with `p2p` for peering and following.
-    pub fn new(engine: Arc<Engine>, p2p: Arc<crate::p2p::P2p>) -> Self {
-        CairnService { engine, p2p }
+    /// Serves `engine`, with `p2p` for peering and following, and at most `max_watchers` WatchRoots streams open.
+    pub fn new(engine: Arc<Engine>, p2p: Arc<crate::p2p::P2p>, max_watchers: usize) -> Self {
+        CairnService {
+            engine,
+            p2p,
+            watchers: Arc::new(tokio::sync::Semaphore::new(max_watchers)),
+            max_watchers,
+        }
     }
 }
 
@@ -302,17 +310,29 @@ impl Cairn for CairnService {
         request: Request<pb::WatchRootsRequest>,
     ) -> Result<Response<Self::WatchRootsStream>, Status> {
         let req = request.into_inner();
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node already serves its maximum of {} WatchRoots streams (--max-watchers); retry later",
+                self.max_watchers
+            ))
+        })?;
         let mut rx = self.engine.watch_roots();
         let current = self.engine.root(&req.namespace, None).await?;
         let (tx, out) = tokio::sync::mpsc::channel(64);
         let ns = req.namespace;
         tokio::spawn(async move {
+            // Held until the stream ends, which a client's disconnect does at once (below).
+            let _permit = permit;
             if tx.send(Ok(root_message(&current))).await.is_err() {
                 return;
             }
             let mut last = current.record.seq;
             loop {
-                match rx.recv().await {
+                let got = tokio::select! {
+                    _ = tx.closed() => return,
+                    got = rx.recv() => got,
+                };
+                match got {
                     Ok(r) if r.record.namespace == ns && r.record.seq > last => {
                         last = r.record.seq;
                         if tx.send(Ok(root_message(&r))).await.is_err() {

@@ -82,3 +82,108 @@ async fn a_call_past_the_request_timeout_is_cancelled_and_the_node_keeps_serving
     let r = c.remember("t", batch(1, 2)).await.expect("remember");
     assert_eq!(r.len(), 2);
 }
+
+/// WatchRoots streams are capped (`--max-watchers`), and a stream is freed as soon as its client goes away, even
+/// when no new root ever arrives for it.
+#[tokio::test]
+async fn watch_streams_are_capped_and_freed_on_disconnect() {
+    let dir = temp_dir();
+    let node = Node::start_with(dir.path(), &["--max-watchers", "2"]).expect("node");
+    let c = node.client().await.expect("client");
+    c.remember("w", batch(0, 1)).await.expect("remember");
+    let first = c.watch_roots("w").await.expect("first stream");
+    let _second = c.watch_roots("w").await.expect("second stream");
+    let err = c
+        .watch_roots("w")
+        .await
+        .expect_err("a third stream beyond --max-watchers 2");
+    assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}");
+    assert!(err.to_string().contains("--max-watchers"), "{err}");
+    // The first client goes away; no root is written meanwhile, so only the disconnect can free its slot.
+    drop(first);
+    let mut freed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if c.watch_roots("w").await.is_ok() {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "a dropped stream kept its slot");
+}
+
+/// A List page ends early rather than exceed `--max-page-mb`, with a page token for the rest; paging still returns
+/// every memory exactly once.
+#[tokio::test]
+async fn list_pages_end_early_at_the_byte_cap() {
+    let dir = temp_dir();
+    let node = Node::start_with(dir.path(), &["--max-page-mb", "1"]).expect("node");
+    let c = node.client().await.expect("client");
+    // 40 memories of about 60 KiB each: 2.4 MB in all.
+    let items: Vec<NewMemory> = (0..40)
+        .map(|i| {
+            NewMemory::new(format!(
+                "Long memory {i}: {}",
+                "lorem ipsum dolor ".repeat(3400)
+            ))
+        })
+        .collect();
+    let ids: Vec<String> = c
+        .remember("big", items)
+        .await
+        .expect("remember")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let mut seen = Vec::new();
+    let mut opts = cairn_client::ListOptions {
+        limit: Some(100),
+        ..Default::default()
+    };
+    let mut pages = 0;
+    for _ in 0..40 {
+        let page = c.list("big", opts.clone()).await.expect("list");
+        pages += 1;
+        let bytes: usize = page.memories.iter().map(|m| m.text.len()).sum();
+        assert!(
+            page.memories.len() == 1 || bytes <= 1 << 20,
+            "a page of {bytes} bytes"
+        );
+        seen.extend(page.memories.into_iter().map(|m| m.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        opts.page_token = Some(page.next_page_token);
+    }
+    assert!(pages >= 3, "2.4 MB in {pages} pages of at most 1 MiB");
+    let mut want = ids.clone();
+    want.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, want, "paging lost or repeated memories");
+}
+
+/// Exact search is capped (`--max-exact`): a larger namespace answers RESOURCE_EXHAUSTED naming `exact`, while
+/// the graph search keeps working.
+#[tokio::test]
+async fn exact_search_beyond_the_cap_is_refused() {
+    let dir = temp_dir();
+    let node = Node::start_with(dir.path(), &["--max-exact", "5"]).expect("node");
+    let c = node.client().await.expect("client");
+    c.remember("e", batch(0, 10)).await.expect("remember");
+    let err = c
+        .recall("e", "dock inspection")
+        .exact(true)
+        .send()
+        .await
+        .expect_err("an exact search over 10 memories with --max-exact 5");
+    assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}");
+    assert!(err.to_string().contains("exact"), "{err}");
+    let hits = c
+        .recall("e", "dock inspection")
+        .k(3)
+        .send()
+        .await
+        .expect("graph search");
+    assert_eq!(hits.len(), 3);
+}

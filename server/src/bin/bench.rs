@@ -68,6 +68,24 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         ef: u32,
     },
+    /// Load: concurrent clients of mixed Remember / Recall / List / verified Recall for a while, one client
+    /// opening and dropping WatchRoots streams, and an import of long texts, all at once against one node.
+    /// Reports p50/p99 per call, errors (load shedding apart), acknowledged memories lost, peak RSS, and RSS
+    /// after the load against the idle baseline.
+    Load {
+        /// Concurrent clients of mixed calls.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds the mixed clients run.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// WatchRoots streams opened and dropped one after another.
+        #[arg(long, default_value_t = 10_000)]
+        watch_streams: usize,
+        /// Long texts imported (batches of 64) meanwhile.
+        #[arg(long, default_value_t = 10_000)]
+        import: usize,
+    },
     /// Replication over loopback: a fresh follower catches up with a namespace of the node at --data-dir
     /// (every leaf verified), then owner-commit to follower-visible latency of one-item writes.
     Catchup {
@@ -704,6 +722,276 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
     Ok(())
 }
 
+/// Resident and peak resident set size of a process, in MB (from /proc).
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A long synthetic text (about 250 word pieces), different for every `i`.
+fn long_text(i: usize) -> String {
+    const WORDS: [&str; 24] = [
+        "harbour",
+        "ledger",
+        "turbine",
+        "orchard",
+        "glacier",
+        "protocol",
+        "lantern",
+        "meridian",
+        "copper",
+        "festival",
+        "quarry",
+        "satellite",
+        "violin",
+        "archive",
+        "monsoon",
+        "pixel",
+        "canyon",
+        "embassy",
+        "falcon",
+        "reactor",
+        "tundra",
+        "mosaic",
+        "beacon",
+        "saddle",
+    ];
+    let mut out = format!("Record {i}:");
+    let mut x = i as u64 * 2_654_435_761 + 1;
+    for _ in 0..180 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(' ');
+        out.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+    }
+    out
+}
+
+#[derive(Default)]
+struct LoadStats {
+    ms: BTreeMap<&'static str, Vec<f64>>,
+    shed: usize,
+    errors: Vec<String>,
+    acked: Vec<String>,
+}
+
+async fn bench_load(
+    args: &Args,
+    clients: usize,
+    secs: u64,
+    watch_streams: usize,
+    import: usize,
+) -> Result<()> {
+    let node = start_node(args.data_dir.as_deref())?;
+    let pid = node.child.id();
+    let client = CairnClient::connect(node.url.clone()).await?;
+    let trusted: [u8; 32] = hex::decode(client.node_info().await?.node_id)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("node id"))?;
+    // Warm up: the model's first call and one namespace to read from.
+    let seed: Vec<NewMemory> = (0..200)
+        .map(|i| NewMemory::new(long_text(1_000_000 + i)))
+        .collect();
+    client.remember("load/mixed", seed).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (idle, _) = rss_mb(pid);
+    println!("node pid {pid}: idle RSS after warm-up {idle:.0} MB");
+
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let stats = std::sync::Arc::new(std::sync::Mutex::new(LoadStats::default()));
+    let record = |stats: &std::sync::Mutex<LoadStats>,
+                  what: &'static str,
+                  t: Instant,
+                  r: Result<Vec<String>, cairn_client::Error>| {
+        let Ok(mut s) = stats.lock() else { return };
+        match r {
+            Ok(ids) => {
+                s.ms.entry(what)
+                    .or_default()
+                    .push(t.elapsed().as_secs_f64() * 1e3);
+                s.acked.extend(ids);
+            }
+            Err(e) if e.code() == Some(tonic::Code::ResourceExhausted) => s.shed += 1,
+            Err(e) => s.errors.push(format!("{what}: {e}")),
+        }
+    };
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (url, stats) = (node.url.clone(), stats.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(client) = CairnClient::connect(url).await else {
+                return;
+            };
+            let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: 0 };
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let q = long_text(c * 1_000_003 + i);
+                match i % 4 {
+                    0 => {
+                        let r = client
+                            .remember("load/mixed", vec![NewMemory::new(q)])
+                            .await
+                            .map(|r| r.into_iter().map(|m| m.id).collect());
+                        record(&stats, "remember (1 text)", t, r);
+                    }
+                    1 => {
+                        let r = client
+                            .recall("load/mixed", q)
+                            .k(10)
+                            .send()
+                            .await
+                            .map(|_| Vec::new());
+                        record(&stats, "recall k=10", t, r);
+                    }
+                    2 => {
+                        let r = client
+                            .list(
+                                "load/mixed",
+                                cairn_client::ListOptions {
+                                    limit: Some(50),
+                                    ..Default::default()
+                                },
+                            )
+                            .await
+                            .map(|_| Vec::new());
+                        record(&stats, "list 50", t, r);
+                    }
+                    _ => {
+                        let r = match client
+                            .recall("load/mixed", q)
+                            .k(10)
+                            .proof(true)
+                            .send_full()
+                            .await
+                        {
+                            Ok(resp) => cairn_client::verify::recall(
+                                "load/mixed",
+                                &asked,
+                                &resp,
+                                &trusted,
+                                None,
+                            )
+                            .map(|_| Vec::new())
+                            .map_err(|e| cairn_client::Error::Malformed(format!("proof: {e}"))),
+                            Err(e) => Err(e),
+                        };
+                        record(&stats, "verified recall k=10", t, r);
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    // One client opening and dropping WatchRoots streams.
+    let watcher = {
+        let (url, stats) = (node.url.clone(), stats.clone());
+        tokio::spawn(async move {
+            let Ok(client) = CairnClient::connect(url).await else {
+                return;
+            };
+            for _ in 0..watch_streams {
+                let t = Instant::now();
+                let r = client.watch_roots("load/mixed").await.map(|s| {
+                    drop(s);
+                    Vec::new()
+                });
+                record(&stats, "watch open+drop", t, r);
+            }
+        })
+    };
+    // An import of long texts, batches of 64.
+    let importer = {
+        let (url, stats) = (node.url.clone(), stats.clone());
+        tokio::spawn(async move {
+            let Ok(client) = CairnClient::connect(url).await else {
+                return;
+            };
+            for b in 0..import.div_ceil(64) {
+                let items: Vec<NewMemory> = (b * 64..((b + 1) * 64).min(import))
+                    .map(|i| NewMemory::new(long_text(50_000_000 + i)))
+                    .collect();
+                let t = Instant::now();
+                let r = client
+                    .remember("load/import", items)
+                    .await
+                    .map(|r| r.into_iter().map(|m| m.id).collect());
+                record(&stats, "import batch of 64", t, r);
+            }
+        })
+    };
+    let mut peak = 0.0f64;
+    let t0 = Instant::now();
+    while !(tasks.iter().all(|t| t.is_finished())
+        && watcher.is_finished()
+        && importer.is_finished())
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(rss_mb(pid).0);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await?;
+    }
+    watcher.await?;
+    importer.await?;
+    let (_, hwm) = rss_mb(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (after, _) = rss_mb(pid);
+
+    let stats = std::sync::Arc::try_unwrap(stats)
+        .map_err(|_| anyhow::anyhow!("stats still shared"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("stats poisoned"))?;
+    // Every acknowledged memory is readable afterwards (both namespaces; Get reports the others missing).
+    let mut lost = 0usize;
+    for chunk in stats.acked.chunks(1000) {
+        let mut found = 0;
+        for ns in ["load/mixed", "load/import"] {
+            found += client.get(ns, chunk.to_vec()).await?.memories.len();
+        }
+        lost += chunk.len() - found;
+    }
+    println!(
+        "{clients} clients for {secs} s + {watch_streams} WatchRoots opened and dropped + import of {import} long texts; all done in {wall:.1} s"
+    );
+    println!("| call | n | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for (what, ms) in &stats.ms {
+        let mut v = ms.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| {what} | {} | {:.1} | {:.1} |",
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        );
+    }
+    println!(
+        "errors other than load shedding: {}; shed (RESOURCE_EXHAUSTED): {}; acknowledged memories: {}, lost: {lost}",
+        stats.errors.len(),
+        stats.shed,
+        stats.acked.len()
+    );
+    for e in stats.errors.iter().take(5) {
+        println!("  error: {e}");
+    }
+    println!(
+        "RSS: idle {idle:.0} MB, peak sampled {peak:.0} MB (VmHWM {hwm:.0} MB), 10 s after the load {after:.0} MB ({:+.0} MB vs idle)",
+        after - idle
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -713,5 +1001,11 @@ async fn main() -> Result<()> {
         Cmd::Scifact => bench_scifact(&args).await,
         Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
         Cmd::Catchup { ns, writes } => bench_catchup(&args, ns, *writes).await,
+        Cmd::Load {
+            clients,
+            secs,
+            watch_streams,
+            import,
+        } => bench_load(&args, *clients, *secs, *watch_streams, *import).await,
     }
 }

@@ -318,6 +318,19 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED naming the disk, while reads and Forget go on (0 turns the floor off).
     #[arg(long, default_value_t = 256)]
     pub min_free_mb: u64,
+    /// Most WatchRoots streams open at once; one more is refused with RESOURCE_EXHAUSTED. A stream is freed as
+    /// soon as its client disconnects.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_watchers: u32,
+    /// Most MiB of memories in one List page: a page that would be larger ends early, with a page token for
+    /// the rest (a page always holds at least one memory).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_page_mb: u32,
+    /// Most graph nodes a Recall with `exact = true` (or an exact-mode proof asked for with `exact`) may score;
+    /// larger namespaces answer RESOURCE_EXHAUSTED. Small namespaces get exact proofs anyway
+    /// (--exact-proof-limit).
+    #[arg(long, default_value_t = 200_000)]
+    pub max_exact: u64,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

@@ -362,9 +362,23 @@ impl Commitment {
             ));
         }
         let old_len = self.nodes.len();
+        // Every new node must be shipped: the signed count sizes nothing before it is checked against them.
+        if new_len - old_len > nodes.len() {
+            return Err(ReplicaMismatch(format!(
+                "the root counts {new_len} nodes, {old_len} held and only {} shipped",
+                nodes.len()
+            )));
+        }
         let mut fresh: Vec<Option<CNode>> = vec![None; new_len - old_len];
         let incremental = !full && nodes.len() < 4096;
+        let mut seen = std::collections::HashSet::with_capacity(nodes.len());
         for pn in nodes {
+            if !seen.insert(pn.node.node) {
+                return Err(ReplicaMismatch(format!(
+                    "node {} shipped twice",
+                    pn.node.node
+                )));
+            }
             let NodeLists::Full(lists) = pn.lists else {
                 return Err(ReplicaMismatch(format!(
                     "node {} came without its lists",

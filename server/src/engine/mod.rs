@@ -67,6 +67,10 @@ pub struct EngineConfig {
     pub allow_fork: Vec<String>,
     /// Writes (and replica installs) are refused while the data dir's disk has less free space than this.
     pub min_free_bytes: u64,
+    /// Most bytes of memories in one List page (at least one memory is always returned).
+    pub max_page_bytes: usize,
+    /// Most graph nodes a caller may have scored exactly in one Recall.
+    pub max_exact: u64,
 }
 
 /// One memory as returned by reads.
@@ -851,8 +855,18 @@ impl Engine {
         opts: RecallOpts,
     ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
         let (k, ef) = (opts.k as usize, opts.ef as usize);
+        let points = space.stats().index_points;
+        if opts.exact && points > self.cfg.max_exact {
+            return Err(NodeError::too_large(
+                "exact",
+                format!(
+                    "an exact search here scores {points} memories, more than this node allows per call ({}, --max-exact)",
+                    self.cfg.max_exact
+                ),
+            ));
+        }
         if opts.proof {
-            let exact = opts.exact || space.stats().index_points <= self.cfg.exact_proof_limit;
+            let exact = opts.exact || points <= self.cfg.exact_proof_limit;
             let (found, transcript) = tokio::task::spawn_blocking(move || {
                 space.with_commit(|c| c.prove_recall(&q, k, ef, exact))
             })
@@ -976,11 +990,23 @@ impl Engine {
             ));
         }
         let after = parse_page_token(page_token)?.map(|(t, id)| (t, MemoryId(id)));
-        let (page, more, time_proof) = space
-            .with_commit(|c| c.list_page(since, until, after, limit))?
-            .ok_or_else(|| {
-                NodeError::FailedPrecondition("namespace has no signed root yet".into())
-            })?;
+        // A page ends early rather than exceed --max-page-mb: a shorter page is asked for again (under the then
+        // current root, so page and proof stay one consistent answer). Each round shortens the page.
+        let mut limit = limit;
+        let (page, more, time_proof, out) = loop {
+            let (page, more, time_proof) = space
+                .with_commit(|c| c.list_page(since, until, after, limit))?
+                .ok_or_else(|| {
+                    NodeError::FailedPrecondition("namespace has no signed root yet".into())
+                })?;
+            let ids: Vec<MemoryId> = page.iter().map(|e| e.id).collect();
+            let out = self.read_all(&ids).await?;
+            let fits = fitting(&out, self.cfg.max_page_bytes);
+            if fits >= out.len() || fits >= limit {
+                break (page, more, time_proof, out);
+            }
+            limit = fits;
+        };
         let token = match (more, page.last()) {
             (true, Some(e)) => {
                 let mut b = e.created_at.to_be_bytes().to_vec();
@@ -989,8 +1015,6 @@ impl Engine {
             }
             _ => String::new(),
         };
-        let ids: Vec<MemoryId> = page.iter().map(|e| e.id).collect();
-        let out = self.read_all(&ids).await?;
         Ok((out, token, proof.then(|| time_proof.encode())))
     }
 
@@ -1281,6 +1305,17 @@ fn writable(space: &Space) -> Result<(), NodeError> {
             hex::encode(o)
         ))),
     }
+}
+
+/// How many leading memories fit in `max` bytes of record (at least one).
+fn fitting(page: &[MemoryOut], max: usize) -> usize {
+    let mut total = 0usize;
+    page.iter()
+        .position(|m| {
+            total = total.saturating_add(m.bytes.len());
+            total > max
+        })
+        .map_or(page.len(), |i| i.max(1))
 }
 
 fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>, NodeError> {

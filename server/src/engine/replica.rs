@@ -683,10 +683,12 @@ impl Engine {
         mark("blobs");
         let st = self.state.clone();
         let next = commit.len() as u64;
-        let rows: Vec<(u32, PointRow)> = points
+        let mut rows: Vec<(u32, PointRow)> = points
             .iter()
             .map(|p| (p.point as u32, p.row.clone()))
             .collect();
+        // Every consistency check runs before the commit: rows that would leave a hole are refused here.
+        super::space::replica_rows_fit(space.row_count()?, full, &mut rows)?;
         let name = ns.clone();
         tokio::task::spawn_blocking(move || {
             st.apply_replica(

@@ -134,6 +134,27 @@ pub struct Space {
     saved_points: AtomicUsize,
 }
 
+/// Sorts a replica step's rows by point and checks that they replace or extend the `held` rows (none held
+/// when `full`) without leaving a hole.
+pub fn replica_rows_fit(
+    held: usize,
+    full: bool,
+    rows: &mut [(u32, PointRow)],
+) -> Result<(), NodeError> {
+    rows.sort_by_key(|(n, _)| *n);
+    let mut len = if full { 0 } else { held };
+    for (n, _) in rows.iter() {
+        let n = *n as usize;
+        if n > len {
+            return Err(NodeError::Task(format!(
+                "replica rows skip point {len} (next is {n})"
+            )));
+        }
+        len = len.max(n + 1);
+    }
+    Ok(())
+}
+
 /// The directory name of a namespace's saved graph (namespaces may contain `/` and `:`).
 pub fn dir_name(ns: &str) -> String {
     hex::encode(&blake3::hash(ns.as_bytes()).as_bytes()[..16])
@@ -417,7 +438,10 @@ impl Space {
         full: bool,
         rows: Vec<(u32, PointRow)>,
     ) -> Result<(), NodeError> {
+        let mut rows = rows;
         let mut inner = self.write()?;
+        // Checked before anything changes (the caller checked it before its redb commit too).
+        replica_rows_fit(inner.rows.len(), full, &mut rows)?;
         let changed = commit.take_changed();
         let seq = commit.root().map_or(0, |r| r.record.seq);
         if full {
@@ -427,10 +451,8 @@ impl Space {
             let n = n as usize;
             if n < inner.rows.len() {
                 inner.rows[n] = row;
-            } else if n == inner.rows.len() {
-                inner.rows.push(row);
             } else {
-                return Err(NodeError::Task("replica rows out of order".into()));
+                inner.rows.push(row);
             }
         }
         let (by_id, live, newest) = index_rows(&inner.rows);
@@ -449,6 +471,11 @@ impl Space {
     /// Ids of the live memories.
     pub fn live_ids(&self) -> Result<std::collections::HashSet<MemoryId>, NodeError> {
         Ok(self.read()?.by_id.keys().copied().collect())
+    }
+
+    /// How many point rows are held.
+    pub fn row_count(&self) -> Result<usize, NodeError> {
+        Ok(self.read()?.rows.len())
     }
 
     /// The row of point `n`.

@@ -355,3 +355,87 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn roots_reply() -> Vec<u8> {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let rec = cairn_index::root::RootRecord {
+            namespace: "p".into(),
+            seq: 1,
+            prev: [0; 32],
+            graph_leaves: 0,
+            graph_root: [0; 32],
+            time_leaves: 0,
+            time_root: [0; 32],
+            entry: u32::MAX,
+            max_level: 0,
+            m: 16,
+            m0: 32,
+            quantiser: 1,
+            distance: 1,
+            dim: 4,
+            model: [0; 32],
+            created_at: 0,
+            node_id: key.verifying_key().to_bytes(),
+        };
+        let root = SignedRoot::sign(rec, &key);
+        let mut next = root.clone();
+        next.record.seq = 2;
+        encode_roots_reply(&[root, next])
+    }
+
+    proptest! {
+        /// Every peer-facing decoder of the sync protocol answers arbitrary bytes with a value or an error,
+        /// never a panic or an allocation sized by an unchecked count.
+        #[test]
+        fn sync_decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Ask::decode(&b);
+            let _ = decode_reply(&b);
+            let _ = decode_snapshot_ask(&b);
+            let _ = decode_snapshot_reply(&b);
+            let _ = decode_roots_ask(&b);
+            let _ = decode_roots_reply(&b);
+            let _ = crate::engine::replica::Alert::decode(&b);
+        }
+
+        /// Mutations of a valid roots reply (a changed byte, a cut, bytes added) never panic, and a reply that
+        /// still decodes has its count in bounds.
+        #[test]
+        fn mutated_roots_replies_never_panic(at in 0usize..1000, byte in any::<u8>(), cut in 0usize..1000, extra in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let good = roots_reply();
+            let mut b = good.clone();
+            let i = at % b.len();
+            b[i] = byte;
+            if let Ok(r) = decode_roots_reply(&b) {
+                prop_assert!(r.len() <= crate::engine::replica::MAX_CHAIN);
+            }
+            let _ = decode_roots_reply(&good[..cut % good.len()]);
+            let mut long = good.clone();
+            long.extend_from_slice(&extra);
+            if !extra.is_empty() {
+                prop_assert!(decode_roots_reply(&long).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn roots_messages_round_trip() {
+        let b = roots_reply();
+        let r = decode_roots_reply(&b).expect("decodes");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].record.seq, 2);
+        let ask = encode_roots_ask(&[7; 32], "team/a", 9);
+        assert!(is_roots_ask(&ask));
+        assert_eq!(
+            decode_roots_ask(&ask).expect("ask"),
+            ([7; 32], "team/a".into(), 9)
+        );
+        for n in 0..ask.len() {
+            assert!(decode_roots_ask(&ask[..n]).is_err());
+        }
+    }
+}
