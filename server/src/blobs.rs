@@ -258,16 +258,29 @@ impl Blobs {
         &self.store
     }
 
-    /// The bytes of a record, checked against its id.
+    /// The bytes of a record, checked against its id: read straight from its data file like [`Blobs::get_many`],
+    /// else asked of the store.
     pub async fn get(&self, id: &MemoryId) -> Result<Bytes, BlobError> {
-        let bytes = self
-            .get_raw(id.0)
-            .await
-            .map_err(|_| BlobError::Missing(*id))?;
-        if MemoryId::of_bytes(&bytes) != *id {
-            return Err(BlobError::Missing(*id));
+        self.get_many(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(BlobError::Missing(*id))
+    }
+
+    /// A record asked of the store. Many reads of one blob at once can overflow the store's per-blob inbox, so a
+    /// failed read is tried again a few times (about 0.3 s in all) before the record counts as missing.
+    async fn get_from_store(&self, id: &MemoryId) -> Result<Bytes, BlobError> {
+        for attempt in 0..5u64 {
+            if let Ok(bytes) = self.get_raw(id.0).await {
+                if MemoryId::of_bytes(&bytes) == *id {
+                    return Ok(bytes);
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await;
         }
-        Ok(bytes)
+        Err(BlobError::Missing(*id))
     }
 
     /// Many records at once, in order, each checked against its id: read straight from the store's data files
@@ -313,7 +326,7 @@ impl Blobs {
         for (got, id) in direct.into_iter().zip(ids) {
             match got {
                 Some(b) => out.push(b),
-                None => out.push(self.get(id).await?),
+                None => out.push(self.get_from_store(id).await?),
             }
         }
         Ok(out)
@@ -327,14 +340,22 @@ impl Blobs {
         len: u32,
     ) -> Result<Bytes, BlobError> {
         let start = u64::from(offset);
-        let bytes = self
-            .store
-            .blobs()
-            .export_ranges(Hash::from_bytes(hash), start..start + u64::from(len))
-            .concatenate()
-            .await
-            .map_err(op)?;
-        Ok(Bytes::from(bytes))
+        let mut last = None;
+        // Retried like [`Blobs::get_from_store`]: many reads of one pack at once can overflow its inbox.
+        for attempt in 0..5u64 {
+            match self
+                .store
+                .blobs()
+                .export_ranges(Hash::from_bytes(hash), start..start + u64::from(len))
+                .concatenate()
+                .await
+            {
+                Ok(bytes) => return Ok(Bytes::from(bytes)),
+                Err(e) => last = Some(op(e)),
+            }
+            tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await;
+        }
+        Err(last.unwrap_or_else(|| BlobError::Op("range read failed".into())))
     }
 
     /// The whole bytes of any blob (packs and snapshot parts; unchecked beyond the store's own BLAKE3).

@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub max_page_bytes: usize,
     /// Most graph nodes an exact search (or exact-mode proof) may score on request.
     pub max_exact: u64,
+    /// Witness keys pinned by the operator (their cosignatures are kept although they are not peers).
+    pub witnesses: Vec<[u8; 32]>,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -91,6 +93,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             min_free_bytes: cfg.min_free_mb << 20,
             max_page_bytes: cfg.max_page_bytes,
             max_exact: cfg.max_exact,
+            witnesses: cfg.witnesses.clone(),
         },
         embedder,
     )

@@ -28,6 +28,18 @@ fn node_id(n: &Node) -> String {
         .to_owned()
 }
 
+/// Makes every node a peer of every other.
+fn mesh(nodes: &[&Node]) {
+    let tickets: Vec<String> = nodes.iter().map(|n| ticket(n)).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, t) in tickets.iter().enumerate() {
+            if i != j {
+                add_peer(n, t);
+            }
+        }
+    }
+}
+
 fn add_peer(n: &Node, other: &str) {
     let o = n.cli(&["peer", "add", other]);
     assert!(o.status.success(), "{}", out(&o));
@@ -120,12 +132,7 @@ async fn three_nodes_replicate_and_outlive_the_owner() {
     let mut a = Node::start(da.path()).expect("A");
     let mut b = Node::start(db.path()).expect("B");
     let c = Node::start(dc.path()).expect("C");
-    let (ta, tb, tc) = (ticket(&a), ticket(&b), ticket(&c));
-    for (n, others) in [(&a, [&tb, &tc]), (&b, [&ta, &tc]), (&c, [&ta, &tb])] {
-        for t in others {
-            add_peer(n, t);
-        }
-    }
+    mesh(&[&a, &b, &c]);
     let a_id = node_id(&a);
     let texts = memories(1000);
     let seq = fill(&a, &texts).await;
@@ -399,12 +406,7 @@ async fn a_lagging_replica_catches_up_from_a_peer_that_holds_records_in_pages() 
     let mut a = Node::start(da.path()).expect("A");
     let b = Node::start(db.path()).expect("B");
     let mut c = Node::start(dc.path()).expect("C");
-    let (ta, tb, tc) = (ticket(&a), ticket(&b), ticket(&c));
-    for (n, others) in [(&a, [&tb, &tc]), (&b, [&ta, &tc]), (&c, [&ta, &tb])] {
-        for t in others {
-            add_peer(n, t);
-        }
-    }
+    mesh(&[&a, &b, &c]);
     let a_id = node_id(&a);
     let texts = memories(120);
     let first = fill(&a, &texts[..80]).await;
@@ -472,12 +474,7 @@ async fn a_chain_that_does_not_link_to_the_held_root_is_not_installed() {
     let mut a = Node::start_with(da.path(), &small).expect("A");
     let mut b = Node::start_with(db.path(), &small).expect("B");
     let c = Node::start_with(dc.path(), &small).expect("C");
-    let (ta, tb, tc) = (ticket(&a), ticket(&b), ticket(&c));
-    for (n, others) in [(&a, [&tb, &tc]), (&b, [&ta, &tc]), (&c, [&ta, &tb])] {
-        for t in others {
-            add_peer(n, t);
-        }
-    }
+    mesh(&[&a, &b, &c]);
     let a_id = node_id(&a);
     let texts = memories(40);
     let first = fill_one_by_one(&a, &texts[..5]).await;
@@ -522,4 +519,66 @@ async fn a_chain_that_does_not_link_to_the_held_root_is_not_installed() {
     let state = db.path().join("client-state.json");
     let o = recall_verified(&b, &state, &a_id, "0", &texts[30]);
     assert!(o.status.success(), "{}", out(&o));
+}
+
+/// Cosignatures are kept only from keys a node has reason to keep: its peers (or witnesses pinned with
+/// `--witness`). C is B's peer but not A's: B keeps C's cosignature, A drops it, so a verified read from A finds one
+/// witness (B) and not two. With C pinned on A (`--witness`), A keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosignatures_from_unknown_keys_are_not_kept() {
+    let (da, db, dc) = (temp_dir(), temp_dir(), temp_dir());
+    let mut a = Node::start(da.path()).expect("A");
+    let b = Node::start(db.path()).expect("B");
+    let c = Node::start(dc.path()).expect("C");
+    let (ta, tb, tc) = (ticket(&a), ticket(&b), ticket(&c));
+    add_peer(&a, &tb);
+    add_peer(&b, &ta);
+    add_peer(&b, &tc);
+    add_peer(&c, &tb);
+    let a_id = node_id(&a);
+    let c_id = node_id(&c);
+    let texts = memories(6);
+    let seq = fill(&a, &texts).await;
+    follow(&b, "fleet", &a_id);
+    follow(&c, "fleet", &a_id);
+    for n in [&b, &c] {
+        assert_eq!(
+            wait_seq(n, "fleet", seq, Duration::from_secs(60)).await,
+            seq
+        );
+    }
+    let state = da.path().join("client-state.json");
+    let ok_within = |n: &Node, w: &str| -> bool {
+        let t0 = Instant::now();
+        loop {
+            if recall_verified(n, &state, &a_id, w, &texts[2])
+                .status
+                .success()
+            {
+                return true;
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    // B holds its own and C's (its peer): two witnesses. A holds B's only.
+    assert!(ok_within(&b, "2"), "B did not get C's cosignature");
+    assert!(ok_within(&a, "1"), "A did not get B's cosignature");
+    assert!(
+        !recall_verified(&a, &state, &a_id, "2", &texts[2])
+            .status
+            .success(),
+        "A kept a cosignature from a key that is neither its peer nor pinned"
+    );
+
+    // Pinned, C's cosignature of the next root is kept by A.
+    a.stop();
+    let a = Node::start_with(da.path(), &["--witness", &c_id]).expect("A with C pinned");
+    fill(&a, &memories(7)[6..]).await;
+    assert!(
+        ok_within(&a, "2"),
+        "A dropped the cosignature of a pinned witness"
+    );
 }

@@ -331,6 +331,17 @@ pub struct ServeArgs {
     /// (--exact-proof-limit).
     #[arg(long, default_value_t = 200_000)]
     pub max_exact: u64,
+    /// Keep cosignatures from this key (hex node id) although it is not a peer. Cosignatures from the node
+    /// itself and its peers are always kept; any other key's are dropped. Repeatable.
+    #[arg(long, value_name = "NODE_ID", value_parser = parse_node_id)]
+    pub witness: Vec<[u8; 32]>,
+}
+
+fn parse_node_id(s: &str) -> Result<[u8; 32], String> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is not a node id (64 hex digits)"))
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

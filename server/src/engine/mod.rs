@@ -41,6 +41,8 @@ pub const MAX_K: u32 = 1000;
 pub const MAX_EF: u32 = 10_000;
 /// Most memories in one List page.
 pub const MAX_PAGE: u32 = 10_000;
+/// Below this many wanted records of one pack, they are read as ranges instead of reading the whole pack.
+const FEW_OF_A_PACK: usize = 16;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct EngineConfig {
     pub max_page_bytes: usize,
     /// Most graph nodes a caller may have scored exactly in one Recall.
     pub max_exact: u64,
+    /// Keys whose cosignatures are kept besides the node's own and its peers'.
+    pub witnesses: Vec<[u8; 32]>,
 }
 
 /// One memory as returned by reads.
@@ -908,25 +912,22 @@ impl Engine {
         Ok((hits, None))
     }
 
-    /// Reads records concurrently (at most 32 in flight), in order.
+    /// Reads and decodes records, in order (in bulk: record files directly, packs a pack at a time).
     async fn read_all(&self, ids: &[MemoryId]) -> Result<Vec<MemoryOut>, NodeError> {
-        use futures::stream::{self, StreamExt, TryStreamExt};
-        stream::iter(ids.to_vec())
-            .map(|id| async move { self.read(&id).await })
-            .buffered(32)
-            .try_collect()
-            .await
-    }
-
-    async fn read(&self, id: &MemoryId) -> Result<MemoryOut, NodeError> {
-        let bytes = self.record_bytes(id).await?;
-        let record = MemoryRecord::decode(&bytes)
-            .map_err(|e| NodeError::Task(format!("stored record {id} does not decode: {e}")))?;
-        Ok(MemoryOut {
-            id: *id,
-            record,
-            bytes,
-        })
+        let bytes = self.records_bulk(ids).await?;
+        ids.iter()
+            .zip(bytes)
+            .map(|(id, bytes)| {
+                let record = MemoryRecord::decode(&bytes).map_err(|e| {
+                    NodeError::Task(format!("stored record {id} does not decode: {e}"))
+                })?;
+                Ok(MemoryOut {
+                    id: *id,
+                    record,
+                    bytes,
+                })
+            })
+            .collect()
     }
 
     /// Memories by id, in request order; unknown or forgotten ids are returned as missing. With `proof`, also a
@@ -1117,28 +1118,9 @@ impl Engine {
         Ok((forgotten, missing))
     }
 
-    /// A record's canonical bytes, from its own blob or from the pack that holds it, checked against its id.
-    pub async fn record_bytes(&self, id: &MemoryId) -> Result<Bytes, NodeError> {
-        match self
-            .pack_locs(vec![*id])
-            .await?
-            .into_iter()
-            .next()
-            .flatten()
-        {
-            Some(l) => {
-                let bytes = self.blobs.read_range(l.pack, l.offset, l.len).await?;
-                if MemoryId::of_bytes(&bytes) != *id {
-                    return Err(crate::blobs::BlobError::Missing(*id).into());
-                }
-                Ok(bytes)
-            }
-            None => Ok(self.blobs.get(id).await?),
-        }
-    }
-
-    /// Records of `ids` in order, checked against their ids. Records in packs are read one pack at a time
-    /// (a whole pack once, not one range read per record); the others concurrently from their own blobs.
+    /// Records of `ids` in order, checked against their ids. Records in packs are read one pack at a time (a
+    /// whole pack once when many of its records are wanted, else their ranges); the others from their own
+    /// blobs' files.
     pub async fn records_bulk(&self, ids: &[MemoryId]) -> Result<Vec<Bytes>, NodeError> {
         let locs = self.pack_locs(ids.to_vec()).await?;
         let mut out: Vec<Option<Bytes>> = vec![None; ids.len()];
@@ -1151,6 +1133,19 @@ impl Engine {
             }
         }
         for (pack, idx) in by_pack {
+            // A few records of a pack (a Recall's hits): read just their ranges, not the whole page.
+            if idx.len() < FEW_OF_A_PACK {
+                for i in idx {
+                    let (id, l) = (ids[i], locs[i].as_ref());
+                    let l = l.ok_or(crate::blobs::BlobError::Missing(id))?;
+                    let rec = self.blobs.read_range(l.pack, l.offset, l.len).await?;
+                    if MemoryId::of_bytes(&rec) != id {
+                        return Err(crate::blobs::BlobError::Missing(id).into());
+                    }
+                    out[i] = Some(rec);
+                }
+                continue;
+            }
             let bytes = self.blobs.get_raw(pack).await?;
             for i in idx {
                 let (id, l) = (ids[i], locs[i].as_ref());

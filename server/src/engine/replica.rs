@@ -253,8 +253,10 @@ impl Engine {
             .collect()
     }
 
-    /// Stores a cosignature if it is valid for the root this node holds at that seq. Returns false when this
-    /// node does not hold that root (yet) or the signature does not check.
+    /// Stores a cosignature if it is valid for the root this node holds at that seq and comes from a key this
+    /// node has reason to keep: its own, a peer's, or a witness pinned with `--witness`. Returns false when this
+    /// node does not hold that root (yet), the signature does not check, or the key is unknown (anyone can mint
+    /// keys; storing their cosignatures would let any gossip member fill the disk).
     pub async fn add_cosig(
         &self,
         owner: [u8; 32],
@@ -263,6 +265,15 @@ impl Engine {
         witness: [u8; 32],
         sig: [u8; 64],
     ) -> bool {
+        if witness != self.node_key()
+            && !self.cfg.witnesses.contains(&witness)
+            && !self
+                .peers()
+                .await
+                .is_ok_and(|p| p.iter().any(|(id, _)| *id == witness))
+        {
+            return false;
+        }
         let st = self.state.clone();
         let name = ns.to_owned();
         let root = tokio::task::spawn_blocking(move || st.root_at(&name, seq))
@@ -303,6 +314,18 @@ impl Engine {
         Ok(self.space(ns)?.owner.unwrap_or_else(|| self.node_key()))
     }
 
+    /// `ns` as held here, if it is `owner`'s (owned by this node or a replica of `owner`): what peers may ask for.
+    fn space_of(&self, ns: &str, owner: &[u8; 32]) -> Result<Arc<Space>, NodeError> {
+        let space = self.space(ns)?;
+        if space.owner.unwrap_or_else(|| self.node_key()) != *owner {
+            return Err(NodeError::NotFound(format!(
+                "namespace {ns:?} here is not {}'s",
+                hex::encode(owner)
+            )));
+        }
+        Ok(space)
+    }
+
     /// What a replica of (`owner`, `ns`) at seq `have` needs; served to peers, from owned and replicated
     /// namespaces alike. None when this node has nothing newer.
     pub async fn catch_up(
@@ -311,13 +334,7 @@ impl Engine {
         owner: [u8; 32],
         have: u64,
     ) -> Result<Option<CatchUp>, NodeError> {
-        let space = self.space(ns)?;
-        if space.owner.unwrap_or_else(|| self.node_key()) != owner {
-            return Err(NodeError::NotFound(format!(
-                "namespace {ns:?} here is not {}'s",
-                hex::encode(owner)
-            )));
-        }
+        let space = self.space_of(ns, &owner)?;
         let out = {
             let sp = space.clone();
             tokio::task::spawn_blocking(move || sp.sync_out(have)).await??
@@ -353,13 +370,7 @@ impl Engine {
         owner: [u8; 32],
         from: u64,
     ) -> Result<Vec<SignedRoot>, NodeError> {
-        let space = self.space(ns)?;
-        if space.owner.unwrap_or_else(|| self.node_key()) != owner {
-            return Err(NodeError::NotFound(format!(
-                "namespace {ns:?} here is not {}'s",
-                hex::encode(owner)
-            )));
-        }
+        self.space_of(ns, &owner)?;
         let st = self.state.clone();
         let name = ns.to_owned();
         let max_chain = self.cfg.max_chain.clamp(2, MAX_CHAIN);
