@@ -2,10 +2,12 @@
 //! a provisioned model directory and checked against its manifest before use.
 //!
 //! One worker thread owns the model. Callers queue texts in chunks of at most `max_batch`; the worker takes
-//! everything queued (up to `max_batch` texts), sorts it by length to waste little padding, and runs it as one
-//! model call, so concurrent requests share model calls. The queue is bounded (a caller waits for room), a
-//! caller sends its next chunk only when the previous one is done, and the worker skips chunks whose caller
-//! has gone: a cancelled request costs at most the model call already under way.
+//! what is queued (up to `max_batch` texts), sorts it by length to waste little padding, and embeds it 32 texts
+//! per model call, so concurrent requests share model calls. Small jobs (a query, a single memory) go ahead of
+//! bulk work, also between two model calls of a bulk batch, so a Recall waits for at most one model call behind
+//! an import. The queue is bounded (a caller waits for room), a caller sends its next chunk only when the
+//! previous one is done, and the worker skips chunks whose caller has gone: a cancelled request costs at most
+//! the batch already under way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,67 +288,144 @@ impl Embedder {
     }
 }
 
-fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: usize) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut count = jobs[0].texts.len();
-        while count < max_batch {
+/// Texts per model call. A bulk batch is embedded this many texts at a time, and urgent jobs that arrive meanwhile
+/// run between two calls: an urgent job waits for at most one such call.
+const SUB_BATCH: usize = 32;
+/// Jobs of at most this many texts (a Recall's query, a single memory) go ahead of bulk work (imports).
+const URGENT_TEXTS: usize = 4;
+
+/// Jobs waiting in the worker, urgent ones apart.
+#[derive(Default)]
+struct Queues {
+    urgent: std::collections::VecDeque<Job>,
+    bulk: std::collections::VecDeque<Job>,
+}
+
+impl Queues {
+    fn push(&mut self, j: Job) {
+        if j.texts.len() <= URGENT_TEXTS {
+            self.urgent.push_back(j);
+        } else {
+            self.bulk.push_back(j);
+        }
+    }
+
+    /// Moves everything queued on `rx` in, without waiting; false once every sender is gone and nothing is left.
+    fn drain(&mut self, rx: &mpsc::Receiver<Job>) -> bool {
+        loop {
             match rx.try_recv() {
-                Ok(j) => {
-                    count += j.texts.len();
-                    jobs.push(j);
+                Ok(j) => self.push(j),
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return !(self.urgent.is_empty() && self.bulk.is_empty())
                 }
-                Err(_) => break,
+            }
+        }
+    }
+
+    /// Up to `max` texts' worth of jobs from one queue (at least one job), callers that went away dropped.
+    fn take(q: &mut std::collections::VecDeque<Job>, max: usize) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        let mut count = 0;
+        while let Some(j) = q.front() {
+            if !jobs.is_empty() && count + j.texts.len() > max {
+                break;
+            }
+            count += j.texts.len();
+            if let Some(j) = q.pop_front() {
+                jobs.push(j);
             }
         }
         // Work for callers that went away (cancelled, timed out, disconnected) is dropped, not done.
         jobs.retain(|j| !j.reply.is_closed());
-        if jobs.is_empty() {
+        jobs
+    }
+}
+
+fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut q = Queues::default();
+    loop {
+        if !q.drain(&rx) {
+            return;
+        }
+        if q.urgent.is_empty() && q.bulk.is_empty() {
+            match rx.recv() {
+                Ok(j) => q.push(j),
+                Err(_) => return,
+            }
             continue;
         }
-        // Sort all texts by length so each inner batch pads little; remember where each came from.
-        let mut order: Vec<(usize, usize)> = jobs
-            .iter()
-            .enumerate()
-            .flat_map(|(j, job)| (0..job.texts.len()).map(move |i| (j, i)))
-            .collect();
-        order.sort_by_key(|&(j, i)| jobs[j].texts[i].len());
-        let texts: Vec<&str> = order
+        if !q.urgent.is_empty() {
+            let jobs = Queues::take(&mut q.urgent, max_batch);
+            embed_jobs(&mut te, jobs, &mut |_| {});
+        } else {
+            let jobs = Queues::take(&mut q.bulk, max_batch);
+            // Between two model calls of a bulk batch, urgent jobs that arrived meanwhile go first.
+            embed_jobs(&mut te, jobs, &mut |te| {
+                q.drain(&rx);
+                while !q.urgent.is_empty() {
+                    let urgent = Queues::take(&mut q.urgent, max_batch);
+                    embed_jobs(te, urgent, &mut |_| {});
+                }
+            });
+        }
+    }
+}
+
+/// Embeds the texts of `jobs` sorted by length (little padding), [`SUB_BATCH`] at a time, calling `between`
+/// after each call but the last, and answers every job.
+fn embed_jobs(
+    te: &mut fastembed::TextEmbedding,
+    jobs: Vec<Job>,
+    between: &mut dyn FnMut(&mut fastembed::TextEmbedding),
+) {
+    if jobs.is_empty() {
+        return;
+    }
+    let mut order: Vec<(usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| (0..job.texts.len()).map(move |i| (j, i)))
+        .collect();
+    order.sort_by_key(|&(j, i)| jobs[j].texts[i].len());
+    let span = tracing::debug_span!("embed", texts = order.len(), jobs = jobs.len());
+    let _g = span.enter();
+    let mut out: Vec<Vec<Vec<f32>>> = jobs
+        .iter()
+        .map(|j| vec![Vec::new(); j.texts.len()])
+        .collect();
+    let calls = order.len().div_ceil(SUB_BATCH);
+    for (n, part) in order.chunks(SUB_BATCH).enumerate() {
+        let texts: Vec<&str> = part
             .iter()
             .map(|&(j, i)| jobs[j].texts[i].as_str())
             .collect();
-        let span = tracing::debug_span!("embed", texts = texts.len(), jobs = jobs.len());
-        let _g = span.enter();
-        match te.embed(&texts, Some(32)) {
+        let failed = match te.embed(&texts, Some(SUB_BATCH)) {
             Ok(vectors) if vectors.len() == texts.len() => {
-                let mut out: Vec<Vec<Vec<f32>>> = jobs
-                    .iter()
-                    .map(|j| vec![Vec::new(); j.texts.len()])
-                    .collect();
-                for (&(j, i), v) in order.iter().zip(vectors) {
+                for (&(j, i), v) in part.iter().zip(vectors) {
                     out[j][i] = v;
                 }
-                for (job, vs) in jobs.into_iter().zip(out) {
-                    let _ = job.reply.send(Ok(vs));
-                }
+                None
             }
-            Ok(v) => {
-                let msg = format!(
-                    "model returned {} vectors for {} texts",
-                    v.len(),
-                    texts.len()
-                );
-                for job in jobs {
-                    let _ = job.reply.send(Err(EmbedError::Embed(msg.clone())));
-                }
+            Ok(v) => Some(format!(
+                "model returned {} vectors for {} texts",
+                v.len(),
+                texts.len()
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(msg) = failed {
+            for job in jobs {
+                let _ = job.reply.send(Err(EmbedError::Embed(msg.clone())));
             }
-            Err(e) => {
-                let msg = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(EmbedError::Embed(msg.clone())));
-                }
-            }
+            return;
         }
+        if n + 1 < calls {
+            between(te);
+        }
+    }
+    for (job, vs) in jobs.into_iter().zip(out) {
+        let _ = job.reply.send(Ok(vs));
     }
 }
 
