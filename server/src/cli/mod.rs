@@ -286,7 +286,8 @@ pub struct ServeArgs {
     /// (At most 200,000: the verifier's cap on nodes per proof.)
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=200_000))]
     pub exact_proof_limit: u64,
-    /// Most texts the embedder puts into one model call.
+    /// Most texts the embedder takes into one batch (shared by concurrent requests; embedded 32 texts per model
+    /// call, with queries served between calls). A request larger than this is embedded in chunks of this size.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub embed_batch: u16,
     /// Most gRPC calls the node works on at once (all connections together); a call beyond it is refused at
