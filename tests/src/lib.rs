@@ -290,6 +290,19 @@ pub async fn raw_unary(url: &str, path: &'static str, body: Vec<u8>) -> (i32, St
     }
 }
 
+/// Copies a directory tree (a data dir, for restore and fork scenarios).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (p, q) = (e.path(), to.join(e.file_name()));
+        if p.is_dir() {
+            copy_dir(&p, &q);
+        } else {
+            std::fs::copy(&p, &q).expect("copy");
+        }
+    }
+}
+
 /// Files under `root` whose bytes contain `needle` (to show that forgotten text really left the disk).
 pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();

@@ -306,7 +306,7 @@ async fn a_restored_older_data_dir_refuses_to_sign_a_published_seq_again() {
         .await
         .expect("remember");
     node.stop();
-    copy_tree(dir.path(), backup.path());
+    cairn_tests::copy_dir(dir.path(), backup.path());
     let mut node = Node::start_with(dir.path(), &args).expect("node");
     let c = node.client().await.expect("client");
     c.remember("old", memories(2, "after"))
@@ -317,7 +317,7 @@ async fn a_restored_older_data_dir_refuses_to_sign_a_published_seq_again() {
 
     // The operator restores the backup over the data dir.
     std::fs::remove_dir_all(dir.path()).expect("remove");
-    copy_tree(backup.path(), dir.path());
+    cairn_tests::copy_dir(backup.path(), dir.path());
     let mut node = Node::start_with(dir.path(), &args).expect("restored node");
     let c = node.client().await.expect("client");
     let err = c
@@ -341,70 +341,4 @@ async fn a_restored_older_data_dir_refuses_to_sign_a_published_seq_again() {
     c.remember("old", memories(1, "forked on purpose"))
         .await
         .expect("writes with --allow-fork");
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir").flatten() {
-        let (p, q) = (e.path(), to.join(e.file_name()));
-        if p.is_dir() {
-            copy_tree(&p, &q);
-        } else {
-            std::fs::copy(&p, &q).expect("copy");
-        }
-    }
-}
-
-/// A namespace whose stored rows no longer decode is quarantined with a clear message at start-up, while the node
-/// serves (and writes) its other namespaces; nothing can be written over the quarantined one.
-#[tokio::test]
-async fn a_namespace_with_a_corrupt_row_is_quarantined_and_the_others_keep_serving() {
-    let dir = temp_dir();
-    let mut node = Node::start(dir.path()).expect("node");
-    let c = node.client().await.expect("client");
-    c.remember("sick", memories(3, "sick"))
-        .await
-        .expect("remember");
-    let healthy = c
-        .remember("healthy", memories(3, "healthy"))
-        .await
-        .expect("remember");
-    node.stop();
-
-    // Damage one stored row of "sick" (the node is stopped; this is what a bad sector or a buggy tool leaves).
-    {
-        const POINTS: redb::TableDefinition<(&str, u64), &[u8]> =
-            redb::TableDefinition::new("points");
-        let db = redb::Database::open(dir.path().join("state.redb")).expect("open state");
-        let tx = db.begin_write().expect("write tx");
-        {
-            let mut t = tx.open_table(POINTS).expect("points table");
-            t.insert(("sick", 1u64), b"not a row".as_slice())
-                .expect("insert");
-        }
-        tx.commit().expect("commit");
-    }
-
-    let node = Node::start(dir.path()).expect("node starts despite the damage");
-    let c = node.client().await.expect("client");
-    let err = c
-        .recall("sick", "anything")
-        .send()
-        .await
-        .expect_err("a quarantined namespace answered");
-    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
-    assert!(err.to_string().contains("quarantined"), "{err}");
-    let err = c
-        .remember("sick", memories(1, "over it"))
-        .await
-        .expect_err("a write over a quarantined namespace");
-    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
-    let got = c
-        .get("healthy", healthy.iter().map(|r| r.id.clone()).collect())
-        .await
-        .expect("get");
-    assert_eq!(got.memories.len(), 3);
-    c.remember("healthy", memories(1, "more"))
-        .await
-        .expect("the healthy namespace takes writes");
 }

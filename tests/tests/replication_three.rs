@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_client::NewMemory;
-use cairn_tests::{files_containing, temp_dir, Node};
+use cairn_tests::{copy_dir, files_containing, temp_dir, Node};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -114,8 +114,13 @@ fn memories(n: usize) -> Vec<String> {
 }
 
 async fn fill(a: &Node, texts: &[String]) -> u64 {
+    fill_in(a, texts, 100).await
+}
+
+/// Remembers `texts` in calls of `per_call` (each call is one signed root); returns the last seq.
+async fn fill_in(a: &Node, texts: &[String], per_call: usize) -> u64 {
     let c = a.client().await.expect("client");
-    for chunk in texts.chunks(100) {
+    for chunk in texts.chunks(per_call) {
         c.remember(
             "fleet",
             chunk.iter().map(|t| NewMemory::new(t.clone())).collect(),
@@ -281,18 +286,6 @@ fn free_udp_port() -> u16 {
         .expect("free port")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir").flatten() {
-        let (p, q) = (e.path(), to.join(e.file_name()));
-        if p.is_dir() {
-            copy_dir(&p, &q);
-        } else {
-            std::fs::copy(&p, &q).expect("copy");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_signing_two_roots_for_one_seq_is_caught() {
     let (da, da2, db) = (temp_dir(), temp_dir(), temp_dir());
@@ -452,17 +445,6 @@ async fn a_lagging_replica_catches_up_from_a_peer_that_holds_records_in_pages() 
     assert_eq!(copies, 1, "C keeps superseded copies of its records");
 }
 
-/// Remembers `texts` one call each, so every one is its own signed root; returns the last seq.
-async fn fill_one_by_one(a: &Node, texts: &[String]) -> u64 {
-    let c = a.client().await.expect("client");
-    for t in texts {
-        c.remember("fleet", vec![NewMemory::new(t.clone())])
-            .await
-            .expect("remember");
-    }
-    c.root("fleet", None).await.expect("root").seq
-}
-
 /// A catch-up chain must link to the root the replica holds. B fell further behind than the peers' answers reach
 /// (`--chain-roots 8`). C, which joined late, holds only the last roots, so B cannot link C's chain: it installs
 /// nothing and keeps serving what it had. Once the owner is back, B fetches the roots in between from it (in
@@ -477,14 +459,14 @@ async fn a_chain_that_does_not_link_to_the_held_root_is_not_installed() {
     mesh(&[&a, &b, &c]);
     let a_id = node_id(&a);
     let texts = memories(40);
-    let first = fill_one_by_one(&a, &texts[..5]).await;
+    let first = fill_in(&a, &texts[..5], 1).await;
     follow(&b, "fleet", &a_id);
     assert_eq!(
         wait_seq(&b, "fleet", first, Duration::from_secs(60)).await,
         first
     );
     b.stop();
-    let last = fill_one_by_one(&a, &texts[5..]).await;
+    let last = fill_in(&a, &texts[5..], 1).await;
     assert!(last >= first + 35);
     follow(&c, "fleet", &a_id);
     assert_eq!(
