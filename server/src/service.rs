@@ -480,8 +480,16 @@ impl Cairn for CairnService {
         if iroh::PublicKey::from_bytes(&owner).is_err() {
             return Err(Status::invalid_argument("owner: not a valid node id"));
         }
-        self.engine.follow(&req.namespace, owner).await?;
-        self.p2p.spawn_follower(req.namespace, owner);
+        // Recording the follow (redb, then the in-memory namespace) and starting the follower run in a task of
+        // their own: a caller that goes away cannot leave the follow on disk but not in memory.
+        let (engine, p2p) = (self.engine.clone(), self.p2p.clone());
+        tokio::spawn(async move {
+            engine.follow(&req.namespace, owner).await?;
+            p2p.spawn_follower(req.namespace, owner);
+            Ok::<_, crate::error::NodeError>(())
+        })
+        .await
+        .map_err(crate::error::NodeError::from)??;
         Ok(Response::new(pb::FollowResponse {}))
     }
 }
