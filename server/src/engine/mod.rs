@@ -212,9 +212,12 @@ impl Signing {
     fn with<T>(&self, f: impl FnOnce(&RootSigner<'_>) -> T) -> T {
         let persist = |ns: &str, r: &SignedRoot| -> Result<(), NodeError> {
             self.state.put_root(ns, r)?;
-            self.published
-                .record(ns, r.record.seq, &r.record.hash())
-                .map_err(|e| NodeError::Task(e.to_string()))
+            // The root is durable in redb now; failing here would leave the in-memory chain behind it (every
+            // later commit would retry the same seq). A missing record only weakens the restore check.
+            if let Err(e) = self.published.record(ns, r.record.seq, &r.record.hash()) {
+                tracing::error!(namespace = ns, seq = r.record.seq, error = %e, "cannot record the published seq");
+            }
+            Ok(())
         };
         let signer = RootSigner {
             key: &self.key,
