@@ -57,6 +57,29 @@ pub struct GraphNode {
     pub vector: Vec<i8>,
 }
 
+impl GraphNode {
+    /// The committed form of a forgotten memory's node (docs/PROOFS.md, "Tombstones"): it keeps its place, level
+    /// and lists so searches can still pass through it, but its id, created_at and vector are zeroed, so neither
+    /// the graph leaves a node serves nor any file that holds them keep what was forgotten.
+    pub fn tombstone(node: u32, level: u8, dim: usize) -> Self {
+        GraphNode {
+            node,
+            id: MemoryId([0; 32]),
+            created_at: 0,
+            alive: false,
+            level,
+            vector: vec![0; dim],
+        }
+    }
+
+    /// True unless this is a tombstone that still carries some of the forgotten memory (its id, created_at or a
+    /// non-zero vector component). Verifiers and replicas refuse such nodes.
+    pub fn is_well_formed(&self) -> bool {
+        self.alive
+            || (self.id.0 == [0; 32] && self.created_at == 0 && self.vector.iter().all(|&x| x == 0))
+    }
+}
+
 /// Canonical encoding of a node's neighbour lists: for each layer 0..=level, `u16be(count)` then `count`
 /// × `u32be(node)`.
 pub fn encode_lists(lists: &[Vec<u32>]) -> Vec<u8> {
@@ -136,5 +159,24 @@ mod tests {
             vec![0, 127, -127, 64, -64, 127, 0, 1]
         );
         assert_eq!(distance(&[127, 0], &[127, 1]), -16129);
+    }
+
+    #[test]
+    fn a_tombstone_keeps_nothing_of_the_memory() {
+        let t = GraphNode::tombstone(7, 1, 4);
+        assert!(t.is_well_formed());
+        let mut leaky = t.clone();
+        leaky.vector[2] = 1;
+        assert!(!leaky.is_well_formed());
+        let mut leaky = t.clone();
+        leaky.id.0[0] = 1;
+        assert!(!leaky.is_well_formed());
+        let mut leaky = t.clone();
+        leaky.created_at = 1;
+        assert!(!leaky.is_well_formed());
+        let mut alive = t;
+        alive.alive = true;
+        alive.vector[0] = 5;
+        assert!(alive.is_well_formed());
     }
 }

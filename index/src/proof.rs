@@ -583,17 +583,20 @@ pub fn decode_node(r: &mut Reader<'_>, dim: usize) -> Result<ProofNode, VerifyEr
         0 => NodeLists::Hash(r.array()?),
         _ => return Err(VerifyError::Malformed("lists flag")),
     };
-    Ok(ProofNode {
-        node: GraphNode {
-            node,
-            id,
-            created_at,
-            alive,
-            level,
-            vector,
-        },
-        lists,
-    })
+    let node = GraphNode {
+        node,
+        id,
+        created_at,
+        alive,
+        level,
+        vector,
+    };
+    if !node.is_well_formed() {
+        return Err(VerifyError::Malformed(
+            "a tombstone carries the forgotten memory's id, time or vector",
+        ));
+    }
+    Ok(ProofNode { node, lists })
 }
 
 /// The signed root a Get/List/Recall proof is against (both formats start with magic ‖ signed root), without
@@ -822,4 +825,34 @@ pub fn check_fresh(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Reader;
+
+    fn round_trip(node: GraphNode) -> Result<ProofNode, VerifyError> {
+        let mut b = Vec::new();
+        encode_node(
+            &mut b,
+            &ProofNode {
+                node,
+                lists: NodeLists::Full(vec![vec![1, 2]]),
+            },
+        );
+        decode_node(&mut Reader::new(&b), 4)
+    }
+
+    /// A proof that shows a forgotten memory's vector, id or time is refused: forgetting is checkable.
+    #[test]
+    fn tombstones_that_keep_the_memory_are_refused() {
+        assert!(round_trip(GraphNode::tombstone(3, 0, 4)).is_ok());
+        let mut leaky = GraphNode::tombstone(3, 0, 4);
+        leaky.vector = vec![5, -3, 0, 1];
+        assert!(matches!(round_trip(leaky), Err(VerifyError::Malformed(_))));
+        let mut leaky = GraphNode::tombstone(3, 0, 4);
+        leaky.id = MemoryId([9; 32]);
+        assert!(round_trip(leaky).is_err());
+    }
 }

@@ -165,7 +165,14 @@ impl Ann {
 
     /// Writes the graph to `dir` atomically (fresh directory, fsync, rename over the old one), bound to the
     /// fingerprint of the rows it indexes.
-    pub fn save(&self, dir: &Path, rows: String) -> Result<(), DumpError> {
+    /// The vectors of points for which `dead` is true (forgotten memories) are zeroed in the written dump, so
+    /// a forgotten vector never reaches the disk through it; the reloaded graph then holds zero vectors there.
+    pub fn save(
+        &self,
+        dir: &Path,
+        rows: String,
+        dead: &dyn Fn(usize) -> bool,
+    ) -> Result<(), DumpError> {
         let err = |reason: String| DumpError {
             path: dir.to_owned(),
             reason,
@@ -192,6 +199,12 @@ impl Ann {
         if written != "index" {
             return Err(err(format!("hnsw_rs wrote basename {written}")));
         }
+        zero_dead_vectors(&tmp.join("index.hnsw.data"), dead).map_err(|e| {
+            // Without the zeroing, an older dump may still hold vectors forgotten since: drop it too.
+            let _ = std::fs::remove_dir_all(&tmp);
+            let _ = std::fs::remove_dir_all(dir);
+            err(format!("zeroing forgotten vectors: {e}"))
+        })?;
         let meta = DumpMeta {
             points: self.len(),
             params: self.params,
@@ -238,6 +251,63 @@ impl Ann {
             }
         }
     }
+}
+
+/// Tag hnsw_rs writes at the head of its data file and before each point's vector.
+const DATA_MAGIC: u32 = 0xa67f_0000;
+
+/// Overwrites with zeros, in an hnsw_rs data file (`u32 magic, u64 dim` then per point `u32 magic, u64 id,
+/// u64 len, len bytes`, native endian), the vectors of the points for which `dead` is true. Checks every
+/// record's framing and fails on anything unexpected rather than guess. Returns how many were zeroed.
+fn zero_dead_vectors(path: &Path, dead: &dyn Fn(usize) -> bool) -> std::io::Result<usize> {
+    use std::io::{Error, ErrorKind, Read, Seek, SeekFrom, Write};
+    let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("hnsw data file: {what}"));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let size = f.metadata()?.len();
+    let mut r = std::io::BufReader::new(&mut f);
+    let mut u32b = [0u8; 4];
+    let mut u64b = [0u8; 8];
+    r.read_exact(&mut u32b)?;
+    if u32::from_ne_bytes(u32b) != DATA_MAGIC {
+        return Err(bad("header magic"));
+    }
+    r.read_exact(&mut u64b)?;
+    let mut at: u64 = 12;
+    let mut spots = Vec::new();
+    while at < size {
+        r.read_exact(&mut u32b)?;
+        if u32::from_ne_bytes(u32b) != DATA_MAGIC {
+            return Err(bad("point magic"));
+        }
+        r.read_exact(&mut u64b)?;
+        let id = u64::from_ne_bytes(u64b);
+        r.read_exact(&mut u64b)?;
+        let len = u64::from_ne_bytes(u64b);
+        at = at
+            .checked_add(20)
+            .and_then(|a| a.checked_add(len))
+            .filter(|&a| a <= size)
+            .ok_or_else(|| bad("point length"))?;
+        if usize::try_from(id).is_ok_and(dead) {
+            spots.push((at - len, len));
+        }
+        r.seek_relative(len as i64)?;
+    }
+    drop(r);
+    let zeros = vec![0u8; 64 * 1024];
+    for &(off, len) in &spots {
+        f.seek(SeekFrom::Start(off))?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+    }
+    Ok(spots.len())
 }
 
 /// Sweeps leftovers of interrupted saves in `parent`.

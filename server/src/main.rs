@@ -79,6 +79,7 @@ async fn run(cli: Cli) -> Result<()> {
                 max_watchers: args.max_watchers as usize,
                 max_page_bytes: (args.max_page_mb as usize) << 20,
                 max_exact: args.max_exact,
+                scrub_interval: std::time::Duration::from_secs(args.scrub_secs),
                 witnesses: args.witness,
             };
             node::serve(cfg).await

@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub max_exact: u64,
     /// Witness keys pinned by the operator (their cosignatures are kept although they are not peers).
     pub witnesses: Vec<[u8; 32]>,
+    /// Time between scrub passes (forgotten data rewritten out of the saved graphs and the state file).
+    pub scrub_interval: Duration,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -127,6 +129,20 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     .max_decoding_message_size(MAX_REQUEST_BYTES)
     .max_encoding_message_size(usize::MAX);
 
+    let scrubber = {
+        let engine = engine.clone();
+        let every = cfg.scrub_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.scrub().await {
+                    tracing::warn!(error = %e, "scrub pass failed; retrying at the next pass");
+                }
+            }
+        })
+    };
     let saver = {
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -170,6 +186,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         )
         .await?;
     saver.abort();
+    scrubber.abort();
     tracing::info!("shutting down: saving indexes");
     p2p.shutdown().await;
     shutdown(engine).await;

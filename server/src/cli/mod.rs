@@ -336,6 +336,11 @@ pub struct ServeArgs {
     /// itself and its peers are always kept; any other key's are dropped. Repeatable.
     #[arg(long, value_name = "NODE_ID", value_parser = parse_node_id)]
     pub witness: Vec<[u8; 32]>,
+    /// Seconds between scrub passes. A forgotten memory's text and record leave the disk when the Forget (or,
+    /// on a replica, the catch-up) commits; its vector, metadata and id leave the saved HNSW graph and the
+    /// state file at the next pass, which rewrites them. So everything is gone within about this long.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub scrub_secs: u64,
 }
 
 fn parse_node_id(s: &str) -> Result<[u8; 32], String> {

@@ -77,6 +77,9 @@ pub struct Commitment {
 pub struct ReplicaMismatch(pub String);
 
 fn node_of(i: usize, row: &PointRow, level: u8) -> GraphNode {
+    if !row.alive {
+        return GraphNode::tombstone(i as u32, level, row.vector.len());
+    }
     GraphNode {
         node: i as u32,
         id: row.id,
@@ -195,14 +198,14 @@ impl Commitment {
         for &p in points {
             if let Some(n) = self.nodes.get_mut(p as usize) {
                 if n.node.alive {
-                    n.node.alive = false;
-                    n.refresh();
-                    self.changed.push(p as u32);
                     let e = TimeEntry {
                         created_at: n.node.created_at,
                         id: n.node.id,
                         node: n.node.node,
                     };
+                    n.node = GraphNode::tombstone(n.node.node, n.node.level, n.node.vector.len());
+                    n.refresh();
+                    self.changed.push(p as u32);
                     if let Ok(at) = self.time.binary_search(&e) {
                         self.time.remove(at);
                         self.time_leaves.remove(at);

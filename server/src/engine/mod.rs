@@ -329,7 +329,7 @@ impl Engine {
                 let allowed = cfg.allow_fork.contains(&name);
                 tokio::task::spawn_blocking(
                     move || -> Result<(Space, Option<String>), NodeError> {
-                        let rows = st.load_points(&n)?;
+                        let rows = st.scrub_tombstones(&n, st.load_points(&n)?)?;
                         let space = Space::restore(n.clone(), dir, rows, params);
                         let latest = st.latest_root(&n)?;
                         let fork = restored_fork(&n, latest.as_ref(), &sg.published)?;
@@ -1239,12 +1239,37 @@ impl Engine {
 
     /// Saves every namespace's graph that changed since its last save.
     pub async fn save_indexes(&self) {
+        self.save_where(|sp| sp.needs_save()).await;
+    }
+
+    /// One scrub pass (every `--scrub-secs`): rewrites the saved graphs that still hold forgotten vectors, then,
+    /// if anything was forgotten since the last pass, the state file (see [`State::vacuum`]). After it, nothing
+    /// of a memory forgotten before the pass began is left in the node's files.
+    pub async fn scrub(&self) -> Result<(), NodeError> {
+        self.save_where(|sp| sp.dump_stale()).await;
+        let st = self.state.clone();
+        if !tokio::task::spawn_blocking(move || st.scrub_due()).await?? {
+            return Ok(());
+        }
+        let st = self.state.clone();
+        let t0 = std::time::Instant::now();
+        let v = tokio::task::spawn_blocking(move || st.vacuum()).await??;
+        tracing::info!(
+            ms = t0.elapsed().as_millis() as u64,
+            bytes_before = v.before,
+            bytes_after = v.after,
+            "state file rewritten without forgotten data"
+        );
+        Ok(())
+    }
+
+    async fn save_where(&self, wanted: impl Fn(&Space) -> bool) {
         let spaces: Vec<Arc<Space>> = match self.spaces.read() {
             Ok(s) => s.values().cloned().collect(),
             Err(_) => return,
         };
         for sp in spaces {
-            if !sp.needs_save() {
+            if !wanted(&sp) {
                 continue;
             }
             let _w = sp.write.lock().await;
@@ -1263,6 +1288,9 @@ impl Engine {
     pub async fn shutdown(&self) {
         *self.gate.write().await = true;
         self.save_indexes().await;
+        if let Err(e) = self.scrub().await {
+            tracing::warn!(error = %e, "scrub at shutdown failed; it runs again at the next start");
+        }
         if let Err(e) = self.blobs.shutdown().await {
             tracing::warn!(error = %e, "blob store shutdown");
         }

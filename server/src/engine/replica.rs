@@ -629,16 +629,21 @@ impl Engine {
             } else {
                 (MemoryId::of_bytes(&[]).0, Default::default())
             };
-            points.push(ReplicaPoint {
-                point: u64::from(g.node),
-                row: PointRow {
+            let row = if g.alive {
+                PointRow {
                     id: g.id,
                     created_at: g.created_at,
-                    alive: g.alive,
+                    alive: true,
                     dedup,
                     vector: dequantise(&g.vector),
                     metadata,
-                },
+                }
+            } else {
+                PointRow::tombstone(g.vector.len())
+            };
+            points.push(ReplicaPoint {
+                point: u64::from(g.node),
+                row,
                 level,
                 lists: l,
             });

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_index::id::MemoryId;
@@ -132,6 +132,8 @@ pub struct Space {
     dir: PathBuf,
     inner: RwLock<Inner>,
     saved_points: AtomicUsize,
+    /// True after a forget until the saved graph is rewritten without the forgotten vectors.
+    dump_stale: AtomicBool,
 }
 
 /// Sorts a replica step's rows by point and checks that they replace or extend the `held` rows (none held
@@ -217,6 +219,7 @@ impl Space {
                 newest,
             }),
             saved_points: AtomicUsize::new(0),
+            dump_stale: AtomicBool::new(false),
         })
     }
 
@@ -231,7 +234,9 @@ impl Space {
                 (a, n)
             }
             Some(_) => {
-                tracing::warn!(namespace = %name, "saved graph belongs to other rows (e.g. from before a compaction); rebuilding it");
+                tracing::warn!(namespace = %name, "saved graph belongs to other rows (e.g. from before a compaction or a forget); rebuilding it");
+                // It may hold vectors forgotten since it was written.
+                let _ = std::fs::remove_dir_all(&dir);
                 (Ann::new(params, rows.len()), 0)
             }
             None => (Ann::new(params, rows.len()), 0),
@@ -264,6 +269,7 @@ impl Space {
                 newest,
             }),
             saved_points: AtomicUsize::new(saved),
+            dump_stale: AtomicBool::new(false),
         }
     }
 
@@ -363,14 +369,16 @@ impl Space {
             let p = p as usize;
             if let Some(row) = inner.rows.get_mut(p) {
                 if row.alive {
-                    row.alive = false;
                     let id = row.id;
+                    *row = PointRow::tombstone(row.vector.len());
                     inner.by_id.remove(&id);
                     inner.live -= 1;
                 }
             }
         }
         inner.commit.forget(points);
+        // The saved graph holds the forgotten vectors: it is rewritten at the next save.
+        self.dump_stale.store(true, Ordering::SeqCst);
         let root = signer.commit(&self.name, &mut inner.commit)?;
         let changed = inner.commit.take_changed();
         inner.log.record(root.record.seq, changed);
@@ -565,8 +573,16 @@ impl Space {
         self.save().map_err(|e| NodeError::Task(e.to_string()))
     }
 
+    /// True after a forget until the saved graph no longer holds the forgotten vectors.
+    pub fn dump_stale(&self) -> bool {
+        self.dump_stale.load(Ordering::SeqCst)
+    }
+
     /// True if the graph changed since it was last saved.
     pub fn needs_save(&self) -> bool {
+        if self.dump_stale.load(Ordering::SeqCst) {
+            return true;
+        }
         let saved = self.saved_points.load(Ordering::SeqCst);
         self.inner
             .read()
@@ -575,18 +591,23 @@ impl Space {
 
     /// Saves the graph (the caller holds the write lock, so no point is added meanwhile).
     pub fn save(&self) -> Result<(), DumpError> {
-        let (ann, rows) = match self.inner.read() {
+        let (ann, rows, dead) = match self.inner.read() {
             Ok(i) => match i.ann.clone() {
                 Some(a) => {
                     let n = a.len().min(i.rows.len());
                     let fp = rows_fingerprint(i.rows[..n].iter().map(|r| &r.id.0));
-                    (a, fp)
+                    let dead: Vec<bool> = i.rows.iter().map(|r| !r.alive).collect();
+                    (a, fp, dead)
                 }
                 None => return Ok(()),
             },
             Err(_) => return Ok(()),
         };
-        ann.save(&self.dir, rows)?;
+        self.dump_stale.store(false, Ordering::SeqCst);
+        if let Err(e) = ann.save(&self.dir, rows, &|p| dead.get(p).copied().unwrap_or(false)) {
+            self.dump_stale.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         self.saved_points.store(ann.len(), Ordering::SeqCst);
         Ok(())
     }
@@ -745,5 +766,40 @@ mod tests {
             other.needs_save(),
             "a dump of other rows was reused instead of rebuilding"
         );
+    }
+
+    fn holds(dir: &std::path::Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).expect("dir").flatten().any(|e| {
+            std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
+    }
+
+    /// A forgotten point's vector is zeroed in the saved graph (the graph still loads, with the same size).
+    #[test]
+    fn a_saved_graph_does_not_hold_forgotten_vectors() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("g");
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 32,
+            dim: 8,
+        };
+        let mut rs = rows(3, 40, 8);
+        // (The helper's vectors repeat every 11 rows; this one is unique.)
+        let n = (1..=8).map(|x| (x * x) as f32).sum::<f32>().sqrt();
+        rs[7].vector = (1..=8).map(|x| x as f32 / n).collect();
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        let (gone, kept) = (bytes(&rs[7].vector), bytes(&rs[8].vector));
+        let ann = Ann::new(params, rs.len());
+        for (i, r) in rs.iter().enumerate() {
+            ann.insert(&r.vector, i);
+        }
+        rs[7] = PointRow::tombstone(8);
+        let space = Space::from_parts("t".into(), dir.clone(), rs.clone(), ann, 0);
+        space.save().expect("save");
+        assert!(!holds(&dir, &gone), "the forgotten vector is in the dump");
+        assert!(holds(&dir, &kept), "a live vector is missing from the dump");
+        let back = Space::restore("t".into(), dir, rs, params);
+        assert!(!back.needs_save(), "the zeroed dump was not reusable");
     }
 }

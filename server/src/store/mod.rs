@@ -4,11 +4,11 @@
 
 pub mod rows;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cairn_index::id::MemoryId;
 use cairn_index::root::SignedRoot;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 pub use rows::PointRow;
 
@@ -184,6 +184,10 @@ pub enum StoreError {
     Format(String),
 }
 
+fn vacuum_path(path: &Path) -> PathBuf {
+    path.with_extension("redb.vacuum")
+}
+
 fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(e.into())
 }
@@ -206,7 +210,46 @@ pub struct Forgotten {
 
 /// The redb-backed state.
 pub struct State {
-    db: Database,
+    /// The open database. Every method holds the read side for its whole transaction; [`State::vacuum`] takes
+    /// the write side to swap in a rewritten file.
+    db: std::sync::RwLock<Database>,
+    /// Where the file lives (for the vacuum's rewrite).
+    path: PathBuf,
+}
+
+/// META key present while forgotten data may linger in pages redb freed: cleared by [`State::vacuum`].
+const SCRUB_DUE: &str = "scrub_due";
+
+/// What one [`State::vacuum`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Vacuumed {
+    /// File size before, bytes.
+    pub before: u64,
+    /// File size after, bytes.
+    pub after: u64,
+}
+
+/// Copies every entry of one table from `r` into `w` (a missing source table is empty).
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    r: &redb::ReadTransaction,
+    w: &redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+    skip: impl Fn(&K::SelfType<'_>) -> bool,
+) -> Result<(), StoreError> {
+    let src = match r.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(dberr(e)),
+    };
+    let mut dst = w.open_table(def).map_err(dberr)?;
+    for e in src.iter().map_err(dberr)? {
+        let (k, v) = e.map_err(dberr)?;
+        if skip(&k.value()) {
+            continue;
+        }
+        dst.insert(k.value(), v.value()).map_err(dberr)?;
+    }
+    Ok(())
 }
 
 impl State {
@@ -257,12 +300,142 @@ impl State {
             tx.open_table(COSIGS).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
-        Ok(State { db })
+        // A vacuum that died before its rename leaves its unfinished copy behind.
+        let _ = std::fs::remove_file(vacuum_path(path));
+        Ok(State {
+            db: std::sync::RwLock::new(db),
+            path: path.to_owned(),
+        })
+    }
+
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Database>, StoreError> {
+        self.db.read().map_err(|_| {
+            StoreError::Db(redb::Error::Corrupted(
+                "state handle poisoned by a panic".into(),
+            ))
+        })
+    }
+
+    /// True while a forget's old bytes may still sit in pages of the file that redb freed but did not
+    /// overwrite (set in the forget's own transaction, cleared by [`State::vacuum`]).
+    pub fn scrub_due(&self) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let meta = tx.open_table(META).map_err(dberr)?;
+        Ok(meta.get(SCRUB_DUE).map_err(dberr)?.is_some())
+    }
+
+    /// Overwrites the rows of tombstones written before forgetting scrubbed rows (older data dirs) with empty
+    /// tombstones, and returns the rows as they now are.
+    pub fn scrub_tombstones(
+        &self,
+        ns: &str,
+        mut rows: Vec<PointRow>,
+    ) -> Result<Vec<PointRow>, StoreError> {
+        let stale: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].needs_scrub()).collect();
+        if stale.is_empty() {
+            return Ok(rows);
+        }
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        {
+            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+            for &i in &stale {
+                rows[i] = PointRow::tombstone(rows[i].vector.len());
+                pts.insert((ns, i as u64), rows[i].encode().as_slice())
+                    .map_err(dberr)?;
+            }
+            tx.open_table(META)
+                .map_err(dberr)?
+                .insert(SCRUB_DUE, "1")
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        tracing::info!(
+            namespace = ns,
+            tombstones = stale.len(),
+            "scrubbed tombstones written by an older version"
+        );
+        Ok(rows)
+    }
+
+    /// Rewrites the whole state into a fresh file and swaps it in (write, fsync, rename), so bytes of forgotten
+    /// memories that redb freed but never overwrote leave the disk with the old file. Blocks every other state
+    /// call meanwhile: its cost grows with the state (see docs/BENCHMARKS.md).
+    pub fn vacuum(&self) -> Result<Vacuumed, StoreError> {
+        let io = |e: std::io::Error| StoreError::Db(redb::Error::Io(e));
+        let mut db = self.db.write().map_err(|_| {
+            StoreError::Db(redb::Error::Corrupted(
+                "state handle poisoned by a panic".into(),
+            ))
+        })?;
+        let before = std::fs::metadata(&self.path).map_err(io)?.len();
+        let tmp = vacuum_path(&self.path);
+        let _ = std::fs::remove_file(&tmp);
+        let fresh = Database::create(&tmp).map_err(dberr)?;
+        let copied = (|| -> Result<(), StoreError> {
+            let r = db.begin_read().map_err(dberr)?;
+            let w = fresh.begin_write().map_err(dberr)?;
+            let known = [
+                "meta",
+                "namespaces",
+                "points",
+                "memories",
+                "dedup",
+                "roots",
+                "blob_deletes",
+                "replica_lists",
+                "follows",
+                "peers",
+                "alerts",
+                "cosignatures",
+                "packed_records",
+                "kept_snapshots",
+            ];
+            // A table this code does not know would be lost by the copy: refuse rather than drop it.
+            for t in r.list_tables().map_err(dberr)? {
+                if !known.contains(&t.name()) {
+                    return Err(StoreError::Db(redb::Error::Corrupted(format!(
+                        "vacuum does not know table {:?}",
+                        t.name()
+                    ))));
+                }
+            }
+            copy_table(&r, &w, META, |k| *k == SCRUB_DUE)?;
+            copy_table(&r, &w, NAMESPACES, |_| false)?;
+            copy_table(&r, &w, POINTS, |_| false)?;
+            copy_table(&r, &w, MEMORIES, |_| false)?;
+            copy_table(&r, &w, DEDUP, |_| false)?;
+            copy_table(&r, &w, ROOTS, |_| false)?;
+            copy_table(&r, &w, BLOB_DELETES, |_| false)?;
+            copy_table(&r, &w, LISTS, |_| false)?;
+            copy_table(&r, &w, FOLLOWS, |_| false)?;
+            copy_table(&r, &w, PEERS, |_| false)?;
+            copy_table(&r, &w, ALERTS, |_| false)?;
+            copy_table(&r, &w, COSIGS, |_| false)?;
+            copy_table(&r, &w, PACKED, |_| false)?;
+            copy_table(&r, &w, KEPT_SNAPSHOTS, |_| false)?;
+            w.commit().map_err(dberr)?;
+            Ok(())
+        })();
+        if let Err(e) = copied.and_then(|()| std::fs::rename(&tmp, &self.path).map_err(io)) {
+            drop(fresh);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Some(parent) = self.path.parent() {
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        }
+        // The old handle closes here; its file is already unlinked.
+        *db = fresh;
+        let after = std::fs::metadata(&self.path).map_err(io)?.len();
+        Ok(Vacuumed { before, after })
     }
 
     /// Records the node id that signs this state on first use, and refuses a key with another id later.
     pub fn bind_node_id(&self, id: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut meta = tx.open_table(META).map_err(dberr)?;
             let stored = meta
@@ -288,7 +461,8 @@ impl State {
 
     /// Every namespace with its next point number.
     pub fn namespaces(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(NAMESPACES).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(dberr)? {
@@ -301,7 +475,8 @@ impl State {
     /// Every blob the rows refer to: the records of live memories (all namespaces) and the packs that hold
     /// records. A tagged record blob outside this set is left over from a write that never committed.
     pub fn referenced_blobs(&self) -> Result<std::collections::HashSet<[u8; 32]>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let mut out = std::collections::HashSet::new();
         let mem = tx.open_table(MEMORIES).map_err(dberr)?;
         for item in mem.iter().map_err(dberr)? {
@@ -323,7 +498,8 @@ impl State {
 
     /// All point rows of a namespace, in point order (index = point number).
     pub fn load_points(&self, ns: &str) -> Result<Vec<PointRow>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(POINTS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.range((ns, 0u64)..=(ns, u64::MAX)).map_err(dberr)? {
@@ -344,7 +520,8 @@ impl State {
         ns: &str,
         keys: &[[u8; 32]],
     ) -> Result<Vec<Option<MemoryId>>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(DEDUP).map_err(dberr)?;
         keys.iter()
             .map(|k| Ok(t.get((ns, *k)).map_err(dberr)?.map(|g| MemoryId(g.value()))))
@@ -353,7 +530,8 @@ impl State {
 
     /// Durably inserts new memories of one namespace and advances its next point number.
     pub fn insert(&self, ns: &str, points: &[NewPoint], next_point: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
             let mut pts = tx.open_table(POINTS).map_err(dberr)?;
@@ -371,24 +549,29 @@ impl State {
         Ok(())
     }
 
-    /// Durably forgets memories: tombstones their points, removes them from every lookup and queues their blobs
-    /// for deletion.
+    /// Durably forgets memories: overwrites their rows with empty tombstones, removes them from every lookup and
+    /// queues their blobs for deletion. (The old row bytes can linger in pages redb freed until [`State::vacuum`].)
     pub fn forget(&self, ns: &str, gone: &[Forgotten]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut pts = tx.open_table(POINTS).map_err(dberr)?;
             let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
             let mut ded = tx.open_table(DEDUP).map_err(dberr)?;
             let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
             for g in gone {
-                let mut row = g.row.clone();
-                row.alive = false;
-                pts.insert((ns, g.point), row.encode().as_slice())
+                let row = &g.row;
+                let tomb = PointRow::tombstone(row.vector.len());
+                pts.insert((ns, g.point), tomb.encode().as_slice())
                     .map_err(dberr)?;
                 mem.remove((ns, row.id.0)).map_err(dberr)?;
                 ded.remove((ns, row.dedup)).map_err(dberr)?;
                 del.insert(row.id.0, ()).map_err(dberr)?;
             }
+            tx.open_table(META)
+                .map_err(dberr)?
+                .insert(SCRUB_DUE, "1")
+                .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         Ok(())
@@ -396,7 +579,8 @@ impl State {
 
     /// Appends a signed root to a namespace's chain (durably; refuses to overwrite a seq).
     pub fn put_root(&self, ns: &str, root: &SignedRoot) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut t = tx.open_table(ROOTS).map_err(dberr)?;
             let seq = root.record.seq;
@@ -414,7 +598,8 @@ impl State {
 
     /// The newest root of a namespace.
     pub fn latest_root(&self, ns: &str) -> Result<Option<SignedRoot>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(ROOTS).map_err(dberr)?;
         let last = t
             .range((ns, 0u64)..=(ns, u64::MAX))
@@ -433,7 +618,8 @@ impl State {
 
     /// The root with a given seq.
     pub fn root_at(&self, ns: &str, seq: u64) -> Result<Option<SignedRoot>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(ROOTS).map_err(dberr)?;
         match t.get((ns, seq)).map_err(dberr)? {
             Some(v) => Ok(Some(
@@ -445,7 +631,8 @@ impl State {
 
     /// Blob hashes whose deletion from the blob store is still to be done.
     pub fn pending_blob_deletes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(BLOB_DELETES).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(dberr)? {
@@ -456,7 +643,8 @@ impl State {
 
     /// Marks blob deletions as done.
     pub fn blob_deletes_done(&self, hashes: &[[u8; 32]]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut t = tx.open_table(BLOB_DELETES).map_err(dberr)?;
             for h in hashes {
@@ -470,7 +658,8 @@ impl State {
     /// Replaces all points of a namespace by `live` (renumbered 0..), dropping tombstones: the durable half of a
     /// compaction.
     pub fn compact(&self, ns: &str, live: &[PointRow]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
             let mut pts = tx.open_table(POINTS).map_err(dberr)?;
@@ -526,7 +715,8 @@ fn decode_level_lists(b: &[u8]) -> Result<(u8, Vec<Vec<u32>>), StoreError> {
 impl State {
     /// Every followed namespace with its owner.
     pub fn follows(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(FOLLOWS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(dberr)? {
@@ -538,7 +728,8 @@ impl State {
 
     /// Records that `ns` is a replica of `owner`'s namespace (and registers the namespace).
     pub fn set_follow(&self, ns: &str, owner: [u8; 32]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             tx.open_table(FOLLOWS)
                 .map_err(dberr)?
@@ -555,7 +746,8 @@ impl State {
 
     /// Known peers and their addresses.
     pub fn peers(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(PEERS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(dberr)? {
@@ -567,7 +759,8 @@ impl State {
 
     /// Adds or updates a peer.
     pub fn put_peer(&self, id: [u8; 32], addrs: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         tx.open_table(PEERS)
             .map_err(dberr)?
             .insert(id, addrs)
@@ -578,7 +771,8 @@ impl State {
 
     /// A replica namespace's stored lists, by point.
     pub fn load_lists(&self, ns: &str) -> Result<Vec<StoredLists>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(LISTS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.range((ns, 0u64)..=(ns, u64::MAX)).map_err(dberr)? {
@@ -597,7 +791,8 @@ impl State {
         to: u64,
         limit: usize,
     ) -> Result<Vec<SignedRoot>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(ROOTS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.range((ns, from)..=(ns, to)).map_err(dberr)?.take(limit) {
@@ -618,7 +813,8 @@ impl State {
             deletes,
             packs,
         } = *w;
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut pk = tx.open_table(PACKED).map_err(dberr)?;
             for id in &packs.remove {
@@ -673,6 +869,13 @@ impl State {
             for h in deletes {
                 del.insert(*h, ()).map_err(dberr)?;
             }
+            // Rows of forgotten memories were overwritten (or whole tables replaced): their old bytes may linger.
+            if full || !deletes.is_empty() || points.iter().any(|p| !p.row.alive) {
+                tx.open_table(META)
+                    .map_err(dberr)?
+                    .insert(SCRUB_DUE, "1")
+                    .map_err(dberr)?;
+            }
         }
         tx.commit().map_err(dberr)?;
         Ok(())
@@ -680,7 +883,8 @@ impl State {
 
     /// Where records live in packs (None: not in a pack).
     pub fn pack_locs(&self, ids: &[MemoryId]) -> Result<Vec<Option<PackLoc>>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = match tx.open_table(PACKED) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
@@ -697,7 +901,8 @@ impl State {
 
     /// The snapshot kept for `ns`.
     pub fn snapshot(&self, ns: &str) -> Result<Option<KeptSnapshot>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = match tx.open_table(KEPT_SNAPSHOTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -737,7 +942,8 @@ impl State {
 
     /// Records (or with None, clears) the snapshot kept for `ns`.
     pub fn set_snapshot(&self, ns: &str, snap: Option<&KeptSnapshot>) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         {
             let mut t = tx.open_table(KEPT_SNAPSHOTS).map_err(dberr)?;
             match snap {
@@ -763,7 +969,8 @@ impl State {
 
     /// Stores an alert; returns its number.
     pub fn put_alert(&self, bytes: &[u8]) -> Result<u64, StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         let n;
         {
             let mut t = tx.open_table(ALERTS).map_err(dberr)?;
@@ -776,7 +983,8 @@ impl State {
 
     /// Every alert, oldest first.
     pub fn alerts(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(ALERTS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(dberr)? {
@@ -794,7 +1002,8 @@ impl State {
         witness: [u8; 32],
         sig: [u8; 64],
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
         tx.open_table(COSIGS)
             .map_err(dberr)?
             .insert((owner, ns, seq, witness), sig)
@@ -805,7 +1014,8 @@ impl State {
 
     /// Cosignatures of one root: (witness, signature).
     pub fn cosigs(&self, owner: [u8; 32], ns: &str, seq: u64) -> Result<Vec<Cosig>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
         let t = tx.open_table(COSIGS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t
@@ -822,6 +1032,69 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vacuum leaves none of a forgotten row's bytes in the file, keeps everything else, and clears the
+    /// scrub mark.
+    #[test]
+    fn a_vacuum_removes_forgotten_bytes_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        let st = State::open(&path, "model").expect("open");
+        let row = |i: u8, secret: &str| PointRow {
+            id: MemoryId([i; 32]),
+            created_at: 1000 + u64::from(i),
+            alive: true,
+            dedup: [i.wrapping_add(100); 32],
+            vector: vec![0.25; 16],
+            metadata: [("secret".to_owned(), secret.to_owned())].into(),
+        };
+        let points: Vec<NewPoint> = (0..50u8)
+            .map(|i| NewPoint {
+                point: u64::from(i),
+                row: row(i, &format!("value-{i:03}-zq")),
+            })
+            .collect();
+        st.insert("ns", &points, 50).expect("insert");
+        let file_has = |needle: &[u8]| {
+            std::fs::read(&path)
+                .expect("read")
+                .windows(needle.len())
+                .any(|w| w == needle)
+        };
+        assert!(file_has(b"value-007-zq"));
+        assert!(!st.scrub_due().expect("due"));
+        st.forget(
+            "ns",
+            &[Forgotten {
+                point: 7,
+                row: row(7, "value-007-zq"),
+            }],
+        )
+        .expect("forget");
+        assert!(st.scrub_due().expect("due"));
+        // (The node deletes the record blob right after the forget; until then the id stays queued.)
+        st.blob_deletes_done(&[[7; 32]]).expect("blob deleted");
+        st.vacuum().expect("vacuum");
+        assert!(
+            !file_has(b"value-007-zq"),
+            "forgotten metadata survived the vacuum"
+        );
+        assert!(!file_has(&[7; 32]), "forgotten id survived the vacuum");
+        assert!(file_has(b"value-008-zq"));
+        assert!(!st.scrub_due().expect("due"));
+        let back = st.load_points("ns").expect("load");
+        assert_eq!(back.len(), 50);
+        assert_eq!(back[7], PointRow::tombstone(16));
+        assert_eq!(back[8], row(8, "value-008-zq"));
+        // The swapped-in file is the one a restart opens.
+        drop(st);
+        let st = State::open(&path, "model").expect("reopen");
+        assert_eq!(
+            st.load_points("ns").expect("load")[9],
+            row(9, "value-009-zq")
+        );
+        assert!(!vacuum_path(&path).exists());
+    }
 
     #[test]
     fn kept_snapshots_and_pack_locations_round_trip() {

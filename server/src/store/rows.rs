@@ -30,6 +30,24 @@ const INT8_FLAG: u16 = 0x8000;
 pub struct CorruptRow(pub &'static str);
 
 impl PointRow {
+    /// The row a forgotten memory leaves behind (a graph tombstone): its place only. Id, created_at, dedup
+    /// key, metadata and vector are zeroed, so nothing of the memory is written again.
+    pub fn tombstone(dim: usize) -> Self {
+        PointRow {
+            id: MemoryId([0; 32]),
+            created_at: 0,
+            alive: false,
+            dedup: [0; 32],
+            vector: vec![0.0; dim],
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// True for a tombstone written before forgetting scrubbed rows (it still holds the memory's data).
+    pub fn needs_scrub(&self) -> bool {
+        !self.alive && *self != Self::tombstone(self.vector.len())
+    }
+
     /// Encodes the row.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + 8 + 1 + 2 + self.vector.len() * 4 + 64);
