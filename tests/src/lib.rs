@@ -330,3 +330,47 @@ pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
     }
     found
 }
+
+/// A node's p2p ticket (`cairn ticket`).
+pub fn ticket(n: &Node) -> String {
+    let o = n.cli(&["ticket"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A node's id (`cairn id`).
+pub fn node_id(n: &Node) -> String {
+    String::from_utf8_lossy(&n.cli(&["id"]).stdout)
+        .trim()
+        .to_owned()
+}
+
+/// Makes `a` and `b` peers of each other.
+pub fn introduce(a: &Node, b: &Node) {
+    let o = b.cli(&["peer", "add", &ticket(a)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = a.cli(&["peer", "add", &ticket(b)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The latest root seq of `ns` on `n` (0 if none or unreachable).
+pub async fn seq_of(n: &Node, ns: &str) -> u64 {
+    let Ok(c) = n.client().await else { return 0 };
+    c.list_namespaces()
+        .await
+        .ok()
+        .and_then(|l| l.into_iter().find(|x| x.namespace == ns))
+        .map_or(0, |x| x.seq)
+}
+
+/// Polls (bounded) until `ns` on `n` has root seq ≥ `seq`; returns the seq reached.
+pub async fn wait_seq(n: &Node, ns: &str, seq: u64, limit: std::time::Duration) -> u64 {
+    let t0 = std::time::Instant::now();
+    loop {
+        let now = seq_of(n, ns).await;
+        if now >= seq || t0.elapsed() > limit {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cairn_client::{CairnClient, NewMemory};
-use cairn_tests::{temp_dir, Node};
+use cairn_tests::{node_id, temp_dir, Node};
 
 const NS: &str = "crash/loop";
 
@@ -87,12 +87,6 @@ async fn work(c: CairnClient, mut ledger: Ledger, seed: u64) -> (Ledger, bool) {
         }
     }
     (ledger, false)
-}
-
-fn node_id(n: &Node) -> String {
-    String::from_utf8_lossy(&n.cli(&["id"]).stdout)
-        .trim()
-        .to_owned()
 }
 
 fn audit_clean(n: &Node, owner: &str) {

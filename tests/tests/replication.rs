@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_client::NewMemory;
-use cairn_tests::{files_containing, temp_dir, Node};
+use cairn_tests::{files_containing, introduce, node_id, temp_dir, ticket, wait_seq, Node};
 
 const FACTS: &[&str] = &[
     "Alice prefers green tea to coffee.",
@@ -15,43 +15,6 @@ const FACTS: &[&str] = &[
     "Dave is allergic to peanuts and shellfish.",
     "Eve moved to Lisbon last spring.",
 ];
-
-fn ticket(n: &Node) -> String {
-    let o = n.cli(&["ticket"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn node_id(n: &Node) -> String {
-    let o = n.cli(&["id"]);
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-/// Makes `b` and `a` peers of each other.
-fn introduce(a: &Node, b: &Node) {
-    let o = b.cli(&["peer", "add", &ticket(a)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = a.cli(&["peer", "add", &ticket(b)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// Polls (bounded) until `ns` on `n` has root seq ≥ `seq`.
-async fn wait_seq(n: &Node, ns: &str, seq: u64, limit: Duration) -> u64 {
-    let c = n.client().await.expect("client");
-    let t0 = Instant::now();
-    loop {
-        let now = c
-            .list_namespaces()
-            .await
-            .ok()
-            .and_then(|l| l.into_iter().find(|x| x.namespace == ns))
-            .map_or(0, |x| x.seq);
-        if now >= seq || t0.elapsed() > limit {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_serves_verified_reads_that_survive_the_owner() {

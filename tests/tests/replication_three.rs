@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_client::NewMemory;
-use cairn_tests::{copy_dir, files_containing, temp_dir, Node};
+use cairn_tests::{copy_dir, files_containing, node_id, seq_of, temp_dir, ticket, wait_seq, Node};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -14,18 +14,6 @@ fn out(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn ticket(n: &Node) -> String {
-    let o = n.cli(&["ticket"]);
-    assert!(o.status.success(), "{}", out(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn node_id(n: &Node) -> String {
-    String::from_utf8_lossy(&n.cli(&["id"]).stdout)
-        .trim()
-        .to_owned()
 }
 
 /// Makes every node a peer of every other.
@@ -48,27 +36,6 @@ fn add_peer(n: &Node, other: &str) {
 fn follow(n: &Node, ns: &str, owner: &str) {
     let o = n.cli(&["follow", "--ns", ns, "--from", owner]);
     assert!(o.status.success(), "{}", out(&o));
-}
-
-async fn seq_of(n: &Node, ns: &str) -> u64 {
-    let Ok(c) = n.client().await else { return 0 };
-    c.list_namespaces()
-        .await
-        .ok()
-        .and_then(|l| l.into_iter().find(|x| x.namespace == ns))
-        .map_or(0, |x| x.seq)
-}
-
-/// Polls (bounded) until `ns` on `n` has root seq ≥ `seq`; returns the seq reached.
-async fn wait_seq(n: &Node, ns: &str, seq: u64, limit: Duration) -> u64 {
-    let t0 = Instant::now();
-    loop {
-        let now = seq_of(n, ns).await;
-        if now >= seq || t0.elapsed() > limit {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn recall_verified(

@@ -715,6 +715,7 @@ impl Engine {
                     next_point: next,
                     roots: &chain,
                     deletes: &deletes,
+                    forgotten: &gone,
                     packs: &packs,
                 },
             )
