@@ -86,6 +86,13 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         import: usize,
     },
+    /// The scrub after a Forget: time to rewrite the state file (the vacuum) holding N memories of the model's
+    /// dimension, i.e. how long other state calls wait once per --scrub-secs when something was forgotten.
+    Scrub {
+        /// Sizes to measure at (memories).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000])]
+        sizes: Vec<usize>,
+    },
     /// Replication over loopback: a fresh follower catches up with a namespace of the node at --data-dir
     /// (every leaf verified), then owner-commit to follower-visible latency of one-item writes.
     Catchup {
@@ -494,6 +501,62 @@ fn dir_bytes(dir: &Path) -> u64 {
             }
         })
         .sum()
+}
+
+fn bench_scrub(sizes: &[usize]) -> Result<()> {
+    use cairn_server::store::{Forgotten, NewPoint, PointRow, State};
+    for &n in sizes {
+        let tmp = tempfile::tempdir()?;
+        let path = tmp.path().join("state.redb");
+        let st = State::open(&path, "bench")?;
+        let row = |i: usize| -> PointRow {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let mut v: Vec<f32> = (0..384)
+                .map(|j| (((i * 31 + j * 17) % 97) as f32 - 48.0) / 1000.0 + 1e-4)
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            PointRow {
+                id: cairn_index::id::MemoryId(id),
+                created_at: 1_700_000_000_000 + i as u64,
+                alive: true,
+                dedup: *blake3::hash(&id).as_bytes(),
+                vector: v,
+                metadata: [("user".to_owned(), format!("u{}", i % 50))].into(),
+            }
+        };
+        for start in (0..n).step_by(10_000) {
+            let batch: Vec<NewPoint> = (start..(start + 10_000).min(n))
+                .map(|i| NewPoint {
+                    point: i as u64,
+                    row: row(i),
+                })
+                .collect();
+            st.insert("bench", &batch, (start + batch.len()) as u64)?;
+        }
+        st.forget(
+            "bench",
+            &[Forgotten {
+                point: 7,
+                row: row(7),
+            }],
+        )?;
+        let t0 = Instant::now();
+        let v = st.vacuum()?;
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "scrub",
+                "memories": n,
+                "vacuum_s": (secs * 1000.0).round() / 1000.0,
+                "state_mb_before": v.before >> 20,
+                "state_mb_after": v.after >> 20,
+            })
+        );
+    }
+    Ok(())
 }
 
 async fn seq_on(c: &CairnClient, ns: &str) -> u64 {
@@ -999,6 +1062,7 @@ async fn main() -> Result<()> {
         Cmd::Ingest { n, in_flight } => bench_ingest(&args, *n, *in_flight).await,
         Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
         Cmd::Scifact => bench_scifact(&args).await,
+        Cmd::Scrub { sizes } => bench_scrub(sizes),
         Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
         Cmd::Catchup { ns, writes } => bench_catchup(&args, ns, *writes).await,
         Cmd::Load {

@@ -338,7 +338,9 @@ pub struct ServeArgs {
     pub witness: Vec<[u8; 32]>,
     /// Seconds between scrub passes. A forgotten memory's text and record leave the disk when the Forget (or,
     /// on a replica, the catch-up) commits; its vector, metadata and id leave the saved HNSW graph and the
-    /// state file at the next pass, which rewrites them. So everything is gone within about this long.
+    /// state file at the next pass, which rewrites them. The state file rewrite blocks other state calls while
+    /// it runs (about 0.3 s at 10k memories, 3 s at 100k), so it waits at least ten times its last duration
+    /// before running again: everything is gone within the larger of this and that.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub scrub_secs: u64,
 }
