@@ -255,6 +255,32 @@ impl Embedder {
         })
     }
 
+    /// A stand-in model for in-process engine tests: each text's vector is derived from its BLAKE3 hash (unit
+    /// length, `dim` components), so tests run without ONNX Runtime. Its identity names it `test-hash@…`, so
+    /// nothing it wrote can be mistaken for the real model's state. End-to-end tests use the real model.
+    #[cfg(test)]
+    pub fn deterministic(dim: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let out = job.texts.iter().map(|t| hash_vector(t, dim)).collect();
+                let _ = job.reply.send(Ok(out));
+            }
+        });
+        let hash =
+            *blake3::hash(format!("cairn test-hash embedder, dim {dim}").as_bytes()).as_bytes();
+        Embedder {
+            tx,
+            info: ModelInfo {
+                id: format!("test-hash@{}", hex::encode(&hash[..8])),
+                dim,
+                hash,
+            },
+            room: std::sync::Arc::new(tokio::sync::Semaphore::new(1024)),
+            max_batch: 256,
+        }
+    }
+
     /// The model's identity.
     pub fn info(&self) -> &ModelInfo {
         &self.info
@@ -286,6 +312,51 @@ impl Embedder {
         }
         Ok(out)
     }
+}
+
+/// The test embedder's vector of `text`: components from its BLAKE3 XOF in [-1, 1], normalised.
+#[cfg(test)]
+fn hash_vector(text: &str, dim: usize) -> Vec<f32> {
+    let mut bytes = vec![0u8; dim.max(1)];
+    blake3::Hasher::new()
+        .update(text.as_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    let mut v: Vec<f32> = bytes.iter().map(|&b| f32::from(b) / 127.5 - 1.0).collect();
+    v.truncate(dim);
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// Most word pieces (padded) in one model call. The runtime keeps its memory arena at the size of the largest
+/// call it has run, which grows with texts × longest² (attention): 32 texts of 256 pieces held ~150 MB after an
+/// import. At this budget a call holds 8 texts of 256 pieces, or 32 of up to 64.
+const PIECE_BUDGET: usize = 2048;
+
+/// A conservative guess of a text's word pieces from its bytes (English averages about four bytes a piece; the
+/// model truncates at 256, plus the two special tokens).
+fn pieces(bytes: usize) -> usize {
+    (bytes / 3 + 2).min(258)
+}
+
+/// Splits texts sorted by length into model calls: at most [`SUB_BATCH`] texts each, and at most
+/// [`PIECE_BUDGET`] padded word pieces (texts × the longest's pieces), one text at least.
+fn calls_for(sorted_lens: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < sorted_lens.len() {
+        let mut end = start + 1;
+        while end < sorted_lens.len()
+            && end - start < SUB_BATCH
+            && (end - start + 1) * pieces(sorted_lens[end]) <= PIECE_BUDGET
+        {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
 }
 
 /// Texts per model call. A bulk batch is embedded this many texts at a time, and urgent jobs that arrive meanwhile
@@ -372,8 +443,8 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
     }
 }
 
-/// Embeds the texts of `jobs` sorted by length (little padding), [`SUB_BATCH`] at a time, calling `between`
-/// after each call but the last, and answers every job.
+/// Embeds the texts of `jobs` sorted by length (little padding), in calls of at most [`SUB_BATCH`] texts and
+/// [`PIECE_BUDGET`] word pieces, calling `between` after each call but the last, and answers every job.
 fn embed_jobs(
     te: &mut fastembed::TextEmbedding,
     jobs: Vec<Job>,
@@ -394,8 +465,11 @@ fn embed_jobs(
         .iter()
         .map(|j| vec![Vec::new(); j.texts.len()])
         .collect();
-    let calls = order.len().div_ceil(SUB_BATCH);
-    for (n, part) in order.chunks(SUB_BATCH).enumerate() {
+    let lens: Vec<usize> = order.iter().map(|&(j, i)| jobs[j].texts[i].len()).collect();
+    let parts = calls_for(&lens);
+    let calls = parts.len();
+    for (n, range) in parts.into_iter().enumerate() {
+        let part = &order[range];
         let texts: Vec<&str> = part
             .iter()
             .map(|&(j, i)| jobs[j].texts[i].as_str())
@@ -452,4 +526,32 @@ pub fn load_model(cfg: &EmbedConfig) -> Result<(ModelInfo, fastembed::TextEmbedd
     let te = fastembed::TextEmbedding::try_new_from_user_defined(model, opts)
         .map_err(|e| EmbedError::Init(e.to_string()))?;
     Ok((info, te))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Model calls keep to the text and word-piece budgets, cover every text once and in order.
+    #[test]
+    fn calls_keep_to_the_piece_budget() {
+        let mut lens: Vec<usize> = (0..300).map(|i| (i * 37) % 1500).collect();
+        lens.sort_unstable();
+        let calls = calls_for(&lens);
+        let mut next = 0;
+        for c in &calls {
+            assert_eq!(c.start, next);
+            next = c.end;
+            assert!(c.len() <= SUB_BATCH);
+            let longest = pieces(lens[c.end - 1]);
+            assert!(c.len() == 1 || c.len() * longest <= PIECE_BUDGET, "{c:?}");
+        }
+        assert_eq!(next, lens.len());
+        // Short texts still go 32 at a time; long ones 7 or 8.
+        assert_eq!(calls_for(&[10; 64]).len(), 2);
+        let long = calls_for(&[2000; 64]);
+        assert!(long.iter().all(|c| c.len() <= PIECE_BUDGET / 258));
+        assert_eq!(long.len(), 64_usize.div_ceil(PIECE_BUDGET / 258));
+        assert!(calls_for(&[]).is_empty());
+    }
 }

@@ -183,13 +183,18 @@ impl Cairn for CairnService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let req = request.into_inner();
-        let (found, missing, proof) = self.engine.get(&req.namespace, &req.ids, req.proof).await?;
-        let cosignatures = self.cosigs_of_proof(proof.as_deref()).await;
+        let got = self.engine.get(&req.namespace, &req.ids, req.proof).await?;
+        let cosignatures = self.cosigs_of_proof(got.proof.as_deref()).await;
         Ok(Response::new(pb::GetResponse {
-            memories: found.into_iter().map(|m| memory(m, req.proof)).collect(),
-            missing,
-            proof: proof.unwrap_or_default(),
+            memories: got
+                .found
+                .into_iter()
+                .map(|m| memory(m, req.proof))
+                .collect(),
+            missing: got.missing,
+            proof: got.proof.unwrap_or_default(),
             cosignatures,
+            unreturned: got.unreturned,
         }))
     }
 

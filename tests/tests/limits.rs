@@ -161,6 +161,38 @@ async fn list_pages_end_early_at_the_byte_cap() {
     let mut got = seen.clone();
     got.sort();
     assert_eq!(got, want, "paging lost or repeated memories");
+
+    // Get is capped the same way: it names the ids it left out, in order, and asking again gets them, with a
+    // proof of exactly what was returned.
+    let owner: [u8; 32] = hex::decode(c.node_info().await.expect("info").node_id)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let mut asked = ids.clone();
+    let mut fetched = Vec::new();
+    let mut calls = 0;
+    while !asked.is_empty() && calls < 40 {
+        calls += 1;
+        let r = c.get_with_proof("big", asked.clone()).await.expect("get");
+        let bytes: usize = r.memories.iter().map(|m| m.text.len()).sum();
+        assert!(
+            r.memories.len() == 1 || bytes <= 1 << 20,
+            "a Get answer of {bytes} bytes"
+        );
+        assert!(r.missing.is_empty(), "{:?}", r.missing);
+        cairn_client::verify::get("big", &r, &owner, None)
+            .expect("the proof covers what was returned");
+        let returned: Vec<String> = r.memories.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(
+            [returned.clone(), r.unreturned.clone()].concat(),
+            asked,
+            "returned and unreturned are not the request in order"
+        );
+        fetched.extend(returned);
+        asked = r.unreturned;
+    }
+    assert!(calls >= 3, "2.4 MB in {calls} Get answers of at most 1 MiB");
+    assert_eq!(fetched, ids, "Get lost or repeated memories");
 }
 
 /// Exact search is capped (`--max-exact`): a larger namespace answers RESOURCE_EXHAUSTED naming `exact`, while

@@ -323,8 +323,9 @@ pub struct ServeArgs {
     /// soon as its client disconnects.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_watchers: u32,
-    /// Most MiB of memories in one List page: a page that would be larger ends early, with a page token for
-    /// the rest (a page always holds at least one memory).
+    /// Most MiB of memories in one List page or Get answer: a List page that would be larger ends early, with a
+    /// page token for the rest; a Get answer names the ids it left out in `unreturned` (at least one memory is
+    /// always returned).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_page_mb: u32,
     /// Most graph nodes a Recall with `exact = true` (or an exact-mode proof asked for with `exact`) may score;

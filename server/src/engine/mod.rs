@@ -5,6 +5,8 @@
 //! writers share model calls. Reads never wait for the model or the disk of a concurrent write.
 
 pub mod commitment;
+#[cfg(test)]
+mod hostile_tests;
 pub mod replica;
 pub mod snapshot;
 mod space;
@@ -229,6 +231,22 @@ impl Signing {
         };
         f(&signer)
     }
+}
+
+/// Memories Get reads at a time while filling its answer up to the byte cap.
+const GET_CHUNK: usize = 32;
+
+/// What Get found.
+#[derive(Debug)]
+pub struct Got {
+    /// Memories returned, in request order.
+    pub found: Vec<MemoryOut>,
+    /// Ids not live here (as asked).
+    pub missing: Vec<String>,
+    /// Live ids left out because the answer reached the byte cap (`--max-page-mb`), in request order.
+    pub unreturned: Vec<String>,
+    /// The time proof of `found`, if asked.
+    pub proof: Option<Vec<u8>>,
 }
 
 /// A vacuum waits at least this many times the previous one's duration after it (see `Engine::scrub`).
@@ -942,12 +960,7 @@ impl Engine {
 
     /// Memories by id, in request order; unknown or forgotten ids are returned as missing. With `proof`, also a
     /// time proof covering the memories found, taken under the same lock as the lookup.
-    pub async fn get(
-        &self,
-        ns: &str,
-        ids: &[String],
-        proof: bool,
-    ) -> Result<(Vec<MemoryOut>, Vec<String>, Option<Vec<u8>>), NodeError> {
+    pub async fn get(&self, ns: &str, ids: &[String], proof: bool) -> Result<Got, NodeError> {
         let parsed = parse_ids(ids)?;
         let space = self.space(ns)?;
         let mut seen = HashSet::new();
@@ -957,18 +970,72 @@ impl Engine {
                 wanted.push((raw.to_lowercase(), id));
             }
         }
-        let (live, time_proof) =
-            space.live_with_proof(wanted.iter().map(|w| w.1).collect(), proof)?;
+        let (live, _) = space.live_with_proof(wanted.iter().map(|w| w.1).collect(), false)?;
         let (mut present, mut missing) = (Vec::new(), Vec::new());
         for ((raw, id), is_live) in wanted.into_iter().zip(live) {
             if is_live {
-                present.push(id);
+                present.push((raw, id));
             } else {
                 missing.push(raw);
             }
         }
-        let found = self.read_all(&present).await?;
-        Ok((found, missing, time_proof.map(|p| p.encode())))
+        // Read a few at a time and stop at the byte cap (one memory at least): the rest is named, not sent.
+        let mut found: Vec<MemoryOut> = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = 0;
+        while next < present.len() && (found.is_empty() || bytes < self.cfg.max_page_bytes) {
+            let end = (next + GET_CHUNK).min(present.len());
+            let ids: Vec<MemoryId> = present[next..end].iter().map(|p| p.1).collect();
+            let mut got = self.read_all(&ids).await?;
+            let room = self.cfg.max_page_bytes.saturating_sub(bytes);
+            let fits = if found.is_empty() {
+                fitting(&got, room)
+            } else {
+                let mut total = 0usize;
+                got.iter()
+                    .take_while(|m| {
+                        total = total.saturating_add(m.bytes.len());
+                        total <= room
+                    })
+                    .count()
+            };
+            got.truncate(fits);
+            bytes += got.iter().map(|m| m.bytes.len()).sum::<usize>();
+            next += fits;
+            found.extend(got);
+            if next < end {
+                break;
+            }
+        }
+        let unreturned: Vec<String> = present[next..].iter().map(|p| p.0.clone()).collect();
+        let proof = if proof {
+            let (live, p) = space.live_with_proof(found.iter().map(|m| m.id).collect(), true)?;
+            // A memory forgotten while it was read is reported missing, not returned unproven.
+            let mut kept = Vec::with_capacity(found.len());
+            for (m, is_live) in found.into_iter().zip(&live) {
+                if *is_live {
+                    kept.push(m);
+                } else {
+                    missing.push(m.id.to_hex());
+                }
+            }
+            found = kept;
+            match (live.iter().all(|l| *l), p) {
+                (true, p) => p.map(|p| p.encode()),
+                (false, _) => space
+                    .live_with_proof(found.iter().map(|m| m.id).collect(), true)?
+                    .1
+                    .map(|p| p.encode()),
+            }
+        } else {
+            None
+        };
+        Ok(Got {
+            found,
+            missing,
+            unreturned,
+            proof,
+        })
     }
 
     /// One page of memories in (created_at, id) order, the token of the next page (empty if none), and with

@@ -231,7 +231,7 @@ pub enum Reply {
 
 /// `"CSR1" u8(status)`, then for an answer: `u32be(n) (u32be(len) signed_root)×n u8(full) u16be(dim)
 /// u32be(count) node×count u16be(c) (witness[32] signature[64])×c` (nodes in the recall-proof node encoding,
-/// always with full lists; the cosignatures are of the last root).
+/// always with full lists, in strictly increasing node order; the cosignatures are of the last root).
 pub fn encode_reply(r: &Reply) -> Vec<u8> {
     let mut o = Vec::new();
     o.extend_from_slice(RESP);
@@ -296,7 +296,12 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
     }
     let mut nodes: Vec<ProofNode> = Vec::with_capacity(count);
     for _ in 0..count {
-        nodes.push(decode_node(&mut r, dim).map_err(|_| Malformed("node"))?);
+        let n = decode_node(&mut r, dim).map_err(|_| Malformed("node"))?;
+        // Strictly increasing node numbers: no node twice, one canonical order.
+        if nodes.last().is_some_and(|p| p.node.node >= n.node.node) {
+            return Err(Malformed("nodes out of order or repeated"));
+        }
+        nodes.push(n);
     }
     let n = r.u16()? as usize;
     let mut cosigs = Vec::with_capacity(n.min(r.remaining() / 96));

@@ -1,0 +1,277 @@
+//! In-process tests of a replica against hostile catch-up answers: an owner engine and a replica engine (real redb
+//! files and blob stores, the deterministic test embedder, no network). Each structured mutation of an honest
+//! answer (reorder, drop, duplicate, splice from another namespace, altered vector or lists, a tombstone that
+//! keeps its vector, a count the owner inflated, a chain from elsewhere) and every truncation of its bytes is
+//! refused, never panics, and leaves the replica serving the state it verified before.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_index::proof::NodeLists;
+use cairn_index::root::SignedRoot;
+use cairn_index::validate::Limits;
+
+use super::replica::CatchUp;
+use super::{Engine, EngineConfig, Item};
+use crate::embed::Embedder;
+use crate::p2p::wire::{decode_reply, encode_reply, Reply};
+
+fn config(dir: &Path) -> EngineConfig {
+    EngineConfig {
+        data_dir: dir.join("data"),
+        limits: Limits::default(),
+        m: 8,
+        ef_construction: 32,
+        ef_search: 32,
+        exact_proof_limit: 5000,
+        gc_interval: Duration::from_millis(250),
+        max_chain: 64,
+        published_dir: dir.join("published"),
+        allow_fork: Vec::new(),
+        min_free_bytes: 0,
+        max_page_bytes: 16 << 20,
+        max_exact: 200_000,
+        witnesses: Vec::new(),
+    }
+}
+
+async fn engine(dir: &Path) -> Arc<Engine> {
+    Engine::open(config(dir), Embedder::deterministic(16))
+        .await
+        .expect("open engine")
+}
+
+fn items(prefix: &str, n: usize) -> Vec<Item> {
+    (0..n)
+        .map(|i| Item {
+            text: format!("{prefix} memory number {i}"),
+            metadata: Default::default(),
+            created_at: None,
+        })
+        .collect()
+}
+
+fn answer(bytes: &[u8]) -> CatchUp {
+    match decode_reply(bytes).expect("honest reply decodes") {
+        Reply::Answer(c) => *c,
+        _ => panic!("not an answer"),
+    }
+}
+
+fn encode(c: CatchUp) -> Vec<u8> {
+    encode_reply(&Reply::Answer(Box::new(c)))
+}
+
+/// The replica's latest root (seq, hash).
+fn held(b: &Engine) -> (u64, [u8; 32]) {
+    b.space("team")
+        .expect("space")
+        .with_commit(|c| {
+            c.root()
+                .map_or((0, [0; 32]), |r| (r.record.seq, r.record.hash()))
+        })
+        .expect("commit")
+}
+
+/// Verifies and installs an honest answer on `b`, handing it the records it needs as if fetched from a peer.
+async fn install_honest(a: &Engine, b: &Arc<Engine>, bytes: &[u8]) {
+    let step = b
+        .verify_step("team", answer(bytes))
+        .await
+        .expect("honest answer verifies")
+        .expect("something new");
+    let records = a.records_bulk(&step.needed).await.expect("records");
+    b.blobs.put_all(&records).await.expect("put records");
+    b.install_step(step).await.expect("install");
+}
+
+/// A signed copy of `root` with one field changed, as a hostile owner could make.
+fn resigned(
+    a: &Engine,
+    root: &SignedRoot,
+    f: impl FnOnce(&mut cairn_index::root::RootRecord),
+) -> SignedRoot {
+    let mut rec = root.record.clone();
+    f(&mut rec);
+    SignedRoot::sign(rec, a.signing_key())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
+    let (ta, tb) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = engine(ta.path()).await;
+    let b = engine(tb.path()).await;
+    let owner = a.node_key();
+
+    a.remember("team", items("team", 40))
+        .await
+        .expect("remember");
+    a.remember("other", items("other", 40))
+        .await
+        .expect("remember");
+    b.follow("team", owner).await.expect("follow");
+    let first = a
+        .catch_up("team", owner, 0)
+        .await
+        .expect("catch up")
+        .expect("answer");
+    install_honest(&a, &b, &encode(first)).await;
+    let before = held(&b);
+    assert_eq!(before.0, a.owner_root_seq("team").expect("seq"));
+
+    // The owner moves on: new memories and a forget (a tombstone among the changed nodes).
+    let more = a
+        .remember("team", items("later", 12))
+        .await
+        .expect("remember");
+    let gone = vec![more[0].id.to_hex()];
+    a.forget("team", &gone).await.expect("forget");
+    let have = before.0;
+    let honest = encode(
+        a.catch_up("team", owner, have)
+            .await
+            .expect("catch up")
+            .expect("answer"),
+    );
+    let other = answer(&encode(
+        a.catch_up("other", owner, 0)
+            .await
+            .expect("catch up")
+            .expect("answer"),
+    ));
+    assert!(!answer(&honest).out.full, "expected a delta answer");
+    let n = answer(&honest).out.nodes.len();
+    assert!(n >= 3, "too few changed nodes to mutate: {n}");
+
+    let dead = answer(&honest)
+        .out
+        .nodes
+        .iter()
+        .position(|p| !p.node.alive)
+        .expect("the answer carries the tombstone");
+    let alive = answer(&honest)
+        .out
+        .nodes
+        .iter()
+        .position(|p| p.node.alive)
+        .expect("a live node");
+
+    type Mutation = Box<dyn Fn(&mut CatchUp)>;
+    let other_node = other.out.nodes[alive.min(other.out.nodes.len() - 1)].clone();
+    let other_chain = other.chain.clone();
+    let a2 = a.clone();
+    let mutations: Vec<(&str, Mutation)> = vec![
+        (
+            "reorder",
+            Box::new(|c: &mut CatchUp| c.out.nodes.swap(0, 1)),
+        ),
+        (
+            "drop the last node",
+            Box::new(|c: &mut CatchUp| {
+                c.out.nodes.pop();
+            }),
+        ),
+        // (A changed-node list may include nodes whose leaf came out the same; leaving one of those out still
+        // reproduces the signed root, so it is the tombstone, whose leaf did change, that is dropped here.)
+        (
+            "drop the tombstone",
+            Box::new(move |c: &mut CatchUp| {
+                c.out.nodes.remove(dead);
+            }),
+        ),
+        (
+            "duplicate a node",
+            Box::new(|c: &mut CatchUp| {
+                let d = c.out.nodes[0].clone();
+                c.out.nodes.insert(1, d);
+            }),
+        ),
+        (
+            "splice a node from another namespace",
+            Box::new(move |c: &mut CatchUp| {
+                let mut s = other_node.clone();
+                s.node.node = c.out.nodes[alive].node.node;
+                c.out.nodes[alive] = s;
+            }),
+        ),
+        (
+            "alter a vector",
+            Box::new(move |c: &mut CatchUp| {
+                let v = &mut c.out.nodes[alive].node.vector;
+                v[0] = v[0].wrapping_add(1);
+            }),
+        ),
+        (
+            "alter a neighbour list",
+            Box::new(move |c: &mut CatchUp| {
+                if let NodeLists::Full(l) = &mut c.out.nodes[alive].lists {
+                    l[0].push(0);
+                }
+            }),
+        ),
+        (
+            "a tombstone that keeps its vector",
+            Box::new(move |c: &mut CatchUp| {
+                c.out.nodes[dead].node.vector[0] = 9;
+            }),
+        ),
+        (
+            "claim the delta is the whole graph",
+            Box::new(|c: &mut CatchUp| c.out.full = true),
+        ),
+        (
+            "a chain of another namespace",
+            Box::new(move |c: &mut CatchUp| {
+                c.chain = other_chain.clone();
+            }),
+        ),
+        (
+            "an owner-signed root that counts more nodes",
+            Box::new(move |c: &mut CatchUp| {
+                let r = resigned(&a2, &c.out.root, |r| r.graph_leaves += 1000);
+                *c.chain.last_mut().expect("chain") = r.clone();
+                c.out.root = r;
+            }),
+        ),
+    ];
+    for (what, m) in &mutations {
+        let mut c = answer(&honest);
+        m(&mut c);
+        let bytes = encode(c);
+        let refused = match decode_reply(&bytes) {
+            Err(_) => true,
+            Ok(Reply::Answer(c)) => b.verify_step("team", *c).await.is_err(),
+            Ok(_) => false,
+        };
+        assert!(refused, "mutation {what:?} was accepted");
+        assert_eq!(held(&b), before, "mutation {what:?} changed the replica");
+    }
+
+    // Every truncation and a count inflated in the bytes: a decode error, never a panic, nothing held changes.
+    let step = (honest.len() / 300).max(1);
+    for cut in (0..honest.len()).step_by(step) {
+        assert!(decode_reply(&honest[..cut]).is_err(), "truncated at {cut}");
+    }
+    let roots_len: usize = {
+        let c = answer(&honest);
+        c.chain.iter().map(|r| 4 + r.encode().len()).sum()
+    };
+    let count_at = 4 + 1 + 4 + roots_len + 1 + 2;
+    let mut inflated = honest.clone();
+    inflated[count_at..count_at + 4].copy_from_slice(&(n as u32 + 1).to_be_bytes());
+    assert!(
+        decode_reply(&inflated).is_err(),
+        "inflated node count decoded"
+    );
+    assert_eq!(held(&b), before);
+
+    // The replica still serves its verified state, and then takes the honest answer.
+    assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 40);
+    install_honest(&a, &b, &honest).await;
+    assert_eq!(held(&b).0, a.owner_root_seq("team").expect("seq"));
+    assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 51);
+}
