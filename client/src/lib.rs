@@ -17,6 +17,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod error;

@@ -30,6 +30,8 @@
 //! assert_eq!(id, cairn_index::id::MemoryId::of_bytes(&bytes));
 //! assert_eq!(MemoryRecord::decode(&bytes).unwrap(), record);
 //! ```
+
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod commit;

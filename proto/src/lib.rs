@@ -3,6 +3,8 @@
 //! The `.proto` file is the documentation of every RPC and field; this crate only re-exports what
 //! `tonic-prost-build` generates from it, plus the encoded descriptor set that server reflection serves.
 
+#![forbid(unsafe_code)]
+
 /// Messages and service stubs of package `cairn.v1`.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

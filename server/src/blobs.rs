@@ -227,7 +227,9 @@ impl Blobs {
                 // Many files (a replica catching up): one syncfs(2) flushes them all.
                 let dir = std::fs::File::open(&data_dir)?;
                 // SAFETY: syncfs on a valid open file descriptor.
-                if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+                #[allow(unsafe_code)]
+                let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+                if rc != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 return Ok(());

@@ -415,11 +415,16 @@ impl Queues {
 
 fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut q = Queues::default();
+    // Bulk work done since memory was last handed back.
+    let mut bulk_since_trim = false;
     loop {
         if !q.drain(&rx) {
             return;
         }
         if q.urgent.is_empty() && q.bulk.is_empty() {
+            if std::mem::take(&mut bulk_since_trim) {
+                release_free_memory();
+            }
             match rx.recv() {
                 Ok(j) => q.push(j),
                 Err(_) => return,
@@ -430,6 +435,7 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
             let jobs = Queues::take(&mut q.urgent, max_batch);
             embed_jobs(&mut te, jobs, &mut |_| {});
         } else {
+            bulk_since_trim = true;
             let jobs = Queues::take(&mut q.bulk, max_batch);
             // Between two model calls of a bulk batch, urgent jobs that arrived meanwhile go first.
             embed_jobs(&mut te, jobs, &mut |te| {
@@ -440,6 +446,17 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
                 }
             });
         }
+    }
+}
+
+/// Hands memory the allocator keeps free back to the system (glibc keeps freed heap pages otherwise); called when
+/// the model has nothing queued, so an import's buffers do not stay counted in the node's RSS.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -517,8 +534,13 @@ pub fn load_model(cfg: &EmbedConfig) -> Result<(ModelInfo, fastembed::TextEmbedd
     };
     let model = fastembed::UserDefinedEmbeddingModel::new(take("model.onnx"), tokenizer)
         .with_pooling(fastembed::Pooling::Mean);
+    // Without its memory arena the runtime hands each call's buffers back to the allocator, so RSS falls back
+    // after a burst instead of staying at the largest call's size.
     let mut opts = fastembed::InitOptionsUserDefined::new()
         .with_environment(env)
+        .with_execution_providers(vec![ort::ep::CPU::default()
+            .with_arena_allocator(false)
+            .build()])
         .with_max_length(MAX_SEQ_LEN);
     if let Some(t) = cfg.threads {
         opts = opts.with_intra_threads(t);

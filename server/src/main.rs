@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     #[cfg(unix)]
     if !matches!(cli.command, Command::Serve(_)) {
         // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        #[allow(unsafe_code)]
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }

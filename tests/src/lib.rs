@@ -135,6 +135,7 @@ impl Node {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: plain kill(2) on our own child's pid.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }

@@ -114,6 +114,7 @@ struct NodeProc {
 impl Drop for NodeProc {
     fn drop(&mut self) {
         // SAFETY: kill(2) on our own child.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }

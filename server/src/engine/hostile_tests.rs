@@ -275,3 +275,70 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
     assert_eq!(held(&b).0, a.owner_root_seq("team").expect("seq"));
     assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 51);
 }
+
+/// A peer flooding cosignatures gets at most its per-second budget stored; duplicates and bad signatures cost
+/// no write, and the node's own cosignature is never held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_cosignatures_is_rate_limited_and_batched() {
+    use super::replica::{COSIGS_PER_WITNESS_PER_SEC, COSIG_FLUSH};
+    let ta = tempfile::tempdir().expect("tmp");
+    let a = engine(ta.path()).await;
+    let owner = a.node_key();
+    let roots = COSIGS_PER_WITNESS_PER_SEC as u64 + 50;
+    for i in 0..roots {
+        a.remember("team", items(&format!("write {i}"), 1))
+            .await
+            .expect("remember");
+    }
+    let w = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let wid = w.verifying_key().to_bytes();
+    a.put_peer(wid, "").await.expect("peer");
+    let mut sigs = Vec::new();
+    for seq in 1..=roots {
+        let root = a.root("team", Some(seq)).await.expect("root");
+        sigs.push((seq, cairn_index::root::cosign(&root.record, &w)));
+    }
+    // A bad signature is refused outright.
+    assert!(!a.add_cosig(owner, "team", 1, wid, [7; 64]).await);
+    let t0 = std::time::Instant::now();
+    let accepted = futures::future::join_all(
+        sigs.iter()
+            .map(|&(seq, sig)| a.add_cosig(owner, "team", seq, wid, sig)),
+    )
+    .await;
+    let took = t0.elapsed();
+    assert!(accepted.iter().all(|&x| x));
+    tokio::time::sleep(COSIG_FLUSH * 4).await;
+    let mut stored = 0;
+    for seq in 1..=roots {
+        let root = a.root("team", Some(seq)).await.expect("root");
+        stored += a
+            .cosigs(&root.record)
+            .await
+            .iter()
+            .filter(|(x, _)| *x == wid)
+            .count() as u64;
+    }
+    assert!(stored >= 1, "nothing stored");
+    if took < std::time::Duration::from_secs(1) {
+        assert_eq!(
+            stored,
+            u64::from(COSIGS_PER_WITNESS_PER_SEC),
+            "flood took {took:?}"
+        );
+    } else {
+        assert!(
+            stored < roots,
+            "every cosignature of a {took:?} flood was stored"
+        );
+    }
+    // The node's own cosignature goes straight in.
+    let root = a.root("team", Some(roots)).await.expect("root");
+    let own = cairn_index::root::cosign(&root.record, a.signing_key());
+    assert!(a.add_cosig(owner, "team", roots, owner, own).await);
+    assert!(a
+        .cosigs(&root.record)
+        .await
+        .iter()
+        .any(|(x, _)| *x == owner));
+}

@@ -201,6 +201,10 @@ pub struct Engine {
     /// No vacuum before this instant: each one blocks state calls for its duration, so the next waits at least
     /// [`VACUUM_SPACING`] times as long, keeping that stall under a tenth of the time.
     next_vacuum: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Others' cosignatures on their way to the batch writer ([`replica::cosig_writer`]).
+    cosig_tx: tokio::sync::mpsc::Sender<crate::store::CosigRow>,
+    /// Per witness: start of its current second and cosignatures taken in it.
+    cosig_rates: std::sync::Mutex<HashMap<[u8; 32], (std::time::Instant, u32)>>,
 }
 
 /// What signing a root of an owned namespace needs: the key, the commitment parameters, and the two places a
@@ -394,6 +398,8 @@ impl Engine {
             }
             spaces.insert(name, Arc::new(space));
         }
+        let (cosig_tx, cosig_rx) = tokio::sync::mpsc::channel(replica::COSIG_QUEUE);
+        tokio::spawn(replica::cosig_writer(state.clone(), cosig_rx));
         let engine = Arc::new(Engine {
             cfg,
             state,
@@ -412,6 +418,8 @@ impl Engine {
             forks,
             quarantined,
             next_vacuum: std::sync::Mutex::new(None),
+            cosig_tx,
+            cosig_rates: std::sync::Mutex::new(HashMap::new()),
         });
         engine.finish_blob_deletes().await?;
         engine.remove_orphan_blobs().await?;

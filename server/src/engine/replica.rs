@@ -25,6 +25,36 @@ use crate::store::{PointRow, ReplicaPoint};
 /// Most roots one catch-up answer carries (older ones are fetched by later steps).
 pub const MAX_CHAIN: usize = 4096;
 
+/// Cosignatures one witness may have stored per second; more are dropped.
+pub const COSIGS_PER_WITNESS_PER_SEC: u32 = 100;
+/// Cosignatures waiting to be written; more are dropped.
+pub const COSIG_QUEUE: usize = 4096;
+/// How long the cosignature writer gathers before one transaction.
+pub const COSIG_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Writes queued cosignatures in batches until every sender is gone.
+pub(crate) async fn cosig_writer(
+    state: std::sync::Arc<crate::store::State>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::store::CosigRow>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + COSIG_FLUSH;
+        while batch.len() < 1024 {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                _ => break,
+            }
+        }
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || st.put_cosigs(&batch)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "storing cosignatures failed"),
+            Err(e) => tracing::warn!(error = %e, "cosignature writer task failed"),
+        }
+    }
+}
+
 /// What a node serves to a replica catching up from `have`.
 pub struct CatchUp {
     /// Roots after `have` up to the latest, oldest first (the last is `out.root`).
@@ -256,7 +286,10 @@ impl Engine {
     /// Stores a cosignature if it is valid for the root this node holds at that seq and comes from a key this
     /// node has reason to keep: its own, a peer's, or a witness pinned with `--witness`. Returns false when this
     /// node does not hold that root (yet), the signature does not check, or the key is unknown (anyone can mint
-    /// keys; storing their cosignatures would let any gossip member fill the disk).
+    /// keys; storing their cosignatures would let any gossip member fill the disk). Others' cosignatures are
+    /// written in batches (one transaction per [`COSIG_FLUSH`]), at most [`COSIGS_PER_WITNESS_PER_SEC`] per
+    /// witness, through a queue of [`COSIG_QUEUE`]; beyond those they are dropped (cosignatures are advisory:
+    /// a witness that keeps seeing the root sends them again), and true is returned.
     pub async fn add_cosig(
         &self,
         owner: [u8; 32],
@@ -288,10 +321,54 @@ impl Engine {
             return false;
         }
         let st = self.state.clone();
-        let name = ns.to_owned();
-        tokio::task::spawn_blocking(move || st.put_cosig(owner, &name, seq, witness, sig))
+        if witness == self.node_key() {
+            // The node's own cosignature (one per verified root) is stored at once: clients ask for it next.
+            let name = ns.to_owned();
+            return tokio::task::spawn_blocking(move || {
+                st.put_cosig(owner, &name, seq, witness, sig)
+            })
             .await
-            .is_ok_and(|r| r.is_ok())
+            .is_ok_and(|r| r.is_ok());
+        }
+        let name = ns.to_owned();
+        if tokio::task::spawn_blocking(move || st.has_cosig(owner, &name, seq, witness))
+            .await
+            .is_ok_and(|r| r.unwrap_or(false))
+        {
+            return true;
+        }
+        if !self.cosig_budget(&witness) {
+            tracing::debug!(witness = %hex::encode(witness), "cosignature dropped: over the per-witness rate");
+            return true;
+        }
+        let row = crate::store::CosigRow {
+            owner,
+            ns: ns.to_owned(),
+            seq,
+            witness,
+            sig,
+        };
+        if self.cosig_tx.try_send(row).is_err() {
+            tracing::debug!("cosignature dropped: the write queue is full");
+        }
+        true
+    }
+
+    /// Takes one unit of `witness`'s cosignature budget ([`COSIGS_PER_WITNESS_PER_SEC`]); false when spent.
+    fn cosig_budget(&self, witness: &[u8; 32]) -> bool {
+        let Ok(mut b) = self.cosig_rates.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if b.len() > 4096 {
+            b.retain(|_, (t, _)| now.duration_since(*t) < std::time::Duration::from_secs(1));
+        }
+        let e = b.entry(*witness).or_insert((now, 0));
+        if now.duration_since(e.0) >= std::time::Duration::from_secs(1) {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= COSIGS_PER_WITNESS_PER_SEC
     }
 
     /// Every alert this node recorded, oldest first.

@@ -67,6 +67,21 @@ pub struct KeptSnapshot {
     pub pages: Vec<SnapshotPage>,
 }
 
+/// A cosignature to store, with the root it signs.
+#[derive(Debug, Clone)]
+pub struct CosigRow {
+    /// The root's signer.
+    pub owner: [u8; 32],
+    /// Its namespace.
+    pub ns: String,
+    /// Its seq.
+    pub seq: u64,
+    /// The cosigning node.
+    pub witness: [u8; 32],
+    /// Its signature.
+    pub sig: [u8; 64],
+}
+
 /// A cosignature: (witness node id, signature).
 pub type Cosig = ([u8; 32], [u8; 64]);
 
@@ -1012,6 +1027,39 @@ impl State {
             .map_err(dberr)?;
         tx.commit().map_err(dberr)?;
         Ok(())
+    }
+
+    /// Stores many cosignatures in one transaction (one fsync), skipping those already held.
+    pub fn put_cosigs(&self, rows: &[CosigRow]) -> Result<usize, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        let mut added = 0;
+        {
+            let mut t = tx.open_table(COSIGS).map_err(dberr)?;
+            for r in rows {
+                let key = (r.owner, r.ns.as_str(), r.seq, r.witness);
+                if t.get(key).map_err(dberr)?.is_none() {
+                    t.insert(key, r.sig).map_err(dberr)?;
+                    added += 1;
+                }
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(added)
+    }
+
+    /// True if this cosignature's (owner, namespace, seq, witness) is held already.
+    pub fn has_cosig(
+        &self,
+        owner: [u8; 32],
+        ns: &str,
+        seq: u64,
+        witness: [u8; 32],
+    ) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(COSIGS).map_err(dberr)?;
+        Ok(t.get((owner, ns, seq, witness)).map_err(dberr)?.is_some())
     }
 
     /// Cosignatures of one root: (witness, signature).
