@@ -450,8 +450,9 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
 }
 
 /// Hands memory the allocator keeps free back to the system (glibc keeps freed heap pages otherwise); called when
-/// the model has nothing queued, so an import's buffers do not stay counted in the node's RSS.
-fn release_free_memory() {
+/// the model has nothing queued after bulk work and at every scrub pass, so the buffers of a burst do not stay
+/// counted in the node's RSS.
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
     #[allow(unsafe_code)]

@@ -108,6 +108,7 @@ enum Cmd {
 struct NodeProc {
     child: Child,
     url: String,
+    dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -167,6 +168,7 @@ fn start_node_log(data_dir: Option<&Path>, log: &str) -> Result<NodeProc> {
     Ok(NodeProc {
         child,
         url: format!("http://{addr}"),
+        dir,
         _tmp: tmp,
     })
 }
@@ -855,7 +857,7 @@ async fn bench_load(
     watch_streams: usize,
     import: usize,
 ) -> Result<()> {
-    let node = start_node(args.data_dir.as_deref())?;
+    let mut node = start_node(args.data_dir.as_deref())?;
     let pid = node.child.id();
     let client = CairnClient::connect(node.url.clone()).await?;
     let trusted: [u8; 32] = hex::decode(client.node_info().await?.node_id)?
@@ -1053,6 +1055,24 @@ async fn bench_load(
         "RSS: idle {idle:.0} MB, peak sampled {peak:.0} MB (VmHWM {hwm:.0} MB), 10 s after the load {after:.0} MB ({:+.0} MB vs idle)",
         after - idle
     );
+    // The same data in a fresh process: what of `after` is the memories themselves (rows, graph, commitment).
+    let tmp = node._tmp.take();
+    let dir = node.dir.clone();
+    drop(client);
+    drop(node);
+    let again = start_node(Some(&dir))?;
+    let c = CairnClient::connect(again.url.clone()).await?;
+    for i in 0..20 {
+        c.recall("load/mixed", long_text(i)).k(10).send().await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (fresh, _) = rss_mb(again.child.id());
+    println!(
+        "RSS of a node restarted on the same data dir (after 20 Recalls): {fresh:.0} MB; after the load was {:+.0} MB over it",
+        after - fresh
+    );
+    drop(again);
+    drop(tmp);
     Ok(())
 }
 
