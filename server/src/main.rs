@@ -81,6 +81,7 @@ async fn run(cli: Cli) -> Result<()> {
                 max_page_bytes: (args.max_page_mb as usize) << 20,
                 max_exact: args.max_exact,
                 scrub_interval: std::time::Duration::from_secs(args.scrub_secs),
+                max_cosigs_per_sec: args.max_cosigs_per_sec,
                 witnesses: args.witness,
             };
             node::serve(cfg).await

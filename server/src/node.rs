@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub max_exact: u64,
     /// Witness keys pinned by the operator (their cosignatures are kept although they are not peers).
     pub witnesses: Vec<[u8; 32]>,
+    /// Most cosignatures kept per witness per second.
+    pub max_cosigs_per_sec: u32,
     /// Time between scrub passes (forgotten data rewritten out of the saved graphs and the state file).
     pub scrub_interval: Duration,
 }
@@ -96,6 +98,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             max_page_bytes: cfg.max_page_bytes,
             max_exact: cfg.max_exact,
             witnesses: cfg.witnesses.clone(),
+            cosigs_per_sec: cfg.max_cosigs_per_sec,
         },
         embedder,
     )

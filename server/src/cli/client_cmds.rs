@@ -454,6 +454,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 let mut out = json!({
                     "memories": resp.memories.iter().map(memory_json).collect::<Vec<_>>(),
                     "missing": resp.missing,
+                    "unreturned": resp.unreturned,
                 });
                 if let Some(vd) = &verified {
                     out["verified"] = verified_json(&vd.0, vd.1);
@@ -465,6 +466,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 if let Some(vd) = &verified {
                     println!("{}", verified_line(&vd.0, vd.1));
+                }
+                if !resp.unreturned.is_empty() {
+                    eprintln!(
+                        "{} more not returned (the answer reached the node's --max-page-mb); ask again for: {}",
+                        resp.unreturned.len(),
+                        resp.unreturned.join(" ")
+                    );
                 }
             }
             if !resp.missing.is_empty() {

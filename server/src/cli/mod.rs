@@ -344,6 +344,11 @@ pub struct ServeArgs {
     /// before running again: everything is gone within the larger of this and that.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub scrub_secs: u64,
+    /// Most cosignatures kept per witness (a peer or a --witness key) per second. They are written in batches
+    /// (one transaction per 100 ms, through a queue of 4,096); beyond this rate, or with the queue full, they are
+    /// dropped (cosignatures are advisory, and a witness that keeps seeing a root sends them again).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_cosigs_per_sec: u32,
 }
 
 fn parse_node_id(s: &str) -> Result<[u8; 32], String> {

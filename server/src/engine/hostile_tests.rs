@@ -33,6 +33,7 @@ fn config(dir: &Path) -> EngineConfig {
         max_page_bytes: 16 << 20,
         max_exact: 200_000,
         witnesses: Vec::new(),
+        cosigs_per_sec: 100,
     }
 }
 
@@ -280,11 +281,16 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
 /// no write, and the node's own cosignature is never held back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_cosignatures_is_rate_limited_and_batched() {
-    use super::replica::{COSIGS_PER_WITNESS_PER_SEC, COSIG_FLUSH};
+    use super::replica::COSIG_FLUSH;
+    const RATE: u32 = 5;
     let ta = tempfile::tempdir().expect("tmp");
-    let a = engine(ta.path()).await;
+    let mut cfg = config(ta.path());
+    cfg.cosigs_per_sec = RATE;
+    let a = Engine::open(cfg, Embedder::deterministic(16))
+        .await
+        .expect("open engine");
     let owner = a.node_key();
-    let roots = COSIGS_PER_WITNESS_PER_SEC as u64 + 50;
+    let roots: u64 = 40;
     for i in 0..roots {
         a.remember("team", items(&format!("write {i}"), 1))
             .await
@@ -319,20 +325,14 @@ async fn a_flood_of_cosignatures_is_rate_limited_and_batched() {
             .filter(|(x, _)| *x == wid)
             .count() as u64;
     }
+    // However slow the machine, the flood spans at most this many one-second windows.
+    let windows = took.as_secs() + 2;
     assert!(stored >= 1, "nothing stored");
-    if took < std::time::Duration::from_secs(1) {
-        assert_eq!(
-            stored,
-            u64::from(COSIGS_PER_WITNESS_PER_SEC),
-            "flood took {took:?}"
-        );
-    } else {
-        assert!(
-            stored < roots,
-            "every cosignature of a {took:?} flood was stored"
-        );
-    }
-    // The node's own cosignature goes straight in.
+    assert!(
+        stored <= u64::from(RATE) * windows && stored < roots,
+        "{stored} of {roots} cosignatures stored from a {took:?} flood at {RATE}/s"
+    );
+    // The node's own cosignature goes straight in, whatever the budget.
     let root = a.root("team", Some(roots)).await.expect("root");
     let own = cairn_index::root::cosign(&root.record, a.signing_key());
     assert!(a.add_cosig(owner, "team", roots, owner, own).await);

@@ -77,6 +77,8 @@ pub struct EngineConfig {
     pub max_exact: u64,
     /// Keys whose cosignatures are kept besides the node's own and its peers'.
     pub witnesses: Vec<[u8; 32]>,
+    /// Most cosignatures kept per witness per second (others' cosignatures beyond it are dropped).
+    pub cosigs_per_sec: u32,
 }
 
 /// One memory as returned by reads.

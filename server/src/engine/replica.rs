@@ -25,8 +25,6 @@ use crate::store::{PointRow, ReplicaPoint};
 /// Most roots one catch-up answer carries (older ones are fetched by later steps).
 pub const MAX_CHAIN: usize = 4096;
 
-/// Cosignatures one witness may have stored per second; more are dropped.
-pub const COSIGS_PER_WITNESS_PER_SEC: u32 = 100;
 /// Cosignatures waiting to be written; more are dropped.
 pub const COSIG_QUEUE: usize = 4096;
 /// How long the cosignature writer gathers before one transaction.
@@ -287,7 +285,7 @@ impl Engine {
     /// node has reason to keep: its own, a peer's, or a witness pinned with `--witness`. Returns false when this
     /// node does not hold that root (yet), the signature does not check, or the key is unknown (anyone can mint
     /// keys; storing their cosignatures would let any gossip member fill the disk). Others' cosignatures are
-    /// written in batches (one transaction per [`COSIG_FLUSH`]), at most [`COSIGS_PER_WITNESS_PER_SEC`] per
+    /// written in batches (one transaction per [`COSIG_FLUSH`]), at most `--max-cosigs-per-sec` per
     /// witness, through a queue of [`COSIG_QUEUE`]; beyond those they are dropped (cosignatures are advisory:
     /// a witness that keeps seeing the root sends them again), and true is returned.
     pub async fn add_cosig(
@@ -354,7 +352,7 @@ impl Engine {
         true
     }
 
-    /// Takes one unit of `witness`'s cosignature budget ([`COSIGS_PER_WITNESS_PER_SEC`]); false when spent.
+    /// Takes one unit of `witness`'s cosignature budget (`--max-cosigs-per-sec`); false when spent.
     fn cosig_budget(&self, witness: &[u8; 32]) -> bool {
         let Ok(mut b) = self.cosig_rates.lock() else {
             return false;
@@ -368,7 +366,7 @@ impl Engine {
             *e = (now, 0);
         }
         e.1 += 1;
-        e.1 <= COSIGS_PER_WITNESS_PER_SEC
+        e.1 <= self.cfg.cosigs_per_sec
     }
 
     /// Every alert this node recorded, oldest first.
