@@ -342,3 +342,33 @@ async fn a_flood_of_cosignatures_is_rate_limited_and_batched() {
         .iter()
         .any(|(x, _)| *x == owner));
 }
+
+/// A forget marks the state file for a vacuum; the scrub pass runs it unless the previous vacuum was too recent
+/// (it waits ten times that one's duration), and then it stays due for the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vacuum_follows_a_forget_but_keeps_its_spacing() {
+    let ta = tempfile::tempdir().expect("tmp");
+    let a = engine(ta.path()).await;
+    let made = a
+        .remember("team", items("spaced", 4))
+        .await
+        .expect("remember");
+    let due = |a: &Engine| a.state.scrub_due().expect("due");
+    assert!(!due(&a));
+    a.forget("team", &[made[0].id.to_hex()])
+        .await
+        .expect("forget");
+    assert!(due(&a), "a forget did not mark the state file");
+    // Too soon after a previous vacuum: the pass leaves it due.
+    *a.next_vacuum.lock().expect("lock") =
+        Some(std::time::Instant::now() + Duration::from_secs(3600));
+    a.scrub().await.expect("scrub");
+    assert!(due(&a), "the vacuum ignored its spacing");
+    *a.next_vacuum.lock().expect("lock") = None;
+    a.scrub().await.expect("scrub");
+    assert!(!due(&a), "the vacuum did not run");
+    assert!(
+        a.next_vacuum.lock().expect("lock").is_some(),
+        "no spacing set after a vacuum"
+    );
+}
