@@ -375,3 +375,16 @@ pub async fn wait_seq(n: &Node, ns: &str, seq: u64, limit: std::time::Duration) 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Short facts the end-to-end tests remember and ask about.
+pub const FACTS: &[&str] = &[
+    "Alice prefers green tea to coffee.",
+    "Bob walks his dog Biscuit every morning at 7.",
+    "The server migration is scheduled for Friday night.",
+    "Carol's birthday is on the 14th of June.",
+    "Dave is allergic to peanuts and shellfish.",
+    "Eve moved to Lisbon last spring.",
+    "Frank has been learning the cello for two years.",
+    "The wifi password is written on the fridge.",
+    "Grace's flight to Tokyo leaves on Monday.",
+];

@@ -6,24 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_client::NewMemory;
-use cairn_tests::{introduce, node_id, temp_dir, wait_seq, Node};
+use cairn_tests::{introduce, node_id, temp_dir, wait_seq, Node, FACTS};
 
 const NS: &str = "household";
 const SECRET_META: &str = "zq-case-41c9e7";
 const TARGET: &str =
     "Ingrid keeps the spare house key under the third flowerpot, gate code QX-48213.";
-const FACTS: &[&str] = &[
-    "Alice prefers green tea to coffee.",
-    "Bob walks his dog Biscuit every morning at 7.",
-    "The server migration is scheduled for Friday night.",
-    "Carol's birthday is on the 14th of June.",
-    "Dave is allergic to peanuts and shellfish.",
-    "Eve moved to Lisbon last spring.",
-    "The boiler service is due in October.",
-    "Frank plays bass in a jazz trio on Saturdays.",
-    "Grace is learning Portuguese before her trip.",
-    "The car insurance renews on the first of March.",
-];
 /// Components compared when looking for a vector in a file.
 const WINDOW: usize = 24;
 
@@ -217,7 +205,7 @@ async fn a_forgotten_memory_leaves_every_file_of_owner_and_replica() {
     let mut a = a;
     a.stop();
     let a = Node::start_with(da.path(), &scrub).expect("restart A");
-    let out = recall_verified(&a, &a_id, "when is the car insurance renewed?");
-    assert!(out.contains("March"), "{out}");
+    let out = recall_verified(&a, &a_id, "when does Grace fly to Tokyo?");
+    assert!(out.contains("Monday"), "{out}");
     assert!(traces(da.path(), &needles).is_empty());
 }

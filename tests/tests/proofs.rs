@@ -8,19 +8,7 @@ use cairn_client::proof_file::ProofFile;
 use cairn_client::verify::{self as v, LastSeen, RecallAsked};
 use cairn_client::NewMemory;
 use cairn_index::root::SignedRoot;
-use cairn_tests::{temp_dir, Node};
-
-const FACTS: &[&str] = &[
-    "Alice prefers green tea to coffee.",
-    "Bob walks his dog Biscuit every morning at 7.",
-    "The server migration is scheduled for Friday night.",
-    "Carol's birthday is on the 14th of June.",
-    "Dave is allergic to peanuts and shellfish.",
-    "Eve moved to Lisbon last spring.",
-    "Frank has been learning the cello for two years.",
-    "The wifi password is written on the fridge.",
-    "Grace's flight to Tokyo leaves on Monday.",
-];
+use cairn_tests::{temp_dir, Node, FACTS};
 
 fn cli_with_state(node: &Node, state: &Path, args: &[&str]) -> Output {
     node.cli_with_state(state, args)

@@ -5,16 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_client::NewMemory;
-use cairn_tests::{files_containing, introduce, node_id, temp_dir, ticket, wait_seq, Node};
-
-const FACTS: &[&str] = &[
-    "Alice prefers green tea to coffee.",
-    "Bob walks his dog Biscuit every morning at 7.",
-    "The server migration is scheduled for Friday night.",
-    "Carol's birthday is on the 14th of June.",
-    "Dave is allergic to peanuts and shellfish.",
-    "Eve moved to Lisbon last spring.",
-];
+use cairn_tests::{files_containing, introduce, node_id, temp_dir, ticket, wait_seq, Node, FACTS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_serves_verified_reads_that_survive_the_owner() {

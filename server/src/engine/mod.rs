@@ -998,17 +998,7 @@ impl Engine {
             let ids: Vec<MemoryId> = present[next..end].iter().map(|p| p.1).collect();
             let mut got = self.read_all(&ids).await?;
             let room = self.cfg.max_page_bytes.saturating_sub(bytes);
-            let fits = if found.is_empty() {
-                fitting(&got, room)
-            } else {
-                let mut total = 0usize;
-                got.iter()
-                    .take_while(|m| {
-                        total = total.saturating_add(m.bytes.len());
-                        total <= room
-                    })
-                    .count()
-            };
+            let fits = fitting(&got, room, found.is_empty());
             got.truncate(fits);
             bytes += got.iter().map(|m| m.bytes.len()).sum::<usize>();
             next += fits;
@@ -1019,23 +1009,18 @@ impl Engine {
         }
         let unreturned: Vec<String> = present[next..].iter().map(|p| p.0.clone()).collect();
         let proof = if proof {
-            let (live, p) = space.live_with_proof(found.iter().map(|m| m.id).collect(), true)?;
-            // A memory forgotten while it was read is reported missing, not returned unproven.
-            let mut kept = Vec::with_capacity(found.len());
-            for (m, is_live) in found.into_iter().zip(&live) {
-                if *is_live {
-                    kept.push(m);
-                } else {
-                    missing.push(m.id.to_hex());
+            // Proven after reading, over exactly what is returned. A memory forgotten meanwhile is reported
+            // missing (and the proof taken again without it), never returned unproven.
+            loop {
+                let (live, p) =
+                    space.live_with_proof(found.iter().map(|m| m.id).collect(), true)?;
+                if live.iter().all(|l| *l) {
+                    break p.map(|p| p.encode());
                 }
-            }
-            found = kept;
-            match (live.iter().all(|l| *l), p) {
-                (true, p) => p.map(|p| p.encode()),
-                (false, _) => space
-                    .live_with_proof(found.iter().map(|m| m.id).collect(), true)?
-                    .1
-                    .map(|p| p.encode()),
+                let (kept, gone): (Vec<_>, Vec<_>) =
+                    found.into_iter().zip(live).partition(|(_, l)| *l);
+                missing.extend(gone.into_iter().map(|(m, _)| m.id.to_hex()));
+                found = kept.into_iter().map(|(m, _)| m).collect();
             }
         } else {
             None
@@ -1089,7 +1074,7 @@ impl Engine {
                 })?;
             let ids: Vec<MemoryId> = page.iter().map(|e| e.id).collect();
             let out = self.read_all(&ids).await?;
-            let fits = fitting(&out, self.cfg.max_page_bytes);
+            let fits = fitting(&out, self.cfg.max_page_bytes, true);
             if fits >= out.len() || fits >= limit {
                 break (page, more, time_proof, out);
             }
@@ -1336,8 +1321,11 @@ impl Engine {
             return Ok(());
         }
         let now = std::time::Instant::now();
-        let wait = |g: &mut Option<std::time::Instant>| g.is_some_and(|t| now < t);
-        if self.next_vacuum.lock().is_ok_and(|mut g| wait(&mut g)) {
+        if self
+            .next_vacuum
+            .lock()
+            .is_ok_and(|g| g.is_some_and(|t| now < t))
+        {
             return Ok(());
         }
         let st = self.state.clone();
@@ -1348,7 +1336,7 @@ impl Engine {
             *g = Some(std::time::Instant::now() + took * VACUUM_SPACING);
         }
         tracing::info!(
-            ms = t0.elapsed().as_millis() as u64,
+            ms = took.as_millis() as u64,
             bytes_before = v.before,
             bytes_after = v.after,
             "state file rewritten without forgotten data"
@@ -1426,15 +1414,15 @@ fn writable(space: &Space) -> Result<(), NodeError> {
     }
 }
 
-/// How many leading memories fit in `max` bytes of record (at least one).
-fn fitting(page: &[MemoryOut], max: usize) -> usize {
+/// How many memories from the start of `page` fit in `max` bytes (at least one if `one_at_least`).
+fn fitting(page: &[MemoryOut], max: usize, one_at_least: bool) -> usize {
     let mut total = 0usize;
     page.iter()
         .position(|m| {
             total = total.saturating_add(m.bytes.len());
             total > max
         })
-        .map_or(page.len(), |i| i.max(1))
+        .map_or(page.len(), |i| if one_at_least { i.max(1) } else { i })
 }
 
 fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>, NodeError> {

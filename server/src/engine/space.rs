@@ -736,20 +736,28 @@ mod tests {
 
     /// A saved graph is reused only for the rows it was saved with: after a compaction renumbered the rows (and a
     /// crash before the new graph was saved), the old dump must not map points to the wrong memories.
+    const PARAMS: HnswParams = HnswParams {
+        m: 8,
+        ef_construction: 32,
+        dim: 8,
+    };
+
+    /// A graph over `rows`' vectors.
+    fn indexed(rows: &[PointRow]) -> Ann {
+        let ann = Ann::new(PARAMS, rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            ann.insert(&r.vector, i);
+        }
+        ann
+    }
+
     #[test]
     fn a_saved_graph_is_reused_only_for_its_own_rows() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("g");
-        let params = HnswParams {
-            m: 8,
-            ef_construction: 32,
-            dim: 8,
-        };
+        let params = PARAMS;
         let old = rows(1, 12, 8);
-        let ann = Ann::new(params, old.len());
-        for (i, r) in old.iter().enumerate() {
-            ann.insert(&r.vector, i);
-        }
+        let ann = indexed(&old);
         let space = Space::from_parts("t".into(), dir.clone(), old.clone(), ann, 0);
         space.save().expect("save");
 
@@ -779,27 +787,19 @@ mod tests {
     fn a_saved_graph_does_not_hold_forgotten_vectors() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("g");
-        let params = HnswParams {
-            m: 8,
-            ef_construction: 32,
-            dim: 8,
-        };
         let mut rs = rows(3, 40, 8);
         // (The helper's vectors repeat every 11 rows; this one is unique.)
         let n = (1..=8).map(|x| (x * x) as f32).sum::<f32>().sqrt();
         rs[7].vector = (1..=8).map(|x| x as f32 / n).collect();
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
         let (gone, kept) = (bytes(&rs[7].vector), bytes(&rs[8].vector));
-        let ann = Ann::new(params, rs.len());
-        for (i, r) in rs.iter().enumerate() {
-            ann.insert(&r.vector, i);
-        }
+        let ann = indexed(&rs);
         rs[7] = PointRow::tombstone(8);
         let space = Space::from_parts("t".into(), dir.clone(), rs.clone(), ann, 0);
         space.save().expect("save");
         assert!(!holds(&dir, &gone), "the forgotten vector is in the dump");
         assert!(holds(&dir, &kept), "a live vector is missing from the dump");
-        let back = Space::restore("t".into(), dir, rs, params);
+        let back = Space::restore("t".into(), dir, rs, PARAMS);
         assert!(!back.needs_save(), "the zeroed dump was not reusable");
     }
 }

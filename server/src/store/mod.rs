@@ -246,16 +246,16 @@ pub struct Vacuumed {
     pub after: u64,
 }
 
-/// Copies every entry of one table from `r` into `w` (a missing source table is empty).
+/// Copies every entry of one table from `r` into `w` (a missing source table is empty); returns its name.
 fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     r: &redb::ReadTransaction,
     w: &redb::WriteTransaction,
     def: TableDefinition<K, V>,
     skip: impl Fn(&K::SelfType<'_>) -> bool,
-) -> Result<(), StoreError> {
+) -> Result<String, StoreError> {
     let src = match r.open_table(def) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(def.name().to_owned()),
         Err(e) => return Err(dberr(e)),
     };
     let mut dst = w.open_table(def).map_err(dberr)?;
@@ -266,7 +266,7 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         }
         dst.insert(k.value(), v.value()).map_err(dberr)?;
     }
-    Ok(())
+    Ok(def.name().to_owned())
 }
 
 impl State {
@@ -393,45 +393,31 @@ impl State {
         let copied = (|| -> Result<(), StoreError> {
             let r = db.begin_read().map_err(dberr)?;
             let w = fresh.begin_write().map_err(dberr)?;
-            let known = [
-                "meta",
-                "namespaces",
-                "points",
-                "memories",
-                "dedup",
-                "roots",
-                "blob_deletes",
-                "replica_lists",
-                "follows",
-                "peers",
-                "alerts",
-                "cosignatures",
-                "packed_records",
-                "kept_snapshots",
+            let copied = [
+                copy_table(&r, &w, META, |k| *k == SCRUB_DUE)?,
+                copy_table(&r, &w, NAMESPACES, |_| false)?,
+                copy_table(&r, &w, POINTS, |_| false)?,
+                copy_table(&r, &w, MEMORIES, |_| false)?,
+                copy_table(&r, &w, DEDUP, |_| false)?,
+                copy_table(&r, &w, ROOTS, |_| false)?,
+                copy_table(&r, &w, BLOB_DELETES, |_| false)?,
+                copy_table(&r, &w, LISTS, |_| false)?,
+                copy_table(&r, &w, FOLLOWS, |_| false)?,
+                copy_table(&r, &w, PEERS, |_| false)?,
+                copy_table(&r, &w, ALERTS, |_| false)?,
+                copy_table(&r, &w, COSIGS, |_| false)?,
+                copy_table(&r, &w, PACKED, |_| false)?,
+                copy_table(&r, &w, KEPT_SNAPSHOTS, |_| false)?,
             ];
-            // A table this code does not know would be lost by the copy: refuse rather than drop it.
+            // A table not copied above would be lost with the old file: refuse rather than drop it.
             for t in r.list_tables().map_err(dberr)? {
-                if !known.contains(&t.name()) {
+                if !copied.iter().any(|c| c == t.name()) {
                     return Err(StoreError::Db(redb::Error::Corrupted(format!(
                         "vacuum does not know table {:?}",
                         t.name()
                     ))));
                 }
             }
-            copy_table(&r, &w, META, |k| *k == SCRUB_DUE)?;
-            copy_table(&r, &w, NAMESPACES, |_| false)?;
-            copy_table(&r, &w, POINTS, |_| false)?;
-            copy_table(&r, &w, MEMORIES, |_| false)?;
-            copy_table(&r, &w, DEDUP, |_| false)?;
-            copy_table(&r, &w, ROOTS, |_| false)?;
-            copy_table(&r, &w, BLOB_DELETES, |_| false)?;
-            copy_table(&r, &w, LISTS, |_| false)?;
-            copy_table(&r, &w, FOLLOWS, |_| false)?;
-            copy_table(&r, &w, PEERS, |_| false)?;
-            copy_table(&r, &w, ALERTS, |_| false)?;
-            copy_table(&r, &w, COSIGS, |_| false)?;
-            copy_table(&r, &w, PACKED, |_| false)?;
-            copy_table(&r, &w, KEPT_SNAPSHOTS, |_| false)?;
             w.commit().map_err(dberr)?;
             Ok(())
         })();
@@ -1141,9 +1127,34 @@ mod tests {
         assert_eq!(back.len(), 50);
         assert_eq!(back[7], PointRow::tombstone(16));
         assert_eq!(back[8], row(8, "value-008-zq"));
-        // The swapped-in file is the one a restart opens.
+        // The swapped-in file is the one a restart opens, and a copy left by a crashed vacuum is removed.
         drop(st);
+        std::fs::write(vacuum_path(&path), b"half a copy").expect("leftover");
         let st = State::open(&path, "model").expect("reopen");
+        assert_eq!(
+            st.load_points("ns").expect("load")[9],
+            row(9, "value-009-zq")
+        );
+        assert!(
+            !vacuum_path(&path).exists(),
+            "a crashed vacuum's copy was left"
+        );
+
+        // A table the vacuum does not copy makes it refuse, and the state stays as it was.
+        {
+            let db = st.db().expect("db");
+            let tx = db.begin_write().expect("tx");
+            let t: TableDefinition<u64, u64> = TableDefinition::new("from_a_newer_version");
+            tx.open_table(t)
+                .expect("table")
+                .insert(1, 2)
+                .expect("insert");
+            tx.commit().expect("commit");
+        }
+        assert!(
+            st.vacuum().is_err(),
+            "a vacuum dropped a table it does not know"
+        );
         assert_eq!(
             st.load_points("ns").expect("load")[9],
             row(9, "value-009-zq")
