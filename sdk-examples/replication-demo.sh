@@ -53,27 +53,38 @@ start() {
   exit 1
 }
 
-# seq_of URL: the latest root seq of "demo" on that node (0 if none).
+# on NAME ARGS...: runs a client command against node NAME with the admin token it wrote into its data dir.
+on() {
+  local name="$1"; shift
+  local url
+  eval "url=\$url_$name"
+  CAIRN_TOKEN="$(cat "$work/$name/admin.token")" "$CAIRN" --node "$url" "$@"
+}
+
+# seq_of NAME: the latest root seq of "demo" on that node (0 if none).
 seq_of() {
-  "$CAIRN" --node "$1" --json namespaces |
+  on "$1" --json namespaces |
     python3 -c 'import json,sys; d=json.load(sys.stdin); print(next((n["seq"] for n in d["namespaces"] if n["namespace"]=="demo"), 0))'
 }
 
 echo "== starting nodes A, B, C"
 start a; start b; start c
-ta="$("$CAIRN" --node "$url_a" ticket)"; tb="$("$CAIRN" --node "$url_b" ticket)"; tc="$("$CAIRN" --node "$url_c" ticket)"
-for pair in "$url_a $tb" "$url_a $tc" "$url_b $ta" "$url_b $tc" "$url_c $ta" "$url_c $tb"; do
+ta="$(on a ticket)"; tb="$(on b ticket)"; tc="$(on c ticket)"
+for pair in "a $tb" "a $tc" "b $ta" "b $tc" "c $ta" "c $tb"; do
   set -- $pair
-  "$CAIRN" --node "$1" peer add "$2" >/dev/null
+  on "$1" peer add "$2" >/dev/null
 done
-a_id="$("$CAIRN" --node "$url_a" id)"
+a_id="$(on a id)"
 echo "A = $a_id"
-echo "B = $("$CAIRN" --node "$url_b" id)"
-echo "C = $("$CAIRN" --node "$url_c" id)"
+b_id="$(on b id)"; c_id="$(on c id)"
+echo "B = $b_id"
+echo "C = $c_id"
+# The witness set: the keys whose cosignatures count toward --witnesses (here the two replicas).
+wit=(--witness "$b_id" --witness "$c_id")
 
 echo "== A remembers"
 while IFS= read -r line; do
-  "$CAIRN" --node "$url_a" remember --ns demo "$line" >/dev/null
+  on a remember --ns demo "$line" >/dev/null
 done <<'EOF'
 Alice prefers green tea to coffee.
 Bob walks his dog Biscuit every morning at 7.
@@ -82,24 +93,23 @@ Carol's birthday is on the 14th of June.
 Dave is allergic to peanuts and shellfish.
 Eve moved to Lisbon last spring.
 EOF
-target_seq="$(seq_of "$url_a")"
+target_seq="$(seq_of a)"
 echo "A's root for demo is at seq $target_seq"
 
 echo "== B and C follow demo from A"
-"$CAIRN" --node "$url_b" follow --ns demo --from "$a_id"
-"$CAIRN" --node "$url_c" follow --ns demo --from "$a_id"
+on b follow --ns demo --from "$a_id"
+on c follow --ns demo --from "$a_id"
 for n in b c; do
-  eval "url=\$url_$n"
   for _ in $(seq 1 600); do
-    [[ "$(seq_of "$url")" -ge "$target_seq" ]] && break
+    [[ "$(seq_of "$n")" -ge "$target_seq" ]] && break
     sleep 0.1
   done
-  echo "$n has seq $(seq_of "$url")"
+  echo "$n has seq $(seq_of "$n")"
 done
 
 echo "== waiting for witness cosignatures to spread"
 for _ in $(seq 1 60); do
-  if "$CAIRN" --node "$url_b" recall --ns demo --trust "$a_id" --witnesses 1 tea >/dev/null 2>&1; then break; fi
+  if on b recall --ns demo --trust "$a_id" --witnesses 1 "${wit[@]}" tea >/dev/null 2>&1; then break; fi
   sleep 0.5
 done
 
@@ -108,11 +118,11 @@ kill -9 "$pid_a"
 sleep 0.5
 
 echo "== recall from B, verified against A's key with at least one witness"
-"$CAIRN" --node "$url_b" recall --ns demo -k 3 --verify --trust "$a_id" --witnesses 1 "what can't Dave eat?"
+on b recall --ns demo -k 3 --verify --trust "$a_id" --witnesses 1 "${wit[@]}" "what can't Dave eat?"
 echo "== recall from C"
-"$CAIRN" --node "$url_c" recall --ns demo -k 2 --verify --trust "$a_id" --witnesses 1 "when is the migration?"
+on c recall --ns demo -k 2 --verify --trust "$a_id" --witnesses 1 "${wit[@]}" "when is the migration?"
 echo "== B refuses writes (one writer per namespace)"
-if "$CAIRN" --node "$url_b" remember --ns demo "written on a replica" 2>&1; then
+if on b remember --ns demo "written on a replica" 2>&1; then
   echo "B accepted a write" >&2
   exit 1
 fi

@@ -20,6 +20,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The token cannot be sent (not printable ASCII).
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     /// An answer exceeded a client-side bound.
     #[error("{0}")]
     TooLarge(String),

@@ -6,7 +6,8 @@
 //! # async fn demo() -> Result<(), cairn_client::Error> {
 //! use cairn_client::{CairnClient, NewMemory};
 //!
-//! let client = CairnClient::connect("http://127.0.0.1:7420").await?;
+//! let token = std::env::var("CAIRN_TOKEN").unwrap_or_default();
+//! let client = CairnClient::connect_with_token("http://127.0.0.1:7420", token).await?;
 //! client
 //!     .remember("agents/alice", vec![NewMemory::new("Alice prefers tea.").meta("source", "chat")])
 //!     .await?;
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod connect;
 mod error;
 pub mod proof_file;
 mod recall;
@@ -29,12 +31,13 @@ pub mod verify;
 use std::collections::BTreeMap;
 
 use cairn_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use cairn_proto::v1::{
     EmbedResponse, GetResponse, Hit, ListResponse, Memory, NamespaceInfo, NamespaceStats,
     NodeInfoResponse, RecallResponse, RememberResult, Root, StatsResponse,
 };
+pub use connect::{Bearer, Connect, Raw, Seen};
 pub use error::Error;
 pub use recall::RecallBuilder;
 
@@ -47,7 +50,7 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 /// A connection to one Cairn node. Cheap to clone; clones share the connection.
 #[derive(Clone, Debug)]
 pub struct CairnClient {
-    inner: pb::cairn_client::CairnClient<Channel>,
+    inner: Raw,
 }
 
 /// A memory to remember: text, optional metadata and an optional creation time.
@@ -107,26 +110,40 @@ pub struct ListOptions {
 }
 
 impl CairnClient {
-    /// Connects to a node, e.g. `http://127.0.0.1:7420`.
+    /// Connects to a node without a token, e.g. `http://127.0.0.1:7420` (enough for `node_info`; nodes check
+    /// tokens on every other call, so most callers want [`CairnClient::connect_with_token`]).
     pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
-        let url = url.into();
-        let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| Error::InvalidUrl {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| Error::Connect { url, source: e })?;
-        Ok(Self::from_channel(channel))
+        Connect::new(url).connect().await
     }
 
-    /// Wraps an existing tonic channel.
-    pub fn from_channel(channel: Channel) -> Self {
-        let inner = pb::cairn_client::CairnClient::new(channel)
+    /// Connects to a node and sends `token` (a capability token, `cairn token mint`) with every call.
+    pub async fn connect_with_token(
+        url: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Result<Self, Error> {
+        Connect::new(url).token(token).connect().await
+    }
+
+    /// Connection options: token, TLS pin. Finish with [`Connect::connect`].
+    pub fn builder(url: impl Into<String>) -> Connect {
+        Connect::new(url)
+    }
+
+    /// Wraps an existing tonic channel, sending `token` with every call.
+    pub fn from_channel(channel: Channel, token: Option<&str>) -> Result<Self, Error> {
+        Ok(Self::from_parts(channel, Bearer::new(token)?))
+    }
+
+    pub(crate) fn from_parts(channel: Channel, bearer: Bearer) -> Self {
+        let inner = pb::cairn_client::CairnClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
         CairnClient { inner }
+    }
+
+    /// The generated gRPC client underneath (with the token attached), for calls the SDK does not wrap.
+    pub fn raw(&self) -> Raw {
+        self.inner.clone()
     }
 
     /// Stores memories in a namespace; returns one result per item, in order.
@@ -390,6 +407,51 @@ impl CairnClient {
             namespace: namespace.map(str::to_owned),
         };
         Ok(self.inner.clone().stats(req).await?.into_inner())
+    }
+
+    /// Mints a token for namespace `prefixes` with `rights` (read, write, forget, admin), valid for
+    /// `ttl_secs` (none: until revoked). Needs admin on every prefix.
+    pub async fn mint_token(
+        &self,
+        prefixes: &[&str],
+        rights: &[&str],
+        ttl_secs: Option<u64>,
+    ) -> Result<pb::MintTokenResponse, Error> {
+        let req = pb::MintTokenRequest {
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            rights: rights.iter().map(|r| r.to_string()).collect(),
+            ttl_secs,
+        };
+        Ok(self.inner.clone().mint_token(req).await?.into_inner())
+    }
+
+    /// Revokes a token by a revocation id (hex). Needs node-wide admin.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), Error> {
+        let req = pb::RevokeTokenRequest { id: id.to_owned() };
+        self.inner.clone().revoke_token(req).await?;
+        Ok(())
+    }
+
+    /// Removes a peer by node id; false if it was not one. Needs node-wide admin.
+    pub async fn remove_peer(&self, node_id: &str) -> Result<bool, Error> {
+        let req = pb::RemovePeerRequest {
+            node_id: node_id.to_owned(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .remove_peer(req)
+            .await?
+            .into_inner()
+            .removed)
+    }
+
+    /// Stops following a replica namespace and deletes it from the node; returns how many memories went.
+    pub async fn unfollow(&self, namespace: &str) -> Result<u64, Error> {
+        let req = pb::UnfollowRequest {
+            namespace: namespace.to_owned(),
+        };
+        Ok(self.inner.clone().unfollow(req).await?.into_inner().dropped)
     }
 
     /// All namespaces on the node.

@@ -196,8 +196,8 @@ impl ProofFile {
     }
 
     /// Distinct valid witnesses of a verified root among the saved cosignatures.
-    pub fn witnesses(&self, v: &Verified) -> usize {
-        cairn_index::root::count_witnesses(&v.root.record, &self.cosigs)
+    pub fn witnesses(&self, v: &Verified, pinned: &[[u8; 32]]) -> usize {
+        cairn_index::root::count_witnesses(&v.root.record, &self.cosigs, pinned)
     }
 
     /// Verifies the saved answer against `trusted` (offline).

@@ -1,7 +1,6 @@
 //! The Recall builder: query, k, filters and search breadth, then `send`.
 
 use cairn_proto::v1 as pb;
-use tonic::transport::Channel;
 
 use crate::Error;
 
@@ -9,13 +8,13 @@ use crate::Error;
 #[derive(Debug)]
 #[must_use = "a RecallBuilder does nothing until .send() is awaited"]
 pub struct RecallBuilder {
-    client: pb::cairn_client::CairnClient<Channel>,
+    client: crate::connect::Raw,
     req: pb::RecallRequest,
 }
 
 impl RecallBuilder {
     pub(crate) fn new(
-        client: pb::cairn_client::CairnClient<Channel>,
+        client: crate::connect::Raw,
         namespace: &str,
         query: pb::recall_request::Query,
     ) -> Self {

@@ -183,10 +183,14 @@ pub fn list_range(
     })
 }
 
-/// The number of distinct witnesses (other than the root's signer) whose cosignature of `root` checks out.
-/// Malformed entries are ignored.
-pub fn witnesses(root: &cairn_index::root::RootRecord, cosigs: &[pb::Cosignature]) -> usize {
-    cairn_index::root::count_witnesses(root, &parse_cosigs(cosigs))
+/// The number of distinct witnesses in `pinned` (the caller's witness set; the root's signer never counts)
+/// whose cosignature of `root` checks out. Malformed entries and keys outside the set are ignored.
+pub fn witnesses(
+    root: &cairn_index::root::RootRecord,
+    cosigs: &[pb::Cosignature],
+    pinned: &[[u8; 32]],
+) -> usize {
+    cairn_index::root::count_witnesses(root, &parse_cosigs(cosigs), pinned)
 }
 
 /// Cosignatures as (witness id, signature); malformed entries are dropped.

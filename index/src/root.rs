@@ -244,11 +244,21 @@ pub fn verify_cosig(record: &RootRecord, witness: &[u8; 32], sig: &[u8; 64]) -> 
         .is_ok()
 }
 
-/// The number of distinct witnesses, other than the root's own signer, with a valid cosignature of `record`.
-pub fn count_witnesses(record: &RootRecord, cosigs: &[([u8; 32], [u8; 64])]) -> usize {
+/// The number of distinct witnesses with a valid cosignature of `record`, counting only keys in `pinned` (the
+/// verifier's witness set) other than the root's own signer. A key outside the set never counts: anyone can
+/// make fresh keys and cosign a fork with them.
+pub fn count_witnesses(
+    record: &RootRecord,
+    cosigs: &[([u8; 32], [u8; 64])],
+    pinned: &[[u8; 32]],
+) -> usize {
     let mut seen: Vec<[u8; 32]> = Vec::new();
     for (w, sig) in cosigs {
-        if *w != record.node_id && !seen.contains(w) && verify_cosig(record, w, sig) {
+        if *w != record.node_id
+            && pinned.contains(w)
+            && !seen.contains(w)
+            && verify_cosig(record, w, sig)
+        {
             seen.push(*w);
         }
     }
@@ -290,7 +300,11 @@ mod tests {
             (id(&owner), own),
             ([9; 32], [0; 64]),
         ];
-        assert_eq!(count_witnesses(&r, &list), 2);
+        let pins = [id(&w1), id(&w2), id(&owner), [9; 32]];
+        assert_eq!(count_witnesses(&r, &list, &pins), 2);
+        // Keys outside the witness set do not count, however valid their cosignatures.
+        assert_eq!(count_witnesses(&r, &list, &[id(&w2)]), 1);
+        assert_eq!(count_witnesses(&r, &list, &[]), 0);
     }
 
     pub(crate) fn sample(key: &SigningKey) -> RootRecord {

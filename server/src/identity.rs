@@ -55,25 +55,35 @@ pub fn load_or_create(data_dir: &Path, fresh: bool) -> Result<SigningKey, Identi
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(io)?;
             let secret: [u8; 32] = rand::random();
-            let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
-            {
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                let mut f = opts.open(&tmp).map_err(io)?;
-                f.write_all(&secret).map_err(io)?;
-                f.sync_all().map_err(io)?;
-            }
-            std::fs::rename(&tmp, &path).map_err(io)?;
+            write_private(&path, &secret).map_err(io)?;
             tracing::info!(path = %shown, "created node key");
             Ok(SigningKey::from_bytes(&secret))
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Writes a secret file readable by its owner only (mode 0600): a temporary file, fsync, rename, so a crash
+/// leaves the old file or the new one, never half of one.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// The node id (hex public key) of a key.

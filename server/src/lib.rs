@@ -7,6 +7,7 @@
 //! [`node`] wires them into a running server; [`cli`] is the `cairn` command line.
 
 pub mod ann;
+pub mod auth;
 pub mod blobs;
 pub mod cli;
 pub mod embed;
@@ -19,3 +20,4 @@ pub mod published;
 pub mod service;
 pub mod status_map;
 pub mod store;
+pub mod tls;

@@ -83,6 +83,13 @@ async fn run(cli: Cli) -> Result<()> {
                 scrub_interval: std::time::Duration::from_secs(args.scrub_secs),
                 max_cosigs_per_sec: args.max_cosigs_per_sec,
                 witnesses: args.witness,
+                tls: match (args.tls, args.tls_cert, args.tls_key) {
+                    (_, Some(cert), Some(key)) => cairn_server::tls::TlsMode::Files { cert, key },
+                    (true, _, _) => cairn_server::tls::TlsMode::SelfSigned,
+                    _ => cairn_server::tls::TlsMode::Off,
+                },
+                auth: !args.no_auth,
+                insecure: args.insecure,
             };
             node::serve(cfg).await
         }

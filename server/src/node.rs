@@ -65,6 +65,12 @@ pub struct NodeConfig {
     pub witnesses: Vec<[u8; 32]>,
     /// Most cosignatures kept per witness per second.
     pub max_cosigs_per_sec: u32,
+    /// TLS on the gRPC port.
+    pub tls: crate::tls::TlsMode,
+    /// Check capability tokens on every call (off only with `--no-auth`).
+    pub auth: bool,
+    /// Serve on a non-loopback address without TLS or without tokens.
+    pub insecure: bool,
     /// Time between scrub passes (forgotten data rewritten out of the saved graphs and the state file).
     pub scrub_interval: Duration,
 }
@@ -77,6 +83,21 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             cfg.listen
         )
     })?;
+    let protected = cfg.auth && cfg.tls != crate::tls::TlsMode::Off;
+    if !(addr.ip().is_loopback() || protected) {
+        if !cfg.insecure {
+            anyhow::bail!(
+                "refusing to listen on {addr} (not loopback) without TLS and token checks: anyone who reaches the \
+                 port could read, write and forget memories. Give --tls (or --tls-cert/--tls-key) and keep tokens \
+                 on, or pass --insecure if the network itself is trusted."
+            );
+        }
+        tracing::warn!(
+            %addr,
+            "INSECURE: serving on a non-loopback address without TLS and token checks (--insecure)"
+        );
+        eprintln!("WARNING: cairn is serving on {addr} without TLS and token checks (--insecure)");
+    }
     let t0 = std::time::Instant::now();
     let embed_cfg = cfg.embed.clone();
     let embedder = tokio::task::spawn_blocking(move || Embedder::start(&embed_cfg)).await??;
@@ -105,6 +126,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     .await
     .with_context(|| format!("cannot open data dir {}", cfg.data_dir.display()))?;
 
+    let cert = crate::tls::load(&cfg.tls, &cfg.data_dir).context("cannot set up TLS")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -124,9 +146,21 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         },
     )
     .await?;
+    let auth = if cfg.auth {
+        let revoked = engine.revoked_tokens()?;
+        std::sync::Arc::new(
+            crate::auth::Auth::open(&cfg.data_dir, revoked).context("cannot set up tokens")?,
+        )
+    } else {
+        tracing::warn!(
+            "token checks are off (--no-auth): anyone who reaches the port may do anything"
+        );
+        std::sync::Arc::new(crate::auth::Auth::disabled())
+    };
     let svc = CairnServer::new(CairnService::new(
         engine.clone(),
         p2p.clone(),
+        auth,
         cfg.max_watchers,
     ))
     .max_decoding_message_size(MAX_REQUEST_BYTES)
@@ -159,14 +193,25 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         })
     };
 
-    // Printed on stdout so scripts and tests can wait for it.
+    // Printed on stdout so scripts and tests can wait for it (the certificate line first).
+    if let Some(c) = &cert {
+        println!("cairn node TLS certificate sha256 {}", c.fingerprint);
+    }
     println!(
         "cairn node listening on {local} (data dir {}; p2p ticket {})",
         cfg.data_dir.display(),
         p2p.ticket()
     );
     tracing::info!(%local, "serving");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(c) = &cert {
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&c.cert_pem, &c.key_pem),
+            ))
+            .context("TLS certificate or key not usable")?;
+    }
+    server
         .timeout(cfg.request_timeout)
         .http2_keepalive_interval(Some(cfg.keepalive))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

@@ -14,6 +14,8 @@ use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query, RecallOpts};
 /// The gRPC face of an [`Engine`].
 pub struct CairnService {
     engine: Arc<Engine>,
+    /// Who may ask: every method asks it first (see `auth::rules`).
+    auth: Arc<crate::auth::Auth>,
     p2p: Arc<crate::p2p::P2p>,
     /// One permit per open WatchRoots stream (`--max-watchers`).
     watchers: Arc<tokio::sync::Semaphore>,
@@ -21,10 +23,17 @@ pub struct CairnService {
 }
 
 impl CairnService {
-    /// Serves `engine`, with `p2p` for peering and following, and at most `max_watchers` WatchRoots streams open.
-    pub fn new(engine: Arc<Engine>, p2p: Arc<crate::p2p::P2p>, max_watchers: usize) -> Self {
+    /// Serves `engine`, with `p2p` for peering and following, `auth` checking every call, and at most
+    /// `max_watchers` WatchRoots streams open.
+    pub fn new(
+        engine: Arc<Engine>,
+        p2p: Arc<crate::p2p::P2p>,
+        auth: Arc<crate::auth::Auth>,
+        max_watchers: usize,
+    ) -> Self {
         CairnService {
             engine,
+            auth,
             p2p,
             watchers: Arc::new(tokio::sync::Semaphore::new(max_watchers)),
             max_watchers,
@@ -116,7 +125,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::RememberRequest>,
     ) -> Result<Response<pb::RememberResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Remember", &req.namespace)?;
         let items = req
             .items
             .into_iter()
@@ -143,7 +153,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::RecallRequest>,
     ) -> Result<Response<pb::RecallResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Recall", &req.namespace)?;
         let query = req.query.map(|q| match q {
             pb::recall_request::Query::Text(t) => Query::Text(t),
             pb::recall_request::Query::Vector(v) => Query::Vector(v.values),
@@ -182,7 +193,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Get", &req.namespace)?;
         let got = self.engine.get(&req.namespace, &req.ids, req.proof).await?;
         let cosignatures = self.cosigs_of_proof(got.proof.as_deref()).await;
         Ok(Response::new(pb::GetResponse {
@@ -202,7 +214,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "List", &req.namespace)?;
         let (page, next, proof) = self
             .engine
             .list(
@@ -227,7 +240,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::ForgetRequest>,
     ) -> Result<Response<pb::ForgetResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Forget", &req.namespace)?;
         let (forgotten, missing) = self.engine.forget(&req.namespace, &req.ids).await?;
         Ok(Response::new(pb::ForgetResponse { forgotten, missing }))
     }
@@ -236,7 +250,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Embed", "")?;
         let vectors = self.engine.embed(req.texts).await?;
         let info = self.engine.embedder().info();
         Ok(Response::new(pb::EmbedResponse {
@@ -253,8 +268,20 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
-        let req = request.into_inner();
-        let spaces = self.engine.stats(req.namespace.as_deref())?;
+        let (meta, _, req) = request.into_parts();
+        let caller = self.auth.guard(&meta, "Stats", "")?;
+        if let Some(ns) = &req.namespace {
+            self.auth.check(&caller, crate::auth::Right::Read, ns)?;
+        }
+        let spaces: Vec<_> = self
+            .engine
+            .stats(req.namespace.as_deref())?
+            .into_iter()
+            .filter(|s| {
+                self.auth
+                    .covers(&caller, crate::auth::Right::Read, &s.namespace)
+            })
+            .collect();
         let info = self.engine.embedder().info();
         Ok(Response::new(pb::StatsResponse {
             total_memories: spaces.iter().map(|s| s.memories).sum(),
@@ -276,9 +303,15 @@ impl Cairn for CairnService {
 
     async fn list_namespaces(
         &self,
-        _request: Request<pb::ListNamespacesRequest>,
+        request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
-        let spaces = self.engine.stats(None)?;
+        let caller = self.auth.guard(request.metadata(), "ListNamespaces", "")?;
+        let spaces: Vec<_> = self
+            .engine
+            .stats(None)?
+            .into_iter()
+            .filter(|s| self.auth.covers_any(&caller, &s.namespace))
+            .collect();
         let follows: std::collections::HashMap<String, [u8; 32]> =
             self.engine.follows().into_iter().collect();
         Ok(Response::new(pb::ListNamespacesResponse {
@@ -301,7 +334,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::GetRootRequest>,
     ) -> Result<Response<pb::Root>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "GetRoot", &req.namespace)?;
         let root = self.engine.root(&req.namespace, req.seq).await?;
         let mut msg = root_message(&root);
         msg.cosignatures = self.cosigs_of(&root).await;
@@ -314,7 +348,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::WatchRootsRequest>,
     ) -> Result<Response<Self::WatchRootsStream>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "WatchRoots", &req.namespace)?;
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "this node already serves its maximum of {} WatchRoots streams (--max-watchers); retry later",
@@ -362,8 +397,9 @@ impl Cairn for CairnService {
 
     async fn node_info(
         &self,
-        _request: Request<pb::NodeInfoRequest>,
+        request: Request<pb::NodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        self.auth.guard(request.metadata(), "NodeInfo", "")?;
         Ok(Response::new(pb::NodeInfoResponse {
             node_id: self.engine.node_id(),
             model: self.engine.embedder().info().id.clone(),
@@ -376,6 +412,7 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::AddPeerRequest>,
     ) -> Result<Response<pb::AddPeerResponse>, Status> {
+        self.auth.guard(request.metadata(), "AddPeer", "")?;
         let t = crate::p2p::ticket::Ticket::parse(&request.into_inner().ticket)
             .map_err(|e| Status::invalid_argument(format!("ticket: {e}")))?;
         self.p2p.add_peer(&t).await?;
@@ -386,8 +423,9 @@ impl Cairn for CairnService {
 
     async fn list_peers(
         &self,
-        _request: Request<pb::ListPeersRequest>,
+        request: Request<pb::ListPeersRequest>,
     ) -> Result<Response<pb::ListPeersResponse>, Status> {
+        self.auth.guard(request.metadata(), "ListPeers", "")?;
         let peers = self.engine.peers().await?;
         Ok(Response::new(pb::ListPeersResponse {
             peers: peers
@@ -406,7 +444,9 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let ns = request.into_inner().namespace;
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Snapshot", &req.namespace)?;
+        let ns = req.namespace;
         let snap = self
             .engine
             .snapshot(&ns)
@@ -457,12 +497,17 @@ impl Cairn for CairnService {
 
     async fn alerts(
         &self,
-        _request: Request<pb::AlertsRequest>,
+        request: Request<pb::AlertsRequest>,
     ) -> Result<Response<pb::AlertsResponse>, Status> {
+        let caller = self.auth.guard(request.metadata(), "Alerts", "")?;
         let alerts = self.engine.alerts();
         Ok(Response::new(pb::AlertsResponse {
             alerts: alerts
                 .iter()
+                .filter(|a| {
+                    self.auth
+                        .covers(&caller, crate::auth::Right::Admin, &a.namespace)
+                })
                 .map(|a| pb::Alert {
                     kind: "equivocation".into(),
                     owner: hex::encode(a.owner),
@@ -478,7 +523,8 @@ impl Cairn for CairnService {
         &self,
         request: Request<pb::FollowRequest>,
     ) -> Result<Response<pb::FollowResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Follow", &req.namespace)?;
         let mut owner = [0u8; 32];
         hex::decode_to_slice(req.owner.trim(), &mut owner)
             .map_err(|_| Status::invalid_argument("owner: must be a node id of 64 hex digits"))?;
@@ -496,5 +542,82 @@ impl Cairn for CairnService {
         .await
         .map_err(crate::error::NodeError::from)??;
         Ok(Response::new(pb::FollowResponse {}))
+    }
+
+    async fn remove_peer(
+        &self,
+        request: Request<pb::RemovePeerRequest>,
+    ) -> Result<Response<pb::RemovePeerResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "RemovePeer", "")?;
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(req.node_id.trim(), &mut id)
+            .map_err(|_| Status::invalid_argument("node_id: must be a node id of 64 hex digits"))?;
+        let removed = self.engine.remove_peer(id).await?;
+        Ok(Response::new(pb::RemovePeerResponse { removed }))
+    }
+
+    async fn unfollow(
+        &self,
+        request: Request<pb::UnfollowRequest>,
+    ) -> Result<Response<pb::UnfollowResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Unfollow", &req.namespace)?;
+        // Like Follow: the drop runs in a task of its own, so a caller that goes away cannot stop it halfway.
+        let (engine, p2p) = (self.engine.clone(), self.p2p.clone());
+        let dropped = tokio::spawn(async move {
+            p2p.stop_follower(&req.namespace);
+            engine.unfollow(&req.namespace).await
+        })
+        .await
+        .map_err(crate::error::NodeError::from)??;
+        Ok(Response::new(pb::UnfollowResponse { dropped }))
+    }
+
+    async fn mint_token(
+        &self,
+        request: Request<pb::MintTokenRequest>,
+    ) -> Result<Response<pb::MintTokenResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        let caller = self.auth.guard(&meta, "MintToken", "")?;
+        let rights = crate::auth::token::rights(&req.rights)
+            .map_err(|e| Status::invalid_argument(format!("rights: {e}")))?;
+        let ttl = match req.ttl_secs {
+            Some(0) => return Err(Status::invalid_argument("ttl_secs: must be at least 1")),
+            Some(s) if s > 100 * 365 * 86_400 => {
+                return Err(Status::invalid_argument(
+                    "ttl_secs: at most 100 years (leave it out for no expiry)",
+                ))
+            }
+            t => t.map(std::time::Duration::from_secs),
+        };
+        let grant = crate::auth::token::Grant::new(&req.prefixes, &rights, ttl)
+            .map_err(|e| Status::invalid_argument(format!("prefixes: {e}")))?;
+        let (token, revocation_ids) = self.auth.mint(&caller, &grant)?;
+        Ok(Response::new(pb::MintTokenResponse {
+            token,
+            revocation_ids,
+            expires_at: grant.expires.map(|s| s * 1000).unwrap_or(0),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "RevokeToken", "")?;
+        let id = hex::decode(req.id.trim())
+            .ok()
+            .filter(|b| !b.is_empty() && b.len() <= 128)
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "id: a revocation id in hex, as `cairn token inspect` prints",
+                )
+            })?;
+        // Durable first, then in force: a revocation that returned survives a crash.
+        self.engine.revoke_token(id.clone()).await?;
+        self.auth.mark_revoked(id);
+        Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 }

@@ -37,6 +37,10 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// Extra `cairn serve` arguments it was started with.
     pub args: Vec<String>,
+    /// The admin token the node wrote into its data dir (`None` with `--no-auth`).
+    pub token: Option<String>,
+    /// SHA-256 fingerprint of its TLS certificate, when it serves TLS.
+    pub tls_fingerprint: Option<String>,
 }
 
 impl Node {
@@ -64,14 +68,18 @@ impl Node {
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut fingerprint = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("cairn node TLS certificate sha256 ") {
+                    fingerprint = Some(rest.trim().to_owned());
+                }
                 if let Some(rest) = line.strip_prefix("cairn node listening on ") {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, fingerprint.clone()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+        let (addr, tls_fingerprint) = match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -79,43 +87,81 @@ impl Node {
                 bail!("node did not start within 120 s (exit: {status:?})");
             }
         };
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|_| !extra.contains(&"--no-auth"));
+        let scheme = if tls_fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Ok(Node {
             child: Some(child),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             data_dir: data_dir.to_owned(),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            token,
+            tls_fingerprint,
         })
     }
 
-    /// A connected SDK client.
+    /// A connected SDK client with the node's admin token (and its TLS certificate pinned).
     pub async fn client(&self) -> Result<CairnClient> {
-        Ok(CairnClient::connect(self.url.clone()).await?)
+        self.client_with(self.token.as_deref()).await
+    }
+
+    /// A connected SDK client sending `token` (or none).
+    pub async fn client_with(&self, token: Option<&str>) -> Result<CairnClient> {
+        let mut b = CairnClient::builder(self.url.clone()).maybe_token(token.map(str::to_owned));
+        if let Some(fp) = &self.tls_fingerprint {
+            b = b.tls_pin(fp)?;
+        }
+        Ok(b.connect().await?)
+    }
+
+    /// The generated gRPC client with the admin token, for hand-made requests.
+    pub async fn raw(&self) -> Result<cairn_client::Raw> {
+        Ok(self.client().await?.raw())
     }
 
     /// Runs the CLI against this node: `cairn --node URL <args>`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(cairn_bin())
-            .arg("--node")
+        self.cli_token(self.token.as_deref(), args)
+    }
+
+    /// Runs the CLI against this node with `token` (or none) instead of the admin token.
+    pub fn cli_token(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(cairn_bin());
+        cmd.arg("--node")
             .arg(&self.url)
             .args(args)
+            .env_remove("CAIRN_TOKEN")
             .env("CAIRN_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cairn")
+            .stdin(Stdio::null());
+        if let Some(t) = token {
+            cmd.env("CAIRN_TOKEN", t);
+        }
+        if let Some(fp) = &self.tls_fingerprint {
+            cmd.env("CAIRN_TLS_PIN", fp);
+        }
+        cmd.output().expect("run cairn")
     }
 
     /// Runs the CLI against this node with its own client state file (pinned node ids, last-seen roots), so
     /// tests that check trust do not share pins.
     pub fn cli_with_state(&self, state: &Path, args: &[&str]) -> Output {
-        Command::new(cairn_bin())
-            .arg("--node")
+        let mut cmd = Command::new(cairn_bin());
+        cmd.arg("--node")
             .arg(&self.url)
             .args(args)
             .env("CAIRN_STATE", state)
             .env("CAIRN_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cairn")
+            .stdin(Stdio::null());
+        if let Some(t) = &self.token {
+            cmd.env("CAIRN_TOKEN", t);
+        }
+        cmd.output().expect("run cairn")
     }
 
     /// Runs the CLI with `--json` and parses stdout; panics with stderr if it fails.
@@ -275,8 +321,19 @@ impl tonic::codec::Codec for RawCodec {
     }
 }
 
-/// Sends raw request bytes to a unary method; returns (status code, message) of the answer (0 = OK).
-pub async fn raw_unary(url: &str, path: &'static str, body: Vec<u8>) -> (i32, String) {
+/// Sends raw request bytes to a unary method of `node` with its admin token; returns (status code, message) of
+/// the answer (0 = OK).
+pub async fn raw_unary(node: &Node, path: &'static str, body: Vec<u8>) -> (i32, String) {
+    raw_unary_token(&node.url, node.token.as_deref(), path, body).await
+}
+
+/// Like [`raw_unary`] with any token (or none), to any plain-HTTP node URL.
+pub async fn raw_unary_token(
+    url: &str,
+    token: Option<&str>,
+    path: &'static str,
+    body: Vec<u8>,
+) -> (i32, String) {
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .expect("url")
         .connect()
@@ -285,7 +342,14 @@ pub async fn raw_unary(url: &str, path: &'static str, body: Vec<u8>) -> (i32, St
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
-    match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
+    let mut req = tonic::Request::new(body);
+    if let Some(t) = token {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("ascii token"),
+        );
+    }
+    match grpc.unary(req, path, RawCodec).await {
         Ok(_) => (0, String::new()),
         Err(s) => (s.code() as i32, s.message().to_owned()),
     }

@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use cairn_client::Raw;
 use cairn_proto::v1 as pb;
-use cairn_proto::v1::cairn_client::CairnClient as Raw;
 use cairn_tests::{temp_dir, Node};
 use tonic::transport::{Channel, Endpoint};
 
@@ -36,6 +36,16 @@ fn text(i: usize) -> String {
         i % 17,
         i % 12 + 1
     )
+}
+
+/// The node's admin token, sent by every raw client of this test.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn raw(ch: Channel) -> Raw {
+    let token = TOKEN.get().and_then(Option::as_deref);
+    cairn_client::CairnClient::from_channel(ch, token)
+        .expect("token")
+        .raw()
 }
 
 async fn channel(url: &str) -> Channel {
@@ -72,17 +82,17 @@ enum Cut {
 /// A quarter of the calls are not cut, so that acknowledged and cut calls share group commits.
 async fn run_cut<T, F, Fut>(url: &str, shared: &Channel, cut: Cut, call: F) -> Option<T>
 where
-    F: FnOnce(Raw<Channel>, Option<Duration>) -> Fut,
+    F: FnOnce(Raw, Option<Duration>) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     match cut {
-        Cut::None => call(Raw::new(shared.clone()), None).await.ok(),
-        Cut::Deadline(ms) => call(Raw::new(shared.clone()), Some(Duration::from_millis(ms)))
+        Cut::None => call(raw(shared.clone()), None).await.ok(),
+        Cut::Deadline(ms) => call(raw(shared.clone()), Some(Duration::from_millis(ms)))
             .await
             .ok(),
         Cut::Drop(ms) => {
             let ch = channel(url).await;
-            let fut = call(Raw::new(ch.clone()), None);
+            let fut = call(raw(ch.clone()), None);
             let r = tokio::time::timeout(Duration::from_millis(ms), fut).await;
             // Dropping the future resets the stream; dropping the only channel closes the connection.
             drop(ch);
@@ -113,6 +123,7 @@ fn with_deadline<T>(msg: T, d: Option<Duration>) -> tonic::Request<T> {
 async fn cut_calls_lose_nothing_and_leave_no_ghosts() {
     let dir = temp_dir();
     let mut node = Node::start(dir.path()).expect("node");
+    let _ = TOKEN.set(node.token.clone());
     let shared = channel(&node.url).await;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
 

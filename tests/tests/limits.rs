@@ -26,10 +26,10 @@ async fn calls_beyond_max_in_flight_are_shed_and_nothing_acknowledged_is_lost() 
     let node = Node::start_with(dir.path(), &["--max-in-flight", "2"]).expect("node");
     let mut tasks = Vec::new();
     for call in 0..24 {
-        let url = node.url.clone();
+        let (url, token) = (node.url.clone(), node.token.clone().unwrap_or_default());
         tasks.push(tokio::spawn(async move {
             // One connection per caller: the limit is for the node, not per connection.
-            let c = cairn_client::CairnClient::connect(url)
+            let c = cairn_client::CairnClient::connect_with_token(url, token)
                 .await
                 .expect("connect");
             c.remember("shed", batch(call, 24)).await
@@ -67,9 +67,7 @@ async fn a_call_past_the_request_timeout_is_cancelled_and_the_node_keeps_serving
         &["--request-timeout", "1", "--embed-batch", "32"],
     )
     .expect("node");
-    let mut raw = pb::cairn_client::CairnClient::connect(node.url.clone())
-        .await
-        .expect("connect");
+    let mut raw = node.raw().await.expect("connect");
     // Embedding 1,000 texts takes several seconds on this machine's cores.
     let texts: Vec<String> = batch(0, 1000).into_iter().map(|m| m.text).collect();
     let err = raw

@@ -298,9 +298,7 @@ async fn a_lying_node_is_caught() {
     assert!(err.to_string().contains("equivocation"), "{err}");
 
     // WatchRoots streams the current root, then each new one.
-    let mut raw = cairn_proto::v1::cairn_client::CairnClient::connect(node.url.clone())
-        .await
-        .expect("connect");
+    let mut raw = node.raw().await.expect("connect");
     let mut stream = raw
         .watch_roots(cairn_proto::v1::WatchRootsRequest {
             namespace: "proofs".into(),

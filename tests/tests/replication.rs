@@ -14,6 +14,7 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
     let mut b = Node::start(db.path()).expect("start B");
     introduce(&a, &b);
     let a_id = node_id(&a);
+    let b_id = node_id(&b);
     let ca = a.client().await.expect("client A");
     let items: Vec<NewMemory> = FACTS.iter().map(|t| NewMemory::new(*t)).collect();
     ca.remember("team", items).await.expect("remember on A");
@@ -52,6 +53,8 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
                 &a_id,
                 "--witnesses",
                 "1",
+                "--witness",
+                &b_id,
                 query,
             ],
         )
@@ -95,18 +98,55 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let verify_file = |w: &str| {
-        std::process::Command::new(cairn_tests::cairn_bin())
-            .arg("verify")
-            .arg(&saved)
-            .args(["--trust", &a_id, "--witnesses", w])
-            .output()
-            .expect("run cairn")
+    let verify_file = |file: &std::path::Path, w: &str, wit: &[&str]| {
+        let mut cmd = std::process::Command::new(cairn_tests::cairn_bin());
+        cmd.arg("verify")
+            .arg(file)
+            .args(["--trust", &a_id, "--witnesses", w]);
+        for k in wit {
+            cmd.args(["--witness", k]);
+        }
+        cmd.output().expect("run cairn")
     };
-    let o = verify_file("1");
+    let o = verify_file(&saved, "1", &[&b_id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("witness"));
-    assert_eq!(verify_file("2").status.code(), Some(1));
+    assert_eq!(verify_file(&saved, "2", &[&b_id]).status.code(), Some(1));
+    // Without a witness set, --witnesses cannot be met: cosignatures count only from keys chosen beforehand.
+    let o = verify_file(&saved, "1", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--witness"));
+
+    // Three cosignatures from fresh keys (what a dishonest node could mint for its own fork) do not count...
+    let mut pf = cairn_client::proof_file::ProofFile::decode(&std::fs::read(&saved).expect("read"))
+        .expect("proof file");
+    let pinned_root = pf
+        .verify(&cairn_client::verify::parse_node_id(&a_id).expect("id"))
+        .expect("verifies");
+    let fresh: Vec<ed25519_dalek::SigningKey> = (0..3u8)
+        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[40 + i; 32]))
+        .collect();
+    pf.cosigs = fresh
+        .iter()
+        .map(|k| {
+            (
+                k.verifying_key().to_bytes(),
+                cairn_index::root::cosign(&pinned_root.root.record, k),
+            )
+        })
+        .collect();
+    let forged = db.path().join("fresh-witnesses.proof");
+    std::fs::write(&forged, pf.encode()).expect("write");
+    let o = verify_file(&forged, "1", &[&b_id]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "fresh keys must not count as witnesses"
+    );
+    // ... unless the verifier pinned those keys.
+    let k0 = hex::encode(fresh[0].verifying_key().to_bytes());
+    let o = verify_file(&forged, "1", &[&k0]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // More witnesses than exist: refused.
     let o = b.cli_with_state(
@@ -119,6 +159,8 @@ async fn a_follower_serves_verified_reads_that_survive_the_owner() {
             &a_id,
             "--witnesses",
             "2",
+            "--witness",
+            &b_id,
             "book club",
         ],
     );

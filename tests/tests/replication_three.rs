@@ -38,29 +38,33 @@ fn follow(n: &Node, ns: &str, owner: &str) {
     assert!(o.status.success(), "{}", out(&o));
 }
 
+/// A verified recall of "fleet" on `n` against `owner`'s key, with at least `witnesses` cosignatures from keys
+/// in the witness set `wit`.
 fn recall_verified(
     n: &Node,
     state: &Path,
     owner: &str,
+    wit: &[&str],
     witnesses: &str,
     q: &str,
 ) -> std::process::Output {
-    n.cli_with_state(
-        state,
-        &[
-            "recall",
-            "--ns",
-            "fleet",
-            "-k",
-            "3",
-            "--verify",
-            "--trust",
-            owner,
-            "--witnesses",
-            witnesses,
-            q,
-        ],
-    )
+    let mut args = vec![
+        "recall",
+        "--ns",
+        "fleet",
+        "-k",
+        "3",
+        "--verify",
+        "--trust",
+        owner,
+        "--witnesses",
+        witnesses,
+    ];
+    for w in wit {
+        args.extend(["--witness", w]);
+    }
+    args.push(q);
+    n.cli_with_state(state, &args)
 }
 
 const TOPICS: &[&str] = &[
@@ -106,6 +110,8 @@ async fn three_nodes_replicate_and_outlive_the_owner() {
     let c = Node::start(dc.path()).expect("C");
     mesh(&[&a, &b, &c]);
     let a_id = node_id(&a);
+    let (b_id, c_id) = (node_id(&b), node_id(&c));
+    let wit = [b_id.as_str(), c_id.as_str()];
     let texts = memories(1000);
     let seq = fill(&a, &texts).await;
 
@@ -137,7 +143,7 @@ async fn three_nodes_replicate_and_outlive_the_owner() {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(30)
         && ![&b, &c].iter().all(|n| {
-            recall_verified(n, &state, &a_id, "2", "bees")
+            recall_verified(n, &state, &a_id, &wit, "2", "bees")
                 .status
                 .success()
         })
@@ -146,7 +152,7 @@ async fn three_nodes_replicate_and_outlive_the_owner() {
     }
     a.kill9();
     for (node, name) in [(&b, "B"), (&c, "C")] {
-        let o = recall_verified(node, &state, &a_id, "2", "who keeps bees?");
+        let o = recall_verified(node, &state, &a_id, &wit, "2", "who keeps bees?");
         let text = out(&o);
         assert!(o.status.success(), "{name}: {text}");
         assert!(text.contains("keeps bees"), "{name}: {text}");
@@ -157,7 +163,7 @@ async fn three_nodes_replicate_and_outlive_the_owner() {
             "{name}: {text}"
         );
         // Three witnesses do not exist (only B and C verified this root).
-        let o = recall_verified(node, &state, &a_id, "3", "who keeps bees?");
+        let o = recall_verified(node, &state, &a_id, &wit, "3", "who keeps bees?");
         assert_eq!(o.status.code(), Some(1), "{name}: {}", out(&o));
     }
 }
@@ -188,6 +194,7 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
         add_peer(&a, &ticket(n));
     }
     let a_id = node_id(&a);
+    let (b_id, d_id) = (node_id(&b), node_id(&d));
     let seq = fill(&a, &memories(40)).await;
     follow(&b, "fleet", &a_id);
     follow(&d, "fleet", &a_id);
@@ -242,7 +249,14 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
     assert_eq!(got.memories.len(), 1);
     assert_eq!(got.memories[0].text, hit.text, "C holds the authentic text");
     let state = dc.path().join("client-state.json");
-    let o = recall_verified(&c, &state, &a_id, "1", "brass band trumpet");
+    let o = recall_verified(
+        &c,
+        &state,
+        &a_id,
+        &[b_id.as_str(), d_id.as_str()],
+        "1",
+        "brass band trumpet",
+    );
     assert!(o.status.success(), "{}", out(&o));
 }
 
@@ -397,7 +411,7 @@ async fn a_lagging_replica_catches_up_from_a_peer_that_holds_records_in_pages() 
         120
     );
     let state = dc.path().join("client-state.json");
-    let o = recall_verified(&c, &state, &a_id, "0", &texts[100]);
+    let o = recall_verified(&c, &state, &a_id, &[], "0", &texts[100]);
     assert!(o.status.success(), "{}", out(&o));
     assert!(out(&o).contains("Person 100 "), "{}", out(&o));
     // C's earlier pages were superseded and deleted: each record is on C's disk once.
@@ -466,7 +480,7 @@ async fn a_chain_that_does_not_link_to_the_held_root_is_not_installed() {
         40
     );
     let state = db.path().join("client-state.json");
-    let o = recall_verified(&b, &state, &a_id, "0", &texts[30]);
+    let o = recall_verified(&b, &state, &a_id, &[], "0", &texts[30]);
     assert!(o.status.success(), "{}", out(&o));
 }
 
@@ -486,6 +500,8 @@ async fn cosignatures_from_unknown_keys_are_not_kept() {
     add_peer(&c, &tb);
     let a_id = node_id(&a);
     let c_id = node_id(&c);
+    let b_id = node_id(&b);
+    let wit = [b_id.as_str(), c_id.as_str()];
     let texts = memories(6);
     let seq = fill(&a, &texts).await;
     follow(&b, "fleet", &a_id);
@@ -500,7 +516,7 @@ async fn cosignatures_from_unknown_keys_are_not_kept() {
     let ok_within = |n: &Node, w: &str| -> bool {
         let t0 = Instant::now();
         loop {
-            if recall_verified(n, &state, &a_id, w, &texts[2])
+            if recall_verified(n, &state, &a_id, &wit, w, &texts[2])
                 .status
                 .success()
             {
@@ -516,7 +532,7 @@ async fn cosignatures_from_unknown_keys_are_not_kept() {
     assert!(ok_within(&b, "2"), "B did not get C's cosignature");
     assert!(ok_within(&a, "1"), "A did not get B's cosignature");
     assert!(
-        !recall_verified(&a, &state, &a_id, "2", &texts[2])
+        !recall_verified(&a, &state, &a_id, &wit, "2", &texts[2])
             .status
             .success(),
         "A kept a cosignature from a key that is neither its peer nor pinned"

@@ -7,13 +7,10 @@ use cairn_proto::v1 as pb;
 use cairn_tests::{temp_dir, Node};
 use tonic::Code;
 
-type Raw = pb::cairn_client::CairnClient<tonic::transport::Channel>;
+type Raw = cairn_client::Raw;
 
 async fn raw(node: &Node) -> Raw {
-    pb::cairn_client::CairnClient::connect(node.url.clone())
-        .await
-        .expect("connect")
-        .max_encoding_message_size(64 << 20)
+    node.raw().await.expect("connect")
 }
 
 fn item(text: &str) -> pb::MemoryInput {
@@ -363,7 +360,7 @@ async fn invalid_utf8_text_is_invalid_argument() {
     prost::encoding::bytes::encode(2, &input, &mut req);
     let decoded = pb::RememberRequest::decode(req.as_slice());
     assert!(decoded.is_err(), "prost must reject it locally too");
-    let status = cairn_tests::raw_unary(&node.url, "/cairn.v1.Cairn/Remember", req).await;
+    let status = cairn_tests::raw_unary(&node, "/cairn.v1.Cairn/Remember", req).await;
     assert_eq!(status.0, Code::InvalidArgument as i32, "{}", status.1);
     let mut c = raw(&node).await;
     remember(&mut c, "ok", vec![item("still serving")])

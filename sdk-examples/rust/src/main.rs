@@ -47,7 +47,11 @@ async fn main() -> Result<()> {
         .or_else(|| std::env::var("CAIRN_NODE").ok())
         .unwrap_or_else(|| cairn_client::DEFAULT_NODE.to_owned());
     let ns = arg("--ns").unwrap_or_else(|| format!("examples/agent-{}", std::process::id()));
-    let memory = CairnClient::connect(node.clone()).await?;
+    // A capability token (`cairn token mint --ns examples --rights read,write`); CAIRN_TOKEN by default.
+    let token = arg("--token")
+        .or_else(|| std::env::var("CAIRN_TOKEN").ok())
+        .unwrap_or_default();
+    let memory = CairnClient::connect_with_token(node.clone(), token).await?;
     println!("agent memory: {node}, namespace {ns}\n");
 
     for (turn, (speaker, text)) in CONVERSATION.iter().enumerate() {

@@ -112,6 +112,15 @@ struct NodeProc {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// A client of a bench node with the admin token the node wrote into its data dir (none with `--no-auth`).
+async fn connect(url: String, dir: &Path) -> Result<CairnClient, cairn_client::Error> {
+    let token = std::fs::read_to_string(dir.join(cairn_server::auth::ADMIN_TOKEN_FILE)).ok();
+    CairnClient::builder(url)
+        .maybe_token(token.map(|t| t.trim().to_owned()))
+        .connect()
+        .await
+}
+
 impl Drop for NodeProc {
     fn drop(&mut self) {
         // SAFETY: kill(2) on our own child.
@@ -321,7 +330,7 @@ async fn bench_ingest(args: &Args, n: usize, in_flight: usize) -> Result<()> {
         r
     };
     let node = start_node(args.data_dir.as_deref())?;
-    let client = CairnClient::connect(node.url.clone()).await?;
+    let client = connect(node.url.clone(), &node.dir).await?;
     let e2e = ingest(&client, "bench/ingest", &texts, in_flight).await?;
     println!("end-to-end Remember, batches of 32, {in_flight} in flight: {e2e:.1} memories/s");
     println!("ingest ratio (end-to-end / raw): {:.3}", e2e / raw);
@@ -343,7 +352,7 @@ async fn bench_recall(args: &Args, sizes: &[usize], queries: usize) -> Result<()
     );
     qs.truncate(queries);
     let node = start_node(args.data_dir.as_deref())?;
-    let client = CairnClient::connect(node.url.clone()).await?;
+    let client = connect(node.url.clone(), &node.dir).await?;
     // With --data-dir the memories of an earlier run are reused (texts come in a fixed order).
     let mut have = match client.stats(Some("bench/recall")).await {
         Ok(s) => s.total_memories as usize,
@@ -438,7 +447,7 @@ async fn bench_scifact(args: &Args) -> Result<()> {
         }
     }
     let node = start_node(args.data_dir.as_deref())?;
-    let client = CairnClient::connect(node.url.clone()).await?;
+    let client = connect(node.url.clone(), &node.dir).await?;
     let docs: Vec<NewMemory> = corpus
         .iter()
         .map(|d| {
@@ -587,7 +596,7 @@ async fn fresh_follower(
         Some(dir.path()),
         &std::env::var("FOLLOWER_LOG").unwrap_or_else(|_| "warn,cairn_server::p2p=info".into()),
     )?;
-    let cb = CairnClient::connect(follower.url.clone()).await?;
+    let cb = connect(follower.url.clone(), &follower.dir).await?;
     let ib = cb.node_info().await?;
     cb.add_peer(owner_ticket).await?;
     ca.add_peer(&ib.ticket).await?;
@@ -621,7 +630,7 @@ async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
         args.data_dir.as_deref(),
         &std::env::var("OWNER_LOG").unwrap_or_else(|_| "warn,cairn_server::engine=info".into()),
     )?;
-    let ca = CairnClient::connect(owner.url.clone()).await?;
+    let ca = connect(owner.url.clone(), &owner.dir).await?;
     let ia = ca.node_info().await?;
     let stats = ca.stats(Some(ns)).await?;
     let target = ca.root(ns, None).await?.seq;
@@ -688,7 +697,7 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
         .collect();
     qs.truncate(queries);
     let node = start_node(args.data_dir.as_deref())?;
-    let client = CairnClient::connect(node.url.clone()).await?;
+    let client = connect(node.url.clone(), &node.dir).await?;
     let stats = client.stats(Some(ns)).await?;
     let trusted = cairn_client::verify::parse_node_id(&client.node_info().await?.node_id)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -859,7 +868,7 @@ async fn bench_load(
 ) -> Result<()> {
     let mut node = start_node(args.data_dir.as_deref())?;
     let pid = node.child.id();
-    let client = CairnClient::connect(node.url.clone()).await?;
+    let client = connect(node.url.clone(), &node.dir).await?;
     let trusted: [u8; 32] = hex::decode(client.node_info().await?.node_id)?
         .try_into()
         .map_err(|_| anyhow::anyhow!("node id"))?;
@@ -892,9 +901,9 @@ async fn bench_load(
     };
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (url, stats) = (node.url.clone(), stats.clone());
+        let (url, stats, dir) = (node.url.clone(), stats.clone(), node.dir.clone());
         tasks.push(tokio::spawn(async move {
-            let Ok(client) = CairnClient::connect(url).await else {
+            let Ok(client) = connect(url, &dir).await else {
                 return;
             };
             let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: 0 };
@@ -960,9 +969,9 @@ async fn bench_load(
     }
     // One client opening and dropping WatchRoots streams.
     let watcher = {
-        let (url, stats) = (node.url.clone(), stats.clone());
+        let (url, stats, dir) = (node.url.clone(), stats.clone(), node.dir.clone());
         tokio::spawn(async move {
-            let Ok(client) = CairnClient::connect(url).await else {
+            let Ok(client) = connect(url, &dir).await else {
                 return;
             };
             for _ in 0..watch_streams {
@@ -977,9 +986,9 @@ async fn bench_load(
     };
     // An import of long texts, batches of 64.
     let importer = {
-        let (url, stats) = (node.url.clone(), stats.clone());
+        let (url, stats, dir) = (node.url.clone(), stats.clone(), node.dir.clone());
         tokio::spawn(async move {
-            let Ok(client) = CairnClient::connect(url).await else {
+            let Ok(client) = connect(url, &dir).await else {
                 return;
             };
             for b in 0..import.div_ceil(64) {
@@ -1061,7 +1070,7 @@ async fn bench_load(
     drop(client);
     drop(node);
     let again = start_node(Some(&dir))?;
-    let c = CairnClient::connect(again.url.clone()).await?;
+    let c = connect(again.url.clone(), &again.dir).await?;
     for i in 0..20 {
         c.recall("load/mixed", long_text(i)).k(10).send().await?;
     }

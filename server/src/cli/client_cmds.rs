@@ -75,7 +75,7 @@ fn check_witnesses(
     vd: &Verified,
     cosigs: &[cairn_proto::v1::Cosignature],
 ) -> Result<usize> {
-    let n = v::witnesses(&vd.root.record, cosigs);
+    let n = v::witnesses(&vd.root.record, cosigs, &p.set.keys(p.witnesses)?);
     if n < p.witnesses as usize {
         bail!(
             "verification failed: root seq {} has {n} valid witness cosignature(s), --witnesses asks for {}",
@@ -112,7 +112,47 @@ fn save_proof(path: &std::path::Path, file: &ProofFile) -> Result<()> {
 
 /// Commands that work without a node.
 pub async fn run_offline(cli: &Cli) -> Result<bool> {
+    use crate::auth::token;
     match &cli.command {
+        Command::Token(super::TokenCommand::Attenuate {
+            token: t,
+            ns,
+            rights,
+            ttl,
+        }) => {
+            let rights = token::rights(rights)?;
+            let grant = token::Grant::new(ns, &rights, ttl.map(std::time::Duration::from_secs))?;
+            let narrowed = token::attenuate(t, &grant)?;
+            if cli.json {
+                print_json(&json!({ "token": narrowed }));
+            } else {
+                println!("{narrowed}");
+            }
+            Ok(true)
+        }
+        Command::Token(super::TokenCommand::Inspect { token: t }) => {
+            let t = match t.clone().or_else(|| token_for(cli)) {
+                Some(t) => t,
+                None => bail!("no token to inspect: give one, or --token / CAIRN_TOKEN"),
+            };
+            let ins = token::inspect(&t)?;
+            if cli.json {
+                print_json(&json!({ "blocks": ins.blocks, "revocation_ids": ins.revocation_ids }));
+            } else {
+                for (i, (b, id)) in ins.blocks.iter().zip(&ins.revocation_ids).enumerate() {
+                    let what = if i == 0 {
+                        "authority block (signed by the node)"
+                    } else {
+                        "attenuation block"
+                    };
+                    println!("block {i}: {what}\n  revocation id {id}");
+                    for line in b.lines().filter(|l| !l.trim().is_empty()) {
+                        println!("  {}", line.trim());
+                    }
+                }
+            }
+            Ok(true)
+        }
         Command::Id {
             data_dir: Some(dir),
         } => {
@@ -129,9 +169,11 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
             file,
             trust,
             witnesses,
+            set,
             check_query,
         } => {
             check_trust_flag(trust.as_deref())?;
+            set.keys(*witnesses)?;
             let bytes =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             let pf = ProofFile::decode(&bytes)
@@ -161,7 +203,7 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
             let verified = pf
                 .verify(&trusted)
                 .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
-            let w = pf.witnesses(&verified);
+            let w = pf.witnesses(&verified, &set.keys(*witnesses)?);
             if w < *witnesses as usize {
                 bail!(
                     "verification failed: the file holds {w} valid witness cosignature(s) of root seq {}, --witnesses asks for {witnesses}",
@@ -240,12 +282,60 @@ async fn proof_ctx(
     Ok(Some(ProofCtx { trust, trusted }))
 }
 
+/// The token to send: `--token` / `CAIRN_TOKEN`, else (only when talking to the default local node) the admin
+/// token in the local data dir, so the node's operator needs nothing by hand.
+pub fn token_for(cli: &Cli) -> Option<String> {
+    if let Some(t) = cli.token.as_ref().filter(|t| !t.trim().is_empty()) {
+        return Some(t.trim().to_owned());
+    }
+    if cli.node != cairn_client::DEFAULT_NODE {
+        return None;
+    }
+    let dir = std::env::var_os("CAIRN_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(super::default_data_dir);
+    std::fs::read_to_string(dir.join(crate::auth::ADMIN_TOKEN_FILE))
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// Connects to `--node` with the token and, for `https://`, the pinned certificate (pinned on first contact).
+pub async fn connect(cli: &Cli) -> Result<CairnClient> {
+    let mut b = CairnClient::builder(cli.node.clone()).maybe_token(token_for(cli));
+    if !cli.node.starts_with("https://") {
+        return Ok(b.connect().await?);
+    }
+    let mut trust = Trust::load()?;
+    let pin = cli.tls_pin.clone().or_else(|| trust.tls_pin(&cli.node));
+    match pin {
+        Some(p) => {
+            b = b.tls_pin(&p)?;
+            Ok(b.connect().await.map_err(|e| {
+                anyhow::anyhow!("{e} (the certificate must have SHA-256 fingerprint {p})")
+            })?)
+        }
+        None => {
+            let (client, seen) = b.trust_on_first_use().connect_seen().await?;
+            if let Some(fp) = seen.tls_fingerprint {
+                eprintln!(
+                    "warning: first contact with {}: trusting TLS certificate sha256 {fp} from now on (pass --tls-pin to pin it yourself)",
+                    cli.node
+                );
+                trust.pin_tls(&cli.node, &fp)?;
+            }
+            Ok(client)
+        }
+    }
+}
+
 /// Runs a client command against the node named by `--node`.
 pub async fn run(cli: Cli) -> Result<()> {
     if run_offline(&cli).await? {
         return Ok(());
     }
-    let client = CairnClient::connect(cli.node.clone()).await?;
+    let client = connect(&cli).await?;
     let json = cli.json;
     match cli.command {
         Command::Verify { .. } => unreachable!("handled offline"),
@@ -712,6 +802,45 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Peer(super::PeerCommand::Remove { node_id }) => {
+            let removed = client.remove_peer(&node_id).await?;
+            if json {
+                print_json(&json!({ "node_id": node_id, "removed": removed }));
+            } else if removed {
+                println!("removed peer {node_id}");
+            } else {
+                println!("{node_id} was not a peer");
+            }
+        }
+        Command::Unfollow { ns } => {
+            let dropped = client.unfollow(&ns).await?;
+            if json {
+                print_json(&json!({ "namespace": ns, "dropped": dropped }));
+            } else {
+                println!("unfollowed {ns}: deleted {dropped} memories");
+            }
+        }
+        Command::Token(super::TokenCommand::Mint { ns, rights, ttl }) => {
+            let prefixes: Vec<&str> = ns.iter().map(String::as_str).collect();
+            let rights: Vec<&str> = rights.iter().map(String::as_str).collect();
+            let t = client.mint_token(&prefixes, &rights, ttl).await?;
+            if json {
+                print_json(
+                    &json!({ "token": t.token, "revocation_ids": t.revocation_ids, "expires_at": t.expires_at }),
+                );
+            } else {
+                println!("{}", t.token);
+            }
+        }
+        Command::Token(super::TokenCommand::Revoke { id }) => {
+            client.revoke_token(&id).await?;
+            if json {
+                print_json(&json!({ "revoked": id }));
+            } else {
+                println!("revoked {id}");
+            }
+        }
+        Command::Token(_) => unreachable!("handled offline"),
         Command::Follow { ns, from } => {
             client.follow(&ns, &from).await?;
             if json {

@@ -19,6 +19,14 @@ pub struct Cli {
     /// Node to talk to (client commands).
     #[arg(long, global = true, env = "CAIRN_NODE", default_value = cairn_client::DEFAULT_NODE)]
     pub node: String,
+    /// Capability token sent with every call (client commands). Default: when --node is the default local node,
+    /// the admin token its data dir holds (`admin.token` under CAIRN_DATA_DIR or the default data dir).
+    #[arg(long, global = true, env = "CAIRN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// For an `https://` node: the SHA-256 fingerprint (hex) its certificate must have. Default: the one pinned
+    /// for this address on first contact.
+    #[arg(long, global = true, env = "CAIRN_TLS_PIN")]
+    pub tls_pin: Option<String>,
     /// Print machine-readable JSON instead of text (client commands).
     #[arg(long, global = true)]
     pub json: bool,
@@ -170,6 +178,15 @@ pub enum Command {
         #[arg(short, default_value_t = 10)]
         k: u32,
     },
+    /// Capability tokens: mint, attenuate (offline), inspect (offline), revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Stop following a replica namespace and delete everything this node holds of it.
+    Unfollow {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+    },
     /// Make a namespace on this node a read-only, verified replica of another node's namespace.
     Follow {
         /// Namespace (the same name on both nodes).
@@ -201,9 +218,13 @@ pub enum Command {
         /// Node id to trust (hex). Without it the file is checked against the signer it names (with a warning).
         #[arg(long)]
         trust: Option<String>,
-        /// Require at least W valid witness cosignatures of the proof's root among those saved in the file.
+        /// Require at least W valid witness cosignatures of the proof's root among those saved in the file, from
+        /// keys in the witness set (--witness, --witness-file).
         #[arg(long, value_name = "W", default_value_t = 0)]
         witnesses: u32,
+        /// The witness set.
+        #[command(flatten)]
+        set: WitnessSet,
         /// For a saved recall: re-embed TEXT on this machine and require the proof's query vector to be its
         /// embedding (the answer was for this text). Needs the model `cairn serve` uses.
         #[arg(long, value_name = "TEXT")]
@@ -219,6 +240,77 @@ pub enum PeerCommand {
         /// NODE_ID@ADDR[,ADDR...]
         ticket: String,
     },
+    /// Remove a peer.
+    Remove {
+        /// Its node id (hex).
+        node_id: String,
+    },
+}
+
+/// `cairn token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Ask the node for a new token (your token needs admin on every prefix). Prints the token.
+    Mint {
+        /// Namespace prefix the token covers (repeatable; `team` covers `team` and `team/...`; `""` covers all).
+        #[arg(long = "ns", required = true)]
+        ns: Vec<String>,
+        /// Rights: read, write, forget, admin (comma-separated or repeated).
+        #[arg(long, required = true, value_delimiter = ',')]
+        rights: Vec<String>,
+        /// Lifetime, e.g. 90s, 30m, 24h, 7d (default: until revoked).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
+    },
+    /// Narrow a token offline (no node involved): only these prefixes and rights, and an earlier expiry. The
+    /// result can never do more than the token it came from.
+    Attenuate {
+        /// The token to narrow.
+        token: String,
+        /// Namespace prefix (repeatable).
+        #[arg(long = "ns", required = true)]
+        ns: Vec<String>,
+        /// Rights to keep: read, write, forget, admin.
+        #[arg(long, required = true, value_delimiter = ',')]
+        rights: Vec<String>,
+        /// Lifetime from now, e.g. 1h.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
+    },
+    /// Show what a token says (its blocks and revocation ids), offline. Does not check its signature.
+    Inspect {
+        /// The token (default: the one --token / CAIRN_TOKEN would send).
+        token: Option<String>,
+    },
+    /// Revoke a token and every token made from it, by a revocation id from `cairn token inspect`.
+    Revoke {
+        /// Revocation id (hex).
+        id: String,
+    },
+}
+
+/// Parses a duration like `90s`, `30m`, `24h`, `7d` (a bare number is seconds) into seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    match n.checked_mul(mul) {
+        Some(0) | None => Err(format!("{s:?}: must be between 1 s and 100 years")),
+        Some(v) if v > 100 * 365 * 86_400 => Err(format!("{s:?}: must be at most 100 years")),
+        Some(v) => Ok(v),
+    }
 }
 
 /// Options that make a read verifiable.
@@ -233,10 +325,53 @@ pub struct ProofArgs {
     /// Save the answer with its proof to FILE (for `cairn verify FILE`). Implies --verify.
     #[arg(long, value_name = "FILE")]
     pub proof_out: Option<PathBuf>,
-    /// Require at least W valid cosignatures of the proof's root from distinct witnesses (peers that verified
-    /// it), besides the owner's signature. Implies --verify.
+    /// Require at least W valid cosignatures of the proof's root from distinct witnesses in the witness set
+    /// (--witness, --witness-file), besides the owner's signature. Implies --verify.
     #[arg(long, value_name = "W", default_value_t = 0)]
     pub witnesses: u32,
+    /// The witness set.
+    #[command(flatten)]
+    pub set: WitnessSet,
+}
+
+/// The keys whose cosignatures count toward `--witnesses`: only these. Anyone can make fresh keys and cosign a
+/// fork, so a cosignature counts only from a key the verifier chose to trust beforehand.
+#[derive(Debug, Args, Default, Clone)]
+pub struct WitnessSet {
+    /// A witness key (hex node id) whose cosignatures count. Repeatable.
+    #[arg(long = "witness", value_name = "NODE_ID", value_parser = parse_node_id)]
+    pub witness: Vec<[u8; 32]>,
+    /// A file of witness keys, one hex node id per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub witness_file: Option<PathBuf>,
+}
+
+impl WitnessSet {
+    /// The keys of `--witness` and `--witness-file` together; an error if `needed` > 0 and the set is empty.
+    pub fn keys(&self, needed: u32) -> anyhow::Result<Vec<[u8; 32]>> {
+        let mut keys = self.witness.clone();
+        if let Some(f) = &self.witness_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let l = line.split('#').next().unwrap_or("").trim();
+                if l.is_empty() {
+                    continue;
+                }
+                keys.push(
+                    parse_node_id(l)
+                        .map_err(|e| anyhow::anyhow!("{} line {}: {e}", f.display(), i + 1))?,
+                );
+            }
+        }
+        if needed > 0 && keys.is_empty() {
+            anyhow::bail!(
+                "--witnesses {needed} needs the witness keys you trust: give --witness NODE_ID (repeatable) or \
+                 --witness-file FILE; cosignatures from other keys never count"
+            );
+        }
+        Ok(keys)
+    }
 }
 
 impl ProofArgs {
@@ -344,6 +479,23 @@ pub struct ServeArgs {
     /// before running again: everything is gone within the larger of this and that.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub scrub_secs: u64,
+    /// Serve gRPC over TLS with a self-signed certificate made into the data dir on first start (`tls.crt`,
+    /// `tls.key`); its SHA-256 fingerprint is printed at start-up for clients to pin (`--tls-pin`).
+    #[arg(long, env = "CAIRN_TLS", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls: bool,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "CAIRN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Turn token checks off: anyone who reaches the port may do anything. For benchmarks and throwaway nodes.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Allow a non-loopback --listen without TLS or without token checks (with a loud warning). Without it
+    /// such a node refuses to start.
+    #[arg(long)]
+    pub insecure: bool,
     /// Most cosignatures kept per witness (a peer or a --witness key) per second. They are written in batches
     /// (one transaction per 100 ms, through a queue of 4,096); beyond this rate, or with the queue full, they are
     /// dropped (cosignatures are advisory, and a witness that keeps seeing a root sends them again).

@@ -18,6 +18,9 @@ struct StateFile {
     /// "node_id/namespace" → newest root seen.
     #[serde(default)]
     roots: BTreeMap<String, SeenRoot>,
+    /// node address (https) → pinned certificate fingerprint (SHA-256, hex).
+    #[serde(default)]
+    tls: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +107,19 @@ impl Trust {
         self.state.nodes.insert(node_url.to_owned(), info.node_id);
         self.save()?;
         Ok(id)
+    }
+
+    /// The certificate fingerprint pinned for `node_url`, if any.
+    pub fn tls_pin(&self, node_url: &str) -> Option<String> {
+        self.state.tls.get(node_url).cloned()
+    }
+
+    /// Pins `fingerprint` for `node_url` (first contact).
+    pub fn pin_tls(&mut self, node_url: &str, fingerprint: &str) -> Result<()> {
+        self.state
+            .tls
+            .insert(node_url.to_owned(), fingerprint.to_owned());
+        self.save()
     }
 
     /// The newest root seen from `node_id` for `ns`.

@@ -204,6 +204,36 @@ impl Engine {
         Ok(tokio::task::spawn_blocking(move || st.peers()).await??)
     }
 
+    /// Removes a peer: no longer asked for replicas, and its cosignatures are no longer kept (unless it is a
+    /// pinned witness). False if it was not a peer.
+    pub async fn remove_peer(&self, id: [u8; 32]) -> Result<bool, NodeError> {
+        let st = self.state.clone();
+        Ok(tokio::task::spawn_blocking(move || st.remove_peer(id)).await??)
+    }
+
+    /// Revocation ids recorded so far (loaded at start-up by access control).
+    pub fn revoked_tokens(&self) -> Result<Vec<Vec<u8>>, NodeError> {
+        Ok(self.state.revoked()?)
+    }
+
+    /// Records a token revocation durably.
+    pub async fn revoke_token(&self, id: Vec<u8>) -> Result<(), NodeError> {
+        let st = self.state.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(tokio::task::spawn_blocking(move || st.revoke(&id, now)).await??)
+    }
+
+    /// Stops following `ns` and deletes what this node holds of it.
+    pub async fn unfollow(&self, ns: &str) -> Result<u64, NodeError> {
+        validate::namespace(ns)?;
+        Err(NodeError::FailedPrecondition(format!(
+            "unfollow of {ns:?} is not available yet"
+        )))
+    }
+
     /// Adds or updates a peer.
     pub async fn put_peer(&self, id: [u8; 32], addrs: &str) -> Result<(), NodeError> {
         let st = self.state.clone();

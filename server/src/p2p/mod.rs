@@ -404,6 +404,15 @@ impl P2p {
         tokio::spawn(async move { me.follow_loop(ns, owner, kick).await });
     }
 
+    /// Stops the follower of `ns` (its loop ends at its next turn).
+    pub fn stop_follower(&self, ns: &str) {
+        if let Ok(mut k) = self.kicks.lock() {
+            if let Some(n) = k.remove(ns) {
+                n.notify_one();
+            }
+        }
+    }
+
     /// Ids of every known peer.
     async fn peer_ids(&self) -> Vec<[u8; 32]> {
         self.engine
@@ -599,6 +608,14 @@ impl P2p {
             }
             let _ = tokio::time::timeout(POLL, kick.notified()).await;
             if self.router.is_shutdown() {
+                return;
+            }
+            let wanted = self
+                .kicks
+                .lock()
+                .map(|k| k.get(&ns).is_some_and(|n| Arc::ptr_eq(n, &kick)))
+                .unwrap_or(false);
+            if !wanted {
                 return;
             }
         }

@@ -47,6 +47,9 @@ const PACKED: TableDefinition<[u8; 32], [u8; 40]> = TableDefinition::new("packed
 /// node keeps pinned and offers to peers, with its pages' fingerprints so a restarted node reuses unchanged pages.
 const KEPT_SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("kept_snapshots");
 
+/// revocation id → when it was revoked (ms since the Unix epoch): tokens carrying any of these ids are refused.
+const REVOKED: TableDefinition<&[u8], u64> = TableDefinition::new("revoked_tokens");
+
 /// (owner, namespace, seq, witness).
 type CosigKey<'a> = ([u8; 32], &'a str, u64, [u8; 32]);
 
@@ -315,6 +318,7 @@ impl State {
             tx.open_table(PEERS).map_err(dberr)?;
             tx.open_table(ALERTS).map_err(dberr)?;
             tx.open_table(COSIGS).map_err(dberr)?;
+            tx.open_table(REVOKED).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         // A vacuum that died before its rename leaves its unfinished copy behind.
@@ -408,6 +412,7 @@ impl State {
                 copy_table(&r, &w, COSIGS, |_| false)?,
                 copy_table(&r, &w, PACKED, |_| false)?,
                 copy_table(&r, &w, KEPT_SNAPSHOTS, |_| false)?,
+                copy_table(&r, &w, REVOKED, |_| false)?,
             ];
             // A table not copied above would be lost with the old file: refuse rather than drop it.
             for t in r.list_tables().map_err(dberr)? {
@@ -758,6 +763,44 @@ impl State {
             out.push((k.value(), v.value().to_owned()));
         }
         Ok(out)
+    }
+
+    /// Every revoked token id.
+    pub fn revoked(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(REVOKED).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            out.push(item.map_err(dberr)?.0.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Records a revoked token id (durable when this returns).
+    pub fn revoke(&self, id: &[u8], at_ms: u64) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        tx.open_table(REVOKED)
+            .map_err(dberr)?
+            .insert(id, at_ms)
+            .map_err(dberr)?;
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Removes a peer; false if it was not one.
+    pub fn remove_peer(&self, id: [u8; 32]) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        let was = tx
+            .open_table(PEERS)
+            .map_err(dberr)?
+            .remove(id)
+            .map_err(dberr)?
+            .is_some();
+        tx.commit().map_err(dberr)?;
+        Ok(was)
     }
 
     /// Adds or updates a peer.
