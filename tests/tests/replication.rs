@@ -364,3 +364,67 @@ async fn p2p_calls_reject_bad_input_and_keep_serving() {
     assert!(c.peers().await.expect("peers").is_empty());
     assert!(c.stats(None).await.is_ok());
 }
+
+/// Unfollow is the inverse of Follow: the replica's rows, roots, graph and blobs leave the replica's data dir (the
+/// state file at the next scrub pass), it no longer serves the namespace, and an owned namespace cannot be
+/// unfollowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfollow_deletes_the_replicas_bytes() {
+    let (da, db) = (temp_dir(), temp_dir());
+    let a = Node::start(da.path()).expect("start A");
+    let b = Node::start_with(db.path(), &["--scrub-secs", "1"]).expect("start B");
+    introduce(&a, &b);
+    let a_id = node_id(&a);
+    let ca = a.client().await.expect("client A");
+    let items: Vec<NewMemory> = FACTS.iter().map(|t| NewMemory::new(*t)).collect();
+    ca.remember("team", items).await.expect("remember on A");
+    let a_seq = ca.root("team", None).await.expect("root").seq;
+    let o = b.cli(&["follow", "--ns", "team", "--from", &a_id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        wait_seq(&b, "team", a_seq, Duration::from_secs(30)).await,
+        a_seq
+    );
+    let needle = b"walks his dog Biscuit";
+    assert!(
+        !files_containing(db.path(), needle).is_empty(),
+        "the detector finds the text on the replica before"
+    );
+
+    // Owned namespaces are not unfollowed.
+    let o = a.cli(&["unfollow", "--ns", "team"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("owned by this node"));
+
+    let out = b.cli_json(&["unfollow", "--ns", "team"]);
+    assert_eq!(out["dropped"].as_u64(), Some(FACTS.len() as u64), "{out}");
+    let cb = b.client().await.expect("client B");
+    let e = cb
+        .recall("team", "dog")
+        .send()
+        .await
+        .expect_err("no longer served");
+    assert_eq!(e.code(), Some(tonic::Code::NotFound), "{e}");
+    assert!(cb
+        .list_namespaces()
+        .await
+        .expect("namespaces")
+        .iter()
+        .all(|n| n.namespace != "team"));
+    // Within the scrub interval (1 s here; the margin covers slow CI disks) no file of B holds the text.
+    let t0 = Instant::now();
+    let mut left = files_containing(db.path(), needle);
+    while !left.is_empty() && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = files_containing(db.path(), needle);
+    }
+    assert!(left.is_empty(), "still on B after unfollow: {left:?}");
+    // The owner is untouched, and B can follow again from scratch.
+    assert_eq!(ca.root("team", None).await.expect("root").seq, a_seq);
+    let o = b.cli(&["follow", "--ns", "team", "--from", &a_id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        wait_seq(&b, "team", a_seq, Duration::from_secs(30)).await,
+        a_seq
+    );
+}

@@ -1354,6 +1354,9 @@ impl Engine {
                 continue;
             }
             let _w = sp.write.lock().await;
+            if sp.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
             let s = sp.clone();
             match tokio::task::spawn_blocking(move || s.save()).await {
                 Ok(Ok(())) => {}

@@ -226,12 +226,53 @@ impl Engine {
         Ok(tokio::task::spawn_blocking(move || st.revoke(&id, now)).await??)
     }
 
-    /// Stops following `ns` and deletes what this node holds of it.
+    /// Stops following `ns` and deletes what this node holds of it: rows, roots, cosignatures, the kept snapshot,
+    /// the saved graph, and (by unpinning them for the next collection) the record and pack blobs. The state
+    /// file is rewritten at the next scrub pass. Returns how many points (memories and tombstones) went.
     pub async fn unfollow(&self, ns: &str) -> Result<u64, NodeError> {
         validate::namespace(ns)?;
-        Err(NodeError::FailedPrecondition(format!(
-            "unfollow of {ns:?} is not available yet"
-        )))
+        let _g = self.create.lock().await;
+        let space = self.space(ns)?;
+        let Some(owner) = space.owner else {
+            return Err(NodeError::FailedPrecondition(format!(
+                "namespace {ns:?} is owned by this node, not a replica; Unfollow drops replicas only (use Forget)"
+            )));
+        };
+        // Wait for any catch-up step in flight, then make sure none writes for this namespace again.
+        let _w = space.write.lock().await;
+        space
+            .dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.spaces
+            .write()
+            .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+            .remove(ns);
+        let st = self.state.clone();
+        let name = ns.to_owned();
+        let dropped =
+            tokio::task::spawn_blocking(move || st.drop_namespace(&name, owner)).await??;
+        self.blobs.drop_snapshot(ns).await?;
+        if let Ok(mut m) = self.snapshots.lock() {
+            m.remove(ns);
+        }
+        self.finish_blob_deletes().await?;
+        let dir = self
+            .cfg
+            .data_dir
+            .join("hnsw")
+            .join(super::space::dir_name(ns));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(NodeError::Task(format!(
+                    "cannot delete {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+        tracing::info!(namespace = %ns, owner = %hex::encode(owner), dropped, "unfollowed");
+        Ok(dropped)
     }
 
     /// Adds or updates a peer.
@@ -690,6 +731,11 @@ impl Engine {
             _hold: hold,
         } = step;
         let _w = space.write.lock().await;
+        if space.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StepError::Node(NodeError::NotFound(format!(
+                "namespace {ns:?} was unfollowed"
+            ))));
+        }
         let t0 = std::time::Instant::now();
         let mut marks: Vec<(&str, f64)> = Vec::new();
         let mut mark = |what: &'static str| marks.push((what, t0.elapsed().as_secs_f64() * 1e3));

@@ -134,6 +134,9 @@ pub struct Space {
     saved_points: AtomicUsize,
     /// True after a forget until the saved graph is rewritten without the forgotten vectors.
     dump_stale: AtomicBool,
+    /// Set (under `write`) when the namespace is dropped by Unfollow: a writer that got this space before must
+    /// not write anything for it after.
+    pub dropped: AtomicBool,
 }
 
 /// Sorts a replica step's rows by point and checks that they replace or extend the `held` rows (none held
@@ -220,6 +223,7 @@ impl Space {
             }),
             saved_points: AtomicUsize::new(0),
             dump_stale: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
         })
     }
 
@@ -270,6 +274,7 @@ impl Space {
             }),
             saved_points: AtomicUsize::new(saved),
             dump_stale: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
         }
     }
 

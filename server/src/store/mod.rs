@@ -789,6 +789,84 @@ impl State {
         Ok(())
     }
 
+    /// Deletes everything of replica namespace `ns` (followed from `owner`) in one transaction: points, lists,
+    /// memories, dedup rows, roots, cosignatures, pack locations, the kept snapshot and the follow itself. The
+    /// record and pack blobs go to the blob delete queue. Marks the file for a vacuum. Returns the number of
+    /// points dropped.
+    pub fn drop_namespace(&self, ns: &str, owner: [u8; 32]) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        let dropped;
+        {
+            let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
+            let mut pk = tx.open_table(PACKED).map_err(dberr)?;
+            let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
+            let mut ids = Vec::new();
+            for item in mem
+                .range((ns, [0u8; 32])..=(ns, [0xffu8; 32]))
+                .map_err(dberr)?
+            {
+                ids.push(item.map_err(dberr)?.0.value().1);
+            }
+            let mut packs = std::collections::BTreeSet::new();
+            for id in &ids {
+                del.insert(*id, ()).map_err(dberr)?;
+                if let Some(loc) = pk.remove(*id).map_err(dberr)? {
+                    packs.insert(PackLoc::decode(&loc.value()).pack);
+                }
+            }
+            for p in packs {
+                del.insert(p, ()).map_err(dberr)?;
+            }
+            mem.retain_in((ns, [0u8; 32])..=(ns, [0xffu8; 32]), |_, _| false)
+                .map_err(dberr)?;
+            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+            dropped = pts
+                .range((ns, 0u64)..=(ns, u64::MAX))
+                .map_err(dberr)?
+                .count() as u64;
+            pts.retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
+                .map_err(dberr)?;
+            tx.open_table(LISTS)
+                .map_err(dberr)?
+                .retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
+                .map_err(dberr)?;
+            tx.open_table(DEDUP)
+                .map_err(dberr)?
+                .retain_in((ns, [0u8; 32])..=(ns, [0xffu8; 32]), |_, _| false)
+                .map_err(dberr)?;
+            tx.open_table(ROOTS)
+                .map_err(dberr)?
+                .retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
+                .map_err(dberr)?;
+            tx.open_table(COSIGS)
+                .map_err(dberr)?
+                .retain_in(
+                    (owner, ns, 0u64, [0u8; 32])..=(owner, ns, u64::MAX, [0xffu8; 32]),
+                    |_, _| false,
+                )
+                .map_err(dberr)?;
+            tx.open_table(NAMESPACES)
+                .map_err(dberr)?
+                .remove(ns)
+                .map_err(dberr)?;
+            tx.open_table(FOLLOWS)
+                .map_err(dberr)?
+                .remove(ns)
+                .map_err(dberr)?;
+            tx.open_table(KEPT_SNAPSHOTS)
+                .map_err(dberr)?
+                .remove(ns)
+                .map_err(dberr)?;
+            tx.open_table(META)
+                .map_err(dberr)?
+                .insert(SCRUB_DUE, "1")
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(dropped)
+    }
+
     /// Removes a peer; false if it was not one.
     pub fn remove_peer(&self, id: [u8; 32]) -> Result<bool, StoreError> {
         let db = self.db()?;
