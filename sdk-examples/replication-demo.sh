@@ -74,6 +74,8 @@ for pair in "a $tb" "a $tc" "b $ta" "b $tc" "c $ta" "c $tb"; do
   set -- $pair
   on "$1" peer add "$2" >/dev/null
 done
+# Replication is private: A lets B and C fetch "demo" (and they re-serve it only to peers A's grant names).
+for t in "$tb" "$tc"; do on a share --ns demo --with "${t%%@*}" >/dev/null; done
 a_id="$(on a id)"
 echo "A = $a_id"
 b_id="$(on b id)"; c_id="$(on c id)"

@@ -454,6 +454,36 @@ impl CairnClient {
         Ok(self.inner.clone().unfollow(req).await?.into_inner().dropped)
     }
 
+    /// Lets peer `node_id` fetch the namespaces under `prefix` over iroh (`on`), or withdraws that (`!on`).
+    /// Returns whether anything changed. Needs admin on the prefix.
+    pub async fn share(&self, prefix: &str, node_id: &str, on: bool) -> Result<bool, Error> {
+        let req = pb::ShareRequest {
+            prefix: prefix.to_owned(),
+            node_id: node_id.to_owned(),
+        };
+        let mut c = self.inner.clone();
+        let r = if on {
+            c.share(req).await?
+        } else {
+            c.unshare(req).await?
+        };
+        Ok(r.into_inner().changed)
+    }
+
+    /// The node's grants as (prefix, node id).
+    pub async fn shares(&self) -> Result<Vec<(String, String)>, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .list_shares(pb::ListSharesRequest {})
+            .await?
+            .into_inner()
+            .grants
+            .into_iter()
+            .map(|g| (g.prefix, g.node_id))
+            .collect())
+    }
+
     /// All namespaces on the node.
     pub async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>, Error> {
         Ok(self

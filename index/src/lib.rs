@@ -10,6 +10,7 @@
 //! - [`commit`]: leaf encodings of what a namespace commits to (int8 vectors, HNSW graph, timeline).
 //! - [`merkle`]: the domain-separated complete binary Merkle tree and its range-checked multiproofs.
 //! - [`root`]: signed, hash-chained root records.
+//! - [`grants`]: owner-signed grant sets: which peers may fetch a namespace.
 //! - [`search`]: the deterministic integer HNSW search that recall proofs replay.
 //! - [`proof`]: proof wire formats and the verifiers for Get, List and Recall.
 //!
@@ -35,6 +36,7 @@
 #![deny(missing_docs)]
 
 pub mod commit;
+pub mod grants;
 pub mod id;
 pub mod merkle;
 pub mod proof;

@@ -620,4 +620,58 @@ impl Cairn for CairnService {
         self.auth.mark_revoked(id);
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
+
+    async fn share(
+        &self,
+        request: Request<pb::ShareRequest>,
+    ) -> Result<Response<pb::ShareResponse>, Status> {
+        self.set_grant(request, "Share", true).await
+    }
+
+    async fn unshare(
+        &self,
+        request: Request<pb::ShareRequest>,
+    ) -> Result<Response<pb::ShareResponse>, Status> {
+        self.set_grant(request, "Unshare", false).await
+    }
+
+    async fn list_shares(
+        &self,
+        request: Request<pb::ListSharesRequest>,
+    ) -> Result<Response<pb::ListSharesResponse>, Status> {
+        let caller = self.auth.guard(request.metadata(), "ListShares", "")?;
+        let mut grants: Vec<pb::ShareGrant> = self
+            .engine
+            .grants()
+            .await?
+            .into_iter()
+            .filter(|(p, _)| self.auth.covers(&caller, crate::auth::Right::Admin, p))
+            .map(|(prefix, peer)| pb::ShareGrant {
+                prefix,
+                node_id: hex::encode(peer),
+            })
+            .collect();
+        grants.sort_by(|a, b| (&a.prefix, &a.node_id).cmp(&(&b.prefix, &b.node_id)));
+        Ok(Response::new(pb::ListSharesResponse { grants }))
+    }
+}
+
+impl CairnService {
+    /// Share and Unshare: admin on the prefix, then the grant changes durably.
+    async fn set_grant(
+        &self,
+        request: Request<pb::ShareRequest>,
+        method: &str,
+        on: bool,
+    ) -> Result<Response<pb::ShareResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        let prefix = crate::auth::token::prefix(&req.prefix)
+            .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?;
+        self.auth.guard(&meta, method, &prefix)?;
+        let mut peer = [0u8; 32];
+        hex::decode_to_slice(req.node_id.trim(), &mut peer)
+            .map_err(|_| Status::invalid_argument("node_id: must be a node id of 64 hex digits"))?;
+        let changed = self.engine.set_grant(&prefix, peer, on).await?;
+        Ok(Response::new(pb::ShareResponse { changed }))
+    }
 }

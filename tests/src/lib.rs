@@ -410,11 +410,18 @@ pub fn node_id(n: &Node) -> String {
         .to_owned()
 }
 
-/// Makes `a` and `b` peers of each other.
+/// Makes `a` and `b` peers of each other that may fetch every namespace from each other (`cairn share`).
 pub fn introduce(a: &Node, b: &Node) {
-    let o = b.cli(&["peer", "add", &ticket(a)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = a.cli(&["peer", "add", &ticket(b)]);
+    for (n, other) in [(b, a), (a, b)] {
+        let o = n.cli(&["peer", "add", &ticket(other)]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        share(n, "", other);
+    }
+}
+
+/// Lets `peer` fetch the namespaces under `prefix` from `owner` (`cairn share`).
+pub fn share(owner: &Node, prefix: &str, peer: &Node) {
+    let o = owner.cli(&["share", "--ns", prefix, "--with", &node_id(peer)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -452,3 +459,66 @@ pub const FACTS: &[&str] = &[
     "The wifi password is written on the fridge.",
     "Grace's flight to Tokyo leaves on Monday.",
 ];
+
+/// Fetches one blob by hash from the node of `ticket` over iroh-blobs, as a stranger with its own key (`seed`), the
+/// way any endpoint that can dial the node could. Returns its bytes, or why the node did not serve it.
+pub async fn fetch_blob_as(
+    ticket: &str,
+    seed: [u8; 32],
+    hash: [u8; 32],
+) -> Result<Vec<u8>, String> {
+    use iroh::endpoint::{presets, PortmapperConfig};
+    use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey, TransportAddr};
+    let (id, addrs) = ticket.split_once('@').ok_or("ticket without @")?;
+    let mut idb = [0u8; 32];
+    hex::decode_to_slice(id, &mut idb).map_err(|e| e.to_string())?;
+    let peer = iroh::PublicKey::from_bytes(&idb).map_err(|e| e.to_string())?;
+    let addrs: Vec<std::net::SocketAddr> =
+        addrs.split(',').filter_map(|a| a.parse().ok()).collect();
+    let lookup = iroh::address_lookup::MemoryLookup::new();
+    lookup.add_endpoint_info(EndpointAddr::from_parts(
+        peer,
+        addrs.into_iter().map(TransportAddr::Ip),
+    ));
+    let ep = Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .portmapper_config(PortmapperConfig::Disabled)
+        .secret_key(SecretKey::from_bytes(&seed))
+        .clear_ip_transports()
+        .bind_addr(
+            "127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?
+        .address_lookup(lookup)
+        .bind()
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(Duration::from_secs(10), ep.connect(peer, iroh_blobs::ALPN))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let store = iroh_blobs::store::mem::MemStore::new();
+    let h = iroh_blobs::Hash::from_bytes(hash);
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        store
+            .remote()
+            .fetch(conn, iroh_blobs::HashAndFormat::raw(h))
+            .complete(),
+    )
+    .await
+    .map_err(|_| "fetch timed out".to_string())?
+    .map_err(|e| e.to_string());
+    let out = match got {
+        Ok(_) => store
+            .get_bytes(h)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    ep.close().await;
+    out
+}

@@ -133,6 +133,7 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     };
     assert!(b.cli(&["peer", "add", &ticket(&a)]).status.success());
     assert!(a.cli(&["peer", "add", &ticket(&b)]).status.success());
+    cairn_tests::share(&a, "", &b);
     // The namespace must exist on A before B can follow it.
     a.client()
         .await

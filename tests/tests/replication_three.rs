@@ -28,8 +28,12 @@ fn mesh(nodes: &[&Node]) {
     }
 }
 
+/// Makes the node of ticket `other` a peer of `n`, allowed to fetch every namespace from `n`.
 fn add_peer(n: &Node, other: &str) {
     let o = n.cli(&["peer", "add", other]);
+    assert!(o.status.success(), "{}", out(&o));
+    let id = other.split('@').next().unwrap_or_default();
+    let o = n.cli(&["share", "--ns", "", "--with", id]);
     assert!(o.status.success(), "{}", out(&o));
 }
 
@@ -232,6 +236,8 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
     // C knows only B: the tampered record fails BLAKE3 verification, so nothing becomes visible.
     let c = Node::start(dc.path()).expect("C");
     add_peer(&c, &ticket(&b));
+    // The owner lets C fetch the namespace (from the replicas too: they re-serve by the owner's grant set).
+    cairn_tests::share(&a, "", &c);
     follow(&c, "fleet", &a_id);
     assert_eq!(
         wait_seq(&c, "fleet", seq, Duration::from_secs(8)).await,

@@ -45,6 +45,11 @@ pub const RULES: &[(&str, Need)] = &[
     // Admin on every prefix the new token would cover (checked per prefix).
     ("MintToken", Need::Filtered),
     ("RevokeToken", Need::Node(Right::Admin)),
+    // Admin on the prefix shared (node-wide for the empty prefix).
+    ("Share", Need::Namespace(Right::Admin)),
+    ("Unshare", Need::Namespace(Right::Admin)),
+    // Only grants under prefixes the token administers.
+    ("ListShares", Need::Filtered),
 ];
 
 /// What `method` needs, or `None` if the table does not know it (the caller refuses it).

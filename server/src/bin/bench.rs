@@ -600,6 +600,7 @@ async fn fresh_follower(
     let ib = cb.node_info().await?;
     cb.add_peer(owner_ticket).await?;
     ca.add_peer(&ib.ticket).await?;
+    ca.share("", &ib.node_id, true).await?;
     let t0 = Instant::now();
     cb.follow(ns, owner_id).await?;
     let deadline = Duration::from_secs(1800);

@@ -330,6 +330,25 @@ pub async fn connect(cli: &Cli) -> Result<CairnClient> {
     }
 }
 
+/// `cairn share` / `cairn unshare`.
+async fn share_cmd(client: &CairnClient, json: bool, ns: &str, with: &str, on: bool) -> Result<()> {
+    let changed = client.share(ns, with, on).await?;
+    if json {
+        print_json(&json!({ "prefix": ns, "node_id": with, "shared": on, "changed": changed }));
+    } else {
+        let (verb, unchanged) = if on {
+            ("shared", " (already)")
+        } else {
+            ("unshared", " (was not shared)")
+        };
+        println!(
+            "{verb} {ns:?} with {with}{}",
+            if changed { "" } else { unchanged }
+        );
+    }
+    Ok(())
+}
+
 /// Runs a client command against the node named by `--node`.
 pub async fn run(cli: Cli) -> Result<()> {
     if run_offline(&cli).await? {
@@ -810,6 +829,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("removed peer {node_id}");
             } else {
                 println!("{node_id} was not a peer");
+            }
+        }
+        Command::Share { ns, with } => share_cmd(&client, json, &ns, &with, true).await?,
+        Command::Unshare { ns, with } => share_cmd(&client, json, &ns, &with, false).await?,
+        Command::Shares => {
+            let grants = client.shares().await?;
+            if json {
+                let v: Vec<_> = grants
+                    .iter()
+                    .map(|(p, n)| json!({ "prefix": p, "node_id": n }))
+                    .collect();
+                print_json(&json!({ "grants": v }));
+            } else {
+                for (p, n) in &grants {
+                    println!("{p:?}\t{n}");
+                }
             }
         }
         Command::Unfollow { ns } => {

@@ -181,6 +181,26 @@ pub enum Command {
     /// Capability tokens: mint, attenuate (offline), inspect (offline), revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Let a peer fetch the namespaces under a prefix over iroh (replication is private: nobody else can).
+    Share {
+        /// Namespace prefix (`team` covers `team` and `team/...`; `""` covers all).
+        #[arg(long = "ns")]
+        ns: String,
+        /// The peer's node id (hex; `cairn id` on that node).
+        #[arg(long = "with")]
+        with: String,
+    },
+    /// Withdraw a grant made with `cairn share`.
+    Unshare {
+        /// Namespace prefix, as shared.
+        #[arg(long = "ns")]
+        ns: String,
+        /// The peer's node id (hex).
+        #[arg(long = "with")]
+        with: String,
+    },
+    /// List the grants made with `cairn share`.
+    Shares,
     /// Stop following a replica namespace and delete everything this node holds of it.
     Unfollow {
         /// Namespace.

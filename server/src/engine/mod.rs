@@ -5,6 +5,7 @@
 //! writers share model calls. Reads never wait for the model or the disk of a concurrent write.
 
 pub mod commitment;
+mod grants;
 #[cfg(test)]
 mod hostile_tests;
 pub mod replica;

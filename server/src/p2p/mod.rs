@@ -20,7 +20,7 @@ use iroh::endpoint::{presets, Connection, PortmapperConfig};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use iroh::{Endpoint, EndpointAddr, EndpointId, PublicKey, RelayMode, SecretKey, TransportAddr};
 use iroh_blobs::protocol::GetManyRequest;
-use iroh_blobs::{BlobsProtocol, Hash};
+use iroh_blobs::Hash;
 use iroh_gossip::api::{Event, GossipSender};
 use iroh_gossip::{Gossip, TopicId};
 use tokio::sync::Notify;
@@ -112,13 +112,86 @@ pub struct P2p {
     pending: Mutex<Vec<([u8; 32], String, Cosig)>>,
 }
 
-/// Serves record blobs without taking the store down with the router (the engine owns the store).
+/// Serves blobs to peers the owner's grants allow, and only the blobs of namespaces they may fetch: every Get and
+/// GetMany is checked against [`Engine::blobs_allowed`] for the caller's node id; Push and Observe are refused.
+/// (The store is not taken down with the router: the engine owns it.)
 #[derive(Debug, Clone)]
-struct ServeBlobs(BlobsProtocol);
+struct ServeBlobs {
+    store: iroh_blobs::api::Store,
+    engine: Arc<EngineRef>,
+}
 
 impl ProtocolHandler for ServeBlobs {
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
-        self.0.accept(connection).await
+        use iroh_blobs::provider::events::{
+            AbortReason, ConnectMode, EventMask, EventSender, ObserveMode, ProviderMessage,
+            RequestMode, ThrottleMode,
+        };
+        let peer = *connection.remote_id().as_bytes();
+        let mask = EventMask {
+            connected: ConnectMode::None,
+            get: RequestMode::Intercept,
+            get_many: RequestMode::Intercept,
+            push: RequestMode::Disabled,
+            observe: ObserveMode::Intercept,
+            throttle: ThrottleMode::None,
+        };
+        let (events, mut rx) = EventSender::channel(16, mask);
+        let engine = self.engine.clone();
+        let gate = tokio::spawn(async move {
+            let verdict = |ok: bool| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(AbortReason::Permission)
+                }
+            };
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ProviderMessage::GetRequestReceived(m) => {
+                        let r = &m.inner.request;
+                        let ok = engine
+                            .0
+                            .blobs_allowed(peer, &[*r.hash.as_bytes()], !r.ranges.is_blob())
+                            .await;
+                        if !ok {
+                            tracing::debug!(peer = %hex::encode(peer), "blob request refused: no grant");
+                        }
+                        m.tx.send(verdict(ok)).await.ok();
+                    }
+                    ProviderMessage::GetManyRequestReceived(m) => {
+                        let hashes: Vec<[u8; 32]> = m
+                            .inner
+                            .request
+                            .hashes
+                            .iter()
+                            .map(|h| *h.as_bytes())
+                            .collect();
+                        let ok = engine.0.blobs_allowed(peer, &hashes, false).await;
+                        if !ok {
+                            tracing::debug!(peer = %hex::encode(peer), "blob request refused: no grant");
+                        }
+                        m.tx.send(verdict(ok)).await.ok();
+                    }
+                    ProviderMessage::PushRequestReceived(m) => {
+                        m.tx.send(verdict(false)).await.ok();
+                    }
+                    ProviderMessage::ObserveRequestReceived(m) => {
+                        m.tx.send(verdict(false)).await.ok();
+                    }
+                    ProviderMessage::ClientConnected(m) => {
+                        m.tx.send(Ok(())).await.ok();
+                    }
+                    ProviderMessage::Throttle(m) => {
+                        m.tx.send(Ok(())).await.ok();
+                    }
+                    _ => {}
+                }
+            }
+        });
+        iroh_blobs::provider::handle_connection(connection, self.store.clone(), events).await;
+        gate.abort();
+        Ok(())
     }
 }
 
@@ -136,6 +209,10 @@ impl std::fmt::Debug for EngineRef {
 
 impl ProtocolHandler for ServeSync {
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        // Every answer below is only for peers the owner's grants allow; anyone else learns nothing (the same
+        // replies as for a namespace this node does not hold).
+        let peer = *connection.remote_id().as_bytes();
+        let engine = &self.0 .0;
         loop {
             let (mut send, mut recv) = match connection.accept_bi().await {
                 Ok(s) => s,
@@ -145,10 +222,30 @@ impl ProtocolHandler for ServeSync {
                 .read_to_end(4096)
                 .await
                 .map_err(AcceptError::from_err)?;
+            if wire::is_grants_ask(&req) {
+                // The set is told to the peers it names and to this node's peers (so a replica that was
+                // unshared learns it and stops re-serving).
+                let set = match wire::decode_grants_ask(&req) {
+                    Ok((owner, ns)) => match engine.grant_set(&ns, owner).await {
+                        Some(g) if g.set.allows(&peer) || engine.is_peer(&peer).await => {
+                            Some(g.encode())
+                        }
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                send.write_all(&wire::encode_grants_reply(set.as_deref()))
+                    .await
+                    .map_err(AcceptError::from_err)?;
+                send.finish()?;
+                continue;
+            }
             if wire::is_snapshot_ask(&req) {
                 let snap = match wire::decode_snapshot_ask(&req) {
-                    Ok((owner, ns)) => self.0 .0.serve_snapshot(&ns, owner).await,
-                    Err(_) => None,
+                    Ok((owner, ns)) if engine.may_serve(&peer, &ns, owner).await => {
+                        engine.serve_snapshot(&ns, owner).await
+                    }
+                    _ => None,
                 };
                 send.write_all(&wire::encode_snapshot_reply(snap))
                     .await
@@ -158,13 +255,11 @@ impl ProtocolHandler for ServeSync {
             }
             if wire::is_roots_ask(&req) {
                 let roots = match wire::decode_roots_ask(&req) {
-                    Ok((owner, ns, from)) => self
-                        .0
-                         .0
+                    Ok((owner, ns, from)) if engine.may_serve(&peer, &ns, owner).await => engine
                         .roots_from(&ns, owner, from)
                         .await
                         .unwrap_or_default(),
-                    Err(_) => Vec::new(),
+                    _ => Vec::new(),
                 };
                 send.write_all(&wire::encode_roots_reply(&roots))
                     .await
@@ -173,12 +268,14 @@ impl ProtocolHandler for ServeSync {
                 continue;
             }
             let reply = match Ask::decode(&req) {
-                Ok(ask) => match self.0 .0.catch_up(&ask.ns, ask.owner, ask.have).await {
-                    Ok(Some(c)) => Reply::Answer(Box::new(c)),
-                    Ok(None) => Reply::UpToDate,
-                    Err(_) => Reply::Unknown,
-                },
-                Err(_) => Reply::Unknown,
+                Ok(ask) if engine.may_serve(&peer, &ask.ns, ask.owner).await => {
+                    match engine.catch_up(&ask.ns, ask.owner, ask.have).await {
+                        Ok(Some(c)) => Reply::Answer(Box::new(c)),
+                        Ok(None) => Reply::UpToDate,
+                        Err(_) => Reply::Unknown,
+                    }
+                }
+                _ => Reply::Unknown,
             };
             let bytes = tokio::task::spawn_blocking(move || wire::encode_reply(&reply))
                 .await
@@ -305,7 +402,10 @@ impl P2p {
         let router = Router::builder(endpoint.clone())
             .accept(
                 iroh_blobs::ALPN,
-                ServeBlobs(BlobsProtocol::new(&store, None)),
+                ServeBlobs {
+                    store: store.clone().into(),
+                    engine: Arc::new(EngineRef(engine.clone())),
+                },
             )
             .accept(iroh_gossip::ALPN, gossip.clone())
             .accept(SYNC_ALPN, ServeSync(Arc::new(EngineRef(engine.clone()))))
@@ -599,6 +699,7 @@ impl P2p {
                 }
                 return;
             }
+            self.refresh_grants(&ns, &owner).await;
             match self.catch_up_once(&ns, &owner).await {
                 Ok(()) => {}
                 Err(StepError::Equivocation { ours, theirs, .. }) => {
@@ -616,6 +717,26 @@ impl P2p {
                 .map(|k| k.get(&ns).is_some_and(|n| Arc::ptr_eq(n, &kick)))
                 .unwrap_or(false);
             if !wanted {
+                return;
+            }
+        }
+    }
+
+    /// Fetches the newest owner-signed grant set for a replica namespace from its providers (the owner first) and
+    /// keeps it if newer: it says to whom this replica may re-serve the namespace.
+    async fn refresh_grants(&self, ns: &str, owner: &[u8; 32]) {
+        let req = wire::encode_grants_ask(owner, ns);
+        for p in self.providers(owner).await {
+            let Ok(bytes) = self.exchange(&p, &req, wire::GRANTS_REPLY_MAX).await else {
+                continue;
+            };
+            if let Ok(Some(set)) = wire::decode_grants_reply(&bytes) {
+                if let Err(e) = self.engine.install_grants(ns, *owner, &set).await {
+                    tracing::warn!(peer = %hex::encode(p), namespace = %ns, error = %e, "grant set refused");
+                }
+            }
+            // The owner's answer is the newest there is.
+            if p == *owner {
                 return;
             }
         }

@@ -144,6 +144,64 @@ pub fn decode_snapshot_reply(
     Ok(out)
 }
 
+/// Grant-set request magic.
+const GRANTS_REQ: &[u8; 4] = b"CSG1";
+/// Grant-set response magic.
+const GRANTS_RESP: &[u8; 4] = b"CSJ1";
+/// Largest grant-set reply (a set of [`cairn_index::grants::MAX_GRANTEES`] peers and its signature).
+pub const GRANTS_REPLY_MAX: usize = 4 + 1 + 15 + 32 + 2 + 1024 + 12 + 32 * 4096 + 64;
+
+/// True if `b` is a grant-set request.
+pub fn is_grants_ask(b: &[u8]) -> bool {
+    b.starts_with(GRANTS_REQ)
+}
+
+/// `"CSG1" owner[32] u16be(len) namespace`: the newest owner-signed grant set held for (owner, namespace).
+pub fn encode_grants_ask(owner: &[u8; 32], ns: &str) -> Vec<u8> {
+    let mut o = Vec::with_capacity(38 + ns.len());
+    o.extend_from_slice(GRANTS_REQ);
+    o.extend_from_slice(owner);
+    o.extend_from_slice(&(ns.len() as u16).to_be_bytes());
+    o.extend_from_slice(ns.as_bytes());
+    o
+}
+
+/// Parses a grant-set request into (owner, namespace).
+pub fn decode_grants_ask(b: &[u8]) -> Result<([u8; 32], String), Malformed> {
+    let mut r = Reader::new(b);
+    if r.bytes(4)? != GRANTS_REQ {
+        return Err(Malformed("not a grant-set request"));
+    }
+    let owner = r.array()?;
+    Ok((owner, last_namespace(&mut r)?))
+}
+
+/// `"CSJ1" u8(0) signed_grant_set` or `"CSJ1" u8(2)` (none, or not for this caller).
+pub fn encode_grants_reply(g: Option<&[u8]>) -> Vec<u8> {
+    let mut o = GRANTS_RESP.to_vec();
+    match g {
+        Some(b) => {
+            o.push(ANSWER);
+            o.extend_from_slice(b);
+        }
+        None => o.push(UNKNOWN),
+    }
+    o
+}
+
+/// Parses a grant-set reply into the signed set's bytes (checked by the caller). Never panics.
+pub fn decode_grants_reply(b: &[u8]) -> Result<Option<Vec<u8>>, Malformed> {
+    let mut r = Reader::new(b);
+    if r.bytes(4)? != GRANTS_RESP {
+        return Err(Malformed("not a grant-set reply"));
+    }
+    match r.u8()? {
+        ANSWER => Ok(Some(b[5..].to_vec())),
+        UNKNOWN if r.is_empty() => Ok(None),
+        _ => Err(Malformed("status")),
+    }
+}
+
 /// Roots request magic.
 const ROOTS_REQ: &[u8; 4] = b"CSK1";
 /// Roots response magic.

@@ -50,6 +50,15 @@ const KEPT_SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("kept_
 /// revocation id → when it was revoked (ms since the Unix epoch): tokens carrying any of these ids are refused.
 const REVOKED: TableDefinition<&[u8], u64> = TableDefinition::new("revoked_tokens");
 
+/// (namespace prefix, peer node id) → when it was granted (ms): the owner's grants (`cairn share`).
+const GRANTS: TableDefinition<(&str, [u8; 32]), u64> = TableDefinition::new("grants");
+
+/// replica namespace → the newest owner-signed grant set seen (`cairn_index::grants`): who it may be re-served to.
+const REPLICA_GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("replica_grants");
+
+/// META key of the grants version: bumped by every share and unshare, so grant sets signed later win.
+const GRANTS_VERSION: &str = "grants_version";
+
 /// (owner, namespace, seq, witness).
 type CosigKey<'a> = ([u8; 32], &'a str, u64, [u8; 32]);
 
@@ -319,6 +328,8 @@ impl State {
             tx.open_table(ALERTS).map_err(dberr)?;
             tx.open_table(COSIGS).map_err(dberr)?;
             tx.open_table(REVOKED).map_err(dberr)?;
+            tx.open_table(GRANTS).map_err(dberr)?;
+            tx.open_table(REPLICA_GRANTS).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         // A vacuum that died before its rename leaves its unfinished copy behind.
@@ -413,6 +424,8 @@ impl State {
                 copy_table(&r, &w, PACKED, |_| false)?,
                 copy_table(&r, &w, KEPT_SNAPSHOTS, |_| false)?,
                 copy_table(&r, &w, REVOKED, |_| false)?,
+                copy_table(&r, &w, GRANTS, |_| false)?,
+                copy_table(&r, &w, REPLICA_GRANTS, |_| false)?,
             ];
             // A table not copied above would be lost with the old file: refuse rather than drop it.
             for t in r.list_tables().map_err(dberr)? {
@@ -858,6 +871,10 @@ impl State {
                 .map_err(dberr)?
                 .remove(ns)
                 .map_err(dberr)?;
+            tx.open_table(REPLICA_GRANTS)
+                .map_err(dberr)?
+                .remove(ns)
+                .map_err(dberr)?;
             tx.open_table(META)
                 .map_err(dberr)?
                 .insert(SCRUB_DUE, "1")
@@ -865,6 +882,97 @@ impl State {
         }
         tx.commit().map_err(dberr)?;
         Ok(dropped)
+    }
+
+    /// The owner's grants: (prefix, peer) pairs.
+    pub fn grants(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(GRANTS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            let (k, _) = item.map_err(dberr)?;
+            let (p, peer) = k.value();
+            out.push((p.to_owned(), peer));
+        }
+        Ok(out)
+    }
+
+    /// The grants version (0 before any share).
+    pub fn grants_version(&self) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let meta = tx.open_table(META).map_err(dberr)?;
+        let v = meta
+            .get(GRANTS_VERSION)
+            .map_err(dberr)?
+            .and_then(|g| g.value().parse().ok())
+            .unwrap_or(0);
+        Ok(v)
+    }
+
+    /// Adds (`on`) or removes a grant and bumps the grants version, in one transaction. Returns whether
+    /// anything changed and the new version.
+    pub fn set_grant(
+        &self,
+        prefix: &str,
+        peer: [u8; 32],
+        on: bool,
+        now_ms: u64,
+    ) -> Result<(bool, u64), StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        let (changed, version);
+        {
+            let mut g = tx.open_table(GRANTS).map_err(dberr)?;
+            changed = if on {
+                g.insert((prefix, peer), now_ms).map_err(dberr)?.is_none()
+            } else {
+                g.remove((prefix, peer)).map_err(dberr)?.is_some()
+            };
+            let mut meta = tx.open_table(META).map_err(dberr)?;
+            let old: u64 = meta
+                .get(GRANTS_VERSION)
+                .map_err(dberr)?
+                .and_then(|v| v.value().parse().ok())
+                .unwrap_or(0);
+            // The clock when it is ahead, so a data dir restored from an older copy still signs newer sets.
+            version = (old + 1).max(now_ms);
+            meta.insert(GRANTS_VERSION, version.to_string().as_str())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok((changed, version))
+    }
+
+    /// The newest grant set stored for a replica namespace.
+    pub fn replica_grants(&self, ns: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(REPLICA_GRANTS).map_err(dberr)?;
+        Ok(t.get(ns).map_err(dberr)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a replica namespace's grant set (the caller checked it is newer and signed by the owner).
+    pub fn set_replica_grants(&self, ns: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        tx.open_table(REPLICA_GRANTS)
+            .map_err(dberr)?
+            .insert(ns, bytes)
+            .map_err(dberr)?;
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Which of `ids` are live memories of `ns` here.
+    pub fn has_memories(&self, ns: &str, ids: &[[u8; 32]]) -> Result<Vec<bool>, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(MEMORIES).map_err(dberr)?;
+        ids.iter()
+            .map(|id| Ok(t.get((ns, *id)).map_err(dberr)?.is_some()))
+            .collect()
     }
 
     /// Removes a peer; false if it was not one.
