@@ -199,6 +199,12 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
     }
     let a_id = node_id(&a);
     let (b_id, d_id) = (node_id(&b), node_id(&d));
+    // C joins after A is gone; its key is made now so that A can grant it first (replicas re-serve by A's grant).
+    std::fs::write(dc.path().join("node.key"), [0x5c; 32]).expect("key for C");
+    let c_key = ed25519_dalek::SigningKey::from_bytes(&[0x5c; 32]);
+    let c_id = hex::encode(c_key.verifying_key().to_bytes());
+    let o = a.cli(&["share", "--ns", "", "--with", &c_id]);
+    assert!(o.status.success(), "{}", out(&o));
     let seq = fill(&a, &memories(40)).await;
     follow(&b, "fleet", &a_id);
     follow(&d, "fleet", &a_id);
@@ -236,8 +242,7 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
     // C knows only B: the tampered record fails BLAKE3 verification, so nothing becomes visible.
     let c = Node::start(dc.path()).expect("C");
     add_peer(&c, &ticket(&b));
-    // The owner lets C fetch the namespace (from the replicas too: they re-serve by the owner's grant set).
-    cairn_tests::share(&a, "", &c);
+    assert_eq!(node_id(&c), c_id);
     follow(&c, "fleet", &a_id);
     assert_eq!(
         wait_seq(&c, "fleet", seq, Duration::from_secs(8)).await,
@@ -259,7 +264,7 @@ async fn a_tampered_blob_is_rejected_and_fetched_from_another_peer() {
         &c,
         &state,
         &a_id,
-        &[b_id.as_str(), d_id.as_str()],
+        &[b_id.as_str(), d_id.as_str(), c_id.as_str()],
         "1",
         "brass band trumpet",
     );
@@ -508,6 +513,8 @@ async fn cosignatures_from_unknown_keys_are_not_kept() {
     let c_id = node_id(&c);
     let b_id = node_id(&b);
     let wit = [b_id.as_str(), c_id.as_str()];
+    // A lets C fetch the namespace (through B) without C being A's peer.
+    cairn_tests::share(&a, "", &c);
     let texts = memories(6);
     let seq = fill(&a, &texts).await;
     follow(&b, "fleet", &a_id);
