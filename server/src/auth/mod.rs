@@ -81,6 +81,8 @@ pub enum AuthFileError {
 /// A token that passed its signature and revocation checks, kept so a client's next call skips parsing.
 struct Verified {
     token: Biscuit,
+    /// BLAKE3 of the token's text: the key of its cached decisions.
+    key: [u8; 32],
 }
 
 /// The caller of one gRPC call: who it is as far as rights go.
@@ -98,12 +100,19 @@ impl std::fmt::Debug for Caller {
 
 /// Most parsed tokens kept; past it the cache is emptied (clients with many tokens only pay for re-parsing).
 const CACHE: usize = 4096;
+/// How long an allowed (token, right, namespace) decision is reused before the datalog runs again. Token times
+/// have one-second resolution, so an expiry takes effect within this of its time; revocation is checked on
+/// every call, before this cache.
+const DECISION_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+type DecisionKey = ([u8; 32], Right, String);
 
 struct Enforced {
     authority: KeyPair,
     checker: Checker,
     revoked: RwLock<HashSet<Vec<u8>>>,
     cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+    decisions: Mutex<HashMap<DecisionKey, std::time::Instant>>,
 }
 
 /// The node's access control. Cheap to share.
@@ -157,6 +166,7 @@ impl Auth {
             checker,
             revoked: RwLock::new(revoked.into_iter().collect()),
             cache: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -194,7 +204,7 @@ impl Auth {
                     .checker
                     .parse(tok)
                     .map_err(|err| Status::unauthenticated(format!("bad token: {err}")))?;
-                let v = Arc::new(Verified { token });
+                let v = Arc::new(Verified { token, key });
                 if let Ok(mut c) = e.cache.lock() {
                     if c.len() >= CACHE {
                         c.clear();
@@ -222,8 +232,22 @@ impl Auth {
         let (Some(e), Some(v)) = (&self.0, &caller.0) else {
             return Ok(());
         };
+        let dkey = (v.key, right, ns.to_owned());
+        if let Ok(d) = e.decisions.lock() {
+            if d.get(&dkey).is_some_and(|t| t.elapsed() < DECISION_TTL) {
+                return Ok(());
+            }
+        }
         match e.checker.allows(&v.token, right, ns) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Ok(mut d) = e.decisions.lock() {
+                    if d.len() >= CACHE {
+                        d.clear();
+                    }
+                    d.insert(dkey, std::time::Instant::now());
+                }
+                Ok(())
+            }
             Err(Refusal::Expired) => Err(Status::unauthenticated("token expired")),
             Err(Refusal::Denied) if ns.is_empty() => Err(Status::permission_denied(format!(
                 "token lacks the right {:?} on the whole node (a token for every namespace)",

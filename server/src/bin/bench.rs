@@ -93,6 +93,17 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000])]
         sizes: Vec<usize>,
     },
+    /// What token checks add to a Recall: two nodes with the same memories, one checking tokens (an agent's
+    /// two-block attenuated token) and one started with --no-auth, queried alternately by vector (no embedding in
+    /// the timing), p50 of each; plus the in-process cost of one check (cached token) and of parsing a token.
+    Auth {
+        /// Memories per node.
+        #[arg(long, default_value_t = 1000)]
+        memories: usize,
+        /// Queries per node.
+        #[arg(long, default_value_t = 2000)]
+        queries: usize,
+    },
     /// Replication over loopback: a fresh follower catches up with a namespace of the node at --data-dir
     /// (every leaf verified), then owner-commit to follower-visible latency of one-item writes.
     Catchup {
@@ -144,6 +155,10 @@ fn start_node(data_dir: Option<&Path>) -> Result<NodeProc> {
 }
 
 fn start_node_log(data_dir: Option<&Path>, log: &str) -> Result<NodeProc> {
+    start_node_args(data_dir, log, &[])
+}
+
+fn start_node_args(data_dir: Option<&Path>, log: &str, extra: &[&str]) -> Result<NodeProc> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("cairn");
     let (dir, tmp) = match data_dir {
@@ -156,6 +171,7 @@ fn start_node_log(data_dir: Option<&Path>, log: &str) -> Result<NodeProc> {
     let mut child = Command::new(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
+        .args(extra)
         .env("CAIRN_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -334,6 +350,127 @@ async fn bench_ingest(args: &Args, n: usize, in_flight: usize) -> Result<()> {
     let e2e = ingest(&client, "bench/ingest", &texts, in_flight).await?;
     println!("end-to-end Remember, batches of 32, {in_flight} in flight: {e2e:.1} memories/s");
     println!("ingest ratio (end-to-end / raw): {:.3}", e2e / raw);
+    Ok(())
+}
+
+async fn bench_auth(memories: usize, queries: usize) -> Result<()> {
+    use cairn_server::auth::{token, Auth, Right};
+    let texts: Vec<String> = (0..memories)
+        .map(|i| {
+            format!(
+                "Note {i}: the courier left parcel {} at gate {} before {} o'clock, signed by agent {}.",
+                i * 37 % 1000,
+                i % 17,
+                i % 12 + 1,
+                i % 101
+            )
+        })
+        .collect();
+    // One data dir, copied: both nodes serve the very same graph.
+    let (d1, d2) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    {
+        let n = start_node_args(Some(d1.path()), "warn", &[])?;
+        let c = connect(n.url.clone(), &n.dir).await?;
+        ingest(&c, "bench/auth", &texts, 4).await?;
+    }
+    copy_tree(d1.path(), d2.path())?;
+    let secure = start_node_args(Some(d1.path()), "warn", &[])?;
+    let open = start_node_args(Some(d2.path()), "warn", &["--no-auth"])?;
+    let admin = std::fs::read_to_string(secure.dir.join(cairn_server::auth::ADMIN_TOKEN_FILE))?;
+    // What an agent holds: the admin token narrowed offline to read on its namespace (two blocks).
+    let grant = token::Grant::new(
+        &["bench/auth".to_owned()],
+        &[Right::Read],
+        Some(Duration::from_secs(3600)),
+    )?;
+    let agent = token::attenuate(admin.trim(), &grant)?;
+    let co = CairnClient::connect(open.url.clone()).await?;
+    let cs = CairnClient::connect_with_token(secure.url.clone(), agent).await?;
+    let qv = co
+        .embed(vec!["which gate did the courier use?".into()])
+        .await?
+        .vectors
+        .remove(0)
+        .values;
+    for _ in 0..50 {
+        cs.recall_vector("bench/auth", qv.clone())
+            .k(10)
+            .send()
+            .await?;
+        co.recall_vector("bench/auth", qv.clone())
+            .k(10)
+            .send()
+            .await?;
+    }
+    let (mut ls, mut lo) = (Vec::with_capacity(queries), Vec::with_capacity(queries));
+    for _ in 0..queries {
+        let t = Instant::now();
+        cs.recall_vector("bench/auth", qv.clone())
+            .k(10)
+            .send()
+            .await?;
+        ls.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        co.recall_vector("bench/auth", qv.clone())
+            .k(10)
+            .send()
+            .await?;
+        lo.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ls.sort_by(f64::total_cmp);
+    lo.sort_by(f64::total_cmp);
+    let (ps, po) = (percentile(&ls, 0.5), percentile(&lo, 0.5));
+    println!(
+        "recall by vector, k=10, {memories} memories, {queries} queries each: with tokens p50 {ps:.3} ms (p99 {:.3}), --no-auth p50 {po:.3} ms (p99 {:.3}); tokens add {:.3} ms at p50",
+        percentile(&ls, 0.99),
+        percentile(&lo, 0.99),
+        ps - po
+    );
+    // In process: one check of a cached two-block token (what every call pays), and a first parse.
+    let dir = tempfile::tempdir()?;
+    let auth = Auth::open(dir.path(), Vec::new())?;
+    let admin = std::fs::read_to_string(dir.path().join(cairn_server::auth::ADMIN_TOKEN_FILE))?;
+    let agent = token::attenuate(admin.trim(), &grant)?;
+    let mut meta = tonic::metadata::MetadataMap::new();
+    meta.insert("authorization", format!("Bearer {agent}").parse()?);
+    let n = 20_000;
+    auth.guard(&meta, "Recall", "bench/auth")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = Instant::now();
+    for _ in 0..n {
+        auth.guard(&meta, "Recall", "bench/auth")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let per_check = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let t = Instant::now();
+    let m = 500;
+    for i in 0..m {
+        // A distinct token each time (an extra check block), so nothing is cached.
+        let g = token::Grant::new(&[format!("bench/auth/{i}")], &[Right::Read], None)?;
+        let fresh = token::attenuate(admin.trim(), &g)?;
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("authorization", format!("Bearer {fresh}").parse()?);
+        let _ = auth.guard(&md, "Recall", &format!("bench/auth/{i}"));
+    }
+    let per_fresh = t.elapsed().as_secs_f64() * 1e6 / m as f64;
+    println!(
+        "in process: check of a cached 2-block token {per_check:.1} µs; attenuate + first parse + check of a new token {per_fresh:.0} µs"
+    );
+    Ok(())
+}
+
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (p, q) = (e.path(), to.join(e.file_name()));
+        if p.is_dir() {
+            copy_tree(&p, &q)?;
+        } else {
+            std::fs::copy(&p, &q)?;
+        }
+    }
     Ok(())
 }
 
@@ -1093,6 +1230,7 @@ async fn main() -> Result<()> {
         Cmd::Ingest { n, in_flight } => bench_ingest(&args, *n, *in_flight).await,
         Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
         Cmd::Scifact => bench_scifact(&args).await,
+        Cmd::Auth { memories, queries } => bench_auth(*memories, *queries).await,
         Cmd::Scrub { sizes } => bench_scrub(sizes),
         Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
         Cmd::Catchup { ns, writes } => bench_catchup(&args, ns, *writes).await,
