@@ -7,10 +7,33 @@ use cairn_index::validate::Limits;
 use cairn_server::cli::{self, Cli, Command};
 use cairn_server::embed::EmbedConfig;
 use cairn_server::node::{self, NodeConfig};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --config FILE` adds the file's settings in front of the command line's.
+    let argv = match cli::config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = match Cli::command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let Command::Serve(args) = &cli.command {
+        if args.print_config {
+            if let Some(m) = matches.subcommand_matches("serve") {
+                print!("{}", cli::config::print(m));
+            }
+            return ExitCode::SUCCESS;
+        }
+    }
     // Client commands die quietly on a closed pipe (`cairn list | head`), like other Unix tools, instead of
     // panicking in println. Never the node: a client that drops its connection mid-answer would kill it.
     #[cfg(unix)]

@@ -33,6 +33,9 @@ const METHODS: &[&str] = &[
     "/cairn.v1.Cairn/Unfollow",
     "/cairn.v1.Cairn/MintToken",
     "/cairn.v1.Cairn/RevokeToken",
+    "/cairn.v1.Cairn/Share",
+    "/cairn.v1.Cairn/Unshare",
+    "/cairn.v1.Cairn/ListShares",
 ];
 
 const INSIDE: &str = "team/a";
@@ -66,6 +69,9 @@ async fn namespaced(c: &CairnClient, op: &str, ns: &str) -> Code {
         // Not a replica: FAILED_PRECONDITION once the right is there.
         "Unfollow" => c.unfollow(ns).await.map(drop),
         "MintToken" => c.mint_token(&[ns], &["read"], Some(60)).await.map(drop),
+        // A key that is not a valid node id: INVALID_ARGUMENT once the right is there.
+        "Share" => c.share(ns, &"f".repeat(64), true).await.map(drop),
+        "Unshare" => c.share(ns, NOBODY, false).await.map(drop),
         other => panic!("no probe for {other}"),
     };
     code(r)
@@ -78,6 +84,7 @@ async fn node_wide(c: &CairnClient, op: &str) -> Code {
         "ListPeers" => c.peers().await.map(drop),
         "RemovePeer" => c.remove_peer(NOBODY).await.map(drop),
         "RevokeToken" => c.revoke_token("00").await,
+        "Alerts" => c.alerts().await.map(drop),
         other => panic!("no probe for {other}"),
     };
     code(r)
@@ -134,6 +141,8 @@ async fn tokens_gate_every_call() {
         ("Follow", "admin"),
         ("Unfollow", "admin"),
         ("MintToken", "admin"),
+        ("Share", "admin"),
+        ("Unshare", "admin"),
     ];
     for right in ["read", "write", "forget", "admin"] {
         let t = admin
@@ -153,7 +162,13 @@ async fn tokens_gate_every_call() {
             }
         }
         // Node-wide admin calls need admin on every namespace, which a `team` token never has.
-        for op in ["AddPeer", "ListPeers", "RemovePeer", "RevokeToken"] {
+        for op in [
+            "AddPeer",
+            "ListPeers",
+            "RemovePeer",
+            "RevokeToken",
+            "Alerts",
+        ] {
             assert_eq!(
                 node_wide(&c, op).await,
                 Code::PermissionDenied,
@@ -182,7 +197,13 @@ async fn tokens_gate_every_call() {
         }
     }
     // The admin token can do the node-wide calls.
-    for op in ["AddPeer", "ListPeers", "RemovePeer", "RevokeToken"] {
+    for op in [
+        "AddPeer",
+        "ListPeers",
+        "RemovePeer",
+        "RevokeToken",
+        "Alerts",
+    ] {
         assert!(!denied(node_wide(&admin, op).await), "admin token, {op}");
     }
     let all: Vec<String> = admin

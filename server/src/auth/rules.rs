@@ -37,8 +37,8 @@ pub const RULES: &[(&str, Need)] = &[
     ("AddPeer", Need::Node(Right::Admin)),
     ("ListPeers", Need::Node(Right::Admin)),
     ("Follow", Need::Namespace(Right::Admin)),
-    // Evidence about namespaces: only those the token administers.
-    ("Alerts", Need::Filtered),
+    // Evidence against owners, kept by the node: node-wide admin.
+    ("Alerts", Need::Node(Right::Admin)),
     ("Snapshot", Need::Namespace(Right::Admin)),
     ("RemovePeer", Need::Node(Right::Admin)),
     ("Unfollow", Need::Namespace(Right::Admin)),

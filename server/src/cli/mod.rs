@@ -2,6 +2,7 @@
 
 mod audit;
 mod client_cmds;
+pub mod config;
 mod import;
 mod output;
 mod trust;
@@ -14,7 +15,14 @@ pub use client_cmds::run as run_client_command;
 
 /// Cairn: a self-hosted, verifiable memory store for AI agents.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "cairn",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// Node to talk to (client commands).
     #[arg(long, global = true, env = "CAIRN_NODE", default_value = cairn_client::DEFAULT_NODE)]
@@ -39,6 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node in the foreground.
+    #[command(args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Remember one text.
     Remember {
@@ -404,6 +413,13 @@ impl ProofArgs {
 /// Options of `cairn serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: any flag below, by its long name (`max-in-flight = 512`, `tls = true`,
+    /// `witness = ["…"]`). Flags given on the command line win over the file; repeatable flags add up.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (command line, environment, config file and defaults) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Where the node keeps its state.
     #[arg(long, env = "CAIRN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
