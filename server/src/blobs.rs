@@ -130,6 +130,7 @@ impl Blobs {
                 if !run {
                     return ProtectOutcome::Abort;
                 }
+                metrics::counter!("cairn_blob_gc_passes_total").increment(1);
                 let g = lock.write_owned().await;
                 match slot.lock() {
                     Ok(mut s) => {

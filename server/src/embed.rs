@@ -373,6 +373,15 @@ struct Queues {
 }
 
 impl Queues {
+    /// Texts waiting in both queues.
+    fn texts(&self) -> usize {
+        self.urgent
+            .iter()
+            .chain(self.bulk.iter())
+            .map(|j| j.texts.len())
+            .sum()
+    }
+
     fn push(&mut self, j: Job) {
         if j.texts.len() <= URGENT_TEXTS {
             self.urgent.push_back(j);
@@ -431,6 +440,7 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
             }
             continue;
         }
+        metrics::gauge!("cairn_embed_queue_texts").set(q.texts() as f64);
         if !q.urgent.is_empty() {
             let jobs = Queues::take(&mut q.urgent, max_batch);
             embed_jobs(&mut te, jobs, &mut |_| {});
@@ -492,6 +502,7 @@ fn embed_jobs(
             .iter()
             .map(|&(j, i)| jobs[j].texts[i].as_str())
             .collect();
+        metrics::histogram!("cairn_embed_batch_texts").record(texts.len() as f64);
         let failed = match te.embed(&texts, Some(SUB_BATCH)) {
             Ok(vectors) if vectors.len() == texts.len() => {
                 for (&(j, i), v) in part.iter().zip(vectors) {

@@ -112,6 +112,7 @@ async fn run(cli: Cli) -> Result<()> {
                     _ => cairn_server::tls::TlsMode::Off,
                 },
                 auth: !args.no_auth,
+                metrics_listen: args.metrics_listen,
                 insecure: args.insecure,
             };
             node::serve(cfg).await

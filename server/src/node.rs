@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub max_cosigs_per_sec: u32,
     /// TLS on the gRPC port.
     pub tls: crate::tls::TlsMode,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none: off.
+    pub metrics_listen: Option<SocketAddr>,
     /// Check capability tokens on every call (off only with `--no-auth`).
     pub auth: bool,
     /// Serve on a non-loopback address without TLS or without tokens.
@@ -181,6 +183,10 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             }
         })
     };
+    if let Some(m) = cfg.metrics_listen {
+        crate::metrics::install(m)?;
+        crate::metrics::spawn_gauges(engine.clone(), p2p.clone());
+    }
     let saver = {
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -212,6 +218,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             .context("TLS certificate or key not usable")?;
     }
     server
+        .layer(crate::metrics::RpcMetricsLayer)
         .timeout(cfg.request_timeout)
         .http2_keepalive_interval(Some(cfg.keepalive))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

@@ -525,6 +525,10 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`; off by default). The endpoint has no
+    /// authentication: keep it on loopback or a monitoring network.
+    #[arg(long, env = "CAIRN_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Turn token checks off: anyone who reaches the port may do anything. For benchmarks and throwaway nodes.
     #[arg(long)]
     pub no_auth: bool,

@@ -1336,6 +1336,9 @@ impl Engine {
         if let Ok(mut g) = self.next_vacuum.lock() {
             *g = Some(std::time::Instant::now() + took * VACUUM_SPACING);
         }
+        metrics::counter!("cairn_vacuum_total").increment(1);
+        metrics::counter!("cairn_vacuum_bytes_freed_total")
+            .increment(v.before.saturating_sub(v.after));
         tracing::info!(
             ms = took.as_millis() as u64,
             bytes_before = v.before,

@@ -235,6 +235,7 @@ impl Engine {
             },
         )
         .await?;
+        metrics::counter!("cairn_snapshot_builds_total").increment(1);
         tracing::info!(
             namespace = %ns,
             seq,

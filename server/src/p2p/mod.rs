@@ -110,6 +110,8 @@ pub struct P2p {
     kicks: Mutex<HashMap<String, Arc<Notify>>>,
     /// Cosignatures of roots not held yet: (owner, namespace, cosignature).
     pending: Mutex<Vec<([u8; 32], String, Cosig)>>,
+    /// Newest root announced over gossip per followed namespace: (seq, created_at ms), for the lag metrics.
+    announced: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 /// Serves blobs to peers the owner's grants allow, and only the blobs of namespaces they may fetch: every Get and
@@ -419,6 +421,7 @@ impl P2p {
             senders: Mutex::new(HashMap::new()),
             kicks: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
+            announced: Mutex::new(HashMap::new()),
         });
         for (id, addrs) in engine.peers().await.unwrap_or_default() {
             if let Ok(t) = Ticket::parse(&format!("{}@{addrs}", hex::encode(id))) {
@@ -504,6 +507,14 @@ impl P2p {
         tokio::spawn(async move { me.follow_loop(ns, owner, kick).await });
     }
 
+    /// Newest root announced per namespace: (namespace, seq, created_at ms).
+    pub fn announced(&self) -> Vec<(String, u64, u64)> {
+        self.announced
+            .lock()
+            .map(|a| a.iter().map(|(n, (s, c))| (n.clone(), *s, *c)).collect())
+            .unwrap_or_default()
+    }
+
     /// Stops the follower of `ns` (its loop ends at its next turn).
     pub fn stop_follower(&self, ns: &str) {
         if let Ok(mut k) = self.kicks.lock() {
@@ -575,6 +586,12 @@ impl P2p {
             };
             if root.verify(Some(&owner)).is_err() || root.record.namespace != ns {
                 return;
+            }
+            if let Ok(mut a) = self.announced.lock() {
+                let e = a.entry(ns.clone()).or_insert((0, 0));
+                if root.record.seq > e.0 {
+                    *e = (root.record.seq, root.record.created_at);
+                }
             }
             // A root for a seq this node holds must be the root it holds.
             if let Ok(ours) = self.engine.root(&ns, Some(root.record.seq)).await {
