@@ -90,11 +90,30 @@ impl Engine {
     }
 
     /// Whether `peer` may fetch (`owner`, `ns`) from this node: the owner's grants say so (here, or in the
-    /// owner-signed set this replica holds).
+    /// owner-signed set this replica holds). Signs nothing: the blob gate asks this for every namespace held.
     pub async fn may_serve(&self, peer: &[u8; 32], ns: &str, owner: [u8; 32]) -> bool {
-        self.grant_set(ns, owner)
+        let Ok(space) = self.space(ns) else {
+            return false;
+        };
+        let st = self.state.clone();
+        let (name, peer) = (ns.to_owned(), *peer);
+        match space.owner {
+            None if owner == self.node_key() => tokio::task::spawn_blocking(move || {
+                st.grants().map(|g| {
+                    g.iter()
+                        .any(|(p, who)| *who == peer && crate::auth::token::covers(p, &name))
+                })
+            })
             .await
-            .is_some_and(|g| g.set.allows(peer))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false),
+            Some(o) if o == owner => self
+                .grant_set(ns, owner)
+                .await
+                .is_some_and(|g| g.set.allows(&peer)),
+            _ => false,
+        }
     }
 
     /// Keeps a grant set for replica namespace `ns` if it is the owner's, for this namespace, and newer than the
