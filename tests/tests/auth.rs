@@ -175,6 +175,11 @@ async fn tokens_gate_every_call() {
                 "{right} token, {op}"
             );
         }
+        // Embed touches no namespace: any valid token may use it.
+        assert!(
+            c.embed(vec!["probe".into()]).await.is_ok(),
+            "{right} token, Embed"
+        );
         // Lists show only what the token covers.
         let names: Vec<String> = c
             .list_namespaces()
