@@ -458,6 +458,31 @@ impl Blobs {
         Ok(())
     }
 
+    /// Unpins every snapshot except those of `keep` (namespace names); returns how many went.
+    pub async fn drop_snapshots_except(&self, keep: &[String]) -> Result<usize, BlobError> {
+        use futures::StreamExt;
+        let wanted: std::collections::HashSet<String> = keep.iter().map(|n| snap_tag(n)).collect();
+        let mut stale = Vec::new();
+        {
+            let tags = self.store.tags().list_prefix("snap-").await.map_err(op)?;
+            futures::pin_mut!(tags);
+            while let Some(t) = tags.next().await {
+                let name = t.map_err(op)?.name.to_string();
+                if !wanted.contains(&name) {
+                    stale.push(name);
+                }
+            }
+        }
+        for name in &stale {
+            self.store.tags().delete(name).await.map_err(op)?;
+        }
+        if !stale.is_empty() {
+            self.store.sync_db().await.map_err(op)?;
+            self.gc_wanted.store(true, Ordering::SeqCst);
+        }
+        Ok(stale.len())
+    }
+
     /// Hashes of every blob pinned by a record tag (records and record packs).
     pub async fn tagged(&self) -> Result<Vec<[u8; 32]>, BlobError> {
         use futures::StreamExt;

@@ -66,7 +66,9 @@ pub fn load_or_create(data_dir: &Path, fresh: bool) -> Result<SigningKey, Identi
 /// Writes a secret file readable by its owner only (mode 0600): a temporary file, fsync, rename, so a crash
 /// leaves the old file or the new one, never half of one.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);

@@ -80,7 +80,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_owned();
+        let method = method_label(req.uri().path());
         let t0 = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -102,6 +102,27 @@ where
                 .record(t0.elapsed().as_secs_f64());
             r
         })
+    }
+}
+
+/// The `method` label of a request path: the path itself for the service's methods (from the rights table) and
+/// the standard health and reflection services, `other` for anything else, so a client sending made-up paths
+/// cannot grow the number of series without bound.
+fn method_label(path: &str) -> String {
+    let known = path
+        .strip_prefix("/cairn.v1.Cairn/")
+        .is_some_and(|m| crate::auth::rules::need(m).is_some())
+        || matches!(
+            path,
+            "/grpc.health.v1.Health/Check"
+                | "/grpc.health.v1.Health/Watch"
+                | "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+                | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        );
+    if known {
+        path.to_owned()
+    } else {
+        "other".to_owned()
     }
 }
 
@@ -142,4 +163,27 @@ pub fn spawn_gauges(engine: Arc<crate::engine::Engine>, p2p: Arc<crate::p2p::P2p
             metrics::gauge!("cairn_equivocation_alerts").set(engine.alerts().len() as f64);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn made_up_paths_share_one_label() {
+        assert_eq!(
+            super::method_label("/cairn.v1.Cairn/Recall"),
+            "/cairn.v1.Cairn/Recall"
+        );
+        assert_eq!(
+            super::method_label("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        for p in [
+            "/cairn.v1.Cairn/NoSuch",
+            "/x/y",
+            "/grpc.reflection.zzz/a",
+            "",
+        ] {
+            assert_eq!(super::method_label(p), "other", "{p}");
+        }
+    }
 }

@@ -81,6 +81,8 @@ pub enum AuthFileError {
 /// A token that passed its signature and revocation checks, kept so a client's next call skips parsing.
 struct Verified {
     token: Biscuit,
+    /// Its revocation ids, one per block (checked on every call).
+    ids: Vec<Vec<u8>>,
     /// BLAKE3 of the token's text: the key of its cached decisions.
     key: [u8; 32],
 }
@@ -204,7 +206,8 @@ impl Auth {
                     .checker
                     .parse(tok)
                     .map_err(|err| Status::unauthenticated(format!("bad token: {err}")))?;
-                let v = Arc::new(Verified { token, key });
+                let ids = token.revocation_identifiers();
+                let v = Arc::new(Verified { token, ids, key });
                 if let Ok(mut c) = e.cache.lock() {
                     if c.len() >= CACHE {
                         c.clear();
@@ -215,11 +218,7 @@ impl Auth {
             }
         };
         if let Ok(revoked) = e.revoked.read() {
-            if v.token
-                .revocation_identifiers()
-                .iter()
-                .any(|id| revoked.contains(id))
-            {
+            if v.ids.iter().any(|id| revoked.contains(id)) {
                 return Err(Status::unauthenticated("token revoked"));
             }
         }

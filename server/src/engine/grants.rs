@@ -7,15 +7,8 @@
 use cairn_index::grants::{GrantSet, SignedGrantSet};
 use cairn_index::validate;
 
-use super::Engine;
+use super::{now_ms, Engine};
 use crate::error::NodeError;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 impl Engine {
     /// Grants (`on`) or withdraws `peer`'s access to the namespaces under `prefix` (canonical; empty: all).

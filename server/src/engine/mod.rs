@@ -426,7 +426,34 @@ impl Engine {
         });
         engine.finish_blob_deletes().await?;
         engine.remove_orphan_blobs().await?;
+        engine.remove_orphan_snapshots().await?;
         Ok(engine)
+    }
+
+    /// Start-up repair: unpins snapshot pins of namespaces that keep no snapshot (an Unfollow or a pin whose row
+    /// never committed, interrupted by a crash), so their pages go with the next collection.
+    async fn remove_orphan_snapshots(&self) -> Result<(), NodeError> {
+        let st = self.state.clone();
+        let kept = tokio::task::spawn_blocking(
+            move || -> Result<Vec<String>, crate::store::StoreError> {
+                let mut out = Vec::new();
+                for (ns, _) in st.namespaces()? {
+                    if st.snapshot(&ns)?.is_some() {
+                        out.push(ns);
+                    }
+                }
+                Ok(out)
+            },
+        )
+        .await??;
+        let n = self.blobs.drop_snapshots_except(&kept).await?;
+        if n > 0 {
+            tracing::warn!(
+                pins = n,
+                "repaired: removed snapshot pins of namespaces that keep none"
+            );
+        }
+        Ok(())
     }
 
     /// Start-up repair: unpins record blobs that no row refers to. A write stores and tags its blobs before its
