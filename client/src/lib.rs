@@ -62,6 +62,8 @@ pub struct NewMemory {
     pub metadata: BTreeMap<String, String>,
     /// Creation time in ms since the Unix epoch; `None` lets the node use its clock.
     pub created_at: Option<u64>,
+    /// A key unique in the namespace: remembering it again replaces the memory holding it, in one commit.
+    pub key: Option<String>,
 }
 
 impl NewMemory {
@@ -84,6 +86,12 @@ impl NewMemory {
         self.created_at = Some(ms);
         self
     }
+
+    /// Sets the memory's key (unique in its namespace; an existing memory with this key is replaced).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
 }
 
 impl From<NewMemory> for pb::MemoryInput {
@@ -92,6 +100,7 @@ impl From<NewMemory> for pb::MemoryInput {
             text: m.text,
             metadata: m.metadata,
             created_at: m.created_at,
+            key: m.key.unwrap_or_default(),
         }
     }
 }
@@ -107,6 +116,8 @@ pub struct ListOptions {
     pub limit: Option<u32>,
     /// The previous page's `next_page_token`.
     pub page_token: Option<String>,
+    /// Only memories holding every one of these metadata pairs (not combinable with a proof).
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl CairnClient {
@@ -164,8 +175,13 @@ impl CairnClient {
         RecallBuilder::new(
             self.inner.clone(),
             namespace,
-            pb::recall_request::Query::Text(query.into()),
+            Some(pb::recall_request::Query::Text(query.into())),
         )
+    }
+
+    /// Starts a Recall without a query: the newest memories passing the filter (`where_eq`, `since`, `until`).
+    pub fn recall_newest(&self, namespace: &str) -> RecallBuilder {
+        RecallBuilder::new(self.inner.clone(), namespace, None)
     }
 
     /// Starts a Recall by vector (made with the node's model).
@@ -173,25 +189,40 @@ impl CairnClient {
         RecallBuilder::new(
             self.inner.clone(),
             namespace,
-            pb::recall_request::Query::Vector(pb::Vector { values: vector }),
+            Some(pb::recall_request::Query::Vector(pb::Vector {
+                values: vector,
+            })),
         )
     }
 
     /// Fetches memories by id; unknown ids come back in `missing`.
     pub async fn get(&self, namespace: &str, ids: Vec<String>) -> Result<GetResponse, Error> {
-        self.get_impl(namespace, ids, false).await
+        self.get_impl(namespace, ids, Vec::new(), false).await
+    }
+
+    /// Fetches memories by key; keys no live memory holds come back in `missing`. With `proof`, check the
+    /// answer with [`verify::get_keys`].
+    pub async fn get_by_keys(
+        &self,
+        namespace: &str,
+        keys: Vec<String>,
+        proof: bool,
+    ) -> Result<GetResponse, Error> {
+        self.get_impl(namespace, Vec::new(), keys, proof).await
     }
 
     async fn get_impl(
         &self,
         namespace: &str,
         ids: Vec<String>,
+        keys: Vec<String>,
         proof: bool,
     ) -> Result<GetResponse, Error> {
         let req = pb::GetRequest {
             namespace: namespace.to_owned(),
             ids,
             proof,
+            keys,
         };
         Ok(self.inner.clone().get(req).await?.into_inner())
     }
@@ -202,7 +233,7 @@ impl CairnClient {
         namespace: &str,
         ids: Vec<String>,
     ) -> Result<GetResponse, Error> {
-        self.get_impl(namespace, ids, true).await
+        self.get_impl(namespace, ids, Vec::new(), true).await
     }
 
     /// Lists one page with a range-completeness proof (check it with [`verify::list`]).
@@ -373,6 +404,7 @@ impl CairnClient {
             limit: opts.limit.unwrap_or(0),
             page_token: opts.page_token.unwrap_or_default(),
             proof,
+            metadata: opts.metadata,
         };
         Ok(self.inner.clone().list(req).await?.into_inner())
     }

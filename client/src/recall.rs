@@ -16,20 +16,27 @@ impl RecallBuilder {
     pub(crate) fn new(
         client: crate::connect::Raw,
         namespace: &str,
-        query: pb::recall_request::Query,
+        query: Option<pb::recall_request::Query>,
     ) -> Self {
         RecallBuilder {
             client,
             req: pb::RecallRequest {
                 namespace: namespace.to_owned(),
-                query: Some(query),
+                query,
                 k: 0,
                 filter: None,
                 ef: 0,
                 exact: false,
                 proof: false,
+                prefix: false,
             },
         }
+    }
+
+    /// Treats the namespace as a prefix: searches every namespace under it (`""`: all), hits merged by score.
+    pub fn prefix(mut self, prefix: bool) -> Self {
+        self.req.prefix = prefix;
+        self
     }
 
     /// How many hits (1..=1000; default 10).

@@ -134,6 +134,39 @@ pub fn get(
     fresh(v, last)
 }
 
+/// Verifies a Get-by-key answer requested with `proof = true`: the Get proof, then that every memory's record
+/// carries the key it is shown with and that every asked key not reported missing is among them. (That no other
+/// memory holds a key is not proven.)
+pub fn get_keys(
+    namespace: &str,
+    keys: &[String],
+    resp: &pb::GetResponse,
+    trusted: &[u8; 32],
+    last: Option<&LastSeen>,
+) -> Result<Verified, VerifyError> {
+    let v = get(namespace, resp, trusted, last)?;
+    let mut held = std::collections::HashSet::new();
+    for m in &resp.memories {
+        let k = m.metadata.get(cairn_index::validate::KEY_META);
+        if k.map(String::as_str).unwrap_or("") != m.key {
+            return Err(VerifyError::Mismatch(format!(
+                "memory {} is shown with key {:?} but its record says {k:?}",
+                m.id, m.key
+            )));
+        }
+        held.insert(m.key.as_str());
+    }
+    for k in keys {
+        // A memory left out at the byte cap is named by id in `unreturned`, not by key.
+        if !held.contains(k.as_str()) && !resp.missing.contains(k) && resp.unreturned.is_empty() {
+            return Err(VerifyError::Mismatch(format!(
+                "key {k:?} was asked for but is neither returned nor reported missing"
+            )));
+        }
+    }
+    Ok(v)
+}
+
 /// Verifies a List page requested with `proof = true` for `range`.
 pub fn list(
     namespace: &str,

@@ -188,6 +188,36 @@ pub fn metadata(
             ));
         }
     }
+    if let Some(k) = metadata.get(KEY_META) {
+        key(&format!("{field}[{KEY_META:?}]"), k)?;
+    }
+    Ok(())
+}
+
+/// The metadata entry that holds a memory's caller-chosen key (unique within its namespace; writing the key again
+/// replaces the memory). Kept in the record so that the key is committed and proven with it.
+pub const KEY_META: &str = "cairn.key";
+
+/// Most bytes in a memory key.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Checks a memory key: 1..=256 bytes, no control characters.
+pub fn key(field: &str, k: &str) -> Result<(), ValidationError> {
+    if k.is_empty() {
+        return Err(ValidationError::invalid(field, "a key must not be empty"));
+    }
+    if k.len() > MAX_KEY_BYTES {
+        return Err(ValidationError::too_large(
+            field,
+            format!("key is {} bytes, at most {MAX_KEY_BYTES} allowed", k.len()),
+        ));
+    }
+    if k.chars().any(char::is_control) {
+        return Err(ValidationError::invalid(
+            field,
+            "a key must not contain control characters",
+        ));
+    }
     Ok(())
 }
 
@@ -264,5 +294,20 @@ mod tests {
             metadata("m", &m, &l).unwrap_err().violation,
             Violation::TooLarge
         );
+    }
+
+    #[test]
+    fn keys() {
+        assert!(key("k", "user/42:profile").is_ok());
+        assert!(key("k", &"x".repeat(256)).is_ok());
+        assert_eq!(key("k", "").unwrap_err().violation, Violation::Invalid);
+        assert_eq!(key("k", "a\nb").unwrap_err().violation, Violation::Invalid);
+        assert_eq!(
+            key("k", &"x".repeat(257)).unwrap_err().violation,
+            Violation::TooLarge
+        );
+        let mut m = BTreeMap::new();
+        m.insert(KEY_META.to_owned(), String::new());
+        assert!(metadata("m", &m, &Limits::default()).is_err());
     }
 }

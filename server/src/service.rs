@@ -1,5 +1,6 @@
 //! The `cairn.v1.Cairn` gRPC service: converts messages to engine calls and engine errors to statuses.
 
+use cairn_index::validate::KEY_META;
 use std::sync::Arc;
 
 use cairn_proto::v1 as pb;
@@ -41,8 +42,18 @@ impl CairnService {
     }
 }
 
+/// A memory's key: its `cairn.key` metadata entry (empty without one).
+fn key_of(m: &MemoryOut) -> String {
+    m.record
+        .metadata
+        .get(cairn_index::validate::KEY_META)
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn memory(m: MemoryOut, with_record: bool) -> pb::Memory {
     pb::Memory {
+        key: key_of(&m),
         id: m.id.to_hex(),
         namespace: m.record.namespace,
         text: m.record.text,
@@ -58,6 +69,8 @@ fn memory(m: MemoryOut, with_record: bool) -> pb::Memory {
 
 fn hit(h: HitOut, with_record: bool) -> pb::Hit {
     pb::Hit {
+        key: key_of(&h.memory),
+        namespace: h.memory.record.namespace.clone(),
         id: h.memory.id.to_hex(),
         text: h.memory.record.text,
         metadata: h.memory.record.metadata,
@@ -130,12 +143,28 @@ impl Cairn for CairnService {
         let items = req
             .items
             .into_iter()
-            .map(|i| Item {
-                text: i.text,
-                metadata: i.metadata,
-                created_at: i.created_at,
+            .enumerate()
+            .map(|(n, i)| {
+                let mut metadata = i.metadata;
+                if !i.key.is_empty() {
+                    match metadata.get(KEY_META) {
+                        Some(k) if *k != i.key => {
+                            return Err(Status::invalid_argument(format!(
+                                "items[{n}].key: differs from its metadata entry {KEY_META:?}; give one of them"
+                            )))
+                        }
+                        _ => {
+                            metadata.insert(KEY_META.to_owned(), i.key);
+                        }
+                    }
+                }
+                Ok(Item {
+                    text: i.text,
+                    metadata,
+                    created_at: i.created_at,
+                })
             })
-            .collect();
+            .collect::<Result<_, Status>>()?;
         let results = self.engine.remember(&req.namespace, items).await?;
         Ok(Response::new(pb::RememberResponse {
             results: results
@@ -144,6 +173,7 @@ impl Cairn for CairnService {
                     id: r.id.to_hex(),
                     deduplicated: r.deduplicated,
                     created_at: r.created_at,
+                    replaced: r.replaced.map(|id| id.to_hex()).unwrap_or_default(),
                 })
                 .collect(),
         }))
@@ -178,6 +208,7 @@ impl Cairn for CairnService {
                     ef: req.ef,
                     exact: req.exact,
                     proof: req.proof,
+                    prefix: req.prefix,
                 },
             )
             .await?;
@@ -195,7 +226,10 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         self.auth.guard(&meta, "Get", &req.namespace)?;
-        let got = self.engine.get(&req.namespace, &req.ids, req.proof).await?;
+        let got = self
+            .engine
+            .get(&req.namespace, &req.ids, &req.keys, req.proof)
+            .await?;
         let cosignatures = self.cosigs_of_proof(got.proof.as_deref()).await;
         Ok(Response::new(pb::GetResponse {
             memories: got
@@ -225,6 +259,7 @@ impl Cairn for CairnService {
                 req.limit,
                 &req.page_token,
                 req.proof,
+                &req.metadata,
             )
             .await?;
         let cosignatures = self.cosigs_of_proof(proof.as_deref()).await;

@@ -246,6 +246,7 @@ async fn a_lying_node_is_caught() {
                 until: Some(1900),
                 limit: Some(100),
                 page_token: None,
+                ..Default::default()
             },
         )
         .await

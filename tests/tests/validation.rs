@@ -18,6 +18,7 @@ fn item(text: &str) -> pb::MemoryInput {
         text: text.into(),
         metadata: BTreeMap::new(),
         created_at: None,
+        key: String::new(),
     }
 }
 
@@ -106,6 +107,7 @@ async fn every_rule_has_its_status_code() {
         text: "t".into(),
         metadata: pairs.into_iter().collect(),
         created_at: None,
+        key: String::new(),
     };
     expect(
         remember(
@@ -181,6 +183,7 @@ async fn every_rule_has_its_status_code() {
         ef,
         exact: false,
         proof: false,
+        prefix: false,
     };
     let text = |t: &str| Some(pb::recall_request::Query::Text(t.into()));
     expect(
@@ -193,10 +196,25 @@ async fn every_rule_has_its_status_code() {
         Code::InvalidArgument,
         "namespace",
     );
+    // Without a query Recall lists the newest memories; a proof of that is not offered.
     expect(
-        c.recall(recall("ok", None, 1, 0, None)).await,
+        c.recall(pb::RecallRequest {
+            proof: true,
+            ..recall("ok", None, 1, 0, None)
+        })
+        .await,
         Code::InvalidArgument,
         "query",
+    );
+    expect(
+        c.recall(pb::RecallRequest {
+            proof: true,
+            prefix: true,
+            ..recall("ok", text("x"), 1, 0, None)
+        })
+        .await,
+        Code::InvalidArgument,
+        "prefix",
     );
     expect(
         c.recall(recall("ok", text(" "), 1, 0, None)).await,
@@ -254,6 +272,7 @@ async fn every_rule_has_its_status_code() {
         namespace: ns.into(),
         ids,
         proof: false,
+        keys: vec![],
     };
     expect(c.get(get("ok", vec![])).await, Code::InvalidArgument, "ids");
     expect(
@@ -296,6 +315,7 @@ async fn every_rule_has_its_status_code() {
         limit,
         page_token: token.into(),
         proof: false,
+        metadata: Default::default(),
     };
     expect(
         c.list(list(10_001, "", None, None)).await,

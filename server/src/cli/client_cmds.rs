@@ -411,12 +411,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             ns,
             meta,
             created_at,
+            key,
             text,
         } => {
             let item = NewMemory {
                 text,
                 metadata: meta.into_iter().collect(),
                 created_at,
+                key,
             };
             let results = client.remember(&ns, vec![item]).await?;
             let r = results.first().context("node returned no result")?;
@@ -425,9 +427,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "ids": [r.id],
                     "deduplicated": [r.deduplicated],
                     "created_at": [r.created_at],
+                    "replaced": [r.replaced],
                 }));
             } else if r.deduplicated {
                 println!("{} (already remembered)", r.id);
+            } else if !r.replaced.is_empty() {
+                println!("{} (replaced {})", r.id, r.replaced);
             } else {
                 println!("{}", r.id);
             }
@@ -443,6 +448,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             until,
             ef,
             exact,
+            prefix,
             mut proof,
             check_query,
             query,
@@ -453,6 +459,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .recall(&ns, query.clone())
                 .k(k)
                 .exact(exact)
+                .prefix(prefix)
                 .proof(ctx.is_some());
             for (key, value) in filters {
                 b = b.where_eq(key, value);
@@ -525,19 +532,37 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Get { ns, ids, proof } => {
+        Command::Get {
+            ns,
+            ids,
+            keys,
+            proof,
+        } => {
             parse_ids(&ids)?;
             let ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
-            let resp = if ctx.is_some() {
-                client.get_with_proof(&ns, ids).await?
+            let resp = if keys.is_empty() {
+                if ctx.is_some() {
+                    client.get_with_proof(&ns, ids).await?
+                } else {
+                    client.get(&ns, ids).await?
+                }
             } else {
-                client.get(&ns, ids).await?
+                client
+                    .raw()
+                    .get(cairn_proto::v1::GetRequest {
+                        namespace: ns.clone(),
+                        ids,
+                        keys: keys.clone(),
+                        proof: ctx.is_some(),
+                    })
+                    .await?
+                    .into_inner()
             };
             let verified = match ctx {
                 Some(mut ctx) => {
                     let vd = ctx
                         .check(&client, &ns, |trusted, last| {
-                            v::get(&ns, &resp, trusted, last)
+                            v::get_keys(&ns, &keys, &resp, trusted, last)
                         })
                         .await?;
                     if let Some(path) = &proof.proof_out {
@@ -593,6 +618,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             since,
             until,
             limit,
+            filters,
             proof,
         } => {
             let mut ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
@@ -617,6 +643,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     until,
                     limit: Some(page),
                     page_token: token.take(),
+                    metadata: filters.iter().cloned().collect(),
                 };
                 let resp = match &mut ctx {
                     Some(ctx) => {

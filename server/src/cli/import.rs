@@ -26,6 +26,8 @@ struct Line {
     metadata: BTreeMap<String, String>,
     #[serde(default)]
     created_at: Option<u64>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// Per-line outcomes of one chunk: (line number, id or error text).
@@ -68,6 +70,7 @@ pub async fn run(
                     text: l.text,
                     metadata: l.metadata,
                     created_at: l.created_at,
+                    key: l.key,
                 },
             )),
             Err(e) => errors.push(LineError {

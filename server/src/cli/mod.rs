@@ -60,10 +60,13 @@ pub enum Command {
         /// Creation time in ms since the Unix epoch (default: the node's clock).
         #[arg(long)]
         created_at: Option<u64>,
+        /// A key unique in the namespace: a memory already holding it is replaced in the same commit.
+        #[arg(long)]
+        key: Option<String>,
         /// The text to remember.
         text: String,
     },
-    /// Import memories from a JSON Lines file: one {"text", "metadata"?, "created_at"?} per line.
+    /// Import memories from a JSON Lines file: one {"text", "metadata"?, "created_at"?, "key"?} per line.
     Import {
         /// Namespace.
         #[arg(long = "ns")]
@@ -97,6 +100,9 @@ pub enum Command {
         /// Exact search: score every memory instead of walking the HNSW graph.
         #[arg(long)]
         exact: bool,
+        /// Treat --ns as a prefix: search every namespace under it (hits merged by score; no proof).
+        #[arg(long)]
+        prefix: bool,
         /// Proof options.
         #[command(flatten)]
         proof: ProofArgs,
@@ -116,8 +122,11 @@ pub enum Command {
         /// Proof options.
         #[command(flatten)]
         proof: ProofArgs,
+        /// Fetch the memory holding this key (repeatable; instead of or besides ids).
+        #[arg(long = "key")]
+        keys: Vec<String>,
         /// Memory ids (hex).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "keys")]
         ids: Vec<String>,
     },
     /// List memories in (created_at, id) order.
@@ -134,6 +143,9 @@ pub enum Command {
         /// Most memories to print (pages are fetched as needed).
         #[arg(long, default_value_t = 100)]
         limit: u64,
+        /// Only memories with metadata KEY=VALUE (repeatable; all must match; no proof).
+        #[arg(long = "where", value_parser = parse_kv)]
+        filters: Vec<(String, String)>,
         /// Proof options.
         #[command(flatten)]
         proof: ProofArgs,

@@ -102,6 +102,8 @@ pub struct Remembered {
     pub deduplicated: bool,
     /// Its created_at.
     pub created_at: u64,
+    /// The live memory with the same key that this one replaced (forgotten in the same commit).
+    pub replaced: Option<MemoryId>,
 }
 
 /// A memory to remember, as received.
@@ -148,6 +150,8 @@ pub struct RecallOpts {
     pub exact: bool,
     /// Return a proof.
     pub proof: bool,
+    /// `ns` is a namespace prefix: search every namespace under it.
+    pub prefix: bool,
 }
 
 /// A Recall hit.
@@ -702,6 +706,20 @@ impl Engine {
         let mut records = Vec::new();
         let mut made: HashMap<[u8; 32], Remembered> = HashMap::new();
         let mut results = Vec::with_capacity(batch.len());
+        // Keyed items replace the live memory holding their key: stored ones found now, and earlier items of
+        // this batch as they are made. Everything replaced is forgotten in the same transaction and root.
+        let wanted_keys: HashSet<String> = batch
+            .iter()
+            .flat_map(|w| w.items.iter())
+            .filter_map(|it| it.metadata.get(validate::KEY_META).cloned())
+            .collect();
+        let mut holder: HashMap<String, (u64, PointRow)> = if wanted_keys.is_empty() {
+            HashMap::new()
+        } else {
+            space.live_keys(&wanted_keys)?
+        };
+        let mut gone: Vec<Forgotten> = Vec::new();
+        let mut buried: HashSet<MemoryId> = HashSet::new();
         for w in batch {
             let mut out = Vec::with_capacity(w.items.len());
             for (i, it) in w.items.iter().enumerate() {
@@ -713,19 +731,26 @@ impl Engine {
                             "memory {id} is in the dedup table but not in namespace {ns:?}"
                         ))
                     })?;
-                    out.push(Remembered {
-                        id,
-                        deduplicated: true,
-                        created_at,
-                    });
-                    continue;
+                    if !buried.contains(&id) {
+                        out.push(Remembered {
+                            id,
+                            deduplicated: true,
+                            created_at,
+                            replaced: None,
+                        });
+                        continue;
+                    }
+                    // Replaced by an earlier item of this batch: stored anew below.
                 }
                 if let Some(r) = made.get(&key) {
-                    out.push(Remembered {
-                        deduplicated: true,
-                        ..r.clone()
-                    });
-                    continue;
+                    if !buried.contains(&r.id) {
+                        out.push(Remembered {
+                            deduplicated: true,
+                            replaced: None,
+                            ..r.clone()
+                        });
+                        continue;
+                    }
                 }
                 let vector = match w.vectors.get(&i) {
                     Some(v) => v.clone(),
@@ -746,25 +771,32 @@ impl Engine {
                 };
                 let bytes = Bytes::from(record.encode());
                 let id = MemoryId::of_bytes(&bytes);
+                let row = PointRow {
+                    id,
+                    created_at: record.created_at,
+                    alive: true,
+                    dedup: key,
+                    vector,
+                    metadata: record.metadata,
+                };
+                let mut replaced = None;
+                if let Some(k) = row.metadata.get(validate::KEY_META) {
+                    if let Some((point, old)) = holder.insert(k.clone(), (next, row.clone())) {
+                        replaced = Some(old.id);
+                        buried.insert(old.id);
+                        gone.push(Forgotten { point, row: old });
+                    }
+                }
                 let r = Remembered {
                     id,
                     deduplicated: false,
-                    created_at: record.created_at,
+                    created_at: row.created_at,
+                    replaced,
                 };
                 made.insert(key, r.clone());
                 out.push(r);
                 records.push(bytes);
-                new_points.push(NewPoint {
-                    point: next,
-                    row: PointRow {
-                        id,
-                        created_at: record.created_at,
-                        alive: true,
-                        dedup: key,
-                        vector,
-                        metadata: record.metadata,
-                    },
-                });
+                new_points.push(NewPoint { point: next, row });
                 next += 1;
             }
             results.push(out);
@@ -775,16 +807,20 @@ impl Engine {
             let t_blobs = t0.elapsed();
             let st = self.state.clone();
             let name = ns.to_owned();
+            let gone_points: Vec<u64> = gone.iter().map(|g| g.point).collect();
             let new_points =
                 tokio::task::spawn_blocking(move || -> Result<Vec<NewPoint>, NodeError> {
-                    st.insert(&name, &new_points, next)?;
+                    st.write_points(&name, &new_points, next, &gone)?;
                     Ok(new_points)
                 })
                 .await??;
             let t_rows = t0.elapsed();
             let (sp, sg) = (space.clone(), self.signing.clone());
-            let root =
-                tokio::task::spawn_blocking(move || sg.with(|s| sp.add(new_points, s))).await??;
+            let buried_points = gone_points.clone();
+            let root = tokio::task::spawn_blocking(move || {
+                sg.with(|s| sp.add(new_points, &buried_points, s))
+            })
+            .await??;
             tracing::debug!(
                 namespace = ns,
                 calls = batch.len(),
@@ -796,6 +832,11 @@ impl Engine {
                 "remembered"
             );
             let _ = self.roots.send(root);
+            if !gone_points.is_empty() {
+                // Replaced memories are forgotten: their bytes go like Forget's.
+                self.forget_snapshot(ns).await?;
+                self.finish_blob_deletes().await?;
+            }
         }
         Ok(results)
     }
@@ -837,12 +878,26 @@ impl Engine {
         query: Option<Query>,
         mut opts: RecallOpts,
     ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
-        validate::namespace(ns)?;
+        if !(opts.prefix && ns.is_empty()) {
+            validate::namespace(ns)?;
+        }
         let f = &opts.filter;
         if opts.proof && (f.since.is_some() || f.until.is_some() || !f.metadata.is_empty()) {
             return Err(NodeError::invalid(
                 "filter",
                 "not supported together with proof",
+            ));
+        }
+        if opts.proof && opts.prefix {
+            return Err(NodeError::invalid(
+                "prefix",
+                "a search across namespaces is not supported together with proof",
+            ));
+        }
+        if opts.proof && query.is_none() {
+            return Err(NodeError::invalid(
+                "query",
+                "a proof needs a query text or vector",
             ));
         }
         opts.k = match opts.k {
@@ -871,14 +926,25 @@ impl Engine {
             }
         }
         validate::metadata("filter.metadata", &f.metadata, &self.cfg.limits)?;
-        let space = self.space(ns)?;
+        let spaces: Vec<Arc<Space>> = if opts.prefix {
+            self.spaces
+                .read()
+                .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+                .iter()
+                .filter(|(name, _)| {
+                    ns.is_empty()
+                        || name.as_str() == ns
+                        || name
+                            .strip_prefix(ns)
+                            .is_some_and(|rest| rest.starts_with('/'))
+                })
+                .map(|(_, s)| s.clone())
+                .collect()
+        } else {
+            vec![self.space(ns)?]
+        };
         let q = match query {
-            None => {
-                return Err(NodeError::invalid(
-                    "query",
-                    "give a query text or a query vector",
-                ));
-            }
+            None => return self.newest(spaces, &opts).await,
             Some(Query::Text(t)) => {
                 validate::text("query.text", &t, &self.cfg.limits)?;
                 self.embedder
@@ -889,7 +955,50 @@ impl Engine {
             }
             Some(Query::Vector(v)) => self.unit_query(v)?,
         };
-        self.search(space, q, opts).await
+        if !opts.prefix {
+            let Some(space) = spaces.into_iter().next() else {
+                return Err(NodeError::NotFound(format!("namespace {ns:?}")));
+            };
+            return self.search(space, q, opts).await;
+        }
+        let k = opts.k as usize;
+        let mut hits = Vec::new();
+        for space in spaces {
+            let (found, _) = self.search(space, q.clone(), opts.clone()).await?;
+            hits.extend(found);
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.memory.id.cmp(&b.memory.id))
+        });
+        hits.truncate(k);
+        Ok((hits, None))
+    }
+
+    /// Recall without a query: the newest k memories passing the filter across `spaces`, newest first (ties by
+    /// id), score 0.
+    async fn newest(
+        &self,
+        spaces: Vec<Arc<Space>>,
+        opts: &RecallOpts,
+    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
+        let k = opts.k as usize;
+        let mut found: Vec<(u64, MemoryId)> = Vec::new();
+        for space in spaces {
+            let (page, _) = space.scan(&opts.filter, None, k, true)?;
+            found.extend(page);
+        }
+        found.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        found.truncate(k);
+        let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
+        let hits = self
+            .read_all(&ids)
+            .await?
+            .into_iter()
+            .map(|memory| HitOut { memory, score: 0.0 })
+            .collect();
+        Ok((hits, None))
     }
 
     /// Checks a caller's query vector and scales it to unit length.
@@ -998,8 +1107,31 @@ impl Engine {
 
     /// Memories by id, in request order; unknown or forgotten ids are returned as missing. With `proof`, also a
     /// time proof covering the memories found, taken under the same lock as the lookup.
-    pub async fn get(&self, ns: &str, ids: &[String], proof: bool) -> Result<Got, NodeError> {
-        let parsed = parse_ids(ids)?;
+    /// `keys` name memories by their key (see [`validate::KEY_META`]); a key no live memory holds is missing.
+    pub async fn get(
+        &self,
+        ns: &str,
+        ids: &[String],
+        keys: &[String],
+        proof: bool,
+    ) -> Result<Got, NodeError> {
+        let parsed = if ids.is_empty() && !keys.is_empty() {
+            Vec::new()
+        } else {
+            parse_ids(ids)?
+        };
+        if ids.len() + keys.len() > MAX_ITEMS {
+            return Err(NodeError::too_large(
+                "keys",
+                format!(
+                    "{} ids and keys, at most {MAX_ITEMS} per call",
+                    ids.len() + keys.len()
+                ),
+            ));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            validate::key(&format!("keys[{i}]"), k)?;
+        }
         let space = self.space(ns)?;
         let mut seen = HashSet::new();
         let mut wanted = Vec::new();
@@ -1008,8 +1140,22 @@ impl Engine {
                 wanted.push((raw.to_lowercase(), id));
             }
         }
+        let mut missing = Vec::new();
+        if !keys.is_empty() {
+            let held = space.live_keys(&keys.iter().cloned().collect())?;
+            for k in keys {
+                match held.get(k) {
+                    Some((_, row)) => {
+                        if seen.insert(row.id) {
+                            wanted.push((row.id.to_hex(), row.id));
+                        }
+                    }
+                    None => missing.push(k.clone()),
+                }
+            }
+        }
         let (live, _) = space.live_with_proof(wanted.iter().map(|w| w.1).collect(), false)?;
-        let (mut present, mut missing) = (Vec::new(), Vec::new());
+        let mut present = Vec::new();
         for ((raw, id), is_live) in wanted.into_iter().zip(live) {
             if is_live {
                 present.push((raw, id));
@@ -1063,6 +1209,8 @@ impl Engine {
 
     /// One page of memories in (created_at, id) order, the token of the next page (empty if none), and with
     /// `proof` a range-completeness proof of the page.
+    /// With a `metadata` filter (not combinable with `proof`), only the memories holding every pair.
+    #[allow(clippy::too_many_arguments)]
     pub async fn list(
         &self,
         ns: &str,
@@ -1071,8 +1219,16 @@ impl Engine {
         limit: u32,
         page_token: &str,
         proof: bool,
+        metadata: &Metadata,
     ) -> Result<(Vec<MemoryOut>, String, Option<Vec<u8>>), NodeError> {
         let space = self.space(ns)?;
+        if proof && !metadata.is_empty() {
+            return Err(NodeError::invalid(
+                "metadata",
+                "a metadata filter is not supported together with proof",
+            ));
+        }
+        validate::metadata("metadata", metadata, &self.cfg.limits)?;
         let limit = match limit {
             0 => 100,
             l if l > MAX_PAGE => {
@@ -1091,6 +1247,25 @@ impl Engine {
             ));
         }
         let after = parse_page_token(page_token)?.map(|(t, id)| (t, MemoryId(id)));
+        if !metadata.is_empty() {
+            let filter = Filter {
+                metadata: metadata.clone(),
+                since: Some(since),
+                until: Some(until),
+            };
+            let mut limit = limit;
+            let (page, more, out) = loop {
+                let (page, more) = space.scan(&filter, after, limit, false)?;
+                let ids: Vec<MemoryId> = page.iter().map(|e| e.1).collect();
+                let out = self.read_all(&ids).await?;
+                let fits = fitting(&out, self.cfg.max_page_bytes, true);
+                if fits >= out.len() || fits >= limit {
+                    break (page, more, out);
+                }
+                limit = fits;
+            };
+            return Ok((out, page_token_of(more, page.last().copied()), None));
+        }
         // A page ends early rather than exceed --max-page-mb: a shorter page is asked for again (under the then
         // current root, so page and proof stay one consistent answer). Each round shortens the page.
         let mut limit = limit;
@@ -1108,14 +1283,7 @@ impl Engine {
             }
             limit = fits;
         };
-        let token = match (more, page.last()) {
-            (true, Some(e)) => {
-                let mut b = e.created_at.to_be_bytes().to_vec();
-                b.extend_from_slice(e.id.as_bytes());
-                hex::encode(b)
-            }
-            _ => String::new(),
-        };
+        let token = page_token_of(more, page.last().map(|e| (e.created_at, e.id)));
         Ok((out, token, proof.then(|| time_proof.encode())))
     }
 
@@ -1476,6 +1644,18 @@ fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>, NodeError> {
                 .map_err(|e| NodeError::invalid(format!("ids[{i}]"), e.to_string()))
         })
         .collect()
+}
+
+/// The page token that continues after `last` when `more` follow (empty otherwise).
+fn page_token_of(more: bool, last: Option<(u64, MemoryId)>) -> String {
+    match (more, last) {
+        (true, Some((t, id))) => {
+            let mut b = t.to_be_bytes().to_vec();
+            b.extend_from_slice(id.as_bytes());
+            hex::encode(b)
+        }
+        _ => String::new(),
+    }
 }
 
 fn parse_page_token(t: &str) -> Result<Option<(u64, [u8; 32])>, NodeError> {

@@ -46,6 +46,24 @@ struct Inner {
     newest: u64,
 }
 
+impl Inner {
+    /// Hides forgotten points from every read and drops them from the commitment (not yet signed).
+    fn bury(&mut self, points: &[u64]) {
+        for &p in points {
+            let p = p as usize;
+            if let Some(row) = self.rows.get_mut(p) {
+                if row.alive {
+                    let id = row.id;
+                    *row = PointRow::tombstone(row.vector.len());
+                    self.by_id.remove(&id);
+                    self.live -= 1;
+                }
+            }
+        }
+        self.commit.forget(points);
+    }
+}
+
 /// A Remember call waiting to be committed with whatever else is queued (group commit).
 pub struct PendingWrite {
     /// The items, validated.
@@ -322,9 +340,11 @@ impl Space {
     /// Makes durable new points visible and committed: rows, graph, commitment, and a new root that `persist`
     /// stores durably before anyone can see it. Readers wait meanwhile, so every answer and proof they get is
     /// consistent with one root. (The caller holds the write lock.)
+    /// `gone` are points forgotten in the same root (memories a keyed write replaces; they may be among `points`).
     pub fn add(
         &self,
         points: Vec<NewPoint>,
+        gone: &[u64],
         signer: &RootSigner<'_>,
     ) -> Result<SignedRoot, NodeError> {
         let mut inner = self.write()?;
@@ -348,8 +368,13 @@ impl Space {
         let t_ann = t0.elapsed();
         let Inner { commit, rows, .. } = &mut *inner;
         commit.add_points(rows, first, &ann);
+        if !gone.is_empty() {
+            inner.bury(gone);
+            // The saved graph holds the forgotten vectors: it is rewritten at the next save.
+            self.dump_stale.store(true, Ordering::SeqCst);
+        }
         let t_commit = t0.elapsed();
-        let root = signer.commit(&self.name, commit);
+        let root = signer.commit(&self.name, &mut inner.commit);
         if let Ok(r) = &root {
             let changed = inner.commit.take_changed();
             inner.log.record(r.record.seq, changed);
@@ -370,18 +395,7 @@ impl Space {
         signer: &RootSigner<'_>,
     ) -> Result<SignedRoot, NodeError> {
         let mut inner = self.write()?;
-        for &p in points {
-            let p = p as usize;
-            if let Some(row) = inner.rows.get_mut(p) {
-                if row.alive {
-                    let id = row.id;
-                    *row = PointRow::tombstone(row.vector.len());
-                    inner.by_id.remove(&id);
-                    inner.live -= 1;
-                }
-            }
-        }
-        inner.commit.forget(points);
+        inner.bury(points);
         // The saved graph holds the forgotten vectors: it is rewritten at the next save.
         self.dump_stale.store(true, Ordering::SeqCst);
         let root = signer.commit(&self.name, &mut inner.commit)?;
@@ -494,6 +508,61 @@ impl Space {
     /// The row of point `n`.
     pub fn row(&self, n: u32) -> Option<PointRow> {
         self.inner.read().ok()?.rows.get(n as usize).cloned()
+    }
+
+    /// The live memory holding each of `keys` (its `cairn.key` metadata entry), as (point, row). One pass over
+    /// the rows: O(n) per call, which keyed writes and Get by key pay.
+    pub fn live_keys(
+        &self,
+        keys: &std::collections::HashSet<String>,
+    ) -> Result<HashMap<String, (u64, PointRow)>, NodeError> {
+        let inner = self.read()?;
+        let mut out = HashMap::new();
+        for (p, r) in inner.rows.iter().enumerate() {
+            if !r.alive {
+                continue;
+            }
+            if let Some(k) = r.metadata.get(cairn_index::validate::KEY_META) {
+                if keys.contains(k) {
+                    out.insert(k.clone(), (p as u64, r.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live memories passing `f`, as (created_at, id): with `newest_first`, the first `limit` from the newest
+    /// (ties by id); else the first `limit` in (created_at, id) order after `after`, and whether more follow.
+    pub fn scan(
+        &self,
+        f: &Filter,
+        after: Option<(u64, MemoryId)>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<(Vec<(u64, MemoryId)>, bool), NodeError> {
+        let inner = self.read()?;
+        let (since, until) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
+        let mut all: Vec<(u64, MemoryId)> = inner
+            .rows
+            .iter()
+            .filter(|r| {
+                r.alive
+                    && r.created_at >= since
+                    && r.created_at < until
+                    && f.metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v))
+                    && after.is_none_or(|a| (r.created_at, r.id) > a)
+            })
+            .map(|r| (r.created_at, r.id))
+            .collect();
+        drop(inner);
+        if newest_first {
+            all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        } else {
+            all.sort_unstable();
+        }
+        let more = all.len() > limit;
+        all.truncate(limit);
+        Ok((all, more))
     }
 
     /// Which of `ids` are live, and (with `proof`) a Get proof for the live ones, from one consistent state.

@@ -237,6 +237,29 @@ pub struct Forgotten {
     pub row: PointRow,
 }
 
+/// The rows of `gone` become tombstones, their lookups go, their blobs are queued for deletion, and the next
+/// vacuum is due (inside the caller's transaction).
+fn forget_in(tx: &redb::WriteTransaction, ns: &str, gone: &[Forgotten]) -> Result<(), StoreError> {
+    let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+    let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
+    let mut ded = tx.open_table(DEDUP).map_err(dberr)?;
+    let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
+    for g in gone {
+        let row = &g.row;
+        let tomb = PointRow::tombstone(row.vector.len());
+        pts.insert((ns, g.point), tomb.encode().as_slice())
+            .map_err(dberr)?;
+        mem.remove((ns, row.id.0)).map_err(dberr)?;
+        ded.remove((ns, row.dedup)).map_err(dberr)?;
+        del.insert(row.id.0, ()).map_err(dberr)?;
+    }
+    tx.open_table(META)
+        .map_err(dberr)?
+        .insert(SCRUB_DUE, "1")
+        .map_err(dberr)?;
+    Ok(())
+}
+
 /// The redb-backed state.
 pub struct State {
     /// The open database. Every method holds the read side for its whole transaction; [`State::vacuum`] takes
@@ -551,6 +574,18 @@ impl State {
 
     /// Durably inserts new memories of one namespace and advances its next point number.
     pub fn insert(&self, ns: &str, points: &[NewPoint], next_point: u64) -> Result<(), StoreError> {
+        self.write_points(ns, points, next_point, &[])
+    }
+
+    /// Durably stores new points and forgets `gone` in ONE transaction (a keyed Remember that replaces memories:
+    /// a crash leaves either both done or neither).
+    pub fn write_points(
+        &self,
+        ns: &str,
+        points: &[NewPoint],
+        next_point: u64,
+        gone: &[Forgotten],
+    ) -> Result<(), StoreError> {
         let db = self.db()?;
         let tx = db.begin_write().map_err(dberr)?;
         {
@@ -566,6 +601,9 @@ impl State {
                 ded.insert((ns, p.row.dedup), p.row.id.0).map_err(dberr)?;
             }
         }
+        if !gone.is_empty() {
+            forget_in(&tx, ns, gone)?;
+        }
         tx.commit().map_err(dberr)?;
         Ok(())
     }
@@ -575,25 +613,7 @@ impl State {
     pub fn forget(&self, ns: &str, gone: &[Forgotten]) -> Result<(), StoreError> {
         let db = self.db()?;
         let tx = db.begin_write().map_err(dberr)?;
-        {
-            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
-            let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
-            let mut ded = tx.open_table(DEDUP).map_err(dberr)?;
-            let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
-            for g in gone {
-                let row = &g.row;
-                let tomb = PointRow::tombstone(row.vector.len());
-                pts.insert((ns, g.point), tomb.encode().as_slice())
-                    .map_err(dberr)?;
-                mem.remove((ns, row.id.0)).map_err(dberr)?;
-                ded.remove((ns, row.dedup)).map_err(dberr)?;
-                del.insert(row.id.0, ()).map_err(dberr)?;
-            }
-            tx.open_table(META)
-                .map_err(dberr)?
-                .insert(SCRUB_DUE, "1")
-                .map_err(dberr)?;
-        }
+        forget_in(&tx, ns, gone)?;
         tx.commit().map_err(dberr)?;
         Ok(())
     }
