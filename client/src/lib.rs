@@ -51,6 +51,7 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 #[derive(Clone, Debug)]
 pub struct CairnClient {
     inner: Raw,
+    channel: Channel,
 }
 
 /// A memory to remember: text, optional metadata and an optional creation time.
@@ -146,10 +147,15 @@ impl CairnClient {
     }
 
     pub(crate) fn from_parts(channel: Channel, bearer: Bearer) -> Self {
-        let inner = pb::cairn_client::CairnClient::with_interceptor(channel, bearer)
+        let inner = pb::cairn_client::CairnClient::with_interceptor(channel.clone(), bearer)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        CairnClient { inner }
+        CairnClient { inner, channel }
+    }
+
+    /// The same connection sending another token (e.g. a gateway forwarding each caller's own token).
+    pub fn with_token(&self, token: Option<&str>) -> Result<Self, Error> {
+        Self::from_channel(self.channel.clone(), token)
     }
 
     /// The generated gRPC client underneath (with the token attached), for calls the SDK does not wrap.

@@ -14,6 +14,7 @@ pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod identity;
+pub mod mcp;
 pub mod metrics;
 pub mod node;
 pub mod p2p;

@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         }
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,ort=warn,iroh=warn,iroh_blobs=warn,hnsw_rs=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,ort=warn,iroh=warn,iroh_blobs=warn,hnsw_rs=warn,rmcp=warn",
+        )
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

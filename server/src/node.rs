@@ -264,7 +264,8 @@ async fn shutdown(engine: Arc<Engine>) {
     engine.shutdown().await;
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -358,6 +358,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Verify { .. } => unreachable!("handled offline"),
+        Command::Mcp(args) => crate::mcp::run(client, args).await?,
         Command::Id { .. } => {
             let info = client.node_info().await?;
             println!("{}", info.node_id);

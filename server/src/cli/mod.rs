@@ -202,6 +202,8 @@ pub enum Command {
     /// Capability tokens: mint, attenuate (offline), inspect (offline), revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Serve the node's memory to MCP clients (Claude, Cursor, ...): stdio by default, or streamable HTTP.
+    Mcp(crate::mcp::McpArgs),
     /// Let a peer fetch the namespaces under a prefix over iroh (replication is private: nobody else can).
     Share {
         /// Namespace prefix (`team` covers `team` and `team/...`; `""` covers all).

@@ -39,8 +39,9 @@ def _pct(xs: list[float], p: float) -> float:
     return s[i]
 
 
-def run(corpus: str, show_time: bool = False, out=sys.stdout) -> int:
+def run(corpus: str, show_time: bool = False, out=None) -> int:
     """Runs the cross-check; returns the exit status."""
+    out = out or sys.stdout
     with open(os.path.join(corpus, "manifest.json"), encoding="utf-8") as f:
         manifest = json.load(f)
     if manifest.get("version") != 1:

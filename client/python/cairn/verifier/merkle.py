@@ -75,12 +75,11 @@ def verify_multiproof(n: int, root: bytes, leaves: list[tuple[int, bytes]], lemm
     are leaves of the n-leaf tree with `root`, using `lemmas` in the order of the
     document's loop. Raises VerifyError otherwise.
 
-    With no claimed leaves the document's loop never reaches the root; this accepts
-    only the empty tree (n = 0, zero root, no lemmas). See VERIFIER-NOTES.md."""
+    With no claimed leaves the document's loop never runs and proves nothing;
+    like the Rust verifier this accepts (whatever n, root and lemmas are), and
+    callers decide whether an empty claim is acceptable. See VERIFIER-NOTES.md."""
     if not leaves:
-        if n == 0 and root == EMPTY_ROOT and not lemmas:
-            return
-        raise VerifyError("multiproof: no leaves to prove")
+        return
     prev = -1
     pending: dict[int, bytes] = {}
     for j, h in leaves:

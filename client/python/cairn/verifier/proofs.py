@@ -209,7 +209,7 @@ def verify_list(proof: bytes, namespace: str, trusted: bytes, since: int, until:
         return e.created_at < since or (after is not None and (e.created_at, e.id) <= after)
 
     def above(e: TimeEntry) -> bool:
-        return not below(e) and e.created_at >= until
+        return e.created_at >= until
 
     lo, hi = 0, len(entries)
     first, last = entries[0], entries[-1]
@@ -312,8 +312,8 @@ def decode_recall_proof(proof: bytes, trusted: bytes) -> RecallProof:
     if mode not in (MODE_GRAPH, MODE_EXACT):
         raise VerifyError(f"recall proof: unknown mode {mode}")
     k = r.u32("k")
-    if k > MAX_K:
-        raise VerifyError(f"recall proof: k {k} exceeds {MAX_K}")
+    if k < 1 or k > MAX_K:
+        raise VerifyError(f"recall proof: k {k} is outside 1..={MAX_K}")
     ef = r.u32("ef")
     if ef > MAX_EF:
         raise VerifyError(f"recall proof: ef {ef} exceeds {MAX_EF}")
@@ -344,14 +344,13 @@ def _same_score(got, want: float) -> bool:
     return g == want and math.copysign(1.0, g) == math.copysign(1.0, want)
 
 
-def verify_recall(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: int,
-                  returned: list[tuple[bytes, bytes]], scores: list[float]) -> Verified:
-    """Verifies a Recall answer: the hits are exactly the top-k of the
-    deterministic search (or, in exact mode, of every alive node) over the
-    committed graph, with exact scores."""
-    returned = _check_returned(returned)
+def recall_answer(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: int
+                  ) -> tuple[RecallProof, list[tuple[int, RecallNode, float]]]:
+    """Checks a recall proof (steps 1-4 of the document: root, leaves, search,
+    exact-mode completeness, k and ef) and returns it with the answer it implies:
+    [(d, node, score)] in hit order. verify_recall compares a returned answer
+    with this."""
     try:
-        scores = list(scores)
         k, min_ef = int(k), int(min_ef)
     except Exception:
         raise VerifyError("bad recall parameters") from None
@@ -367,7 +366,9 @@ def verify_recall(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: 
         raise VerifyError(f"proof dim {rp.dim} differs from the root's {root.dim}")
     if rp.k != k:
         raise VerifyError(f"proof is for k = {rp.k}, not the k = {k} asked")
-    if rp.ef < min_ef:
+    # The minimum ef binds only a graph search: an exact answer is at least as
+    # good as any ef (the Rust verifier skips the check in exact mode too).
+    if rp.mode == MODE_GRAPH and rp.ef < min_ef:
         raise VerifyError(f"proof ef {rp.ef} is below the minimum {min_ef}")
     # Leaves: tombstones keep nothing of the memory.
     zero_vec = bytes(rp.dim)
@@ -406,19 +407,31 @@ def verify_recall(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: 
 
         res = graph_search(dist, lists_at, root.entry, root.max_level, max(rp.ef, rp.k))
         answer = [p for p in res if by_node[p[1]].alive == 1][:rp.k]
+    return rp, [(d, by_node[n], score_of(d)) for d, n in answer]
+
+
+def verify_recall(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: int,
+                  returned: list[tuple[bytes, bytes]], scores: list[float]) -> Verified:
+    """Verifies a Recall answer: the hits are exactly the top-k of the
+    deterministic search (or, in exact mode, of every alive node) over the
+    committed graph, in order, with bit-exact scores, and each record checks out."""
+    returned = _check_returned(returned)
+    try:
+        scores = list(scores)
+    except Exception:
+        raise VerifyError("scores must be a list of floats") from None
+    rp, answer = recall_answer(proof, namespace, trusted, k, min_ef)
     if len(returned) != len(answer):
         raise VerifyError(f"{len(returned)} hits returned but the search gives {len(answer)}")
     if len(scores) != len(answer):
         raise VerifyError(f"{len(scores)} scores for {len(answer)} hits")
     items = []
     out_scores = []
-    for (id_, rec), s, (d, n) in zip(returned, scores, answer):
-        nd = by_node[n]
+    for (id_, rec), s, (d, nd, want) in zip(returned, scores, answer):
         if id_ != nd.id:
             raise VerifyError(f"hit {id_.hex()} is not the search's {nd.id.hex()}")
-        want = score_of(d)
         if not _same_score(s, want):
             raise VerifyError(f"hit {id_.hex()}: score {s!r} is not the exact {want!r}")
         items.append((id_, check_record(id_, rec, namespace, nd.created_at)))
         out_scores.append(want)
-    return Verified(root, "recall", items, out_scores, rp.mode, rp.k, rp.ef, rp.query)
+    return Verified(rp.root, "recall", items, out_scores, rp.mode, rp.k, rp.ef, rp.query)

@@ -24,10 +24,11 @@ MAX_VALUE = 1024 * 1024
 
 _NS_RE = re.compile(rb"[A-Za-z0-9._:/-]{1,128}\Z")
 
-# Whether decode_record enforces the namespace alphabet. docs/PROOFS.md lists the
-# alphabet next to the field but not among the things "a decoder must reject";
-# see VERIFIER-NOTES.md for what the Rust verifier was found to do.
-CHECK_NS_ALPHABET = True
+# Whether decode_record enforces the namespace alphabet and minimum length.
+# docs/PROOFS.md gives the alphabet next to the field but not among the things
+# "a decoder must reject", and the Rust verifier accepts records (and roots) with
+# any UTF-8 namespace of 0..=128 bytes, so this is off. See VERIFIER-NOTES.md.
+CHECK_NS_ALPHABET = False
 
 
 def valid_namespace(ns: bytes) -> bool:

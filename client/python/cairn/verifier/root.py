@@ -15,6 +15,7 @@ ROOT_MAGIC = b"CAIRNROOT"
 ROOT_VERSION = 1
 SIG_DOMAIN = b"CAIRN-ROOT-SIG-V1"
 EMPTY_ENTRY = 0xFFFFFFFF
+MAX_ROOT_NS = 128  # the record format's namespace cap; the Rust verifier applies it to roots too
 
 
 @dataclass
@@ -78,6 +79,8 @@ def decode_root_record(raw: bytes, signature: bytes = b"") -> Root:
     if v != ROOT_VERSION:
         raise VerifyError(f"root record: unknown version {v}")
     nlen = r.u16("namespace length")
+    if nlen > MAX_ROOT_NS:
+        raise VerifyError(f"root record: namespace length {nlen} exceeds {MAX_ROOT_NS}")
     try:
         ns = r.take(nlen, "namespace").decode("utf-8")
     except UnicodeDecodeError:
@@ -164,11 +167,12 @@ def check_fresh(root: Root, last: tuple[int, bytes] | None) -> None:
         return
     try:
         seq, h = last
+        seq, h = int(seq), bytes(h)
     except Exception:
         raise VerifyError("check_fresh: last must be (seq, root_hash)") from None
     if root.seq < seq:
         raise VerifyError(f"rollback: root seq {root.seq} is older than the seq {seq} already seen")
-    if root.seq == seq and root.hash != bytes(h):
+    if root.seq == seq and root.hash != h:
         raise VerifyError(f"equivocation: a second, different root for seq {seq}")
 
 

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for cairn.v1 (see generate.sh)."""
