@@ -19,12 +19,14 @@ pub fn cairn_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CAIRN_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test-binary> → target/<profile>/cairn
+    // target/<profile>/deps/<test-binary> → target/<profile>/cairn; a bin of this crate lives beside it.
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    let dir = exe.parent().expect("the binary lives in a directory");
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>/deps has a parent")
+    } else {
+        dir
+    };
     profile_dir.join("cairn")
 }
 
