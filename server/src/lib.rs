@@ -17,6 +17,7 @@ pub mod identity;
 pub mod mcp;
 pub mod metrics;
 pub mod node;
+pub mod otlp;
 pub mod p2p;
 pub mod published;
 pub mod service;

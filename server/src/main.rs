@@ -49,10 +49,38 @@ fn main() -> ExitCode {
             "info,ort=warn,iroh=warn,iroh_blobs=warn,hnsw_rs=warn,rmcp=warn",
         )
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let otlp = match &cli.command {
+        Command::Serve(a) => match a.otlp_endpoint.as_deref().map(cairn_server::otlp::provider) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                eprintln!("error: --otlp-endpoint: {e}");
+                return ExitCode::FAILURE;
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::prelude::*;
+        // Per-layer filters: CAIRN_LOG is the log's own, so a quiet log does not silence the RPC spans, and only
+        // the node's own spans reach the exporter.
+        let fmt_layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter);
+        let otel_layer = otlp.as_ref().map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("cairn"))
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target("cairn_server", tracing::Level::INFO),
+                )
+        });
+        tracing_subscriber::registry()
+            .with(fmt_layer)
+            .with(otel_layer)
+            .init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,7 +91,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    if let Some(p) = &otlp {
+        // Flush the spans still queued (outside the runtime, as the exporter's blocking client needs).
+        if let Err(e) = p.shutdown_with_timeout(std::time::Duration::from_secs(5)) {
+            eprintln!("warning: OTLP flush at exit: {e}");
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
@@ -115,6 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
                 },
                 auth: !args.no_auth,
                 metrics_listen: args.metrics_listen,
+                trace_rpcs: args.otlp_endpoint.is_some(),
                 insecure: args.insecure,
             };
             node::serve(cfg).await

@@ -108,7 +108,7 @@ where
 /// The `method` label of a request path: the path itself for the service's methods (from the rights table) and
 /// the standard health and reflection services, `other` for anything else, so a client sending made-up paths
 /// cannot grow the number of series without bound.
-fn method_label(path: &str) -> String {
+pub(crate) fn method_label(path: &str) -> String {
     let known = path
         .strip_prefix("/cairn.v1.Cairn/")
         .is_some_and(|m| crate::auth::rules::need(m).is_some())

@@ -69,6 +69,8 @@ pub struct NodeConfig {
     pub tls: crate::tls::TlsMode,
     /// Where to serve Prometheus metrics (`GET /metrics`); none: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// A span per gRPC call (for OTLP export, `--otlp-endpoint`).
+    pub trace_rpcs: bool,
     /// Check capability tokens on every call (off only with `--no-auth`).
     pub auth: bool,
     /// Serve on a non-loopback address without TLS or without tokens.
@@ -210,6 +212,9 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     );
     tracing::info!(%local, "serving");
     let mut server = tonic::transport::Server::builder();
+    if cfg.trace_rpcs {
+        server = server.trace_fn(crate::otlp::rpc_span);
+    }
     if let Some(c) = &cert {
         server = server
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(
