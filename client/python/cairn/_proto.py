@@ -83,6 +83,8 @@ def _one_input(item: Any, metadata, created_at, key) -> pb.MemoryInput:
 def remember_request(namespace: str, items, metadata=None, created_at=None, key=None) -> pb.RememberRequest:
     """`items` is one text (with `metadata`, `created_at`, `key` applying to it), or an iterable of texts,
     dicts or NewMemory (`metadata` and `created_at` then apply to plain texts; `key` is refused)."""
+    if isinstance(items, (NewMemory, Mapping)) and (metadata is not None or created_at is not None or key is not None):
+        raise ValueError("metadata=, created_at= and key= apply to a plain text; a NewMemory or dict carries its own")
     if isinstance(items, (str, NewMemory, Mapping)):
         inputs = [_one_input(items, metadata, created_at, key)]
     else:

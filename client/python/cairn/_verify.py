@@ -37,7 +37,7 @@ def _parse_id(s: str) -> bytes:
     return b
 
 
-def check_shown(id_hex: str, record: bytes, text: str, metadata, created_at: int, namespace: str | None,
+def check_shown(id_hex: str, record: bytes, text: str, metadata, created_at: int, namespace: str,
                 key: str | None) -> tuple[bytes, bytes]:
     """Checks that what the node shows for one memory is what its record bytes say and that its id is the
     BLAKE3 of those bytes. Returns (id, record) for the verifier."""
@@ -54,7 +54,7 @@ def check_shown(id_hex: str, record: bytes, text: str, metadata, created_at: int
         raise VerificationError(f"memory {id_hex}: its id is not the hash of its record ({rid.hex()})")
     if rec.text != text or dict(rec.metadata) != dict(metadata) or rec.created_at != created_at:
         raise VerificationError(f"memory {id_hex}: shown text, metadata or time differ from the record")
-    if namespace and namespace != rec.namespace:
+    if namespace != rec.namespace:
         raise VerificationError(f"memory {id_hex}: shown namespace {namespace!r} differs from the record's "
                                 f"{rec.namespace!r}")
     if (key or "") != rec.metadata.get(KEY_META, ""):

@@ -173,23 +173,26 @@ class Node:
             kw["tls_pin"] = self.tls_fingerprint
         return AsyncCairnClient(self.url, token=self.token if token is ... else token, **kw)
 
+    def command(self, *args: str, token: str | None | type(...) = ...,
+                env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """(argv, env) to run `cairn --node URL <args>` yourself, e.g. a long-running `cairn mcp` under
+        subprocess.Popen or an MCP stdio client: the admin token (or `token`) in CAIRN_TOKEN, the TLS pin in
+        CAIRN_TLS_PIN, and this node's own CLI trust state."""
+        full_env = self.env()
+        t = self.token if token is ... else token
+        if t:
+            full_env["CAIRN_TOKEN"] = t
+        if self.tls_fingerprint:
+            full_env["CAIRN_TLS_PIN"] = self.tls_fingerprint
+        full_env.update(env or {})
+        return [str(cairn_bin()), "--node", self.url, *args], full_env
+
     def cli(self, *args: str, token: str | None | type(...) = ..., check: bool = True, json_out: bool = False,
             input: str | None = None, timeout: float = 120.0, env: dict[str, str] | None = None):
         """Runs `cairn --node URL <args>` with the admin token (or `token`). Returns the CompletedProcess, or
         with `json_out=True` the parsed `--json` output. `check=True` raises on a non-zero exit. The CLI's
         trust state is this node's own file (`CAIRN_STATE`) unless `env` says otherwise."""
-        env_extra = env
-        cmd = [str(cairn_bin()), "--node", self.url]
-        if json_out:
-            cmd.append("--json")
-        cmd += list(args)
-        env = self.env()
-        t = self.token if token is ... else token
-        if t:
-            env["CAIRN_TOKEN"] = t
-        if self.tls_fingerprint:
-            env["CAIRN_TLS_PIN"] = self.tls_fingerprint
-        env.update(env_extra or {})
+        cmd, env = self.command(*((["--json"] if json_out else []) + list(args)), token=token, env=env)
         out = subprocess.run(cmd, env=env, input=input, capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
             raise NodeError(f"cairn {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()}")

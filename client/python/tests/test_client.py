@@ -88,6 +88,8 @@ def test_remember_forms(client, ns):
     assert got[2].metadata == {"b": "2", cairn.KEY_META: "k1"}
     with pytest.raises(ValueError):
         client.remember(ns, ["a", "b"], key="shared")
+    with pytest.raises(ValueError):
+        client.remember(ns, NewMemory("a"), key="k")
     with pytest.raises(TypeError):
         client.remember(ns, [42])
 
@@ -185,6 +187,12 @@ def test_errors_map_to_classes(node, client, ns):
         client.root(ns, seq=10_000)
     with pytest.raises(InvalidArgument):  # a proof needs a query
         client.recall(ns, verify=True)
+
+    with pytest.raises(cairn.FailedPrecondition):  # Unfollow of a namespace this node owns
+        client.unfollow(ns)
+    with node.client(timeout=0.0001) as hasty, pytest.raises(cairn.DeadlineExceeded) as e:
+        hasty.embed(["a sentence to embed"] * 200)
+    assert isinstance(e.value, TimeoutError) and e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
     with node.client(token=None) as anon, pytest.raises(Unauthenticated) as e:
         anon.stats()
@@ -311,3 +319,23 @@ async def test_async_tls(tls_node, ns):
         assert len(await c.recall(ns, "TLS")) == 1
     with pytest.raises(TlsPinMismatch):
         await AsyncCairnClient.connect(tls_node.url, token=tls_node.token, tls_pin="22" * 32)
+
+
+def test_watch_roots(client, ns):
+    client.remember(ns, "first")
+    stream = client.watch_roots(ns)
+    first = next(stream)
+    assert first.namespace == ns and first.seq == 1 and first.signed
+    client.remember(ns, "second")
+    assert next(stream).seq == 2
+    stream.close()
+
+
+async def test_async_watch_roots(node, ns):
+    async with node.aclient() as c:
+        await c.remember(ns, "first")
+        stream = c.watch_roots(ns)
+        assert (await anext(stream)).seq == 1
+        await c.remember(ns, "second")
+        assert (await anext(stream)).seq == 2
+        await stream.aclose()

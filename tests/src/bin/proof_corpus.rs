@@ -187,7 +187,7 @@ impl Corpus {
         }
         // What was asked.
         let mut t = f.clone();
-        t.namespace.push_str("x");
+        t.namespace.push('x');
         self.add(&t, false, format!("{what}: namespace changed"))?;
         match &f.kind {
             Kind::Get => {}
@@ -198,7 +198,7 @@ impl Corpus {
                     ("limit + 1", (0, 0, 1)),
                     ("limit - 1", (0, 0, -1)),
                 ] {
-                    let mut r2 = r.clone();
+                    let mut r2 = *r;
                     r2.since = r2.since.saturating_add_signed(change.0);
                     r2.until = r2.until.saturating_add_signed(change.1);
                     r2.limit = r2.limit.saturating_add_signed(change.2 as i32);
@@ -207,7 +207,7 @@ impl Corpus {
                     self.add(&t, false, format!("{what}: range {name}"))?;
                 }
                 if r.after.is_none() && !f.items.is_empty() {
-                    let mut r2 = r.clone();
+                    let mut r2 = *r;
                     let first = &f.items[0];
                     let created = cairn_index::record::MemoryRecord::decode(&first.1)
                         .map(|m| m.created_at)
@@ -232,12 +232,12 @@ impl Corpus {
                     let mut s2 = scores.clone();
                     s2[0] = f32::from_bits(s2[0].to_bits() ^ 1);
                     let mut t = f.clone();
-                    t.kind = Kind::Recall(s2, asked.clone());
+                    t.kind = Kind::Recall(s2, *asked);
                     self.add(&t, false, format!("{what}: score 0 off by one bit"))?;
                     let mut s2 = scores.clone();
                     s2[0] = f32::NAN;
                     let mut t = f.clone();
-                    t.kind = Kind::Recall(s2, asked.clone());
+                    t.kind = Kind::Recall(s2, *asked);
                     self.add(&t, false, format!("{what}: score 0 NaN"))?;
                 }
             }

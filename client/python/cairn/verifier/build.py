@@ -103,6 +103,7 @@ class FakeNode:
         return id_
 
     def vector_of(self, x: int, new_vec: bytes, new_node: int) -> bytes:
+        """The vector of node x, or of the node being inserted."""
         return new_vec if x == new_node else self.nodes[x].vector
 
     def forget(self, id_: bytes) -> None:
@@ -117,6 +118,7 @@ class FakeNode:
     # ------------------------------------------------------------ commitments
 
     def graph_leaves(self) -> list[bytes]:
+        """Graph-tree leaf hashes, in node order."""
         return [graph_leaf_hash(n.node, n.id, n.created_at, n.alive, n.level, n.vector, lists_hash(n.lists))
                 for n in self.nodes]
 
@@ -125,9 +127,11 @@ class FakeNode:
         return sorted((n for n in self.nodes if n.alive), key=lambda n: (n.created_at, n.id))
 
     def time_leaves(self) -> list[bytes]:
+        """Time-tree leaf hashes, in (created_at, id) order."""
         return [time_leaf_hash(n.created_at, n.id, n.node) for n in self.timeline()]
 
     def root_fields(self) -> dict:
+        """The root record's fields over the current state."""
         g, t = self.graph_leaves(), self.time_leaves()
         return dict(namespace=self.namespace, seq=self.seq, prev=b"\x00" * 32 if self.seq == 1 else b"\x01" * 32,
                     graph_leaves=len(g), graph_root=tree_root(g), time_leaves=len(t), time_root=tree_root(t),
@@ -187,6 +191,7 @@ class FakeNode:
     # ------------------------------------------------------------ recall proofs
 
     def full_graph(self) -> dict:
+        """{node: (vector, level, lists)} for the instrumented search."""
         return {n.node: (n.vector, n.level, n.lists) for n in self.nodes}
 
     def recall(self, query: bytes, k: int, ef: int, mode: int = MODE_GRAPH):
@@ -209,6 +214,7 @@ class FakeNode:
         return parts, returned, scores
 
     def encode_node(self, nd: Node, full: bool, vector: bytes | None = None) -> bytes:
+        """One recall-proof node, with full lists or only their hash."""
         vec = nd.vector if vector is None else vector
         out = [u32be(nd.node), nd.id, u64be(nd.created_at), bytes([nd.alive, nd.level]), encode_vector(vec)]
         out += [b"\x01", encode_lists(nd.lists)] if full else [b"\x00", lists_hash(nd.lists)]

@@ -42,14 +42,17 @@ def _pct(xs: list[float], p: float) -> float:
 def run(corpus: str, show_time: bool = False, out=None) -> int:
     """Runs the cross-check; returns the exit status."""
     out = out or sys.stdout
-    with open(os.path.join(corpus, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
-    if manifest.get("version") != 1:
-        print(f"unknown manifest version {manifest.get('version')!r}", file=out)
+    try:
+        with open(os.path.join(corpus, "manifest.json"), encoding="utf-8") as f:
+            manifest = json.load(f)
+        if manifest.get("version") != 1:
+            raise ValueError(f"unknown manifest version {manifest.get('version')!r}")
+        node_ids = {k: _unhex(v, f"node {k}") for k, v in manifest.get("node_ids", {}).items()}
+        pinned = [_unhex(h, "pinned witness") for h in manifest.get("pinned_witnesses", [])]
+        cases = list(manifest.get("cases", []))
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        print(f"cannot read {os.path.join(corpus, 'manifest.json')}: {e}", file=out)
         return 1
-    node_ids = {k: _unhex(v, f"node {k}") for k, v in manifest.get("node_ids", {}).items()}
-    pinned = [_unhex(h, "pinned witness") for h in manifest.get("pinned_witnesses", [])]
-    cases = manifest.get("cases", [])
     honest = sum(1 for c in cases if c.get("honest"))
     disagreements = 0
     times: dict[str, list[float]] = {}

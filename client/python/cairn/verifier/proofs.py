@@ -16,7 +16,7 @@ from .commit import (
 from .errors import VerifyError
 from .merkle import verify_multiproof
 from .record import Record, decode_record, record_id
-from .root import EMPTY_ENTRY, Root, read_signed_root
+from .root import Root, read_signed_root
 from .search import distances, exact_answer, graph_search, score_of
 from .wire import Reader
 

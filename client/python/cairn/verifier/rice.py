@@ -48,8 +48,10 @@ def _step(state: int, bit: int):
 
 
 def _build():
-    """Builds the (state, byte) -> (state, emitted components) table, composing
-    two nibble steps (fast enough to build on first use)."""
+    """Builds the flat (state * 256 + byte) -> (next state * 256, emitted
+    components) table, composing two nibble steps (fast enough to build on
+    first use). States are premultiplied by 256 so the lookup is `st | byte`;
+    the error state's row maps every byte back to the error state."""
     global _TABLE
     nib = []
     for s in range(_N_STATES):
@@ -63,22 +65,25 @@ def _build():
                 if z is not None:
                     outs.append(z)
             nib.append((st, tuple(outs)))
-    table = [None] * (_N_STATES * 256)
+    err = _N_STATES * 256
+    table = [(err, ())] * ((_N_STATES + 1) * 256)
     for s in range(_N_STATES):
         base = s * 16
         for hi in range(16):
             st1, o1 = nib[base + hi]
             row = s * 256 + hi * 16
             if st1 == _ERR:
-                for lo in range(16):
-                    table[row + lo] = (_ERR, ())
                 continue
             base2 = st1 * 16
             for lo in range(16):
                 st2, o2 = nib[base2 + lo]
-                table[row + lo] = (st2, o1 + o2 if o2 else o1)
+                table[row + lo] = (err if st2 == _ERR else st2 * 256, o1 + o2 if o2 else o1)
     _TABLE = table
     return table
+
+
+_ERR_ROW = _N_STATES * 256
+_MAX_BITS_PER_COMPONENT = MAX_RUN + 1 + 3
 
 
 def decode_vector(buf: bytes, pos: int, end: int, dim: int) -> tuple[bytes, int]:
@@ -86,21 +91,25 @@ def decode_vector(buf: bytes, pos: int, end: int, dim: int) -> tuple[bytes, int]
     (bits may not run past `end`). Returns (int8 bytes, position after the
     padding). Rejects a zero run over 31 bits, truncation and nonzero padding."""
     table = _TABLE or _build()
+    if dim == 0:
+        return b"", pos
+    # No valid coding is longer than 35 bits a component: read at most that.
+    stop = min(end, pos + (dim * _MAX_BITS_PER_COMPONENT + 7) // 8)
     outs: list[int] = []
     st = 0
-    n = 0
     p = pos
-    while n < dim:
-        if p >= end:
-            raise VerifyError("coded vector: bits run past the end of the proof")
-        st, o = table[st * 256 + buf[p]]
+    for b in buf[pos:stop]:
         p += 1
-        if st == _ERR:
-            raise VerifyError("coded vector: a run of more than 31 zero bits")
+        st, o = table[st | b]
         if o:
-            outs.extend(o)
-            n += len(o)
-    if n != dim or st >= 32:
+            outs += o
+            if len(outs) >= dim:
+                break
+    if st == _ERR_ROW:
+        raise VerifyError("coded vector: a run of more than 31 zero bits")
+    if len(outs) < dim:
+        raise VerifyError("coded vector: bits run past the end of the proof")
+    if len(outs) != dim or st >= 32 * 256:
         raise VerifyError("coded vector: nonzero padding bits")
     return bytes(outs).translate(UNZIGZAG), p
 
@@ -113,3 +122,4 @@ def encode_vector(vec: bytes) -> bytes:
     s = "".join(bits)
     s += "0" * (-len(s) % 8)
     return int(s, 2).to_bytes(len(s) // 8, "big") if s else b""
+

@@ -8,7 +8,6 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import VerifyError
 
 SCORE_DIVISOR = np.float32(16129.0)  # 127 * 127
 
@@ -81,10 +80,6 @@ def graph_search(dist: Callable[[int], int], lists_at: Callable[[int, int], list
 def exact_answer(scored: list[tuple[int, int]], k: int) -> list[tuple[int, int]]:
     """The k smallest (d, node) pairs of `scored` (alive nodes only)."""
     return heapq.nsmallest(k, scored)
-
-
-class _Missing(VerifyError):
-    pass
 
 
 def instrumented_search(nodes: dict, query: bytes, entry: int, max_level: int, efp: int):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import blake3
 
-from .errors import VerifyError
 from .wire import Reader, u32be
 
 
