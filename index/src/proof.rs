@@ -294,7 +294,15 @@ pub fn verify_get(
             "proof and answer list different memories".into(),
         ));
     }
+    // Every entry returned exactly once: as many distinct returned ids as entries, each one in the proof.
+    let mut seen = std::collections::HashSet::with_capacity(returned.len());
     for r in returned {
+        if !seen.insert(*r.id) {
+            return Err(VerifyError::Mismatch(format!(
+                "memory {} is returned twice",
+                r.id
+            )));
+        }
         let e = by_id
             .get(r.id)
             .ok_or_else(|| VerifyError::Mismatch(format!("memory {} is not in the proof", r.id)))?;

@@ -95,6 +95,10 @@ async fn a_key_written_again_replaces_its_memory_in_one_commit() {
     let mut lying = got.clone();
     lying.memories[0].key = "home".into();
     assert!(v::get_keys(ns, &keys, &lying, &trusted, None).is_err());
+    // A node that repeats one memory in place of another is caught (the proof holds two different ones).
+    let mut doubled = got.clone();
+    doubled.memories[1] = doubled.memories[0].clone();
+    assert!(v::get(ns, &doubled, &trusted, None).is_err());
     // A node that drops an asked key silently is caught.
     let mut dropped = got.clone();
     dropped.memories.remove(1);

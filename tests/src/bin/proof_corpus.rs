@@ -167,6 +167,12 @@ impl Corpus {
             t.items[0].0 = t.items[1].0;
             self.add(&t, false, format!("{what}: item 0 given item 1's id"))?;
             let mut t = f.clone();
+            t.items[1] = t.items[0].clone();
+            if let Kind::Recall(scores, _) = &mut t.kind {
+                scores[1] = scores[0];
+            }
+            self.add(&t, false, format!("{what}: item 1 replaced by item 0"))?;
+            let mut t = f.clone();
             let dup = t.items[0].clone();
             t.items.push(dup);
             if let Kind::Recall(scores, _) = &mut t.kind {
