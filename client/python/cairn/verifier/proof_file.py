@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 import blake3
 
 from .errors import VerifyError
-from .proofs import MAX_ITEMS, MAX_PROOF, Verified, verify_get, verify_list, verify_recall
+from .proofs import MAX_PROOF, Verified, verify_get, verify_list, verify_recall
 from .wire import Reader, u16be, u32be, u64be
 
 MAGIC_V2 = b"CAIRNPF2"
 MAGIC_V1 = b"CAIRNPF1"
 KINDS = {1: "get", 2: "list", 3: "recall"}
+# Caps of a saved file (docs/PROOFS.md, "Saved proof files"): at most 100,000 items and 128 MiB in all.
+MAX_FILE_ITEMS = 100_000
+MAX_FILE_BYTES = 2 * MAX_PROOF
 KIND_CODES = {v: k for k, v in KINDS.items()}
 
 
@@ -56,6 +59,8 @@ def decode_proof_file(b: bytes) -> ProofFile:
     b = bytes(b)
     if len(b) < 8 + 32:
         raise VerifyError("proof file: truncated")
+    if len(b) > MAX_FILE_BYTES:
+        raise VerifyError("proof file: larger than 128 MiB")
     magic = b[:8]
     if magic == MAGIC_V2:
         version = 2
@@ -90,7 +95,7 @@ def decode_proof_file(b: bytes) -> ProofFile:
         pf.k = r.u32("k")
         pf.min_ef = r.u32("min_ef")
     item_min = 36 + (4 if kind == "recall" else 0)
-    n = r.count("item count", item_min, MAX_ITEMS)
+    n = r.count("item count", item_min, MAX_FILE_ITEMS)
     for _ in range(n):
         id_ = r.take(32, "id")
         rlen = r.u32("record length")

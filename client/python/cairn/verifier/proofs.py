@@ -25,6 +25,7 @@ RECALL_MAGIC = b"CPR2"
 RECALL_MAGIC_V1 = b"CPR1"
 
 MAX_PROOF = 64 * 1024 * 1024
+NO_ENTRY = 0xFFFFFFFF  # a root's entry when the graph has no entry point
 MAX_ITEMS = 200_000
 MAX_K = 1000
 MAX_EF = 10_000
@@ -384,12 +385,15 @@ def recall_answer(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: 
 
     by_node = {nd.node: nd for nd in rp.nodes}
     dmap = dict(zip(by_node.keys(), distances(rp.query, [nd.vector for nd in rp.nodes], rp.dim)))
-    if rp.mode == MODE_EXACT:
+    if root.graph_leaves == 0 or root.entry == NO_ENTRY:
+        # No entry point: only an empty graph, with no nodes, has an (empty) answer.
+        if rp.nodes or root.graph_leaves != 0:
+            raise VerifyError("graph without entry point")
+        answer = []
+    elif rp.mode == MODE_EXACT:
         if len(rp.nodes) != root.graph_leaves:
             raise VerifyError("exact recall proof does not carry every graph node")
         answer = exact_answer([(dmap[nd.node], nd.node) for nd in rp.nodes if nd.alive == 1], rp.k)
-    elif root.graph_leaves == 0:
-        answer = []
     else:
         def dist(n: int) -> int:
             d = dmap.get(n)
@@ -399,10 +403,11 @@ def recall_answer(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: 
 
         def lists_at(n: int, layer: int) -> list[int]:
             nd = by_node[n]
-            if layer > nd.level:
-                return []
+            # The lists must be carried whenever the search reads them, even above the node's level.
             if nd.lists is None:
                 raise VerifyError(f"the search needs the lists of node {n}, which the proof lacks")
+            if layer > nd.level:
+                return []
             return nd.lists[layer]
 
         res = graph_search(dist, lists_at, root.entry, root.max_level, max(rp.ef, rp.k))
