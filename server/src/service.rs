@@ -147,6 +147,8 @@ impl Cairn for CairnService {
             .map(|(n, i)| {
                 let mut metadata = i.metadata;
                 if !i.key.is_empty() {
+                    cairn_index::validate::key(&format!("items[{n}].key"), &i.key)
+                        .map_err(|e| Status::from(crate::error::NodeError::from(e)))?;
                     match metadata.get(KEY_META) {
                         Some(k) if *k != i.key => {
                             return Err(Status::invalid_argument(format!(

@@ -143,6 +143,20 @@ async fn a_key_written_again_replaces_its_memory_in_one_commit() {
         .await
         .expect_err("conflict");
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
+    let bad = raw
+        .remember(pb::RememberRequest {
+            namespace: ns.into(),
+            items: vec![pb::MemoryInput {
+                text: "x".into(),
+                metadata: Default::default(),
+                created_at: None,
+                key: "a\nb".into(),
+            }],
+        })
+        .await
+        .expect_err("control character");
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
+    assert!(bad.message().contains("items[0].key"), "{bad}");
 
     // Keys survive a restart: the replacement works on the reloaded namespace.
     node.stop();

@@ -23,10 +23,10 @@ impl Engine {
             validate::namespace(prefix)?;
         }
         if peer == self.node_key() {
-            return Err(NodeError::invalid("with", "that is this node's own id"));
+            return Err(NodeError::invalid("node_id", "that is this node's own id"));
         }
         if iroh::PublicKey::from_bytes(&peer).is_err() {
-            return Err(NodeError::invalid("with", "not a valid node id"));
+            return Err(NodeError::invalid("node_id", "not a valid node id"));
         }
         let st = self.state.clone();
         let p = prefix.to_owned();

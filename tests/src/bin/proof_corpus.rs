@@ -4,7 +4,9 @@
 //! of each. Every case carries the decision of this (Rust) verifier; `python -m cairn.verifier.crosscheck DIR`
 //! must take the same one on every case.
 //!
-//! Usage: proof-corpus --out DIR [--big N]   (`--big N` adds a namespace of N memories, for timing)
+//! Usage: proof_corpus --out DIR [--big N [--only-big]]
+//! (`--big N` adds a namespace of N memories with honest answers only, for timing verifiers; `--only-big` leaves
+//! out the small namespaces and their tampers.)
 
 use std::path::{Path, PathBuf};
 
@@ -420,7 +422,7 @@ async fn answers(c: &CairnClient, ns: &str, n: usize) -> Result<Vec<(ProofFile, 
     Ok(out)
 }
 
-async fn run(out_dir: &Path, big: usize) -> Result<()> {
+async fn run(out_dir: &Path, big: usize, only_big: bool) -> Result<()> {
     std::fs::create_dir_all(out_dir)?;
     let data = temp_dir();
     // Graph-mode recall proofs from 40 memories up (exact-mode below).
@@ -442,6 +444,9 @@ async fn run(out_dir: &Path, big: usize) -> Result<()> {
         ("c/sixty", 60),
         ("c/three-hundred", 300),
     ];
+    if only_big {
+        sizes.clear();
+    }
     if big > 0 {
         sizes.push(("c/big", big));
     }
@@ -516,14 +521,15 @@ async fn run(out_dir: &Path, big: usize) -> Result<()> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut out, mut big) = (None, 0usize);
+    let (mut out, mut big, mut only_big) = (None, 0usize, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--out" => out = args.next().map(PathBuf::from),
             "--big" => big = args.next().context("--big N")?.parse().context("--big N")?,
-            _ => bail!("usage: proof-corpus --out DIR [--big N]"),
+            "--only-big" => only_big = true,
+            _ => bail!("usage: proof_corpus --out DIR [--big N [--only-big]]"),
         }
     }
-    let out = out.context("usage: proof-corpus --out DIR [--big N]")?;
-    run(&out, big).await
+    let out = out.context("usage: proof_corpus --out DIR [--big N [--only-big]]")?;
+    run(&out, big, only_big).await
 }
