@@ -6,6 +6,8 @@
 //!   (batches of 32 over gRPC, durable), measured one after the other in the same run on the same texts.
 //! - `recall`: Recall latency (text query, k=10) p50/p99 at 10k and 100k memories.
 //! - `scifact`: BEIR SciFact nDCG@10 / recall@10 with exact search and with HNSW search.
+//! - `locomo`: LoCoMo evidence recall@5/@10 per question category (every turn a memory in its conversation's
+//!   namespace), without and with verified proofs, and Recall latency.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -55,6 +57,16 @@ enum Cmd {
     },
     /// SciFact nDCG@10 with exact and HNSW search.
     Scifact,
+    /// LoCoMo evidence recall@5/@10 per category over the non-adversarial questions with evidence, without and
+    /// with a verified proof, plus Recall latency.
+    Locomo {
+        /// What each memory holds: `rag` (LoCoMo's RAG string: date, speaker, text, image caption) or `text`.
+        #[arg(long, default_value = "rag")]
+        text: String,
+        /// Also run every question with proof = true, verifying each answer.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        verify: bool,
+    },
     /// Recall proofs on an existing namespace (use --data-dir of a `recall` run): proof size, time to answer
     /// with a proof, client verify time, and recall@10 of the proof search against exact search.
     Proofs {
@@ -630,6 +642,137 @@ async fn bench_scifact(args: &Args) -> Result<()> {
             "SciFact test ({n} queries), {label}: nDCG@10 {:.5}, recall@10 {:.5}",
             ndcg / n as f64,
             rec / n as f64
+        );
+    }
+    Ok(())
+}
+
+/// LoCoMo's evidence recall: per question, the share of its evidence turns among the top k hits.
+fn evidence_recall(hits: &[String], evidence: &HashSet<String>, k: usize) -> f64 {
+    let found = hits
+        .iter()
+        .take(k)
+        .filter(|d| evidence.contains(*d))
+        .count();
+    found as f64 / evidence.len().max(1) as f64
+}
+
+async fn bench_locomo(args: &Args, text_field: &str, verify: bool) -> Result<()> {
+    let root = data_root(args).join("locomo").join("flat");
+    let turns = read_jsonl(&root.join("turns.jsonl"))?;
+    let questions = read_jsonl(&root.join("questions.jsonl"))?;
+    let field = match text_field {
+        "rag" => "rag_text",
+        "text" => "text",
+        other => bail!("--text {other}: use rag or text"),
+    };
+    let node = start_node(args.data_dir.as_deref())?;
+    let client = connect(node.url.clone(), &node.dir).await?;
+    let trusted = cairn_client::verify::parse_node_id(&client.node_info().await?.node_id)
+        .map_err(|e| anyhow::anyhow!("node id: {e}"))?;
+    let mut by_conv: BTreeMap<String, Vec<NewMemory>> = BTreeMap::new();
+    for t in &turns {
+        let conv = t["conv"].as_str().context("turn without conv")?;
+        let text = t[field]
+            .as_str()
+            .context("turn without text")?
+            .trim()
+            .to_owned();
+        by_conv.entry(conv.to_owned()).or_default().push(
+            NewMemory::new(text)
+                .meta("dia_id", t["dia_id"].as_str().unwrap_or(""))
+                .meta("speaker", t["speaker"].as_str().unwrap_or("")),
+        );
+    }
+    let t0 = Instant::now();
+    let mut stored = 0;
+    for (conv, items) in &by_conv {
+        let ns = format!("bench/locomo/{conv}");
+        let have = client
+            .stats(Some(&ns))
+            .await
+            .map(|s| s.total_memories)
+            .unwrap_or(0);
+        if have as usize >= items.len() {
+            continue; // kept from an earlier run (--data-dir)
+        }
+        for chunk in items.chunks(64) {
+            client.remember(&ns, chunk.to_vec()).await?;
+        }
+        stored += items.len();
+    }
+    println!(
+        "ingested {stored} LoCoMo turns ({} conversations, text = {field}) in {:.0} s",
+        by_conv.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let asked: Vec<&Value> = questions
+        .iter()
+        .filter(|q| q["category"].as_u64() != Some(5))
+        .filter(|q| q["evidence_norm"].as_array().is_some_and(|e| !e.is_empty()))
+        .collect();
+    let runs: &[bool] = if verify { &[false, true] } else { &[false] };
+    for &proof in runs {
+        // category name → (questions, recall@5 sum, recall@10 sum)
+        let mut per: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+        let mut lat = Vec::with_capacity(asked.len());
+        let mut verified = 0usize;
+        for q in &asked {
+            let conv = q["conv"].as_str().context("question without conv")?;
+            let ns = format!("bench/locomo/{conv}");
+            let question = q["question"].as_str().context("question text")?;
+            let evidence: HashSet<String> = q["evidence_norm"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect();
+            let t = Instant::now();
+            let resp = client
+                .recall(&ns, question)
+                .k(10)
+                .proof(proof)
+                .send_full()
+                .await?;
+            if proof {
+                let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: 0 };
+                cairn_client::verify::recall(&ns, &asked, &resp, &trusted, None)
+                    .map_err(|e| anyhow::anyhow!("{ns}: {question:?}: proof rejected: {e}"))?;
+                verified += 1;
+            }
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            let hits: Vec<String> = resp
+                .hits
+                .iter()
+                .map(|h| h.metadata.get("dia_id").cloned().unwrap_or_default())
+                .collect();
+            let cat = q["category_name"].as_str().unwrap_or("?").to_owned();
+            for key in [cat, "all".to_owned()] {
+                let e = per.entry(key).or_default();
+                e.0 += 1;
+                e.1 += evidence_recall(&hits, &evidence, 5);
+                e.2 += evidence_recall(&hits, &evidence, 10);
+            }
+        }
+        let label = if proof {
+            format!("semantic, with proof ({verified} verified)")
+        } else {
+            "semantic, no proof".to_owned()
+        };
+        println!("LoCoMo evidence recall, {label}:");
+        println!("| category | questions | recall@5 | recall@10 |");
+        println!("|---|---|---|---|");
+        for (cat, (n, r5, r10)) in &per {
+            println!(
+                "| {cat} | {n} | {:.3} | {:.3} |",
+                r5 / *n as f64,
+                r10 / *n as f64
+            );
+        }
+        summary(
+            &format!("Recall k=10 ({label}, client-observed, verify included)"),
+            "ms",
+            lat,
         );
     }
     Ok(())
@@ -1230,6 +1373,7 @@ async fn main() -> Result<()> {
         Cmd::Ingest { n, in_flight } => bench_ingest(&args, *n, *in_flight).await,
         Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
         Cmd::Scifact => bench_scifact(&args).await,
+        Cmd::Locomo { text, verify } => bench_locomo(&args, text, *verify).await,
         Cmd::Auth { memories, queries } => bench_auth(*memories, *queries).await,
         Cmd::Scrub { sizes } => bench_scrub(sizes),
         Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
