@@ -175,6 +175,28 @@ async fn a_key_written_again_replaces_its_memory_in_one_commit() {
         .await
         .expect("list");
     v::list(ns, &range, &page, &trusted, None).expect("the list verifies after restart");
+
+    // Replacements leave tombstones like Forget does, and they are compacted away the same way.
+    let churn: Vec<NewMemory> = (0..300)
+        .map(|i| NewMemory::new(format!("Version {i} of the running note.")).key("note"))
+        .collect();
+    let r = c.remember(ns, churn).await.expect("churn");
+    assert_eq!(r[299].replaced, r[298].id);
+    let stats = c.stats(Some(ns)).await.expect("stats");
+    let s = &stats.namespaces[0];
+    assert_eq!(s.tombstones, 0, "compacted: {s:?}");
+    let page = c
+        .list_with_proof(ns, ListOptions::default())
+        .await
+        .expect("list");
+    v::list(ns, &range, &page, &trusted, None).expect("the list verifies after compaction");
+    let notes: Vec<&str> = page
+        .memories
+        .iter()
+        .filter(|m| m.key == "note")
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(notes, vec!["Version 299 of the running note."]);
     assert_eq!(
         page.memories
             .iter()

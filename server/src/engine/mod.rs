@@ -617,7 +617,7 @@ impl Engine {
             vectors,
             reply,
         })?;
-        let _w = space.write.lock().await;
+        let w = space.write.lock().await;
         if let Ok(done) = answer.try_recv() {
             return done;
         }
@@ -636,6 +636,14 @@ impl Engine {
                         .send(Err(NodeError::Task(format!("group commit failed: {msg}"))));
                 }
                 return Err(e);
+            }
+        }
+        drop(w);
+        // Keyed writes that replaced memories leave tombstones, like Forget: compact when they pile up. The
+        // writes are committed already, so a failed compaction is logged, not reported to them.
+        if space.wants_compaction() {
+            if let Err(e) = self.compact(&space).await {
+                tracing::warn!(namespace = ns, error = %e, "compaction after replacing writes failed");
             }
         }
         answer
