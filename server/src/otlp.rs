@@ -1,6 +1,5 @@
 //! Optional OTLP trace export (`cairn serve --otlp-endpoint URL`): a span per gRPC call, sent over OTLP/HTTP
-//! (protobuf) by a batch processor on its own thread, so a slow or absent collector never holds up a call
-//! (spans beyond its bounded queue are dropped).
+//! (protobuf) by the SDK's batch processor on a thread of its own, not on the call's path.
 
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;

@@ -544,8 +544,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Export a trace span per gRPC call to this OTLP/HTTP (protobuf) collector, e.g. http://127.0.0.1:4318
-    /// (`/v1/traces` is appended). Off by default. Spans are batched in a bounded queue (dropped, never waited
-    /// for, when it is full) and flushed at shutdown.
+    /// (`/v1/traces` is appended). Off by default. Spans are exported in batches from a thread of their own and
+    /// flushed at shutdown.
     #[arg(long, env = "CAIRN_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
     /// Turn token checks off: anyone who reaches the port may do anything. For benchmarks and throwaway nodes.
