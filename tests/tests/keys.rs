@@ -128,6 +128,36 @@ async fn a_key_written_again_replaces_its_memory_in_one_commit() {
     assert_eq!(home.memories.len(), 1);
     assert_eq!(home.memories[0].text, "Alice moved to Berlin.");
 
+    // Replaced and then stored again with the same content in one call: the last one stays deduplicable.
+    let back = c
+        .remember(
+            ns,
+            vec![
+                NewMemory::new("Alice moved to Lyon.").key("home"),
+                NewMemory::new("Alice moved to Oslo.").key("home"),
+                NewMemory::new("Alice moved to Lyon.").key("home"),
+            ],
+        )
+        .await
+        .expect("back and forth");
+    let again = c
+        .remember(ns, vec![NewMemory::new("Alice moved to Lyon.").key("home")])
+        .await
+        .expect("again");
+    assert!(again[0].deduplicated, "{again:?}");
+    assert_eq!(again[0].id, back[2].id);
+    let both = c
+        .remember(
+            ns,
+            vec![
+                NewMemory::new("Alice moved to Porto.").key("home"),
+                NewMemory::new("Alice moved to Berlin.").key("home"),
+            ],
+        )
+        .await
+        .expect("two again");
+    assert!(both.iter().all(|r| !r.deduplicated));
+
     // The key and a conflicting metadata entry: refused, nothing written.
     let mut raw = node.raw().await.expect("raw");
     let bad = raw

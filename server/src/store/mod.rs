@@ -250,7 +250,15 @@ fn forget_in(tx: &redb::WriteTransaction, ns: &str, gone: &[Forgotten]) -> Resul
         pts.insert((ns, g.point), tomb.encode().as_slice())
             .map_err(dberr)?;
         mem.remove((ns, row.id.0)).map_err(dberr)?;
-        ded.remove((ns, row.dedup)).map_err(dberr)?;
+        // Only this memory's own entry: a batch that replaced a memory and then stored the same content again
+        // under a new id has already pointed the entry at the new one.
+        let own = ded
+            .get((ns, row.dedup))
+            .map_err(dberr)?
+            .is_some_and(|v| v.value() == row.id.0);
+        if own {
+            ded.remove((ns, row.dedup)).map_err(dberr)?;
+        }
         del.insert(row.id.0, ()).map_err(dberr)?;
     }
     tx.open_table(META)
