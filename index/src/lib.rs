@@ -13,6 +13,8 @@
 //! - [`grants`]: owner-signed grant sets: which peers may fetch a namespace.
 //! - [`search`]: the deterministic integer HNSW search that recall proofs replay.
 //! - [`proof`]: proof wire formats and the verifiers for Get, List and Recall.
+//! - [`lexical`]: the deterministic tokenizer, term leaves, fixed-point BM25 and rank fusion.
+//! - [`hybrid`]: lexical and hybrid recall proofs and their verifier.
 //!
 //! ```
 //! use cairn_index::record::{MemoryRecord, Metadata};
@@ -37,7 +39,9 @@
 
 pub mod commit;
 pub mod grants;
+pub mod hybrid;
 pub mod id;
+pub mod lexical;
 pub mod merkle;
 pub mod proof;
 pub mod record;

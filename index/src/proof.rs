@@ -127,6 +127,35 @@ pub struct Returned<'a> {
     pub record: &'a [u8],
 }
 
+/// The root checks every proof shares: signature, trusted signer, namespace.
+pub(crate) fn check_root_pub(
+    root: &SignedRoot,
+    namespace: &str,
+    trusted: &[u8; 32],
+) -> Result<(), VerifyError> {
+    check_root(root, namespace, trusted)
+}
+
+/// A returned record's checks (hash, namespace, created_at), for the other proof kinds.
+pub(crate) fn check_record_pub(
+    r: &Returned<'_>,
+    namespace: &str,
+    created_at: u64,
+) -> Result<MemoryRecord, VerifyError> {
+    check_record(r, namespace, created_at)
+}
+
+pub(crate) fn put_lemmas_pub(o: &mut Vec<u8>, lemmas: &[Hash]) {
+    put_lemmas(o, lemmas)
+}
+
+pub(crate) fn read_lemmas_pub(
+    r: &mut Reader<'_>,
+    lim: &VerifyLimits,
+) -> Result<Vec<Hash>, VerifyError> {
+    read_lemmas(r, lim)
+}
+
 fn check_root(root: &SignedRoot, namespace: &str, trusted: &[u8; 32]) -> Result<(), VerifyError> {
     root.verify(Some(trusted))?;
     if root.record.namespace != namespace {
@@ -612,7 +641,7 @@ pub fn decode_node(r: &mut Reader<'_>, dim: usize) -> Result<ProofNode, VerifyEr
 pub fn root_of_proof(proof: &[u8]) -> Option<SignedRoot> {
     let mut r = Reader::new(proof);
     let magic = r.bytes(4).ok()?;
-    if magic != TIME_MAGIC && magic != RECALL_MAGIC {
+    if magic != TIME_MAGIC && magic != RECALL_MAGIC && magic != crate::hybrid::HYBRID_MAGIC {
         return None;
     }
     SignedRoot::read(&mut r).ok()

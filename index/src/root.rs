@@ -7,8 +7,10 @@ use crate::merkle::Hash;
 
 /// Magic bytes of a root record.
 pub const ROOT_MAGIC: &[u8; 9] = b"CAIRNROOT";
-/// Root record format version.
-pub const ROOT_VERSION: u8 = 1;
+/// Root record format version without a lexical index (still decoded and verified).
+pub const ROOT_VERSION_1: u8 = 1;
+/// Root record format version with the lexical index's commitment ([`LexCommit`]); what nodes sign now.
+pub const ROOT_VERSION: u8 = 2;
 /// Domain tag of the signed message: the signature covers `SIG_CONTEXT ‖ root_hash`.
 pub const SIG_CONTEXT: &[u8; 17] = b"CAIRN-ROOT-SIG-V1";
 /// `entry` when the graph is empty.
@@ -51,6 +53,21 @@ pub struct RootRecord {
     pub created_at: u64,
     /// The signing node's ed25519 public key (its node id).
     pub node_id: [u8; 32],
+    /// The lexical index's commitment (version-2 roots; `None` in version-1 roots).
+    pub lexicon: Option<LexCommit>,
+}
+
+/// What a version-2 root commits of the lexical index (docs/PROOFS.md, "Lexical index").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LexCommit {
+    /// Tokenizer code ([`crate::lexical::TOKENIZER_V1`]).
+    pub tokenizer: u8,
+    /// Term tree leaf count (distinct terms).
+    pub terms: u64,
+    /// Term tree root.
+    pub root: Hash,
+    /// Sum of the live memories' lengths in terms (BM25's average length is this over `time_leaves`).
+    pub total_len: u64,
 }
 
 /// A root record with the node's signature.
@@ -86,7 +103,11 @@ impl RootRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Vec::with_capacity(256);
         o.extend_from_slice(ROOT_MAGIC);
-        o.push(ROOT_VERSION);
+        o.push(if self.lexicon.is_some() {
+            ROOT_VERSION
+        } else {
+            ROOT_VERSION_1
+        });
         o.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
         o.extend_from_slice(self.namespace.as_bytes());
         o.extend_from_slice(&self.seq.to_be_bytes());
@@ -105,6 +126,12 @@ impl RootRecord {
         o.extend_from_slice(&self.model);
         o.extend_from_slice(&self.created_at.to_be_bytes());
         o.extend_from_slice(&self.node_id);
+        if let Some(l) = &self.lexicon {
+            o.push(l.tokenizer);
+            o.extend_from_slice(&l.terms.to_be_bytes());
+            o.extend_from_slice(&l.root);
+            o.extend_from_slice(&l.total_len.to_be_bytes());
+        }
         o
     }
 
@@ -123,7 +150,8 @@ impl RootRecord {
         if r.bytes(9).map_err(m)? != ROOT_MAGIC {
             return Err(RootError::Malformed("magic"));
         }
-        if r.u8().map_err(m)? != ROOT_VERSION {
+        let version = r.u8().map_err(m)?;
+        if version != ROOT_VERSION && version != ROOT_VERSION_1 {
             return Err(RootError::Malformed("version"));
         }
         let ns_len = r.u16().map_err(m)? as usize;
@@ -151,6 +179,20 @@ impl RootRecord {
             model: r.array().map_err(m)?,
             created_at: r.u64().map_err(m)?,
             node_id: r.array().map_err(m)?,
+            lexicon: None,
+        };
+        let rec = if version == ROOT_VERSION {
+            RootRecord {
+                lexicon: Some(LexCommit {
+                    tokenizer: r.u8().map_err(m)?,
+                    terms: r.u64().map_err(m)?,
+                    root: r.array().map_err(m)?,
+                    total_len: r.u64().map_err(m)?,
+                }),
+                ..rec
+            }
+        } else {
+            rec
         };
         if !r.is_empty() {
             return Err(RootError::Malformed("trailing bytes"));
@@ -326,6 +368,7 @@ mod tests {
             model: [3; 32],
             created_at: 1_700_000_000_000,
             node_id: key.verifying_key().to_bytes(),
+            lexicon: None,
         }
     }
 

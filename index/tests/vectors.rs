@@ -44,6 +44,7 @@ fn root_record() -> RootRecord {
         model: [0x44; 32],
         created_at: 1_700_000_000_000,
         node_id: key.verifying_key().to_bytes(),
+        lexicon: None,
     }
 }
 

@@ -1,0 +1,541 @@
+//! Lexical and hybrid recall proofs (`CPX1`, docs/PROOFS.md, "Lexical and hybrid recall proof").
+//!
+//! A lexical answer is the exact BM25 top-k ([`crate::lexical::bm25_top`]) over the complete posting lists of
+//! the query's terms, each authenticated against the term tree a version-2 root commits; absent terms are proven
+//! absent by their neighbours in the sorted term tree. A hybrid answer fuses that lexical top-`depth` with the
+//! semantic top-`depth` of an embedded `CPR2` recall proof by reciprocal rank. The verifier re-derives both
+//! rankings and the fusion itself; each hit's record must also show the term counts its postings claim.
+
+use std::collections::HashMap;
+
+use crate::commit::{graph_leaf_hash, lists_hash, GraphNode};
+use crate::lexical::{
+    bm25_top, fixed_score, fuse, postings_hash, query_terms, term_leaf_hash, Corpus, DocTerms,
+    Posting, MAX_DF, MAX_QUERY_TERMS, MAX_TERM_BYTES, TOKENIZER_V1,
+};
+use crate::merkle::{self, Hash};
+use crate::proof::{
+    check_record_pub, decode_node, encode_node, put_lemmas_pub, read_lemmas_pub, recall_answer,
+    NodeLists, ProofNode, RecallProof, Returned, Verified, VerifyError, VerifyLimits,
+};
+use crate::root::{SignedRoot, NO_ENTRY};
+use crate::wire::Reader;
+
+/// Magic of a lexical or hybrid recall proof.
+pub const HYBRID_MAGIC: &[u8; 4] = b"CPX1";
+/// Proof mode: BM25 only.
+pub const MODE_LEXICAL: u8 = 1;
+/// Proof mode: reciprocal-rank fusion of BM25 and the semantic search.
+pub const MODE_HYBRID: u8 = 2;
+/// Most term leaves in one proof (each query term needs at most two).
+pub const MAX_TERM_LEAVES: usize = 2 * MAX_QUERY_TERMS + 2;
+
+/// A term's posting list as a proof carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TermPostings {
+    /// The complete list, node ascending (its length is the term's df).
+    Full(Vec<Posting>),
+    /// Only its hash (a neighbour proving another term absent, or a term over [`MAX_DF`]).
+    Hash(Hash),
+}
+
+/// One leaf of the term tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermLeaf {
+    /// Its position in the term tree (terms sorted by bytes).
+    pub position: u64,
+    /// The term.
+    pub term: String,
+    /// Its document frequency.
+    pub df: u32,
+    /// Its postings.
+    pub postings: TermPostings,
+}
+
+/// The graph half of a proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphPart {
+    /// Lexical mode: the graph leaves of the hits, with one multiproof.
+    Nodes {
+        /// Node order, strictly increasing.
+        nodes: Vec<ProofNode>,
+        /// Sibling hashes.
+        lemmas: Vec<Hash>,
+    },
+    /// Hybrid mode: a complete recall proof for the semantic top-`depth` (its nodes may include the lexical
+    /// hits as extra nodes).
+    Search(Box<RecallProof>),
+}
+
+/// A lexical or hybrid recall proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HybridProof {
+    /// The root.
+    pub root: SignedRoot,
+    /// [`MODE_LEXICAL`] or [`MODE_HYBRID`].
+    pub mode: u8,
+    /// Hits asked for.
+    pub k: u32,
+    /// How many candidates each ranking contributes to the fusion (and the lexical ranking's length).
+    pub depth: u32,
+    /// The query's terms ([`query_terms`] of the query text).
+    pub terms: Vec<String>,
+    /// Term leaves, position strictly increasing.
+    pub leaves: Vec<TermLeaf>,
+    /// Sibling hashes of the term tree.
+    pub lex_lemmas: Vec<Hash>,
+    /// The graph half.
+    pub graph: GraphPart,
+}
+
+fn put_str16(o: &mut Vec<u8>, s: &str) {
+    o.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    o.extend_from_slice(s.as_bytes());
+}
+
+fn read_term(r: &mut Reader<'_>) -> Result<String, VerifyError> {
+    let n = r.u16()? as usize;
+    if n == 0 || n > MAX_TERM_BYTES {
+        return Err(VerifyError::Malformed("term length"));
+    }
+    std::str::from_utf8(r.bytes(n)?)
+        .map(str::to_owned)
+        .map_err(|_| VerifyError::Malformed("term utf-8"))
+}
+
+impl HybridProof {
+    /// `"CPX1" signed_root u8(mode) u32be(k) u32be(depth) u16be(t) term×t u32be(n) leaf×n u32be(l) hash×l
+    /// u32be(len) graph`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(1024);
+        o.extend_from_slice(HYBRID_MAGIC);
+        o.extend_from_slice(&self.root.encode());
+        o.push(self.mode);
+        o.extend_from_slice(&self.k.to_be_bytes());
+        o.extend_from_slice(&self.depth.to_be_bytes());
+        o.extend_from_slice(&(self.terms.len() as u16).to_be_bytes());
+        for t in &self.terms {
+            put_str16(&mut o, t);
+        }
+        o.extend_from_slice(&(self.leaves.len() as u32).to_be_bytes());
+        for l in &self.leaves {
+            o.extend_from_slice(&l.position.to_be_bytes());
+            put_str16(&mut o, &l.term);
+            o.extend_from_slice(&l.df.to_be_bytes());
+            match &l.postings {
+                TermPostings::Full(ps) => {
+                    o.push(1);
+                    for p in ps {
+                        o.extend_from_slice(&p.node.to_be_bytes());
+                        o.extend_from_slice(&p.tf.to_be_bytes());
+                        o.extend_from_slice(&p.dl.to_be_bytes());
+                    }
+                }
+                TermPostings::Hash(h) => {
+                    o.push(0);
+                    o.extend_from_slice(h);
+                }
+            }
+        }
+        put_lemmas_pub(&mut o, &self.lex_lemmas);
+        let g = match &self.graph {
+            GraphPart::Nodes { nodes, lemmas } => {
+                let mut g = Vec::new();
+                g.extend_from_slice(&(nodes.len() as u32).to_be_bytes());
+                for n in nodes {
+                    encode_node(&mut g, n);
+                }
+                put_lemmas_pub(&mut g, lemmas);
+                g
+            }
+            GraphPart::Search(p) => p.encode(),
+        };
+        o.extend_from_slice(&(g.len() as u32).to_be_bytes());
+        o.extend_from_slice(&g);
+        o
+    }
+
+    /// Parses a proof within `lim`. Never panics.
+    pub fn decode(b: &[u8], lim: &VerifyLimits) -> Result<Self, VerifyError> {
+        if b.len() > lim.max_proof_bytes {
+            return Err(VerifyError::TooLarge("proof bytes"));
+        }
+        let mut r = Reader::new(b);
+        if r.bytes(4)? != HYBRID_MAGIC {
+            return Err(VerifyError::Malformed("not a lexical or hybrid proof"));
+        }
+        let root = SignedRoot::read(&mut r)?;
+        let mode = r.u8()?;
+        if mode != MODE_LEXICAL && mode != MODE_HYBRID {
+            return Err(VerifyError::Malformed("mode"));
+        }
+        let k = r.u32()?;
+        let depth = r.u32()?;
+        if k == 0 || k > lim.max_k {
+            return Err(VerifyError::TooLarge("k"));
+        }
+        if depth < k || depth > lim.max_k {
+            return Err(VerifyError::TooLarge("depth"));
+        }
+        let t = r.u16()? as usize;
+        if t > MAX_QUERY_TERMS {
+            return Err(VerifyError::TooLarge("query terms"));
+        }
+        let terms = (0..t)
+            .map(|_| read_term(&mut r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = r.u32()? as usize;
+        if n > MAX_TERM_LEAVES {
+            return Err(VerifyError::TooLarge("term leaves"));
+        }
+        let mut leaves = Vec::with_capacity(n);
+        for _ in 0..n {
+            let position = r.u64()?;
+            let term = read_term(&mut r)?;
+            let df = r.u32()?;
+            let postings = match r.u8()? {
+                1 => {
+                    if df > MAX_DF || df as usize * 12 > r.remaining() {
+                        return Err(VerifyError::TooLarge("posting list"));
+                    }
+                    let mut ps = Vec::with_capacity(df as usize);
+                    for _ in 0..df {
+                        ps.push(Posting {
+                            node: r.u32()?,
+                            tf: r.u32()?,
+                            dl: r.u32()?,
+                        });
+                    }
+                    TermPostings::Full(ps)
+                }
+                0 => TermPostings::Hash(r.array()?),
+                _ => return Err(VerifyError::Malformed("postings flag")),
+            };
+            leaves.push(TermLeaf {
+                position,
+                term,
+                df,
+                postings,
+            });
+        }
+        let lex_lemmas = read_lemmas_pub(&mut r, lim)?;
+        let glen = r.u32()? as usize;
+        let g = r.bytes(glen)?;
+        if !r.is_empty() {
+            return Err(VerifyError::Malformed("trailing bytes"));
+        }
+        let graph = if mode == MODE_HYBRID {
+            let p = RecallProof::decode(g, lim)?;
+            if p.root != root {
+                return Err(VerifyError::Malformed(
+                    "the semantic proof is against another root",
+                ));
+            }
+            GraphPart::Search(Box::new(p))
+        } else {
+            let mut gr = Reader::new(g);
+            let count = gr.u32()? as usize;
+            let dim = root.record.dim as usize;
+            if count > lim.max_items || count.saturating_mul(dim / 2 + 48) > gr.remaining() {
+                return Err(VerifyError::TooLarge("nodes"));
+            }
+            let mut nodes = Vec::with_capacity(count);
+            for _ in 0..count {
+                nodes.push(decode_node(&mut gr, dim)?);
+            }
+            let lemmas = read_lemmas_pub(&mut gr, lim)?;
+            if !gr.is_empty() {
+                return Err(VerifyError::Malformed("trailing bytes"));
+            }
+            GraphPart::Nodes { nodes, lemmas }
+        };
+        Ok(HybridProof {
+            root,
+            mode,
+            k,
+            depth,
+            terms,
+            leaves,
+            lex_lemmas,
+            graph,
+        })
+    }
+}
+
+/// What the verifier derived: the hits and the posting lists that scored them.
+#[derive(Debug)]
+pub struct HybridAnswer<'a> {
+    /// (score as reported, graph node), best first.
+    pub hits: Vec<(f32, &'a GraphNode)>,
+    /// The scored query terms with their posting lists.
+    pub lists: Vec<(&'a str, &'a [Posting])>,
+}
+
+/// Resolves each query term to its posting list (None when absent or over [`MAX_DF`]) after checking the term
+/// leaves against the root's term tree.
+fn term_lists<'a>(p: &'a HybridProof) -> Result<Vec<(&'a str, &'a [Posting])>, VerifyError> {
+    let Some(lex) = p.root.record.lexicon else {
+        return Err(VerifyError::Unsupported);
+    };
+    if lex.tokenizer != TOKENIZER_V1 {
+        return Err(VerifyError::Unsupported);
+    }
+    for (i, t) in p.terms.iter().enumerate() {
+        if p.terms[..i].contains(t) {
+            return Err(VerifyError::Malformed("a query term is repeated"));
+        }
+    }
+    for w in p.leaves.windows(2) {
+        if w[0].position >= w[1].position || w[0].term.as_bytes() >= w[1].term.as_bytes() {
+            return Err(VerifyError::Malformed(
+                "term leaves not in increasing order",
+            ));
+        }
+    }
+    let docs = p.root.record.time_leaves;
+    let mut hashed = Vec::with_capacity(p.leaves.len());
+    for l in &p.leaves {
+        if u64::from(l.df) > docs {
+            return Err(VerifyError::Mismatch(format!(
+                "term {:?} is in more memories than the namespace holds",
+                l.term
+            )));
+        }
+        let ph = match &l.postings {
+            TermPostings::Full(ps) => {
+                if ps.len() != l.df as usize {
+                    return Err(VerifyError::Malformed(
+                        "posting list length differs from df",
+                    ));
+                }
+                for w in ps.windows(2) {
+                    if w[0].node >= w[1].node {
+                        return Err(VerifyError::Malformed("postings not in node order"));
+                    }
+                }
+                if ps.iter().any(|x| x.tf == 0 || x.dl < x.tf) {
+                    return Err(VerifyError::Malformed("posting with tf 0 or tf above dl"));
+                }
+                postings_hash(ps)
+            }
+            TermPostings::Hash(h) => *h,
+        };
+        hashed.push((l.position, term_leaf_hash(&l.term, l.df, &ph)));
+    }
+    if !hashed.is_empty() {
+        merkle::verify(&lex.root, lex.terms, &hashed, &p.lex_lemmas)?;
+    } else if lex.terms != 0 && !p.terms.is_empty() {
+        return Err(VerifyError::Mismatch(
+            "no term leaves for a query with terms".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for t in &p.terms {
+        let tb = t.as_bytes();
+        if let Some(l) = p.leaves.iter().find(|l| l.term == *t) {
+            match &l.postings {
+                TermPostings::Full(ps) => out.push((t.as_str(), ps.as_slice())),
+                TermPostings::Hash(_) if l.df > MAX_DF => {}
+                TermPostings::Hash(_) => {
+                    return Err(VerifyError::Mismatch(format!(
+                        "the postings of query term {t:?} are missing"
+                    )))
+                }
+            }
+            continue;
+        }
+        // Absent: its neighbours in the sorted tree must both be shown (or the tree's edge).
+        let below = p.leaves.iter().rev().find(|l| l.term.as_bytes() < tb);
+        let above = p.leaves.iter().find(|l| l.term.as_bytes() > tb);
+        let ok = match (below, above) {
+            (Some(b), Some(a)) => a.position == b.position + 1,
+            (Some(b), None) => b.position + 1 == lex.terms,
+            (None, Some(a)) => a.position == 0,
+            (None, None) => lex.terms == 0,
+        };
+        if !ok {
+            return Err(VerifyError::Mismatch(format!(
+                "query term {t:?} is neither shown nor proven absent"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn check_graph_nodes(
+    p: &HybridProof,
+    nodes: &[ProofNode],
+    lemmas: &[Hash],
+) -> Result<(), VerifyError> {
+    let rec = &p.root.record;
+    for w in nodes.windows(2) {
+        if w[0].node.node >= w[1].node.node {
+            return Err(VerifyError::Malformed("nodes not in increasing order"));
+        }
+    }
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let mut leaves = Vec::with_capacity(nodes.len());
+    for pn in nodes {
+        let lh = match &pn.lists {
+            NodeLists::Full(l) => {
+                if l.len() != pn.node.level as usize + 1 {
+                    return Err(VerifyError::Malformed("lists do not match level"));
+                }
+                lists_hash(l)
+            }
+            NodeLists::Hash(h) => *h,
+        };
+        leaves.push((u64::from(pn.node.node), graph_leaf_hash(&pn.node, &lh)));
+    }
+    merkle::verify(&rec.graph_root, rec.graph_leaves, &leaves, lemmas)?;
+    Ok(())
+}
+
+/// Re-derives the answer a proof implies: the lexical top-k, or the fused top-k of both rankings.
+pub fn hybrid_answer(p: &HybridProof) -> Result<HybridAnswer<'_>, VerifyError> {
+    let lists = term_lists(p)?;
+    let rec = &p.root.record;
+    let corpus = Corpus {
+        docs: rec.time_leaves,
+        total_len: rec.lexicon.map_or(0, |l| l.total_len),
+    };
+    let raw: Vec<&[Posting]> = lists.iter().map(|(_, l)| *l).collect();
+    let lexical = bm25_top(&raw, corpus, p.depth as usize);
+    let (nodes, ranked): (Vec<&ProofNode>, Vec<(u64, u32)>) = match &p.graph {
+        GraphPart::Nodes { nodes, lemmas } => {
+            check_graph_nodes(p, nodes, lemmas)?;
+            let mut top = lexical;
+            top.truncate(p.k as usize);
+            (nodes.iter().collect(), top)
+        }
+        GraphPart::Search(rp) => {
+            if rp.k != p.depth {
+                return Err(VerifyError::Mismatch(
+                    "the semantic proof's k is not the fusion depth".into(),
+                ));
+            }
+            let sem: Vec<u32> = recall_answer(rp)?.iter().map(|(_, n)| n.node).collect();
+            let lex: Vec<u32> = lexical.iter().map(|x| x.1).collect();
+            (rp.nodes.iter().collect(), fuse(&[&sem, &lex], p.k as usize))
+        }
+    };
+    if rec.graph_leaves > 0 && rec.entry == NO_ENTRY && p.mode == MODE_HYBRID {
+        return Err(VerifyError::Mismatch("graph without entry point".into()));
+    }
+    let by_node: HashMap<u32, &GraphNode> = nodes.iter().map(|n| (n.node.node, &n.node)).collect();
+    let mut hits = Vec::with_capacity(ranked.len());
+    for (s, node) in ranked {
+        let n = by_node.get(&node).ok_or_else(|| {
+            VerifyError::Mismatch(format!("the graph leaf of ranked node {node} is missing"))
+        })?;
+        if !n.alive {
+            return Err(VerifyError::Mismatch(format!(
+                "ranked node {node} is a forgotten memory"
+            )));
+        }
+        hits.push((fixed_score(s), *n));
+    }
+    Ok(HybridAnswer { hits, lists })
+}
+
+/// What the client asked, to hold a lexical or hybrid proof to.
+#[derive(Debug, Clone, Copy)]
+pub struct HybridAsked<'a> {
+    /// [`MODE_LEXICAL`] or [`MODE_HYBRID`].
+    pub mode: u8,
+    /// k asked.
+    pub k: u32,
+    /// Minimum ef of the semantic search (graph mode only).
+    pub min_ef: u32,
+    /// Minimum fusion depth.
+    pub min_depth: u32,
+    /// The query text: when given, the proof's terms must be exactly its [`query_terms`].
+    pub query: Option<&'a str>,
+}
+
+/// Verifies a lexical or hybrid Recall answer: each hit is committed and live, the ranking is exactly the
+/// proof's (BM25 over complete, authenticated posting lists, fused with the replayed semantic search), each
+/// score is exact, and each hit's record shows the term counts its postings claim.
+pub fn verify_hybrid(
+    proof: &[u8],
+    namespace: &str,
+    trusted: &[u8; 32],
+    asked: &HybridAsked<'_>,
+    returned: &[Returned<'_>],
+    scores: &[f32],
+    lim: &VerifyLimits,
+) -> Result<Verified, VerifyError> {
+    let p = HybridProof::decode(proof, lim)?;
+    crate::proof::check_root_pub(&p.root, namespace, trusted)?;
+    if p.mode != asked.mode {
+        return Err(VerifyError::Mismatch("proof is for another mode".into()));
+    }
+    if p.k != asked.k {
+        return Err(VerifyError::Mismatch(format!(
+            "proof is for k={}, {} was asked",
+            p.k, asked.k
+        )));
+    }
+    if p.depth < asked.min_depth {
+        return Err(VerifyError::Mismatch(format!(
+            "proof fused {} candidates, at least {} were asked",
+            p.depth, asked.min_depth
+        )));
+    }
+    if let GraphPart::Search(rp) = &p.graph {
+        if rp.mode == crate::proof::MODE_GRAPH && rp.ef < asked.min_ef {
+            return Err(VerifyError::Mismatch(format!(
+                "proof searched with ef={}, at least {} was asked",
+                rp.ef, asked.min_ef
+            )));
+        }
+    }
+    if let Some(q) = asked.query {
+        if query_terms(q) != p.terms {
+            return Err(VerifyError::Mismatch(
+                "the proof's query terms are not those of the question asked".into(),
+            ));
+        }
+    }
+    let answer = hybrid_answer(&p)?;
+    if answer.hits.len() != returned.len() || scores.len() != returned.len() {
+        return Err(VerifyError::Mismatch(format!(
+            "the proof implies {} hits, {} returned",
+            answer.hits.len(),
+            returned.len()
+        )));
+    }
+    for (i, ((score, n), r)) in answer.hits.iter().zip(returned).enumerate() {
+        if n.id != *r.id {
+            return Err(VerifyError::Mismatch(format!(
+                "hit {i} should be {}, got {}",
+                n.id, r.id
+            )));
+        }
+        if score.to_bits() != scores[i].to_bits() {
+            return Err(VerifyError::Mismatch(format!("hit {i} has a wrong score")));
+        }
+        let rec = check_record_pub(r, namespace, n.created_at)?;
+        let doc = DocTerms::of(&rec.text);
+        for (term, list) in &answer.lists {
+            let claimed = list
+                .binary_search_by_key(&n.node, |x| x.node)
+                .ok()
+                .map(|j| list[j]);
+            let tf = doc.tf(term);
+            let ok = match claimed {
+                Some(c) => c.tf == tf && c.dl == doc.len,
+                None => tf == 0,
+            };
+            if !ok {
+                return Err(VerifyError::Mismatch(format!(
+                    "hit {} contains {term:?} {tf} times in {} terms, its postings say otherwise",
+                    r.id, doc.len
+                )));
+            }
+        }
+    }
+    Ok(Verified { root: p.root })
+}
