@@ -273,7 +273,7 @@ pub struct HybridAnswer<'a> {
 
 /// Resolves each query term to its posting list (None when absent or over [`MAX_DF`]) after checking the term
 /// leaves against the root's term tree.
-fn term_lists<'a>(p: &'a HybridProof) -> Result<Vec<(&'a str, &'a [Posting])>, VerifyError> {
+fn term_lists(p: &HybridProof) -> Result<Vec<(&str, &[Posting])>, VerifyError> {
     let Some(lex) = p.root.record.lexicon else {
         return Err(VerifyError::Unsupported);
     };
