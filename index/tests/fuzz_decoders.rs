@@ -38,8 +38,8 @@ fn root(time: &Tree) -> SignedRoot {
             model: [0; 32],
             created_at: 0,
             node_id: k.verifying_key().to_bytes(),
-            node_id: k.verifying_key().to_bytes(),
             lexicon: None,
+        },
         &k,
     )
 }
