@@ -5,10 +5,11 @@
 //! from the proof and the pinned node id). Layout (big-endian):
 //!
 //! ```text
-//! "CAIRNPF2" u8(kind: 1 get, 2 list, 3 recall) u16(len) namespace
+//! "CAIRNPF2" u8(kind: 1 get, 2 list, 3 recall, 4 lexical/hybrid recall) u16(len) namespace
 //! list only:   u64(since) u64(until) u8(has_after) [u64(created_at) id[32]] u32(limit)
 //! recall only: u32(k) u32(min_ef)
-//! u32(count) count × ( id[32] u32(len) record  [recall only: u32(score bits)] )
+//! kind 4 only: u32(k) u32(min_ef) u32(min_depth) u32(len) query text
+//! u32(count) count × ( id[32] u32(len) record  [kinds 3, 4: u32(score bits)] )
 //! u32(len) proof
 //! u16(c) c × ( witness[32] signature[64] )      (witness cosignatures of the proof's root; absent in "CAIRNPF1")
 //! checksum[32] = BLAKE3(all bytes above)
@@ -33,6 +34,18 @@ pub enum Kind {
     List(ListRange),
     /// A Recall answer with its hit scores and what was asked.
     Recall(Vec<f32>, RecallAsked),
+    /// A lexical or hybrid Recall answer (`CPX1`, its mode in the proof): scores, what was asked, the minimum
+    /// fusion depth and the query text its terms must come from.
+    Hybrid(Vec<f32>, RecallAsked, u32, String),
+}
+
+impl Kind {
+    fn scores_mut(&mut self) -> Option<&mut Vec<f32>> {
+        match self {
+            Kind::Recall(s, _) | Kind::Hybrid(s, ..) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// An answer and its proof.
@@ -59,6 +72,7 @@ impl ProofFile {
             Kind::Get => 1,
             Kind::List(_) => 2,
             Kind::Recall(..) => 3,
+            Kind::Hybrid(..) => 4,
         });
         o.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
         o.extend_from_slice(self.namespace.as_bytes());
@@ -75,16 +89,21 @@ impl ProofFile {
             }
             o.extend_from_slice(&r.limit.to_be_bytes());
         }
-        if let Kind::Recall(_, asked) = &self.kind {
+        if let Kind::Recall(_, asked) | Kind::Hybrid(_, asked, ..) = &self.kind {
             o.extend_from_slice(&asked.k.to_be_bytes());
             o.extend_from_slice(&asked.min_ef.to_be_bytes());
+        }
+        if let Kind::Hybrid(_, _, depth, query) = &self.kind {
+            o.extend_from_slice(&depth.to_be_bytes());
+            o.extend_from_slice(&(query.len() as u32).to_be_bytes());
+            o.extend_from_slice(query.as_bytes());
         }
         o.extend_from_slice(&(self.items.len() as u32).to_be_bytes());
         for (i, (id, rec)) in self.items.iter().enumerate() {
             o.extend_from_slice(id.as_bytes());
             o.extend_from_slice(&(rec.len() as u32).to_be_bytes());
             o.extend_from_slice(rec);
-            if let Kind::Recall(scores, _) = &self.kind {
+            if let Kind::Recall(scores, _) | Kind::Hybrid(scores, ..) = &self.kind {
                 o.extend_from_slice(
                     &scores
                         .get(i)
@@ -155,6 +174,21 @@ impl ProofFile {
                     min_ef: r.u32()?,
                 },
             ),
+            4 => {
+                let asked = RecallAsked {
+                    k: r.u32()?,
+                    min_ef: r.u32()?,
+                };
+                let depth = r.u32()?;
+                let n = r.u32()? as usize;
+                if n > 1 << 20 {
+                    return Err(VerifyError::TooLarge("query text"));
+                }
+                let q = std::str::from_utf8(r.bytes(n)?)
+                    .map_err(|_| VerifyError::Malformed("query text utf-8"))?
+                    .to_owned();
+                Kind::Hybrid(Vec::new(), asked, depth, q)
+            }
             _ => return Err(VerifyError::Malformed("proof file kind")),
         };
         let count = r.u32()? as usize;
@@ -166,7 +200,7 @@ impl ProofFile {
             let id = MemoryId(r.array()?);
             let len = r.u32()? as usize;
             let rec = r.bytes(len)?.to_vec();
-            if let Kind::Recall(scores, _) = &mut kind {
+            if let Some(scores) = kind.scores_mut() {
                 scores.push(f32::from_bits(r.u32()?));
             }
             items.push((id, rec));
@@ -227,6 +261,24 @@ impl ProofFile {
                 scores,
                 &lim,
             ),
+            Kind::Hybrid(scores, asked, depth, query) => {
+                let mode = cairn_index::hybrid::HybridProof::decode(&self.proof, &lim)?.mode;
+                cairn_index::hybrid::verify_hybrid(
+                    &self.proof,
+                    &self.namespace,
+                    trusted,
+                    &cairn_index::hybrid::HybridAsked {
+                        mode,
+                        k: asked.k,
+                        min_ef: asked.min_ef,
+                        min_depth: (*depth).max(asked.k),
+                        query: Some(query),
+                    },
+                    &returned,
+                    scores,
+                    &lim,
+                )
+            }
         }
     }
 }

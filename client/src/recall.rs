@@ -29,6 +29,8 @@ impl RecallBuilder {
                 exact: false,
                 proof: false,
                 prefix: false,
+                mode: pb::RecallMode::Default as i32,
+                depth: 0,
             },
         }
     }
@@ -36,6 +38,19 @@ impl RecallBuilder {
     /// Treats the namespace as a prefix: searches every namespace under it (`""`: all), hits merged by score.
     pub fn prefix(mut self, prefix: bool) -> Self {
         self.req.prefix = prefix;
+        self
+    }
+
+    /// How to rank: semantic, lexical (BM25) or hybrid (their reciprocal-rank fusion). Default: the node's
+    /// (`--recall-mode`) for a text query without filters.
+    pub fn mode(mut self, mode: pb::RecallMode) -> Self {
+        self.req.mode = mode as i32;
+        self
+    }
+
+    /// Lexical and hybrid: candidates each ranking contributes (default: the node's, 50).
+    pub fn depth(mut self, depth: u32) -> Self {
+        self.req.depth = depth;
         self
     }
 

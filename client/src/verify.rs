@@ -51,9 +51,26 @@ fn fresh(v: Verified, last: Option<&LastSeen>) -> Result<Verified, VerifyError> 
 }
 
 /// Verifies a Recall answer requested with `proof = true` for `asked` (k after defaulting: 0 means 10).
+/// A lexical or hybrid answer is checked without binding its terms to a question: use [`recall_query`] when
+/// the query text is at hand.
 pub fn recall(
     namespace: &str,
     asked: &RecallAsked,
+    resp: &pb::RecallResponse,
+    trusted: &[u8; 32],
+    last: Option<&LastSeen>,
+) -> Result<Verified, VerifyError> {
+    recall_query(namespace, asked, None, 0, resp, trusted, last)
+}
+
+/// Verifies a Recall answer of any mode: semantic answers against their `CPR2` proof, lexical and hybrid ones
+/// against their `CPX1` proof, whose query terms must be those of `query` (when given) and whose fusion depth
+/// must be at least `min_depth`. The mode is the one the response names.
+pub fn recall_query(
+    namespace: &str,
+    asked: &RecallAsked,
+    query: Option<&str>,
+    min_depth: u32,
     resp: &pb::RecallResponse,
     trusted: &[u8; 32],
     last: Option<&LastSeen>,
@@ -75,6 +92,29 @@ pub fn recall(
         })
         .collect();
     let scores: Vec<f32> = resp.hits.iter().map(|h| h.score).collect();
+    let mode = match pb::RecallMode::try_from(resp.mode) {
+        Ok(pb::RecallMode::Lexical) => Some(cairn_index::hybrid::MODE_LEXICAL),
+        Ok(pb::RecallMode::Hybrid) => Some(cairn_index::hybrid::MODE_HYBRID),
+        _ => None,
+    };
+    if let Some(mode) = mode {
+        let v = cairn_index::hybrid::verify_hybrid(
+            &resp.proof,
+            namespace,
+            trusted,
+            &cairn_index::hybrid::HybridAsked {
+                mode,
+                k: asked.k,
+                min_ef: asked.min_ef,
+                min_depth: min_depth.max(asked.k),
+                query,
+            },
+            &returned,
+            &scores,
+            &VerifyLimits::default(),
+        )?;
+        return fresh(v, last);
+    }
     let v = proof::verify_recall(
         &resp.proof,
         namespace,

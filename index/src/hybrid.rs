@@ -177,6 +177,9 @@ impl HybridProof {
         if depth < k || depth > lim.max_k {
             return Err(VerifyError::TooLarge("depth"));
         }
+        if mode == MODE_LEXICAL && depth != k {
+            return Err(VerifyError::Malformed("a lexical proof's depth is its k"));
+        }
         let t = r.u16()? as usize;
         if t > MAX_QUERY_TERMS {
             return Err(VerifyError::TooLarge("query terms"));
@@ -478,7 +481,7 @@ pub fn verify_hybrid(
             p.k, asked.k
         )));
     }
-    if p.depth < asked.min_depth {
+    if p.mode == MODE_HYBRID && p.depth < asked.min_depth {
         return Err(VerifyError::Mismatch(format!(
             "proof fused {} candidates, at least {} were asked",
             p.depth, asked.min_depth

@@ -126,6 +126,8 @@ async fn run(cli: Cli) -> Result<()> {
                 ef_construction: usize::from(args.ef_construction),
                 ef_search: usize::from(args.ef_search),
                 exact_proof_limit: args.exact_proof_limit,
+                recall_mode: args.recall_mode,
+                fusion_depth: usize::from(args.fusion_depth),
                 p2p_listen: args.p2p_listen,
                 p2p_public: args.p2p_public,
                 max_in_flight: args.max_in_flight as usize,

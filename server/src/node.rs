@@ -37,6 +37,10 @@ pub struct NodeConfig {
     pub ef_search: usize,
     /// Graph size up to which recall proofs are exact-mode.
     pub exact_proof_limit: u64,
+    /// Recall's default ranking for text queries.
+    pub recall_mode: crate::engine::RecallMode,
+    /// Default fusion depth of lexical and hybrid Recall.
+    pub fusion_depth: usize,
     /// Where the iroh endpoint listens (peers, replication).
     pub p2p_listen: SocketAddr,
     /// Enable relays and public address lookup.
@@ -114,6 +118,8 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             ef_construction: cfg.ef_construction,
             ef_search: cfg.ef_search,
             exact_proof_limit: cfg.exact_proof_limit,
+            recall_mode: cfg.recall_mode,
+            fusion_depth: cfg.fusion_depth,
             // Short: a pass holds writers off until the next tick (see blobs.rs), and passes run only when wanted.
             gc_interval: Duration::from_millis(250),
             max_chain: cfg.chain_roots,

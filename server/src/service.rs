@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use cairn_index::root::SignedRoot;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query, RecallOpts};
+use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query, RecallMode, RecallOpts};
 
 /// The gRPC face of an [`Engine`].
 pub struct CairnService {
@@ -199,7 +199,19 @@ impl Cairn for CairnService {
                 until: f.until,
             })
             .unwrap_or_default();
-        let (hits, proof) = self
+        let mode = match pb::RecallMode::try_from(req.mode) {
+            Ok(pb::RecallMode::Default) => None,
+            Ok(pb::RecallMode::Semantic) => Some(RecallMode::Semantic),
+            Ok(pb::RecallMode::Lexical) => Some(RecallMode::Lexical),
+            Ok(pb::RecallMode::Hybrid) => Some(RecallMode::Hybrid),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "mode: {} is not a recall mode",
+                    req.mode
+                )))
+            }
+        };
+        let (hits, proof, used) = self
             .engine
             .recall(
                 &req.namespace,
@@ -211,6 +223,8 @@ impl Cairn for CairnService {
                     exact: req.exact,
                     proof: req.proof,
                     prefix: req.prefix,
+                    mode,
+                    depth: req.depth,
                 },
             )
             .await?;
@@ -219,6 +233,11 @@ impl Cairn for CairnService {
             hits: hits.into_iter().map(|h| hit(h, req.proof)).collect(),
             proof: proof.unwrap_or_default(),
             cosignatures,
+            mode: match used {
+                RecallMode::Semantic => pb::RecallMode::Semantic,
+                RecallMode::Lexical => pb::RecallMode::Lexical,
+                RecallMode::Hybrid => pb::RecallMode::Hybrid,
+            } as i32,
         }))
     }
 

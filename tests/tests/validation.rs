@@ -184,6 +184,8 @@ async fn every_rule_has_its_status_code() {
         exact: false,
         proof: false,
         prefix: false,
+        mode: 0,
+        depth: 0,
     };
     let text = |t: &str| Some(pb::recall_request::Query::Text(t.into()));
     expect(

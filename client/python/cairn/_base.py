@@ -108,8 +108,9 @@ class _Base:
         return [_proto.remember_result(r) for r in resp.results]
 
     def _recall_flow(self, namespace, query=None, k=10, where=None, since=None, until=None, ef=0, exact=False,
-                     verify=False, prefix=False, vector=None) -> Flow:
-        req = _proto.recall_request(namespace, query, k, where, since, until, ef, exact, verify, prefix, vector)
+                     verify=False, prefix=False, vector=None, mode=None) -> Flow:
+        req = _proto.recall_request(namespace, query, k, where, since, until, ef, exact, verify, prefix, vector,
+                                    mode)
         resp = yield ("Recall", req)
         hits = Hits(_proto.hit(h) for h in resp.hits)
         if verify:

@@ -95,9 +95,21 @@ def remember_request(namespace: str, items, metadata=None, created_at=None, key=
 
 
 def recall_request(namespace: str, query=None, k: int = 10, where=None, since=None, until=None, ef: int = 0,
-                   exact: bool = False, proof: bool = False, prefix: bool = False, vector=None) -> pb.RecallRequest:
+                   exact: bool = False, proof: bool = False, prefix: bool = False, vector=None,
+                   mode: str | None = None) -> pb.RecallRequest:
     req = pb.RecallRequest(namespace=namespace, k=int(k or 0), ef=int(ef or 0), exact=bool(exact), proof=bool(proof),
                            prefix=bool(prefix))
+    modes = {"semantic": pb.RECALL_MODE_SEMANTIC, "lexical": pb.RECALL_MODE_LEXICAL, "hybrid": pb.RECALL_MODE_HYBRID}
+    if mode is None:
+        # The independent verifier in this package checks semantic (CPR2) proofs only.
+        req.mode = pb.RECALL_MODE_SEMANTIC if proof else pb.RECALL_MODE_DEFAULT
+    elif mode in modes:
+        if proof and mode != "semantic":
+            raise ValueError("verify=True supports mode='semantic' only in this package (CPX1 proofs are verified "
+                             "by the Rust client and `cairn recall --verify`)")
+        req.mode = modes[mode]
+    else:
+        raise ValueError(f"mode must be one of {sorted(modes)}, not {mode!r}")
     if query is not None and vector is not None:
         raise ValueError("give a query text or a vector, not both")
     if query is not None:

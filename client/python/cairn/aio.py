@@ -163,16 +163,18 @@ class AsyncCairnClient:
 
     async def recall(self, namespace: str, query: str | None = None, k: int = 10, where: Mapping[str, str] | None = None,
                      since: int | None = None, until: int | None = None, ef: int = 0, exact: bool = False,
-                     verify: bool = False, prefix: bool = False, vector: Sequence[float] | None = None) -> Hits:
+                     verify: bool = False, prefix: bool = False, vector: Sequence[float] | None = None,
+                     mode: str | None = None) -> Hits:
         """The k memories closest in meaning to `query` (or `vector`), best first.
 
         Without a query (and vector): the newest k memories passing the filter, score 0. `where` filters on
         metadata equality, `since` (inclusive) / `until` (exclusive) on created_at. `prefix=True` searches
         every namespace under `namespace` (hits name their namespace). `verify=True` asks for a proof and
         checks it (not with a filter, prefix or without a query); the result's `.verification` says against
-        which root."""
+        which root. `mode` is "semantic", "lexical" (BM25) or "hybrid" (both fused); default: the node's for a
+        text query, except that `verify=True` asks for semantic (this package verifies `CPR2` proofs only)."""
         return await self._run(self._b._recall_flow(namespace, query, k, where, since, until, ef, exact, verify, prefix,
-                                                    vector))
+                                                    vector, mode))
 
     async def get(self, namespace: str, ids: str | Sequence[str] | None = None, keys: str | Sequence[str] | None = None,
                   verify: bool = False) -> GetResult:

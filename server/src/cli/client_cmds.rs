@@ -5,6 +5,7 @@ use cairn_client::proof_file::{Kind, ProofFile};
 use cairn_client::verify::{self as v, Verified};
 use cairn_client::{CairnClient, ListOptions, NewMemory};
 use cairn_index::id::MemoryId;
+use cairn_proto::v1 as pb;
 use serde_json::{json, Value};
 
 use super::output::{hit_json, hit_line, memory_json, memory_line, print_json};
@@ -52,9 +53,19 @@ async fn bound_query(vd: &Verified, proof: &[u8], text: &str) -> Result<()> {
         .next()
         .context("no embedding")?;
     let mine = cairn_index::commit::quantise(&mine);
-    let theirs = cairn_index::proof::RecallProof::decode(proof, &Default::default())
-        .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?
-        .query;
+    let theirs = match cairn_index::hybrid::HybridProof::decode(proof, &Default::default()) {
+        // A hybrid proof's query vector is its semantic half's; a lexical proof has none (its terms are bound
+        // to the text by the verifier already).
+        Ok(h) => match h.graph {
+            cairn_index::hybrid::GraphPart::Search(rp) => rp.query,
+            cairn_index::hybrid::GraphPart::Nodes { .. } => return Ok(()),
+        },
+        Err(_) => {
+            cairn_index::proof::RecallProof::decode(proof, &Default::default())
+                .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?
+                .query
+        }
+    };
     let off = mine
         .iter()
         .zip(&theirs)
@@ -450,6 +461,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             ef,
             exact,
             prefix,
+            mode,
+            depth,
             mut proof,
             check_query,
             query,
@@ -474,6 +487,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(ef) = ef {
                 b = b.ef(ef);
             }
+            if let Some(m) = mode {
+                b = b.mode(match m {
+                    crate::engine::RecallMode::Semantic => pb::RecallMode::Semantic,
+                    crate::engine::RecallMode::Lexical => pb::RecallMode::Lexical,
+                    crate::engine::RecallMode::Hybrid => pb::RecallMode::Hybrid,
+                });
+            }
+            if let Some(d) = depth {
+                b = b.depth(d);
+            }
             let resp = b.send_full().await?;
             let verified = match ctx {
                 Some(mut ctx) => {
@@ -481,20 +504,33 @@ pub async fn run(cli: Cli) -> Result<()> {
                         k: if k == 0 { 10 } else { k },
                         min_ef: ef.unwrap_or(0),
                     };
+                    let min_depth = depth.unwrap_or(0);
                     let vd = ctx
                         .check(&client, &ns, |trusted, last| {
-                            v::recall(&ns, &asked, &resp, trusted, last)
+                            v::recall_query(
+                                &ns,
+                                &asked,
+                                Some(&query),
+                                min_depth,
+                                &resp,
+                                trusted,
+                                last,
+                            )
                         })
                         .await?;
                     if let Some(path) = &proof.proof_out {
                         let items = saved_items(resp.hits.iter().map(|h| (&h.id, &h.record)))?;
+                        let scores = resp.hits.iter().map(|h| h.score).collect();
+                        let kind = match pb::RecallMode::try_from(resp.mode) {
+                            Ok(pb::RecallMode::Lexical) | Ok(pb::RecallMode::Hybrid) => {
+                                Kind::Hybrid(scores, asked, min_depth, query.clone())
+                            }
+                            _ => Kind::Recall(scores, asked),
+                        };
                         save_proof(
                             path,
                             &ProofFile {
-                                kind: Kind::Recall(
-                                    resp.hits.iter().map(|h| h.score).collect(),
-                                    asked,
-                                ),
+                                kind,
                                 namespace: ns.clone(),
                                 items,
                                 proof: resp.proof.clone(),

@@ -103,6 +103,13 @@ pub enum Command {
         /// Treat --ns as a prefix: search every namespace under it (hits merged by score; no proof).
         #[arg(long)]
         prefix: bool,
+        /// Ranking: hybrid (semantic and BM25 fused by reciprocal rank), semantic or lexical (BM25). Default:
+        /// the node's (`--recall-mode`) for a query without filters, semantic with them.
+        #[arg(long)]
+        mode: Option<crate::engine::RecallMode>,
+        /// Lexical and hybrid: candidates each ranking contributes (default: the node's, 50).
+        #[arg(long)]
+        depth: Option<u32>,
         /// Proof options.
         #[command(flatten)]
         proof: ProofArgs,
@@ -471,6 +478,13 @@ pub struct ServeArgs {
     /// (At most 200,000: the verifier's cap on nodes per proof.)
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=200_000))]
     pub exact_proof_limit: u64,
+    /// Recall's ranking for a text query (without filter or prefix) that names no mode: hybrid (reciprocal-rank
+    /// fusion of semantic and BM25), semantic or lexical. A call's `mode` overrides it.
+    #[arg(long, default_value = "hybrid")]
+    pub recall_mode: crate::engine::RecallMode,
+    /// Lexical and hybrid Recall: candidates each ranking contributes when a call names no depth.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub fusion_depth: u16,
     /// Most texts the embedder takes into one batch (shared by concurrent requests; embedded 32 texts per model
     /// call, with queries served between calls). A request larger than this is embedded in chunks of this size.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]

@@ -15,8 +15,11 @@ use cairn_index::root::{RootRecord, SignedRoot, NO_ENTRY};
 use cairn_index::search::{search, GraphView, SearchError, SearchParams};
 use ed25519_dalek::SigningKey;
 
+use super::lexicon::Lexicon;
 use crate::ann::{Ann, NodeLinks};
 use crate::store::PointRow;
+use cairn_index::hybrid::{GraphPart, HybridProof, MODE_HYBRID, MODE_LEXICAL};
+use cairn_index::lexical::{fixed_score, fuse, query_terms, DocTerms};
 
 /// Namespace-independent commitment parameters.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +72,8 @@ pub struct Commitment {
     root: Option<SignedRoot>,
     /// Nodes whose leaf changed since the last [`Commitment::take_changed`] (for replication deltas).
     changed: Vec<u32>,
+    /// The lexical index over the live memories.
+    lex: Lexicon,
 }
 
 /// Why replicated nodes were refused: they do not reproduce the owner's signed root.
@@ -114,6 +119,12 @@ impl Commitment {
         c.time.sort_unstable();
         c.time_leaves = c.time.iter().map(time_leaf_hash).collect();
         c.entry = ann.entry().map(|(p, l)| (p as u32, l));
+        for (i, r) in rows.iter().enumerate() {
+            if let (true, Some(d)) = (r.alive, &r.lex) {
+                c.lex.add(i as u32, d.clone());
+            }
+        }
+        c.lex.rebuild();
         c.rebuild_trees();
         c
     }
@@ -164,7 +175,11 @@ impl Commitment {
             let at = self.time.partition_point(|x| x < &e);
             self.time.insert(at, e);
             self.time_leaves.insert(at, time_leaf_hash(&e));
+            if let (true, Some(d)) = (r.alive, &r.lex) {
+                self.lex.add(i as u32, d.clone());
+            }
         }
+        self.lex.rebuild();
         // New points first, then every point their lists name (hnsw_rs adds reverse links to exactly those).
         let t0 = std::time::Instant::now();
         let fresh = ann.links(&|p| p >= first);
@@ -212,7 +227,9 @@ impl Commitment {
                     }
                 }
             }
+            self.lex.remove(p as u32);
         }
+        self.lex.rebuild();
         self.rebuild_trees();
     }
 
@@ -358,6 +375,7 @@ impl Commitment {
             self.nodes.clear();
             self.time.clear();
             self.time_leaves.clear();
+            self.lex.clear();
         }
         if new_len < self.nodes.len() {
             return Err(ReplicaMismatch(
@@ -392,6 +410,8 @@ impl Commitment {
                 return Err(ReplicaMismatch("lists do not match level".into()));
             }
             let i = pn.node.node as usize;
+            // Its terms come back with its record ([`Commitment::apply_replica_docs`]).
+            self.lex.remove(pn.node.node);
             let lh = lists_hash(&lists);
             let leaf = graph_leaf_hash(&pn.node, &lh);
             let c = CNode {
@@ -451,9 +471,28 @@ impl Commitment {
         self.entry = (rec.entry != NO_ENTRY).then_some((rec.entry, rec.max_level));
         self.rebuild_trees();
         self.root = Some(root);
-        if !self.root_is_current() {
+        if !self.graph_is_current() {
             return Err(ReplicaMismatch(
                 "the nodes do not reproduce the signed root".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A replica's second step, once the records of the step's live nodes are in: indexes their terms and
+    /// accepts the root only if the lexical index is exactly what it signs (version-1 roots commit none).
+    pub fn apply_replica_docs(
+        &mut self,
+        docs: Vec<(u32, DocTerms)>,
+    ) -> Result<(), ReplicaMismatch> {
+        for (node, d) in docs {
+            self.lex.add(node, d);
+        }
+        self.lex.rebuild();
+        let want = self.root.as_ref().and_then(|r| r.record.lexicon);
+        if want.is_some_and(|w| w != self.lex.commit()) {
+            return Err(ReplicaMismatch(
+                "the records do not reproduce the signed lexical index".into(),
             ));
         }
         Ok(())
@@ -480,8 +519,17 @@ impl Commitment {
         self.root = Some(root);
     }
 
-    /// True when the latest root already commits to exactly this state.
+    /// True when the latest root already commits to exactly this state, lexical index included.
     pub fn root_is_current(&self) -> bool {
+        self.graph_is_current()
+            && self
+                .root
+                .as_ref()
+                .is_some_and(|r| r.record.lexicon == Some(self.lex.commit()))
+    }
+
+    /// True when the latest root commits to exactly these graph and time trees.
+    fn graph_is_current(&self) -> bool {
         self.root.as_ref().is_some_and(|r| {
             r.record.graph_leaves == self.graph_tree.len()
                 && r.record.graph_root == self.graph_tree.root()
@@ -521,6 +569,7 @@ impl Commitment {
             model: params.model,
             created_at: now,
             node_id: key.verifying_key().to_bytes(),
+            lexicon: Some(self.lex.commit()),
         };
         SignedRoot::sign(record, key)
     }
@@ -661,6 +710,102 @@ impl Commitment {
     }
 }
 
+impl Commitment {
+    /// A graph node as a proof carries it when only its leaf matters (lists by hash).
+    fn hashed_node(&self, n: u32) -> Option<ProofNode> {
+        let c = self.nodes.get(n as usize)?;
+        Some(ProofNode {
+            node: c.node.clone(),
+            lists: NodeLists::Hash(c.lists_hash),
+        })
+    }
+
+    /// Lexical (`MODE_LEXICAL`) or hybrid (`MODE_HYBRID`, needs `query`) recall: the hits as (score, id) and
+    /// the `CPX1` proof that they are exactly the BM25 top-k, or the reciprocal-rank fusion of the semantic
+    /// and BM25 top-`depth`. None before the first root, for a root without a lexical index, or on a
+    /// broken graph.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prove_hybrid(
+        &self,
+        mode: u8,
+        query: Option<&[f32]>,
+        text: &str,
+        k: usize,
+        depth: usize,
+        ef: usize,
+        exact: bool,
+    ) -> Option<(Vec<(f32, MemoryId)>, HybridProof)> {
+        let root = self.root.clone()?;
+        root.record.lexicon?;
+        let terms = query_terms(text);
+        let lexical = self.lex.rank(&terms, self.time.len() as u64, depth);
+        let (leaves, lex_lemmas) = self.lex.prove(&terms)?;
+        let (ranked, graph) = if mode == MODE_HYBRID {
+            let (_, mut rp) = self.prove_recall(query?, depth, ef, exact)?;
+            let sem: Vec<u32> = cairn_index::proof::recall_answer(&rp)
+                .ok()?
+                .iter()
+                .map(|(_, n)| n.node)
+                .collect();
+            let lex: Vec<u32> = lexical.iter().map(|x| x.1).collect();
+            let fused = fuse(&[&sem, &lex], k);
+            let have: HashSet<u32> = rp.nodes.iter().map(|n| n.node.node).collect();
+            let extra: Vec<u32> = fused
+                .iter()
+                .map(|x| x.1)
+                .filter(|n| !have.contains(n))
+                .collect();
+            if !extra.is_empty() {
+                for n in extra {
+                    rp.nodes.push(self.hashed_node(n)?);
+                }
+                rp.nodes.sort_by_key(|n| n.node.node);
+                let pos: Vec<u64> = rp.nodes.iter().map(|n| u64::from(n.node.node)).collect();
+                rp.lemmas = self.graph_tree.prove(&pos).ok()?;
+            }
+            (fused, GraphPart::Search(Box::new(rp)))
+        } else {
+            let mut top = lexical;
+            top.truncate(k);
+            let mut ids: Vec<u32> = top.iter().map(|x| x.1).collect();
+            ids.sort_unstable();
+            let nodes = ids
+                .iter()
+                .map(|&n| self.hashed_node(n))
+                .collect::<Option<Vec<_>>>()?;
+            let pos: Vec<u64> = ids.iter().map(|&n| u64::from(n)).collect();
+            let lemmas = if pos.is_empty() {
+                Vec::new()
+            } else {
+                self.graph_tree.prove(&pos).ok()?
+            };
+            (top, GraphPart::Nodes { nodes, lemmas })
+        };
+        let hits = ranked
+            .iter()
+            .map(|&(s, n)| {
+                let node = &self.nodes.get(n as usize)?.node;
+                node.alive.then_some((fixed_score(s), node.id))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let proof = HybridProof {
+            root,
+            mode: if mode == MODE_HYBRID {
+                MODE_HYBRID
+            } else {
+                MODE_LEXICAL
+            },
+            k: k as u32,
+            depth: if mode == MODE_HYBRID { depth } else { k } as u32,
+            terms,
+            leaves,
+            lex_lemmas,
+            graph,
+        };
+        Some((hits, proof))
+    }
+}
+
 /// The prover's view of the graph: everything is there; it records what the search touched.
 struct Recorder<'a> {
     c: &'a Commitment,
@@ -723,6 +868,7 @@ mod tests {
                     dedup: [0; 32],
                     vector: v,
                     metadata: Default::default(),
+                    lex: None,
                 }
             })
             .collect()
@@ -954,5 +1100,221 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod hybrid_tests {
+    use super::*;
+    use crate::ann::HnswParams;
+    use cairn_index::hybrid::{verify_hybrid, HybridAsked, TermPostings};
+    use cairn_index::proof::{Returned, VerifyLimits};
+    use cairn_index::record::MemoryRecord;
+
+    const WORDS: &[&str] = &[
+        "paris", "lake", "painting", "adoption", "guitar", "camping", "sunset", "dog", "museum",
+        "pottery", "festival", "marathon", "violin", "garden", "career", "school",
+    ];
+
+    /// Records with texts over a small vocabulary, rows with their terms and deterministic vectors.
+    fn corpus(n: usize, dim: usize) -> (Vec<Vec<u8>>, Vec<PointRow>) {
+        let mut recs = Vec::new();
+        let mut rows = Vec::new();
+        for i in 0..n {
+            let text = format!(
+                "Caroline talked about {} and {} with Melanie, then {} again on day {}",
+                WORDS[i % WORDS.len()],
+                WORDS[(i * 7 + 3) % WORDS.len()],
+                WORDS[(i * i) % WORDS.len()],
+                i % 9
+            );
+            let rec = MemoryRecord {
+                namespace: "ns".into(),
+                created_at: 1000 + i as u64,
+                salt: [i as u8; 16],
+                text: text.clone(),
+                metadata: Default::default(),
+            };
+            let mut v: Vec<f32> = (0..dim)
+                .map(|d| (((i * 31 + d * 17) % 23) as f32 - 11.0) / 10.0 + 0.01)
+                .collect();
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|a| *a /= norm);
+            rows.push(PointRow {
+                id: rec.id(),
+                created_at: rec.created_at,
+                alive: true,
+                dedup: [0; 32],
+                vector: v,
+                metadata: Default::default(),
+                lex: Some(DocTerms::of(&text)),
+            });
+            recs.push(rec.encode());
+        }
+        (recs, rows)
+    }
+
+    fn built(n: usize, key: &SigningKey) -> (Vec<Vec<u8>>, Vec<PointRow>, Commitment) {
+        let (recs, rows) = corpus(n, 16);
+        let ann = Ann::new(
+            HnswParams {
+                m: 8,
+                ef_construction: 50,
+                dim: 16,
+            },
+            n,
+        );
+        for (i, r) in rows.iter().enumerate() {
+            ann.insert(&r.vector, i);
+        }
+        let mut c = Commitment::build(&rows, &ann);
+        c.forget(&[4, 9]);
+        let params = CommitParams {
+            m: 8,
+            dim: 16,
+            model: [5; 32],
+        };
+        let root = c.next_root("ns", &params, key, 1);
+        c.set_root(root);
+        (recs, rows, c)
+    }
+
+    fn check(
+        c: &Commitment,
+        recs: &[Vec<u8>],
+        rows: &[PointRow],
+        proof: &[u8],
+        hits: &[(f32, MemoryId)],
+        asked: &HybridAsked<'_>,
+    ) -> Result<(), cairn_index::proof::VerifyError> {
+        let by_id: HashMap<MemoryId, &Vec<u8>> = rows.iter().map(|r| r.id).zip(recs).collect();
+        let returned: Vec<Returned<'_>> = hits
+            .iter()
+            .map(|(_, id)| Returned {
+                id,
+                record: by_id.get(id).map_or(&[][..], |r| r.as_slice()),
+            })
+            .collect();
+        let scores: Vec<f32> = hits.iter().map(|h| h.0).collect();
+        let trusted = c.root().map_or([0; 32], |r| r.record.node_id);
+        verify_hybrid(
+            proof,
+            "ns",
+            &trusted,
+            asked,
+            &returned,
+            &scores,
+            &VerifyLimits::default(),
+        )
+        .map(|_| ())
+    }
+
+    use std::collections::HashMap;
+
+    #[test]
+    fn lexical_and_hybrid_proofs_verify_and_reject_every_change() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let (recs, rows, c) = built(50, &key);
+        let question = "When did Caroline go to the museum or the pottery festival in Paris?";
+        for (mode, exact) in [
+            (MODE_LEXICAL, false),
+            (MODE_HYBRID, false),
+            (MODE_HYBRID, true),
+        ] {
+            let (hits, proof) = c
+                .prove_hybrid(mode, Some(&rows[7].vector), question, 6, 12, 16, exact)
+                .unwrap();
+            assert_eq!(hits.len(), 6);
+            let bytes = proof.encode();
+            let asked = HybridAsked {
+                mode,
+                k: 6,
+                min_ef: 0,
+                min_depth: 12,
+                query: Some(question),
+            };
+            check(&c, &recs, &rows, &bytes, &hits, &asked).unwrap();
+            // Another question's terms are refused.
+            let other = HybridAsked {
+                query: Some("violin marathon"),
+                ..asked
+            };
+            assert!(check(&c, &recs, &rows, &bytes, &hits, &other).is_err());
+            // Swapped order, a dropped hit, a wrong score: refused.
+            let mut swapped = hits.clone();
+            swapped.swap(0, 1);
+            assert!(check(&c, &recs, &rows, &bytes, &swapped, &asked).is_err());
+            assert!(check(&c, &recs, &rows, &bytes, &hits[1..], &asked).is_err());
+            let mut scored = hits.clone();
+            scored[2].0 += 1e-6;
+            assert!(check(&c, &recs, &rows, &bytes, &scored, &asked).is_err());
+            // A posting dropped from a query term's list (a memory containing the term hidden): refused.
+            let mut p = proof.clone();
+            let leaf = p
+                .leaves
+                .iter_mut()
+                .find(|l| matches!(&l.postings, TermPostings::Full(ps) if ps.len() > 1))
+                .unwrap();
+            if let TermPostings::Full(ps) = &mut leaf.postings {
+                ps.remove(0);
+                leaf.df -= 1;
+            }
+            assert!(check(&c, &recs, &rows, &p.encode(), &hits, &asked).is_err());
+            // Every single-byte change of the proof is refused, except in the semantic half's query vector
+            // (bound by re-embedding the text: `--check-query`) and ef (only a minimum is asked). Every byte
+            // of the lexical half; one in 13 of the semantic half (a `CPR2` proof, swept in its own tests).
+            let mut skip = 0..0;
+            let mut skip_ef = 0..0;
+            let mut semantic = bytes.len()..bytes.len();
+            if let GraphPart::Search(rp) = &proof.graph {
+                let inner = rp.encode();
+                semantic = bytes.len() - inner.len()..bytes.len();
+                let at = semantic.start + 4 + rp.root.encode().len() + 1 + 4;
+                skip_ef = at..at + 4;
+                skip = at + 6..at + 6 + rp.query.len();
+            }
+            // The signed root's bytes (checked by signature, swept in the root tests): one in 8.
+            let root = 4..4 + proof.root.encode().len();
+            for i in (0..bytes.len()).filter(|i| {
+                !skip.contains(i)
+                    && !skip_ef.contains(i)
+                    && (!semantic.contains(i) || (i - semantic.start) % 13 == 0)
+                    && (!root.contains(i) || i % 8 == 0)
+            }) {
+                let mut b = bytes.clone();
+                b[i] ^= 0x01;
+                assert!(
+                    check(&c, &recs, &rows, &b, &hits, &asked).is_err(),
+                    "mode {mode} exact {exact}: change at byte {i} of {} accepted",
+                    bytes.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_index_that_hides_a_memory_does_not_reproduce_the_root() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let (_, rows, mut c) = built(40, &key);
+        // The owner drops a live memory from its lexical index and signs that.
+        c.lex.remove(11);
+        c.lex.rebuild();
+        let params = CommitParams {
+            m: 8,
+            dim: 16,
+            model: [5; 32],
+        };
+        let lying = c.next_root("ns", &params, &key, 2);
+        // A replica rebuilds the index from the records it holds and refuses the root.
+        let mut replica = Commitment::default();
+        let nodes = c.export(&(0..c.len() as u32).collect::<Vec<_>>());
+        replica.apply_replica(nodes, lying, true).unwrap();
+        let docs = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| r.alive && ![4, 9].contains(i))
+            .map(|(i, r)| (i as u32, r.lex.clone().unwrap()))
+            .collect();
+        assert!(replica.apply_replica_docs(docs).is_err());
     }
 }

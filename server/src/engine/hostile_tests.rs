@@ -25,6 +25,8 @@ fn config(dir: &Path) -> EngineConfig {
         ef_construction: 32,
         ef_search: 32,
         exact_proof_limit: 5000,
+        recall_mode: super::RecallMode::Hybrid,
+        fusion_depth: 50,
         gc_interval: Duration::from_millis(250),
         max_chain: 64,
         published_dir: dir.join("published"),

@@ -8,6 +8,7 @@ pub mod commitment;
 mod grants;
 #[cfg(test)]
 mod hostile_tests;
+pub mod lexicon;
 pub mod replica;
 pub mod snapshot;
 mod space;
@@ -62,6 +63,10 @@ pub struct EngineConfig {
     pub ef_search: usize,
     /// Namespaces with at most this many graph nodes get exact-mode recall proofs.
     pub exact_proof_limit: u64,
+    /// Recall's ranking for a text query without filter or prefix when the caller names none.
+    pub recall_mode: RecallMode,
+    /// Default candidates per ranking for lexical and hybrid Recall.
+    pub fusion_depth: usize,
     /// How often garbage collection deletes unpinned blob bytes.
     pub gc_interval: Duration,
     /// Most signed roots in one catch-up answer or roots reply served to peers (2..=[`replica::MAX_CHAIN`]).
@@ -152,6 +157,34 @@ pub struct RecallOpts {
     pub proof: bool,
     /// `ns` is a namespace prefix: search every namespace under it.
     pub prefix: bool,
+    /// Ranking (None = the node's default for a text query, semantic otherwise).
+    pub mode: Option<RecallMode>,
+    /// Candidates per ranking for lexical and hybrid (0 = the node's default).
+    pub depth: u32,
+}
+
+/// How Recall ranks memories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecallMode {
+    /// Nearest by embedding.
+    Semantic,
+    /// BM25 over the committed lexical index.
+    Lexical,
+    /// Reciprocal-rank fusion of both.
+    #[default]
+    Hybrid,
+}
+
+impl std::str::FromStr for RecallMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "semantic" => Ok(RecallMode::Semantic),
+            "lexical" => Ok(RecallMode::Lexical),
+            "hybrid" => Ok(RecallMode::Hybrid),
+            _ => Err(format!("{s:?} is not semantic, lexical or hybrid")),
+        }
+    }
 }
 
 /// A Recall hit.
@@ -362,9 +395,22 @@ impl Engine {
             } else {
                 let sg = signing.clone();
                 let allowed = cfg.allow_fork.contains(&name);
+                let rows = {
+                    let (st, n) = (st.clone(), n.clone());
+                    tokio::task::spawn_blocking(move || -> Result<Vec<PointRow>, NodeError> {
+                        Ok(st.scrub_tombstones(&n, st.load_points(&n)?)?)
+                    })
+                    .await
+                    .map_err(NodeError::from)
+                    .and_then(|r| r)
+                };
+                let rows = match rows {
+                    Ok(rows) => fill_terms(&st, &blobs, &n, rows).await,
+                    Err(e) => Err(e),
+                };
                 tokio::task::spawn_blocking(
                     move || -> Result<(Space, Option<String>), NodeError> {
-                        let rows = st.scrub_tombstones(&n, st.load_points(&n)?)?;
+                        let rows = rows?;
                         let space = Space::restore(n.clone(), dir, rows, params);
                         let latest = st.latest_root(&n)?;
                         let fork = restored_fork(&n, latest.as_ref(), &sg.published)?;
@@ -785,6 +831,7 @@ impl Engine {
                     alive: true,
                     dedup: key,
                     vector,
+                    lex: Some(cairn_index::lexical::DocTerms::of(&record.text)),
                     metadata: record.metadata,
                 };
                 let mut replaced = None;
@@ -879,16 +926,55 @@ impl Engine {
         Ok(self.embedder.embed(texts).await?)
     }
 
-    /// The nearest memories to a query, best first; with `opts.proof`, also the recall proof.
+    /// The nearest memories to a query, best first, with the mode used; with `opts.proof`, also the proof.
     pub async fn recall(
         &self,
         ns: &str,
         query: Option<Query>,
-        mut opts: RecallOpts,
-    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
+        opts: RecallOpts,
+    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>, RecallMode), NodeError> {
         if !(opts.prefix && ns.is_empty()) {
             validate::namespace(ns)?;
         }
+        let f = &opts.filter;
+        let filtered = f.since.is_some() || f.until.is_some() || !f.metadata.is_empty();
+        let text = matches!(query, Some(Query::Text(_)));
+        let mode = match opts.mode {
+            Some(m) => m,
+            None if text && !filtered && !opts.prefix => self.cfg.recall_mode,
+            None => RecallMode::Semantic,
+        };
+        if mode != RecallMode::Semantic {
+            if !text {
+                return Err(NodeError::invalid(
+                    "mode",
+                    "lexical and hybrid recall need a query text",
+                ));
+            }
+            if filtered || opts.prefix {
+                return Err(NodeError::invalid(
+                    "mode",
+                    "lexical and hybrid recall take neither a filter nor a prefix yet; use mode semantic",
+                ));
+            }
+        }
+        if opts.depth > MAX_K {
+            return Err(NodeError::invalid(
+                "depth",
+                format!("{} is more than {MAX_K}", opts.depth),
+            ));
+        }
+        let (hits, proof) = self.recall_in(ns, query, opts, mode).await?;
+        Ok((hits, proof, mode))
+    }
+
+    async fn recall_in(
+        &self,
+        ns: &str,
+        query: Option<Query>,
+        mut opts: RecallOpts,
+        mode: RecallMode,
+    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
         let f = &opts.filter;
         if opts.proof && (f.since.is_some() || f.until.is_some() || !f.metadata.is_empty()) {
             return Err(NodeError::invalid(
@@ -955,6 +1041,12 @@ impl Engine {
             None => return self.newest(spaces, &opts).await,
             Some(Query::Text(t)) => {
                 validate::text("query.text", &t, &self.cfg.limits)?;
+                if mode != RecallMode::Semantic {
+                    let Some(space) = spaces.into_iter().next() else {
+                        return Err(NodeError::NotFound(format!("namespace {ns:?}")));
+                    };
+                    return self.lexical(space, t, mode, opts).await;
+                }
                 self.embedder
                     .embed(vec![t])
                     .await?
@@ -1093,6 +1185,70 @@ impl Engine {
             .map(|(memory, (_, score))| HitOut { memory, score })
             .collect();
         Ok((hits, None))
+    }
+
+    /// Lexical or hybrid Recall on a validated text query: the hits of the deterministic ranking over the
+    /// committed state (docs/PROOFS.md), and with `opts.proof` its `CPX1` proof.
+    async fn lexical(
+        &self,
+        space: Arc<Space>,
+        text: String,
+        mode: RecallMode,
+        opts: RecallOpts,
+    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
+        let (k, ef) = (opts.k as usize, opts.ef as usize);
+        let depth = match opts.depth {
+            0 => self.cfg.fusion_depth,
+            d => d as usize,
+        }
+        .max(k);
+        let points = space.stats().index_points;
+        if opts.exact && points > self.cfg.max_exact {
+            return Err(NodeError::too_large(
+                "exact",
+                format!(
+                    "an exact search here scores {points} memories, more than this node allows per call ({}, --max-exact)",
+                    self.cfg.max_exact
+                ),
+            ));
+        }
+        let vector = if mode == RecallMode::Hybrid {
+            Some(
+                self.embedder
+                    .embed(vec![text.clone()])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| NodeError::Task("no query vector".into()))?,
+            )
+        } else {
+            None
+        };
+        let exact = opts.exact || points <= self.cfg.exact_proof_limit;
+        let pmode = if mode == RecallMode::Hybrid {
+            cairn_index::hybrid::MODE_HYBRID
+        } else {
+            cairn_index::hybrid::MODE_LEXICAL
+        };
+        let (found, proof) = tokio::task::spawn_blocking(move || {
+            space.with_commit(|c| {
+                c.prove_hybrid(pmode, vector.as_deref(), &text, k, depth, ef, exact)
+            })
+        })
+        .await??
+        .ok_or_else(|| {
+            NodeError::FailedPrecondition(
+                "namespace has no signed root with a lexical index yet".into(),
+            )
+        })?;
+        let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
+        let hits = self
+            .read_all(&ids)
+            .await?
+            .into_iter()
+            .zip(found)
+            .map(|(memory, (score, _))| HitOut { memory, score })
+            .collect();
+        Ok((hits, opts.proof.then(|| proof.encode())))
     }
 
     /// Reads and decodes records, in order (in bulk: record files directly, packs a pack at a time).
@@ -1680,4 +1836,38 @@ fn parse_page_token(t: &str) -> Result<Option<(u64, [u8; 32])>, NodeError> {
     let mut id = [0u8; 32];
     id.copy_from_slice(&raw[8..]);
     Ok(Some((u64::from_be_bytes(ts), id)))
+}
+
+/// Gives rows written before the lexical index existed their index terms, from their records (owner
+/// namespaces keep each record as its own blob), and stores them, so the first root after an upgrade commits
+/// every memory's terms.
+async fn fill_terms(
+    st: &Arc<State>,
+    blobs: &Blobs,
+    ns: &str,
+    mut rows: Vec<PointRow>,
+) -> Result<Vec<PointRow>, NodeError> {
+    let missing: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].alive && rows[i].lex.is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(rows);
+    }
+    let ids: Vec<MemoryId> = missing.iter().map(|&i| rows[i].id).collect();
+    let records = blobs.get_many(&ids).await?;
+    let mut filled = Vec::with_capacity(missing.len());
+    for (&i, bytes) in missing.iter().zip(records) {
+        let rec = MemoryRecord::decode(&bytes)
+            .map_err(|e| NodeError::Task(format!("record {}: {e}", rows[i].id)))?;
+        rows[i].lex = Some(cairn_index::lexical::DocTerms::of(&rec.text));
+        filled.push((i, rows[i].clone()));
+    }
+    let (st, n, count) = (st.clone(), ns.to_owned(), filled.len());
+    tokio::task::spawn_blocking(move || st.fill_terms(&n, &filled)).await??;
+    tracing::info!(
+        namespace = ns,
+        memories = count,
+        "indexed the terms of memories written before the lexical index"
+    );
+    Ok(rows)
 }

@@ -763,7 +763,7 @@ impl Engine {
             None => (self.records_of(alive_ids).await?, None),
         };
         for (g, (level, l)) in changed.iter().zip(lists) {
-            let (dedup, metadata) = if g.alive {
+            let (dedup, metadata, lex) = if g.alive {
                 let bytes = records
                     .remove(&g.id)
                     .ok_or_else(|| StepError::Rejected(format!("record {} unavailable", g.id)))?;
@@ -776,9 +776,10 @@ impl Engine {
                     )));
                 }
                 now_alive.insert(g.id);
-                (dedup_key(&rec.text, &rec.metadata), rec.metadata)
+                let lex = cairn_index::lexical::DocTerms::of(&rec.text);
+                (dedup_key(&rec.text, &rec.metadata), rec.metadata, Some(lex))
             } else {
-                (MemoryId::of_bytes(&[]).0, Default::default())
+                (MemoryId::of_bytes(&[]).0, Default::default(), None)
             };
             let row = if g.alive {
                 PointRow {
@@ -788,6 +789,7 @@ impl Engine {
                     dedup,
                     vector: dequantise(&g.vector),
                     metadata,
+                    lex,
                 }
             } else {
                 PointRow::tombstone(g.vector.len())
@@ -800,6 +802,16 @@ impl Engine {
             });
         }
         mark("rows");
+        // The owner's lexical index must be exactly what these records tokenize to: checked before anything
+        // is kept, like the graph (a witness never cosigns an index it did not rebuild).
+        let docs: Vec<(u32, cairn_index::lexical::DocTerms)> = points
+            .iter()
+            .filter_map(|p| p.row.lex.clone().map(|d| (p.point as u32, d)))
+            .collect();
+        let mut commit = commit;
+        commit
+            .apply_replica_docs(docs)
+            .map_err(|e| StepError::Rejected(e.to_string()))?;
         // A memory lives in one node; only compaction moves it, and that ships the whole graph, so every id
         // that was live and is not live in the shipped nodes was forgotten by the owner.
         let gone: Vec<MemoryId> = old_alive.difference(&now_alive).copied().collect();

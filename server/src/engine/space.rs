@@ -221,6 +221,13 @@ impl Space {
         let seq = root.as_ref().map_or(0, |r| r.record.seq);
         if let Some(root) = root {
             commit.apply_replica(nodes, root, true)?;
+            let docs = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.alive)
+                .filter_map(|(i, r)| r.lex.clone().map(|d| (i as u32, d)))
+                .collect();
+            commit.apply_replica_docs(docs)?;
             commit.take_changed();
         }
         let (by_id, live, newest) = index_rows(&rows);
@@ -803,6 +810,7 @@ mod tests {
                     dedup: [i as u8; 32],
                     vector: v,
                     metadata: Default::default(),
+                    lex: None,
                 }
             })
             .collect()

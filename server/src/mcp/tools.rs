@@ -360,8 +360,9 @@ impl CairnMcp {
         let ns = self.namespace(a.namespace)?;
         let c = self.client(ctx)?;
         let verify = a.verify.unwrap_or(false);
-        let mut b = match a.query.filter(|q| !q.trim().is_empty()) {
-            Some(q) => c.recall(&ns, q),
+        let query = a.query.filter(|q| !q.trim().is_empty());
+        let mut b = match &query {
+            Some(q) => c.recall(&ns, q.clone()),
             None => c.recall_newest(&ns),
         };
         let k = a.k.unwrap_or(10);
@@ -386,7 +387,7 @@ impl CairnMcp {
                 min_ef: 0,
             };
             out["verification"] = self.check(&ns, &resp.cosignatures, |t, last| {
-                v::recall(&ns, &asked, &resp, t, last)
+                v::recall_query(&ns, &asked, query.as_deref(), 0, &resp, t, last)
             })?;
         }
         Ok(out)

@@ -444,6 +444,7 @@ mod props {
             model: [0; 32],
             created_at: 0,
             node_id: key.verifying_key().to_bytes(),
+            lexicon: None,
         };
         let root = SignedRoot::sign(rec, &key);
         let mut next = root.clone();

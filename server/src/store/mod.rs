@@ -422,6 +422,25 @@ impl State {
         Ok(rows)
     }
 
+    /// Stores the index terms of rows written before the lexical index existed (`(point, row)` with `lex`
+    /// filled in), in one transaction.
+    pub fn fill_terms(&self, ns: &str, rows: &[(usize, PointRow)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        {
+            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+            for (i, r) in rows {
+                pts.insert((ns, *i as u64), r.encode().as_slice())
+                    .map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
     /// Rewrites the whole state into a fresh file and swaps it in (write, fsync, rename), so bytes of forgotten
     /// memories that redb freed but never overwrote leave the disk with the old file. Blocks every other state
     /// call meanwhile: its cost grows with the state (see docs/BENCHMARKS.md).
@@ -1340,6 +1359,7 @@ mod tests {
             dedup: [i.wrapping_add(100); 32],
             vector: vec![0.25; 16],
             metadata: [("secret".to_owned(), secret.to_owned())].into(),
+            lex: None,
         };
         let points: Vec<NewPoint> = (0..50u8)
             .map(|i| NewPoint {

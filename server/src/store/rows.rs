@@ -2,6 +2,7 @@
 //! versioned through the `format` entry of the `meta` table.
 
 use cairn_index::id::MemoryId;
+use cairn_index::lexical::DocTerms;
 use cairn_index::record::Metadata;
 
 /// Everything the node keeps per HNSW point: enough to rebuild the in-memory index without re-embedding.
@@ -19,6 +20,9 @@ pub struct PointRow {
     pub vector: Vec<f32>,
     /// The memory's metadata (for filtering without reading the blob).
     pub metadata: Metadata,
+    /// The memory's index terms (lexical index). `None` for tombstones and for rows written before the
+    /// lexical index existed (filled in from the record at start-up).
+    pub lex: Option<DocTerms>,
 }
 
 /// Top bit of the stored dimension: the vector is stored as int8 codes (see [`PointRow::encode`]).
@@ -40,6 +44,7 @@ impl PointRow {
             dedup: [0; 32],
             vector: vec![0.0; dim],
             metadata: Metadata::new(),
+            lex: None,
         }
     }
 
@@ -84,6 +89,17 @@ impl PointRow {
             out.extend_from_slice(&(v.len() as u32).to_le_bytes());
             out.extend_from_slice(v.as_bytes());
         }
+        // Optional trailing section (rows written before the lexical index end after the metadata).
+        if let Some(d) = &self.lex {
+            out.push(1);
+            out.extend_from_slice(&d.len.to_le_bytes());
+            out.extend_from_slice(&(d.terms.len() as u32).to_le_bytes());
+            for (t, tf) in &d.terms {
+                out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+                out.extend_from_slice(t.as_bytes());
+                out.extend_from_slice(&tf.to_le_bytes());
+            }
+        }
         out
     }
 
@@ -120,6 +136,26 @@ impl PointRow {
             let v = string(&mut r)?;
             metadata.insert(k, v);
         }
+        let lex = if r.is_empty() {
+            None
+        } else {
+            if take::<1>(&mut r)?[0] != 1 {
+                return Err(CorruptRow("lexical section"));
+            }
+            let len = u32::from_le_bytes(take::<4>(&mut r)?);
+            let n = u32::from_le_bytes(take::<4>(&mut r)?);
+            let mut terms = Vec::with_capacity((n as usize).min(r.len() / 6));
+            for _ in 0..n {
+                let l = u16::from_le_bytes(take::<2>(&mut r)?) as usize;
+                if r.len() < l {
+                    return Err(CorruptRow("term"));
+                }
+                let t = std::str::from_utf8(&r[..l]).map_err(|_| CorruptRow("term"))?;
+                r = &r[l..];
+                terms.push((t.to_owned(), u32::from_le_bytes(take::<4>(&mut r)?)));
+            }
+            Some(DocTerms { terms, len })
+        };
         Ok(PointRow {
             id,
             created_at,
@@ -127,6 +163,7 @@ impl PointRow {
             dedup,
             vector,
             metadata,
+            lex,
         })
     }
 }
@@ -166,6 +203,7 @@ mod tests {
             dedup: [4; 32],
             vector: vec![0.5, -0.25, 1.0],
             metadata,
+            lex: Some(DocTerms::of("tea with alice")),
         };
         let b = row.encode();
         assert_eq!(PointRow::decode(&b).unwrap(), row);
@@ -187,6 +225,7 @@ mod tests {
             dedup: [2; 32],
             vector,
             metadata: Metadata::new(),
+            lex: None,
         };
         let b = row.encode();
         assert_eq!(b.len(), 32 + 8 + 1 + 32 + 2 + 5 + 4);

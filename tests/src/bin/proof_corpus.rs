@@ -67,6 +67,7 @@ fn kind_name(k: &Kind) -> &'static str {
         Kind::Get => "get",
         Kind::List(_) => "list",
         Kind::Recall(..) => "recall",
+        Kind::Hybrid(..) => "hybrid",
     }
 }
 
@@ -226,6 +227,7 @@ impl Corpus {
                     self.add(&t, false, format!("{what}: cursor after item 0"))?;
                 }
             }
+            Kind::Hybrid(..) => {}
             Kind::Recall(scores, asked) => {
                 for (name, k, ef) in [
                     ("k + 1", asked.k + 1, asked.min_ef),
@@ -402,6 +404,8 @@ async fn answers(c: &CairnClient, ns: &str, n: usize) -> Result<Vec<(ProofFile, 
             .recall(ns, q)
             .k(k)
             .exact(exact)
+            // The independent Python verifier checks semantic (CPR2) proofs.
+            .mode(cairn_proto::v1::RecallMode::Semantic)
             .proof(true)
             .send_full()
             .await?;

@@ -1,10 +1,22 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RecallMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RECALL_MODE_DEFAULT: _ClassVar[RecallMode]
+    RECALL_MODE_SEMANTIC: _ClassVar[RecallMode]
+    RECALL_MODE_LEXICAL: _ClassVar[RecallMode]
+    RECALL_MODE_HYBRID: _ClassVar[RecallMode]
+RECALL_MODE_DEFAULT: RecallMode
+RECALL_MODE_SEMANTIC: RecallMode
+RECALL_MODE_LEXICAL: RecallMode
+RECALL_MODE_HYBRID: RecallMode
 
 class ShareRequest(_message.Message):
     __slots__ = ("prefix", "node_id")
@@ -161,7 +173,7 @@ class Filter(_message.Message):
     def __init__(self, metadata: _Optional[_Mapping[str, str]] = ..., since: _Optional[int] = ..., until: _Optional[int] = ...) -> None: ...
 
 class RecallRequest(_message.Message):
-    __slots__ = ("namespace", "text", "vector", "k", "filter", "ef", "exact", "proof", "prefix")
+    __slots__ = ("namespace", "text", "vector", "k", "filter", "ef", "exact", "proof", "prefix", "mode", "depth")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +183,8 @@ class RecallRequest(_message.Message):
     EXACT_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     text: str
     vector: Vector
@@ -180,7 +194,9 @@ class RecallRequest(_message.Message):
     exact: bool
     proof: bool
     prefix: bool
-    def __init__(self, namespace: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ef: _Optional[int] = ..., exact: _Optional[bool] = ..., proof: _Optional[bool] = ..., prefix: _Optional[bool] = ...) -> None: ...
+    mode: RecallMode
+    depth: int
+    def __init__(self, namespace: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ef: _Optional[int] = ..., exact: _Optional[bool] = ..., proof: _Optional[bool] = ..., prefix: _Optional[bool] = ..., mode: _Optional[_Union[RecallMode, str]] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "text", "metadata", "created_at", "score", "record", "namespace", "key")
@@ -210,14 +226,16 @@ class Hit(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[int] = ..., score: _Optional[float] = ..., record: _Optional[bytes] = ..., namespace: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class RecallResponse(_message.Message):
-    __slots__ = ("hits", "proof", "cosignatures")
+    __slots__ = ("hits", "proof", "cosignatures", "mode")
     HITS_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     COSIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     proof: bytes
     cosignatures: _containers.RepeatedCompositeFieldContainer[Cosignature]
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., proof: _Optional[bytes] = ..., cosignatures: _Optional[_Iterable[_Union[Cosignature, _Mapping]]] = ...) -> None: ...
+    mode: RecallMode
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., proof: _Optional[bytes] = ..., cosignatures: _Optional[_Iterable[_Union[Cosignature, _Mapping]]] = ..., mode: _Optional[_Union[RecallMode, str]] = ...) -> None: ...
 
 class Cosignature(_message.Message):
     __slots__ = ("witness", "signature")

@@ -12,7 +12,8 @@ from .errors import VerifyError
 from .wire import Reader, u16be, u32be, u64be
 
 ROOT_MAGIC = b"CAIRNROOT"
-ROOT_VERSION = 1
+ROOT_VERSION = 2          # version 2 adds the lexical index's commitment
+ROOT_VERSIONS = (1, 2)
 SIG_DOMAIN = b"CAIRN-ROOT-SIG-V1"
 EMPTY_ENTRY = 0xFFFFFFFF
 MAX_ROOT_NS = 128  # the record format's namespace cap; the Rust verifier applies it to roots too
@@ -47,6 +48,8 @@ class Root:
     hash: bytes
     raw: bytes
     signed: bytes = field(default=b"", repr=False)
+    # Version 2 only (None in version-1 roots): tokenizer, term count, term tree root, total length.
+    lexicon: tuple | None = None
 
     @property
     def root_hash(self) -> bytes:
@@ -76,7 +79,7 @@ def decode_root_record(raw: bytes, signature: bytes = b"") -> Root:
     if r.take(9, "magic") != ROOT_MAGIC:
         raise VerifyError("root record: wrong magic")
     v = r.u8("version")
-    if v != ROOT_VERSION:
+    if v not in ROOT_VERSIONS:
         raise VerifyError(f"root record: unknown version {v}")
     nlen = r.u16("namespace length")
     if nlen > MAX_ROOT_NS:
@@ -101,9 +104,12 @@ def decode_root_record(raw: bytes, signature: bytes = b"") -> Root:
     model = r.take(32, "model")
     created_at = r.u64("created_at")
     node_id = r.take(32, "node_id")
+    lexicon = None
+    if v == 2:
+        lexicon = (r.u8("tokenizer"), r.u64("lex_terms"), r.take(32, "lex_root"), r.u64("lex_total"))
     r.expect_end()
     return Root(ns, seq, prev, gl, gr, tl, tr, entry, max_level, m, m0, quant, dist, dim, model,
-                created_at, node_id, signature, root_hash(raw), raw)
+                created_at, node_id, signature, root_hash(raw), raw, lexicon=lexicon)
 
 
 def read_signed_root(r: Reader, trusted: bytes) -> Root:
@@ -143,13 +149,18 @@ def check_root_signature(root: Root, trusted: bytes) -> None:
 def encode_root_record(namespace: str, seq: int, prev: bytes, graph_leaves: int, graph_root: bytes,
                        time_leaves: int, time_root: bytes, entry: int, max_level: int, M: int, M0: int,
                        quantiser: int, distance: int, dim: int, model: bytes, created_at: int,
-                       node_id: bytes) -> bytes:
-    """Root record bytes from its fields. For tests and provers."""
+                       node_id: bytes, lexicon: tuple | None = None) -> bytes:
+    """Root record bytes from its fields (version 1, or version 2 with `lexicon` =
+    (tokenizer, terms, root, total_len)). For tests and provers."""
     ns = namespace.encode()
-    return b"".join([ROOT_MAGIC, bytes([ROOT_VERSION]), u16be(len(ns)), ns, u64be(seq), prev,
-                     u64be(graph_leaves), graph_root, u64be(time_leaves), time_root, u32be(entry),
+    tail = b""
+    if lexicon is not None:
+        tok, terms, lroot, total = lexicon
+        tail = bytes([tok]) + u64be(terms) + lroot + u64be(total)
+    return b"".join([ROOT_MAGIC, bytes([2 if lexicon is not None else 1]), u16be(len(ns)), ns, u64be(seq),
+                     prev, u64be(graph_leaves), graph_root, u64be(time_leaves), time_root, u32be(entry),
                      bytes([max_level]), u16be(M), u16be(M0), bytes([quantiser]), bytes([distance]),
-                     u16be(dim), model, u64be(created_at), node_id])
+                     u16be(dim), model, u64be(created_at), node_id, tail])
 
 
 def sign_root(raw: bytes, private_key) -> bytes:

@@ -1,0 +1,213 @@
+//! A namespace's lexical index: posting lists of every term over the live memories (by graph node number),
+//! document lengths, and the term tree a version-2 root commits (docs/PROOFS.md, "Lexical index"). Updated
+//! per write; the tree's leaves are re-hashed only for the terms a write touched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cairn_index::hybrid::{TermLeaf, TermPostings};
+use cairn_index::lexical::{
+    bm25_top, postings_hash, term_leaf_hash, Corpus, DocTerms, Posting, MAX_DF, TOKENIZER_V1,
+};
+use cairn_index::merkle::{Hash, Tree};
+use cairn_index::root::LexCommit;
+
+#[derive(Debug, Clone, Default)]
+struct Term {
+    /// node → (tf, dl).
+    postings: BTreeMap<u32, (u32, u32)>,
+    /// Cached leaf hash (stale while the term is in `dirty`).
+    leaf: Hash,
+}
+
+impl Term {
+    fn list(&self) -> Vec<Posting> {
+        self.postings
+            .iter()
+            .map(|(&node, &(tf, dl))| Posting { node, tf, dl })
+            .collect()
+    }
+}
+
+/// The lexical index of one namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Lexicon {
+    docs: HashMap<u32, DocTerms>,
+    terms: BTreeMap<String, Term>,
+    total_len: u64,
+    dirty: BTreeSet<String>,
+    /// Terms in tree order (rebuilt with the tree).
+    order: Vec<String>,
+    tree: Tree,
+}
+
+impl Lexicon {
+    /// Indexes a live memory at graph node `node` (replacing what that node held).
+    pub fn add(&mut self, node: u32, doc: DocTerms) {
+        self.remove(node);
+        for (t, tf) in &doc.terms {
+            self.terms
+                .entry(t.clone())
+                .or_default()
+                .postings
+                .insert(node, (*tf, doc.len));
+            self.dirty.insert(t.clone());
+        }
+        self.total_len += u64::from(doc.len);
+        self.docs.insert(node, doc);
+    }
+
+    /// Drops the memory at `node` (forgotten or replaced) from every posting list.
+    pub fn remove(&mut self, node: u32) {
+        let Some(doc) = self.docs.remove(&node) else {
+            return;
+        };
+        self.total_len = self.total_len.saturating_sub(u64::from(doc.len));
+        for (t, _) in doc.terms {
+            if let Some(term) = self.terms.get_mut(&t) {
+                term.postings.remove(&node);
+                if term.postings.is_empty() {
+                    self.terms.remove(&t);
+                }
+            }
+            self.dirty.insert(t);
+        }
+    }
+
+    /// Forgets everything (a replica starting over).
+    pub fn clear(&mut self) {
+        *self = Lexicon::default();
+    }
+
+    /// Re-hashes the touched terms' leaves and rebuilds the term tree.
+    pub fn rebuild(&mut self) {
+        for t in std::mem::take(&mut self.dirty) {
+            if let Some(term) = self.terms.get_mut(&t) {
+                let list = term.list();
+                term.leaf = term_leaf_hash(&t, list.len() as u32, &postings_hash(&list));
+            }
+        }
+        self.order = self.terms.keys().cloned().collect();
+        let leaves: Vec<Hash> = self.terms.values().map(|t| t.leaf).collect();
+        self.tree = Tree::build(&leaves);
+    }
+
+    /// What the root commits.
+    pub fn commit(&self) -> LexCommit {
+        LexCommit {
+            tokenizer: TOKENIZER_V1,
+            terms: self.tree.len(),
+            root: self.tree.root(),
+            total_len: self.total_len,
+        }
+    }
+
+    /// Sum of the live memories' lengths.
+    pub fn total_len(&self) -> u64 {
+        self.total_len
+    }
+
+    /// The scored posting lists of `terms` (absent terms and terms over [`MAX_DF`] skipped).
+    fn lists(&self, terms: &[String]) -> Vec<Vec<Posting>> {
+        terms
+            .iter()
+            .filter_map(|t| self.terms.get(t))
+            .filter(|t| t.postings.len() <= MAX_DF as usize)
+            .map(Term::list)
+            .collect()
+    }
+
+    /// The BM25 top-`depth` (score, node) for `terms` over `docs` live memories.
+    pub fn rank(&self, terms: &[String], docs: u64, depth: usize) -> Vec<(u64, u32)> {
+        let lists = self.lists(terms);
+        let refs: Vec<&[Posting]> = lists.iter().map(Vec::as_slice).collect();
+        bm25_top(
+            &refs,
+            Corpus {
+                docs,
+                total_len: self.total_len,
+            },
+            depth,
+        )
+    }
+
+    /// The term leaves a proof needs for `terms` (each present term with its postings, each absent term's
+    /// neighbours) and their multiproof. None if the tree is stale.
+    pub fn prove(&self, terms: &[String]) -> Option<(Vec<TermLeaf>, Vec<Hash>)> {
+        let mut want: BTreeMap<usize, bool> = BTreeMap::new();
+        let n = self.order.len();
+        for t in terms {
+            match self
+                .order
+                .binary_search_by(|o| o.as_bytes().cmp(t.as_bytes()))
+            {
+                Ok(i) => {
+                    want.insert(i, true);
+                }
+                Err(i) => {
+                    if i > 0 {
+                        want.entry(i - 1).or_insert(false);
+                    }
+                    if i < n {
+                        want.entry(i).or_insert(false);
+                    }
+                }
+            }
+        }
+        let mut leaves = Vec::with_capacity(want.len());
+        for (&i, &full) in &want {
+            let term = self.order.get(i)?;
+            let t = self.terms.get(term)?;
+            let list = t.list();
+            let df = list.len() as u32;
+            let postings = if full && df <= MAX_DF {
+                TermPostings::Full(list)
+            } else {
+                TermPostings::Hash(postings_hash(&list))
+            };
+            leaves.push(TermLeaf {
+                position: i as u64,
+                term: term.clone(),
+                df,
+                postings,
+            });
+        }
+        let idx: Vec<u64> = leaves.iter().map(|l| l.position).collect();
+        let lemmas = if idx.is_empty() {
+            Vec::new()
+        } else {
+            self.tree.prove(&idx).ok()?
+        };
+        Some((leaves, lemmas))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_updates_equal_a_fresh_build() {
+        let texts = [
+            "Caroline went to Paris in May",
+            "Melanie paints sunsets by the lake",
+            "Caroline adopted a dog named Paris",
+            "the lake froze in January",
+        ];
+        let mut a = Lexicon::default();
+        for (i, t) in texts.iter().enumerate() {
+            a.add(i as u32, DocTerms::of(t));
+            a.rebuild();
+        }
+        a.remove(1);
+        a.rebuild();
+        let mut b = Lexicon::default();
+        for i in [0usize, 2, 3] {
+            b.add(i as u32, DocTerms::of(texts[i]));
+        }
+        b.rebuild();
+        assert_eq!(a.commit(), b.commit());
+        assert!(!a.terms.contains_key("melanie"));
+        let top = a.rank(&["paris".into(), "caroline".into()], 3, 10);
+        assert_eq!(top.len(), 2);
+    }
+}
