@@ -132,3 +132,85 @@ fn published_vectors() {
     cairn_index::vcode::encode_vector(&[0, -1, 1, 4], &mut coded);
     assert_eq!(hex::encode(&coded), "89a400");
 }
+
+/// docs/PROOFS.md, "Lexical index": tokenizer, postings, term leaf, fixed-point BM25, fusion, version-2 root.
+#[test]
+fn lexical_vectors() {
+    use cairn_index::lexical::*;
+    use cairn_index::root::LexCommit;
+    assert_eq!(
+        tokenize("Caroline's 2 trips to PARIS (May 7, 2023): don't stop!"),
+        vec!["caroline", "2", "trips", "paris", "may", "7", "2023", "stop"]
+    );
+    let d = DocTerms::of("Paris, paris and Lyon");
+    assert_eq!(d.terms, vec![("lyon".into(), 1), ("paris".into(), 2)]);
+    assert_eq!(d.len, 3);
+    let postings = [
+        Posting {
+            node: 3,
+            tf: 2,
+            dl: 3,
+        },
+        Posting {
+            node: 9,
+            tf: 1,
+            dl: 12,
+        },
+    ];
+    let ph = postings_hash(&postings);
+    assert_eq!(
+        hex::encode(ph),
+        "8e0ef4166f0b98227472be5a02f72a944c9bc03e56faab0cdab4c55b3d2b1097"
+    );
+    assert_eq!(
+        hex::encode(term_leaf_bytes("paris", 2, &ph)),
+        format!(
+            "434c5431000570617269730000000{}",
+            "28e0ef4166f0b98227472be5a02f72a944c9bc03e56faab0cdab4c55b3d2b1097"
+        )
+    );
+    assert_eq!(
+        hex::encode(term_leaf_hash("paris", 2, &ph)),
+        "e42c1496817c8099e9b99bab844329721651ebfb74481b0c429374c244fc72c9"
+    );
+    assert_eq!(log2_fixed(3), 103_872);
+    assert_eq!(log2_fixed(1000), 653_117);
+    assert_eq!(idf_fixed(100, 2), 349_719);
+    assert_eq!(tf_fixed(2, 3, 100, 1000), 112_201);
+    assert_eq!(tf_fixed(1, 12, 100, 1000), 60_579);
+    let top = bm25_top(
+        &[&postings],
+        Corpus {
+            docs: 100,
+            total_len: 1000,
+        },
+        10,
+    );
+    assert_eq!(top, vec![(39_238_821_519, 3), (21_185_627_301, 9)]);
+    assert_eq!(fixed_score(top[0].0).to_bits(), 0x4112_2d0e);
+    assert_eq!(
+        fuse(&[&[5, 1, 2], &[1, 5, 9]], 4),
+        vec![
+            (139_682_965, 1),
+            (139_682_965, 5),
+            (68_174_084, 2),
+            (68_174_084, 9)
+        ]
+    );
+    let mut r = root_record();
+    r.lexicon = Some(LexCommit {
+        tokenizer: 1,
+        terms: 2,
+        root: [0x55; 32],
+        total_len: 15,
+    });
+    assert_eq!(
+        hex::encode(r.hash()),
+        "427e2e0de9f5e15d62609f4a7d3b7b5ee7d8c4bb44ac00d2f1b208a5857d5b8e"
+    );
+    let s = SignedRoot::sign(r, &SigningKey::from_bytes(&[0x42; 32]));
+    assert_eq!(
+        hex::encode(s.signature),
+        "d1ca3f336d8aee8a1547365536a7dc22bbce4a6e9b2992ab59f6c0246bf42aa36bf198ff2e0ffc47e768b9a9d3864be040d31728c1d3e11d8e52c5f093ea6c0f"
+    );
+}

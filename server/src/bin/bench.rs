@@ -66,6 +66,12 @@ enum Cmd {
         /// Also run every question with proof = true, verifying each answer.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         verify: bool,
+        /// Recall modes to measure (comma-separated: semantic, lexical, hybrid).
+        #[arg(long, value_delimiter = ',', default_value = "semantic,lexical,hybrid")]
+        modes: Vec<String>,
+        /// Fusion depth of lexical and hybrid recall (0: the node's default).
+        #[arg(long, default_value_t = 0)]
+        depth: u32,
     },
     /// Recall proofs on an existing namespace (use --data-dir of a `recall` run): proof size, time to answer
     /// with a proof, client verify time, and recall@10 of the proof search against exact search.
@@ -657,7 +663,13 @@ fn evidence_recall(hits: &[String], evidence: &HashSet<String>, k: usize) -> f64
     found as f64 / evidence.len().max(1) as f64
 }
 
-async fn bench_locomo(args: &Args, text_field: &str, verify: bool) -> Result<()> {
+async fn bench_locomo(
+    args: &Args,
+    text_field: &str,
+    verify: bool,
+    modes: &[String],
+    depth: u32,
+) -> Result<()> {
     let root = data_root(args).join("locomo").join("flat");
     let turns = read_jsonl(&root.join("turns.jsonl"))?;
     let questions = read_jsonl(&root.join("questions.jsonl"))?;
@@ -711,8 +723,21 @@ async fn bench_locomo(args: &Args, text_field: &str, verify: bool) -> Result<()>
         .filter(|q| q["category"].as_u64() != Some(5))
         .filter(|q| q["evidence_norm"].as_array().is_some_and(|e| !e.is_empty()))
         .collect();
-    let runs: &[bool] = if verify { &[false, true] } else { &[false] };
-    for &proof in runs {
+    let proofs: &[bool] = if verify { &[false, true] } else { &[false] };
+    let mut runs = Vec::new();
+    for m in modes {
+        let mode = match m.as_str() {
+            "semantic" => cairn_proto::v1::RecallMode::Semantic,
+            "lexical" => cairn_proto::v1::RecallMode::Lexical,
+            "hybrid" => cairn_proto::v1::RecallMode::Hybrid,
+            other => bail!("--modes: {other:?} is not semantic, lexical or hybrid"),
+        };
+        for &p in proofs {
+            runs.push((m.as_str(), mode, p));
+        }
+    }
+    for (mode_name, mode, proof) in runs {
+        let mut sizes = Vec::new();
         // category name → (questions, recall@5 sum, recall@10 sum)
         let mut per: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
         let mut lat = Vec::with_capacity(asked.len());
@@ -731,14 +756,25 @@ async fn bench_locomo(args: &Args, text_field: &str, verify: bool) -> Result<()>
             let resp = client
                 .recall(&ns, question)
                 .k(10)
+                .mode(mode)
+                .depth(depth)
                 .proof(proof)
                 .send_full()
                 .await?;
             if proof {
                 let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: 0 };
-                cairn_client::verify::recall(&ns, &asked, &resp, &trusted, None)
-                    .map_err(|e| anyhow::anyhow!("{ns}: {question:?}: proof rejected: {e}"))?;
+                cairn_client::verify::recall_query(
+                    &ns,
+                    &asked,
+                    Some(question),
+                    depth,
+                    &resp,
+                    &trusted,
+                    None,
+                )
+                .map_err(|e| anyhow::anyhow!("{ns}: {question:?}: proof rejected: {e}"))?;
                 verified += 1;
+                sizes.push(resp.proof.len() as f64 / 1024.0);
             }
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             let hits: Vec<String> = resp
@@ -755,9 +791,9 @@ async fn bench_locomo(args: &Args, text_field: &str, verify: bool) -> Result<()>
             }
         }
         let label = if proof {
-            format!("semantic, with proof ({verified} verified)")
+            format!("{mode_name}, with proof ({verified} verified)")
         } else {
-            "semantic, no proof".to_owned()
+            format!("{mode_name}, no proof")
         };
         println!("LoCoMo evidence recall, {label}:");
         println!("| category | questions | recall@5 | recall@10 |");
@@ -774,6 +810,9 @@ async fn bench_locomo(args: &Args, text_field: &str, verify: bool) -> Result<()>
             "ms",
             lat,
         );
+        if proof {
+            summary(&format!("proof size ({label})"), "KiB", sizes);
+        }
     }
     Ok(())
 }
@@ -1376,7 +1415,12 @@ async fn main() -> Result<()> {
         Cmd::Ingest { n, in_flight } => bench_ingest(&args, *n, *in_flight).await,
         Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
         Cmd::Scifact => bench_scifact(&args).await,
-        Cmd::Locomo { text, verify } => bench_locomo(&args, text, *verify).await,
+        Cmd::Locomo {
+            text,
+            verify,
+            modes,
+            depth,
+        } => bench_locomo(&args, text, *verify, modes, *depth).await,
         Cmd::Auth { memories, queries } => bench_auth(*memories, *queries).await,
         Cmd::Scrub { sizes } => bench_scrub(sizes),
         Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
