@@ -5,7 +5,7 @@
 use crate::merkle::{leaf_hash, Hash};
 
 /// Tokenizer code committed in version-2 roots: lowercase, split on non-alphanumerics, drop one-letter tokens
-/// and the fixed English stopword list (see [`tokenize`]).
+/// and the fixed English stopword list, Snowball English stems (see [`tokenize`]).
 pub const TOKENIZER_V1: u8 = 1;
 /// Longest indexed term, in bytes; longer tokens are dropped.
 pub const MAX_TERM_BYTES: usize = 64;
@@ -181,9 +181,11 @@ fn is_stopword(t: &str) -> bool {
 }
 
 /// The index terms of a text, in order, repeats kept: the text is lowercased (Unicode full lowercase
-/// mapping), split into maximal runs of alphanumeric characters (Unicode Alphabetic or Numeric), and a run is
-/// kept unless it is one non-digit character, longer than [`MAX_TERM_BYTES`], or a stopword.
+/// mapping), split into maximal runs of alphanumeric characters (Unicode Alphabetic or Numeric), a run is
+/// kept unless it is one non-digit character, longer than [`MAX_TERM_BYTES`], or a stopword, and each kept run
+/// becomes its Snowball English (Porter2) stem.
 pub fn tokenize(text: &str) -> Vec<String> {
+    let stemmer = rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::English);
     let lower = text.to_lowercase();
     lower
         .split(|c: char| !c.is_alphanumeric())
@@ -195,7 +197,7 @@ pub fn tokenize(text: &str) -> Vec<String> {
                 _ => t.len() <= MAX_TERM_BYTES && !is_stopword(t),
             }
         })
-        .map(str::to_owned)
+        .map(|t| stemmer.stem(t).into_owned())
         .collect()
 }
 
@@ -396,14 +398,23 @@ mod tests {
     fn tokenizer_vectors() {
         assert_eq!(
             tokenize("Caroline's trip to Paris, on 7 May 2023 — ÉTÉ naïve x3!"),
-            vec!["caroline", "trip", "paris", "7", "may", "2023", "été", "naïve", "x3"]
+            vec!["carolin", "trip", "pari", "7", "may", "2023", "été", "naïv", "x3"]
+        );
+        assert_eq!(
+            tokenize("researching adoption agencies; she researched"),
+            vec!["research", "adopt", "agenc", "research"]
         );
         assert_eq!(tokenize("I am what I am."), Vec::<String>::new());
+        // Porter2 stems (the same as Python's snowballstemmer 3.1.1 gives for these words).
+        assert_eq!(
+            tokenize("fruitlessly generously dying skies news ugly"),
+            vec!["fruitless", "generous", "die", "sky", "news", "ugli"]
+        );
         assert_eq!(
             query_terms("paris Paris PARIS london"),
-            vec!["paris", "london"]
+            vec!["pari", "london"]
         );
-        let d = DocTerms::of("the cat saw the other cat");
+        let d = DocTerms::of("the cats saw the other cat");
         assert_eq!(d.terms, vec![("cat".into(), 2), ("saw".into(), 1)]);
         assert_eq!(d.len, 3);
         assert_eq!(d.tf("cat"), 2);

@@ -140,10 +140,10 @@ fn lexical_vectors() {
     use cairn_index::root::LexCommit;
     assert_eq!(
         tokenize("Caroline's 2 trips to PARIS (May 7, 2023): don't stop!"),
-        vec!["caroline", "2", "trips", "paris", "may", "7", "2023", "stop"]
+        vec!["carolin", "2", "trip", "pari", "may", "7", "2023", "stop"]
     );
     let d = DocTerms::of("Paris, paris and Lyon");
-    assert_eq!(d.terms, vec![("lyon".into(), 1), ("paris".into(), 2)]);
+    assert_eq!(d.terms, vec![("lyon".into(), 1), ("pari".into(), 2)]);
     assert_eq!(d.len, 3);
     let postings = [
         Posting {

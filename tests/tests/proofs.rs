@@ -106,11 +106,38 @@ async fn cli_verify_recall_list_get_and_saved_proofs() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("verification failed"), "{}", stderr(&o));
 
-    // Saved proofs verify offline; every single-byte change is rejected, never with a panic.
+    // Saved proofs verify offline; every single-byte change is rejected, never with a panic. Recall in each
+    // mode: the node's default (hybrid), semantic and lexical.
     for (kind, args) in [
         (
             "recall",
             vec!["recall", "--ns", "proofs", "-k", "4", "who has allergies?"],
+        ),
+        (
+            "recall-semantic",
+            vec![
+                "recall",
+                "--ns",
+                "proofs",
+                "-k",
+                "4",
+                "--mode",
+                "semantic",
+                "who has allergies?",
+            ],
+        ),
+        (
+            "recall-lexical",
+            vec![
+                "recall",
+                "--ns",
+                "proofs",
+                "-k",
+                "4",
+                "--mode",
+                "lexical",
+                "Alice tea allergies",
+            ],
         ),
         (
             "list",

@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         queries: usize,
     },
-    /// SciFact nDCG@10 with exact and HNSW search.
+    /// SciFact nDCG@10 in each mode (semantic exact and HNSW, lexical, hybrid).
     Scifact,
     /// LoCoMo evidence recall@5/@10 per category over the non-adversarial questions with evidence, without and
     /// with a verified proof, plus Recall latency.
@@ -623,7 +623,14 @@ async fn bench_scifact(args: &Args) -> Result<()> {
         docs.len(),
         t0.elapsed().as_secs_f64()
     );
-    for (label, exact) in [("exact", true), ("HNSW (ef=64)", false)] {
+    use cairn_proto::v1::RecallMode as M;
+    for (label, mode, exact) in [
+        ("semantic, exact", M::Semantic, true),
+        ("semantic, HNSW (ef=64)", M::Semantic, false),
+        ("lexical (BM25)", M::Lexical, false),
+        ("hybrid (RRF, HNSW ef=64)", M::Hybrid, false),
+        ("hybrid (RRF, exact)", M::Hybrid, true),
+    ] {
         let (mut ndcg, mut rec, mut n) = (0.0, 0.0, 0);
         for (qid, rel) in &qrels {
             let q = queries
@@ -632,6 +639,7 @@ async fn bench_scifact(args: &Args) -> Result<()> {
             let hits = client
                 .recall("bench/scifact", q.clone())
                 .k(10)
+                .mode(mode)
                 .exact(exact)
                 .send()
                 .await?;

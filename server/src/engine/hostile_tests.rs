@@ -17,7 +17,7 @@ use super::{Engine, EngineConfig, Item};
 use crate::embed::Embedder;
 use crate::p2p::wire::{decode_reply, encode_reply, Reply};
 
-fn config(dir: &Path) -> EngineConfig {
+pub(super) fn config(dir: &Path) -> EngineConfig {
     EngineConfig {
         data_dir: dir.join("data"),
         limits: Limits::default(),

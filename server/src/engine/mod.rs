@@ -12,6 +12,8 @@ pub mod lexicon;
 pub mod replica;
 pub mod snapshot;
 mod space;
+#[cfg(test)]
+mod upgrade_tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
