@@ -57,6 +57,17 @@ def test_sync_round_trip(client, ns):
     assert f.forgotten == [res[2].id] and f.missing == ["1" * 64]
     assert len(client.list(ns)) == 2
 
+    # Modes: BM25 alone finds the memory with the words; verify=True supports semantic only here.
+    lex = client.recall(ns, "bicycle morning", k=1, mode="lexical")
+    assert [h.id for h in lex] == [res[1].id] and 0 < lex[0].score
+    assert client.recall(ns, "Alice tea", k=1, mode="semantic")[0].id == res[0].id
+    with pytest.raises(ValueError):
+        client.recall(ns, "tea", mode="hybrid", verify=True)
+    with pytest.raises(ValueError):
+        client.recall(ns, "tea", mode="fuzzy")
+    with pytest.raises(InvalidArgument):
+        client.recall(ns, "tea", mode="lexical", where={"src": "chat"})
+
     info = {n.namespace: n for n in client.namespaces()}
     assert info[ns].memories == 2 and info[ns].owner is None and info[ns].seq == 2  # remember, forget (the deduplicated write commits nothing)
     st = client.stats(ns)

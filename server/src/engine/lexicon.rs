@@ -207,7 +207,7 @@ mod tests {
         b.rebuild();
         assert_eq!(a.commit(), b.commit());
         assert!(!a.terms.contains_key("melanie"));
-        let top = a.rank(&["paris".into(), "caroline".into()], 3, 10);
+        let top = a.rank(&cairn_index::lexical::query_terms("Paris Caroline"), 3, 10);
         assert_eq!(top.len(), 2);
     }
 }

@@ -85,6 +85,10 @@ pub struct RecallArgs {
     /// `since`, `until`, `prefix` or without a query); the answer then carries the verification.
     #[serde(default)]
     pub verify: Option<bool>,
+    /// Ranking: "hybrid" (words and meaning, the node's default), "semantic" (meaning) or "lexical" (words,
+    /// BM25). Filters and prefix searches are semantic.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 /// Get's arguments.
@@ -367,6 +371,14 @@ impl CairnMcp {
         };
         let k = a.k.unwrap_or(10);
         b = b.k(k).prefix(a.prefix.unwrap_or(false)).proof(verify);
+        if let Some(m) = &a.mode {
+            b = b.mode(match m.as_str() {
+                "semantic" => cairn_proto::v1::RecallMode::Semantic,
+                "lexical" => cairn_proto::v1::RecallMode::Lexical,
+                "hybrid" => cairn_proto::v1::RecallMode::Hybrid,
+                other => return Err(format!("mode {other:?}: use semantic, lexical or hybrid")),
+            });
+        }
         for (key, value) in a.filter.unwrap_or_default() {
             b = b.where_eq(key, value);
         }
