@@ -2,14 +2,19 @@
 //! valid proofs must give an error or a value, never a panic.
 
 use cairn_index::commit::{quantise, time_leaf_hash, TimeEntry};
+use cairn_index::hybrid::{
+    hybrid_answer, verify_hybrid, GraphPart, HybridAsked, HybridProof, TermLeaf, TermPostings,
+    MODE_HYBRID, MODE_LEXICAL,
+};
 use cairn_index::id::MemoryId;
+use cairn_index::lexical::{postings_hash, term_leaf_hash, Posting};
 use cairn_index::merkle::Tree;
 use cairn_index::proof::{
     recall_answer, verify_get, verify_list, verify_recall, ListRange, RecallAsked, RecallProof,
     Returned, TimeProof, VerifyLimits,
 };
 use cairn_index::record::MemoryRecord;
-use cairn_index::root::{RootRecord, SignedRoot};
+use cairn_index::root::{LexCommit, RootRecord, SignedRoot};
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 
@@ -95,6 +100,110 @@ fn exercise(bytes: &[u8]) {
         &[0.5],
         &lim,
     );
+    if let Ok(p) = HybridProof::decode(bytes, &lim) {
+        let _ = hybrid_answer(&p);
+    }
+    for mode in [MODE_LEXICAL, MODE_HYBRID] {
+        let _ = verify_hybrid(
+            bytes,
+            "fz",
+            &trusted,
+            &HybridAsked {
+                mode,
+                k: 1,
+                min_ef: 0,
+                min_depth: 1,
+                query: Some("tea paris"),
+            },
+            &returned,
+            &[0.5],
+            &lim,
+        );
+    }
+}
+
+/// A small, valid lexical proof: three terms committed, one query term present with its postings, one absent.
+fn valid_lexical_proof() -> Vec<u8> {
+    let post = vec![
+        Posting {
+            node: 0,
+            tf: 1,
+            dl: 2,
+        },
+        Posting {
+            node: 2,
+            tf: 2,
+            dl: 3,
+        },
+    ];
+    let terms = [
+        (
+            "coffe",
+            postings_hash(&[Posting {
+                node: 1,
+                tf: 1,
+                dl: 1,
+            }]),
+            1u32,
+        ),
+        ("pari", postings_hash(&post), 2),
+        (
+            "zebra",
+            postings_hash(&[Posting {
+                node: 1,
+                tf: 1,
+                dl: 1,
+            }]),
+            1,
+        ),
+    ];
+    let leaves: Vec<[u8; 32]> = terms
+        .iter()
+        .map(|(t, h, df)| term_leaf_hash(t, *df, h))
+        .collect();
+    let tree = Tree::build(&leaves);
+    let mut r = root(&Tree::build(&[])).record;
+    r.time_leaves = 3;
+    r.lexicon = Some(LexCommit {
+        tokenizer: 1,
+        terms: 3,
+        root: tree.root(),
+        total_len: 6,
+    });
+    let root = SignedRoot::sign(r, &key());
+    HybridProof {
+        root,
+        mode: MODE_LEXICAL,
+        k: 1,
+        depth: 1,
+        terms: vec!["tea".into(), "pari".into()],
+        leaves: vec![
+            TermLeaf {
+                position: 0,
+                term: "coffe".into(),
+                df: 1,
+                postings: TermPostings::Hash(terms[0].1),
+            },
+            TermLeaf {
+                position: 1,
+                term: "pari".into(),
+                df: 2,
+                postings: TermPostings::Full(post),
+            },
+            TermLeaf {
+                position: 2,
+                term: "zebra".into(),
+                df: 1,
+                postings: TermPostings::Hash(terms[2].1),
+            },
+        ],
+        lex_lemmas: tree.prove(&[0, 1, 2]).expect("prove"),
+        graph: GraphPart::Nodes {
+            nodes: Vec::new(),
+            lemmas: Vec::new(),
+        },
+    }
+    .encode()
 }
 
 proptest! {
@@ -108,6 +217,23 @@ proptest! {
     #[test]
     fn mutated_time_proofs_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
         let mut b = valid_time_proof();
+        for (i, x) in flips {
+            let n = b.len();
+            b[i % n] ^= x;
+        }
+        exercise(&b);
+        let n = b.len();
+        exercise(&b[..cut % n]);
+    }
+
+    #[test]
+    fn mutated_lexical_proofs_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
+        let good = valid_lexical_proof();
+        // The honest proof's term leaves check out (its one ranked node has no graph leaf here, so the answer
+        // itself is refused as incomplete, not malformed).
+        let p = HybridProof::decode(&good, &VerifyLimits::default()).expect("decode");
+        prop_assert!(matches!(hybrid_answer(&p), Err(cairn_index::proof::VerifyError::Mismatch(m)) if m.contains("graph leaf")));
+        let mut b = good.clone();
         for (i, x) in flips {
             let n = b.len();
             b[i % n] ^= x;

@@ -445,6 +445,46 @@ async fn check_query_binds_the_answer_to_the_text() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("query bound"), "{}", stdout(&o));
 
+    // A saved hybrid answer (the default mode) carries its question: --check-query must name it, and the proof's
+    // semantic half must be that question's embedding.
+    let hybrid = dir.path().join("tea-hybrid.proof");
+    let h = hybrid.to_string_lossy().into_owned();
+    let o = cli_with_state(
+        &node,
+        &state,
+        &[
+            "recall",
+            "--ns",
+            "proofs",
+            "--proof-out",
+            &h,
+            "what does Alice drink?",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&node.cli(&["id"])).trim().to_owned();
+    let o = node.cli(&[
+        "verify",
+        &h,
+        "--trust",
+        &id,
+        "--check-query",
+        "what does Alice drink?",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("query bound"), "{}", stdout(&o));
+    let o = node.cli(&[
+        "verify",
+        &h,
+        "--trust",
+        &id,
+        "--check-query",
+        "which room is booked on Friday?",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("another question"), "{}", stderr(&o));
+
+    // A saved semantic answer is bound to its text by the query vector alone.
     let file = dir.path().join("tea.proof");
     let f = file.to_string_lossy().into_owned();
     let o = cli_with_state(
@@ -454,6 +494,8 @@ async fn check_query_binds_the_answer_to_the_text() {
             "recall",
             "--ns",
             "proofs",
+            "--mode",
+            "semantic",
             "--proof-out",
             &f,
             "what does Alice drink?",

@@ -530,6 +530,7 @@ async fn bench_recall(args: &Args, sizes: &[usize], queries: usize) -> Result<()
         for q in qs.iter().take(20) {
             client
                 .recall("bench/recall", q.clone())
+                .mode(cairn_proto::v1::RecallMode::Semantic)
                 .k(10)
                 .send()
                 .await?;
@@ -539,6 +540,7 @@ async fn bench_recall(args: &Args, sizes: &[usize], queries: usize) -> Result<()
             let t = Instant::now();
             let hits = client
                 .recall("bench/recall", q.clone())
+                .mode(cairn_proto::v1::RecallMode::Semantic)
                 .k(10)
                 .send()
                 .await?;
@@ -1047,6 +1049,7 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
         let t = Instant::now();
         let resp = client
             .recall(ns, q.clone())
+            .mode(cairn_proto::v1::RecallMode::Semantic)
             .k(10)
             .ef(ef)
             .proof(true)
@@ -1059,6 +1062,7 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
             .map_err(|e| anyhow::anyhow!("proof did not verify: {e}"))?;
         let exact = client
             .recall(ns, q.clone())
+            .mode(cairn_proto::v1::RecallMode::Semantic)
             .k(10)
             .exact(true)
             .send()

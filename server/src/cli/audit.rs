@@ -71,13 +71,26 @@ pub async fn run(
         .filter(|n| n.node.alive)
         .map(|n| (n.node.id, n.node.created_at))
         .collect();
+    let numbers: std::collections::HashMap<cairn_index::id::MemoryId, u32> = nodes
+        .iter()
+        .filter(|n| n.node.alive)
+        .map(|n| (n.node.id, n.node.node))
+        .collect();
     let name = ns.to_owned();
-    let records =
+    let (records, docs) =
         tokio::task::spawn_blocking(move || check_pages(&pages, &leaves, &name)).await??;
     let commit = tokio::task::spawn_blocking(move || -> Result<Commitment> {
         let mut commit = Commitment::default();
         commit
             .apply_replica(nodes, root, true)
+            .map_err(|e| anyhow::anyhow!("audit failed: {e}"))?;
+        // The lexical index must be exactly what the records tokenize to.
+        let docs = docs
+            .into_iter()
+            .filter_map(|(id, d)| numbers.get(&id).map(|&n| (n, d)))
+            .collect();
+        commit
+            .apply_replica_docs(docs)
             .map_err(|e| anyhow::anyhow!("audit failed: {e}"))?;
         Ok(commit)
     })
@@ -92,7 +105,14 @@ pub async fn run(
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         for q in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let resp = client.recall(ns, q).k(k).proof(true).send_full().await?;
+            // The audit measures the semantic proof search against exact search.
+            let resp = client
+                .recall(ns, q)
+                .k(k)
+                .mode(cairn_proto::v1::RecallMode::Semantic)
+                .proof(true)
+                .send_full()
+                .await?;
             let ask = RecallAsked { k, min_ef: 0 };
             let vd = v::recall(ns, &ask, &resp, &owner, None).map_err(|e| {
                 anyhow::anyhow!("audit failed: answer to {q:?} does not verify: {e}")
@@ -157,23 +177,30 @@ pub async fn run(
 /// Checks that the record pages hold the record of every live leaf exactly once and nothing else (the rule
 /// replicas apply too), each decoding to a memory of this namespace with its leaf's created_at. Returns how many
 /// records were checked.
+/// Checks the record pages against the live leaves; returns how many records there are and their index terms.
+#[allow(clippy::type_complexity)]
 fn check_pages(
     pages: &[bytes::Bytes],
     leaves: &std::collections::HashMap<cairn_index::id::MemoryId, u64>,
     ns: &str,
-) -> Result<usize> {
+) -> Result<(
+    usize,
+    Vec<(cairn_index::id::MemoryId, cairn_index::lexical::DocTerms)>,
+)> {
     use cairn_index::record::MemoryRecord;
     let live = leaves.keys().copied().collect();
     let found = crate::engine::snapshot::records_of_pages(pages, &live)
         .map_err(|e| anyhow::anyhow!("audit failed: {e}"))?;
+    let mut docs = Vec::with_capacity(found.len());
     for (_, r) in &found {
         let rec = MemoryRecord::decode(&r.bytes)
             .map_err(|e| anyhow::anyhow!("audit failed: record {}: {e}", r.id))?;
         if rec.namespace != ns || Some(&rec.created_at) != leaves.get(&r.id) {
             bail!("audit failed: record {} does not match its leaf", r.id);
         }
+        docs.push((r.id, cairn_index::lexical::DocTerms::of(&rec.text)));
     }
-    Ok(found.len())
+    Ok((found.len(), docs))
 }
 
 #[cfg(test)]
@@ -207,7 +234,9 @@ mod tests {
             .collect();
         let page = |rs: &[Bytes]| encode_page(rs);
         assert_eq!(
-            check_pages(&[page(&recs[..2]), page(&recs[2..])], &leaves, "ns").unwrap(),
+            check_pages(&[page(&recs[..2]), page(&recs[2..])], &leaves, "ns")
+                .unwrap()
+                .0,
             5
         );
         // Missing, duplicated, foreign, or in another namespace: all fail.

@@ -197,6 +197,13 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                         cairn_index::proof::RecallProof::decode(&pf.proof, &Default::default())
                             .map(|p| p.root.record.node_id)
                             .or_else(|_| {
+                                cairn_index::hybrid::HybridProof::decode(
+                                    &pf.proof,
+                                    &Default::default(),
+                                )
+                                .map(|p| p.root.record.node_id)
+                            })
+                            .or_else(|_| {
                                 cairn_index::proof::TimeProof::decode(
                                     &pf.proof,
                                     &Default::default(),
@@ -222,8 +229,14 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                 );
             }
             if let Some(text) = check_query {
-                if !matches!(pf.kind, Kind::Recall(..)) {
-                    bail!("--check-query applies to saved recalls only");
+                match &pf.kind {
+                    Kind::Recall(..) => {}
+                    // The file's question already bound the proof's terms; the text checked must be that question.
+                    Kind::Hybrid(_, _, _, q) if q == text => {}
+                    Kind::Hybrid(..) => bail!(
+                        "verification failed: the saved answer is for another question than --check-query's"
+                    ),
+                    _ => bail!("--check-query applies to saved recalls only"),
                 }
                 bound_query(&verified, &pf.proof, text).await?;
             }
