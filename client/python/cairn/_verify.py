@@ -72,6 +72,10 @@ def _run(f, *args):
 
 def recall(namespace: str, resp: pb.RecallResponse, trusted: bytes, k: int, min_ef: int) -> V.Verified:
     """Verifies a Recall answer for `k` (after defaulting: 0 means 10) and `min_ef` (the ef asked, 0 if none)."""
+    if resp.proof[:4] == b"CPX1":
+        raise VerificationError("verification failed: a lexical or hybrid proof (CPX1); this package verifies "
+                                "semantic proofs only: ask with mode='semantic' (the Rust client and the cairn CLI "
+                                "verify CPX1)")
     returned = [check_shown(h.id, h.record, h.text, h.metadata, h.created_at, h.namespace, h.key) for h in resp.hits]
     scores = [h.score for h in resp.hits]
     return _run(V.verify_recall, bytes(resp.proof), namespace, trusted, k or 10, min_ef, returned, scores)

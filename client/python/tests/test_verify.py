@@ -27,7 +27,7 @@ def copy(msg):
 
 
 def raw_recall(c: CairnClient, ns: str, query: str, k: int = 10) -> pb.RecallResponse:
-    return c.raw.Recall(pb.RecallRequest(namespace=ns, text=query, k=k, proof=True), metadata=c.call_metadata)
+    return c.raw.Recall(pb.RecallRequest(namespace=ns, text=query, k=k, proof=True, mode=pb.RECALL_MODE_SEMANTIC), metadata=c.call_metadata)
 
 
 def raw_get(c: CairnClient, ns: str, ids=(), keys=()) -> pb.GetResponse:
