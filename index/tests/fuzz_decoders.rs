@@ -273,3 +273,85 @@ proptest! {
         exercise(&b);
     }
 }
+
+/// docs/PROOFS.md, "Fixed-point BM25": a query term in more than 10,000 memories is skipped, visibly: its leaf
+/// carries only the postings hash and its df, the verifier ranks without it, and a proof that carries such a list
+/// in full is refused.
+#[test]
+fn terms_over_the_df_cap_are_skipped_visibly() {
+    use cairn_index::lexical::MAX_DF;
+    let rare = vec![Posting {
+        node: 5,
+        tf: 1,
+        dl: 2,
+    }];
+    let common: Vec<Posting> = (0..=MAX_DF)
+        .map(|n| Posting {
+            node: n,
+            tf: 1,
+            dl: 2,
+        })
+        .collect();
+    let terms = [
+        ("common", postings_hash(&common), MAX_DF + 1),
+        ("rare", postings_hash(&rare), 1),
+    ];
+    let leaves: Vec<[u8; 32]> = terms
+        .iter()
+        .map(|(t, h, df)| term_leaf_hash(t, *df, h))
+        .collect();
+    let tree = Tree::build(&leaves);
+    let mut r = root(&Tree::build(&[])).record;
+    r.time_leaves = u64::from(MAX_DF) + 10;
+    r.lexicon = Some(LexCommit {
+        tokenizer: 1,
+        terms: 2,
+        root: tree.root(),
+        total_len: 2 * (u64::from(MAX_DF) + 10),
+    });
+    let root = SignedRoot::sign(r, &key());
+    let proof = |full: bool| HybridProof {
+        root: root.clone(),
+        mode: MODE_LEXICAL,
+        k: 1,
+        depth: 1,
+        terms: vec!["common".into(), "rare".into()],
+        leaves: vec![
+            TermLeaf {
+                position: 0,
+                term: "common".into(),
+                df: MAX_DF + 1,
+                postings: if full {
+                    TermPostings::Full(common.clone())
+                } else {
+                    TermPostings::Hash(terms[0].1)
+                },
+            },
+            TermLeaf {
+                position: 1,
+                term: "rare".into(),
+                df: 1,
+                postings: TermPostings::Full(rare.clone()),
+            },
+        ],
+        lex_lemmas: tree.prove(&[0, 1]).expect("prove"),
+        graph: GraphPart::Nodes {
+            nodes: Vec::new(),
+            lemmas: Vec::new(),
+        },
+    };
+    let lim = VerifyLimits::default();
+    let p = HybridProof::decode(&proof(false).encode(), &lim).expect("decode");
+    // Only "rare" is scored: its one memory (node 5) is the whole ranking; its graph leaf is missing here, so the
+    // answer is refused for that reason, after the ranking.
+    match hybrid_answer(&p) {
+        Err(cairn_index::proof::VerifyError::Mismatch(m)) => {
+            assert!(m.contains("ranked node 5"), "{m}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        HybridProof::decode(&proof(true).encode(), &lim),
+        Err(cairn_index::proof::VerifyError::TooLarge(_))
+    ));
+}

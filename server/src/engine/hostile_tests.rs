@@ -272,6 +272,32 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
     );
     assert_eq!(held(&b), before);
 
+    // An owner-signed root whose lexical index is not what the records tokenize to (a memory hidden from word
+    // search, say): the graph checks out, so the step verifies; installing it, records in hand, is refused and
+    // changes nothing.
+    {
+        let mut c = answer(&honest);
+        let r = resigned(&a, &c.out.root, |r| {
+            if let Some(l) = r.lexicon.as_mut() {
+                l.root[0] ^= 1;
+            }
+        });
+        *c.chain.last_mut().expect("chain") = r.clone();
+        c.out.root = r;
+        let step = b
+            .verify_step("team", c)
+            .await
+            .expect("the graph checks out")
+            .expect("something new");
+        let records = a.records_bulk(&step.needed).await.expect("records");
+        b.blobs.put_all(&records).await.expect("put records");
+        assert!(
+            b.install_step(step).await.is_err(),
+            "a lexical index that differs from the records was installed"
+        );
+        assert_eq!(held(&b), before);
+    }
+
     // The replica still serves its verified state, and then takes the honest answer.
     assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 40);
     install_honest(&a, &b, &honest).await;

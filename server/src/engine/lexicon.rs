@@ -210,4 +210,28 @@ mod tests {
         let top = a.rank(&cairn_index::lexical::query_terms("Paris Caroline"), 3, 10);
         assert_eq!(top.len(), 2);
     }
+
+    #[test]
+    fn a_term_over_the_df_cap_is_not_ranked_and_its_list_not_shipped() {
+        let mut l = Lexicon::default();
+        for n in 0..=MAX_DF {
+            l.add(n, DocTerms::of("weather report"));
+        }
+        l.add(MAX_DF + 1, DocTerms::of("weather report about volcanoes"));
+        l.rebuild();
+        let terms = cairn_index::lexical::query_terms("weather volcanoes");
+        let docs = u64::from(MAX_DF) + 2;
+        // "weather" is in every memory, over the cap: only "volcano" ranks.
+        assert_eq!(
+            l.rank(&terms, docs, 10)
+                .iter()
+                .map(|x| x.1)
+                .collect::<Vec<_>>(),
+            vec![MAX_DF + 1]
+        );
+        let (leaves, _) = l.prove(&terms).expect("prove");
+        let weather = leaves.iter().find(|x| x.term == "weather").expect("leaf");
+        assert_eq!(weather.df, MAX_DF + 2);
+        assert!(matches!(weather.postings, TermPostings::Hash(_)));
+    }
 }
