@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::commit::{graph_leaf_hash, lists_hash, GraphNode};
+use crate::commit::GraphNode;
 use crate::lexical::{
     bm25_top, fixed_score, fuse, postings_hash, query_terms, term_leaf_hash, Corpus, DocTerms,
     Posting, MAX_DF, MAX_QUERY_TERMS, MAX_TERM_BYTES, TOKENIZER_V1,
@@ -16,7 +16,7 @@ use crate::lexical::{
 use crate::merkle::{self, Hash};
 use crate::proof::{
     check_record_pub, decode_node, encode_node, put_lemmas_pub, read_lemmas_pub, recall_answer,
-    NodeLists, ProofNode, RecallProof, Returned, Verified, VerifyError, VerifyLimits,
+    ProofNode, RecallProof, Returned, Verified, VerifyError, VerifyLimits,
 };
 use crate::root::{SignedRoot, NO_ENTRY};
 use crate::wire::Reader;
@@ -370,29 +370,11 @@ fn check_graph_nodes(
     nodes: &[ProofNode],
     lemmas: &[Hash],
 ) -> Result<(), VerifyError> {
-    let rec = &p.root.record;
-    for w in nodes.windows(2) {
-        if w[0].node.node >= w[1].node.node {
-            return Err(VerifyError::Malformed("nodes not in increasing order"));
-        }
+    let leaves = crate::proof::node_leaves(nodes)?;
+    if !leaves.is_empty() {
+        let rec = &p.root.record;
+        merkle::verify(&rec.graph_root, rec.graph_leaves, &leaves, lemmas)?;
     }
-    if nodes.is_empty() {
-        return Ok(());
-    }
-    let mut leaves = Vec::with_capacity(nodes.len());
-    for pn in nodes {
-        let lh = match &pn.lists {
-            NodeLists::Full(l) => {
-                if l.len() != pn.node.level as usize + 1 {
-                    return Err(VerifyError::Malformed("lists do not match level"));
-                }
-                lists_hash(l)
-            }
-            NodeLists::Hash(h) => *h,
-        };
-        leaves.push((u64::from(pn.node.node), graph_leaf_hash(&pn.node, &lh)));
-    }
-    merkle::verify(&rec.graph_root, rec.graph_leaves, &leaves, lemmas)?;
     Ok(())
 }
 

@@ -676,6 +676,30 @@ pub fn proof_score(distance: i32) -> f32 {
     -(distance as f32) / 16129.0
 }
 
+/// The (position, leaf hash) of proof nodes in strictly increasing node order, for one multiproof against
+/// `graph_root` (shared by the recall and the lexical/hybrid verifiers).
+pub(crate) fn node_leaves(nodes: &[ProofNode]) -> Result<Vec<(u64, Hash)>, VerifyError> {
+    for w in nodes.windows(2) {
+        if w[0].node.node >= w[1].node.node {
+            return Err(VerifyError::Malformed("nodes not in increasing order"));
+        }
+    }
+    let mut leaves = Vec::with_capacity(nodes.len());
+    for pn in nodes {
+        let lh = match &pn.lists {
+            NodeLists::Full(l) => {
+                if l.len() != pn.node.level as usize + 1 {
+                    return Err(VerifyError::Malformed("lists do not match level"));
+                }
+                lists_hash(l)
+            }
+            NodeLists::Hash(h) => *h,
+        };
+        leaves.push((u64::from(pn.node.node), graph_leaf_hash(&pn.node, &lh)));
+    }
+    Ok(leaves)
+}
+
 /// The answer a recall proof implies: up to k live (distance, node) pairs, best first.
 pub fn recall_answer(p: &RecallProof) -> Result<Vec<(i32, &GraphNode)>, VerifyError> {
     let rec = &p.root.record;
@@ -688,24 +712,7 @@ pub fn recall_answer(p: &RecallProof) -> Result<Vec<(i32, &GraphNode)>, VerifyEr
         ));
     }
     // Authenticate every node against the graph root.
-    for w in p.nodes.windows(2) {
-        if w[0].node.node >= w[1].node.node {
-            return Err(VerifyError::Malformed("nodes not in increasing order"));
-        }
-    }
-    let mut leaves = Vec::with_capacity(p.nodes.len());
-    for pn in &p.nodes {
-        let lh = match &pn.lists {
-            NodeLists::Full(l) => {
-                if l.len() != pn.node.level as usize + 1 {
-                    return Err(VerifyError::Malformed("lists do not match level"));
-                }
-                lists_hash(l)
-            }
-            NodeLists::Hash(h) => *h,
-        };
-        leaves.push((u64::from(pn.node.node), graph_leaf_hash(&pn.node, &lh)));
-    }
+    let leaves = node_leaves(&p.nodes)?;
     if rec.graph_leaves == 0 || rec.entry == NO_ENTRY {
         if !p.nodes.is_empty() || rec.graph_leaves != 0 {
             return Err(VerifyError::Mismatch("graph without entry point".into()));

@@ -1137,15 +1137,7 @@ impl Engine {
     ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
         let (k, ef) = (opts.k as usize, opts.ef as usize);
         let points = space.stats().index_points;
-        if opts.exact && points > self.cfg.max_exact {
-            return Err(NodeError::too_large(
-                "exact",
-                format!(
-                    "an exact search here scores {points} memories, more than this node allows per call ({}, --max-exact)",
-                    self.cfg.max_exact
-                ),
-            ));
-        }
+        self.exact_allowed(opts.exact, points)?;
         if opts.proof {
             let exact = opts.exact || points <= self.cfg.exact_proof_limit;
             let (found, transcript) = tokio::task::spawn_blocking(move || {
@@ -1189,6 +1181,20 @@ impl Engine {
         Ok((hits, None))
     }
 
+    /// Refuses an exact search over more memories than `--max-exact` allows.
+    fn exact_allowed(&self, exact: bool, points: u64) -> Result<(), NodeError> {
+        if exact && points > self.cfg.max_exact {
+            return Err(NodeError::too_large(
+                "exact",
+                format!(
+                    "an exact search here scores {points} memories, more than this node allows per call ({}, --max-exact)",
+                    self.cfg.max_exact
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Lexical or hybrid Recall on a validated text query: the hits of the deterministic ranking over the
     /// committed state (docs/PROOFS.md), and with `opts.proof` its `CPX1` proof.
     async fn lexical(
@@ -1205,15 +1211,7 @@ impl Engine {
         }
         .max(k);
         let points = space.stats().index_points;
-        if opts.exact && points > self.cfg.max_exact {
-            return Err(NodeError::too_large(
-                "exact",
-                format!(
-                    "an exact search here scores {points} memories, more than this node allows per call ({}, --max-exact)",
-                    self.cfg.max_exact
-                ),
-            ));
-        }
+        self.exact_allowed(opts.exact, points)?;
         let vector = if mode == RecallMode::Hybrid {
             Some(
                 self.embedder
