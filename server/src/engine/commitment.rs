@@ -39,6 +39,9 @@ struct CNode {
     lists_hash: Hash,
     /// Cached graph leaf hash (recomputed only when the node changes).
     leaf: Hash,
+    /// How many entries at the end of the layer-0 list are reachability repairs (see [`Commitment::repair`]),
+    /// not hnsw_rs links.
+    repairs: usize,
 }
 
 impl CNode {
@@ -51,11 +54,21 @@ impl CNode {
             lists,
             lists_hash: lh,
             leaf,
+            repairs: 0,
         }
     }
 
     fn refresh(&mut self) {
         self.leaf = graph_leaf_hash(&self.node, &self.lists_hash);
+    }
+
+    /// Takes this node's repair links off its layer-0 list (which then holds hnsw_rs's links only).
+    fn strip_repairs(&mut self) -> Vec<u32> {
+        let n = std::mem::take(&mut self.repairs);
+        match self.lists.first_mut() {
+            Some(l0) if n > 0 => l0.split_off(l0.len().saturating_sub(n)),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -74,6 +87,8 @@ pub struct Commitment {
     changed: Vec<u32>,
     /// The lexical index over the live memories.
     lex: Lexicon,
+    /// Nodes whose layer-0 list carries repair links.
+    repaired: Vec<u32>,
 }
 
 /// Why replicated nodes were refused: they do not reproduce the owner's signed root.
@@ -125,6 +140,7 @@ impl Commitment {
             }
         }
         c.lex.rebuild();
+        c.repair();
         c.rebuild_trees();
         c
     }
@@ -136,6 +152,7 @@ impl Commitment {
                 n.node.level = l.level;
                 n.lists_hash = lists_hash(&l.lists);
                 n.lists = l.lists;
+                n.repairs = 0;
                 n.refresh();
             }
         }
@@ -199,6 +216,7 @@ impl Commitment {
         self.apply_links(old);
         let t_old = t0.elapsed();
         self.entry = ann.entry().map(|(p, l)| (p as u32, l));
+        self.repair();
         self.rebuild_trees();
         tracing::debug!(
             fresh_ms = t_fresh.as_secs_f64() * 1e3,
@@ -230,7 +248,109 @@ impl Commitment {
             self.lex.remove(p as u32);
         }
         self.lex.rebuild();
+        self.repair();
         self.rebuild_trees();
+    }
+
+    /// Makes every live memory reachable in the committed graph. HNSW can orphan a point: when every node that
+    /// linked to it later keeps closer neighbours instead (common among near-duplicate memories), no search can
+    /// return it. After each change of the owner's graph this walks it from the entry point over every layer and,
+    /// for each live node it cannot reach (in node order), appends that node to the layer-0 list of the nearest
+    /// reachable live node among the orphan's own layer-0 neighbours (else of all reachable live nodes; else of
+    /// the entry point), then counts everything reachable through it as reached.
+    ///
+    /// The repair is a pure function of the held hnsw_rs links, the entry point and the nodes (a restart that
+    /// reads the same links repairs the same way); repair links are committed like any other link (replicas and
+    /// verifiers see ordinary lists and need no rule for them). Cost: one O(nodes + links) walk per commit.
+    fn repair(&mut self) {
+        let mut before: Vec<(u32, Vec<u32>)> = Vec::new();
+        for n in std::mem::take(&mut self.repaired) {
+            if let Some(c) = self.nodes.get_mut(n as usize) {
+                before.push((n, c.strip_repairs()));
+            }
+        }
+        let mut added: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        if let Some((entry, _)) = self.entry {
+            let mut seen = vec![false; self.nodes.len()];
+            self.mark_reachable(entry, &mut seen);
+            for u in 0..self.nodes.len() {
+                if seen[u] || !self.nodes[u].node.alive {
+                    continue;
+                }
+                let host = self.repair_host(u, &seen).unwrap_or(entry);
+                if let Some(h) = self.nodes.get_mut(host as usize) {
+                    if let Some(l0) = h.lists.first_mut() {
+                        l0.push(u as u32);
+                        h.repairs += 1;
+                        added.entry(host).or_default().push(u as u32);
+                    }
+                }
+                self.mark_reachable(u as u32, &mut seen);
+            }
+        }
+        let mut touched: Vec<u32> = before.iter().map(|(n, _)| *n).collect();
+        touched.extend(added.keys());
+        touched.sort_unstable();
+        touched.dedup();
+        for n in touched {
+            if let Some(c) = self.nodes.get_mut(n as usize) {
+                let old = c.leaf;
+                c.lists_hash = lists_hash(&c.lists);
+                c.refresh();
+                if c.leaf != old {
+                    self.changed.push(n);
+                }
+            }
+        }
+        if !added.is_empty() {
+            tracing::debug!(
+                orphans = added.values().map(Vec::len).sum::<usize>(),
+                "committed graph: linked unreachable memories"
+            );
+        }
+        self.repaired = added.into_keys().collect();
+    }
+
+    /// Marks `from` and everything reachable from it over every layer's lists.
+    fn mark_reachable(&self, from: u32, seen: &mut [bool]) {
+        let mut stack = vec![from as usize];
+        while let Some(i) = stack.pop() {
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                _ => continue,
+            }
+            for l in &self.nodes[i].lists {
+                stack.extend(
+                    l.iter()
+                        .map(|&n| n as usize)
+                        .filter(|&n| !seen.get(n).copied().unwrap_or(true)),
+                );
+            }
+        }
+    }
+
+    /// Where to link orphan `u` from: the nearest reachable live node among its own layer-0 neighbours, else
+    /// among all reachable live nodes (ties by node number).
+    fn repair_host(&self, u: usize, seen: &[bool]) -> Option<u32> {
+        let v = &self.nodes[u].node.vector;
+        let best = |cands: &mut dyn Iterator<Item = u32>| {
+            cands
+                .filter(|&n| {
+                    n as usize != u
+                        && seen.get(n as usize).copied().unwrap_or(false)
+                        && self.nodes[n as usize].node.alive
+                })
+                .map(|n| {
+                    (
+                        cairn_index::commit::distance(v, &self.nodes[n as usize].node.vector),
+                        n,
+                    )
+                })
+                .min()
+                .map(|(_, n)| n)
+        };
+        let own = self.nodes[u].lists.first().cloned().unwrap_or_default();
+        best(&mut own.into_iter()).or_else(|| best(&mut (0..self.nodes.len() as u32)))
     }
 
     /// Node numbers whose leaf changed since the last call (sorted, deduplicated).
@@ -414,11 +534,13 @@ impl Commitment {
             self.lex.remove(pn.node.node);
             let lh = lists_hash(&lists);
             let leaf = graph_leaf_hash(&pn.node, &lh);
+            // A replica takes the owner's lists as they are, repair links included.
             let c = CNode {
                 node: pn.node,
                 lists,
                 lists_hash: lh,
                 leaf,
+                repairs: 0,
             };
             if i < old_len {
                 if incremental {
@@ -919,6 +1041,78 @@ mod tests {
         let full = Commitment::build(&have, &ann);
         assert_eq!(c.graph_tree.root(), full.graph_tree.root());
         assert_eq!(c.time_tree.root(), full.time_tree.root());
+    }
+
+    /// Live points that a walk over hnsw_rs's own links (no repairs) cannot reach from its entry point.
+    fn hnsw_orphans(ann: &Ann, n: usize) -> Vec<usize> {
+        let links = ann.links(&|_| true);
+        let mut lists = vec![Vec::new(); n];
+        for l in links {
+            lists[l.point] = l.lists;
+        }
+        let mut seen = vec![false; n];
+        let mut stack = vec![ann.entry().map_or(0, |e| e.0)];
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            for l in &lists[i] {
+                stack.extend(l.iter().map(|&x| x as usize));
+            }
+        }
+        (0..n).filter(|&i| !seen[i]).collect()
+    }
+
+    #[test]
+    fn every_live_memory_is_reachable_even_where_hnsw_orphans_it() {
+        // Near-duplicates and a small M: hnsw_rs leaves points that no list names.
+        let p = HnswParams {
+            m: 2,
+            ef_construction: 8,
+            dim: 16,
+        };
+        let mut all = rows(600, 16, 7);
+        for r in all.iter_mut() {
+            for (d, x) in r.vector.iter_mut().enumerate() {
+                *x = *x * 0.05 + if d == 0 { 1.0 } else { 0.0 };
+            }
+            let norm = r.vector.iter().map(|a| a * a).sum::<f32>().sqrt();
+            r.vector.iter_mut().for_each(|a| *a /= norm);
+        }
+        let ann = Ann::new(p, all.len());
+        let mut c = Commitment::default();
+        let mut have: Vec<PointRow> = Vec::new();
+        for chunk in all.chunks(50) {
+            let first = have.len();
+            for (i, r) in chunk.iter().enumerate() {
+                ann.insert(&r.vector, first + i);
+            }
+            have.extend_from_slice(chunk);
+            c.add_points(&have, first, &ann);
+            assert_eq!(c.unreachable_live(), 0, "after {} points", have.len());
+            // A restart's rebuild is repaired too.
+            assert_eq!(Commitment::build(&have, &ann).unreachable_live(), 0);
+        }
+        let orphans = hnsw_orphans(&ann, all.len());
+        assert!(
+            !orphans.is_empty(),
+            "the fixture must make hnsw_rs orphan points, or this test shows nothing"
+        );
+        // Forgetting a node that hosts repair links keeps the orphans reachable (tombstones still route).
+        let hosts: Vec<u64> = c.repaired.iter().map(|&n| u64::from(n)).take(3).collect();
+        assert!(!hosts.is_empty());
+        c.forget(&hosts);
+        for &h in &hosts {
+            have[h as usize].alive = false;
+        }
+        assert_eq!(c.unreachable_live(), 0);
+        // An orphan is now found by the committed graph search for its own vector.
+        let u = orphans[0];
+        let hits = c.recall_hits(&all[u].vector, 10, 64);
+        assert!(
+            hits.iter().any(|(_, id)| *id == all[u].id),
+            "orphan {u} not found by the committed graph search"
+        );
     }
 
     #[test]
