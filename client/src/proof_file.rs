@@ -5,16 +5,18 @@
 //! from the proof and the pinned node id). Layout (big-endian):
 //!
 //! ```text
-//! "CAIRNPF2" u8(kind: 1 get, 2 list, 3 recall, 4 lexical/hybrid recall) u16(len) namespace
+//! "CAIRNPF2" u8(kind: 1 get, 2 list, 3 recall, 4 lexical/hybrid recall, 5 filtered recall) u16(len) namespace
 //! list only:   u64(since) u64(until) u8(has_after) [u64(created_at) id[32]] u32(limit)
 //! recall only: u32(k) u32(min_ef)
-//! kind 4 only: u32(k) u32(min_ef) u32(min_depth) u32(len) query text
+//! kinds 4, 5:  u32(k) u32(min_ef) u32(min_depth) u32(len) query text
+//! kind 5 only: u16(p) p × ( u16(len) key u32(len) value ) u8(flags: 1 since, 2 until) [u64(since)] [u64(until)]
 //! u32(count) count × ( id[32] u32(len) record  [kinds 3, 4: u32(score bits)] )
 //! u32(len) proof
 //! u16(c) c × ( witness[32] signature[64] )      (witness cosignatures of the proof's root; absent in "CAIRNPF1")
 //! checksum[32] = BLAKE3(all bytes above)
 //! ```
 
+use cairn_index::filtered::RecallFilter;
 use cairn_index::id::MemoryId;
 use cairn_index::proof::{
     self, ListRange, RecallAsked, Returned, Verified, VerifyError, VerifyLimits,
@@ -37,12 +39,21 @@ pub enum Kind {
     /// A lexical or hybrid Recall answer (`CPX1`, its mode in the proof): scores, what was asked, the minimum
     /// fusion depth and the query text its terms must come from.
     Hybrid(Vec<f32>, RecallAsked, u32, String),
+    /// A filtered Recall answer (`CPF1`, its mode in the proof): as [`Kind::Hybrid`], plus the filter asked.
+    Filtered(Vec<f32>, RecallAsked, u32, String, RecallFilter),
 }
 
 impl Kind {
+    fn scores(&self) -> Option<&Vec<f32>> {
+        match self {
+            Kind::Recall(s, _) | Kind::Hybrid(s, ..) | Kind::Filtered(s, ..) => Some(s),
+            _ => None,
+        }
+    }
+
     fn scores_mut(&mut self) -> Option<&mut Vec<f32>> {
         match self {
-            Kind::Recall(s, _) | Kind::Hybrid(s, ..) => Some(s),
+            Kind::Recall(s, _) | Kind::Hybrid(s, ..) | Kind::Filtered(s, ..) => Some(s),
             _ => None,
         }
     }
@@ -73,6 +84,7 @@ impl ProofFile {
             Kind::List(_) => 2,
             Kind::Recall(..) => 3,
             Kind::Hybrid(..) => 4,
+            Kind::Filtered(..) => 5,
         });
         o.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
         o.extend_from_slice(self.namespace.as_bytes());
@@ -89,21 +101,37 @@ impl ProofFile {
             }
             o.extend_from_slice(&r.limit.to_be_bytes());
         }
-        if let Kind::Recall(_, asked) | Kind::Hybrid(_, asked, ..) = &self.kind {
+        if let Kind::Recall(_, asked) | Kind::Hybrid(_, asked, ..) | Kind::Filtered(_, asked, ..) =
+            &self.kind
+        {
             o.extend_from_slice(&asked.k.to_be_bytes());
             o.extend_from_slice(&asked.min_ef.to_be_bytes());
         }
-        if let Kind::Hybrid(_, _, depth, query) = &self.kind {
+        if let Kind::Hybrid(_, _, depth, query) | Kind::Filtered(_, _, depth, query, _) = &self.kind
+        {
             o.extend_from_slice(&depth.to_be_bytes());
             o.extend_from_slice(&(query.len() as u32).to_be_bytes());
             o.extend_from_slice(query.as_bytes());
+        }
+        if let Kind::Filtered(.., f) = &self.kind {
+            o.extend_from_slice(&(f.pairs.len() as u16).to_be_bytes());
+            for (k, v) in &f.pairs {
+                o.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                o.extend_from_slice(k.as_bytes());
+                o.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                o.extend_from_slice(v.as_bytes());
+            }
+            o.push(u8::from(f.since.is_some()) | (u8::from(f.until.is_some()) << 1));
+            for x in [f.since, f.until].into_iter().flatten() {
+                o.extend_from_slice(&x.to_be_bytes());
+            }
         }
         o.extend_from_slice(&(self.items.len() as u32).to_be_bytes());
         for (i, (id, rec)) in self.items.iter().enumerate() {
             o.extend_from_slice(id.as_bytes());
             o.extend_from_slice(&(rec.len() as u32).to_be_bytes());
             o.extend_from_slice(rec);
-            if let Kind::Recall(scores, _) | Kind::Hybrid(scores, ..) = &self.kind {
+            if let Some(scores) = self.kind.scores() {
                 o.extend_from_slice(
                     &scores
                         .get(i)
@@ -174,7 +202,7 @@ impl ProofFile {
                     min_ef: r.u32()?,
                 },
             ),
-            4 => {
+            4 | 5 => {
                 let asked = RecallAsked {
                     k: r.u32()?,
                     min_ef: r.u32()?,
@@ -187,7 +215,11 @@ impl ProofFile {
                 let q = std::str::from_utf8(r.bytes(n)?)
                     .map_err(|_| VerifyError::Malformed("query text utf-8"))?
                     .to_owned();
-                Kind::Hybrid(Vec::new(), asked, depth, q)
+                if kind_code == 4 {
+                    Kind::Hybrid(Vec::new(), asked, depth, q)
+                } else {
+                    Kind::Filtered(Vec::new(), asked, depth, q, read_filter(&mut r)?)
+                }
             }
             _ => return Err(VerifyError::Malformed("proof file kind")),
         };
@@ -261,6 +293,24 @@ impl ProofFile {
                 scores,
                 &lim,
             ),
+            Kind::Filtered(scores, asked, depth, query, filter) => {
+                let mode = cairn_index::filtered::FilteredProof::decode(&self.proof, &lim)?.mode;
+                cairn_index::filtered::verify_filtered(
+                    &self.proof,
+                    &self.namespace,
+                    trusted,
+                    &cairn_index::filtered::FilteredAsked {
+                        mode,
+                        k: asked.k,
+                        min_depth: (*depth).max(asked.k),
+                        filter,
+                        query: Some(query),
+                    },
+                    &returned,
+                    scores,
+                    &lim,
+                )
+            }
             Kind::Hybrid(scores, asked, depth, query) => {
                 let mode = cairn_index::hybrid::HybridProof::decode(&self.proof, &lim)?.mode;
                 cairn_index::hybrid::verify_hybrid(
@@ -281,4 +331,38 @@ impl ProofFile {
             }
         }
     }
+}
+
+/// Reads a filter as [`ProofFile::encode`] writes it. Never panics.
+fn read_filter(r: &mut Reader<'_>) -> Result<RecallFilter, VerifyError> {
+    let n = r.u16()? as usize;
+    if n > cairn_index::filtered::MAX_FILTER_PAIRS {
+        return Err(VerifyError::TooLarge("filter pairs"));
+    }
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kl = r.u16()? as usize;
+        let k = std::str::from_utf8(r.bytes(kl)?)
+            .map_err(|_| VerifyError::Malformed("filter key utf-8"))?
+            .to_owned();
+        let vl = r.u32()? as usize;
+        if vl > cairn_index::filtered::MAX_FILTER_BYTES {
+            return Err(VerifyError::TooLarge("filter value"));
+        }
+        let v = std::str::from_utf8(r.bytes(vl)?)
+            .map_err(|_| VerifyError::Malformed("filter value utf-8"))?
+            .to_owned();
+        pairs.push((k, v));
+    }
+    let flags = r.u8()?;
+    if flags > 3 {
+        return Err(VerifyError::Malformed("filter flags"));
+    }
+    let since = if flags & 1 != 0 { Some(r.u64()?) } else { None };
+    let until = if flags & 2 != 0 { Some(r.u64()?) } else { None };
+    Ok(RecallFilter {
+        pairs,
+        since,
+        until,
+    })
 }

@@ -94,10 +94,15 @@ impl RecallBuilder {
         self
     }
 
-    /// Asks for a proof (see [`crate::verify::recall`]); not combinable with filters.
+    /// Asks for a proof (see [`crate::verify::recall`]; with a filter, [`crate::verify::recall_filtered`]).
     pub fn proof(mut self, proof: bool) -> Self {
         self.req.proof = proof;
         self
+    }
+
+    /// The filter as the verifier holds it ([`crate::verify::filter_of`]).
+    pub fn filter_asked(&self) -> crate::verify::RecallFilter {
+        crate::verify::filter_of(self.req.filter.as_ref())
     }
 
     /// Runs the Recall and returns the whole response (hits, and the proof if asked for).

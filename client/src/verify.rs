@@ -7,6 +7,7 @@ use cairn_index::proof::{self, ListRange, Returned, VerifyError, VerifyLimits};
 use cairn_index::record::MemoryRecord;
 use cairn_proto::v1 as pb;
 
+pub use cairn_index::filtered::RecallFilter;
 pub use cairn_index::proof::{LastSeen, RecallAsked, Verified};
 
 /// Parses a hex node id.
@@ -75,6 +76,50 @@ pub fn recall_query(
     trusted: &[u8; 32],
     last: Option<&LastSeen>,
 ) -> Result<Verified, VerifyError> {
+    recall_filtered(
+        namespace,
+        asked,
+        query,
+        min_depth,
+        &RecallFilter::default(),
+        resp,
+        trusted,
+        last,
+    )
+}
+
+/// The filter of a Recall request as the filtered-proof verifier holds it (pairs sorted by key).
+pub fn filter_of(f: Option<&pb::Filter>) -> RecallFilter {
+    let Some(f) = f else {
+        return RecallFilter::default();
+    };
+    let mut pairs: Vec<(String, String)> = f
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    pairs.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    RecallFilter {
+        pairs,
+        since: f.since,
+        until: f.until,
+    }
+}
+
+/// [`recall_query`] for a Recall that asked `filter` (use [`filter_of`] on the request's filter): a filtered
+/// answer is checked against its `CPF1` proof, which must be for exactly this filter; an unfiltered answer to a
+/// filtered question is refused.
+#[allow(clippy::too_many_arguments)]
+pub fn recall_filtered(
+    namespace: &str,
+    asked: &RecallAsked,
+    query: Option<&str>,
+    min_depth: u32,
+    filter: &RecallFilter,
+    resp: &pb::RecallResponse,
+    trusted: &[u8; 32],
+    last: Option<&LastSeen>,
+) -> Result<Verified, VerifyError> {
     let ids: Vec<MemoryId> = resp
         .hits
         .iter()
@@ -92,6 +137,34 @@ pub fn recall_query(
         })
         .collect();
     let scores: Vec<f32> = resp.hits.iter().map(|h| h.score).collect();
+    if resp
+        .proof
+        .starts_with(cairn_index::filtered::FILTERED_MAGIC)
+        || *filter != RecallFilter::default()
+    {
+        use cairn_index::filtered::{FMODE_HYBRID, FMODE_LEXICAL, FMODE_SEMANTIC};
+        let mode = match pb::RecallMode::try_from(resp.mode) {
+            Ok(pb::RecallMode::Lexical) => FMODE_LEXICAL,
+            Ok(pb::RecallMode::Hybrid) => FMODE_HYBRID,
+            _ => FMODE_SEMANTIC,
+        };
+        let v = cairn_index::filtered::verify_filtered(
+            &resp.proof,
+            namespace,
+            trusted,
+            &cairn_index::filtered::FilteredAsked {
+                mode,
+                k: asked.k,
+                min_depth: min_depth.max(asked.k),
+                filter,
+                query,
+            },
+            &returned,
+            &scores,
+            &VerifyLimits::default(),
+        )?;
+        return fresh(v, last);
+    }
     let mode = match pb::RecallMode::try_from(resp.mode) {
         Ok(pb::RecallMode::Lexical) => Some(cairn_index::hybrid::MODE_LEXICAL),
         Ok(pb::RecallMode::Hybrid) => Some(cairn_index::hybrid::MODE_HYBRID),

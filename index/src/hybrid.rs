@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::commit::GraphNode;
 use crate::lexical::{
     bm25_top, fixed_score, fuse, postings_hash, query_terms, term_leaf_hash, Corpus, DocTerms,
-    Posting, MAX_DF, MAX_QUERY_TERMS, MAX_TERM_BYTES, TOKENIZER_V1,
+    Posting, MAX_DF, MAX_QUERY_TERMS, MAX_TERM_BYTES, TOKENIZER_V1, TOKENIZER_V2,
 };
 use crate::merkle::{self, Hash};
 use crate::proof::{
@@ -88,12 +88,12 @@ pub struct HybridProof {
     pub graph: GraphPart,
 }
 
-fn put_str16(o: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str16(o: &mut Vec<u8>, s: &str) {
     o.extend_from_slice(&(s.len() as u16).to_be_bytes());
     o.extend_from_slice(s.as_bytes());
 }
 
-fn read_term(r: &mut Reader<'_>) -> Result<String, VerifyError> {
+pub(crate) fn read_term(r: &mut Reader<'_>) -> Result<String, VerifyError> {
     let n = r.u16()? as usize;
     if n == 0 || n > MAX_TERM_BYTES {
         return Err(VerifyError::Malformed("term length"));
@@ -101,6 +101,70 @@ fn read_term(r: &mut Reader<'_>) -> Result<String, VerifyError> {
     std::str::from_utf8(r.bytes(n)?)
         .map(str::to_owned)
         .map_err(|_| VerifyError::Malformed("term utf-8"))
+}
+
+/// `u32be(n)` then per leaf `u64be(position) str16(term) u32be(df) u8(flag)` and `(u32be node, u32be tf,
+/// u32be dl)×df` (flag 1) or `postings_hash[32]` (flag 0).
+pub(crate) fn put_leaves(o: &mut Vec<u8>, leaves: &[TermLeaf]) {
+    o.extend_from_slice(&(leaves.len() as u32).to_be_bytes());
+    for l in leaves {
+        o.extend_from_slice(&l.position.to_be_bytes());
+        put_str16(o, &l.term);
+        o.extend_from_slice(&l.df.to_be_bytes());
+        match &l.postings {
+            TermPostings::Full(ps) => {
+                o.push(1);
+                for p in ps {
+                    o.extend_from_slice(&p.node.to_be_bytes());
+                    o.extend_from_slice(&p.tf.to_be_bytes());
+                    o.extend_from_slice(&p.dl.to_be_bytes());
+                }
+            }
+            TermPostings::Hash(h) => {
+                o.push(0);
+                o.extend_from_slice(h);
+            }
+        }
+    }
+}
+
+/// Reads what [`put_leaves`] writes, at most `max` leaves. Never panics.
+pub(crate) fn read_leaves(r: &mut Reader<'_>, max: usize) -> Result<Vec<TermLeaf>, VerifyError> {
+    let n = r.u32()? as usize;
+    if n > max {
+        return Err(VerifyError::TooLarge("term leaves"));
+    }
+    let mut leaves = Vec::with_capacity(n);
+    for _ in 0..n {
+        let position = r.u64()?;
+        let term = read_term(r)?;
+        let df = r.u32()?;
+        let postings = match r.u8()? {
+            1 => {
+                if df > MAX_DF || df as usize * 12 > r.remaining() {
+                    return Err(VerifyError::TooLarge("posting list"));
+                }
+                let mut ps = Vec::with_capacity(df as usize);
+                for _ in 0..df {
+                    ps.push(Posting {
+                        node: r.u32()?,
+                        tf: r.u32()?,
+                        dl: r.u32()?,
+                    });
+                }
+                TermPostings::Full(ps)
+            }
+            0 => TermPostings::Hash(r.array()?),
+            _ => return Err(VerifyError::Malformed("postings flag")),
+        };
+        leaves.push(TermLeaf {
+            position,
+            term,
+            df,
+            postings,
+        });
+    }
+    Ok(leaves)
 }
 
 impl HybridProof {
@@ -117,26 +181,7 @@ impl HybridProof {
         for t in &self.terms {
             put_str16(&mut o, t);
         }
-        o.extend_from_slice(&(self.leaves.len() as u32).to_be_bytes());
-        for l in &self.leaves {
-            o.extend_from_slice(&l.position.to_be_bytes());
-            put_str16(&mut o, &l.term);
-            o.extend_from_slice(&l.df.to_be_bytes());
-            match &l.postings {
-                TermPostings::Full(ps) => {
-                    o.push(1);
-                    for p in ps {
-                        o.extend_from_slice(&p.node.to_be_bytes());
-                        o.extend_from_slice(&p.tf.to_be_bytes());
-                        o.extend_from_slice(&p.dl.to_be_bytes());
-                    }
-                }
-                TermPostings::Hash(h) => {
-                    o.push(0);
-                    o.extend_from_slice(h);
-                }
-            }
-        }
+        put_leaves(&mut o, &self.leaves);
         put_lemmas_pub(&mut o, &self.lex_lemmas);
         let g = match &self.graph {
             GraphPart::Nodes { nodes, lemmas } => {
@@ -187,40 +232,7 @@ impl HybridProof {
         let terms = (0..t)
             .map(|_| read_term(&mut r))
             .collect::<Result<Vec<_>, _>>()?;
-        let n = r.u32()? as usize;
-        if n > MAX_TERM_LEAVES {
-            return Err(VerifyError::TooLarge("term leaves"));
-        }
-        let mut leaves = Vec::with_capacity(n);
-        for _ in 0..n {
-            let position = r.u64()?;
-            let term = read_term(&mut r)?;
-            let df = r.u32()?;
-            let postings = match r.u8()? {
-                1 => {
-                    if df > MAX_DF || df as usize * 12 > r.remaining() {
-                        return Err(VerifyError::TooLarge("posting list"));
-                    }
-                    let mut ps = Vec::with_capacity(df as usize);
-                    for _ in 0..df {
-                        ps.push(Posting {
-                            node: r.u32()?,
-                            tf: r.u32()?,
-                            dl: r.u32()?,
-                        });
-                    }
-                    TermPostings::Full(ps)
-                }
-                0 => TermPostings::Hash(r.array()?),
-                _ => return Err(VerifyError::Malformed("postings flag")),
-            };
-            leaves.push(TermLeaf {
-                position,
-                term,
-                df,
-                postings,
-            });
-        }
+        let leaves = read_leaves(&mut r, MAX_TERM_LEAVES)?;
         let lex_lemmas = read_lemmas_pub(&mut r, lim)?;
         let glen = r.u32()? as usize;
         let g = r.bytes(glen)?;
@@ -274,30 +286,38 @@ pub struct HybridAnswer<'a> {
     pub lists: Vec<(&'a str, &'a [Posting])>,
 }
 
-/// Resolves each query term to its posting list (None when absent or over [`MAX_DF`]) after checking the term
-/// leaves against the root's term tree.
-fn term_lists(p: &HybridProof) -> Result<Vec<(&str, &[Posting])>, VerifyError> {
-    let Some(lex) = p.root.record.lexicon else {
+/// How a wanted term resolved against the term tree.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Resolved<'a> {
+    /// Its complete posting list.
+    Full(&'a [Posting]),
+    /// Present with more than [`MAX_DF`] postings (shown by hash only).
+    OverCap,
+    /// Proven absent by its neighbours.
+    Absent,
+}
+
+/// Checks term leaves (order, df, postings, one multiproof against the root's term tree) and resolves each
+/// wanted term: shown in full, over the cap, or proven absent. Anything else is an error.
+pub(crate) fn resolve_terms<'a>(
+    root: &SignedRoot,
+    want: &[&str],
+    leaves: &'a [TermLeaf],
+    lemmas: &[Hash],
+) -> Result<Vec<Resolved<'a>>, VerifyError> {
+    let Some(lex) = root.record.lexicon else {
         return Err(VerifyError::Unsupported);
     };
-    if lex.tokenizer != TOKENIZER_V1 {
-        return Err(VerifyError::Unsupported);
-    }
-    for (i, t) in p.terms.iter().enumerate() {
-        if p.terms[..i].contains(t) {
-            return Err(VerifyError::Malformed("a query term is repeated"));
-        }
-    }
-    for w in p.leaves.windows(2) {
+    for w in leaves.windows(2) {
         if w[0].position >= w[1].position || w[0].term.as_bytes() >= w[1].term.as_bytes() {
             return Err(VerifyError::Malformed(
                 "term leaves not in increasing order",
             ));
         }
     }
-    let docs = p.root.record.time_leaves;
-    let mut hashed = Vec::with_capacity(p.leaves.len());
-    for l in &p.leaves {
+    let docs = root.record.time_leaves;
+    let mut hashed = Vec::with_capacity(leaves.len());
+    for l in leaves {
         if u64::from(l.df) > docs {
             return Err(VerifyError::Mismatch(format!(
                 "term {:?} is in more memories than the namespace holds",
@@ -326,30 +346,30 @@ fn term_lists(p: &HybridProof) -> Result<Vec<(&str, &[Posting])>, VerifyError> {
         hashed.push((l.position, term_leaf_hash(&l.term, l.df, &ph)));
     }
     if !hashed.is_empty() {
-        merkle::verify(&lex.root, lex.terms, &hashed, &p.lex_lemmas)?;
-    } else if lex.terms != 0 && !p.terms.is_empty() {
+        merkle::verify(&lex.root, lex.terms, &hashed, lemmas)?;
+    } else if lex.terms != 0 && !want.is_empty() {
         return Err(VerifyError::Mismatch(
             "no term leaves for a query with terms".into(),
         ));
     }
-    let mut out = Vec::new();
-    for t in &p.terms {
+    let mut out = Vec::with_capacity(want.len());
+    for t in want {
         let tb = t.as_bytes();
-        if let Some(l) = p.leaves.iter().find(|l| l.term == *t) {
+        if let Some(l) = leaves.iter().find(|l| l.term == *t) {
             match &l.postings {
-                TermPostings::Full(ps) => out.push((t.as_str(), ps.as_slice())),
-                TermPostings::Hash(_) if l.df > MAX_DF => {}
+                TermPostings::Full(ps) => out.push(Resolved::Full(ps.as_slice())),
+                TermPostings::Hash(_) if l.df > MAX_DF => out.push(Resolved::OverCap),
                 TermPostings::Hash(_) => {
                     return Err(VerifyError::Mismatch(format!(
-                        "the postings of query term {t:?} are missing"
+                        "the postings of term {t:?} are missing"
                     )))
                 }
             }
             continue;
         }
         // Absent: its neighbours in the sorted tree must both be shown (or the tree's edge).
-        let below = p.leaves.iter().rev().find(|l| l.term.as_bytes() < tb);
-        let above = p.leaves.iter().find(|l| l.term.as_bytes() > tb);
+        let below = leaves.iter().rev().find(|l| l.term.as_bytes() < tb);
+        let above = leaves.iter().find(|l| l.term.as_bytes() > tb);
         let ok = match (below, above) {
             (Some(b), Some(a)) => a.position == b.position + 1,
             (Some(b), None) => b.position + 1 == lex.terms,
@@ -358,11 +378,72 @@ fn term_lists(p: &HybridProof) -> Result<Vec<(&str, &[Posting])>, VerifyError> {
         };
         if !ok {
             return Err(VerifyError::Mismatch(format!(
-                "query term {t:?} is neither shown nor proven absent"
+                "term {t:?} is neither shown nor proven absent"
+            )));
+        }
+        out.push(Resolved::Absent);
+    }
+    Ok(out)
+}
+
+/// True for the index versions whose text terms are tokenizer 1's.
+pub(crate) fn text_tokenizer_known(t: u8) -> bool {
+    t == TOKENIZER_V1 || t == TOKENIZER_V2
+}
+
+/// Resolves each query term to its posting list (None when absent or over [`MAX_DF`]) after checking the term
+/// leaves against the root's term tree.
+fn term_lists(p: &HybridProof) -> Result<Vec<(&str, &[Posting])>, VerifyError> {
+    let Some(lex) = p.root.record.lexicon else {
+        return Err(VerifyError::Unsupported);
+    };
+    if !text_tokenizer_known(lex.tokenizer) {
+        return Err(VerifyError::Unsupported);
+    }
+    for (i, t) in p.terms.iter().enumerate() {
+        if p.terms[..i].contains(t) {
+            return Err(VerifyError::Malformed("a query term is repeated"));
+        }
+    }
+    let want: Vec<&str> = p.terms.iter().map(String::as_str).collect();
+    let resolved = resolve_terms(&p.root, &want, &p.leaves, &p.lex_lemmas)?;
+    Ok(want
+        .into_iter()
+        .zip(resolved)
+        .filter_map(|(t, r)| match r {
+            Resolved::Full(l) => Some((t, l)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Checks that a hit's record text shows, for every scored term, exactly the tf its posting claims (0 when the
+/// hit is not in that list) and, where it is in a list, that list's dl.
+pub(crate) fn check_hit_terms(
+    text: &str,
+    node: u32,
+    id: &crate::id::MemoryId,
+    lists: &[(&str, &[Posting])],
+) -> Result<(), VerifyError> {
+    let doc = DocTerms::of(text);
+    for (term, list) in lists {
+        let claimed = list
+            .binary_search_by_key(&node, |x| x.node)
+            .ok()
+            .map(|j| list[j]);
+        let tf = doc.tf(term);
+        let ok = match claimed {
+            Some(c) => c.tf == tf && c.dl == doc.len,
+            None => tf == 0,
+        };
+        if !ok {
+            return Err(VerifyError::Mismatch(format!(
+                "hit {id} contains {term:?} {tf} times in {} terms, its postings say otherwise",
+                doc.len
             )));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn check_graph_nodes(
@@ -503,24 +584,7 @@ pub fn verify_hybrid(
             return Err(VerifyError::Mismatch(format!("hit {i} has a wrong score")));
         }
         let rec = check_record_pub(r, namespace, n.created_at)?;
-        let doc = DocTerms::of(&rec.text);
-        for (term, list) in &answer.lists {
-            let claimed = list
-                .binary_search_by_key(&n.node, |x| x.node)
-                .ok()
-                .map(|j| list[j]);
-            let tf = doc.tf(term);
-            let ok = match claimed {
-                Some(c) => c.tf == tf && c.dl == doc.len,
-                None => tf == 0,
-            };
-            if !ok {
-                return Err(VerifyError::Mismatch(format!(
-                    "hit {} contains {term:?} {tf} times in {} terms, its postings say otherwise",
-                    r.id, doc.len
-                )));
-            }
-        }
+        check_hit_terms(&rec.text, n.node, &n.id, &answer.lists)?;
     }
     Ok(Verified { root: p.root })
 }

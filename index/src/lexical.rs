@@ -7,6 +7,8 @@ use crate::merkle::{leaf_hash, Hash};
 /// Tokenizer code committed in version-2 roots: lowercase, split on non-alphanumerics, drop one-letter tokens
 /// and the fixed English stopword list, Snowball English stems (see [`tokenize`]).
 pub const TOKENIZER_V1: u8 = 1;
+/// Index version 2: tokenizer 1's text terms plus one facet term per metadata pair ([`facet_term`]).
+pub const TOKENIZER_V2: u8 = 2;
 /// Longest indexed term, in bytes; longer tokens are dropped.
 pub const MAX_TERM_BYTES: usize = 64;
 /// Most distinct terms a query uses (the first ones, in order of appearance).
@@ -251,6 +253,32 @@ pub fn query_terms(text: &str) -> Vec<String> {
     out
 }
 
+/// The term a metadata pair is indexed under (index version 2): `U+0000` followed by the lowercase hex of the
+/// first 16 bytes of `BLAKE3("CMF1" ‖ u32be(len key) ‖ key ‖ value)`. Text terms are alphanumeric, so a facet
+/// term never equals one; facet terms sort before every text term. Its postings are `(node, 1, 1)`.
+pub fn facet_term(key: &str, value: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"CMF1");
+    h.update(&(key.len() as u32).to_be_bytes());
+    h.update(key.as_bytes());
+    h.update(value.as_bytes());
+    let d = h.finalize();
+    let mut t = String::with_capacity(33);
+    t.push('\u{0}');
+    for b in &d.as_bytes()[..16] {
+        t.push_str(&format!("{b:02x}"));
+    }
+    t
+}
+
+/// The facet terms of a memory's metadata, sorted and distinct.
+pub fn facet_terms<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<String> {
+    let mut v: Vec<String> = pairs.into_iter().map(|(k, v)| facet_term(k, v)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// One entry of a term's posting list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Posting {
@@ -346,10 +374,21 @@ pub struct Corpus {
 /// descending, then node ascending; memories scoring 0 are not ranked. Scores are sums of
 /// `idf_fixed(df) · tf_fixed(...)` over the terms, in u64 (saturating).
 pub fn bm25_top(lists: &[&[Posting]], corpus: Corpus, depth: usize) -> Vec<(u64, u32)> {
+    bm25_top_among(lists, corpus, depth, &|_| true)
+}
+
+/// [`bm25_top`] over the memories `keep` accepts only (a filtered recall); each term's idf stays that of its
+/// whole list.
+pub fn bm25_top_among(
+    lists: &[&[Posting]],
+    corpus: Corpus,
+    depth: usize,
+    keep: &dyn Fn(u32) -> bool,
+) -> Vec<(u64, u32)> {
     let mut acc: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
     for list in lists {
         let idf = idf_fixed(corpus.docs, list.len() as u64);
-        for p in *list {
+        for p in list.iter().filter(|p| keep(p.node)) {
             let s = idf.saturating_mul(tf_fixed(p.tf, p.dl, corpus.docs, corpus.total_len));
             let e = acc.entry(p.node).or_insert(0);
             *e = e.saturating_add(s);

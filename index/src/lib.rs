@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod commit;
+pub mod filtered;
 pub mod grants;
 pub mod hybrid;
 pub mod id;

@@ -2,6 +2,10 @@
 //! valid proofs must give an error or a value, never a panic.
 
 use cairn_index::commit::{quantise, time_leaf_hash, TimeEntry};
+use cairn_index::filtered::{
+    filtered_answer, verify_filtered, FilteredAsked, FilteredProof, RecallFilter, FMODE_HYBRID,
+    FMODE_LEXICAL, FMODE_SEMANTIC,
+};
 use cairn_index::hybrid::{
     hybrid_answer, verify_hybrid, GraphPart, HybridAsked, HybridProof, TermLeaf, TermPostings,
     MODE_HYBRID, MODE_LEXICAL,
@@ -103,6 +107,38 @@ fn exercise(bytes: &[u8]) {
     if let Ok(p) = HybridProof::decode(bytes, &lim) {
         let _ = hybrid_answer(&p);
     }
+    if let Ok(p) = FilteredProof::decode(bytes, &lim) {
+        let _ = filtered_answer(&p);
+    }
+    let filter = RecallFilter {
+        pairs: vec![("speaker".into(), "Caroline".into())],
+        since: Some(1),
+        until: None,
+    };
+    // Each verify checks a signature first (slow in debug builds): one call per mode, filters alternating.
+    for (f, mode) in [
+        (RecallFilter::default(), FMODE_LEXICAL),
+        (filter, FMODE_HYBRID),
+        (RecallFilter::default(), FMODE_SEMANTIC),
+    ] {
+        {
+            let _ = verify_filtered(
+                bytes,
+                "fz",
+                &trusted,
+                &FilteredAsked {
+                    mode,
+                    k: 1,
+                    min_depth: 1,
+                    filter: &f,
+                    query: Some("tea paris"),
+                },
+                &returned,
+                &[0.5],
+                &lim,
+            );
+        }
+    }
     for mode in [MODE_LEXICAL, MODE_HYBRID] {
         let _ = verify_hybrid(
             bytes,
@@ -120,6 +156,34 @@ fn exercise(bytes: &[u8]) {
             &lim,
         );
     }
+}
+
+/// A small, valid filtered proof (lexical, a time range, no pairs) built from the lexical one's parts.
+fn valid_filtered_proof() -> Vec<u8> {
+    static PROOF: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PROOF.get_or_init(make_filtered_proof).clone()
+}
+
+fn make_filtered_proof() -> Vec<u8> {
+    let h = HybridProof::decode(&valid_lexical_proof(), &VerifyLimits::default()).expect("decode");
+    FilteredProof {
+        root: h.root,
+        mode: FMODE_LEXICAL,
+        k: 1,
+        depth: 1,
+        filter: RecallFilter {
+            pairs: Vec::new(),
+            since: Some(0),
+            until: Some(5),
+        },
+        terms: h.terms,
+        query: Vec::new(),
+        leaves: h.leaves,
+        lex_lemmas: h.lex_lemmas,
+        nodes: Vec::new(),
+        lemmas: Vec::new(),
+    }
+    .encode()
 }
 
 /// A small, valid lexical proof: three terms committed, one query term present with its postings, one absent.
@@ -204,6 +268,28 @@ fn valid_lexical_proof() -> Vec<u8> {
         },
     }
     .encode()
+}
+
+proptest! {
+    // Nearly every mutated filtered proof decodes, so each case pays for several signature checks (slow in
+    // debug builds): fewer cases than the other decoders.
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn mutated_filtered_proofs_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
+        let good = valid_filtered_proof();
+        let p = FilteredProof::decode(&good, &VerifyLimits::default()).expect("decode");
+        // No graph node can pass (the graph is empty): the honest answer is empty.
+        prop_assert!(filtered_answer(&p).expect("answer").hits.is_empty());
+        let mut b = good.clone();
+        for (i, x) in flips {
+            let n = b.len();
+            b[i % n] ^= x;
+        }
+        exercise(&b);
+        let n = b.len();
+        exercise(&b[..cut % n]);
+    }
 }
 
 proptest! {

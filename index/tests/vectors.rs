@@ -142,6 +142,11 @@ fn lexical_vectors() {
         tokenize("Caroline's 2 trips to PARIS (May 7, 2023): don't stop!"),
         vec!["carolin", "2", "trip", "pari", "may", "7", "2023", "stop"]
     );
+    // Facet terms (index version 2).
+    let f = facet_term("speaker", "Caroline");
+    assert_eq!(f.len(), 33);
+    assert_eq!(&f[1..], "e1807ab5ae28536a6aae80888da64828");
+    assert_eq!(f.as_bytes()[0], 0);
     let d = DocTerms::of("Paris, paris and Lyon");
     assert_eq!(d.terms, vec![("lyon".into(), 1), ("pari".into(), 2)]);
     assert_eq!(d.len, 3);

@@ -142,6 +142,7 @@ async fn run(cli: Cli) -> Result<()> {
                 max_watchers: args.max_watchers as usize,
                 max_page_bytes: (args.max_page_mb as usize) << 20,
                 max_exact: args.max_exact,
+                max_filter_candidates: args.max_filter_candidates,
                 scrub_interval: std::time::Duration::from_secs(args.scrub_secs),
                 max_cosigs_per_sec: args.max_cosigs_per_sec,
                 witnesses: args.witness,

@@ -65,6 +65,8 @@ pub struct NodeConfig {
     pub max_page_bytes: usize,
     /// Most graph nodes an exact search (or exact-mode proof) may score on request.
     pub max_exact: u64,
+    /// Most memories a ranked filtered Recall may score (and its proof carry).
+    pub max_filter_candidates: u64,
     /// Witness keys pinned by the operator (their cosignatures are kept although they are not peers).
     pub witnesses: Vec<[u8; 32]>,
     /// Most cosignatures kept per witness per second.
@@ -128,6 +130,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             min_free_bytes: cfg.min_free_mb << 20,
             max_page_bytes: cfg.max_page_bytes,
             max_exact: cfg.max_exact,
+            max_filter_candidates: cfg.max_filter_candidates,
             witnesses: cfg.witnesses.clone(),
             cosigs_per_sec: cfg.max_cosigs_per_sec,
         },

@@ -140,6 +140,34 @@ async fn cli_verify_recall_list_get_and_saved_proofs() {
             ],
         ),
         (
+            "recall-filtered",
+            vec![
+                "recall",
+                "--ns",
+                "proofs",
+                "-k",
+                "3",
+                "--since",
+                "1200",
+                "who has allergies?",
+            ],
+        ),
+        (
+            "recall-filtered-semantic",
+            vec![
+                "recall",
+                "--ns",
+                "proofs",
+                "-k",
+                "3",
+                "--mode",
+                "semantic",
+                "--until",
+                "1500",
+                "who has allergies?",
+            ],
+        ),
+        (
             "list",
             vec![
                 "list", "--ns", "proofs", "--since", "1000", "--until", "1500",
@@ -531,4 +559,98 @@ async fn check_query_binds_the_answer_to_the_text() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A filtered Recall with a proof, in every mode, against a real node: the hits are exactly the top-k of the
+/// memories passing the filter (checked by the SDK's verifier, and independently here: every hit passes, and
+/// semantic recall over just those memories ranks the same), the proof is bound to the filter asked, and a
+/// filter broader than `--max-filter-candidates` is refused with RESOURCE_EXHAUSTED.
+#[tokio::test]
+async fn filtered_recall_is_proven_in_every_mode() {
+    use cairn_proto::v1 as pb;
+    let dir = temp_dir();
+    let node = Node::start_with(dir.path(), &["--max-filter-candidates", "12"]).expect("node");
+    let c = node.client().await.expect("client");
+    let speakers = ["alice", "bob", "carol"];
+    let mut batch = Vec::new();
+    for (i, f) in FACTS.iter().chain(FACTS.iter()).enumerate() {
+        batch.push(
+            NewMemory::new(format!("{f} (note {i})"))
+                .meta("speaker", speakers[i % 3])
+                .created_at(1_000 + i as u64 * 100),
+        );
+    }
+    c.remember("filtered", batch).await.expect("remember");
+    let trusted = v::parse_node_id(&stdout(&node.cli(&["id"]))).expect("id");
+    for mode in [
+        pb::RecallMode::Semantic,
+        pb::RecallMode::Lexical,
+        pb::RecallMode::Hybrid,
+    ] {
+        let b = c
+            .recall("filtered", "who walks the dog, and who is allergic?")
+            .k(3)
+            .mode(mode)
+            .where_eq("speaker", "bob")
+            .since(1_200)
+            .proof(true);
+        let filter = b.filter_asked();
+        let resp = b.send_full().await.expect("recall");
+        assert!(!resp.hits.is_empty(), "{mode:?}");
+        for h in &resp.hits {
+            assert_eq!(h.metadata.get("speaker").map(String::as_str), Some("bob"));
+            assert!(h.created_at >= 1_200);
+        }
+        let asked = RecallAsked { k: 3, min_ef: 0 };
+        let q = Some("who walks the dog, and who is allergic?");
+        v::recall_filtered("filtered", &asked, q, 0, &filter, &resp, &trusted, None)
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        // Held to another filter (or to none), the same answer is refused.
+        let other = v::filter_of(Some(&pb::Filter {
+            metadata: [("speaker".to_owned(), "alice".to_owned())].into(),
+            since: Some(1_200),
+            until: None,
+        }));
+        assert!(
+            v::recall_filtered("filtered", &asked, q, 0, &other, &resp, &trusted, None).is_err()
+        );
+        assert!(v::recall_query("filtered", &asked, q, 0, &resp, &trusted, None).is_err());
+        // A memory outside the filter slipped in: refused.
+        let mut bent = resp.clone();
+        let alice = c
+            .recall("filtered", "tea")
+            .mode(pb::RecallMode::Semantic)
+            .where_eq("speaker", "alice")
+            .send()
+            .await
+            .expect("recall");
+        bent.hits[0] = alice[0].clone();
+        bent.hits[0].score = resp.hits[0].score;
+        assert!(
+            v::recall_filtered("filtered", &asked, q, 0, &filter, &bent, &trusted, None).is_err()
+        );
+    }
+    // Without a metadata pair every memory is a candidate: allowed up to --max-filter-candidates.
+    let small = c
+        .recall("filtered", "who has allergies?")
+        .k(4)
+        .mode(pb::RecallMode::Semantic)
+        .where_eq("speaker", "carol")
+        .until(1_800)
+        .proof(true)
+        .send()
+        .await
+        .expect("proven");
+    assert!(small.iter().all(
+        |h| h.metadata.get("speaker").map(String::as_str) == Some("carol") && h.created_at < 1_800
+    ));
+    // More candidates than --max-filter-candidates (a time range alone allows every memory): RESOURCE_EXHAUSTED.
+    let err = c
+        .recall("filtered", "tea")
+        .since(1_000)
+        .proof(true)
+        .send()
+        .await
+        .expect_err("too broad");
+    assert!(format!("{err:?}").contains("ResourceExhausted"), "{err:?}");
 }

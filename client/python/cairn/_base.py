@@ -109,6 +109,9 @@ class _Base:
 
     def _recall_flow(self, namespace, query=None, k=10, where=None, since=None, until=None, ef=0, exact=False,
                      verify=False, prefix=False, vector=None, mode=None) -> Flow:
+        if verify and (where or since is not None or until is not None):
+            raise ValueError("verify=True with where/since/until: the node answers with a filtered proof (CPF1), "
+                             "which this package does not verify yet; use the Rust SDK or `cairn recall --verify`")
         req = _proto.recall_request(namespace, query, k, where, since, until, ef, exact, verify, prefix, vector,
                                     mode)
         resp = yield ("Recall", req)

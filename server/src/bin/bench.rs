@@ -72,6 +72,10 @@ enum Cmd {
         /// Fusion depth of lexical and hybrid recall (0: the node's default).
         #[arg(long, default_value_t = 0)]
         depth: u32,
+        /// Filter each question by `speaker` = the speaker of its first evidence turn (an agent that knows whose
+        /// memories it wants): measures filtered recall and its `CPF1` proof.
+        #[arg(long)]
+        filter_speaker: bool,
     },
     /// Recall proofs on an existing namespace (use --data-dir of a `recall` run): proof size, time to answer
     /// with a proof, client verify time, and recall@10 of the proof search against exact search.
@@ -679,6 +683,7 @@ async fn bench_locomo(
     verify: bool,
     modes: &[String],
     depth: u32,
+    filter_speaker: bool,
 ) -> Result<()> {
     let root = data_root(args).join("locomo").join("flat");
     let turns = read_jsonl(&root.join("turns.jsonl"))?;
@@ -693,7 +698,16 @@ async fn bench_locomo(
     let trusted = cairn_client::verify::parse_node_id(&client.node_info().await?.node_id)
         .map_err(|e| anyhow::anyhow!("node id: {e}"))?;
     let mut by_conv: BTreeMap<String, Vec<NewMemory>> = BTreeMap::new();
+    // (conv, dia_id) → speaker, for --filter-speaker.
+    let mut speaker_of: HashMap<(String, String), String> = HashMap::new();
     for t in &turns {
+        speaker_of.insert(
+            (
+                t["conv"].as_str().unwrap_or("").to_owned(),
+                t["dia_id"].as_str().unwrap_or("").to_owned(),
+            ),
+            t["speaker"].as_str().unwrap_or("").to_owned(),
+        );
         let conv = t["conv"].as_str().context("turn without conv")?;
         let text = t[field]
             .as_str()
@@ -762,22 +776,33 @@ async fn bench_locomo(
                 .flatten()
                 .filter_map(|e| e.as_str().map(str::to_owned))
                 .collect();
-            let t = Instant::now();
-            let resp = client
+            let mut b = client
                 .recall(&ns, question)
                 .k(10)
                 .mode(mode)
                 .depth(depth)
-                .proof(proof)
-                .send_full()
-                .await?;
+                .proof(proof);
+            if filter_speaker {
+                let first = q["evidence_norm"]
+                    .as_array()
+                    .and_then(|e| e.first())
+                    .and_then(|e| e.as_str())
+                    .unwrap_or("");
+                if let Some(s) = speaker_of.get(&(conv.to_owned(), first.to_owned())) {
+                    b = b.where_eq("speaker", s.clone());
+                }
+            }
+            let filter = b.filter_asked();
+            let t = Instant::now();
+            let resp = b.send_full().await?;
             if proof {
                 let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: 0 };
-                cairn_client::verify::recall_query(
+                cairn_client::verify::recall_filtered(
                     &ns,
                     &asked,
                     Some(question),
                     depth,
+                    &filter,
                     &resp,
                     &trusted,
                     None,
@@ -800,6 +825,11 @@ async fn bench_locomo(
                 e.2 += evidence_recall(&hits, &evidence, 10);
             }
         }
+        let mode_name = if filter_speaker {
+            format!("{mode_name}, filtered by the evidence's speaker")
+        } else {
+            mode_name.to_owned()
+        };
         let label = if proof {
             format!("{mode_name}, with proof ({verified} verified)")
         } else {
@@ -1432,7 +1462,8 @@ async fn main() -> Result<()> {
             verify,
             modes,
             depth,
-        } => bench_locomo(&args, text, *verify, modes, *depth).await,
+            filter_speaker,
+        } => bench_locomo(&args, text, *verify, modes, *depth, *filter_speaker).await,
         Cmd::Auth { memories, queries } => bench_auth(*memories, *queries).await,
         Cmd::Scrub { sizes } => bench_scrub(sizes),
         Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,

@@ -87,7 +87,7 @@ pub async fn run(
         // The lexical index must be exactly what the records tokenize to.
         let docs = docs
             .into_iter()
-            .filter_map(|(id, d)| numbers.get(&id).map(|&n| (n, d)))
+            .filter_map(|(id, d, f)| numbers.get(&id).map(|&n| (n, d, f)))
             .collect();
         commit
             .apply_replica_docs(docs)
@@ -185,7 +185,11 @@ fn check_pages(
     ns: &str,
 ) -> Result<(
     usize,
-    Vec<(cairn_index::id::MemoryId, cairn_index::lexical::DocTerms)>,
+    Vec<(
+        cairn_index::id::MemoryId,
+        cairn_index::lexical::DocTerms,
+        Vec<String>,
+    )>,
 )> {
     use cairn_index::record::MemoryRecord;
     let live = leaves.keys().copied().collect();
@@ -198,7 +202,11 @@ fn check_pages(
         if rec.namespace != ns || Some(&rec.created_at) != leaves.get(&r.id) {
             bail!("audit failed: record {} does not match its leaf", r.id);
         }
-        docs.push((r.id, cairn_index::lexical::DocTerms::of(&rec.text)));
+        docs.push((
+            r.id,
+            cairn_index::lexical::DocTerms::of(&rec.text),
+            cairn_index::lexical::facet_terms(&rec.metadata),
+        ));
     }
     Ok((found.len(), docs))
 }

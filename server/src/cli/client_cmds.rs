@@ -53,6 +53,13 @@ async fn bound_query(vd: &Verified, proof: &[u8], text: &str) -> Result<()> {
         .next()
         .context("no embedding")?;
     let mine = cairn_index::commit::quantise(&mine);
+    if let Ok(f) = cairn_index::filtered::FilteredProof::decode(proof, &Default::default()) {
+        // A lexical filtered proof has no query vector (its terms are bound to the text by the verifier).
+        if f.query.is_empty() {
+            return Ok(());
+        }
+        return compare_query(&mine, &f.query);
+    }
     let theirs = match cairn_index::hybrid::HybridProof::decode(proof, &Default::default()) {
         // A hybrid proof's query vector is its semantic half's; a lexical proof has none (its terms are bound
         // to the text by the verifier already).
@@ -66,9 +73,14 @@ async fn bound_query(vd: &Verified, proof: &[u8], text: &str) -> Result<()> {
                 .query
         }
     };
+    compare_query(&mine, &theirs)
+}
+
+/// Requires the proof's quantised query to be this machine's (within one int8 step per component).
+fn compare_query(mine: &[i8], theirs: &[i8]) -> Result<()> {
     let off = mine
         .iter()
-        .zip(&theirs)
+        .zip(theirs)
         .map(|(a, b)| (i16::from(*a) - i16::from(*b)).unsigned_abs())
         .max()
         .unwrap_or(0);
@@ -232,8 +244,8 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                 match &pf.kind {
                     Kind::Recall(..) => {}
                     // The file's question already bound the proof's terms; the text checked must be that question.
-                    Kind::Hybrid(_, _, _, q) if q == text => {}
-                    Kind::Hybrid(..) => bail!(
+                    Kind::Hybrid(_, _, _, q) | Kind::Filtered(_, _, _, q, _) if q == text => {}
+                    Kind::Hybrid(..) | Kind::Filtered(..) => bail!(
                         "verification failed: the saved answer is for another question than --check-query's"
                     ),
                     _ => bail!("--check-query applies to saved recalls only"),
@@ -510,6 +522,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(d) = depth {
                 b = b.depth(d);
             }
+            let filter = b.filter_asked();
             let resp = b.send_full().await?;
             let verified = match ctx {
                 Some(mut ctx) => {
@@ -520,11 +533,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let min_depth = depth.unwrap_or(0);
                     let vd = ctx
                         .check(&client, &ns, |trusted, last| {
-                            v::recall_query(
+                            v::recall_filtered(
                                 &ns,
                                 &asked,
                                 Some(&query),
                                 min_depth,
+                                &filter,
                                 &resp,
                                 trusted,
                                 last,
@@ -534,7 +548,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                     if let Some(path) = &proof.proof_out {
                         let items = saved_items(resp.hits.iter().map(|h| (&h.id, &h.record)))?;
                         let scores = resp.hits.iter().map(|h| h.score).collect();
+                        let filtered = resp
+                            .proof
+                            .starts_with(cairn_index::filtered::FILTERED_MAGIC);
                         let kind = match pb::RecallMode::try_from(resp.mode) {
+                            _ if filtered => Kind::Filtered(
+                                scores,
+                                asked,
+                                min_depth,
+                                query.clone(),
+                                filter.clone(),
+                            ),
                             Ok(pb::RecallMode::Lexical) | Ok(pb::RecallMode::Hybrid) => {
                                 Kind::Hybrid(scores, asked, min_depth, query.clone())
                             }

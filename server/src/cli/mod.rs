@@ -532,6 +532,11 @@ pub struct ServeArgs {
     /// (--exact-proof-limit).
     #[arg(long, default_value_t = 200_000)]
     pub max_exact: u64,
+    /// Most memories a ranked filtered Recall (any proof with a filter; lexical or hybrid with a filter) may score:
+    /// the proof carries each one's vector, about 0.5 KB with the default model. A filter whose metadata pairs
+    /// allow more (or a time range alone over a larger namespace) answers RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=200_000))]
+    pub max_filter_candidates: u64,
     /// Keep cosignatures from this key (hex node id) although it is not a peer. Cosignatures from the node
     /// itself and its peers are always kept; any other key's are dropped. Repeatable.
     #[arg(long, value_name = "NODE_ID", value_parser = parse_node_id)]

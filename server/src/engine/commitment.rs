@@ -18,8 +18,11 @@ use ed25519_dalek::SigningKey;
 use super::lexicon::Lexicon;
 use crate::ann::{Ann, NodeLinks};
 use crate::store::PointRow;
+use cairn_index::filtered::{
+    filtered_answer, FilteredProof, RecallFilter, FMODE_HYBRID, FMODE_LEXICAL, FMODE_SEMANTIC,
+};
 use cairn_index::hybrid::{GraphPart, HybridProof, MODE_HYBRID, MODE_LEXICAL};
-use cairn_index::lexical::{fixed_score, fuse, query_terms, DocTerms};
+use cairn_index::lexical::{facet_terms, fixed_score, fuse, query_terms, DocTerms};
 
 /// Namespace-independent commitment parameters.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +94,9 @@ pub struct Commitment {
     repaired: Vec<u32>,
 }
 
+/// A live memory's contribution to a replica's lexical index: its node, text terms and facet terms.
+pub type ReplicaDoc = (u32, DocTerms, Vec<String>);
+
 /// Why replicated nodes were refused: they do not reproduce the owner's signed root.
 #[derive(Debug, thiserror::Error)]
 #[error("replicated state rejected: {0}")]
@@ -136,7 +142,7 @@ impl Commitment {
         c.entry = ann.entry().map(|(p, l)| (p as u32, l));
         for (i, r) in rows.iter().enumerate() {
             if let (true, Some(d)) = (r.alive, &r.lex) {
-                c.lex.add(i as u32, d.clone());
+                c.lex.add(i as u32, d.clone(), facet_terms(&r.metadata));
             }
         }
         c.lex.rebuild();
@@ -193,7 +199,7 @@ impl Commitment {
             self.time.insert(at, e);
             self.time_leaves.insert(at, time_leaf_hash(&e));
             if let (true, Some(d)) = (r.alive, &r.lex) {
-                self.lex.add(i as u32, d.clone());
+                self.lex.add(i as u32, d.clone(), facet_terms(&r.metadata));
             }
         }
         self.lex.rebuild();
@@ -603,15 +609,15 @@ impl Commitment {
 
     /// A replica's second step, once the records of the step's live nodes are in: indexes their terms and
     /// accepts the root only if the lexical index is exactly what it signs (version-1 roots commit none).
-    pub fn apply_replica_docs(
-        &mut self,
-        docs: Vec<(u32, DocTerms)>,
-    ) -> Result<(), ReplicaMismatch> {
-        for (node, d) in docs {
-            self.lex.add(node, d);
+    pub fn apply_replica_docs(&mut self, docs: Vec<ReplicaDoc>) -> Result<(), ReplicaMismatch> {
+        let want = self.root.as_ref().and_then(|r| r.record.lexicon);
+        if let Some(w) = want {
+            self.lex.set_version(w.tokenizer);
+        }
+        for (node, d, facets) in docs {
+            self.lex.add(node, d, facets);
         }
         self.lex.rebuild();
-        let want = self.root.as_ref().and_then(|r| r.record.lexicon);
         if want.is_some_and(|w| w != self.lex.commit()) {
             return Err(ReplicaMismatch(
                 "the records do not reproduce the signed lexical index".into(),
@@ -926,6 +932,121 @@ impl Commitment {
         };
         Some((hits, proof))
     }
+
+    /// Filtered recall in any mode: the hits as (score, id) and the `CPF1` proof that they are exactly the
+    /// top-k among the live memories that pass `filter` (docs/PROOFS.md, "Filtered recall proof"). The proof
+    /// carries every memory the filter's metadata pairs allow (every node without pairs), so more than
+    /// `max_candidates` of them, or a pair in more than [`cairn_index::lexical::MAX_DF`] memories, is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prove_filtered(
+        &self,
+        mode: u8,
+        query: Option<&[f32]>,
+        text: &str,
+        k: usize,
+        depth: usize,
+        filter: &RecallFilter,
+        max_candidates: usize,
+    ) -> Result<(Vec<(f32, MemoryId)>, FilteredProof), FilterRefused> {
+        let root = self.root.clone().ok_or(FilterRefused::NoRoot)?;
+        if root.record.lexicon.is_none() {
+            return Err(FilterRefused::NoRoot);
+        }
+        let facets = filter.facets();
+        let candidates: Vec<u32> = if facets.is_empty() {
+            if self.nodes.len() > max_candidates {
+                return Err(FilterRefused::TooBroad(self.nodes.len()));
+            }
+            (0..self.nodes.len() as u32).collect()
+        } else {
+            let mut set: Option<Vec<u32>> = None;
+            for f in &facets {
+                let nodes = self.lex.facet_nodes(f).map_err(FilterRefused::TooBroad)?;
+                set = Some(match set {
+                    None => nodes,
+                    Some(s) => {
+                        let keep: HashSet<u32> = nodes.into_iter().collect();
+                        s.into_iter().filter(|n| keep.contains(n)).collect()
+                    }
+                });
+            }
+            set.unwrap_or_default()
+        };
+        if candidates.len() > max_candidates {
+            return Err(FilterRefused::TooBroad(candidates.len()));
+        }
+        let terms = if mode == FMODE_SEMANTIC {
+            Vec::new()
+        } else {
+            query_terms(text)
+        };
+        let mut want = terms.clone();
+        want.extend(facets);
+        let (leaves, lex_lemmas) = self.lex.prove(&want).ok_or(FilterRefused::Stale)?;
+        let nodes = candidates
+            .iter()
+            .map(|&n| self.hashed_node(n))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(FilterRefused::Stale)?;
+        let pos: Vec<u64> = candidates.iter().map(|&n| u64::from(n)).collect();
+        let lemmas = if pos.is_empty() {
+            Vec::new()
+        } else {
+            self.graph_tree
+                .prove(&pos)
+                .map_err(|_| FilterRefused::Stale)?
+        };
+        let qv = match (mode, query) {
+            (FMODE_LEXICAL, _) => Vec::new(),
+            (_, Some(q)) => quantise(q),
+            (_, None) => return Err(FilterRefused::NoQuery),
+        };
+        let proof = FilteredProof {
+            root,
+            mode,
+            k: k as u32,
+            depth: if mode == FMODE_HYBRID {
+                depth.max(k)
+            } else {
+                k
+            } as u32,
+            filter: filter.clone(),
+            terms,
+            query: qv,
+            leaves,
+            lex_lemmas,
+            nodes,
+            lemmas,
+        };
+        // One home for the rule: the node answers with what the verifier will derive.
+        let hits = filtered_answer(&proof)
+            .map_err(|e| FilterRefused::Internal(e.to_string()))?
+            .hits
+            .iter()
+            .map(|(s, n)| (*s, n.id))
+            .collect();
+        Ok((hits, proof))
+    }
+}
+
+/// Why a filtered proof could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterRefused {
+    /// No signed root with a lexical index yet.
+    #[error("the namespace has no signed root with a lexical index yet")]
+    NoRoot,
+    /// Semantic or hybrid without a query vector.
+    #[error("semantic and hybrid recall need a query")]
+    NoQuery,
+    /// More candidates than a proof may carry.
+    #[error("{0} memories can pass this filter, more than a filtered proof may carry; narrow the filter (add a metadata pair) or ask without a proof")]
+    TooBroad(usize),
+    /// The trees are behind the index (never after a commit).
+    #[error("the commitment is being updated; retry")]
+    Stale,
+    /// The verifier rejected the node's own proof.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 /// The prover's view of the graph: everything is there; it records what the search touched.
@@ -1507,8 +1628,315 @@ mod hybrid_tests {
             .iter()
             .enumerate()
             .filter(|(i, r)| r.alive && ![4, 9].contains(i))
-            .map(|(i, r)| (i as u32, r.lex.clone().unwrap()))
+            .map(|(i, r)| (i as u32, r.lex.clone().unwrap(), facet_terms(&r.metadata)))
             .collect();
         assert!(replica.apply_replica_docs(docs).is_err());
+    }
+}
+
+#[cfg(test)]
+mod filtered_tests {
+    use super::*;
+    use crate::ann::HnswParams;
+    use cairn_index::filtered::{verify_filtered, FilteredAsked, RecallFilter};
+    use cairn_index::hybrid::TermPostings;
+    use cairn_index::proof::{Returned, VerifyLimits};
+    use cairn_index::record::{MemoryRecord, Metadata};
+    use std::collections::HashMap;
+
+    const WORDS: &[&str] = &[
+        "paris", "lake", "painting", "adoption", "guitar", "camping", "sunset", "dog", "museum",
+        "pottery",
+    ];
+
+    fn meta(i: usize) -> Metadata {
+        let mut m = Metadata::new();
+        m.insert(
+            "speaker".into(),
+            if i.is_multiple_of(2) {
+                "Caroline"
+            } else {
+                "Melanie"
+            }
+            .into(),
+        );
+        m.insert("session".into(), format!("s{}", i % 3));
+        m
+    }
+
+    /// Records with metadata (speaker alternating, session i % 3) and rows built from them.
+    fn built(n: usize, key: &SigningKey) -> (Vec<Vec<u8>>, Vec<PointRow>, Commitment) {
+        let dim = 16;
+        let mut recs = Vec::new();
+        let mut rows = Vec::new();
+        for i in 0..n {
+            let text = format!(
+                "{} talked about {} and {} on day {}",
+                if i.is_multiple_of(2) {
+                    "Caroline"
+                } else {
+                    "Melanie"
+                },
+                WORDS[i % WORDS.len()],
+                WORDS[(i * 7 + 3) % WORDS.len()],
+                i % 9
+            );
+            let rec = MemoryRecord {
+                namespace: "ns".into(),
+                created_at: 1000 + i as u64,
+                salt: [i as u8; 16],
+                text: text.clone(),
+                metadata: meta(i),
+            };
+            let mut v: Vec<f32> = (0..dim)
+                .map(|d| (((i * 31 + d * 17) % 23) as f32 - 11.0) / 10.0 + 0.01)
+                .collect();
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|a| *a /= norm);
+            rows.push(PointRow {
+                id: rec.id(),
+                created_at: rec.created_at,
+                alive: true,
+                dedup: [0; 32],
+                vector: v,
+                metadata: meta(i),
+                lex: Some(DocTerms::of(&text)),
+            });
+            recs.push(rec.encode());
+        }
+        let ann = Ann::new(
+            HnswParams {
+                m: 8,
+                ef_construction: 50,
+                dim,
+            },
+            n,
+        );
+        for (i, r) in rows.iter().enumerate() {
+            ann.insert(&r.vector, i);
+        }
+        let mut c = Commitment::build(&rows, &ann);
+        c.forget(&[4, 9]);
+        rows[4].alive = false;
+        rows[9].alive = false;
+        let params = CommitParams {
+            m: 8,
+            dim: dim as u16,
+            model: [5; 32],
+        };
+        let root = c.next_root("ns", &params, key, 1);
+        c.set_root(root);
+        (recs, rows, c)
+    }
+
+    fn check(
+        c: &Commitment,
+        recs: &[Vec<u8>],
+        rows: &[PointRow],
+        proof: &[u8],
+        hits: &[(f32, MemoryId)],
+        asked: &FilteredAsked<'_>,
+    ) -> Result<(), cairn_index::proof::VerifyError> {
+        let by_id: HashMap<MemoryId, &Vec<u8>> = rows.iter().map(|r| r.id).zip(recs).collect();
+        let returned: Vec<Returned<'_>> = hits
+            .iter()
+            .map(|(_, id)| Returned {
+                id,
+                record: by_id.get(id).map_or(&[][..], |r| r.as_slice()),
+            })
+            .collect();
+        let scores: Vec<f32> = hits.iter().map(|h| h.0).collect();
+        let trusted = c.root().map_or([0; 32], |r| r.record.node_id);
+        verify_filtered(
+            proof,
+            "ns",
+            &trusted,
+            asked,
+            &returned,
+            &scores,
+            &VerifyLimits::default(),
+        )
+        .map(|_| ())
+    }
+
+    fn filter(pairs: &[(&str, &str)], since: Option<u64>, until: Option<u64>) -> RecallFilter {
+        RecallFilter {
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            since,
+            until,
+        }
+    }
+
+    const QUESTION: &str = "Did Caroline talk about the museum or pottery in Paris?";
+
+    #[test]
+    fn filtered_proofs_verify_in_every_mode_and_hold_only_passing_memories() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let (recs, rows, c) = built(60, &key);
+        let q = rows[7].vector.clone();
+        for f in [
+            filter(&[("speaker", "Caroline")], None, None),
+            filter(
+                &[("session", "s1"), ("speaker", "Melanie")],
+                Some(1010),
+                None,
+            ),
+            filter(&[], Some(1005), Some(1040)),
+            filter(&[("speaker", "Nobody")], None, None),
+        ] {
+            for mode in [FMODE_SEMANTIC, FMODE_LEXICAL, FMODE_HYBRID] {
+                let (hits, proof) = c
+                    .prove_filtered(mode, Some(&q), QUESTION, 5, 10, &f, 1000)
+                    .unwrap();
+                let asked = FilteredAsked {
+                    mode,
+                    k: 5,
+                    min_depth: 10,
+                    filter: &f,
+                    query: Some(QUESTION),
+                };
+                check(&c, &recs, &rows, &proof.encode(), &hits, &asked)
+                    .unwrap_or_else(|e| panic!("mode {mode} {f:?}: {e}"));
+                let by_id: HashMap<MemoryId, &PointRow> = rows.iter().map(|r| (r.id, r)).collect();
+                for (_, id) in &hits {
+                    let r = by_id[id];
+                    assert!(r.alive && f.passes(r.created_at, &r.metadata), "{f:?}");
+                }
+                if mode == FMODE_SEMANTIC {
+                    // Exactly the k nearest passing memories (int8 distances, ties by node).
+                    let qi = quantise(&q);
+                    let mut want: Vec<(i32, usize)> = rows
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.alive && f.passes(r.created_at, &r.metadata))
+                        .map(|(i, r)| (cairn_index::commit::distance(&qi, &quantise(&r.vector)), i))
+                        .collect();
+                    want.sort_unstable();
+                    let want: Vec<MemoryId> = want.iter().take(5).map(|x| rows[x.1].id).collect();
+                    let got: Vec<MemoryId> = hits.iter().map(|h| h.1).collect();
+                    assert_eq!(got, want, "{f:?}");
+                }
+                if f.pairs.first().is_some_and(|p| p.1 == "Nobody") {
+                    assert!(hits.is_empty());
+                } else {
+                    assert!(!hits.is_empty(), "mode {mode} {f:?}");
+                }
+                // Another filter's question is refused.
+                let other = filter(&[("speaker", "Melanie")], None, None);
+                let wrong = FilteredAsked {
+                    filter: &other,
+                    ..asked
+                };
+                assert!(check(&c, &recs, &rows, &proof.encode(), &hits, &wrong).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_that_bends_a_filtered_answer_is_caught_and_every_byte_counts() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let (recs, rows, c) = built(60, &key);
+        let q = rows[7].vector.clone();
+        let f = filter(&[("speaker", "Caroline")], Some(1002), None);
+        for mode in [FMODE_SEMANTIC, FMODE_LEXICAL, FMODE_HYBRID] {
+            let (hits, proof) = c
+                .prove_filtered(mode, Some(&q), QUESTION, 4, 8, &f, 1000)
+                .unwrap();
+            assert_eq!(hits.len(), 4);
+            let bytes = proof.encode();
+            let asked = FilteredAsked {
+                mode,
+                k: 4,
+                min_depth: 8,
+                filter: &f,
+                query: Some(QUESTION),
+            };
+            check(&c, &recs, &rows, &bytes, &hits, &asked).unwrap();
+            // A memory outside the filter in place of a hit (Melanie's, alive): refused.
+            let outsider = rows[11].id;
+            let mut out = hits.clone();
+            out[1].1 = outsider;
+            assert!(check(&c, &recs, &rows, &bytes, &out, &asked).is_err());
+            // Swapped order, a dropped hit: refused.
+            let mut swapped = hits.clone();
+            swapped.swap(0, 1);
+            assert!(check(&c, &recs, &rows, &bytes, &swapped, &asked).is_err());
+            assert!(check(&c, &recs, &rows, &bytes, &hits[1..], &asked).is_err());
+            // A passing memory hidden from the facet list (and its node left out): refused.
+            let mut p = proof.clone();
+            let facet = cairn_index::lexical::facet_term("speaker", "Caroline");
+            let leaf = p.leaves.iter_mut().find(|l| l.term == facet).unwrap();
+            let TermPostings::Full(ps) = &mut leaf.postings else {
+                panic!("facet list not shown in full")
+            };
+            let hidden = ps.remove(0).node;
+            leaf.df -= 1;
+            p.nodes.retain(|n| n.node.node != hidden);
+            assert!(check(&c, &recs, &rows, &p.encode(), &hits, &asked).is_err());
+            // A candidate's node left out: refused.
+            let mut p = proof.clone();
+            p.nodes.remove(2);
+            assert!(check(&c, &recs, &rows, &p.encode(), &hits, &asked).is_err());
+            // Every single-byte change is refused, except in the query vector (bound by re-embedding the
+            // text: `--check-query`) and a hybrid proof's depth; the signed root's bytes (swept in the root
+            // tests) one in 8.
+            // (Debug builds verify a signature per change, so the sweep samples where a byte is only hashed.)
+            let root = 4..4 + proof.root.encode().len();
+            let mut at = root.end + 1 + 4 + 4 + 2;
+            for (k, v) in &proof.filter.pairs {
+                at += 2 + k.len() + 4 + v.len();
+            }
+            at += 1
+                + 8 * usize::from(proof.filter.since.is_some())
+                + 8 * usize::from(proof.filter.until.is_some());
+            at += 2 + proof.terms.iter().map(|t| 2 + t.len()).sum::<usize>() + 2;
+            let skip = at..at + proof.query.len();
+            // Hybrid: the depth too (only a minimum is asked; a deeper fusion may give the same answer).
+            let depth = if mode == FMODE_HYBRID {
+                root.end + 5..root.end + 9
+            } else {
+                0..0
+            };
+            // The graph nodes (each bound by the multiproof, as swept in the recall tests): one byte in 11.
+            let bare = FilteredProof {
+                nodes: Vec::new(),
+                lemmas: Vec::new(),
+                ..proof.clone()
+            };
+            let nodes = bare.encode().len() - 8..bytes.len();
+            for i in (0..bytes.len()).filter(|i| {
+                !skip.contains(i)
+                    && !depth.contains(i)
+                    && (!root.contains(i) || i % 8 == 0)
+                    && (!nodes.contains(i) || i % 11 == 0)
+            }) {
+                let mut b = bytes.clone();
+                b[i] ^= 0x01;
+                assert!(
+                    check(&c, &recs, &rows, &b, &hits, &asked).is_err(),
+                    "mode {mode}: change at byte {i} of {} accepted",
+                    bytes.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_filter_broader_than_a_proof_may_carry_is_refused() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let (_, rows, c) = built(60, &key);
+        let f = filter(&[("speaker", "Caroline")], None, None);
+        assert!(matches!(
+            c.prove_filtered(FMODE_SEMANTIC, Some(&rows[0].vector), "", 5, 5, &f, 10),
+            Err(FilterRefused::TooBroad(29)) // 30 of 60, one of them forgotten
+        ));
+        let f = filter(&[], Some(1000), None);
+        assert!(matches!(
+            c.prove_filtered(FMODE_LEXICAL, None, QUESTION, 5, 5, &f, 59),
+            Err(FilterRefused::TooBroad(60))
+        ));
     }
 }

@@ -34,6 +34,7 @@ pub(super) fn config(dir: &Path) -> EngineConfig {
         min_free_bytes: 0,
         max_page_bytes: 16 << 20,
         max_exact: 200_000,
+        max_filter_candidates: 10_000,
         witnesses: Vec::new(),
         cosigs_per_sec: 100,
     }

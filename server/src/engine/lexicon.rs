@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cairn_index::hybrid::{TermLeaf, TermPostings};
 use cairn_index::lexical::{
     bm25_top, postings_hash, term_leaf_hash, Corpus, DocTerms, Posting, MAX_DF, TOKENIZER_V1,
+    TOKENIZER_V2,
 };
 use cairn_index::merkle::{Hash, Tree};
 use cairn_index::root::LexCommit;
@@ -31,7 +32,10 @@ impl Term {
 /// The lexical index of one namespace.
 #[derive(Debug, Clone, Default)]
 pub struct Lexicon {
-    docs: HashMap<u32, DocTerms>,
+    /// Each live memory's text terms and facet terms (metadata pairs, index version 2).
+    docs: HashMap<u32, (DocTerms, Vec<String>)>,
+    /// Index version 1 (no facet terms): only a replica of an owner that still signs version 1 sets it.
+    v1: bool,
     terms: BTreeMap<String, Term>,
     total_len: u64,
     dirty: BTreeSet<String>,
@@ -42,7 +46,9 @@ pub struct Lexicon {
 
 impl Lexicon {
     /// Indexes a live memory at graph node `node` (replacing what that node held).
-    pub fn add(&mut self, node: u32, doc: DocTerms) {
+    /// `facets` are the memory's facet terms ([`cairn_index::lexical::facet_terms`]), indexed with postings
+    /// `(node, 1, 1)` unless this is a version-1 index.
+    pub fn add(&mut self, node: u32, doc: DocTerms, facets: Vec<String>) {
         self.remove(node);
         for (t, tf) in &doc.terms {
             self.terms
@@ -52,17 +58,54 @@ impl Lexicon {
                 .insert(node, (*tf, doc.len));
             self.dirty.insert(t.clone());
         }
+        if !self.v1 {
+            for f in &facets {
+                self.terms
+                    .entry(f.clone())
+                    .or_default()
+                    .postings
+                    .insert(node, (1, 1));
+                self.dirty.insert(f.clone());
+            }
+        }
         self.total_len += u64::from(doc.len);
-        self.docs.insert(node, doc);
+        self.docs.insert(node, (doc, facets));
+    }
+
+    /// Switches between index versions 1 and 2 (a replica follows its owner's), re-indexing if it changes.
+    pub fn set_version(&mut self, tokenizer: u8) {
+        let v1 = tokenizer == TOKENIZER_V1;
+        if v1 == self.v1 {
+            return;
+        }
+        let docs = std::mem::take(&mut self.docs);
+        *self = Lexicon {
+            v1,
+            ..Lexicon::default()
+        };
+        for (node, (doc, facets)) in docs {
+            self.add(node, doc, facets);
+        }
+        self.rebuild();
+    }
+
+    /// The nodes of the memories carrying a facet term, node ascending; `Err(df)` when there are more than
+    /// [`MAX_DF`] (a proof could not list them).
+    pub fn facet_nodes(&self, facet: &str) -> Result<Vec<u32>, usize> {
+        match self.terms.get(facet) {
+            None => Ok(Vec::new()),
+            Some(t) if t.postings.len() > MAX_DF as usize => Err(t.postings.len()),
+            Some(t) => Ok(t.postings.keys().copied().collect()),
+        }
     }
 
     /// Drops the memory at `node` (forgotten or replaced) from every posting list.
     pub fn remove(&mut self, node: u32) {
-        let Some(doc) = self.docs.remove(&node) else {
+        let Some((doc, facets)) = self.docs.remove(&node) else {
             return;
         };
         self.total_len = self.total_len.saturating_sub(u64::from(doc.len));
-        for (t, _) in doc.terms {
+        for t in doc.terms.into_iter().map(|(t, _)| t).chain(facets) {
             if let Some(term) = self.terms.get_mut(&t) {
                 term.postings.remove(&node);
                 if term.postings.is_empty() {
@@ -75,7 +118,10 @@ impl Lexicon {
 
     /// Forgets everything (a replica starting over).
     pub fn clear(&mut self) {
-        *self = Lexicon::default();
+        *self = Lexicon {
+            v1: self.v1,
+            ..Lexicon::default()
+        };
     }
 
     /// Re-hashes the touched terms' leaves and rebuilds the term tree.
@@ -94,7 +140,7 @@ impl Lexicon {
     /// What the root commits.
     pub fn commit(&self) -> LexCommit {
         LexCommit {
-            tokenizer: TOKENIZER_V1,
+            tokenizer: if self.v1 { TOKENIZER_V1 } else { TOKENIZER_V2 },
             terms: self.tree.len(),
             root: self.tree.root(),
             total_len: self.total_len,
@@ -195,14 +241,14 @@ mod tests {
         ];
         let mut a = Lexicon::default();
         for (i, t) in texts.iter().enumerate() {
-            a.add(i as u32, DocTerms::of(t));
+            a.add(i as u32, DocTerms::of(t), Vec::new());
             a.rebuild();
         }
         a.remove(1);
         a.rebuild();
         let mut b = Lexicon::default();
         for i in [0usize, 2, 3] {
-            b.add(i as u32, DocTerms::of(texts[i]));
+            b.add(i as u32, DocTerms::of(texts[i]), Vec::new());
         }
         b.rebuild();
         assert_eq!(a.commit(), b.commit());
@@ -215,9 +261,13 @@ mod tests {
     fn a_term_over_the_df_cap_is_not_ranked_and_its_list_not_shipped() {
         let mut l = Lexicon::default();
         for n in 0..=MAX_DF {
-            l.add(n, DocTerms::of("weather report"));
+            l.add(n, DocTerms::of("weather report"), Vec::new());
         }
-        l.add(MAX_DF + 1, DocTerms::of("weather report about volcanoes"));
+        l.add(
+            MAX_DF + 1,
+            DocTerms::of("weather report about volcanoes"),
+            Vec::new(),
+        );
         l.rebuild();
         let terms = cairn_index::lexical::query_terms("weather volcanoes");
         let docs = u64::from(MAX_DF) + 2;

@@ -83,6 +83,8 @@ pub struct EngineConfig {
     pub max_page_bytes: usize,
     /// Most graph nodes a caller may have scored exactly in one Recall.
     pub max_exact: u64,
+    /// Most memories a ranked filtered Recall may score (and its proof carry).
+    pub max_filter_candidates: u64,
     /// Keys whose cosignatures are kept besides the node's own and its peers'.
     pub witnesses: Vec<[u8; 32]>,
     /// Most cosignatures kept per witness per second (others' cosignatures beyond it are dropped).
@@ -943,7 +945,9 @@ impl Engine {
         let text = matches!(query, Some(Query::Text(_)));
         let mode = match opts.mode {
             Some(m) => m,
-            None if text && !filtered && !opts.prefix => self.cfg.recall_mode,
+            // A filtered Recall without proof keeps the fast graph search; with one, the filtered proof ranks
+            // in the node's default mode.
+            None if text && !opts.prefix && (!filtered || opts.proof) => self.cfg.recall_mode,
             None => RecallMode::Semantic,
         };
         if mode != RecallMode::Semantic {
@@ -953,10 +957,10 @@ impl Engine {
                     "lexical and hybrid recall need a query text",
                 ));
             }
-            if filtered || opts.prefix {
+            if opts.prefix {
                 return Err(NodeError::invalid(
                     "mode",
-                    "lexical and hybrid recall take neither a filter nor a prefix yet; use mode semantic",
+                    "lexical and hybrid recall do not take a prefix; use mode semantic",
                 ));
             }
         }
@@ -978,12 +982,7 @@ impl Engine {
         mode: RecallMode,
     ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
         let f = &opts.filter;
-        if opts.proof && (f.since.is_some() || f.until.is_some() || !f.metadata.is_empty()) {
-            return Err(NodeError::invalid(
-                "filter",
-                "not supported together with proof",
-            ));
-        }
+        let filtered = f.since.is_some() || f.until.is_some() || !f.metadata.is_empty();
         if opts.proof && opts.prefix {
             return Err(NodeError::invalid(
                 "prefix",
@@ -1039,6 +1038,16 @@ impl Engine {
         } else {
             vec![self.space(ns)?]
         };
+        if filtered
+            && !opts.prefix
+            && query.is_some()
+            && (opts.proof || mode != RecallMode::Semantic)
+        {
+            let Some(space) = spaces.into_iter().next() else {
+                return Err(NodeError::NotFound(format!("namespace {ns:?}")));
+            };
+            return self.filtered(space, query, mode, opts).await;
+        }
         let q = match query {
             None => return self.newest(spaces, &opts).await,
             Some(Query::Text(t)) => {
@@ -1239,6 +1248,95 @@ impl Engine {
             NodeError::FailedPrecondition(
                 "namespace has no signed root with a lexical index yet".into(),
             )
+        })?;
+        let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
+        let hits = self
+            .read_all(&ids)
+            .await?
+            .into_iter()
+            .zip(found)
+            .map(|(memory, (score, _))| HitOut { memory, score })
+            .collect();
+        Ok((hits, opts.proof.then(|| proof.encode())))
+    }
+
+    /// Filtered Recall in any mode, ranked exactly over the memories the filter allows (docs/PROOFS.md,
+    /// "Filtered recall proof"), and with `opts.proof` its `CPF1` proof. More candidates than
+    /// `--max-filter-candidates` is RESOURCE_EXHAUSTED.
+    async fn filtered(
+        &self,
+        space: Arc<Space>,
+        query: Option<Query>,
+        mode: RecallMode,
+        opts: RecallOpts,
+    ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
+        use cairn_index::filtered::{FMODE_HYBRID, FMODE_LEXICAL, FMODE_SEMANTIC};
+        let k = opts.k as usize;
+        let depth = match opts.depth {
+            0 => self.cfg.fusion_depth,
+            d => d as usize,
+        }
+        .max(k);
+        let (text, vector) = match query {
+            Some(Query::Text(t)) => {
+                validate::text("query.text", &t, &self.cfg.limits)?;
+                let v = if mode == RecallMode::Lexical {
+                    None
+                } else {
+                    self.embedder.embed(vec![t.clone()]).await?.pop()
+                };
+                (t, v)
+            }
+            Some(Query::Vector(v)) => (String::new(), Some(self.unit_query(v)?)),
+            None => {
+                return Err(NodeError::invalid(
+                    "query",
+                    "a filtered ranking needs a query",
+                ));
+            }
+        };
+        let pmode = match mode {
+            RecallMode::Semantic => FMODE_SEMANTIC,
+            RecallMode::Lexical => FMODE_LEXICAL,
+            RecallMode::Hybrid => FMODE_HYBRID,
+        };
+        let filter = cairn_index::filtered::RecallFilter {
+            pairs: opts
+                .filter
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            since: opts.filter.since,
+            until: opts.filter.until,
+        };
+        if filter.pairs.len() > cairn_index::filtered::MAX_FILTER_PAIRS {
+            return Err(NodeError::invalid(
+                "filter.metadata",
+                format!(
+                    "at most {} pairs in a ranked filter",
+                    cairn_index::filtered::MAX_FILTER_PAIRS
+                ),
+            ));
+        }
+        let max = usize::try_from(self.cfg.max_filter_candidates).unwrap_or(usize::MAX);
+        let result = tokio::task::spawn_blocking(move || {
+            space.with_commit(|c| {
+                c.prove_filtered(pmode, vector.as_deref(), &text, k, depth, &filter, max)
+            })
+        })
+        .await??;
+        let (found, proof) = result.map_err(|e| match e {
+            commitment::FilterRefused::TooBroad(n) => NodeError::too_large(
+                "filter",
+                format!(
+                    "{n} memories can pass this filter; a ranked filtered Recall scores them exactly, and this node allows {} per call (--max-filter-candidates): add a metadata pair or use mode semantic without a proof",
+                    self.cfg.max_filter_candidates
+                ),
+            ),
+            commitment::FilterRefused::NoRoot => NodeError::FailedPrecondition(e.to_string()),
+            commitment::FilterRefused::Stale => NodeError::Unavailable(e.to_string()),
+            other => NodeError::Task(other.to_string()),
         })?;
         let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
         let hits = self

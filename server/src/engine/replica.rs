@@ -804,9 +804,12 @@ impl Engine {
         mark("rows");
         // The owner's lexical index must be exactly what these records tokenize to: checked before anything
         // is kept, like the graph (a witness never cosigns an index it did not rebuild).
-        let docs: Vec<(u32, cairn_index::lexical::DocTerms)> = points
+        let docs: Vec<super::commitment::ReplicaDoc> = points
             .iter()
-            .filter_map(|p| p.row.lex.clone().map(|d| (p.point as u32, d)))
+            .filter_map(|p| {
+                let facets = cairn_index::lexical::facet_terms(&p.row.metadata);
+                p.row.lex.clone().map(|d| (p.point as u32, d, facets))
+            })
             .collect();
         let mut commit = commit;
         commit

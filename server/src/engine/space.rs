@@ -225,7 +225,10 @@ impl Space {
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.alive)
-                .filter_map(|(i, r)| r.lex.clone().map(|d| (i as u32, d)))
+                .filter_map(|(i, r)| {
+                    let facets = cairn_index::lexical::facet_terms(&r.metadata);
+                    r.lex.clone().map(|d| (i as u32, d, facets))
+                })
                 .collect();
             commit.apply_replica_docs(docs)?;
             commit.take_changed();

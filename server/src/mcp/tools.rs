@@ -81,12 +81,12 @@ pub struct RecallArgs {
     /// Search every namespace under `namespace` as well.
     #[serde(default)]
     pub prefix: Option<bool>,
-    /// Check the node's proof that these are exactly the top-k of the committed memories (not with `where`,
-    /// `since`, `until`, `prefix` or without a query); the answer then carries the verification.
+    /// Check the node's proof that these are exactly the top-k of the committed memories that pass the filter
+    /// (not with `prefix` or without a query); the answer then carries the verification.
     #[serde(default)]
     pub verify: Option<bool>,
     /// Ranking: "hybrid" (words and meaning, the node's default), "semantic" (meaning) or "lexical" (words,
-    /// BM25). Filters and prefix searches are semantic.
+    /// BM25). Prefix searches, and filtered searches without `verify`, default to semantic.
     #[serde(default)]
     pub mode: Option<String>,
 }
@@ -388,6 +388,7 @@ impl CairnMcp {
         if let Some(u) = a.until {
             b = b.until(u);
         }
+        let filter = b.filter_asked();
         let resp = b.send_full().await.map_err(failed)?;
         let mut out = json!({
             "namespace": ns,
@@ -399,7 +400,7 @@ impl CairnMcp {
                 min_ef: 0,
             };
             out["verification"] = self.check(&ns, &resp.cosignatures, |t, last| {
-                v::recall_query(&ns, &asked, query.as_deref(), 0, &resp, t, last)
+                v::recall_filtered(&ns, &asked, query.as_deref(), 0, &filter, &resp, t, last)
             })?;
         }
         Ok(out)

@@ -68,6 +68,7 @@ fn kind_name(k: &Kind) -> &'static str {
         Kind::List(_) => "list",
         Kind::Recall(..) => "recall",
         Kind::Hybrid(..) => "hybrid",
+        Kind::Filtered(..) => "filtered",
     }
 }
 
@@ -227,7 +228,7 @@ impl Corpus {
                     self.add(&t, false, format!("{what}: cursor after item 0"))?;
                 }
             }
-            Kind::Hybrid(..) => {}
+            Kind::Hybrid(..) | Kind::Filtered(..) => {}
             Kind::Recall(scores, asked) => {
                 for (name, k, ef) in [
                     ("k + 1", asked.k + 1, asked.min_ef),
