@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::commit::{distance, GraphNode};
 use crate::hybrid::{
-    check_hit_terms, put_leaves, put_str16, read_leaves, read_term, resolve_terms,
-    text_tokenizer_known, Resolved, TermLeaf, MAX_TERM_LEAVES,
+    check_hits, put_leaves, put_str16, read_leaves, read_term, resolve_terms, text_tokenizer_known,
+    Resolved, TermLeaf, MAX_TERM_LEAVES,
 };
 use crate::lexical::{
     bm25_top_among, facet_term, fixed_score, fuse, query_terms, Corpus, Posting, MAX_QUERY_TERMS,
@@ -21,8 +21,8 @@ use crate::lexical::{
 };
 use crate::merkle::{self, Hash};
 use crate::proof::{
-    check_record_pub, decode_node, encode_node, node_leaves, proof_score, put_lemmas_pub,
-    read_lemmas_pub, ProofNode, Returned, Verified, VerifyError, VerifyLimits,
+    decode_node, encode_node, node_leaves, proof_score, put_lemmas_pub, read_lemmas_pub, ProofNode,
+    Returned, Verified, VerifyError, VerifyLimits,
 };
 use crate::root::SignedRoot;
 use crate::wire::Reader;
@@ -254,6 +254,19 @@ pub struct FilteredAnswer<'a> {
     pub candidates: usize,
 }
 
+/// The filter's candidate set from its pairs' facet lists (node order kept): the nodes in every list. One
+/// home for the rule, used by the prover and the verifier alike.
+pub fn intersect(lists: Vec<Vec<u32>>) -> Vec<u32> {
+    let mut lists = lists.into_iter();
+    let Some(first) = lists.next() else {
+        return Vec::new();
+    };
+    lists.fold(first, |set, nodes| {
+        let keep: HashSet<u32> = nodes.into_iter().collect();
+        set.into_iter().filter(|n| keep.contains(n)).collect()
+    })
+}
+
 /// Re-derives the answer a filtered proof implies.
 pub fn filtered_answer(p: &FilteredProof) -> Result<FilteredAnswer<'_>, VerifyError> {
     let rec = &p.root.record;
@@ -304,9 +317,9 @@ pub fn filtered_answer(p: &FilteredProof) -> Result<FilteredAnswer<'_>, VerifyEr
         }
         (0..p.nodes.len() as u32).collect()
     } else {
-        let mut set: Option<Vec<u32>> = None;
+        let mut lists = Vec::with_capacity(facet.len());
         for r in facet {
-            let nodes: Vec<u32> = match r {
+            lists.push(match r {
                 Resolved::Full(l) => l.iter().map(|x| x.node).collect(),
                 Resolved::Absent => Vec::new(),
                 Resolved::OverCap => {
@@ -314,16 +327,9 @@ pub fn filtered_answer(p: &FilteredProof) -> Result<FilteredAnswer<'_>, VerifyEr
                         "a filter pair is in more memories than a proof may list".into(),
                     ))
                 }
-            };
-            set = Some(match set {
-                None => nodes,
-                Some(s) => {
-                    let keep: HashSet<u32> = nodes.into_iter().collect();
-                    s.into_iter().filter(|n| keep.contains(n)).collect()
-                }
             });
         }
-        set.unwrap_or_default()
+        intersect(lists)
     };
     if p.nodes.len() != candidates.len()
         || p.nodes
@@ -464,31 +470,13 @@ pub fn verify_filtered(
         }
     }
     let answer = filtered_answer(&p)?;
-    if answer.hits.len() != returned.len() || scores.len() != returned.len() {
-        return Err(VerifyError::Mismatch(format!(
-            "the proof implies {} hits, {} returned",
-            answer.hits.len(),
-            returned.len()
-        )));
-    }
-    for (i, ((score, n), r)) in answer.hits.iter().zip(returned).enumerate() {
-        if n.id != *r.id {
-            return Err(VerifyError::Mismatch(format!(
-                "hit {i} should be {}, got {}",
-                n.id, r.id
-            )));
-        }
-        if score.to_bits() != scores[i].to_bits() {
-            return Err(VerifyError::Mismatch(format!("hit {i} has a wrong score")));
-        }
-        let rec = check_record_pub(r, namespace, n.created_at)?;
-        if !p.filter.passes(rec.created_at, &rec.metadata) {
-            return Err(VerifyError::Mismatch(format!(
-                "hit {} does not pass the filter",
-                r.id
-            )));
-        }
-        check_hit_terms(&rec.text, n.node, &n.id, &answer.lists)?;
-    }
+    check_hits(
+        namespace,
+        &answer.hits,
+        &answer.lists,
+        returned,
+        scores,
+        &|rec| p.filter.passes(rec.created_at, &rec.metadata),
+    )?;
     Ok(Verified { root: p.root })
 }

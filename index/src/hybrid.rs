@@ -417,6 +417,47 @@ fn term_lists(p: &HybridProof) -> Result<Vec<(&str, &[Posting])>, VerifyError> {
         .collect())
 }
 
+/// Checks the returned hits against the hits a proof implies: the same memories in the same order, scores equal
+/// to the bit, each record matching its graph leaf (and `passes`, when the question had a filter), and each
+/// record's text showing exactly the term frequencies the scored posting lists claim. One home for the hit rule
+/// of lexical, hybrid and filtered answers.
+pub(crate) fn check_hits(
+    namespace: &str,
+    implied: &[(f32, &GraphNode)],
+    lists: &[(&str, &[Posting])],
+    returned: &[Returned<'_>],
+    scores: &[f32],
+    passes: &dyn Fn(&crate::record::MemoryRecord) -> bool,
+) -> Result<(), VerifyError> {
+    if implied.len() != returned.len() || scores.len() != returned.len() {
+        return Err(VerifyError::Mismatch(format!(
+            "the proof implies {} hits, {} returned",
+            implied.len(),
+            returned.len()
+        )));
+    }
+    for (i, ((score, n), r)) in implied.iter().zip(returned).enumerate() {
+        if n.id != *r.id {
+            return Err(VerifyError::Mismatch(format!(
+                "hit {i} should be {}, got {}",
+                n.id, r.id
+            )));
+        }
+        if score.to_bits() != scores[i].to_bits() {
+            return Err(VerifyError::Mismatch(format!("hit {i} has a wrong score")));
+        }
+        let rec = check_record_pub(r, namespace, n.created_at)?;
+        if !passes(&rec) {
+            return Err(VerifyError::Mismatch(format!(
+                "hit {} does not pass the filter",
+                r.id
+            )));
+        }
+        check_hit_terms(&rec.text, n.node, &n.id, lists)?;
+    }
+    Ok(())
+}
+
 /// Checks that a hit's record text shows, for every scored term, exactly the tf its posting claims (0 when the
 /// hit is not in that list) and, where it is in a list, that list's dl.
 pub(crate) fn check_hit_terms(
@@ -566,25 +607,13 @@ pub fn verify_hybrid(
         }
     }
     let answer = hybrid_answer(&p)?;
-    if answer.hits.len() != returned.len() || scores.len() != returned.len() {
-        return Err(VerifyError::Mismatch(format!(
-            "the proof implies {} hits, {} returned",
-            answer.hits.len(),
-            returned.len()
-        )));
-    }
-    for (i, ((score, n), r)) in answer.hits.iter().zip(returned).enumerate() {
-        if n.id != *r.id {
-            return Err(VerifyError::Mismatch(format!(
-                "hit {i} should be {}, got {}",
-                n.id, r.id
-            )));
-        }
-        if score.to_bits() != scores[i].to_bits() {
-            return Err(VerifyError::Mismatch(format!("hit {i} has a wrong score")));
-        }
-        let rec = check_record_pub(r, namespace, n.created_at)?;
-        check_hit_terms(&rec.text, n.node, &n.id, &answer.lists)?;
-    }
+    check_hits(
+        namespace,
+        &answer.hits,
+        &answer.lists,
+        returned,
+        scores,
+        &|_| true,
+    )?;
     Ok(Verified { root: p.root })
 }

@@ -512,6 +512,48 @@ async fn check_query_binds_the_answer_to_the_text() {
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stderr(&o).contains("another question"), "{}", stderr(&o));
 
+    // A saved filtered answer (a time range, the node's default mode with a proof: CPF1) is bound the same way:
+    // its question must be the text checked, and its query vector that text's embedding.
+    let filtered = dir.path().join("tea-filtered.proof");
+    let fp = filtered.to_string_lossy().into_owned();
+    let o = cli_with_state(
+        &node,
+        &state,
+        &[
+            "recall",
+            "--ns",
+            "proofs",
+            "--since",
+            "1000",
+            "--until",
+            "1500",
+            "--proof-out",
+            &fp,
+            "what does Alice drink?",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = node.cli(&[
+        "verify",
+        &fp,
+        "--trust",
+        &id,
+        "--check-query",
+        "what does Alice drink?",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("query bound"), "{}", stdout(&o));
+    let o = node.cli(&[
+        "verify",
+        &fp,
+        "--trust",
+        &id,
+        "--check-query",
+        "which room is booked on Friday?",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("another question"), "{}", stderr(&o));
+
     // A saved semantic answer is bound to its text by the query vector alone.
     let file = dir.path().join("tea.proof");
     let f = file.to_string_lossy().into_owned();

@@ -89,6 +89,10 @@ enum Cmd {
         /// Search breadth of the proof search.
         #[arg(long, default_value_t = 64)]
         ef: u32,
+        /// Recall mode: semantic (`CPR2` proofs), lexical or hybrid (`CPX1` proofs, checked against the query
+        /// text's terms).
+        #[arg(long, default_value = "semantic")]
+        mode: String,
     },
     /// Load: concurrent clients of mixed Remember / Recall / List / verified Recall for a while, one client
     /// opening and dropping WatchRoots streams, and an import of long texts, all at once against one node.
@@ -1052,7 +1056,14 @@ fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
     );
 }
 
-async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<()> {
+async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32, mode: &str) -> Result<()> {
+    let mode = match mode {
+        "semantic" => cairn_proto::v1::RecallMode::Semantic,
+        "lexical" => cairn_proto::v1::RecallMode::Lexical,
+        "hybrid" => cairn_proto::v1::RecallMode::Hybrid,
+        other => bail!("--mode: {other:?} is not semantic, lexical or hybrid"),
+    };
+    let semantic = mode == cairn_proto::v1::RecallMode::Semantic;
     let root = data_root(args);
     let mut qs: Vec<String> = read_jsonl(&root.join("locomo/flat/questions.jsonl"))?
         .iter()
@@ -1065,9 +1076,10 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
     let trusted = cairn_client::verify::parse_node_id(&client.node_info().await?.node_id)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
-        "namespace {ns}: {} memories, {} graph nodes; k=10, ef={ef}, {} queries",
+        "namespace {ns}: {} memories, {} graph nodes; mode {}, k=10, ef={ef}, {} queries",
         stats.total_memories,
         stats.namespaces.first().map_or(0, |n| n.index_points),
+        mode.as_str_name(),
         qs.len()
     );
     let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: ef };
@@ -1079,7 +1091,7 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
         let t = Instant::now();
         let resp = client
             .recall(ns, q.clone())
-            .mode(cairn_proto::v1::RecallMode::Semantic)
+            .mode(mode)
             .k(10)
             .ef(ef)
             .proof(true)
@@ -1088,8 +1100,12 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
         answer_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         sizes.push(resp.proof.len() as f64 / 1024.0);
         // Verified once here so a bad proof fails the run; timed below, after all queries.
-        cairn_client::verify::recall(ns, &asked, &resp, &trusted, None)
+        cairn_client::verify::recall_query(ns, &asked, Some(q), 0, &resp, &trusted, None)
             .map_err(|e| anyhow::anyhow!("proof did not verify: {e}"))?;
+        if !semantic {
+            responses.push((q, resp));
+            continue;
+        }
         let exact = client
             .recall(ns, q.clone())
             .mode(cairn_proto::v1::RecallMode::Semantic)
@@ -1104,20 +1120,23 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
             .filter(|h| want.contains(h.id.as_str()))
             .count();
         recall_sum += got as f64 / want.len().max(1) as f64;
-        responses.push(resp);
+        responses.push((q, resp));
     }
     // Verification timed apart from the node's work: on two cores a client verifying while the node still
     // finishes the response shares the CPU with it. Each proof is verified three times; the median counts.
-    for resp in &responses {
+    for (q, resp) in &responses {
         let mut times = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
-            cairn_client::verify::recall(ns, &asked, resp, &trusted, None)
+            cairn_client::verify::recall_query(ns, &asked, Some(q), 0, resp, &trusted, None)
                 .map_err(|e| anyhow::anyhow!("proof did not verify: {e}"))?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
         verify_ms.push(times[1]);
+        if !semantic {
+            continue;
+        }
         let t = Instant::now();
         let p = cairn_index::proof::RecallProof::decode(&resp.proof, &Default::default())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -1125,18 +1144,24 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32) -> Result<
         nodes.push(p.nodes.len() as f64);
     }
     summary("proof size", "KiB", sizes);
-    summary("nodes in proof", "nodes", nodes);
+    if semantic {
+        summary("nodes in proof", "nodes", nodes);
+    }
     summary(
         "answer with proof (embed + prove + records + gRPC)",
         "ms",
         answer_ms,
     );
     summary("client verify", "ms", verify_ms);
-    summary("  of which: proof decode alone", "ms", decode_ms);
-    println!(
-        "recall@10 of the proof search vs exact f32 search: {:.4}",
-        recall_sum / qs.len() as f64
-    );
+    if semantic {
+        summary("  of which: proof decode alone", "ms", decode_ms);
+    }
+    if semantic {
+        println!(
+            "recall@10 of the proof search vs exact f32 search: {:.4}",
+            recall_sum / qs.len() as f64
+        );
+    }
     // Write cost at this size: one-item Remember (embed + blob + redb + HNSW + commitment + signed root, all
     // durable) against Embed of the same text alone; the difference is the storage and commit path.
     let (mut write_ms, mut embed_ms) = (Vec::new(), Vec::new());
@@ -1466,7 +1491,12 @@ async fn main() -> Result<()> {
         } => bench_locomo(&args, text, *verify, modes, *depth, *filter_speaker).await,
         Cmd::Auth { memories, queries } => bench_auth(*memories, *queries).await,
         Cmd::Scrub { sizes } => bench_scrub(sizes),
-        Cmd::Proofs { ns, queries, ef } => bench_proofs(&args, ns, *queries, *ef).await,
+        Cmd::Proofs {
+            ns,
+            queries,
+            ef,
+            mode,
+        } => bench_proofs(&args, ns, *queries, *ef, mode).await,
         Cmd::Catchup { ns, writes } => bench_catchup(&args, ns, *writes).await,
         Cmd::Load {
             clients,

@@ -104,7 +104,7 @@ pub enum Command {
         #[arg(long)]
         prefix: bool,
         /// Ranking: hybrid (semantic and BM25 fused by reciprocal rank), semantic or lexical (BM25). Default:
-        /// the node's (`--recall-mode`) for a query without filters, semantic with them.
+        /// the node's (`--recall-mode`), except semantic for a filtered query without a proof.
         #[arg(long)]
         mode: Option<crate::engine::RecallMode>,
         /// Lexical and hybrid: candidates each ranking contributes (default: the node's, 50).

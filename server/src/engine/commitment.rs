@@ -203,7 +203,11 @@ impl Commitment {
             }
         }
         self.lex.rebuild();
-        // New points first, then every point their lists name (hnsw_rs adds reverse links to exactly those).
+        // New points first, then every point their lists name: hnsw_rs adds reverse links to the points in a new
+        // point's list when it is inserted. In a batch of several, a later insert can prune an earlier new point's
+        // list, and a point it named only then is not re-read here: the committed lists are then not exactly
+        // hnsw_rs's. Proofs and replicas search the committed graph (kept reachable by `repair`), so they stay
+        // consistent; a start-up rebuild from the saved graph re-signs whatever differs.
         let t0 = std::time::Instant::now();
         let fresh = ann.links(&|p| p >= first);
         let t_fresh = t0.elapsed();
@@ -959,18 +963,11 @@ impl Commitment {
             }
             (0..self.nodes.len() as u32).collect()
         } else {
-            let mut set: Option<Vec<u32>> = None;
-            for f in &facets {
-                let nodes = self.lex.facet_nodes(f).map_err(FilterRefused::TooBroad)?;
-                set = Some(match set {
-                    None => nodes,
-                    Some(s) => {
-                        let keep: HashSet<u32> = nodes.into_iter().collect();
-                        s.into_iter().filter(|n| keep.contains(n)).collect()
-                    }
-                });
-            }
-            set.unwrap_or_default()
+            let lists = facets
+                .iter()
+                .map(|f| self.lex.facet_nodes(f).map_err(FilterRefused::TooBroad))
+                .collect::<Result<Vec<_>, _>>()?;
+            cairn_index::filtered::intersect(lists)
         };
         if candidates.len() > max_candidates {
             return Err(FilterRefused::TooBroad(candidates.len()));

@@ -257,6 +257,46 @@ mod tests {
         assert_eq!(top.len(), 2);
     }
 
+    /// A replica follows the index version its owner signs: switching to version 1 drops the facet terms (the
+    /// commit equals a version-1 index of the same texts), and switching back restores them exactly.
+    #[test]
+    fn switching_index_versions_drops_and_restores_facet_terms() {
+        let (k, v) = ("speaker".to_owned(), "alice".to_owned());
+        let docs = [
+            ("Caroline went to Paris in May", vec![(&k, &v)]),
+            ("Melanie paints sunsets by the lake", vec![]),
+        ];
+        let build = |v1: bool| {
+            let mut l = Lexicon {
+                v1,
+                ..Lexicon::default()
+            };
+            for (i, (t, pairs)) in docs.iter().enumerate() {
+                l.add(
+                    i as u32,
+                    DocTerms::of(t),
+                    cairn_index::lexical::facet_terms(pairs.iter().copied()),
+                );
+            }
+            l.rebuild();
+            l
+        };
+        let mut two = build(false);
+        let v2 = two.commit();
+        let v1 = build(true).commit();
+        assert_eq!(v2.tokenizer, TOKENIZER_V2);
+        assert_eq!(v1.tokenizer, TOKENIZER_V1);
+        assert_eq!(v2.terms, v1.terms + 1, "one facet term in version 2");
+        let facet = cairn_index::lexical::facet_terms([(&k, &v)]);
+        assert_eq!(two.facet_nodes(&facet[0]), Ok(vec![0]));
+        two.set_version(TOKENIZER_V1);
+        assert_eq!(two.commit(), v1);
+        assert_eq!(two.facet_nodes(&facet[0]), Ok(vec![]));
+        two.set_version(TOKENIZER_V2);
+        assert_eq!(two.commit(), v2);
+        assert_eq!(two.facet_nodes(&facet[0]), Ok(vec![0]));
+    }
+
     #[test]
     fn a_term_over_the_df_cap_is_not_ranked_and_its_list_not_shipped() {
         let mut l = Lexicon::default();

@@ -1249,15 +1249,10 @@ impl Engine {
                 "namespace has no signed root with a lexical index yet".into(),
             )
         })?;
-        let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
-        let hits = self
-            .read_all(&ids)
-            .await?
-            .into_iter()
-            .zip(found)
-            .map(|(memory, (score, _))| HitOut { memory, score })
-            .collect();
-        Ok((hits, opts.proof.then(|| proof.encode())))
+        Ok((
+            self.scored_hits(found).await?,
+            opts.proof.then(|| proof.encode()),
+        ))
     }
 
     /// Filtered Recall in any mode, ranked exactly over the memories the filter allows (docs/PROOFS.md,
@@ -1338,15 +1333,22 @@ impl Engine {
             commitment::FilterRefused::Stale => NodeError::Unavailable(e.to_string()),
             other => NodeError::Task(other.to_string()),
         })?;
+        Ok((
+            self.scored_hits(found).await?,
+            opts.proof.then(|| proof.encode()),
+        ))
+    }
+
+    /// The hits of a ranking: each (score, id)'s record read and decoded, in rank order.
+    async fn scored_hits(&self, found: Vec<(f32, MemoryId)>) -> Result<Vec<HitOut>, NodeError> {
         let ids: Vec<MemoryId> = found.iter().map(|f| f.1).collect();
-        let hits = self
+        Ok(self
             .read_all(&ids)
             .await?
             .into_iter()
             .zip(found)
             .map(|(memory, (score, _))| HitOut { memory, score })
-            .collect();
-        Ok((hits, opts.proof.then(|| proof.encode())))
+            .collect())
     }
 
     /// Reads and decodes records, in order (in bulk: record files directly, packs a pack at a time).
