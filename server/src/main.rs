@@ -130,6 +130,7 @@ async fn run(cli: Cli) -> Result<()> {
                 fusion_depth: usize::from(args.fusion_depth),
                 p2p_listen: args.p2p_listen,
                 p2p_public: args.p2p_public,
+                peer_check_secs: args.peer_check_secs,
                 max_in_flight: args.max_in_flight as usize,
                 request_timeout: std::time::Duration::from_secs(u64::from(args.request_timeout)),
                 keepalive: std::time::Duration::from_secs(u64::from(args.keepalive)),

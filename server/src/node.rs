@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub p2p_listen: SocketAddr,
     /// Enable relays and public address lookup.
     pub p2p_public: bool,
+    /// Seconds to spend at start-up comparing owned namespaces' roots with peers' (0: skip).
+    pub peer_check_secs: u64,
     /// Most gRPC calls in progress at once; more are shed with RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
     /// Server-side deadline of one gRPC call.
@@ -159,6 +161,11 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         },
     )
     .await?;
+    // Before any write is taken: a peer holding a newer root of ours means this data dir is an older copy.
+    if cfg.peer_check_secs > 0 {
+        p2p.compare_with_peers(std::time::Duration::from_secs(cfg.peer_check_secs))
+            .await;
+    }
     let auth = if cfg.auth {
         let revoked = engine.revoked_tokens()?;
         std::sync::Arc::new(

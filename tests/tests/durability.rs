@@ -342,3 +342,94 @@ async fn a_restored_older_data_dir_refuses_to_sign_a_published_seq_again() {
         .await
         .expect("writes with --allow-fork");
 }
+
+/// A data dir restored from an older copy on a machine whose published-seq record never saw the newer roots (a
+/// new machine, a lost home directory): at start-up the node asks its peers for the roots they hold of its
+/// namespaces; a follower holding a newer root signed by this node makes writes to that namespace fail with
+/// FAILED_PRECONDITION (reads go on), and the seq is recorded so a restart without the peer still refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holding_newer_roots_catches_a_data_dir_restored_on_a_new_machine() {
+    use cairn_tests::{introduce, node_id, wait_seq};
+    let (da, db, backup) = (temp_dir(), temp_dir(), temp_dir());
+    let (old_machine, new_machine) = (temp_dir(), temp_dir());
+    let (po, pn) = (
+        old_machine.path().display().to_string(),
+        new_machine.path().display().to_string(),
+    );
+    let mut a = Node::start_with(da.path(), &["--published-dir", &po]).expect("A");
+    let b = Node::start(db.path()).expect("B");
+    introduce(&a, &b);
+    let ca = a.client().await.expect("client A");
+    ca.remember("team", memories(3, "before"))
+        .await
+        .expect("remember");
+    ca.remember("solo", memories(1, "solo"))
+        .await
+        .expect("remember");
+    let o = b.cli(&["follow", "--ns", "team", "--from", &node_id(&a)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let seq = ca.root("team", None).await.expect("root").seq;
+    assert_eq!(
+        wait_seq(&b, "team", seq, Duration::from_secs(30)).await,
+        seq
+    );
+    a.stop();
+    cairn_tests::copy_dir(da.path(), backup.path());
+
+    let mut a = Node::start_with(da.path(), &["--published-dir", &po]).expect("A again");
+    let ca = a.client().await.expect("client A");
+    ca.remember("team", memories(2, "after"))
+        .await
+        .expect("remember");
+    let published = ca.root("team", None).await.expect("root").seq;
+    assert!(published > seq);
+    assert_eq!(
+        wait_seq(&b, "team", published, Duration::from_secs(30)).await,
+        published
+    );
+    a.stop();
+
+    // The old copy comes back on a new machine: its published-seq record knows nothing; B knows better.
+    std::fs::remove_dir_all(da.path()).expect("remove");
+    cairn_tests::copy_dir(backup.path(), da.path());
+    let mut a = Node::start_with(da.path(), &["--published-dir", &pn]).expect("restored A");
+    let ca = a.client().await.expect("client A");
+    let err = ca
+        .remember("team", memories(1, "fork"))
+        .await
+        .expect_err("a restored data dir signed a seq its follower already holds");
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("seq {published}")), "{msg}");
+    assert!(msg.contains(&node_id(&b)), "{msg}");
+    assert_eq!(ca.root("team", None).await.expect("root").seq, seq);
+    assert_eq!(
+        ca.stats(Some("team")).await.expect("stats").total_memories,
+        3
+    );
+    ca.remember("solo", memories(1, "still fine"))
+        .await
+        .expect("a namespace no peer holds newer keeps taking writes");
+    a.stop();
+
+    // Without asking the peer again, the recorded seq still refuses writes...
+    let mut a = Node::start_with(
+        da.path(),
+        &["--published-dir", &pn, "--peer-check-secs", "0"],
+    )
+    .expect("A, no peer check");
+    let ca = a.client().await.expect("client A");
+    let err = ca
+        .remember("team", memories(1, "fork"))
+        .await
+        .expect_err("the peer's seq was not recorded");
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+    a.stop();
+    // ...and --allow-fork is the explicit override.
+    let a = Node::start_with(da.path(), &["--published-dir", &pn, "--allow-fork", "team"])
+        .expect("A with override");
+    let ca = a.client().await.expect("client A");
+    ca.remember("team", memories(1, "forked on purpose"))
+        .await
+        .expect("writes with --allow-fork");
+}

@@ -514,6 +514,12 @@ pub struct ServeArgs {
     /// replicas that saw the newer roots will report equivocation). Repeatable.
     #[arg(long = "allow-fork", value_name = "NAMESPACE")]
     pub allow_fork: Vec<String>,
+    /// Before serving, ask every known peer for the latest root of each namespace this node owns, for at most
+    /// this many seconds: a peer holding a newer root signed by this node means the data dir is an older copy
+    /// (restored, perhaps on another machine), and writes to that namespace are refused as with the
+    /// published-seq record. 0 skips the check.
+    #[arg(long, default_value_t = 10)]
+    pub peer_check_secs: u64,
     /// Free space (MiB) the data dir's disk must keep: below it, Remember and replica installs are refused with
     /// RESOURCE_EXHAUSTED naming the disk, while reads and Forget go on (0 turns the floor off).
     #[arg(long, default_value_t = 256)]

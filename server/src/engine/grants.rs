@@ -101,6 +101,8 @@ impl Engine {
             .ok()
             .and_then(Result::ok)
             .unwrap_or(false),
+            // The owner may always read back its own roots (its start-up check against restored data dirs).
+            Some(o) if o == owner && peer == owner => true,
             Some(o) if o == owner => self
                 .grant_set(ns, owner)
                 .await

@@ -237,8 +237,9 @@ pub struct Engine {
     alerts: std::sync::Mutex<Vec<replica::Alert>>,
     signing: Arc<Signing>,
     /// Owned namespaces whose data dir is older than the roots this node already published (a restored copy),
-    /// with the reason: writing would sign a second root for a published seq, so writes are refused.
-    forks: HashMap<String, String>,
+    /// with the reason: writing would sign a second root for a published seq, so writes are refused. Found at
+    /// start-up from the published-seq record, or later from a peer holding a newer root of ours.
+    forks: std::sync::RwLock<HashMap<String, String>>,
     /// Namespaces whose stored state could not be loaded at start-up, with the reason: every call on them fails
     /// (FAILED_PRECONDITION) and nothing may write over them.
     quarantined: HashMap<String, String>,
@@ -472,7 +473,7 @@ impl Engine {
             gate: Arc::new(tokio::sync::RwLock::new(false)),
             alerts: std::sync::Mutex::new(alerts),
             signing,
-            forks,
+            forks: std::sync::RwLock::new(forks),
             quarantined,
             next_vacuum: std::sync::Mutex::new(None),
             cosig_tx,
@@ -727,10 +728,72 @@ impl Engine {
 
     /// Refuses writes to a namespace whose data dir is older than the roots this node already published.
     fn not_forked(&self, ns: &str) -> Result<(), NodeError> {
-        match self.forks.get(ns) {
+        let forks = self
+            .forks
+            .read()
+            .map_err(|_| NodeError::Task("fork table poisoned".into()))?;
+        match forks.get(ns) {
             Some(why) => Err(NodeError::FailedPrecondition(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Takes a root of an owned namespace that a peer holds (asked at start-up, [`crate::p2p`]): if it is signed
+    /// by this node and newer than this node's latest root (or another root for the same seq), this data dir is
+    /// older than what the node already published: a copy restored on a machine whose published-seq record
+    /// does not know it. Writes to the namespace are then refused like a restored data dir's (and the seq is
+    /// recorded, so a restart still refuses them), unless `--allow-fork` names it. Returns true if it forked.
+    pub fn peer_holds_root(&self, ns: &str, peer: &[u8; 32], root: &SignedRoot) -> bool {
+        let me = self.node_key();
+        if root.record.node_id != me
+            || root.record.namespace != ns
+            || root.verify(Some(&me)).is_err()
+        {
+            return false;
+        }
+        let Ok(space) = self.space(ns) else {
+            return false;
+        };
+        if space.owner.is_some() {
+            return false;
+        }
+        let held = space
+            .with_commit(|c| c.root().map(|r| (r.record.seq, r.record.hash())))
+            .ok()
+            .flatten();
+        let (have, have_hash) = held.unwrap_or((0, [0u8; 32]));
+        let (seq, hash) = (root.record.seq, root.record.hash());
+        if seq < have || (seq == have && hash == have_hash) {
+            return false;
+        }
+        let why = format!(
+            "namespace {ns:?}: peer {} holds root seq {seq} ({}) signed by this node, but its data dir holds seq {have}: \
+             it was restored from an older copy, and new writes would sign a second root for a published seq. \
+             Restore the newest copy of the data dir, or start with --allow-fork {ns} to accept the fork",
+            hex::encode(peer),
+            hex::encode(hash)
+        );
+        if self.cfg.allow_fork.iter().any(|n| n == ns) {
+            tracing::warn!(namespace = %ns, "{why}; writing anyway (--allow-fork)");
+            return false;
+        }
+        tracing::error!(namespace = %ns, "{why}; writes refused");
+        let newer = self
+            .signing
+            .published
+            .get(ns)
+            .ok()
+            .flatten()
+            .is_none_or(|(s, _)| s <= seq);
+        if newer {
+            if let Err(e) = self.signing.published.record(ns, seq, &hash) {
+                tracing::error!(namespace = %ns, error = %e, "cannot record the published seq");
+            }
+        }
+        if let Ok(mut f) = self.forks.write() {
+            f.insert(ns.to_owned(), why);
+        }
+        true
     }
 
     /// Admits one write (or replica install) unless the node is shutting down; the guard keeps

@@ -960,6 +960,68 @@ impl P2p {
         }
     }
 
+    /// Asks every known peer, for each namespace this node owns, for the roots it holds from this node's latest
+    /// seq on ([`Engine::peer_holds_root`] refuses writes where one is newer). Bounded by `limit` overall; a peer
+    /// that does not answer in time is logged and skipped (the check is only as strong as the peers reached).
+    pub async fn compare_with_peers(self: &Arc<Self>, limit: Duration) {
+        use futures::StreamExt;
+        let owned = self.engine.owned();
+        let peers = self.peer_ids().await;
+        if owned.is_empty() || peers.is_empty() {
+            return;
+        }
+        let me = self.engine.node_key();
+        let mut asks = Vec::new();
+        for ns in &owned {
+            let have = self.engine.root(ns, None).await.map_or(0, |r| r.record.seq);
+            for peer in &peers {
+                asks.push((ns.clone(), *peer, have));
+            }
+        }
+        let total = asks.len();
+        let run = futures::stream::iter(asks)
+            .map(|(ns, peer, have)| async move {
+                let req = wire::encode_roots_ask(&me, &ns, have.max(1));
+                match self.exchange(&peer, &req, ROOTS_REPLY_MAX).await {
+                    Ok(bytes) => match wire::decode_roots_reply(&bytes) {
+                        Ok(roots) => {
+                            for r in &roots {
+                                if self.engine.peer_holds_root(&ns, &peer, r) {
+                                    break;
+                                }
+                            }
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(namespace = %ns, peer = %hex::encode(peer), error = %e, "peer root check: bad reply");
+                            false
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, peer = %hex::encode(peer), error = %e, "peer root check: no answer");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<bool>>();
+        match tokio::time::timeout(limit, run).await {
+            Ok(done) => {
+                let answered = done.iter().filter(|x| **x).count();
+                tracing::info!(
+                    answered,
+                    asked = total,
+                    "compared owned namespaces' roots with peers"
+                );
+            }
+            Err(_) => tracing::warn!(
+                asked = total,
+                secs = limit.as_secs(),
+                "peer root check did not finish in time (--peer-check-secs); serving anyway"
+            ),
+        }
+    }
+
     /// The owner's roots of `ns` for seqs `from..=to` from `peer`, in order (consecutive; signatures and links are
     /// checked with the catch-up chain they go in front of). At most [`MAX_GAP`] roots.
     async fn roots_between(
