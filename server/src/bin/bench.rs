@@ -198,7 +198,11 @@ fn start_node_args(data_dir: Option<&Path>, log: &str, extra: &[&str]) -> Result
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
         .args(extra)
-        .env("CAIRN_LOG", log)
+        // CAIRN_BENCH_NODE_LOG overrides the node's log filter (e.g. `cairn_server=debug` for commit timings).
+        .env(
+            "CAIRN_LOG",
+            std::env::var("CAIRN_BENCH_NODE_LOG").unwrap_or_else(|_| log.to_owned()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
