@@ -92,6 +92,39 @@ impl Tree {
         }
     }
 
+    /// Replaces leaves in place (leaf index, new hash) and re-hashes only their paths to the root: what
+    /// [`Tree::build`] over the changed leaves gives, in O(changes × log n). Indices past the end are ignored.
+    pub fn update(&mut self, changes: &[(u64, Hash)]) {
+        let n = self.leaves;
+        let mut inner: Vec<u64> = Vec::with_capacity(changes.len() * 2);
+        for &(i, h) in changes {
+            if i >= n {
+                continue;
+            }
+            let mut at = n - 1 + i;
+            if let Some(slot) = self.nodes.get_mut(at as usize) {
+                *slot = h;
+            }
+            while at > 0 {
+                at = parent(at);
+                inner.push(at);
+            }
+        }
+        // Children sit at higher indices than their parent: in descending order every node is re-hashed after
+        // both its children are final.
+        inner.sort_unstable_by(|a, b| b.cmp(a));
+        inner.dedup();
+        for p in inner {
+            let (l, r) = (2 * p + 1, 2 * p + 2);
+            if let (Some(a), Some(b)) = (self.nodes.get(l as usize), self.nodes.get(r as usize)) {
+                let h = node_hash(a, b);
+                if let Some(slot) = self.nodes.get_mut(p as usize) {
+                    *slot = h;
+                }
+            }
+        }
+    }
+
     /// Leaf count.
     pub fn len(&self) -> u64 {
         self.leaves
@@ -188,6 +221,25 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Updating leaves in place equals building the tree again, for every size and any set of changed leaves.
+    #[test]
+    fn updating_leaves_equals_a_rebuild() {
+        for n in 1..40u64 {
+            let mut leaves: Vec<Hash> = (0..n).map(|i| [i as u8; 32]).collect();
+            let mut t = Tree::build(&leaves);
+            let changes: Vec<(u64, Hash)> = (0..n)
+                .filter(|i| (i * 7 + n) % 3 == 0)
+                .map(|i| (i, [200 + (i % 50) as u8; 32]))
+                .collect();
+            for &(i, h) in &changes {
+                leaves[i as usize] = h;
+            }
+            t.update(&changes);
+            t.update(&[(n + 5, [9; 32])]);
+            assert_eq!(t.nodes, Tree::build(&leaves).nodes, "n = {n}");
+        }
+    }
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n)

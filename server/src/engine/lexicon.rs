@@ -41,6 +41,9 @@ pub struct Lexicon {
     dirty: BTreeSet<String>,
     /// Terms in tree order (rebuilt with the tree).
     order: Vec<String>,
+    /// A term was added or dropped since the last rebuild: positions shift, so the tree is built again (else
+    /// only the changed leaves' paths are re-hashed).
+    reshaped: bool,
     tree: Tree,
 }
 
@@ -51,25 +54,33 @@ impl Lexicon {
     pub fn add(&mut self, node: u32, doc: DocTerms, facets: Vec<String>) {
         self.remove(node);
         for (t, tf) in &doc.terms {
-            self.terms
-                .entry(t.clone())
-                .or_default()
-                .postings
-                .insert(node, (*tf, doc.len));
-            self.dirty.insert(t.clone());
+            self.post(t, node, (*tf, doc.len));
         }
         if !self.v1 {
             for f in &facets {
-                self.terms
-                    .entry(f.clone())
-                    .or_default()
-                    .postings
-                    .insert(node, (1, 1));
-                self.dirty.insert(f.clone());
+                self.post(f, node, (1, 1));
             }
         }
         self.total_len += u64::from(doc.len);
         self.docs.insert(node, (doc, facets));
+    }
+
+    /// Adds one posting to a term's list (creating the term).
+    fn post(&mut self, term: &str, node: u32, tf_dl: (u32, u32)) {
+        match self.terms.get_mut(term) {
+            Some(t) => {
+                t.postings.insert(node, tf_dl);
+            }
+            None => {
+                let mut t = Term::default();
+                t.postings.insert(node, tf_dl);
+                self.terms.insert(term.to_owned(), t);
+                self.reshaped = true;
+            }
+        }
+        if !self.dirty.contains(term) {
+            self.dirty.insert(term.to_owned());
+        }
     }
 
     /// Switches between index versions 1 and 2 (a replica follows its owner's), re-indexing if it changes.
@@ -110,6 +121,7 @@ impl Lexicon {
                 term.postings.remove(&node);
                 if term.postings.is_empty() {
                     self.terms.remove(&t);
+                    self.reshaped = true;
                 }
             }
             self.dirty.insert(t);
@@ -125,16 +137,32 @@ impl Lexicon {
     }
 
     /// Re-hashes the touched terms' leaves and rebuilds the term tree.
+    /// When no term was added or dropped, only the touched leaves' paths are re-hashed.
     pub fn rebuild(&mut self) {
-        for t in std::mem::take(&mut self.dirty) {
-            if let Some(term) = self.terms.get_mut(&t) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for t in &dirty {
+            if let Some(term) = self.terms.get_mut(t) {
                 let list = term.list();
-                term.leaf = term_leaf_hash(&t, list.len() as u32, &postings_hash(&list));
+                term.leaf = term_leaf_hash(t, list.len() as u32, &postings_hash(&list));
             }
         }
-        self.order = self.terms.keys().cloned().collect();
-        let leaves: Vec<Hash> = self.terms.values().map(|t| t.leaf).collect();
-        self.tree = Tree::build(&leaves);
+        if std::mem::take(&mut self.reshaped) || self.order.len() != self.terms.len() {
+            self.order = self.terms.keys().cloned().collect();
+            let leaves: Vec<Hash> = self.terms.values().map(|t| t.leaf).collect();
+            self.tree = Tree::build(&leaves);
+            return;
+        }
+        let changes: Vec<(u64, Hash)> = dirty
+            .iter()
+            .filter_map(|t| {
+                let at = self
+                    .order
+                    .binary_search_by(|o| o.as_bytes().cmp(t.as_bytes()))
+                    .ok()?;
+                Some((at as u64, self.terms.get(t)?.leaf))
+            })
+            .collect();
+        self.tree.update(&changes);
     }
 
     /// What the root commits.
@@ -253,6 +281,30 @@ mod tests {
         b.rebuild();
         assert_eq!(a.commit(), b.commit());
         assert!(!a.terms.contains_key("melanie"));
+        // Same terms, other counts: only the touched leaves are re-hashed in place, to the same tree.
+        a.add(
+            0,
+            DocTerms::of("Caroline Caroline went to Paris in May"),
+            Vec::new(),
+        );
+        a.rebuild();
+        assert!(!a.reshaped);
+        b.add(
+            0,
+            DocTerms::of("Caroline Caroline went to Paris in May"),
+            Vec::new(),
+        );
+        let mut fresh = Lexicon::default();
+        for (i, t) in [
+            (0usize, "Caroline Caroline went to Paris in May"),
+            (2, texts[2]),
+            (3, texts[3]),
+        ] {
+            fresh.add(i as u32, DocTerms::of(t), Vec::new());
+        }
+        fresh.rebuild();
+        assert_eq!(a.commit(), fresh.commit());
+        assert_eq!(a.tree.root(), fresh.tree.root());
         let top = a.rank(&cairn_index::lexical::query_terms("Paris Caroline"), 3, 10);
         assert_eq!(top.len(), 2);
     }
