@@ -319,7 +319,20 @@ async fn an_owner_signing_two_roots_for_one_seq_is_caught() {
         seq + 1
     );
     a2.stop();
-    let a = Node::start_with(da.path(), &["--p2p-listen", &p2p]).expect("A again");
+    // The original A, restarted, learns from B at start-up that seq + 1 is already signed and refuses to fork...
+    let mut a = Node::start_with(da.path(), &["--p2p-listen", &p2p]).expect("A again");
+    let err = a
+        .client()
+        .await
+        .expect("client")
+        .remember("fleet", vec![NewMemory::new("Refused: B holds seq + 1.")])
+        .await
+        .expect_err("A signed a seq its follower already holds");
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+    a.stop();
+    // ...so its operator forces the fork (--allow-fork), and B must catch it.
+    let a = Node::start_with(da.path(), &["--p2p-listen", &p2p, "--allow-fork", "fleet"])
+        .expect("A forced");
     let ca = a.client().await.expect("client");
     ca.remember(
         "fleet",
