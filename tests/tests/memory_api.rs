@@ -382,3 +382,38 @@ fn cli_import_reports_bad_lines_and_keeps_good_ones() {
     assert_eq!(v["deduplicated"], 3);
     assert_eq!(v["imported"], 0);
 }
+
+/// When the node fails whole batches (here: below its free-space floor, as with a full disk, an overloaded node or
+/// a deadline), `cairn import` still reports what it did, counts the lines not done, and says how to finish.
+#[tokio::test]
+async fn import_says_what_is_unfinished_when_the_node_fails_batches() {
+    let dir = temp_dir();
+    let node = Node::start_with(dir.path(), &["--min-free-mb", "1000000000"]).expect("node");
+    let file = dir.path().join("in.jsonl");
+    let lines = [
+        r#"{"text": "One."}"#,
+        "not json",
+        r#"{"text": "Two."}"#,
+        r#"{"text": "Three."}"#,
+    ];
+    std::fs::write(&file, lines.join("\n")).expect("write file");
+    let path = file.to_str().expect("path");
+    let out = node.cli(&["--json", "import", "--ns", "imp", "--batch", "2", path]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(v["unfinished"], 3, "{v}");
+    assert_eq!(v["failed"], 1, "{v}");
+    assert_eq!(v["imported"], 0, "{v}");
+    assert!(
+        v["node_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ResourceExhausted")),
+        "{v}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("3 lines were not imported (first at line 1)"),
+        "{err}"
+    );
+    assert!(err.contains("run the same import again"), "{err}");
+}

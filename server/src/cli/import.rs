@@ -31,7 +31,10 @@ struct Line {
 }
 
 /// Per-line outcomes of one chunk: (line number, id or error text).
-type ChunkOutcome = Result<Vec<(usize, Result<RememberResult, String>)>, ClientError>;
+type LineOutcomes = Vec<(usize, Result<RememberResult, String>)>;
+/// A chunk's line outcomes; or, when the node failed the whole chunk (unreachable, overloaded, out of disk,
+/// deadline), the chunk's line numbers and that error.
+type ChunkOutcome = Result<LineOutcomes, (Vec<usize>, ClientError)>;
 
 struct LineError {
     line: usize,
@@ -97,7 +100,10 @@ pub async fn run(
             let pb = progress.clone();
             async move {
                 let len = chunk.len() as u64;
-                let r = remember_chunk(client, ns, chunk).await;
+                let lines: Vec<usize> = chunk.iter().map(|(l, _)| *l).collect();
+                let r = remember_chunk(client, ns, chunk)
+                    .await
+                    .map_err(|e| (lines, e));
                 pb.inc(len);
                 r
             }
@@ -109,8 +115,22 @@ pub async fn run(
 
     let mut ids = Vec::new();
     let (mut imported, mut deduplicated) = (0u64, 0u64);
+    // Lines of chunks the node failed as a whole, and the first such failure.
+    let mut unfinished: Vec<usize> = Vec::new();
+    let mut node_error: Option<String> = None;
     for outcome in outcomes {
-        for (line, r) in outcome? {
+        let lines = match outcome {
+            Ok(lines) => lines,
+            Err((lines, e)) => {
+                unfinished.extend(lines);
+                node_error.get_or_insert_with(|| match &e {
+                    ClientError::Status(s) => format!("{:?}: {}", s.code(), s.message()),
+                    other => other.to_string(),
+                });
+                continue;
+            }
+        };
+        for (line, r) in lines {
             match r {
                 Ok(res) => {
                     if res.deduplicated {
@@ -139,6 +159,8 @@ pub async fn run(
                 "deduplicated": deduplicated,
                 "failed": errors.len(),
                 "errors": errs,
+                "unfinished": unfinished.len(),
+                "node_error": node_error,
             })
         );
     } else {
@@ -146,8 +168,18 @@ pub async fn run(
             eprintln!("line {}: {}", e.line, e.error);
         }
         println!(
-            "imported {imported}, already present {deduplicated}, failed {}",
-            errors.len()
+            "imported {imported}, already present {deduplicated}, failed {}, not done {}",
+            errors.len(),
+            unfinished.len()
+        );
+    }
+    if let Some(e) = node_error {
+        unfinished.sort_unstable();
+        anyhow::bail!(
+            "{} lines were not imported (first at line {}): the node answered {e}. Every line reported imported or \
+             already present is stored; run the same import again to finish (stored lines come back as already present)",
+            unfinished.len(),
+            unfinished.first().copied().unwrap_or(0)
         );
     }
     if !errors.is_empty() {
@@ -161,7 +193,7 @@ async fn remember_chunk(
     client: &CairnClient,
     ns: &str,
     chunk: Vec<(usize, NewMemory)>,
-) -> ChunkOutcome {
+) -> Result<LineOutcomes, ClientError> {
     let items: Vec<NewMemory> = chunk.iter().map(|(_, m)| m.clone()).collect();
     match client.remember(ns, items).await {
         Ok(results) => Ok(chunk
