@@ -893,7 +893,8 @@ impl Commitment {
     /// Lexical (`MODE_LEXICAL`) or hybrid (`MODE_HYBRID`, needs `query`) recall: the hits as (score, id) and
     /// the `CPX1` proof that they are exactly the BM25 top-k, or the reciprocal-rank fusion of the semantic
     /// and BM25 top-`depth`. None before the first root, for a root without a lexical index, or on a
-    /// broken graph.
+    /// broken graph. Without `with_proof` the hits are the same and the proof carries no term leaves, extra
+    /// nodes or lemmas (a Recall that asked for none).
     #[allow(clippy::too_many_arguments)]
     pub fn prove_hybrid(
         &self,
@@ -904,12 +905,18 @@ impl Commitment {
         depth: usize,
         ef: usize,
         exact: bool,
+        with_proof: bool,
     ) -> Option<(Vec<(f32, MemoryId)>, HybridProof)> {
         let root = self.root.clone()?;
         root.record.lexicon?;
         let terms = query_terms(text);
         let lexical = self.lex.rank(&terms, self.time.len() as u64, depth);
-        let (leaves, lex_lemmas) = self.lex.prove(&terms)?;
+        // Without a proof asked, the ranking is the same; the term leaves, extra nodes and lemmas are skipped.
+        let (leaves, lex_lemmas) = if with_proof {
+            self.lex.prove(&terms)?
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let (ranked, graph) = if mode == MODE_HYBRID {
             let (_, mut rp) = self.prove_recall(query?, depth, ef, exact)?;
             let sem: Vec<u32> = cairn_index::proof::recall_answer(&rp)
@@ -925,7 +932,7 @@ impl Commitment {
                 .map(|x| x.1)
                 .filter(|n| !have.contains(n))
                 .collect();
-            if !extra.is_empty() {
+            if with_proof && !extra.is_empty() {
                 for n in extra {
                     rp.nodes.push(self.hashed_node(n)?);
                 }
@@ -937,7 +944,11 @@ impl Commitment {
         } else {
             let mut top = lexical;
             top.truncate(k);
-            let mut ids: Vec<u32> = top.iter().map(|x| x.1).collect();
+            let mut ids: Vec<u32> = if with_proof {
+                top.iter().map(|x| x.1).collect()
+            } else {
+                Vec::new()
+            };
             ids.sort_unstable();
             let nodes = ids
                 .iter()
@@ -1572,9 +1583,33 @@ mod hybrid_tests {
             (MODE_HYBRID, true),
         ] {
             let (hits, proof) = c
-                .prove_hybrid(mode, Some(&rows[7].vector), question, 6, 12, 16, exact)
+                .prove_hybrid(
+                    mode,
+                    Some(&rows[7].vector),
+                    question,
+                    6,
+                    12,
+                    16,
+                    exact,
+                    true,
+                )
                 .unwrap();
             assert_eq!(hits.len(), 6);
+            // Without a proof asked, the same ranking and no proof material.
+            let (plain, bare) = c
+                .prove_hybrid(
+                    mode,
+                    Some(&rows[7].vector),
+                    question,
+                    6,
+                    12,
+                    16,
+                    exact,
+                    false,
+                )
+                .unwrap();
+            assert_eq!(plain, hits);
+            assert!(bare.leaves.is_empty() && bare.lex_lemmas.is_empty());
             let bytes = proof.encode();
             let asked = HybridAsked {
                 mode,

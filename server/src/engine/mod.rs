@@ -1301,9 +1301,19 @@ impl Engine {
         } else {
             cairn_index::hybrid::MODE_LEXICAL
         };
+        let with_proof = opts.proof;
         let (found, proof) = tokio::task::spawn_blocking(move || {
             space.with_commit(|c| {
-                c.prove_hybrid(pmode, vector.as_deref(), &text, k, depth, ef, exact)
+                c.prove_hybrid(
+                    pmode,
+                    vector.as_deref(),
+                    &text,
+                    k,
+                    depth,
+                    ef,
+                    exact,
+                    with_proof,
+                )
             })
         })
         .await??
