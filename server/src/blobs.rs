@@ -369,10 +369,11 @@ impl Blobs {
             .map_err(op)
     }
 
-    /// Durably stores record packs, each pinned by its own tag (the same tag scheme as single records, so
-    /// deleting a pack goes through [`Blobs::delete`]). The caller must hold a [`Hold`] (no collection pass
-    /// may run between adding and tagging).
-    pub async fn put_packs(
+    /// Durably stores records or record packs, each pinned by its own tag (one tag scheme for both, so deleting
+    /// a pack goes through [`Blobs::delete`]), for a caller that already holds a [`Hold`]: no collection pass
+    /// runs between adding and tagging, and the collection lock is not taken a second time ([`Blobs::put_all`]
+    /// under a hold waits forever once a pass is queued behind that hold).
+    pub async fn put_held(
         &self,
         packs: &[Bytes],
         _held: &Hold,
@@ -562,6 +563,48 @@ mod tests {
             }
         }
         assert_eq!(lost, 0, "{lost} of {} records lost", kept.len());
+        blobs.shutdown().await.expect("shutdown");
+    }
+
+    /// A writer that holds a [`Hold`] and stores more blobs must not take the collection lock again: once a pass
+    /// is queued behind the hold, a second shared lock waits for that pass, which waits for the hold. This is
+    /// the hang a replica test met in CI; `put_held` is the way through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn storing_under_a_hold_never_waits_for_a_queued_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path(), Duration::from_millis(5))
+            .await
+            .expect("open");
+        let doomed = Bytes::from_static(b"doomed");
+        blobs
+            .put_all(std::slice::from_ref(&doomed))
+            .await
+            .expect("put");
+        let hold = blobs.hold(&[]).await;
+        // Something to collect: the next pass starts and queues for the lock behind `hold`.
+        blobs
+            .delete(&[*blake3::hash(&doomed).as_bytes()])
+            .await
+            .expect("delete");
+        let recs = vec![Bytes::from_static(b"kept under a hold")];
+        let mut queued = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if blobs.gc_lock.try_read().is_err() {
+                queued = true;
+                break;
+            }
+        }
+        assert!(queued, "no collection pass queued behind the hold");
+        let stored =
+            tokio::time::timeout(Duration::from_secs(10), blobs.put_held(&recs, &hold)).await;
+        assert!(
+            stored.is_ok(),
+            "storing under a hold waited for the queued pass"
+        );
+        stored.expect("in time").expect("put");
+        drop(hold);
+        assert!(blobs.get(&MemoryId::of_bytes(&recs[0])).await.is_ok());
         blobs.shutdown().await.expect("shutdown");
     }
 }

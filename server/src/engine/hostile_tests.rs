@@ -86,7 +86,10 @@ async fn install_honest(a: &Engine, b: &Arc<Engine>, bytes: &[u8]) {
         .expect("honest answer verifies")
         .expect("something new");
     let records = a.records_bulk(&step.needed).await.expect("records");
-    b.blobs.put_all(&records).await.expect("put records");
+    b.blobs
+        .put_held(&records, step.hold())
+        .await
+        .expect("put records");
     b.install_step(step).await.expect("install");
 }
 
@@ -291,7 +294,10 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
             .expect("the graph checks out")
             .expect("something new");
         let records = a.records_bulk(&step.needed).await.expect("records");
-        b.blobs.put_all(&records).await.expect("put records");
+        b.blobs
+            .put_held(&records, step.hold())
+            .await
+            .expect("put records");
         assert!(
             b.install_step(step).await.is_err(),
             "a lexical index that differs from the records was installed"

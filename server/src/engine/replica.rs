@@ -101,7 +101,15 @@ pub struct VerifiedStep {
     /// Cosignatures of `root` from the sender (checked before they are kept).
     cosigs: Vec<crate::store::Cosig>,
     /// Keeps the needed records from garbage collection between download and tagging.
-    _hold: crate::blobs::Hold,
+    hold: crate::blobs::Hold,
+}
+
+impl VerifiedStep {
+    /// The step's hold on garbage collection: blobs stored for the step while it is held go through
+    /// [`crate::blobs::Blobs::put_held`].
+    pub fn hold(&self) -> &crate::blobs::Hold {
+        &self.hold
+    }
 }
 
 fn dequantise(v: &[i8]) -> Vec<f32> {
@@ -679,7 +687,7 @@ impl Engine {
             None => self.blobs.hold(&needed).await,
         };
         Ok(Some(VerifiedStep {
-            _hold: hold,
+            hold,
             ns: ns.to_owned(),
             space,
             commit,
@@ -728,7 +736,7 @@ impl Engine {
             root,
             cosigs,
             needed,
-            _hold: hold,
+            hold,
         } = step;
         let _w = space.write.lock().await;
         if space.dropped.load(std::sync::atomic::Ordering::SeqCst) {
@@ -975,7 +983,7 @@ impl Engine {
                 .map_err(|e| NodeError::Task(format!("new pack: {e}")))?;
             let new = self
                 .blobs
-                .put_packs(std::slice::from_ref(&page), hold)
+                .put_held(std::slice::from_ref(&page), hold)
                 .await?;
             let Some(new) = new.first().copied() else {
                 continue;
