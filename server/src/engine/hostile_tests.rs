@@ -407,3 +407,48 @@ async fn a_vacuum_follows_a_forget_but_keeps_its_spacing() {
         "no spacing set after a vacuum"
     );
 }
+
+/// A snapshot build in progress (here: its lock held, as a long build at 100k holds it for seconds) holds back
+/// a Forget of its own namespace (the build may have read the forgotten records) but not one of another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_build_holds_back_forgets_of_its_own_namespace_only() {
+    let ta = tempfile::tempdir().expect("tmp");
+    let a = engine(ta.path()).await;
+    let big = a.remember("big", items("big", 4)).await.expect("remember");
+    let small = a
+        .remember("small", items("small", 4))
+        .await
+        .expect("remember");
+    let building = a.snapshot_guard("big").await.expect("guard");
+    let other = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.forget("small", &[small[0].id.to_hex()]),
+    )
+    .await;
+    assert!(
+        other.is_ok(),
+        "a forget of another namespace waited for the build"
+    );
+    assert_eq!(other.expect("in time").expect("forget").0.len(), 1);
+    let id = big[0].id.to_hex();
+    let same = tokio::time::timeout(
+        Duration::from_millis(300),
+        a.forget("big", std::slice::from_ref(&id)),
+    )
+    .await;
+    assert!(
+        same.is_err(),
+        "a forget did not wait for its namespace's build"
+    );
+    drop(building);
+    // The forget given up on above was not cancelled (its durable part runs in its own task): it lands now.
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if a.stats(Some("big")).expect("stats")[0].memories == 3 {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the forget held back by the build never landed");
+}

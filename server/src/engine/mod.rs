@@ -228,8 +228,9 @@ pub struct Engine {
     roots: tokio::sync::broadcast::Sender<SignedRoot>,
     /// Snapshots built or installed here, by namespace (see [`snapshot`]).
     snapshots: std::sync::Mutex<HashMap<String, snapshot::Cached>>,
-    /// One snapshot build at a time.
-    snapshot_build: Mutex<()>,
+    /// One snapshot build at a time per namespace (a build, or a Forget dropping what a build read): a long build
+    /// of one namespace never holds back writes or forgets of another.
+    snapshot_build: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Held shared by every write and replica install in progress; [`Engine::shutdown`] takes it exclusively and
     /// sets it, so shutdown waits for them and refuses new ones.
     gate: Arc<tokio::sync::RwLock<bool>>,
@@ -469,7 +470,7 @@ impl Engine {
             key,
             roots: tokio::sync::broadcast::channel(1024).0,
             snapshots: std::sync::Mutex::new(HashMap::new()),
-            snapshot_build: Mutex::new(()),
+            snapshot_build: std::sync::Mutex::new(HashMap::new()),
             gate: Arc::new(tokio::sync::RwLock::new(false)),
             alerts: std::sync::Mutex::new(alerts),
             signing,

@@ -164,7 +164,7 @@ impl Engine {
     /// of new or forgotten memories are written again. None when the namespace has no root yet.
     pub async fn snapshot(&self, ns: &str) -> Result<Option<SnapshotRef>, NodeError> {
         let owner = self.owner_of(ns)?;
-        let _one = self.snapshot_build.lock().await;
+        let _one = self.snapshot_guard(ns).await?;
         let seq = self.owner_root_seq(ns)?;
         let kept = self.cached_snapshot(ns).await;
         if let Some(s) = kept.snap {
@@ -303,10 +303,25 @@ impl Engine {
         Ok(())
     }
 
+    /// Waits for `ns`'s snapshot build in progress (if any) and keeps the next one out until dropped.
+    pub(crate) async fn snapshot_guard(
+        &self,
+        ns: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, NodeError> {
+        let one = self
+            .snapshot_build
+            .lock()
+            .map_err(|_| NodeError::Task("snapshot lock table poisoned".into()))?
+            .entry(ns.to_owned())
+            .or_default()
+            .clone();
+        Ok(one.lock_owned().await)
+    }
+
     /// Lets go of the namespace's kept snapshot (it holds bytes of memories just forgotten).
     pub(crate) async fn forget_snapshot(&self, ns: &str) -> Result<(), NodeError> {
         // A build in progress may have read the forgotten records already: let it finish, then drop its result.
-        let _one = self.snapshot_build.lock().await;
+        let _one = self.snapshot_guard(ns).await?;
         // Only a kept snapshot costs a redb write; the tag is always dropped (a crash between pinning a new
         // snapshot and recording it leaves a tag without a record), which is free when there is none.
         if self.cached_snapshot(ns).await.snap.is_some() {
