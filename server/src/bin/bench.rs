@@ -903,9 +903,7 @@ fn bench_scrub(sizes: &[usize]) -> Result<()> {
                 dedup: *blake3::hash(&id).as_bytes(),
                 vector: v,
                 metadata: [("user".to_owned(), format!("u{}", i % 50))].into(),
-                lex: Some(cairn_index::lexical::DocTerms::of(&format!(
-                    "memory number {i}"
-                ))),
+                lex: Some(cairn_index::lexical::DocTerms::of(&format!("memory number {i}")).into()),
             }
         };
         for start in (0..n).step_by(10_000) {

@@ -87,7 +87,7 @@ pub async fn run(
         // The lexical index must be exactly what the records tokenize to.
         let docs = docs
             .into_iter()
-            .filter_map(|(id, d, f)| numbers.get(&id).map(|&n| (n, d, f)))
+            .filter_map(|(id, d, f)| numbers.get(&id).map(|&n| (n, d.into(), f)))
             .collect();
         commit
             .apply_replica_docs(docs)

@@ -102,7 +102,7 @@ const WALK_ALWAYS_UP_TO: usize = 20_000;
 const WALK_SPACING: u32 = 10;
 
 /// A live memory's contribution to a replica's lexical index: its node, text terms and facet terms.
-pub type ReplicaDoc = (u32, DocTerms, Vec<String>);
+pub type ReplicaDoc = (u32, std::sync::Arc<DocTerms>, Vec<String>);
 
 /// Why replicated nodes were refused: they do not reproduce the owner's signed root.
 #[derive(Debug, thiserror::Error)]
@@ -1508,7 +1508,7 @@ mod hybrid_tests {
                 dedup: [0; 32],
                 vector: v,
                 metadata: Default::default(),
-                lex: Some(DocTerms::of(&text)),
+                lex: Some(DocTerms::of(&text).into()),
             });
             recs.push(rec.encode());
         }
@@ -1770,7 +1770,7 @@ mod filtered_tests {
                 dedup: [0; 32],
                 vector: v,
                 metadata: meta(i),
-                lex: Some(DocTerms::of(&text)),
+                lex: Some(DocTerms::of(&text).into()),
             });
             recs.push(rec.encode());
         }

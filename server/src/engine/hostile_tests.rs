@@ -452,3 +452,137 @@ async fn a_snapshot_build_holds_back_forgets_of_its_own_namespace_only() {
     }
     assert!(gone, "the forget held back by the build never landed");
 }
+
+/// A snapshot (a peer's whole namespace: the graph answer and pages of records, a HashSeq) that was tampered with
+/// is refused before anything is installed, and the replica keeps serving the state it verified before: pages
+/// missing, doubled, cut short, a record altered, dropped or spliced in from another namespace, an altered graph,
+/// the graph of another namespace. The honest snapshot then installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_snapshots_are_refused_and_install_nothing() {
+    use super::snapshot::{parse_page, Part};
+    let (ta, tb) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = engine(ta.path()).await;
+    let b = engine(tb.path()).await;
+    let owner = a.node_key();
+    a.remember("team", items("team", 30))
+        .await
+        .expect("remember");
+    a.remember("other", items("other", 5))
+        .await
+        .expect("remember");
+    b.follow("team", owner).await.expect("follow");
+    let first = a
+        .catch_up("team", owner, 0)
+        .await
+        .expect("catch up")
+        .expect("answer");
+    install_honest(&a, &b, &encode(first)).await;
+    let before = held(&b);
+    a.remember("team", items("later", 10))
+        .await
+        .expect("remember");
+
+    let parts_of = |snap: super::snapshot::SnapshotRef| {
+        let a = a.clone();
+        async move {
+            let mut out = Vec::new();
+            for p in a.snapshot_parts(snap.hash).await.expect("parts") {
+                out.push(a.blobs.get_raw(p).await.expect("part"));
+            }
+            out
+        }
+    };
+    let ours = parts_of(a.snapshot("team").await.expect("build").expect("snap")).await;
+    let theirs = parts_of(a.snapshot("other").await.expect("build").expect("snap")).await;
+    let (graph, pages) = (ours[0].clone(), ours[1..].to_vec());
+    assert!(!pages.is_empty(), "no pages");
+    let records = |page: &bytes::Bytes| -> Vec<bytes::Bytes> {
+        parse_page(page)
+            .expect("page")
+            .into_iter()
+            .map(|(o, l)| page.slice(o as usize..(o + l) as usize))
+            .collect()
+    };
+    let first_page = records(&pages[0]);
+    let with_first_page = |page: Vec<bytes::Bytes>| {
+        let mut v = vec![graph.clone(), super::snapshot::encode_page(&page)];
+        v.extend(pages[1..].iter().cloned());
+        v
+    };
+    let mut altered = first_page.clone();
+    let mut rec = altered[0].to_vec();
+    let last = rec.len() - 1;
+    rec[last] ^= 1;
+    altered[0] = rec.into();
+    let mut spliced = first_page.clone();
+    spliced.push(records(&theirs[1])[0].clone());
+    let mut doubled = ours.clone();
+    doubled.push(pages[0].clone());
+    let mut bent = answer(&graph);
+    let alive = bent
+        .out
+        .nodes
+        .iter()
+        .position(|n| n.node.alive)
+        .expect("a live node");
+    bent.out.nodes[alive].node.vector[0] = bent.out.nodes[alive].node.vector[0].wrapping_add(1);
+    let mut cut = ours.clone();
+    cut[1] = pages[0].slice(..pages[0].len() - 1);
+    let mut short_graph = ours.clone();
+    short_graph[0] = graph.slice(..graph.len() / 2);
+    let mut other_graph = ours.clone();
+    other_graph[0] = theirs[0].clone();
+
+    let mutants: Vec<(&str, Vec<bytes::Bytes>)> = vec![
+        ("no pages", vec![graph.clone()]),
+        ("a page twice", doubled),
+        ("a page cut short", cut),
+        ("a record altered", with_first_page(altered)),
+        (
+            "a record dropped",
+            with_first_page(first_page[1..].to_vec()),
+        ),
+        (
+            "a record of another namespace added",
+            with_first_page(spliced),
+        ),
+        ("an altered vector in the graph", {
+            let mut v = ours.clone();
+            v[0] = encode(bent).into();
+            v
+        }),
+        ("the graph cut short", short_graph),
+        ("the graph of another namespace", other_graph),
+    ];
+    for (i, (what, parts)) in mutants.into_iter().enumerate() {
+        let (hash, _) = b
+            .blobs
+            .put_snapshot(
+                &format!("mutant {i}"),
+                parts.into_iter().map(Part::New).collect(),
+            )
+            .await
+            .expect("store the mutant");
+        let hold = b.hold_downloads().await;
+        let got = b.install_snapshot("team", hash, hold, Vec::new()).await;
+        assert!(got.is_err(), "snapshot with {what} was installed");
+        assert_eq!(held(&b), before, "snapshot with {what} changed the replica");
+        assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 30);
+    }
+
+    let (hash, _) = b
+        .blobs
+        .put_snapshot("honest", ours.into_iter().map(Part::New).collect())
+        .await
+        .expect("store");
+    let hold = b.hold_downloads().await;
+    b.install_snapshot("team", hash, hold, Vec::new())
+        .await
+        .expect("the honest snapshot installs")
+        .expect("something new");
+    assert_eq!(held(&b).0, a.owner_root_seq("team").expect("seq"));
+    assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 40);
+}

@@ -3,6 +3,7 @@
 //! per write; the tree's leaves are re-hashed only for the terms a write touched.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use cairn_index::hybrid::{TermLeaf, TermPostings};
 use cairn_index::lexical::{
@@ -14,18 +15,27 @@ use cairn_index::root::LexCommit;
 
 #[derive(Debug, Clone, Default)]
 struct Term {
-    /// node → (tf, dl).
-    postings: BTreeMap<u32, (u32, u32)>,
+    /// The postings, node ascending (a sorted vector: 12 bytes a posting, against a map's ~3×).
+    postings: Vec<Posting>,
     /// Cached leaf hash (stale while the term is in `dirty`).
     leaf: Hash,
 }
 
 impl Term {
-    fn list(&self) -> Vec<Posting> {
-        self.postings
-            .iter()
-            .map(|(&node, &(tf, dl))| Posting { node, tf, dl })
-            .collect()
+    /// Sets `node`'s posting (replacing the one it had).
+    fn insert(&mut self, node: u32, (tf, dl): (u32, u32)) {
+        let p = Posting { node, tf, dl };
+        match self.postings.binary_search_by_key(&node, |p| p.node) {
+            Ok(i) => self.postings[i] = p,
+            Err(i) => self.postings.insert(i, p),
+        }
+    }
+
+    /// Drops `node`'s posting, if any.
+    fn remove(&mut self, node: u32) {
+        if let Ok(i) = self.postings.binary_search_by_key(&node, |p| p.node) {
+            self.postings.remove(i);
+        }
     }
 }
 
@@ -33,7 +43,7 @@ impl Term {
 #[derive(Debug, Clone, Default)]
 pub struct Lexicon {
     /// Each live memory's text terms and facet terms (metadata pairs, index version 2).
-    docs: HashMap<u32, (DocTerms, Vec<String>)>,
+    docs: HashMap<u32, (Arc<DocTerms>, Vec<String>)>,
     /// Index version 1 (no facet terms): only a replica of an owner that still signs version 1 sets it.
     v1: bool,
     terms: BTreeMap<String, Term>,
@@ -50,8 +60,10 @@ pub struct Lexicon {
 impl Lexicon {
     /// Indexes a live memory at graph node `node` (replacing what that node held).
     /// `facets` are the memory's facet terms ([`cairn_index::lexical::facet_terms`]), indexed with postings
-    /// `(node, 1, 1)` unless this is a version-1 index.
-    pub fn add(&mut self, node: u32, doc: DocTerms, facets: Vec<String>) {
+    /// `(node, 1, 1)` unless this is a version-1 index. The terms are shared with the memory's row, not copied
+    /// (they are most of a long memory's footprint in RAM).
+    pub fn add(&mut self, node: u32, doc: impl Into<Arc<DocTerms>>, facets: Vec<String>) {
+        let doc = doc.into();
         self.remove(node);
         for (t, tf) in &doc.terms {
             self.post(t, node, (*tf, doc.len));
@@ -68,12 +80,10 @@ impl Lexicon {
     /// Adds one posting to a term's list (creating the term).
     fn post(&mut self, term: &str, node: u32, tf_dl: (u32, u32)) {
         match self.terms.get_mut(term) {
-            Some(t) => {
-                t.postings.insert(node, tf_dl);
-            }
+            Some(t) => t.insert(node, tf_dl),
             None => {
                 let mut t = Term::default();
-                t.postings.insert(node, tf_dl);
+                t.insert(node, tf_dl);
                 self.terms.insert(term.to_owned(), t);
                 self.reshaped = true;
             }
@@ -106,7 +116,7 @@ impl Lexicon {
         match self.terms.get(facet) {
             None => Ok(Vec::new()),
             Some(t) if t.postings.len() > MAX_DF as usize => Err(t.postings.len()),
-            Some(t) => Ok(t.postings.keys().copied().collect()),
+            Some(t) => Ok(t.postings.iter().map(|p| p.node).collect()),
         }
     }
 
@@ -116,15 +126,16 @@ impl Lexicon {
             return;
         };
         self.total_len = self.total_len.saturating_sub(u64::from(doc.len));
-        for t in doc.terms.into_iter().map(|(t, _)| t).chain(facets) {
-            if let Some(term) = self.terms.get_mut(&t) {
-                term.postings.remove(&node);
+        let words = doc.terms.iter().map(|(t, _)| t.as_str());
+        for t in words.chain(facets.iter().map(String::as_str)) {
+            if let Some(term) = self.terms.get_mut(t) {
+                term.remove(node);
                 if term.postings.is_empty() {
-                    self.terms.remove(&t);
+                    self.terms.remove(t);
                     self.reshaped = true;
                 }
             }
-            self.dirty.insert(t);
+            self.dirty.insert(t.to_owned());
         }
     }
 
@@ -142,8 +153,8 @@ impl Lexicon {
         let dirty = std::mem::take(&mut self.dirty);
         for t in &dirty {
             if let Some(term) = self.terms.get_mut(t) {
-                let list = term.list();
-                term.leaf = term_leaf_hash(t, list.len() as u32, &postings_hash(&list));
+                let list = &term.postings;
+                term.leaf = term_leaf_hash(t, list.len() as u32, &postings_hash(list));
             }
         }
         if std::mem::take(&mut self.reshaped) || self.order.len() != self.terms.len() {
@@ -181,21 +192,19 @@ impl Lexicon {
     }
 
     /// The scored posting lists of `terms` (absent terms and terms over [`MAX_DF`] skipped).
-    fn lists(&self, terms: &[String]) -> Vec<Vec<Posting>> {
+    fn lists(&self, terms: &[String]) -> Vec<&[Posting]> {
         terms
             .iter()
             .filter_map(|t| self.terms.get(t))
             .filter(|t| t.postings.len() <= MAX_DF as usize)
-            .map(Term::list)
+            .map(|t| t.postings.as_slice())
             .collect()
     }
 
     /// The BM25 top-`depth` (score, node) for `terms` over `docs` live memories.
     pub fn rank(&self, terms: &[String], docs: u64, depth: usize) -> Vec<(u64, u32)> {
-        let lists = self.lists(terms);
-        let refs: Vec<&[Posting]> = lists.iter().map(Vec::as_slice).collect();
         bm25_top(
-            &refs,
+            &self.lists(terms),
             Corpus {
                 docs,
                 total_len: self.total_len,
@@ -231,12 +240,12 @@ impl Lexicon {
         for (&i, &full) in &want {
             let term = self.order.get(i)?;
             let t = self.terms.get(term)?;
-            let list = t.list();
+            let list = &t.postings;
             let df = list.len() as u32;
             let postings = if full && df <= MAX_DF {
-                TermPostings::Full(list)
+                TermPostings::Full(list.clone())
             } else {
-                TermPostings::Hash(postings_hash(&list))
+                TermPostings::Hash(postings_hash(list))
             };
             leaves.push(TermLeaf {
                 position: i as u64,

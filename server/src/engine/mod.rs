@@ -899,7 +899,7 @@ impl Engine {
                     alive: true,
                     dedup: key,
                     vector,
-                    lex: Some(cairn_index::lexical::DocTerms::of(&record.text)),
+                    lex: Some(cairn_index::lexical::DocTerms::of(&record.text).into()),
                     metadata: record.metadata,
                 };
                 let mut replaced = None;
@@ -2033,7 +2033,7 @@ async fn fill_terms(
     for (&i, bytes) in missing.iter().zip(records) {
         let rec = MemoryRecord::decode(&bytes)
             .map_err(|e| NodeError::Task(format!("record {}: {e}", rows[i].id)))?;
-        rows[i].lex = Some(cairn_index::lexical::DocTerms::of(&rec.text));
+        rows[i].lex = Some(cairn_index::lexical::DocTerms::of(&rec.text).into());
         filled.push((i, rows[i].clone()));
     }
     let (st, n, count) = (st.clone(), ns.to_owned(), filled.len());

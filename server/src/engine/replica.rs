@@ -785,7 +785,11 @@ impl Engine {
                 }
                 now_alive.insert(g.id);
                 let lex = cairn_index::lexical::DocTerms::of(&rec.text);
-                (dedup_key(&rec.text, &rec.metadata), rec.metadata, Some(lex))
+                (
+                    dedup_key(&rec.text, &rec.metadata),
+                    rec.metadata,
+                    Some(lex.into()),
+                )
             } else {
                 (MemoryId::of_bytes(&[]).0, Default::default(), None)
             };

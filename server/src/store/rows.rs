@@ -22,7 +22,8 @@ pub struct PointRow {
     pub metadata: Metadata,
     /// The memory's index terms (lexical index). `None` for tombstones and for rows written before the
     /// lexical index existed (filled in from the record at start-up).
-    pub lex: Option<DocTerms>,
+    /// Shared with the namespace's lexical index (one copy in RAM).
+    pub lex: Option<std::sync::Arc<DocTerms>>,
 }
 
 /// Top bit of the stored dimension: the vector is stored as int8 codes (see [`PointRow::encode`]).
@@ -154,7 +155,7 @@ impl PointRow {
                 r = &r[l..];
                 terms.push((t.to_owned(), u32::from_le_bytes(take::<4>(&mut r)?)));
             }
-            Some(DocTerms { terms, len })
+            Some(std::sync::Arc::new(DocTerms { terms, len }))
         };
         Ok(PointRow {
             id,
@@ -203,7 +204,7 @@ mod tests {
             dedup: [4; 32],
             vector: vec![0.5, -0.25, 1.0],
             metadata,
-            lex: Some(DocTerms::of("tea with alice")),
+            lex: Some(DocTerms::of("tea with alice").into()),
         };
         let b = row.encode();
         assert_eq!(PointRow::decode(&b).unwrap(), row);
