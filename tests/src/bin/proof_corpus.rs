@@ -1,6 +1,6 @@
 //! Writes a corpus of saved proof files for the cross-check of independent verifiers (docs/PROOFS.md): honest
 //! Get / List / Recall answers of every kind from a real node with the real model (namespaces of several sizes,
-//! exact- and graph-mode recall proofs, tombstones, keyed replacements, witness cosignatures), and tampered copies
+//! exact- and graph-mode recall proofs, lexical, hybrid and filtered recall proofs, tombstones, keyed replacements, witness cosignatures), and tampered copies
 //! of each. Every case carries the decision of this (Rust) verifier; `python -m cairn.verifier.crosscheck DIR`
 //! must take the same one on every case.
 //!
@@ -16,6 +16,7 @@ use cairn_client::verify::{self as v, parse_node_id, RecallAsked};
 use cairn_client::{CairnClient, ListOptions, NewMemory};
 use cairn_index::id::MemoryId;
 use cairn_index::root::cosign;
+use cairn_proto::v1::RecallMode;
 use cairn_tests::{temp_dir, Node};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -405,8 +406,7 @@ async fn answers(c: &CairnClient, ns: &str, n: usize) -> Result<Vec<(ProofFile, 
             .recall(ns, q)
             .k(k)
             .exact(exact)
-            // The independent Python verifier checks semantic (CPR2) proofs.
-            .mode(cairn_proto::v1::RecallMode::Semantic)
+            .mode(RecallMode::Semantic)
             .proof(true)
             .send_full()
             .await?;
@@ -422,6 +422,43 @@ async fn answers(c: &CairnClient, ns: &str, n: usize) -> Result<Vec<(ProofFile, 
                 cosigs: Vec::new(),
             },
             format!("recall k={k} exact={exact} {q:?} in {ns} ({n} memories)"),
+        ));
+    }
+    // Lexical and hybrid (CPX1) and filtered (CPF1) recall, in every mode, with the question each must come from.
+    for (q, k, mode, topic) in [
+        ("tea Lisbon", 5u32, RecallMode::Hybrid, None),
+        ("the budget case", 3, RecallMode::Lexical, None),
+        ("jazz birthday", 10, RecallMode::Hybrid, Some("jazz")),
+        ("something about tea", 4, RecallMode::Lexical, Some("tea")),
+        (
+            "a dentist visit",
+            5,
+            RecallMode::Semantic,
+            Some("a dentist visit"),
+        ),
+    ] {
+        let mut b = c.recall(ns, q).k(k).mode(mode).proof(true);
+        if let Some(t) = topic {
+            b = b.where_eq("topic", t);
+        }
+        let filter = b.filter_asked();
+        let r = b.send_full().await?;
+        let scores = r.hits.iter().map(|h| h.score).collect();
+        let asked = RecallAsked { k, min_ef: 0 };
+        let kind = if r.proof.starts_with(cairn_index::filtered::FILTERED_MAGIC) {
+            Kind::Filtered(scores, asked, 0, q.to_owned(), filter)
+        } else {
+            Kind::Hybrid(scores, asked, 0, q.to_owned())
+        };
+        out.push((
+            ProofFile {
+                kind,
+                namespace: ns.into(),
+                items: items(r.hits.iter().map(|h| (h.id.clone(), h.record.clone())))?,
+                proof: r.proof,
+                cosigs: Vec::new(),
+            },
+            format!("{mode:?} recall k={k} {q:?} filter {topic:?} in {ns} ({n} memories)"),
         ));
     }
     Ok(out)

@@ -54,6 +54,8 @@ class FakeNode:
     max_level: int = 0
     seq: int = 1
     model: bytes = b"\x44" * 32
+    # Index version of the lexical index the root commits (1 or 2); None signs version-1 roots without one.
+    tokenizer: int | None = None
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
@@ -136,7 +138,8 @@ class FakeNode:
         return dict(namespace=self.namespace, seq=self.seq, prev=b"\x00" * 32 if self.seq == 1 else b"\x01" * 32,
                     graph_leaves=len(g), graph_root=tree_root(g), time_leaves=len(t), time_root=tree_root(t),
                     entry=self.entry, max_level=self.max_level, M=self.M, M0=self.M0, quantiser=1, distance=1,
-                    dim=self.dim, model=self.model, created_at=1700000000000, node_id=self.node_id)
+                    dim=self.dim, model=self.model, created_at=1700000000000, node_id=self.node_id,
+                    lexicon=self.lexicon())
 
     def signed_root(self, **over) -> bytes:
         """The signed root over the current state, with any field overridden."""
@@ -239,3 +242,183 @@ class FakeNode:
 def random_key() -> Ed25519PrivateKey:
     """A fresh signing key."""
     return Ed25519PrivateKey.from_private_bytes(os.urandom(32))
+
+
+# ---------------------------------------------------------------- lexical index, CPX1 and CPF1 proofs
+# (docs/PROOFS.md, "Lexical index", "Lexical and hybrid recall proof", "Filtered recall proof").
+
+
+def _lex_index(f: FakeNode):
+    """{term: [(node, tf, dl)]} over the live memories, and their total length."""
+    from .lexical import DocTerms, facet_term
+    from .record import decode_record
+
+    index: dict[str, list] = {}
+    total = 0
+    for n in f.nodes:
+        if not n.alive:
+            continue
+        rec = decode_record(n.record)
+        d = DocTerms(rec.text)
+        total += d.len
+        for t, tf in d.terms:
+            index.setdefault(t, []).append((n.node, tf, d.len))
+        if f.tokenizer == 2:
+            for ft in sorted({facet_term(k, v) for k, v in rec.metadata.items()}):
+                index.setdefault(ft, []).append((n.node, 1, 1))
+    terms = sorted(index, key=lambda t: t.encode("utf-8"))
+    return terms, index, total
+
+
+def _lexicon(self: FakeNode):
+    if self.tokenizer is None:
+        return None
+    from .lexical import postings_hash, term_leaf_hash
+
+    terms, index, total = _lex_index(self)
+    leaves = [term_leaf_hash(t, len(index[t]), postings_hash(index[t])) for t in terms]
+    return (self.tokenizer, len(leaves), tree_root(leaves), total)
+
+
+FakeNode.lexicon = _lexicon
+
+
+def _term_leaves(f: FakeNode, want: list[str]):
+    """The term leaves (hybrid.TermLeaf) and lemmas showing each wanted term in full (or by hash over the
+    df cap) or proving it absent by its neighbours."""
+    import bisect
+
+    from .hybrid import TermLeaf
+    from .lexical import MAX_DF, postings_hash, term_leaf_hash
+
+    terms, index, _ = _lex_index(f)
+    keys = [t.encode("utf-8") for t in terms]
+    full: set[int] = set()
+    shown: set[int] = set()
+    for t in want:
+        i = bisect.bisect_left(keys, t.encode("utf-8"))
+        if i < len(keys) and keys[i] == t.encode("utf-8"):
+            shown.add(i)
+            if len(index[t]) <= MAX_DF:
+                full.add(i)
+        else:
+            shown.update(j for j in (i - 1, i) if 0 <= j < len(keys))
+    pos = sorted(shown)
+    leaves = []
+    for i in pos:
+        ps = index[terms[i]]
+        leaves.append(TermLeaf(i, terms[i], len(ps), list(ps) if i in full else None,
+                               None if i in full else postings_hash(ps)))
+    hashes = [term_leaf_hash(t, len(index[t]), postings_hash(index[t])) for t in terms]
+    lemmas = make_multiproof(hashes, pos) if pos else []
+    lists = {terms[i]: index[terms[i]] for i in full}
+    return leaves, lemmas, lists
+
+
+def _hybrid(self: FakeNode, text: str, k: int, depth: int | None = None, mode: int = 2,
+            vector: bytes | None = None, ef: int = 16, sem_mode: int = MODE_GRAPH):
+    """An honest lexical (mode 1) or hybrid (mode 2) recall: (proof parts, returned, scores). Encode the
+    parts, possibly tampered, with `encode_hybrid`."""
+    from .lexical import bm25_top, fixed_score, fuse, query_terms
+
+    depth = k if depth is None or mode == 1 else depth
+    terms = query_terms(text)
+    leaves, lex_lemmas, lists = _term_leaves(self, terms)
+    _, _, total = _lex_index(self)
+    n_live = len(self.timeline())
+    lexical = bm25_top([lists[t] for t in terms if t in lists], n_live, total, depth)
+    parts = dict(root=self.signed_root(), mode=mode, k=k, depth=depth, terms=terms, leaves=leaves,
+                 lex_lemmas=lex_lemmas, graph_lemmas=None)
+    if mode == 1:
+        ranked = lexical[:k]
+        parts["nodes"] = [(n, False) for n in sorted({n for _, n in ranked})]
+    else:
+        q = vector if vector is not None else self.random_vector()
+        sparts, sret, _ = self.recall(q, depth, ef, sem_mode)
+        sem = [self.nodes[[nd.node for nd in self.nodes if nd.id == i][0]].node for i, _ in sret]
+        have = {n for n, _ in sparts["nodes"]}
+        extra = [(n, False) for _, n in lexical if n not in have]
+        sparts["nodes"] = sorted(sparts["nodes"] + extra)
+        parts["search"] = sparts
+        ranked = fuse([sem, [n for _, n in lexical]], k)
+    returned = [(self.nodes[n].id, self.nodes[n].record) for _, n in ranked]
+    scores = [fixed_score(s) for s, _ in ranked]
+    return parts, returned, scores
+
+
+def _encode_hybrid(self: FakeNode, parts: dict) -> bytes:
+    """CPX1 bytes from (possibly tampered) parts."""
+    from .hybrid import encode_hybrid_proof, encode_lemmas
+
+    if parts["mode"] == 1 and "search" not in parts:
+        nodes = [(self.nodes[n] if isinstance(n, int) else n, full) for n, full in parts["nodes"]]
+        lemmas = parts.get("graph_lemmas")
+        if lemmas is None:
+            idx = [nd.node for nd, _ in nodes]
+            lemmas = make_multiproof(self.graph_leaves(), idx) if idx else []
+        graph = u32be(len(nodes)) + b"".join(self.encode_node(nd, full) for nd, full in nodes)
+        graph += encode_lemmas(lemmas)
+    else:
+        graph = self.encode_recall(parts["search"])
+    return encode_hybrid_proof(parts["root"], parts["mode"], parts["k"], parts["depth"], parts["terms"],
+                               parts["leaves"], parts["lex_lemmas"], graph)
+
+
+def _filtered(self: FakeNode, text: str, k: int, flt, depth: int | None = None, mode: int = 3,
+              vector: bytes | None = None):
+    """An honest filtered recall (mode 1 lexical, 2 hybrid, 3 semantic) under `flt` (filtered.RecallFilter):
+    (proof parts, returned, scores). Encode with `encode_filtered`."""
+    from .filtered import intersect
+    from .lexical import bm25_top, fixed_score, fuse, query_terms
+
+    depth = k if depth is None or mode != 2 else depth
+    terms = [] if mode == 3 else query_terms(text)
+    q = b"" if mode == 1 else (vector if vector is not None else self.random_vector())
+    facets = flt.facets()
+    leaves, lex_lemmas, lists = _term_leaves(self, terms + facets)
+    if facets:
+        cands = intersect([[x[0] for x in lists.get(ft, [])] for ft in facets])
+    else:
+        cands = [n.node for n in self.nodes]
+    passing = {n for n in cands if self.nodes[n].alive and flt.in_range(self.nodes[n].created_at)}
+    _, _, total = _lex_index(self)
+    n_live = len(self.timeline())
+
+    def semantic():
+        ps = sorted(passing)
+        ds = distances(q, [self.nodes[n].vector for n in ps], self.dim)
+        return sorted(zip(ds, ps))[:depth]
+
+    def lexical():
+        return bm25_top([lists[t] for t in terms if t in lists], n_live, total, depth, keep=passing.__contains__)
+
+    if mode == 3:
+        ranked = [(score_of(d), n) for d, n in semantic()][:k]
+    elif mode == 1:
+        ranked = [(fixed_score(s), n) for s, n in lexical()][:k]
+    else:
+        ranked = [(fixed_score(s), n) for s, n in fuse([[n for _, n in semantic()], [n for _, n in lexical()]], k)]
+    parts = dict(root=self.signed_root(), mode=mode, k=k, depth=depth, filter=flt, terms=terms, query=q,
+                 leaves=leaves, lex_lemmas=lex_lemmas, nodes=[(n, False) for n in cands], lemmas=None)
+    returned = [(self.nodes[n].id, self.nodes[n].record) for _, n in ranked]
+    return parts, returned, [s for s, _ in ranked]
+
+
+def _encode_filtered(self: FakeNode, parts: dict) -> bytes:
+    """CPF1 bytes from (possibly tampered) parts."""
+    from .filtered import encode_filtered_proof
+
+    nodes = [(self.nodes[n] if isinstance(n, int) else n, full) for n, full in parts["nodes"]]
+    lemmas = parts["lemmas"]
+    if lemmas is None:
+        idx = [nd.node for nd, _ in nodes]
+        lemmas = make_multiproof(self.graph_leaves(), idx) if idx else []
+    return encode_filtered_proof(parts["root"], parts["mode"], parts["k"], parts["depth"], parts["filter"],
+                                 parts["terms"], parts["query"], parts["leaves"], parts["lex_lemmas"],
+                                 [self.encode_node(nd, full) for nd, full in nodes], lemmas)
+
+
+FakeNode.hybrid = _hybrid
+FakeNode.encode_hybrid = _encode_hybrid
+FakeNode.filtered = _filtered
+FakeNode.encode_filtered = _encode_filtered

@@ -1,5 +1,6 @@
 """Saved proof files (docs/PROOFS.md, "Saved proof files"): CAIRNPF2 with a
-cosignature block and CAIRNPF1 without."""
+cosignature block and CAIRNPF1 without. Kinds: 1 get, 2 list, 3 recall (CPR2),
+4 lexical or hybrid recall (CPX1), 5 filtered recall (CPF1)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from dataclasses import dataclass, field
 import blake3
 
 from .errors import VerifyError
+from .filtered import RecallFilter, encode_filter, read_filter, verify_filtered
+from .hybrid import verify_hybrid
 from .proofs import MAX_PROOF, Verified, verify_get, verify_list, verify_recall
 from .wire import Reader, u16be, u32be, u64be
 
 MAGIC_V2 = b"CAIRNPF2"
 MAGIC_V1 = b"CAIRNPF1"
-KINDS = {1: "get", 2: "list", 3: "recall"}
+KINDS = {1: "get", 2: "list", 3: "recall", 4: "hybrid", 5: "filtered"}
+SCORED = ("recall", "hybrid", "filtered")
+MAX_QUERY_TEXT = 1 << 20
 # Caps of a saved file (docs/PROOFS.md, "Saved proof files"): at most 100,000 items and 128 MiB in all.
 MAX_FILE_ITEMS = 100_000
 MAX_FILE_BYTES = 2 * MAX_PROOF
@@ -39,6 +44,11 @@ class ProofFile:
     limit: int | None = None
     k: int | None = None
     min_ef: int | None = None
+    # Kinds 4 ("hybrid": a lexical or hybrid recall) and 5 ("filtered"): the minimum fusion depth and the
+    # question's text (the proof's terms must be its terms); kind 5 also the filter asked.
+    min_depth: int | None = None
+    query: str | None = None
+    filter: RecallFilter | None = None
 
     @property
     def returned(self) -> list[tuple[bytes, bytes]]:
@@ -91,16 +101,27 @@ def decode_proof_file(b: bytes) -> ProofFile:
         elif has_after != 0:
             raise VerifyError(f"proof file: has_after is {has_after}")
         pf.limit = r.u32("limit")
-    elif kind == "recall":
+    elif kind in SCORED:
         pf.k = r.u32("k")
         pf.min_ef = r.u32("min_ef")
-    item_min = 36 + (4 if kind == "recall" else 0)
+        if kind != "recall":
+            pf.min_depth = r.u32("min_depth")
+            qlen = r.u32("query length")
+            if qlen > MAX_QUERY_TEXT:
+                raise VerifyError("proof file: query text over 1 MiB")
+            try:
+                pf.query = r.take(qlen, "query").decode("utf-8")
+            except UnicodeDecodeError:
+                raise VerifyError("proof file: query text is not UTF-8") from None
+            if kind == "filtered":
+                pf.filter = read_filter(r, ordered=False)
+    item_min = 36 + (4 if kind in SCORED else 0)
     n = r.count("item count", item_min, MAX_FILE_ITEMS)
     for _ in range(n):
         id_ = r.take(32, "id")
         rlen = r.u32("record length")
         rec = r.take(rlen, "record")
-        score = r.u32("score") if kind == "recall" else None
+        score = r.u32("score") if kind in SCORED else None
         pf.items.append((id_, rec, score))
     plen = r.u32("proof length")
     if plen > MAX_PROOF:
@@ -127,12 +148,17 @@ def encode_proof_file(pf: ProofFile) -> bytes:
         else:
             out += [b"\x01", u64be(pf.after[0]), pf.after[1]]
         out.append(u32be(pf.limit))
-    elif pf.kind == "recall":
+    elif pf.kind in SCORED:
         out += [u32be(pf.k), u32be(pf.min_ef)]
+        if pf.kind != "recall":
+            q = (pf.query or "").encode("utf-8")
+            out += [u32be(pf.min_depth or 0), u32be(len(q)), q]
+        if pf.kind == "filtered":
+            out.append(encode_filter(pf.filter or RecallFilter()))
     out.append(u32be(len(pf.items)))
     for id_, rec, score in pf.items:
         out += [id_, u32be(len(rec)), rec]
-        if pf.kind == "recall":
+        if pf.kind in SCORED:
             out.append(u32be(score))
     out += [u32be(len(pf.proof)), pf.proof]
     if pf.version == 2:
@@ -149,7 +175,16 @@ def verify_file(pf: ProofFile, trusted: bytes) -> Verified:
         return verify_get(pf.proof, pf.namespace, trusted, pf.returned)
     if pf.kind == "list":
         return verify_list(pf.proof, pf.namespace, trusted, pf.since, pf.until, pf.after, pf.limit, pf.returned)
-    return verify_recall(pf.proof, pf.namespace, trusted, pf.k, pf.min_ef, pf.returned, pf.scores)
+    if pf.kind == "recall":
+        return verify_recall(pf.proof, pf.namespace, trusted, pf.k, pf.min_ef, pf.returned, pf.scores)
+    # As `cairn verify`: the mode asked is the proof's own (the file does not record it), the minimum depth is
+    # at least k, and the proof's terms must be those of the saved question.
+    min_depth = max(pf.min_depth or 0, pf.k or 0)
+    if pf.kind == "hybrid":
+        return verify_hybrid(pf.proof, pf.namespace, trusted, None, pf.k, pf.min_ef, min_depth, pf.query,
+                             pf.returned, pf.scores)
+    return verify_filtered(pf.proof, pf.namespace, trusted, None, pf.k, min_depth, pf.filter, pf.query,
+                           pf.returned, pf.scores)
 
 
 def verify_proof_file(b: bytes, trusted: bytes) -> Verified:

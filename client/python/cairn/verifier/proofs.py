@@ -41,7 +41,9 @@ MODE_EXACT = 2
 class Verified:
     """What a successful verification proves: the signed root, and the returned
     memories (id, decoded record) in answer order. For Recall, also the scores,
-    the proof's mode, k, ef and query vector."""
+    the proof's mode, k, ef and query vector; for lexical, hybrid and filtered
+    Recall (kinds "lexical", "hybrid", "filtered") also the depth and the query
+    terms (`mode` is then the CPX1 or CPF1 mode number)."""
 
     root: Root
     kind: str
@@ -51,6 +53,9 @@ class Verified:
     k: int | None = None
     ef: int | None = None
     query: bytes | None = None
+    # Lexical, hybrid and filtered recall (CPX1, CPF1): the fusion depth and the proof's query terms.
+    depth: int | None = None
+    terms: list[str] | None = None
 
     @property
     def ids(self) -> list[bytes]:
