@@ -471,6 +471,18 @@ pub(crate) fn release_free_memory() {
     }
 }
 
+/// Caps glibc's heap arenas at two. By default glibc gives busy threads arenas of their own (up to eight per core),
+/// and what each arena keeps after a burst stays counted in the node's RSS; the node's threads are few and mostly
+/// async, so two arenas cost little contention. Call before any thread starts.
+pub fn limit_heap_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tuning parameter; called before other threads exist.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Embeds the texts of `jobs` sorted by length (little padding), in calls of at most [`SUB_BATCH`] texts and
 /// [`PIECE_BUDGET`] word pieces, calling `between` after each call but the last, and answers every job.
 fn embed_jobs(

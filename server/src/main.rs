@@ -10,6 +10,7 @@ use cairn_server::node::{self, NodeConfig};
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
+    cairn_server::embed::limit_heap_arenas();
     // `serve --config FILE` adds the file's settings in front of the command line's.
     let argv = match cli::config::expand(std::env::args_os().collect()) {
         Ok(a) => a,

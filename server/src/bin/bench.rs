@@ -903,7 +903,9 @@ fn bench_scrub(sizes: &[usize]) -> Result<()> {
                 dedup: *blake3::hash(&id).as_bytes(),
                 vector: v,
                 metadata: [("user".to_owned(), format!("u{}", i % 50))].into(),
-                lex: Some(cairn_index::lexical::DocTerms::of(&format!("memory number {i}")).into()),
+                lex: Some(cairn_server::store::terms::IntoTerms::into_terms(
+                    cairn_index::lexical::DocTerms::of(&format!("memory number {i}")),
+                )),
             }
         };
         for start in (0..n).step_by(10_000) {

@@ -5,6 +5,7 @@
 //! set (so List completeness holds globally, not only locally), and gives the exact graph the proof search
 //! walks. On it the audit checks reachability and compares the node's proven answers with exact search.
 
+use crate::store::terms::IntoTerms;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -87,7 +88,7 @@ pub async fn run(
         // The lexical index must be exactly what the records tokenize to.
         let docs = docs
             .into_iter()
-            .filter_map(|(id, d, f)| numbers.get(&id).map(|&n| (n, d.into(), f)))
+            .filter_map(|(id, d, f)| numbers.get(&id).map(|&n| (n, d.into_terms(), f)))
             .collect();
         commit
             .apply_replica_docs(docs)

@@ -22,7 +22,7 @@ use cairn_index::filtered::{
     filtered_answer, FilteredProof, RecallFilter, FMODE_HYBRID, FMODE_LEXICAL, FMODE_SEMANTIC,
 };
 use cairn_index::hybrid::{GraphPart, HybridProof, MODE_HYBRID, MODE_LEXICAL};
-use cairn_index::lexical::{facet_terms, fixed_score, fuse, query_terms, DocTerms};
+use cairn_index::lexical::{facet_terms, fixed_score, fuse, query_terms};
 
 /// Namespace-independent commitment parameters.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +102,11 @@ const WALK_ALWAYS_UP_TO: usize = 20_000;
 const WALK_SPACING: u32 = 10;
 
 /// A live memory's contribution to a replica's lexical index: its node, text terms and facet terms.
-pub type ReplicaDoc = (u32, std::sync::Arc<DocTerms>, Vec<String>);
+pub type ReplicaDoc = (
+    u32,
+    std::sync::Arc<crate::store::terms::PackedTerms>,
+    Vec<String>,
+);
 
 /// Why replicated nodes were refused: they do not reproduce the owner's signed root.
 #[derive(Debug, thiserror::Error)]
@@ -1468,7 +1472,9 @@ mod tests {
 mod hybrid_tests {
     use super::*;
     use crate::ann::HnswParams;
+    use crate::store::terms::IntoTerms;
     use cairn_index::hybrid::{verify_hybrid, HybridAsked, TermPostings};
+    use cairn_index::lexical::DocTerms;
     use cairn_index::proof::{Returned, VerifyLimits};
     use cairn_index::record::MemoryRecord;
 
@@ -1508,7 +1514,7 @@ mod hybrid_tests {
                 dedup: [0; 32],
                 vector: v,
                 metadata: Default::default(),
-                lex: Some(DocTerms::of(&text).into()),
+                lex: Some(DocTerms::of(&text).into_terms()),
             });
             recs.push(rec.encode());
         }
@@ -1708,8 +1714,10 @@ mod hybrid_tests {
 mod filtered_tests {
     use super::*;
     use crate::ann::HnswParams;
+    use crate::store::terms::IntoTerms;
     use cairn_index::filtered::{verify_filtered, FilteredAsked, RecallFilter};
     use cairn_index::hybrid::TermPostings;
+    use cairn_index::lexical::DocTerms;
     use cairn_index::proof::{Returned, VerifyLimits};
     use cairn_index::record::{MemoryRecord, Metadata};
     use std::collections::HashMap;
@@ -1770,7 +1778,7 @@ mod filtered_tests {
                 dedup: [0; 32],
                 vector: v,
                 metadata: meta(i),
-                lex: Some(DocTerms::of(&text).into()),
+                lex: Some(DocTerms::of(&text).into_terms()),
             });
             recs.push(rec.encode());
         }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use cairn_index::hybrid::{TermLeaf, TermPostings};
 use cairn_index::lexical::{
-    bm25_top, postings_hash, term_leaf_hash, Corpus, DocTerms, Posting, MAX_DF, TOKENIZER_V1,
-    TOKENIZER_V2,
+    bm25_top, postings_hash, term_leaf_hash, Corpus, Posting, MAX_DF, TOKENIZER_V1, TOKENIZER_V2,
 };
 use cairn_index::merkle::{Hash, Tree};
 use cairn_index::root::LexCommit;
+
+use crate::store::terms::{IntoTerms, PackedTerms};
 
 #[derive(Debug, Clone, Default)]
 struct Term {
@@ -43,7 +44,7 @@ impl Term {
 #[derive(Debug, Clone, Default)]
 pub struct Lexicon {
     /// Each live memory's text terms and facet terms (metadata pairs, index version 2).
-    docs: HashMap<u32, (Arc<DocTerms>, Vec<String>)>,
+    docs: HashMap<u32, (Arc<PackedTerms>, Vec<String>)>,
     /// Index version 1 (no facet terms): only a replica of an owner that still signs version 1 sets it.
     v1: bool,
     terms: BTreeMap<String, Term>,
@@ -62,11 +63,11 @@ impl Lexicon {
     /// `facets` are the memory's facet terms ([`cairn_index::lexical::facet_terms`]), indexed with postings
     /// `(node, 1, 1)` unless this is a version-1 index. The terms are shared with the memory's row, not copied
     /// (they are most of a long memory's footprint in RAM).
-    pub fn add(&mut self, node: u32, doc: impl Into<Arc<DocTerms>>, facets: Vec<String>) {
-        let doc = doc.into();
+    pub fn add(&mut self, node: u32, doc: impl IntoTerms, facets: Vec<String>) {
+        let doc = doc.into_terms();
         self.remove(node);
-        for (t, tf) in &doc.terms {
-            self.post(t, node, (*tf, doc.len));
+        for (t, tf) in doc.iter() {
+            self.post(t, node, (tf, doc.len));
         }
         if !self.v1 {
             for f in &facets {
@@ -126,7 +127,7 @@ impl Lexicon {
             return;
         };
         self.total_len = self.total_len.saturating_sub(u64::from(doc.len));
-        let words = doc.terms.iter().map(|(t, _)| t.as_str());
+        let words = doc.iter().map(|(t, _)| t);
         for t in words.chain(facets.iter().map(String::as_str)) {
             if let Some(term) = self.terms.get_mut(t) {
                 term.remove(node);
@@ -267,6 +268,7 @@ impl Lexicon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_index::lexical::DocTerms;
 
     #[test]
     fn incremental_updates_equal_a_fresh_build() {

@@ -15,6 +15,7 @@ mod space;
 #[cfg(test)]
 mod upgrade_tests;
 
+use crate::store::terms::IntoTerms;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -899,7 +900,7 @@ impl Engine {
                     alive: true,
                     dedup: key,
                     vector,
-                    lex: Some(cairn_index::lexical::DocTerms::of(&record.text).into()),
+                    lex: Some(cairn_index::lexical::DocTerms::of(&record.text).into_terms()),
                     metadata: record.metadata,
                 };
                 let mut replaced = None;
@@ -2033,7 +2034,7 @@ async fn fill_terms(
     for (&i, bytes) in missing.iter().zip(records) {
         let rec = MemoryRecord::decode(&bytes)
             .map_err(|e| NodeError::Task(format!("record {}: {e}", rows[i].id)))?;
-        rows[i].lex = Some(cairn_index::lexical::DocTerms::of(&rec.text).into());
+        rows[i].lex = Some(cairn_index::lexical::DocTerms::of(&rec.text).into_terms());
         filled.push((i, rows[i].clone()));
     }
     let (st, n, count) = (st.clone(), ns.to_owned(), filled.len());

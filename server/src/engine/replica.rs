@@ -6,6 +6,7 @@
 //! copy, nothing visible changes), then [`Engine::install_step`] checks the fetched records against the nodes,
 //! stores everything in one redb transaction and swaps the new state in.
 
+use crate::store::terms::IntoTerms;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -788,7 +789,7 @@ impl Engine {
                 (
                     dedup_key(&rec.text, &rec.metadata),
                     rec.metadata,
-                    Some(lex.into()),
+                    Some(lex.into_terms()),
                 )
             } else {
                 (MemoryId::of_bytes(&[]).0, Default::default(), None)

@@ -3,6 +3,7 @@
 //! `Durability::Immediate`, so a call acknowledged after `commit` survives a crash.
 
 pub mod rows;
+pub mod terms;
 
 use std::path::{Path, PathBuf};
 

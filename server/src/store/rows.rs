@@ -1,8 +1,8 @@
 //! Byte layouts of the rows Cairn keeps in redb. Internal to the node (not part of any public format), but
 //! versioned through the `format` entry of the `meta` table.
 
+use super::terms::PackedTerms;
 use cairn_index::id::MemoryId;
-use cairn_index::lexical::DocTerms;
 use cairn_index::record::Metadata;
 
 /// Everything the node keeps per HNSW point: enough to rebuild the in-memory index without re-embedding.
@@ -23,7 +23,7 @@ pub struct PointRow {
     /// The memory's index terms (lexical index). `None` for tombstones and for rows written before the
     /// lexical index existed (filled in from the record at start-up).
     /// Shared with the namespace's lexical index (one copy in RAM).
-    pub lex: Option<std::sync::Arc<DocTerms>>,
+    pub lex: Option<std::sync::Arc<PackedTerms>>,
 }
 
 /// Top bit of the stored dimension: the vector is stored as int8 codes (see [`PointRow::encode`]).
@@ -94,8 +94,8 @@ impl PointRow {
         if let Some(d) = &self.lex {
             out.push(1);
             out.extend_from_slice(&d.len.to_le_bytes());
-            out.extend_from_slice(&(d.terms.len() as u32).to_le_bytes());
-            for (t, tf) in &d.terms {
+            out.extend_from_slice(&(d.count() as u32).to_le_bytes());
+            for (t, tf) in d.iter() {
                 out.extend_from_slice(&(t.len() as u16).to_le_bytes());
                 out.extend_from_slice(t.as_bytes());
                 out.extend_from_slice(&tf.to_le_bytes());
@@ -153,9 +153,9 @@ impl PointRow {
                 }
                 let t = std::str::from_utf8(&r[..l]).map_err(|_| CorruptRow("term"))?;
                 r = &r[l..];
-                terms.push((t.to_owned(), u32::from_le_bytes(take::<4>(&mut r)?)));
+                terms.push((t, u32::from_le_bytes(take::<4>(&mut r)?)));
             }
-            Some(std::sync::Arc::new(DocTerms { terms, len }))
+            Some(std::sync::Arc::new(PackedTerms::new(terms, len)))
         };
         Ok(PointRow {
             id,
@@ -192,6 +192,7 @@ fn string(r: &mut &[u8]) -> Result<String, CorruptRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::terms::IntoTerms;
 
     #[test]
     fn round_trip_and_truncation() {
@@ -204,7 +205,7 @@ mod tests {
             dedup: [4; 32],
             vector: vec![0.5, -0.25, 1.0],
             metadata,
-            lex: Some(DocTerms::of("tea with alice").into()),
+            lex: Some(cairn_index::lexical::DocTerms::of("tea with alice").into_terms()),
         };
         let b = row.encode();
         assert_eq!(PointRow::decode(&b).unwrap(), row);
