@@ -108,16 +108,13 @@ class _Base:
         return [_proto.remember_result(r) for r in resp.results]
 
     def _recall_flow(self, namespace, query=None, k=10, where=None, since=None, until=None, ef=0, exact=False,
-                     verify=False, prefix=False, vector=None, mode=None) -> Flow:
-        if verify and (where or since is not None or until is not None):
-            raise ValueError("verify=True with where/since/until: the node answers with a filtered proof (CPF1), "
-                             "which this package does not verify yet; use the Rust SDK or `cairn recall --verify`")
+                     verify=False, prefix=False, vector=None, mode=None, depth=0) -> Flow:
         req = _proto.recall_request(namespace, query, k, where, since, until, ef, exact, verify, prefix, vector,
-                                    mode)
+                                    mode, depth)
         resp = yield ("Recall", req)
         hits = Hits(_proto.hit(h) for h in resp.hits)
         if verify:
-            hits.verification = yield from self._verify_recall_flow(namespace, resp, k=k, ef=ef)
+            hits.verification = yield from self._verify_recall_req_flow(namespace, req, resp)
         return hits
 
     def _get_flow(self, namespace, ids=None, keys=None, verify=False) -> Flow:
@@ -186,7 +183,7 @@ class _Base:
         self._trusted_cache[namespace] = trusted
         return trusted
 
-    def _accept_flow(self, namespace: str, v: V.Verified, cosigs) -> Flow:
+    def _accept_flow(self, namespace: str, v: V.Verified, cosigs, mode: str | None = None) -> Flow:
         """After a proof verified: the freshness rule against the newest root accepted for (node id,
         namespace), the prev-hash chain from it (fetching the roots in between, at most `max_chain`), the
         witness count, and then the root is recorded as seen."""
@@ -218,12 +215,28 @@ class _Base:
                                     f"cosignature(s), {self.min_witnesses} required")
         self.pins.accept(root.node_id, namespace, root.seq, root.hash)
         return Verification(namespace=namespace, seq=root.seq, root_hash=root.hash.hex(),
-                            node_id=root.node_id.hex(), witnesses=n, root=root)
+                            node_id=root.node_id.hex(), witnesses=n, root=root, mode=mode)
 
-    def _verify_recall_flow(self, namespace, resp, k=10, ef=0) -> Flow:
+    def _verify_recall_req_flow(self, namespace, req: pb.RecallRequest, resp) -> Flow:
+        """Verifies `resp` against what `req` asked: its k, ef, depth, mode, filter and query text."""
+        text = req.text if req.WhichOneof("query") == "text" else None
+        return (yield from self._verify_recall_flow(
+            namespace, resp, k=req.k, ef=req.ef, query=text, mode=req.mode, depth=req.depth,
+            flt=_verify.filter_of(req.filter if req.HasField("filter") else None),
+            vector=req.WhichOneof("query") == "vector"))
+
+    def _verify_recall_flow(self, namespace, resp, k=10, ef=0, query=None, mode=None, depth=0, where=None,
+                            since=None, until=None, *, flt=None, vector=False) -> Flow:
+        """`mode` is a mode name or a RecallMode number (None: the node's default); the filter is `flt`, else
+        the one `where`, `since` and `until` make."""
+        if mode is None or isinstance(mode, str):
+            mode = _proto.recall_mode(mode)
+        if flt is None:
+            flt = _verify.filter_of(_proto._filter(where, since, until))
         trusted = yield from self._trusted_flow(namespace)
-        v = _verify.recall(namespace, resp, trusted, int(k or 10), int(ef or 0))
-        return (yield from self._accept_flow(namespace, v, resp.cosignatures))
+        v = _verify.recall(namespace, resp, trusted, int(k or 10), int(ef or 0), query=query, mode=mode,
+                           min_depth=int(depth or 0), flt=flt, vector=vector)
+        return (yield from self._accept_flow(namespace, v, resp.cosignatures, mode=_verify.proven_mode(v)))
 
     def _verify_get_flow(self, namespace, resp, ids=(), keys=()) -> Flow:
         trusted = yield from self._trusted_flow(namespace)

@@ -94,22 +94,24 @@ def remember_request(namespace: str, items, metadata=None, created_at=None, key=
     return pb.RememberRequest(namespace=namespace, items=inputs)
 
 
+RECALL_MODES = {"semantic": pb.RECALL_MODE_SEMANTIC, "lexical": pb.RECALL_MODE_LEXICAL,
+                "hybrid": pb.RECALL_MODE_HYBRID}
+
+
+def recall_mode(mode: str | None) -> int:
+    """A mode name as the proto's RecallMode (None: the node's default)."""
+    if mode is None:
+        return pb.RECALL_MODE_DEFAULT
+    if mode not in RECALL_MODES:
+        raise ValueError(f"mode must be one of {sorted(RECALL_MODES)}, not {mode!r}")
+    return RECALL_MODES[mode]
+
+
 def recall_request(namespace: str, query=None, k: int = 10, where=None, since=None, until=None, ef: int = 0,
                    exact: bool = False, proof: bool = False, prefix: bool = False, vector=None,
-                   mode: str | None = None) -> pb.RecallRequest:
+                   mode: str | None = None, depth: int = 0) -> pb.RecallRequest:
     req = pb.RecallRequest(namespace=namespace, k=int(k or 0), ef=int(ef or 0), exact=bool(exact), proof=bool(proof),
-                           prefix=bool(prefix))
-    modes = {"semantic": pb.RECALL_MODE_SEMANTIC, "lexical": pb.RECALL_MODE_LEXICAL, "hybrid": pb.RECALL_MODE_HYBRID}
-    if mode is None:
-        # The independent verifier in this package checks semantic (CPR2) proofs only.
-        req.mode = pb.RECALL_MODE_SEMANTIC if proof else pb.RECALL_MODE_DEFAULT
-    elif mode in modes:
-        if proof and mode != "semantic":
-            raise ValueError("verify=True supports mode='semantic' only in this package (CPX1 proofs are verified "
-                             "by the Rust client and `cairn recall --verify`)")
-        req.mode = modes[mode]
-    else:
-        raise ValueError(f"mode must be one of {sorted(modes)}, not {mode!r}")
+                           prefix=bool(prefix), mode=recall_mode(mode), depth=int(depth or 0))
     if query is not None and vector is not None:
         raise ValueError("give a query text or a vector, not both")
     if query is not None:

@@ -70,15 +70,65 @@ def _run(f, *args):
         raise VerificationError(f"verification failed: {e}") from None
 
 
-def recall(namespace: str, resp: pb.RecallResponse, trusted: bytes, k: int, min_ef: int) -> V.Verified:
-    """Verifies a Recall answer for `k` (after defaulting: 0 means 10) and `min_ef` (the ef asked, 0 if none)."""
-    if resp.proof[:4] == b"CPX1":
-        raise VerificationError("verification failed: a lexical or hybrid proof (CPX1); this package verifies "
-                                "semantic proofs only: ask with mode='semantic' (the Rust client and the cairn CLI "
-                                "verify CPX1)")
+_MODE_NAMES = {pb.RECALL_MODE_SEMANTIC: "semantic", pb.RECALL_MODE_LEXICAL: "lexical",
+               pb.RECALL_MODE_HYBRID: "hybrid"}
+_FMODE_NAMES = {1: "lexical", 2: "hybrid", 3: "semantic"}
+
+
+def filter_of(f: pb.Filter | None) -> V.RecallFilter:
+    """The filter of a Recall request as the filtered-proof verifier holds it (pairs sorted by key bytes), as
+    the Rust SDK's `verify::filter_of`; no filter is the empty one."""
+    if f is None:
+        return V.RecallFilter()
+    return V.RecallFilter.of(dict(f.metadata), f.since if f.HasField("since") else None,
+                             f.until if f.HasField("until") else None)
+
+
+def proven_mode(v: V.Verified) -> str:
+    """The ranking a verified Recall proof proves: "semantic", "lexical" or "hybrid"."""
+    if v.kind == "filtered":
+        return _FMODE_NAMES[v.mode]
+    return v.kind if v.kind in ("lexical", "hybrid") else "semantic"
+
+
+def recall(namespace: str, resp: pb.RecallResponse, trusted: bytes, k: int, min_ef: int, *,
+           query: str | None = None, mode: int = pb.RECALL_MODE_DEFAULT, min_depth: int = 0,
+           flt: V.RecallFilter | None = None, vector: bool = False) -> V.Verified:
+    """Verifies a Recall answer of any mode, as the Rust SDK's `verify::recall_filtered`: a filtered question
+    (or a `CPF1` proof) against its `CPF1` proof, which must be for exactly `flt`, the filter asked (an
+    unfiltered proof for a filtered question is refused); else a lexical or hybrid answer against its `CPX1`
+    proof, a semantic one against its `CPR2` proof.
+
+    `k` is the k asked after defaulting (0 means 10), `min_ef` the ef asked (0 if none), `min_depth` the depth
+    asked (0 if none; at least k is required of a hybrid proof). `mode` is the RecallMode asked: when it names
+    one, the node must have ranked with it; when it is DEFAULT, the mode the node says it used is the one
+    proven. `query` is the text asked: a lexical or hybrid proof's terms must be its terms (None: not bound).
+    `vector=True` says the question was a vector, which only a semantic proof can answer."""
+    asked = int(mode or pb.RECALL_MODE_DEFAULT)
+    used = resp.mode if resp.mode in _MODE_NAMES else pb.RECALL_MODE_SEMANTIC
+    if asked != pb.RECALL_MODE_DEFAULT:
+        if asked not in _MODE_NAMES:
+            raise VerificationError(f"verification failed: {asked} is not a recall mode")
+        if used != asked:
+            raise VerificationError(f"verification failed: the node ranked with mode "
+                                    f"{_MODE_NAMES[used]}, {_MODE_NAMES[asked]} was asked")
+    if vector and used != pb.RECALL_MODE_SEMANTIC:
+        raise VerificationError(f"verification failed: a {_MODE_NAMES[used]} answer to a vector question "
+                                "(only a semantic ranking takes a vector)")
+    flt = V.RecallFilter() if flt is None else flt
     returned = [check_shown(h.id, h.record, h.text, h.metadata, h.created_at, h.namespace, h.key) for h in resp.hits]
     scores = [h.score for h in resp.hits]
-    return _run(V.verify_recall, bytes(resp.proof), namespace, trusted, k or 10, min_ef, returned, scores)
+    proof = bytes(resp.proof)
+    k = int(k or 10)
+    depth = max(int(min_depth or 0), k)
+    if proof[:4] == b"CPF1" or flt.key() != V.RecallFilter().key():
+        fmode = {pb.RECALL_MODE_LEXICAL: 1, pb.RECALL_MODE_HYBRID: 2}.get(used, 3)
+        return _run(V.verify_filtered, proof, namespace, trusted, fmode, k, depth, flt, query, returned, scores)
+    if used in (pb.RECALL_MODE_LEXICAL, pb.RECALL_MODE_HYBRID):
+        hmode = 1 if used == pb.RECALL_MODE_LEXICAL else 2
+        return _run(V.verify_hybrid, proof, namespace, trusted, hmode, k, int(min_ef or 0), depth, query,
+                    returned, scores)
+    return _run(V.verify_recall, proof, namespace, trusted, k, int(min_ef or 0), returned, scores)
 
 
 def _memories(resp) -> list[tuple[bytes, bytes]]:

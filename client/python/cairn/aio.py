@@ -164,17 +164,22 @@ class AsyncCairnClient:
     async def recall(self, namespace: str, query: str | None = None, k: int = 10, where: Mapping[str, str] | None = None,
                      since: int | None = None, until: int | None = None, ef: int = 0, exact: bool = False,
                      verify: bool = False, prefix: bool = False, vector: Sequence[float] | None = None,
-                     mode: str | None = None) -> Hits:
+                     mode: str | None = None, depth: int = 0) -> Hits:
         """The k memories closest in meaning to `query` (or `vector`), best first.
 
         Without a query (and vector): the newest k memories passing the filter, score 0. `where` filters on
         metadata equality, `since` (inclusive) / `until` (exclusive) on created_at. `prefix=True` searches
-        every namespace under `namespace` (hits name their namespace). `verify=True` asks for a proof and
-        checks it (not with a filter, prefix or without a query); the result's `.verification` says against
-        which root. `mode` is "semantic", "lexical" (BM25) or "hybrid" (both fused); default: the node's for a
-        text query, except that `verify=True` asks for semantic (this package verifies `CPR2` proofs only)."""
+        every namespace under `namespace` (hits name their namespace). `mode` is "semantic", "lexical" (BM25)
+        or "hybrid" (both fused); default: the node's for a text query. `depth` (lexical, hybrid): candidates
+        each ranking contributes (default: the node's).
+
+        `verify=True` asks for a proof and checks it (not with prefix or without a query), in any mode and with
+        a filter: the node must have ranked with the mode asked (with none, the mode it names is the one
+        checked), a lexical or hybrid proof's terms must be those of `query`, a hybrid proof's depth at least
+        `depth` and k, and a filtered proof must be for exactly the `where` / `since` / `until` asked, every hit
+        passing it. The result's `.verification` says against which root and which mode was proven."""
         return await self._run(self._b._recall_flow(namespace, query, k, where, since, until, ef, exact, verify, prefix,
-                                                    vector, mode))
+                                                    vector, mode, depth))
 
     async def get(self, namespace: str, ids: str | Sequence[str] | None = None, keys: str | Sequence[str] | None = None,
                   verify: bool = False) -> GetResult:
@@ -301,10 +306,16 @@ class AsyncCairnClient:
     # ------------------------------------------------ verifying raw answers
 
     async def verify_recall_response(self, namespace: str, response: pb.RecallResponse, k: int = 10,
-                                     ef: int = 0) -> Verification:
-        """Verifies a raw RecallResponse asked with `proof=True` (for `k` and `ef` as asked), applies the
-        freshness rule and records its root. Raises VerificationError."""
-        return await self._run(self._b._verify_recall_flow(namespace, response, k=k, ef=ef))
+                                     ef: int = 0, query: str | None = None, mode: str | None = None,
+                                     depth: int = 0, where: Mapping[str, str] | None = None,
+                                     since: int | None = None, until: int | None = None) -> Verification:
+        """Verifies a raw RecallResponse asked with `proof=True` (for `k`, `ef`, `mode`, `depth` and the filter
+        `where` / `since` / `until` as asked; a filtered question needs its `CPF1` proof), applies the freshness
+        rule and records its root. Pass `query`, the text asked, to bind a lexical or hybrid proof's terms to it
+        (`recall(verify=True)` always does). Raises VerificationError."""
+        return await self._run(self._b._verify_recall_flow(namespace, response, k=k, ef=ef, query=query,
+                                                           mode=mode, depth=depth, where=where, since=since,
+                                                           until=until))
 
     async def verify_get_response(self, namespace: str, response: pb.GetResponse, ids: Sequence[str] = (),
                                   keys: Sequence[str] = ()) -> Verification:

@@ -189,8 +189,9 @@ class CairnStore(BaseStore):
         index: `{"fields": [...]}`, the paths whose text is embedded (default: the whole value as JSON).
             `embed` and `dims` are not used: the node embeds with its own model.
         namespace_prefix: a Cairn namespace prefix all of this store's namespaces live under (e.g. `"lg"`).
-        verify: verify search results (`verify=True` Recall) when the search has a query, one namespace and no
-            filter (the only Recalls that can carry a proof); otherwise it is ignored.
+        verify: verify search results (`verify=True` Recall) when the search has a query and one namespace (a
+            filter pushed down to the node is proven too, up to the node's `--max-filter-candidates`); otherwise
+            it is ignored.
     """
 
     supports_ttl = False
@@ -299,8 +300,8 @@ class CairnStore(BaseStore):
         kw: dict[str, Any] = {"k": k, "where": where or None, "prefix": True}
         if op.query:
             kw["query"] = op.query
-            if self.verify and not where and op.namespace_prefix:
-                # A proof needs one namespace and no filter: search exactly the namespace asked.
+            if self.verify and op.namespace_prefix:
+                # A proof covers one namespace (with the pushed-down filter, if any): search exactly the one asked.
                 kw.update(prefix=False, verify=True)
         try:
             hits = yield ("recall", (prefix,), kw)

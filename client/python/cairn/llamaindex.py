@@ -12,8 +12,8 @@
   the message carries one, `session_id`.
 - get (`aget`): a Recall on the text of the latest user message (or the latest message when there is no user
   message), top `similarity_top_k`, limited to the session (`session_id`) when `session_scoped`; formatted one
-  memory per line as `[role] text`. With `verify=True` the Recall asks for a proof and checks it (a proof
-  cannot carry a filter, so the session is then filtered here among the verified hits).
+  memory per line as `[role] text`. With `verify=True` the Recall asks for a proof and checks it, the session
+  filter included (a filtered proof shows the hits are the top among exactly the session's memories).
 """
 
 from __future__ import annotations
@@ -83,14 +83,8 @@ class CairnMemoryBlock(BaseMemoryBlock[str]):
         k = self.similarity_top_k
         scoped = self.session_scoped and session_id is not None
         try:
-            if self.verify:
-                hits = await self._call("recall", self.namespace, query, k=min(1000, k * 5 if scoped else k),
-                                        verify=True)
-                if scoped:
-                    hits = [h for h in hits if h.metadata.get("session_id") == str(session_id)]
-            else:
-                where = {"session_id": str(session_id)} if scoped else None
-                hits = await self._call("recall", self.namespace, query, k=k, where=where)
+            where = {"session_id": str(session_id)} if scoped else None
+            hits = await self._call("recall", self.namespace, query, k=k, where=where, verify=self.verify)
         except NotFound:  # nothing was ever stored in the namespace
             return ""
         lines = [self.template.format(role=h.metadata.get("role", "memory"), text=h.text, score=h.score, id=h.id)

@@ -44,7 +44,8 @@ class RememberResult:
 @dataclass
 class Verification:
     """What a verified answer was checked against: the signed root of `namespace` at `seq` (hash
-    `root_hash`, hex) signed by `node_id` (hex), with `witnesses` valid cosignatures from pinned witnesses."""
+    `root_hash`, hex) signed by `node_id` (hex), with `witnesses` valid cosignatures from pinned witnesses.
+    For a Recall, `mode` is the ranking its proof proved ("semantic", "lexical" or "hybrid")."""
 
     namespace: str
     seq: int
@@ -53,6 +54,8 @@ class Verification:
     witnesses: int = 0
     # The decoded signed root (cairn.verifier.Root).
     root: ProvenRoot | None = field(default=None, repr=False, compare=False)
+    # Recall: the mode the proof proved; None for Get and List.
+    mode: str | None = None
 
 
 @dataclass

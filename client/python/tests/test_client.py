@@ -57,19 +57,21 @@ def test_sync_round_trip(client, ns):
     assert f.forgotten == [res[2].id] and f.missing == ["1" * 64]
     assert len(client.list(ns)) == 2
 
-    # Modes: BM25 alone finds the memory with the words; verify=True supports semantic only here.
+    # Modes: BM25 alone finds the memory with the words; verify=True checks every mode.
     lex = client.recall(ns, "bicycle morning", k=1, mode="lexical")
     assert [h.id for h in lex] == [res[1].id] and 0 < lex[0].score
     assert client.recall(ns, "Alice tea", k=1, mode="semantic")[0].id == res[0].id
-    with pytest.raises(ValueError):
-        client.recall(ns, "tea", mode="hybrid", verify=True)
+    hyb = client.recall(ns, "tea", k=1, mode="hybrid", verify=True)
+    assert [h.id for h in hyb] == [res[0].id] and hyb.verification.mode == "hybrid"
     with pytest.raises(ValueError):
         client.recall(ns, "tea", mode="fuzzy")
     # Lexical and hybrid take filters (ranked exactly over the memories the filter allows).
     assert [h.id for h in client.recall(ns, "tea", mode="lexical", where={"src": "chat"})] == [res[0].id]
     assert client.recall(ns, "tea", mode="lexical", where={"src": "mail"}) == []
-    with pytest.raises(ValueError):  # this package does not verify filtered (CPF1) proofs yet
-        client.recall(ns, "tea", where={"src": "chat"}, verify=True)
+    # A filtered Recall with verify=True is checked against its filtered (CPF1) proof.
+    flt = client.recall(ns, "tea", k=1, where={"src": "chat"}, verify=True)
+    assert [h.id for h in flt] == [res[0].id] and flt.verification.seq == 2
+    assert client.recall(ns, "tea", where={"src": "mail"}, verify=True) == []
 
     info = {n.namespace: n for n in client.namespaces()}
     assert info[ns].memories == 2 and info[ns].owner is None and info[ns].seq == 2  # remember, forget (the deduplicated write commits nothing)

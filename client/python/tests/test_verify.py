@@ -402,3 +402,262 @@ def test_fork_caught_by_rollback_and_by_the_root_chain(forked):
         assert ca.recall(ns, "write", verify=True).verification.seq == seq_a
         with pytest.raises(VerificationError, match="link"):
             cb.recall(ns, "write", verify=True)
+
+
+# ------------------------------------------- lexical, hybrid and filtered Recall (CPX1, CPF1)
+
+# Words of every fact, so that a lexical Recall has more than one hit.
+MANY = "tea bicycle floor birthday fridge"
+
+
+def raw_recall_as(c: CairnClient, ns: str, query: str, k: int = 10, mode: str | None = None, where=None,
+                  since=None, until=None, depth: int = 0) -> pb.RecallResponse:
+    req = cairn._proto.recall_request(ns, query, k, where, since, until, proof=True, mode=mode, depth=depth)
+    return c.raw.Recall(req, metadata=c.call_metadata)
+
+
+class Intercepted:
+    """Puts `on_recall(req, send) -> response` between a sync client and its node for Recall: `send(req)` asks
+    the real node (the request may be changed first), and the response may be changed before the client
+    checks it, as a lying node would."""
+
+    def __init__(self, c: CairnClient, on_recall):
+        self.c, self.on_recall = c, on_recall
+
+    def __enter__(self):
+        orig = self.c._call
+
+        def call(method, req):
+            if method == "Recall":
+                return self.on_recall(copy(req), lambda r: orig(method, r))
+            return orig(method, req)
+
+        self.c._call = call
+        return self.c
+
+    def __exit__(self, *exc):
+        del self.c._call
+
+
+@pytest.fixture
+def teams(client, ns):
+    """FACTS with metadata n (their index) and team (a for even, b for odd), created_at 1000 + n."""
+    ids = [r.id for r in client.remember(ns, [NewMemory(t, {"n": str(i), "team": "ab"[i % 2]}, created_at=1_000 + i)
+                                             for i, t in enumerate(FACTS)])]
+    return ns, ids
+
+
+def test_verified_lexical_and_hybrid_recall(node, client, filled):
+    ns, ids = filled
+    root = client.root(ns)
+    for mode in ("hybrid", "lexical", "semantic"):
+        hits = client.recall(ns, "what does Alice drink?", k=3, mode=mode, verify=True)
+        v = hits.verification
+        assert hits[0].id == ids[0] and v.mode == mode, mode
+        assert (v.namespace, v.seq, v.root_hash, v.node_id) == (ns, root.seq, root.hash, node.node_id)
+        assert [h.id for h in hits] == [h.id for h in client.recall(ns, "what does Alice drink?", k=3, mode=mode)]
+    # Without a mode, the node's default (hybrid) is what gets proven.
+    default = client.recall(ns, "what does Alice drink?", k=3, verify=True)
+    assert default.verification.mode == "hybrid" and default[0].id == ids[0]
+    lex = client.recall(ns, MANY, k=3, mode="lexical", verify=True)
+    assert len(lex) == 3 and all(h.score > 0 for h in lex)
+    # Depth, exact search and ef go with the proof.
+    assert client.recall(ns, "bicycle", k=2, mode="hybrid", depth=4, verify=True)[0].id == ids[1]
+    assert client.recall(ns, "bicycle", k=2, mode="hybrid", exact=True, verify=True)[0].id == ids[1]
+    assert client.recall(ns, "bicycle", k=2, mode="hybrid", ef=40, verify=True)[0].id == ids[1]
+    # A vector question is semantic, by default too.
+    vec = client.recall(ns, vector=client.embed("floor of the server room").vectors[0], k=1, verify=True)
+    assert vec[0].id == ids[2] and vec.verification.mode == "semantic"
+
+
+def test_verified_filtered_recall(client, teams):
+    ns, ids = teams
+    team_a = [ids[0], ids[2], ids[4]]
+    for mode in (None, "semantic", "hybrid", "lexical"):
+        hits = client.recall(ns, MANY, k=10, mode=mode, where={"team": "a"}, verify=True)
+        assert hits.verification.mode == (mode or "hybrid")
+        assert all(h.metadata["team"] == "a" for h in hits)
+        if mode == "lexical":  # BM25: the memories with a word of the query
+            assert set(h.id for h in hits) <= set(team_a) and hits
+        else:
+            assert sorted(h.id for h in hits) == sorted(team_a), mode
+        # The verified answer holds what the answer asked without a proof holds (with a proof, the order is
+        # the proof search's, int8 distances).
+        assert sorted(h.id for h in hits) == sorted(h.id for h in client.recall(ns, MANY, k=10, mode=mode,
+                                                                                where={"team": "a"}))
+    # A time range (since inclusive, until exclusive), alone and with a pair.
+    ranged = client.recall(ns, "what does Alice drink?", k=10, since=1_001, until=1_004, verify=True)
+    assert sorted(h.id for h in ranged) == sorted(ids[1:4]) and all(1_001 <= h.created_at < 1_004 for h in ranged)
+    both = client.recall(ns, "what does Alice drink?", k=10, mode="semantic", where={"team": "b"}, since=1_002,
+                         verify=True)
+    assert [h.id for h in both] == [ids[3]]
+    two = client.recall(ns, "birthday", k=10, mode="semantic", where={"team": "b", "n": "1"}, verify=True)
+    assert [h.id for h in two] == [ids[1]]
+    # Nothing passes: an empty answer, proven.
+    none = client.recall(ns, "tea", where={"team": "c"}, verify=True)
+    assert none == [] and none.verification.seq == client.root(ns).seq
+    assert client.recall(ns, "tea", until=1_000, mode="lexical", verify=True) == []
+    # The top k of the memories that pass, not of all of them.
+    top = client.recall(ns, "what does Alice drink?", k=1, mode="semantic", where={"team": "b"}, verify=True)
+    assert len(top) == 1 and top[0].id in (ids[1], ids[3])
+
+
+async def test_async_verified_modes_and_filters(node, teams):
+    ns, ids = teams
+    async with node.aclient() as c:
+        hyb = await c.recall(ns, "birthday", k=2, mode="hybrid", verify=True)
+        assert hyb[0].id == ids[3] and hyb.verification.mode == "hybrid" and hyb.verification.node_id == node.node_id
+        lex = await c.recall(ns, "birthday", k=2, mode="lexical", verify=True)
+        assert [h.id for h in lex] == [ids[3]] and lex.verification.mode == "lexical"
+        flt = await c.recall(ns, "birthday", k=10, where={"team": "b"}, since=1_001, until=1_003, verify=True)
+        assert [h.id for h in flt] == [ids[1]] and flt.verification.seq == hyb.verification.seq
+        resp = raw_recall_as(node.client(), ns, MANY, k=3, mode="lexical", where={"team": "a"})
+        assert (await c.verify_recall_response(ns, resp, k=3, query=MANY, mode="lexical",
+                                               where={"team": "a"})).mode == "lexical"
+        bad = copy(resp)
+        bad.hits[0].score += 0.01
+        with pytest.raises(VerificationError):
+            await c.verify_recall_response(ns, bad, k=3, query=MANY, mode="lexical", where={"team": "a"})
+        with pytest.raises(VerificationError, match="filter"):  # the node's filter is not the one asked
+            await c.verify_recall_response(ns, resp, k=3, query=MANY, mode="lexical", where={"team": "b"})
+
+
+def root_byte(r):
+    """Flips a byte of the proof's signed root."""
+    p = bytearray(r.proof)
+    p[12] ^= 0x01
+    r.proof = bytes(p)
+
+
+def test_tampered_lexical_hybrid_and_filtered_recall_rejected(client, teams):
+    ns, _ = teams
+    cases = [
+        (MANY, "lexical", {}),
+        ("what does Alice drink?", "hybrid", {}),
+        (MANY, "lexical", {"where": {"team": "a"}}),
+        ("what does Alice drink?", "hybrid", {"since": 1_001, "until": 1_004}),
+        ("what does Alice drink?", "semantic", {"where": {"team": "a"}, "until": 1_004}),
+    ]
+    for query, mode, flt in cases:
+        resp = raw_recall_as(client, ns, query, k=3, mode=mode, **flt)
+        assert len(resp.hits) >= 2, (query, mode, flt)
+        assert client.verify_recall_response(ns, resp, k=3, query=query, mode=mode, **flt).mode == mode
+        for tamper in _tamper_cases_recall(resp) + [root_byte]:
+            if tamper.__name__ == "proof_byte" and mode == "hybrid":
+                # The proof's middle byte can fall in the quantised query vector, which nothing binds to the
+                # question's text (CPX1 binds the terms, not the vector); a small change there can leave the
+                # fused ranking, and so the answer, unchanged.
+                continue
+            bad = copy(resp)
+            tamper(bad)
+            with pytest.raises(VerificationError):
+                client.verify_recall_response(ns, bad, k=3, query=query, mode=mode, **flt)
+                pytest.fail(f"tampered {mode} answer {flt} ({tamper.__name__}) accepted")
+        # Checked for another question than the one it answers: another k, mode, query text or filter.
+        wrong = [dict(k=4), dict(mode="semantic" if mode != "semantic" else "hybrid"),
+                 dict(where={"team": "b"}), dict(since=1_002)]
+        if mode != "semantic":
+            wrong.append(dict(query="where is the server room?"))
+        if flt:
+            wrong.append(dict(where=None, since=None, until=None))
+        for w in wrong:
+            args = dict(k=3, query=query, mode=mode, **flt)
+            args.update(w)
+            with pytest.raises(VerificationError):
+                client.verify_recall_response(ns, resp, **args)
+                pytest.fail(f"{mode} answer {flt} accepted for {w}")
+
+
+def test_lying_node_rejected_by_verified_recall(client, teams):
+    """recall(verify=True) through a node that answers another question than the one asked, or changes its
+    answer: each is rejected; the untouched path is accepted."""
+    ns, ids = teams
+
+    def forward(change_req=None, change_resp=None):
+        def on_recall(req, send):
+            if change_req:
+                change_req(req)
+            resp = copy(send(req))
+            if change_resp:
+                change_resp(resp)
+            return resp
+        return on_recall
+
+    with Intercepted(client, forward()) as c:
+        assert c.recall(ns, MANY, k=3, mode="lexical", where={"team": "a"}, verify=True).verification.mode == "lexical"
+
+    def drop_filter(req):
+        req.ClearField("filter")
+
+    def other_pair(req):
+        req.filter.metadata["team"] = "b"
+
+    def wider_range(req):
+        req.filter.since = 0
+
+    def other_query(req):
+        req.text = "where is the server room?"
+
+    def to_hybrid(req):
+        req.mode = pb.RECALL_MODE_HYBRID
+
+    def to_semantic(req):
+        req.mode = pb.RECALL_MODE_SEMANTIC
+
+    def shallow(req):
+        req.depth = req.k
+
+    def drop_hit(resp):
+        del resp.hits[-1]
+
+    def score(resp):
+        resp.hits[0].score += 0.01
+
+    def claim_lexical(resp):
+        resp.mode = pb.RECALL_MODE_LEXICAL
+
+    def claim_semantic(resp):
+        resp.mode = pb.RECALL_MODE_SEMANTIC
+
+    cases = [
+        # (what was asked, how the node lies, what the error says)
+        (dict(mode="lexical", where={"team": "a"}), forward(drop_filter), None),
+        (dict(mode="hybrid", where={"team": "a"}), forward(other_pair), "filter"),
+        (dict(mode="semantic", since=1_002), forward(wider_range), "filter"),
+        (dict(since=1_001), forward(drop_filter), None),
+        (dict(mode="lexical"), forward(other_query), "terms"),
+        (dict(mode="hybrid", where={"team": "a"}), forward(other_query), "terms"),
+        (dict(mode="lexical"), forward(to_hybrid), "mode"),
+        (dict(mode="hybrid"), forward(to_semantic), "mode"),
+        (dict(mode="lexical", where={"team": "a"}), forward(to_hybrid), "mode"),
+        (dict(mode="hybrid", depth=20), forward(shallow), "candidates"),
+        (dict(mode="hybrid", depth=20, where={"team": "a"}), forward(shallow), "candidates"),
+        (dict(mode="hybrid"), forward(change_resp=drop_hit), None),
+        (dict(mode="lexical", where={"team": "a"}), forward(change_resp=drop_hit), None),
+        (dict(where={"team": "a"}), forward(change_resp=score), "score"),
+        (dict(), forward(change_resp=claim_lexical), None),
+        (dict(), forward(change_resp=claim_semantic), None),
+        (dict(mode="hybrid"), forward(change_resp=claim_lexical), "mode"),
+    ]
+    for asked, lie, match in cases:
+        with Intercepted(client, lie) as c, pytest.raises(VerificationError, match=match):
+            c.recall(ns, MANY, k=3, verify=True, **asked)
+            pytest.fail(f"{asked}: lie {lie} accepted")
+
+    # A vector question answered with a lexical ranking (of some text) is refused.
+    def text_instead(req):
+        req.text = MANY
+        req.mode = pb.RECALL_MODE_LEXICAL
+
+    vec = client.embed("birthday").vectors[0]
+    with Intercepted(client, forward(text_instead)) as c, pytest.raises(VerificationError, match="vector"):
+        c.recall(ns, vector=vec, k=2, verify=True)
+    # A hit of a memory outside the filter, slipped into a filtered answer with its genuine record.
+    other = raw_recall_as(client, ns, MANY, k=3, mode="lexical", where={"team": "b"})
+
+    def slip(resp):
+        resp.hits[-1].CopyFrom(other.hits[0])
+
+    with Intercepted(client, forward(change_resp=slip)) as c, pytest.raises(VerificationError):
+        c.recall(ns, MANY, k=3, mode="lexical", where={"team": "a"}, verify=True)
+    assert client.recall(ns, MANY, k=3, mode="lexical", where={"team": "a"}, verify=True)
