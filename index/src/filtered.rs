@@ -12,12 +12,11 @@ use std::collections::{HashMap, HashSet};
 
 use crate::commit::{distance, GraphNode};
 use crate::hybrid::{
-    check_hits, put_leaves, put_str16, read_leaves, read_term, resolve_terms, text_tokenizer_known,
-    Resolved, TermLeaf, MAX_TERM_LEAVES,
+    check_hits, check_request, put_leaves, put_str16, read_leaves, read_term, resolve_terms,
+    text_tokenizer_known, Request, Resolved, TermLeaf, MAX_TERM_LEAVES,
 };
 use crate::lexical::{
-    bm25_top_among, facet_term, fixed_score, fuse, query_terms, Corpus, Posting, MAX_QUERY_TERMS,
-    TOKENIZER_V2,
+    bm25_top_among, facet_term, fixed_score, fuse, Corpus, Posting, MAX_QUERY_TERMS, TOKENIZER_V2,
 };
 use crate::merkle::{self, Hash};
 use crate::proof::{
@@ -442,32 +441,27 @@ pub fn verify_filtered(
 ) -> Result<Verified, VerifyError> {
     let p = FilteredProof::decode(proof, lim)?;
     crate::proof::check_root_pub(&p.root, namespace, trusted)?;
-    if p.mode != asked.mode {
-        return Err(VerifyError::Mismatch("proof is for another mode".into()));
-    }
-    if p.k != asked.k {
-        return Err(VerifyError::Mismatch(format!(
-            "proof is for k={}, {} was asked",
-            p.k, asked.k
-        )));
-    }
-    if p.mode == FMODE_HYBRID && p.depth < asked.min_depth {
-        return Err(VerifyError::Mismatch(format!(
-            "proof fused {} candidates, at least {} were asked",
-            p.depth, asked.min_depth
-        )));
-    }
+    check_request(
+        Request {
+            mode: p.mode,
+            k: p.k,
+            depth: p.depth,
+        },
+        Request {
+            mode: asked.mode,
+            k: asked.k,
+            depth: asked.min_depth,
+        },
+        p.mode == FMODE_HYBRID,
+        asked
+            .query
+            .filter(|_| p.mode != FMODE_SEMANTIC)
+            .map(|q| (q, p.terms.as_slice())),
+    )?;
     if p.filter != *asked.filter {
         return Err(VerifyError::Mismatch(
             "the proof is for another filter".into(),
         ));
-    }
-    if let (Some(q), true) = (asked.query, p.mode != FMODE_SEMANTIC) {
-        if query_terms(q) != p.terms {
-            return Err(VerifyError::Mismatch(
-                "the proof's query terms are not those of the question asked".into(),
-            ));
-        }
     }
     let answer = filtered_answer(&p)?;
     check_hits(

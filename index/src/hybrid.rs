@@ -562,6 +562,48 @@ pub struct HybridAsked<'a> {
     pub query: Option<&'a str>,
 }
 
+/// Mode, k and fusion depth of a proof, or of a request (where `depth` is the least depth asked).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request {
+    pub(crate) mode: u8,
+    pub(crate) k: u32,
+    pub(crate) depth: u32,
+}
+
+/// The request checks every lexical, hybrid and filtered proof shares: the mode and k asked, at least the
+/// fusion depth asked when the proof fuses, and (when the query text is given with the proof's terms) the
+/// proof's terms exactly those of the query.
+pub(crate) fn check_request(
+    proven: Request,
+    asked: Request,
+    fuses: bool,
+    terms: Option<(&str, &[String])>,
+) -> Result<(), VerifyError> {
+    if proven.mode != asked.mode {
+        return Err(VerifyError::Mismatch("proof is for another mode".into()));
+    }
+    if proven.k != asked.k {
+        return Err(VerifyError::Mismatch(format!(
+            "proof is for k={}, {} was asked",
+            proven.k, asked.k
+        )));
+    }
+    if fuses && proven.depth < asked.depth {
+        return Err(VerifyError::Mismatch(format!(
+            "proof fused {} candidates, at least {} were asked",
+            proven.depth, asked.depth
+        )));
+    }
+    if let Some((q, terms)) = terms {
+        if query_terms(q) != terms {
+            return Err(VerifyError::Mismatch(
+                "the proof's query terms are not those of the question asked".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Verifies a lexical or hybrid Recall answer: each hit is committed and live, the ranking is exactly the
 /// proof's (BM25 over complete, authenticated posting lists, fused with the replayed semantic search), each
 /// score is exact, and each hit's record shows the term counts its postings claim.
@@ -576,34 +618,26 @@ pub fn verify_hybrid(
 ) -> Result<Verified, VerifyError> {
     let p = HybridProof::decode(proof, lim)?;
     crate::proof::check_root_pub(&p.root, namespace, trusted)?;
-    if p.mode != asked.mode {
-        return Err(VerifyError::Mismatch("proof is for another mode".into()));
-    }
-    if p.k != asked.k {
-        return Err(VerifyError::Mismatch(format!(
-            "proof is for k={}, {} was asked",
-            p.k, asked.k
-        )));
-    }
-    if p.mode == MODE_HYBRID && p.depth < asked.min_depth {
-        return Err(VerifyError::Mismatch(format!(
-            "proof fused {} candidates, at least {} were asked",
-            p.depth, asked.min_depth
-        )));
-    }
+    check_request(
+        Request {
+            mode: p.mode,
+            k: p.k,
+            depth: p.depth,
+        },
+        Request {
+            mode: asked.mode,
+            k: asked.k,
+            depth: asked.min_depth,
+        },
+        p.mode == MODE_HYBRID,
+        asked.query.map(|q| (q, p.terms.as_slice())),
+    )?;
     if let GraphPart::Search(rp) = &p.graph {
         if rp.mode == crate::proof::MODE_GRAPH && rp.ef < asked.min_ef {
             return Err(VerifyError::Mismatch(format!(
                 "proof searched with ef={}, at least {} was asked",
                 rp.ef, asked.min_ef
             )));
-        }
-    }
-    if let Some(q) = asked.query {
-        if query_terms(q) != p.terms {
-            return Err(VerifyError::Mismatch(
-                "the proof's query terms are not those of the question asked".into(),
-            ));
         }
     }
     let answer = hybrid_answer(&p)?;

@@ -15,6 +15,8 @@
 //! - [`proof`]: proof wire formats and the verifiers for Get, List and Recall.
 //! - [`lexical`]: the deterministic tokenizer, term leaves, fixed-point BM25 and rank fusion.
 //! - [`hybrid`]: lexical and hybrid recall proofs and their verifier.
+//! - [`filtered`]: filtered recall proofs (metadata pairs and a time range) and their verifier.
+//! - [`sync`]: the replication protocol's messages (catch-up, snapshots, roots, grant sets, gossip, alerts).
 //!
 //! ```
 //! use cairn_index::record::{MemoryRecord, Metadata};
@@ -48,6 +50,7 @@ pub mod proof;
 pub mod record;
 pub mod root;
 pub mod search;
+pub mod sync;
 pub mod validate;
 pub mod vcode;
 pub mod wire;

@@ -833,8 +833,8 @@ pub struct LastSeen {
 }
 
 /// Freshness: rejects a root older than the last one seen, and a different root for a seq already seen.
-/// When `chain` (the roots between, in increasing seq) is given, also checks the prev-hash links from the
-/// last seen root to `root`.
+/// When `chain` (the roots between, in increasing seq) is given, or `root` is the next seq after the last one
+/// seen, also checks the prev-hash links from the last seen root to `root` ([`crate::root::verify_chain`]).
 pub fn check_fresh(
     root: &SignedRoot,
     last: Option<&LastSeen>,
@@ -856,17 +856,15 @@ pub fn check_fresh(
             "two different roots signed for seq {seq} (equivocation)"
         )));
     }
-    if !chain.is_empty() {
-        let mut prev = last.hash;
-        let mut prev_seq = last.seq;
-        for r in chain.iter().chain(std::iter::once(root)) {
-            if r.record.seq != prev_seq + 1 || r.record.prev != prev {
-                return Err(VerifyError::Freshness("broken root chain".into()));
-            }
-            r.verify(Some(&root.record.node_id))?;
-            prev = r.record.hash();
-            prev_seq = r.record.seq;
-        }
+    // With the roots in between (or none needed: the next seq), the chain must link to the last root seen.
+    if !chain.is_empty() || last.seq.checked_add(1) == Some(seq) {
+        crate::root::verify_chain(
+            chain.iter().chain(std::iter::once(root)),
+            &root.record.node_id,
+            &root.record.namespace,
+            Some((last.seq, last.hash)),
+        )
+        .map_err(|e| VerifyError::Freshness(format!("broken root chain: {e}")))?;
     }
     Ok(())
 }
@@ -886,6 +884,61 @@ mod tests {
             },
         );
         decode_node(&mut Reader::new(&b), 4)
+    }
+
+    /// A root one seq past the last one seen must link to it even when no roots in between are given; roots
+    /// in between must link both ways.
+    #[test]
+    fn freshness_checks_the_link_to_the_last_root_seen() {
+        use crate::root::{RootRecord, SignedRoot};
+        use ed25519_dalek::SigningKey;
+        let key = SigningKey::from_bytes(&[8; 32]);
+        let sign = |seq: u64, prev: Hash| {
+            SignedRoot::sign(
+                RootRecord {
+                    namespace: "n".into(),
+                    seq,
+                    prev,
+                    graph_leaves: 0,
+                    graph_root: [0; 32],
+                    time_leaves: 0,
+                    time_root: [0; 32],
+                    entry: crate::root::NO_ENTRY,
+                    max_level: 0,
+                    m: 16,
+                    m0: 32,
+                    quantiser: 1,
+                    distance: 1,
+                    dim: 4,
+                    model: [0; 32],
+                    created_at: seq,
+                    node_id: key.verifying_key().to_bytes(),
+                    lexicon: None,
+                },
+                &key,
+            )
+        };
+        let five = sign(5, [1; 32]);
+        let last = LastSeen {
+            seq: 5,
+            hash: five.record.hash(),
+        };
+        let six = sign(6, five.record.hash());
+        check_fresh(&six, Some(&last), &[]).unwrap();
+        let fork = sign(6, [2; 32]);
+        assert!(matches!(
+            check_fresh(&fork, Some(&last), &[]),
+            Err(VerifyError::Freshness(_))
+        ));
+        let seven = sign(7, six.record.hash());
+        check_fresh(&seven, Some(&last), std::slice::from_ref(&six)).unwrap();
+        check_fresh(&seven, Some(&last), &[]).unwrap();
+        let seven_on_fork = sign(7, fork.record.hash());
+        assert!(check_fresh(&seven_on_fork, Some(&last), std::slice::from_ref(&fork)).is_err());
+        assert!(check_fresh(&seven_on_fork, Some(&last), std::slice::from_ref(&six)).is_err());
+        assert!(check_fresh(&five, Some(&last), &[]).is_ok());
+        assert!(check_fresh(&sign(5, [3; 32]), Some(&last), &[]).is_err());
+        assert!(check_fresh(&sign(4, [3; 32]), Some(&last), &[]).is_err());
     }
 
     /// A proof that shows a forgotten memory's vector, id or time is refused: forgetting is checkable.

@@ -261,6 +261,80 @@ impl SignedRoot {
     }
 }
 
+/// Why a chain of roots was refused ([`verify_link`], [`verify_chain`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// A root's signature or signer is wrong.
+    #[error("root seq {seq}: {source}")]
+    Root {
+        /// The root's seq.
+        seq: u64,
+        /// Why.
+        source: RootError,
+    },
+    /// A root of another namespace.
+    #[error("root seq {seq} is for namespace {got:?}, not {want:?}")]
+    Namespace {
+        /// The root's seq.
+        seq: u64,
+        /// Its namespace.
+        got: String,
+        /// The one asked.
+        want: String,
+    },
+    /// A root whose seq is not the previous one's + 1 or whose `prev` is not the previous one's hash.
+    #[error("root seq {seq} does not chain to seq {prev}")]
+    Broken {
+        /// The root's seq.
+        seq: u64,
+        /// The seq it should follow.
+        prev: u64,
+    },
+}
+
+/// The one rule of a root chain, used by replicas, `cairn audit`, the clients and the CLI: `r` is signed by
+/// `owner`, is for namespace `ns` and, when `prev` (the root before it: its seq and hash) is given, has seq
+/// `prev.0 + 1` and `prev` = `prev.1`. Arithmetic is checked, so a seq of `u64::MAX` is a broken link, not a wrap.
+pub fn verify_link(
+    prev: Option<(u64, &Hash)>,
+    r: &SignedRoot,
+    owner: &[u8; 32],
+    ns: &str,
+) -> Result<(), ChainError> {
+    let seq = r.record.seq;
+    r.verify(Some(owner))
+        .map_err(|source| ChainError::Root { seq, source })?;
+    if r.record.namespace != ns {
+        return Err(ChainError::Namespace {
+            seq,
+            got: r.record.namespace.clone(),
+            want: ns.to_owned(),
+        });
+    }
+    if let Some((pseq, phash)) = prev {
+        if pseq.checked_add(1) != Some(seq) || &r.record.prev != phash {
+            return Err(ChainError::Broken { seq, prev: pseq });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a whole chain with [`verify_link`]: every root signed by `owner` for `ns`, each linked to the one
+/// before it, and the first linked to `from` (seq and hash of the root the caller already trusts) when given.
+pub fn verify_chain<'a>(
+    roots: impl IntoIterator<Item = &'a SignedRoot>,
+    owner: &[u8; 32],
+    ns: &str,
+    from: Option<(u64, Hash)>,
+) -> Result<(), ChainError> {
+    let mut prev = from;
+    for r in roots {
+        verify_link(prev.as_ref().map(|(s, h)| (*s, h)), r, owner, ns)?;
+        prev = Some((r.record.seq, r.record.hash()));
+    }
+    Ok(())
+}
+
 /// Domain of a witness cosignature: `ed25519(witness, "CAIRN-COSIG-V1" ‖ root hash)`.
 pub const COSIG_CONTEXT: &[u8; 14] = b"CAIRN-COSIG-V1";
 
@@ -370,6 +444,81 @@ mod tests {
             node_id: key.verifying_key().to_bytes(),
             lexicon: None,
         }
+    }
+
+    /// A chain of `n` roots from seq `start`, each linked to the one before.
+    fn chain(key: &SigningKey, start: u64, n: u64) -> Vec<SignedRoot> {
+        let mut out: Vec<SignedRoot> = Vec::new();
+        for seq in (0..n).map(|i| start.wrapping_add(i)) {
+            let mut r = sample(key);
+            r.seq = seq;
+            r.prev = out.last().map_or([0; 32], |p| p.record.hash());
+            out.push(SignedRoot::sign(r, key));
+        }
+        out
+    }
+
+    #[test]
+    fn chains_link_and_every_break_is_named() {
+        let key = SigningKey::from_bytes(&[4; 32]);
+        let owner = key.verifying_key().to_bytes();
+        let ns = "agents/alice";
+        let c = chain(&key, 1, 5);
+        verify_chain(&c, &owner, ns, None).unwrap();
+        verify_chain(&c[2..], &owner, ns, Some((2, c[1].record.hash()))).unwrap();
+        verify_chain(&c[..0], &owner, ns, Some((9, [0; 32]))).unwrap();
+        // The first root must link to the one trusted.
+        assert_eq!(
+            verify_chain(&c[2..], &owner, ns, Some((2, c[0].record.hash()))),
+            Err(ChainError::Broken { seq: 3, prev: 2 })
+        );
+        assert_eq!(
+            verify_chain(&c[2..], &owner, ns, Some((1, c[0].record.hash()))),
+            Err(ChainError::Broken { seq: 3, prev: 1 })
+        );
+        // A gap, a swap and a duplicate each break the chain.
+        let gapped = [c[0].clone(), c[2].clone()];
+        assert_eq!(
+            verify_chain(&gapped, &owner, ns, None),
+            Err(ChainError::Broken { seq: 3, prev: 1 })
+        );
+        let swapped = [c[1].clone(), c[0].clone()];
+        assert!(matches!(
+            verify_chain(&swapped, &owner, ns, None),
+            Err(ChainError::Broken { .. })
+        ));
+        let twice = [c[0].clone(), c[0].clone()];
+        assert!(verify_chain(&twice, &owner, ns, None).is_err());
+        // Another signer, another namespace.
+        let other = SigningKey::from_bytes(&[5; 32]);
+        assert!(matches!(
+            verify_chain(&c, &other.verifying_key().to_bytes(), ns, None),
+            Err(ChainError::Root { seq: 1, .. })
+        ));
+        assert!(matches!(
+            verify_chain(&c, &owner, "agents/bob", None),
+            Err(ChainError::Namespace { seq: 1, .. })
+        ));
+        // A seq at the top of the range is a broken link, not an overflow.
+        let top = chain(&key, u64::MAX, 1);
+        assert_eq!(
+            verify_chain(&top, &owner, ns, Some((u64::MAX, [0; 32]))),
+            Err(ChainError::Broken {
+                seq: u64::MAX,
+                prev: u64::MAX
+            })
+        );
+        let mut wrapped = sample(&key);
+        wrapped.seq = 0;
+        wrapped.prev = top[0].record.hash();
+        let wrapped = SignedRoot::sign(wrapped, &key);
+        assert_eq!(
+            verify_chain([&top[0], &wrapped], &owner, ns, None),
+            Err(ChainError::Broken {
+                seq: 0,
+                prev: u64::MAX
+            })
+        );
     }
 
     #[test]

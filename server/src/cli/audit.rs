@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::output::print_json;
 use crate::engine::commitment::Commitment;
-use crate::p2p::wire::{decode_reply, Reply};
+use cairn_index::sync::{decode_reply, Reply};
 
 /// Largest snapshot the audit takes in.
 const MAX_SNAPSHOT: usize = 4 << 30;
@@ -43,27 +43,8 @@ pub async fn run(
     if !c.out.full {
         bail!("audit failed: the snapshot is not a full graph");
     }
-    let mut prev: Option<&cairn_index::root::SignedRoot> = None;
-    for r in &c.chain {
-        r.verify(Some(&owner))
-            .map_err(|e| anyhow::anyhow!("audit failed: root seq {}: {e}", r.record.seq))?;
-        if r.record.namespace != ns {
-            bail!(
-                "audit failed: root seq {} is for another namespace",
-                r.record.seq
-            );
-        }
-        if let Some(p) = prev {
-            if r.record.seq != p.record.seq + 1 || r.record.prev != p.record.hash() {
-                bail!(
-                    "audit failed: root seq {} does not chain to seq {}",
-                    r.record.seq,
-                    p.record.seq
-                );
-            }
-        }
-        prev = Some(r);
-    }
+    cairn_index::root::verify_chain(&c.chain, &owner, ns, None)
+        .map_err(|e| anyhow::anyhow!("audit failed: {e}"))?;
     let root = c.out.root.clone();
     let nodes = c.out.nodes;
     // The record pages must hold exactly the live leaves' records, each once, matching its leaf.

@@ -15,7 +15,7 @@ use cairn_index::validate::Limits;
 use super::replica::CatchUp;
 use super::{Engine, EngineConfig, Item};
 use crate::embed::Embedder;
-use crate::p2p::wire::{decode_reply, encode_reply, Reply};
+use cairn_index::sync::{decode_reply, encode_reply, Reply};
 
 pub(super) fn config(dir: &Path) -> EngineConfig {
     EngineConfig {

@@ -18,13 +18,13 @@ use cairn_index::root::SignedRoot;
 use cairn_index::validate;
 
 use super::commitment::Commitment;
-use super::space::{Space, SyncOut};
+use super::space::Space;
 use super::Engine;
 use crate::error::NodeError;
 use crate::store::{PointRow, ReplicaPoint};
 
-/// Most roots one catch-up answer carries (older ones are fetched by later steps).
-pub const MAX_CHAIN: usize = 4096;
+/// The catch-up messages' plain data lives with their codecs in cairn-index.
+pub use cairn_index::sync::{Alert, CatchUp, MAX_CHAIN};
 
 /// Cosignatures waiting to be written; more are dropped.
 pub const COSIG_QUEUE: usize = 4096;
@@ -52,16 +52,6 @@ pub(crate) async fn cosig_writer(
             Err(e) => tracing::warn!(error = %e, "cosignature writer task failed"),
         }
     }
-}
-
-/// What a node serves to a replica catching up from `have`.
-pub struct CatchUp {
-    /// Roots after `have` up to the latest, oldest first (the last is `out.root`).
-    pub chain: Vec<SignedRoot>,
-    /// The nodes.
-    pub out: SyncOut,
-    /// Witness cosignatures the sender holds for `out.root`.
-    pub cosigs: Vec<crate::store::Cosig>,
 }
 
 /// Why a replica step was refused.
@@ -562,22 +552,9 @@ impl Engine {
         let cur_seq = current.as_ref().map_or(0, |r| r.record.seq);
         let mut prev: Option<&SignedRoot> = None;
         for r in &chain {
-            r.verify(Some(&owner))
-                .map_err(|e| StepError::Rejected(format!("root seq {}: {e}", r.record.seq)))?;
-            if r.record.namespace != ns {
-                return Err(StepError::Rejected(format!(
-                    "root seq {} is for namespace {:?}",
-                    r.record.seq, r.record.namespace
-                )));
-            }
-            if let Some(p) = prev {
-                if r.record.seq != p.record.seq + 1 || r.record.prev != p.record.hash() {
-                    return Err(StepError::Rejected(format!(
-                        "root seq {} does not chain to seq {}",
-                        r.record.seq, p.record.seq
-                    )));
-                }
-            }
+            let link = prev.map(|p| (p.record.seq, p.record.hash()));
+            cairn_index::root::verify_link(link.as_ref().map(|(s, h)| (*s, h)), r, &owner, ns)
+                .map_err(|e| StepError::Rejected(e.to_string()))?;
             // A root for a seq this node already holds must be the same root.
             if r.record.seq <= cur_seq {
                 let st = self.state.clone();
@@ -595,15 +572,14 @@ impl Engine {
                         });
                     }
                 }
-            } else if r.record.seq == cur_seq + 1 {
-                if let Some(cur) = &current {
-                    if r.record.prev != cur.record.hash() {
-                        return Err(StepError::Rejected(format!(
-                            "root seq {} does not chain to this node's seq {cur_seq}",
-                            r.record.seq
-                        )));
-                    }
-                }
+            } else if let Some(cur) = current
+                .as_ref()
+                .filter(|_| cur_seq.checked_add(1) == Some(r.record.seq))
+            {
+                cairn_index::root::verify_link(Some((cur_seq, &cur.record.hash())), r, &owner, ns)
+                    .map_err(|e| {
+                        StepError::Rejected(format!("{e}: it does not chain to this node's root"))
+                    })?;
             }
             prev = Some(r);
         }
@@ -1042,53 +1018,4 @@ pub fn stored_nodes(rows: &[PointRow], lists: Vec<crate::store::StoredLists>) ->
             })
         })
         .collect()
-}
-
-/// Evidence that an owner signed two different roots for one (namespace, seq).
-#[derive(Debug, Clone)]
-pub struct Alert {
-    /// The owner.
-    pub owner: [u8; 32],
-    /// The namespace.
-    pub namespace: String,
-    /// The two roots, both validly signed by the owner, same seq, different hashes.
-    pub roots: [SignedRoot; 2],
-}
-
-impl Alert {
-    /// `"CALERT1" owner[32] u16be(len) namespace (u32be(len) signed_root)×2`.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(b"CALERT1");
-        b.extend_from_slice(&self.owner);
-        b.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
-        b.extend_from_slice(self.namespace.as_bytes());
-        for r in &self.roots {
-            let e = r.encode();
-            b.extend_from_slice(&(e.len() as u32).to_be_bytes());
-            b.extend_from_slice(&e);
-        }
-        b
-    }
-
-    /// Parses [`Alert::encode`] output.
-    pub fn decode(b: &[u8]) -> Option<Self> {
-        let mut r = cairn_index::wire::Reader::new(b);
-        if r.bytes(7).ok()? != b"CALERT1" {
-            return None;
-        }
-        let owner = r.array().ok()?;
-        let n = r.u16().ok()? as usize;
-        let namespace = std::str::from_utf8(r.bytes(n).ok()?).ok()?.to_owned();
-        let mut one = || -> Option<SignedRoot> {
-            let len = r.u32().ok()? as usize;
-            SignedRoot::decode(r.bytes(len).ok()?).ok()
-        };
-        let roots = [one()?, one()?];
-        Some(Alert {
-            owner,
-            namespace,
-            roots,
-        })
-    }
 }

@@ -19,22 +19,16 @@ use cairn_index::id::MemoryId;
 use super::replica::{Packed, StepError};
 use super::Engine;
 use crate::error::NodeError;
-use crate::p2p::wire::{decode_reply, encode_reply, Reply};
 use crate::store::PackLoc;
+use cairn_index::sync::{decode_reply, encode_reply, Reply};
 
 /// Points per record page.
 pub const PAGE_POINTS: u32 = 1024;
 /// Most parts a snapshot may have (about 4 billion points).
 pub const MAX_PARTS: usize = 1 << 22;
 
-/// A snapshot as offered to peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotRef {
-    /// The root seq it is at.
-    pub seq: u64,
-    /// The BLAKE3 hash of its HashSeq.
-    pub hash: [u8; 32],
-}
+/// A snapshot as offered to peers (plain data, with its codec in cairn-index).
+pub use cairn_index::sync::SnapshotRef;
 
 /// A snapshot kept by this node: what it is and, per page, the ids it holds (to reuse unchanged pages).
 #[derive(Debug, Clone, Default)]
@@ -44,40 +38,12 @@ pub struct Cached {
     pages: HashMap<u32, ([u8; 32], [u8; 32])>,
 }
 
-/// A malformed record page.
-#[derive(Debug, thiserror::Error)]
-#[error("malformed record page: {0}")]
-pub struct BadPage(&'static str);
+/// The page codec and the rule of a valid snapshot live in cairn-index (docs/PROOFS.md "Snapshots").
+pub use cairn_index::sync::{parse_page, BadPage, PagesError};
 
-/// Encodes records as one page: `(u32be(len) record)*`.
+/// Encodes records as one page ([`cairn_index::sync::encode_page`]).
 pub fn encode_page(records: &[Bytes]) -> Bytes {
-    let mut o = Vec::with_capacity(records.iter().map(|r| r.len() + 4).sum());
-    for r in records {
-        o.extend_from_slice(&(r.len() as u32).to_be_bytes());
-        o.extend_from_slice(r);
-    }
-    Bytes::from(o)
-}
-
-/// The (offset, length) of every record in a page. Never panics.
-pub fn parse_page(b: &[u8]) -> Result<Vec<(u32, u32)>, BadPage> {
-    if b.len() > u32::MAX as usize {
-        return Err(BadPage("too large"));
-    }
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < b.len() {
-        let head = b.get(at..at + 4).ok_or(BadPage("truncated length"))?;
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let start = at + 4;
-        let end = start.checked_add(len).ok_or(BadPage("length"))?;
-        if end > b.len() {
-            return Err(BadPage("truncated record"));
-        }
-        out.push((start as u32, len as u32));
-        at = end;
-    }
-    Ok(out)
+    Bytes::from(cairn_index::sync::encode_page(records))
 }
 
 /// A record found in a page: its id (BLAKE3 of its bytes), where it sits, and the bytes.
@@ -88,7 +54,7 @@ pub struct PageRecord {
     pub offset: u32,
     /// Length of the bytes.
     pub len: u32,
-    /// The bytes (a slice of the page).
+    /// The bytes (a slice of the page, not a copy).
     pub bytes: Bytes,
 }
 
@@ -109,37 +75,27 @@ pub fn page_records(page: &Bytes) -> Result<Vec<PageRecord>, BadPage> {
         .collect())
 }
 
-/// Checks that `pages` hold the record of every id in `live` exactly once and nothing else (the rule of a
-/// valid snapshot); returns every record with the index of its page.
+/// [`cairn_index::sync::records_of_pages`] (every live record exactly once, nothing else), with each record's
+/// bytes sliced from its page and the index of its page.
 pub fn records_of_pages(
     pages: &[Bytes],
     live: &HashSet<MemoryId>,
-) -> Result<Vec<(usize, PageRecord)>, String> {
-    let mut seen = HashSet::with_capacity(live.len());
-    let mut out = Vec::with_capacity(live.len());
-    for (i, page) in pages.iter().enumerate() {
-        for r in page_records(page).map_err(|e| format!("page {}: {e}", i + 1))? {
-            if !live.contains(&r.id) {
-                return Err(format!(
-                    "page {} holds record {}, not a live leaf",
-                    i + 1,
-                    r.id
-                ));
-            }
-            if !seen.insert(r.id) {
-                return Err(format!("record {} appears twice", r.id));
-            }
-            out.push((i, r));
-        }
-    }
-    if seen.len() != live.len() {
-        return Err(format!(
-            "the pages hold {} of {} live records",
-            seen.len(),
-            live.len()
-        ));
-    }
-    Ok(out)
+) -> Result<Vec<(usize, PageRecord)>, PagesError> {
+    Ok(cairn_index::sync::records_of_pages(pages, live)?
+        .into_iter()
+        .map(|e| {
+            let (at, len) = (e.offset as usize, e.len as usize);
+            (
+                e.page,
+                PageRecord {
+                    id: e.id,
+                    offset: e.offset,
+                    len: e.len,
+                    bytes: pages[e.page].slice(at..at + len),
+                },
+            )
+        })
+        .collect())
 }
 
 fn page_fingerprint(ids: &[MemoryId]) -> [u8; 32] {
@@ -427,7 +383,7 @@ impl Engine {
         let found = tokio::task::spawn_blocking(move || records_of_pages(&pages, &live))
             .await
             .map_err(NodeError::from)?
-            .map_err(rejected)?;
+            .map_err(|e| rejected(e.to_string()))?;
         let mut records = HashMap::with_capacity(found.len());
         let mut locs = Vec::with_capacity(found.len());
         for (i, r) in found {
@@ -466,22 +422,6 @@ impl Engine {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pages_round_trip() {
-        let recs = vec![
-            Bytes::from_static(b"one"),
-            Bytes::new(),
-            Bytes::from_static(b"three"),
-        ];
-        let page = encode_page(&recs);
-        let got: Vec<Bytes> = parse_page(&page)
-            .unwrap()
-            .into_iter()
-            .map(|(o, l)| page.slice(o as usize..(o + l) as usize))
-            .collect();
-        assert_eq!(got, recs);
-    }
-
     /// docs/PROOFS.md "Snapshots": the page and snapshot-hash test vectors, the latter as iroh computes it.
     #[test]
     fn vectors() {
@@ -496,13 +436,5 @@ mod tests {
             iroh_blobs::Hash::new(&seq).to_hex().to_string(),
             "a5f554c6ce82a2f4dbb09165ac2880272073f427c67e00925b79996450425041"
         );
-    }
-
-    #[test]
-    fn bad_pages_are_errors() {
-        assert!(parse_page(&[0, 0, 0]).is_err());
-        assert!(parse_page(&[0, 0, 0, 5, 1, 2]).is_err());
-        assert!(parse_page(&[0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(parse_page(&[]).unwrap().is_empty());
     }
 }

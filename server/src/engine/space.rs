@@ -127,15 +127,8 @@ impl ChangeLog {
     }
 }
 
-/// What a replica needs to catch up from a seq: the latest root and either the changed nodes or all of them.
-pub struct SyncOut {
-    /// The latest root.
-    pub root: SignedRoot,
-    /// True when `nodes` is the whole graph (the replica starts over).
-    pub full: bool,
-    /// Nodes with full lists.
-    pub nodes: Vec<cairn_index::proof::ProofNode>,
-}
+/// What a node serves a replica (plain data, with its codec in cairn-index).
+pub use cairn_index::sync::SyncOut;
 
 /// A namespace's in-memory state.
 pub struct Space {

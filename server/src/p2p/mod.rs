@@ -5,7 +5,8 @@
 //! their tickets, which are kept in redb.
 
 pub mod ticket;
-pub mod wire;
+/// The replication protocol's messages (codecs in cairn-index, shared with anyone speaking it).
+pub use cairn_index::sync as wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,43 +30,10 @@ use crate::engine::replica::StepError;
 use crate::engine::Engine;
 use crate::error::NodeError;
 use ticket::Ticket;
-use wire::{Ask, Reply};
+use wire::{Ask, GossipCosig, Reply};
 
 /// ALPN of the catch-up protocol.
 pub const SYNC_ALPN: &[u8] = b"cairn/sync/1";
-/// Gossip message: a signed root (`"CGR1" signed_root`).
-const MSG_ROOT: &[u8; 4] = b"CGR1";
-/// Gossip message: a witness cosignature (`"CGC1" u64be(seq) witness[32] signature[64]`).
-const MSG_COSIG: &[u8; 4] = b"CGC1";
-
-/// A cosignature as gossiped (the topic names owner and namespace).
-#[derive(Debug, Clone)]
-struct Cosig {
-    seq: u64,
-    witness: [u8; 32],
-    sig: [u8; 64],
-}
-
-impl Cosig {
-    fn encode(&self) -> Vec<u8> {
-        let mut o = MSG_COSIG.to_vec();
-        o.extend_from_slice(&self.seq.to_be_bytes());
-        o.extend_from_slice(&self.witness);
-        o.extend_from_slice(&self.sig);
-        o
-    }
-
-    fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != 4 + 8 + 32 + 64 || &b[..4] != MSG_COSIG {
-            return None;
-        }
-        Some(Cosig {
-            seq: u64::from_be_bytes(b[4..12].try_into().ok()?),
-            witness: b[12..44].try_into().ok()?,
-            sig: b[44..108].try_into().ok()?,
-        })
-    }
-}
 /// How often a replica asks for news even without an announcement.
 const POLL: Duration = Duration::from_secs(3);
 /// File in the data dir holding the last p2p address (reused when --p2p-listen asks for port 0).
@@ -99,6 +67,67 @@ pub enum P2pError {
     },
 }
 
+/// Why one exchange with a peer failed (a download, a catch-up ask, a roots fetch). A catch-up step that
+/// fails this way is retried with the next provider; at the engine's boundary it becomes a rejected step.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer's id is not an ed25519 public key.
+    #[error("bad peer id")]
+    BadPeerId,
+    /// No connection within [`CONNECT_TIMEOUT`].
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The exchange did not finish within [`EXCHANGE_TIMEOUT`].
+    #[error("timed out")]
+    Timeout,
+    /// The connection or stream failed (iroh's own error, as text: its types differ per step).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The peer's reply does not parse.
+    #[error(transparent)]
+    Malformed(#[from] wire::Malformed),
+    /// The peer's snapshot lists no parts, too many, or bytes that are not whole hashes.
+    #[error("snapshot lists {0} bytes of part hashes")]
+    SnapshotParts(usize),
+    /// The peer's snapshot is larger than [`MAX_SNAPSHOT_BYTES`].
+    #[error("snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes")]
+    SnapshotTooLarge,
+    /// The download stream ended without saying done.
+    #[error("snapshot download ended without a result")]
+    SnapshotUnfinished,
+    /// More roots are missing between the held root and a peer's chain than a replica fetches.
+    #[error("{0} roots missing between this node's root and the peer's chain (at most {MAX_GAP} are fetched); follow the namespace again from scratch")]
+    GapTooLong(u64),
+    /// The peer has no root at a seq it should hold.
+    #[error("the peer holds no root at seq {0}")]
+    NoRoot(u64),
+    /// The peer sent roots out of order.
+    #[error("the peer sent seq {got} where seq {want} belongs")]
+    OutOfOrder {
+        /// The seq sent.
+        got: u64,
+        /// The seq expected.
+        want: u64,
+    },
+    /// Records no provider could serve.
+    #[error("record {first} and {more} more could not be fetched from any peer")]
+    Unfetched {
+        /// The first missing record.
+        first: cairn_index::id::MemoryId,
+        /// How many more.
+        more: usize,
+    },
+    /// A blocking task (decoding) failed.
+    #[error("task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl PeerError {
+    fn transport(e: impl std::fmt::Display) -> Self {
+        PeerError::Transport(e.to_string())
+    }
+}
+
 /// The running peer-to-peer side.
 pub struct P2p {
     engine: Arc<Engine>,
@@ -109,7 +138,7 @@ pub struct P2p {
     senders: Mutex<HashMap<TopicId, GossipSender>>,
     kicks: Mutex<HashMap<String, Arc<Notify>>>,
     /// Cosignatures of roots not held yet: (owner, namespace, cosignature).
-    pending: Mutex<Vec<([u8; 32], String, Cosig)>>,
+    pending: Mutex<Vec<([u8; 32], String, GossipCosig)>>,
     /// Newest root announced over gossip per followed namespace: (seq, created_at ms), for the lag metrics.
     announced: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -304,18 +333,18 @@ async fn fetch_snapshot(
     store: &iroh_blobs::store::fs::FsStore,
     conn: &Connection,
     hash: [u8; 32],
-) -> Result<(), String> {
+) -> Result<(), PeerError> {
     let h = Hash::from_bytes(hash);
     store
         .remote()
         .fetch(conn.clone(), iroh_blobs::HashAndFormat::raw(h))
         .complete()
         .await
-        .map_err(|e| e.to_string())?;
-    let seq = store.get_bytes(h).await.map_err(|e| e.to_string())?;
+        .map_err(PeerError::transport)?;
+    let seq = store.get_bytes(h).await.map_err(PeerError::transport)?;
     let parts = seq.len() / 32;
     if seq.len() % 32 != 0 || parts == 0 || parts > crate::engine::snapshot::MAX_PARTS {
-        return Err(format!("snapshot lists {} bytes of part hashes", seq.len()));
+        return Err(PeerError::SnapshotParts(seq.len()));
     }
     let mut progress = std::pin::pin!(store
         .remote()
@@ -324,14 +353,16 @@ async fn fetch_snapshot(
     while let Some(item) = progress.next().await {
         match item {
             iroh_blobs::api::remote::GetProgressItem::Progress(n) if n > MAX_SNAPSHOT_BYTES => {
-                return Err(format!("snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes"));
+                return Err(PeerError::SnapshotTooLarge);
             }
             iroh_blobs::api::remote::GetProgressItem::Progress(_) => {}
             iroh_blobs::api::remote::GetProgressItem::Done(_) => return Ok(()),
-            iroh_blobs::api::remote::GetProgressItem::Error(e) => return Err(e.to_string()),
+            iroh_blobs::api::remote::GetProgressItem::Error(e) => {
+                return Err(PeerError::transport(e))
+            }
         }
     }
-    Err("snapshot download ended without a result".into())
+    Err(PeerError::SnapshotUnfinished)
 }
 
 /// The gossip topic of (owner, namespace): where the owner announces roots.
@@ -580,40 +611,49 @@ impl P2p {
     }
 
     async fn on_message(self: Arc<Self>, owner: [u8; 32], ns: String, content: Bytes) {
-        if content.len() > 4 && &content[..4] == MSG_ROOT {
-            let Ok(root) = SignedRoot::decode(&content[4..]) else {
-                return;
-            };
-            if root.verify(Some(&owner)).is_err() || root.record.namespace != ns {
-                return;
-            }
-            if let Ok(mut a) = self.announced.lock() {
-                let e = a.entry(ns.clone()).or_insert((0, 0));
-                if root.record.seq > e.0 {
-                    *e = (root.record.seq, root.record.created_at);
-                }
-            }
-            // A root for a seq this node holds must be the root it holds.
-            if let Ok(ours) = self.engine.root(&ns, Some(root.record.seq)).await {
-                if ours.record.hash() != root.record.hash() && ours.record.node_id == owner {
-                    self.equivocation(&ns, &owner, &ours, &root).await;
-                    return;
-                }
-            }
-            self.kick(&ns);
-        } else if let Some(c) = Cosig::decode(&content) {
-            if !self
-                .engine
-                .add_cosig(owner, &ns, c.seq, c.witness, c.sig)
-                .await
-            {
-                if let Ok(mut p) = self.pending.lock() {
-                    if p.len() < 10_000 {
-                        p.push((owner, ns, c));
-                    }
-                }
+        match wire::decode_gossip(&content) {
+            Some(wire::Gossip::Root(root)) => self.on_root(owner, ns, *root).await,
+            Some(wire::Gossip::Cosig(c)) => self.on_cosig(owner, ns, c).await,
+            None => {}
+        }
+    }
+
+    /// A witness cosignature gossiped for (owner, ns): kept with its root, or held until that root arrives.
+    async fn on_cosig(&self, owner: [u8; 32], ns: String, c: GossipCosig) {
+        if self
+            .engine
+            .add_cosig(owner, &ns, c.seq, c.witness, c.sig)
+            .await
+        {
+            return;
+        }
+        if let Ok(mut p) = self.pending.lock() {
+            if p.len() < 10_000 {
+                p.push((owner, ns, c));
             }
         }
+    }
+
+    /// A root announced on the topic of (owner, ns): a fork of a held root raises the alarm, a newer one
+    /// starts a catch-up.
+    async fn on_root(self: &Arc<Self>, owner: [u8; 32], ns: String, root: SignedRoot) {
+        if root.verify(Some(&owner)).is_err() || root.record.namespace != ns {
+            return;
+        }
+        if let Ok(mut a) = self.announced.lock() {
+            let e = a.entry(ns.clone()).or_insert((0, 0));
+            if root.record.seq > e.0 {
+                *e = (root.record.seq, root.record.created_at);
+            }
+        }
+        // A root for a seq this node holds must be the root it holds.
+        if let Ok(ours) = self.engine.root(&ns, Some(root.record.seq)).await {
+            if ours.record.hash() != root.record.hash() && ours.record.node_id == owner {
+                self.equivocation(&ns, &owner, &ours, &root).await;
+                return;
+            }
+        }
+        self.kick(&ns);
     }
 
     fn kick(&self, ns: &str) {
@@ -667,7 +707,7 @@ impl P2p {
 
     /// Gossips this node's cosignature of a root it verified.
     async fn announce_cosig(self: &Arc<Self>, root: &SignedRoot) {
-        let c = Cosig {
+        let c = GossipCosig {
             seq: root.record.seq,
             witness: self.engine.node_key(),
             sig: cairn_index::root::cosign(&root.record, self.engine.signing_key()),
@@ -697,8 +737,7 @@ impl P2p {
             }
             let ns = root.record.namespace.clone();
             if let Some(s) = self.sender(&me, &ns).await {
-                let mut msg = MSG_ROOT.to_vec();
-                msg.extend_from_slice(&root.encode());
+                let msg = wire::encode_root_announcement(&root);
                 if let Err(e) = s.broadcast(Bytes::from(msg)).await {
                     tracing::debug!(error = %e, "root announcement failed");
                 }
@@ -816,7 +855,7 @@ impl P2p {
                             }
                             Err(e) => {
                                 tracing::warn!(peer = %hex::encode(p), namespace = %ns, error = %e, "cannot link the catch-up chain");
-                                last_err = Some(StepError::Rejected(e));
+                                last_err = Some(StepError::Rejected(e.to_string()));
                                 continue;
                             }
                         }
@@ -847,7 +886,7 @@ impl P2p {
                 order.extend(providers.iter().filter(|x| *x != p));
                 if let Err(e) = self.fetch(&step.needed, &order).await {
                     tracing::warn!(namespace = %ns, error = %e, "records unavailable");
-                    last_err = Some(StepError::Rejected(e));
+                    last_err = Some(StepError::Rejected(e.to_string()));
                     if !snapshot_tried {
                         records_failed = true;
                         continue 'steps;
@@ -918,8 +957,8 @@ impl P2p {
             let conn =
                 tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(id, iroh_blobs::ALPN))
                     .await
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|_| PeerError::ConnectTimeout)?
+                    .map_err(PeerError::transport)?;
             let r = fetch_snapshot(&store, &conn, snap.hash).await;
             conn.close(0u32.into(), b"done");
             r
@@ -934,7 +973,7 @@ impl P2p {
         let link = if have > 0 {
             self.roots_between(peer, owner, ns, have + 1, snap.seq)
                 .await
-                .map_err(StepError::Rejected)?
+                .map_err(|e| StepError::Rejected(e.to_string()))?
         } else {
             Vec::new()
         };
@@ -1031,12 +1070,10 @@ impl P2p {
         ns: &str,
         from: u64,
         to: u64,
-    ) -> Result<Vec<SignedRoot>, String> {
+    ) -> Result<Vec<SignedRoot>, PeerError> {
         let want = to.saturating_sub(from).saturating_add(1);
         if to < from || want > MAX_GAP {
-            return Err(format!(
-                "{want} roots missing between this node's root and the peer's chain (at most {MAX_GAP} are fetched); follow the namespace again from scratch"
-            ));
+            return Err(PeerError::GapTooLong(want));
         }
         let mut out = Vec::with_capacity(want as usize);
         let mut next = from;
@@ -1049,19 +1086,19 @@ impl P2p {
                     ROOTS_REPLY_MAX,
                 )
                 .await?;
-            let roots = wire::decode_roots_reply(&bytes).map_err(|e| e.to_string())?;
+            let roots = wire::decode_roots_reply(&bytes)?;
             if roots.is_empty() {
-                return Err(format!("the peer holds no root at seq {next}"));
+                return Err(PeerError::NoRoot(next));
             }
             for r in roots {
                 if next > to {
                     break;
                 }
                 if r.record.seq != next {
-                    return Err(format!(
-                        "the peer sent seq {} where seq {next} belongs",
-                        r.record.seq
-                    ));
+                    return Err(PeerError::OutOfOrder {
+                        got: r.record.seq,
+                        want: next,
+                    });
                 }
                 out.push(r);
                 next += 1;
@@ -1075,33 +1112,38 @@ impl P2p {
         peer: &[u8; 32],
         owner: &[u8; 32],
         ns: &str,
-    ) -> Result<Option<crate::engine::snapshot::SnapshotRef>, String> {
+    ) -> Result<Option<crate::engine::snapshot::SnapshotRef>, PeerError> {
         let bytes = self
             .exchange(peer, &wire::encode_snapshot_ask(owner, ns), 64)
             .await?;
-        wire::decode_snapshot_reply(&bytes).map_err(|e| e.to_string())
+        Ok(wire::decode_snapshot_reply(&bytes)?)
     }
 
     /// One request and its reply (at most `max` bytes) on a fresh `cairn/sync/1` connection, within the exchange
     /// timeout.
-    async fn exchange(&self, peer: &[u8; 32], req: &[u8], max: usize) -> Result<Vec<u8>, String> {
-        let id = endpoint_id(peer).ok_or("bad peer id")?;
+    async fn exchange(
+        &self,
+        peer: &[u8; 32],
+        req: &[u8],
+        max: usize,
+    ) -> Result<Vec<u8>, PeerError> {
+        let id = endpoint_id(peer).ok_or(PeerError::BadPeerId)?;
         let exchange = async {
             // A peer that is gone must not hold a catch-up for the whole exchange timeout.
             let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(id, SYNC_ALPN))
                 .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            send.write_all(req).await.map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())?;
-            let bytes = recv.read_to_end(max).await.map_err(|e| e.to_string())?;
+                .map_err(|_| PeerError::ConnectTimeout)?
+                .map_err(PeerError::transport)?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(PeerError::transport)?;
+            send.write_all(req).await.map_err(PeerError::transport)?;
+            send.finish().map_err(PeerError::transport)?;
+            let bytes = recv.read_to_end(max).await.map_err(PeerError::transport)?;
             conn.close(0u32.into(), b"done");
-            Ok::<_, String>(bytes)
+            Ok::<_, PeerError>(bytes)
         };
         tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
             .await
-            .map_err(|_| "timed out".to_string())?
+            .map_err(|_| PeerError::Timeout)?
     }
 
     async fn ask(
@@ -1110,7 +1152,7 @@ impl P2p {
         owner: &[u8; 32],
         ns: &str,
         have: u64,
-    ) -> Result<(Reply, usize), String> {
+    ) -> Result<(Reply, usize), PeerError> {
         let req = Ask {
             owner: *owner,
             ns: ns.to_owned(),
@@ -1119,10 +1161,7 @@ impl P2p {
         .encode();
         let bytes = self.exchange(peer, &req, wire::MAX_ANSWER).await?;
         let n = bytes.len();
-        let reply = tokio::task::spawn_blocking(move || wire::decode_reply(&bytes))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let reply = tokio::task::spawn_blocking(move || wire::decode_reply(&bytes)).await??;
         Ok((reply, n))
     }
 
@@ -1133,7 +1172,7 @@ impl P2p {
         &self,
         ids: &[cairn_index::id::MemoryId],
         order: &[[u8; 32]],
-    ) -> Result<(), String> {
+    ) -> Result<(), PeerError> {
         let mut missing: Vec<cairn_index::id::MemoryId> = ids.to_vec();
         let store = self.engine.blob_store();
         for p in order {
@@ -1155,7 +1194,7 @@ impl P2p {
                 .chunks(FETCH_CHUNK)
                 .map(|chunk| chunk.iter().map(|m| Hash::from_bytes(m.0)).collect())
                 .collect();
-            let results: Vec<Result<(), String>> = futures::stream::iter(requests)
+            let results: Vec<Result<(), PeerError>> = futures::stream::iter(requests)
                 .map(|req| {
                     let (store, conn) = (store.clone(), conn.clone());
                     async move {
@@ -1166,8 +1205,8 @@ impl P2p {
                         .await
                         {
                             Ok(Ok(_)) => Ok(()),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(_) => Err("timed out".into()),
+                            Ok(Err(e)) => Err(PeerError::transport(e)),
+                            Err(_) => Err(PeerError::Timeout),
                         }
                     }
                 })
@@ -1187,10 +1226,10 @@ impl P2p {
         }
         match missing.first() {
             None => Ok(()),
-            Some(m) => Err(format!(
-                "record {m} and {} more could not be fetched from any peer",
-                missing.len() - 1
-            )),
+            Some(m) => Err(PeerError::Unfetched {
+                first: *m,
+                more: missing.len() - 1,
+            }),
         }
     }
 

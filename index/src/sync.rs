@@ -1,14 +1,56 @@
-//! The catch-up protocol's messages (ALPN `cairn/sync/1`, docs/PROOFS.md "Replication"): a replica asks a
-//! peer for (owner, namespace) after its seq; the peer answers with the signed roots since then and the
-//! graph nodes that changed (or all of them). Nothing here is trusted: the replica verifies every root and
-//! recomputes every leaf before anything becomes visible.
+//! The replication protocol's messages (ALPN `cairn/sync/1` and the gossip topics, docs/PROOFS.md
+//! "Replication"): a replica asks a peer for (owner, namespace) after its seq; the peer answers with the
+//! signed roots since then and the graph nodes that changed (or all of them). Also the snapshot, grant-set and
+//! roots asks on the same ALPN, and what is gossiped (root announcements, witness cosignatures, equivocation
+//! alerts). Plain data and codecs only: nothing here is trusted, and every decoder answers any byte string with
+//! a value or an error, never a panic or an allocation sized by an unchecked count. The node and anyone else
+//! speaking the protocol share these codecs; a replica verifies every root and recomputes every leaf before
+//! anything becomes visible.
 
-use cairn_index::proof::{decode_node, encode_node, ProofNode};
-use cairn_index::root::SignedRoot;
-use cairn_index::wire::Reader;
+use std::collections::HashSet;
 
-use crate::engine::replica::CatchUp;
-use crate::engine::SyncOut;
+use crate::id::MemoryId;
+use crate::proof::{decode_node, encode_node, ProofNode};
+use crate::root::SignedRoot;
+use crate::wire::Reader;
+
+/// Most signed roots in one catch-up answer or roots reply (nodes serve at most their configured chain length,
+/// which is at most this).
+pub const MAX_CHAIN: usize = 4096;
+
+/// A witness cosignature held for a root: (witness key, ed25519 signature).
+pub type Cosig = ([u8; 32], [u8; 64]);
+
+/// What a node serves a replica: the latest root and either the changed nodes or all of them.
+#[derive(Debug, Clone)]
+pub struct SyncOut {
+    /// The latest root.
+    pub root: SignedRoot,
+    /// True when `nodes` is the whole graph (the replica starts over).
+    pub full: bool,
+    /// Nodes with full lists.
+    pub nodes: Vec<ProofNode>,
+}
+
+/// What a node serves to a replica catching up from `have`.
+#[derive(Debug, Clone)]
+pub struct CatchUp {
+    /// Roots after `have` up to the latest, oldest first (the last is `out.root`).
+    pub chain: Vec<SignedRoot>,
+    /// The nodes.
+    pub out: SyncOut,
+    /// Witness cosignatures the sender holds for `out.root`.
+    pub cosigs: Vec<Cosig>,
+}
+
+/// A snapshot as offered to peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// The root seq it is at.
+    pub seq: u64,
+    /// The BLAKE3 hash of its HashSeq.
+    pub hash: [u8; 32],
+}
 
 /// Request magic.
 const REQ: &[u8; 4] = b"CSQ1";
@@ -35,8 +77,8 @@ pub struct Ask {
 #[error("malformed catch-up message: {0}")]
 pub struct Malformed(pub &'static str);
 
-impl From<cairn_index::wire::Short> for Malformed {
-    fn from(_: cairn_index::wire::Short) -> Self {
+impl From<crate::wire::Short> for Malformed {
+    fn from(_: crate::wire::Short) -> Self {
         Malformed("truncated")
     }
 }
@@ -109,7 +151,7 @@ fn last_namespace(r: &mut Reader<'_>) -> Result<String, Malformed> {
 }
 
 /// `"CSH1" u8(0) u64be(seq) hash[32]` (a snapshot: its root seq and HashSeq hash) or `"CSH1" u8(2)` (none).
-pub fn encode_snapshot_reply(s: Option<crate::engine::snapshot::SnapshotRef>) -> Vec<u8> {
+pub fn encode_snapshot_reply(s: Option<SnapshotRef>) -> Vec<u8> {
     let mut o = SNAP_RESP.to_vec();
     match s {
         Some(s) => {
@@ -123,15 +165,13 @@ pub fn encode_snapshot_reply(s: Option<crate::engine::snapshot::SnapshotRef>) ->
 }
 
 /// Parses a snapshot reply. Never panics.
-pub fn decode_snapshot_reply(
-    b: &[u8],
-) -> Result<Option<crate::engine::snapshot::SnapshotRef>, Malformed> {
+pub fn decode_snapshot_reply(b: &[u8]) -> Result<Option<SnapshotRef>, Malformed> {
     let mut r = Reader::new(b);
     if r.bytes(4)? != SNAP_RESP {
         return Err(Malformed("not a snapshot reply"));
     }
     let out = match r.u8()? {
-        ANSWER => Some(crate::engine::snapshot::SnapshotRef {
+        ANSWER => Some(SnapshotRef {
             seq: r.u64()?,
             hash: r.array()?,
         }),
@@ -148,7 +188,7 @@ pub fn decode_snapshot_reply(
 const GRANTS_REQ: &[u8; 4] = b"CSG1";
 /// Grant-set response magic.
 const GRANTS_RESP: &[u8; 4] = b"CSJ1";
-/// Largest grant-set reply (a set of [`cairn_index::grants::MAX_GRANTEES`] peers and its signature).
+/// Largest grant-set reply (a set of [`crate::grants::MAX_GRANTEES`] peers and its signature).
 pub const GRANTS_REPLY_MAX: usize = 4 + 1 + 15 + 32 + 2 + 1024 + 12 + 32 * 4096 + 64;
 
 /// True if `b` is a grant-set request.
@@ -235,11 +275,11 @@ pub fn decode_roots_ask(b: &[u8]) -> Result<([u8; 32], String, u64), Malformed> 
     Ok((owner, last_namespace(&mut r)?, from))
 }
 
-/// `"CSL1" u32be(n) (u32be(len) signed_root)×n`, n ≤ [`crate::engine::replica::MAX_CHAIN`], consecutive seqs
+/// `"CSL1" u32be(n) (u32be(len) signed_root)×n`, n ≤ [`MAX_CHAIN`], consecutive seqs
 /// from the asked one (n = 0: none held).
 pub fn encode_roots_reply(roots: &[SignedRoot]) -> Vec<u8> {
     let mut o = ROOTS_RESP.to_vec();
-    let n = roots.len().min(crate::engine::replica::MAX_CHAIN);
+    let n = roots.len().min(MAX_CHAIN);
     o.extend_from_slice(&(n as u32).to_be_bytes());
     for root in &roots[..n] {
         let b = root.encode();
@@ -256,7 +296,7 @@ pub fn decode_roots_reply(b: &[u8]) -> Result<Vec<SignedRoot>, Malformed> {
         return Err(Malformed("not a roots reply"));
     }
     let n = r.u32()? as usize;
-    if n > crate::engine::replica::MAX_CHAIN {
+    if n > MAX_CHAIN {
         return Err(Malformed("root count"));
     }
     let mut roots = Vec::with_capacity(n.min(r.remaining() / 4));
@@ -333,7 +373,7 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
         _ => return Err(Malformed("status")),
     }
     let n = r.u32()? as usize;
-    if n > crate::engine::replica::MAX_CHAIN || n == 0 {
+    if n > MAX_CHAIN || n == 0 {
         return Err(Malformed("root count"));
     }
     let mut chain = Vec::with_capacity(n);
@@ -380,10 +420,288 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
     })))
 }
 
+/// Gossip message magic: a signed root (`"CGR1" signed_root`).
+const MSG_ROOT: &[u8; 4] = b"CGR1";
+/// Gossip message magic: a witness cosignature (`"CGC1" u64be(seq) witness[32] signature[64]`).
+const MSG_COSIG: &[u8; 4] = b"CGC1";
+
+/// A cosignature as gossiped (the topic names owner and namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipCosig {
+    /// The seq of the root cosigned.
+    pub seq: u64,
+    /// The witness's key.
+    pub witness: [u8; 32],
+    /// Its signature of the root.
+    pub sig: [u8; 64],
+}
+
+/// What arrives on a namespace's gossip topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gossip {
+    /// The owner announces a root (signature and namespace still to be checked).
+    Root(Box<SignedRoot>),
+    /// A witness cosigned a root.
+    Cosig(GossipCosig),
+}
+
+/// `"CGR1" signed_root`: a root announcement.
+pub fn encode_root_announcement(root: &SignedRoot) -> Vec<u8> {
+    let mut msg = MSG_ROOT.to_vec();
+    msg.extend_from_slice(&root.encode());
+    msg
+}
+
+impl GossipCosig {
+    /// `"CGC1" u64be(seq) witness[32] signature[64]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = MSG_COSIG.to_vec();
+        o.extend_from_slice(&self.seq.to_be_bytes());
+        o.extend_from_slice(&self.witness);
+        o.extend_from_slice(&self.sig);
+        o
+    }
+}
+
+/// Parses a gossip message; None for anything else (ignored by the node).
+pub fn decode_gossip(b: &[u8]) -> Option<Gossip> {
+    if b.len() > 4 && &b[..4] == MSG_ROOT {
+        return SignedRoot::decode(&b[4..])
+            .ok()
+            .map(|r| Gossip::Root(Box::new(r)));
+    }
+    if b.len() != 4 + 8 + 32 + 64 || &b[..4] != MSG_COSIG {
+        return None;
+    }
+    Some(Gossip::Cosig(GossipCosig {
+        seq: u64::from_be_bytes(b[4..12].try_into().ok()?),
+        witness: b[12..44].try_into().ok()?,
+        sig: b[44..108].try_into().ok()?,
+    }))
+}
+
+/// Evidence that an owner signed two different roots for one (namespace, seq).
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// The owner.
+    pub owner: [u8; 32],
+    /// The namespace.
+    pub namespace: String,
+    /// The two roots, both validly signed by the owner, same seq, different hashes.
+    pub roots: [SignedRoot; 2],
+}
+
+impl Alert {
+    /// `"CALERT1" owner[32] u16be(len) namespace (u32be(len) signed_root)×2`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"CALERT1");
+        b.extend_from_slice(&self.owner);
+        b.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
+        b.extend_from_slice(self.namespace.as_bytes());
+        for r in &self.roots {
+            let e = r.encode();
+            b.extend_from_slice(&(e.len() as u32).to_be_bytes());
+            b.extend_from_slice(&e);
+        }
+        b
+    }
+
+    /// Parses [`Alert::encode`] output (the evidence is checked by the caller).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(b);
+        if r.bytes(7).ok()? != b"CALERT1" {
+            return None;
+        }
+        let owner = r.array().ok()?;
+        let n = r.u16().ok()? as usize;
+        let namespace = std::str::from_utf8(r.bytes(n).ok()?).ok()?.to_owned();
+        let mut one = || -> Option<SignedRoot> {
+            let len = r.u32().ok()? as usize;
+            SignedRoot::decode(r.bytes(len).ok()?).ok()
+        };
+        let roots = [one()?, one()?];
+        Some(Alert {
+            owner,
+            namespace,
+            roots,
+        })
+    }
+}
+
+/// A malformed record page (docs/PROOFS.md "Snapshots").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed record page: {0}")]
+pub struct BadPage(pub &'static str);
+
+/// Encodes records as one snapshot page: `(u32be(len) record)*`.
+pub fn encode_page<R: AsRef<[u8]>>(records: &[R]) -> Vec<u8> {
+    let mut o = Vec::with_capacity(records.iter().map(|r| r.as_ref().len() + 4).sum());
+    for r in records {
+        let r = r.as_ref();
+        o.extend_from_slice(&(r.len() as u32).to_be_bytes());
+        o.extend_from_slice(r);
+    }
+    o
+}
+
+/// The (offset, length) of every record in a page. Never panics.
+pub fn parse_page(b: &[u8]) -> Result<Vec<(u32, u32)>, BadPage> {
+    if b.len() > u32::MAX as usize {
+        return Err(BadPage("too large"));
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < b.len() {
+        let head = b.get(at..at + 4).ok_or(BadPage("truncated length"))?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let start = at + 4;
+        let end = start.checked_add(len).ok_or(BadPage("length"))?;
+        if end > b.len() {
+            return Err(BadPage("truncated record"));
+        }
+        out.push((start as u32, len as u32));
+        at = end;
+    }
+    Ok(out)
+}
+
+/// Where one record of a snapshot sits: its page (0-based among the record pages), its id (BLAKE3 of its
+/// bytes) and its place in the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageEntry {
+    /// Index of the page among the snapshot's record pages.
+    pub page: usize,
+    /// BLAKE3 of the record's bytes.
+    pub id: MemoryId,
+    /// Offset of the bytes in the page.
+    pub offset: u32,
+    /// Length of the bytes.
+    pub len: u32,
+}
+
+/// Why a snapshot's record pages were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PagesError {
+    /// A page does not parse (pages are numbered from 1 in messages, the graph answer being part 0).
+    #[error("page {page}: {bad}")]
+    Page {
+        /// The page's part number.
+        page: usize,
+        /// Why.
+        bad: BadPage,
+    },
+    /// A record whose id is not a live leaf of the snapshot's root.
+    #[error("page {page} holds record {id}, not a live leaf")]
+    NotLive {
+        /// The page's part number.
+        page: usize,
+        /// The record's id.
+        id: MemoryId,
+    },
+    /// A record held twice.
+    #[error("record {0} appears twice")]
+    Twice(MemoryId),
+    /// Live leaves whose records no page holds.
+    #[error("the pages hold {held} of {live} live records")]
+    Missing {
+        /// Records found.
+        held: usize,
+        /// Live leaves.
+        live: usize,
+    },
+}
+
+/// The rule of a valid snapshot: `pages` hold the record of every id in `live` exactly once and nothing else.
+/// Returns where each record sits. Never panics.
+pub fn records_of_pages<P: AsRef<[u8]>>(
+    pages: &[P],
+    live: &HashSet<MemoryId>,
+) -> Result<Vec<PageEntry>, PagesError> {
+    let mut seen = HashSet::with_capacity(live.len());
+    let mut out = Vec::with_capacity(live.len());
+    for (i, page) in pages.iter().enumerate() {
+        let page = page.as_ref();
+        let spans = parse_page(page).map_err(|bad| PagesError::Page { page: i + 1, bad })?;
+        for (offset, len) in spans {
+            // parse_page keeps offset + len within the page.
+            let bytes = &page[offset as usize..offset as usize + len as usize];
+            let id = MemoryId::of_bytes(bytes);
+            if !live.contains(&id) {
+                return Err(PagesError::NotLive { page: i + 1, id });
+            }
+            if !seen.insert(id) {
+                return Err(PagesError::Twice(id));
+            }
+            out.push(PageEntry {
+                page: i,
+                id,
+                offset,
+                len,
+            });
+        }
+    }
+    if seen.len() != live.len() {
+        return Err(PagesError::Missing {
+            held: seen.len(),
+            live: live.len(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::snapshot::SnapshotRef;
+    use SnapshotRef;
+
+    #[test]
+    fn pages_round_trip_and_bad_pages_are_errors() {
+        let recs: [&[u8]; 3] = [b"one", b"", b"three"];
+        let page = encode_page(&recs);
+        let got: Vec<&[u8]> = parse_page(&page)
+            .unwrap()
+            .into_iter()
+            .map(|(o, l)| &page[o as usize..(o + l) as usize])
+            .collect();
+        assert_eq!(got, recs);
+        // docs/PROOFS.md "Snapshots": the page test vector.
+        let page: [&[u8]; 2] = [b"ab", b""];
+        assert_eq!(hex::encode(encode_page(&page)), "00000002616200000000");
+        assert!(parse_page(&[0, 0, 0]).is_err());
+        assert!(parse_page(&[0, 0, 0, 5, 1, 2]).is_err());
+        assert!(parse_page(&[0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(parse_page(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pages_must_hold_every_live_record_once_and_nothing_else() {
+        let (a, b, c): (&[u8], &[u8], &[u8]) = (b"a", b"b", b"c");
+        let id = MemoryId::of_bytes;
+        let live: HashSet<MemoryId> = [id(a), id(b)].into_iter().collect();
+        let found = records_of_pages(&[encode_page(&[a]), encode_page(&[b])], &live).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            (found[1].page, found[1].id, found[1].offset, found[1].len),
+            (1, id(b), 4, 1)
+        );
+        assert_eq!(
+            records_of_pages(&[encode_page(&[a])], &live),
+            Err(PagesError::Missing { held: 1, live: 2 })
+        );
+        assert_eq!(
+            records_of_pages(&[encode_page(&[a, b, a])], &live),
+            Err(PagesError::Twice(id(a)))
+        );
+        assert_eq!(
+            records_of_pages(&[encode_page(&[a, b]), encode_page(&[c])], &live),
+            Err(PagesError::NotLive { page: 2, id: id(c) })
+        );
+        assert!(matches!(
+            records_of_pages(&[vec![0u8, 0, 0, 9]], &live),
+            Err(PagesError::Page { page: 1, .. })
+        ));
+    }
 
     #[test]
     fn snapshot_messages_round_trip_and_reject_garbage() {
@@ -426,7 +744,7 @@ mod props {
 
     fn roots_reply() -> Vec<u8> {
         let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        let rec = cairn_index::root::RootRecord {
+        let rec = crate::root::RootRecord {
             namespace: "p".into(),
             seq: 1,
             prev: [0; 32],
@@ -463,7 +781,9 @@ mod props {
             let _ = decode_snapshot_reply(&b);
             let _ = decode_roots_ask(&b);
             let _ = decode_roots_reply(&b);
-            let _ = crate::engine::replica::Alert::decode(&b);
+            let _ = Alert::decode(&b);
+            let _ = decode_gossip(&b);
+            let _ = parse_page(&b);
         }
 
         /// Mutations of a valid roots reply (a changed byte, a cut, bytes added) never panic, and a reply that
@@ -475,7 +795,7 @@ mod props {
             let i = at % b.len();
             b[i] = byte;
             if let Ok(r) = decode_roots_reply(&b) {
-                prop_assert!(r.len() <= crate::engine::replica::MAX_CHAIN);
+                prop_assert!(r.len() <= MAX_CHAIN);
             }
             let _ = decode_roots_reply(&good[..cut % good.len()]);
             let mut long = good.clone();
@@ -483,6 +803,24 @@ mod props {
             if !extra.is_empty() {
                 prop_assert!(decode_roots_reply(&long).is_err());
             }
+        }
+    }
+
+    #[test]
+    fn gossip_messages_round_trip() {
+        let b = roots_reply();
+        let root = decode_roots_reply(&b).expect("decodes").remove(0);
+        let msg = encode_root_announcement(&root);
+        assert_eq!(decode_gossip(&msg), Some(Gossip::Root(Box::new(root))));
+        let c = GossipCosig {
+            seq: 7,
+            witness: [3; 32],
+            sig: [4; 64],
+        };
+        let msg = c.encode();
+        assert_eq!(decode_gossip(&msg), Some(Gossip::Cosig(c)));
+        for n in 0..msg.len() {
+            assert_eq!(decode_gossip(&msg[..n]), None);
         }
     }
 
