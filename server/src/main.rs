@@ -145,6 +145,7 @@ async fn run(cli: Cli) -> Result<()> {
                 max_page_bytes: (args.max_page_mb as usize) << 20,
                 max_exact: args.max_exact,
                 max_filter_candidates: args.max_filter_candidates,
+                state_cache_bytes: (args.state_cache_mb as usize) << 20,
                 scrub_interval: std::time::Duration::from_secs(args.scrub_secs),
                 max_cosigs_per_sec: args.max_cosigs_per_sec,
                 witnesses: args.witness,

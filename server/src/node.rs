@@ -69,6 +69,8 @@ pub struct NodeConfig {
     pub max_exact: u64,
     /// Most memories a ranked filtered Recall may score (and its proof carry).
     pub max_filter_candidates: u64,
+    /// Bytes of RAM the state file's page cache may hold (`--state-cache-mb`).
+    pub state_cache_bytes: usize,
     /// Witness keys pinned by the operator (their cosignatures are kept although they are not peers).
     pub witnesses: Vec<[u8; 32]>,
     /// Most cosignatures kept per witness per second.
@@ -133,6 +135,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             max_page_bytes: cfg.max_page_bytes,
             max_exact: cfg.max_exact,
             max_filter_candidates: cfg.max_filter_candidates,
+            state_cache_bytes: cfg.state_cache_bytes,
             witnesses: cfg.witnesses.clone(),
             cosigs_per_sec: cfg.max_cosigs_per_sec,
         },

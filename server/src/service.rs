@@ -7,10 +7,12 @@ use cairn_proto::v1 as pb;
 use pb::cairn_server::Cairn;
 use tonic::{Request, Response, Status};
 
+use cairn_index::id::MemoryId;
 use cairn_index::root::SignedRoot;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::engine::{Engine, Filter, HitOut, Item, MemoryOut, Query, RecallMode, RecallOpts};
+use crate::error::NodeError;
 
 /// The gRPC face of an [`Engine`].
 pub struct CairnService {
@@ -247,9 +249,14 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         self.auth.guard(&meta, "Get", &req.namespace)?;
+        let ids = if req.ids.is_empty() && !req.keys.is_empty() {
+            Vec::new()
+        } else {
+            parse_ids(&req.ids)?
+        };
         let got = self
             .engine
-            .get(&req.namespace, &req.ids, &req.keys, req.proof)
+            .get(&req.namespace, &ids, &req.keys, req.proof)
             .await?;
         let cosignatures = self.cosigs_of_proof(got.proof.as_deref()).await;
         Ok(Response::new(pb::GetResponse {
@@ -271,23 +278,28 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         self.auth.guard(&meta, "List", &req.namespace)?;
-        let (page, next, proof) = self
+        let after = parse_page_token(&req.page_token)?;
+        let page = self
             .engine
             .list(
                 &req.namespace,
                 req.since,
                 req.until,
                 req.limit,
-                &req.page_token,
+                after,
                 req.proof,
                 &req.metadata,
             )
             .await?;
-        let cosignatures = self.cosigs_of_proof(proof.as_deref()).await;
+        let cosignatures = self.cosigs_of_proof(page.proof.as_deref()).await;
         Ok(Response::new(pb::ListResponse {
-            memories: page.into_iter().map(|m| memory(m, req.proof)).collect(),
-            next_page_token: next,
-            proof: proof.unwrap_or_default(),
+            memories: page
+                .memories
+                .into_iter()
+                .map(|m| memory(m, req.proof))
+                .collect(),
+            next_page_token: page_token_of(page.next),
+            proof: page.proof.unwrap_or_default(),
             cosignatures,
         }))
     }
@@ -298,7 +310,8 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::ForgetResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         self.auth.guard(&meta, "Forget", &req.namespace)?;
-        let (forgotten, missing) = self.engine.forget(&req.namespace, &req.ids).await?;
+        let ids = parse_ids(&req.ids)?;
+        let (forgotten, missing) = self.engine.forget(&req.namespace, &ids).await?;
         Ok(Response::new(pb::ForgetResponse { forgotten, missing }))
     }
 
@@ -726,4 +739,55 @@ impl CairnService {
         let changed = self.engine.set_grant(&prefix, peer, on).await?;
         Ok(Response::new(pb::ShareResponse { changed }))
     }
+}
+
+/// Memory ids as sent on the wire (hex), each error naming its index: at least one, at most
+/// [`crate::engine::MAX_ITEMS`].
+fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>, NodeError> {
+    use crate::engine::MAX_ITEMS;
+    if ids.is_empty() {
+        return Err(NodeError::invalid("ids", "at least one id is required"));
+    }
+    if ids.len() > MAX_ITEMS {
+        return Err(NodeError::too_large(
+            "ids",
+            format!("{} ids, at most {MAX_ITEMS} per call", ids.len()),
+        ));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<MemoryId>()
+                .map_err(|e| NodeError::invalid(format!("ids[{i}]"), e.to_string()))
+        })
+        .collect()
+}
+
+/// The page token that continues after `last` (`hex(u64be(created_at) ‖ id)`; empty when no page follows).
+fn page_token_of(last: Option<(u64, MemoryId)>) -> String {
+    match last {
+        Some((t, id)) => {
+            let mut b = t.to_be_bytes().to_vec();
+            b.extend_from_slice(id.as_bytes());
+            hex::encode(b)
+        }
+        None => String::new(),
+    }
+}
+
+/// Parses a token made by [`page_token_of`] (empty: the first page).
+fn parse_page_token(t: &str) -> Result<Option<(u64, MemoryId)>, NodeError> {
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || NodeError::invalid("page_token", "not a token returned by List");
+    let raw = hex::decode(t).map_err(|_| bad())?;
+    if raw.len() != 40 {
+        return Err(bad());
+    }
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&raw[..8]);
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&raw[8..]);
+    Ok(Some((u64::from_be_bytes(ts), MemoryId(id))))
 }

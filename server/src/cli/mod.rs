@@ -543,6 +543,11 @@ pub struct ServeArgs {
     /// allow more (or a time range alone over a larger namespace) answers RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=200_000))]
     pub max_filter_candidates: u64,
+    /// MiB of RAM the state file's page cache (redb) may hold. The node keeps its namespaces' rows in its own
+    /// structures, so the state file is read mostly at start-up; a larger cache only keeps those pages resident
+    /// (redb's own default, 1 GiB, grows with the state file: about 23 MB at 10k long memories).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub state_cache_mb: u32,
     /// Keep cosignatures from this key (hex node id) although it is not a peer. Cosignatures from the node
     /// itself and its peers are always kept; any other key's are dropped. Repeatable.
     #[arg(long, value_name = "NODE_ID", value_parser = parse_node_id)]

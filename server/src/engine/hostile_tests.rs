@@ -35,6 +35,7 @@ pub(super) fn config(dir: &Path) -> EngineConfig {
         max_page_bytes: 16 << 20,
         max_exact: 200_000,
         max_filter_candidates: 10_000,
+        state_cache_bytes: 16 << 20,
         witnesses: Vec::new(),
         cosigs_per_sec: 100,
     }
@@ -135,7 +136,7 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
         .remember("team", items("later", 12))
         .await
         .expect("remember");
-    let gone = vec![more[0].id.to_hex()];
+    let gone = vec![more[0].id];
     a.forget("team", &gone).await.expect("forget");
     let have = before.0;
     let honest = encode(
@@ -390,9 +391,7 @@ async fn a_vacuum_follows_a_forget_but_keeps_its_spacing() {
         .expect("remember");
     let due = |a: &Engine| a.state.scrub_due().expect("due");
     assert!(!due(&a));
-    a.forget("team", &[made[0].id.to_hex()])
-        .await
-        .expect("forget");
+    a.forget("team", &[made[0].id]).await.expect("forget");
     assert!(due(&a), "a forget did not mark the state file");
     // Too soon after a previous vacuum: the pass leaves it due.
     *a.next_vacuum.lock().expect("lock") =
@@ -420,17 +419,14 @@ async fn a_snapshot_build_holds_back_forgets_of_its_own_namespace_only() {
         .await
         .expect("remember");
     let building = a.snapshot_guard("big").await.expect("guard");
-    let other = tokio::time::timeout(
-        Duration::from_secs(10),
-        a.forget("small", &[small[0].id.to_hex()]),
-    )
-    .await;
+    let other =
+        tokio::time::timeout(Duration::from_secs(10), a.forget("small", &[small[0].id])).await;
     assert!(
         other.is_ok(),
         "a forget of another namespace waited for the build"
     );
     assert_eq!(other.expect("in time").expect("forget").0.len(), 1);
-    let id = big[0].id.to_hex();
+    let id = big[0].id;
     let same = tokio::time::timeout(
         Duration::from_millis(300),
         a.forget("big", std::slice::from_ref(&id)),

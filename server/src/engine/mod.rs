@@ -86,6 +86,9 @@ pub struct EngineConfig {
     pub max_exact: u64,
     /// Most memories a ranked filtered Recall may score (and its proof carry).
     pub max_filter_candidates: u64,
+    /// Bytes of RAM the state file's page cache may hold (redb's default is 1 GiB, which a large state
+    /// file fills and keeps).
+    pub state_cache_bytes: usize,
     /// Keys whose cosignatures are kept besides the node's own and its peers'.
     pub witnesses: Vec<[u8; 32]>,
     /// Most cosignatures kept per witness per second (others' cosignatures beyond it are dropped).
@@ -300,6 +303,16 @@ pub struct Got {
     pub proof: Option<Vec<u8>>,
 }
 
+/// One List page.
+pub struct ListPage {
+    /// Memories in (created_at, id) order.
+    pub memories: Vec<MemoryOut>,
+    /// Where the next page starts after (created_at and id of this page's last memory), when more follow.
+    pub next: Option<(u64, MemoryId)>,
+    /// The page's range-completeness proof, if asked.
+    pub proof: Option<Vec<u8>>,
+}
+
 /// A vacuum waits at least this many times the previous one's duration after it (see `Engine::scrub`).
 const VACUUM_SPACING: u32 = 10;
 
@@ -322,8 +335,11 @@ impl Engine {
         let model = embedder.info().id.clone();
         let path = cfg.data_dir.join("state.redb");
         let fresh = !path.exists();
-        let state =
-            Arc::new(tokio::task::spawn_blocking(move || State::open(&path, &model)).await??);
+        let cache = cfg.state_cache_bytes;
+        let state = Arc::new(
+            tokio::task::spawn_blocking(move || State::open_with_cache(&path, &model, cache))
+                .await??,
+        );
         let blobs = Blobs::open(&cfg.data_dir.join("blobs"), cfg.gc_interval).await?;
         let params = HnswParams {
             m: cfg.m,
@@ -1450,15 +1466,13 @@ impl Engine {
     pub async fn get(
         &self,
         ns: &str,
-        ids: &[String],
+        ids: &[MemoryId],
         keys: &[String],
         proof: bool,
     ) -> Result<Got, NodeError> {
-        let parsed = if ids.is_empty() && !keys.is_empty() {
-            Vec::new()
-        } else {
-            parse_ids(ids)?
-        };
+        if ids.is_empty() && keys.is_empty() {
+            return Err(NodeError::invalid("ids", "at least one id is required"));
+        }
         if ids.len() + keys.len() > MAX_ITEMS {
             return Err(NodeError::too_large(
                 "keys",
@@ -1474,9 +1488,9 @@ impl Engine {
         let space = self.space(ns)?;
         let mut seen = HashSet::new();
         let mut wanted = Vec::new();
-        for (raw, id) in ids.iter().zip(parsed) {
+        for &id in ids {
             if seen.insert(id) {
-                wanted.push((raw.to_lowercase(), id));
+                wanted.push((id.to_hex(), id));
             }
         }
         let mut missing = Vec::new();
@@ -1556,10 +1570,10 @@ impl Engine {
         since: Option<u64>,
         until: Option<u64>,
         limit: u32,
-        page_token: &str,
+        after: Option<(u64, MemoryId)>,
         proof: bool,
         metadata: &Metadata,
-    ) -> Result<(Vec<MemoryOut>, String, Option<Vec<u8>>), NodeError> {
+    ) -> Result<ListPage, NodeError> {
         let space = self.space(ns)?;
         if proof && !metadata.is_empty() {
             return Err(NodeError::invalid(
@@ -1585,7 +1599,6 @@ impl Engine {
                 format!("since ({since}) must be before until ({until})"),
             ));
         }
-        let after = parse_page_token(page_token)?.map(|(t, id)| (t, MemoryId(id)));
         if !metadata.is_empty() {
             let filter = Filter {
                 metadata: metadata.clone(),
@@ -1603,7 +1616,11 @@ impl Engine {
                 }
                 limit = fits;
             };
-            return Ok((out, page_token_of(more, page.last().copied()), None));
+            return Ok(ListPage {
+                memories: out,
+                next: page.last().copied().filter(|_| more),
+                proof: None,
+            });
         }
         // A page ends early rather than exceed --max-page-mb: a shorter page is asked for again (under the then
         // current root, so page and proof stay one consistent answer). Each round shortens the page.
@@ -1622,8 +1639,11 @@ impl Engine {
             }
             limit = fits;
         };
-        let token = page_token_of(more, page.last().map(|e| (e.created_at, e.id)));
-        Ok((out, token, proof.then(|| time_proof.encode())))
+        Ok(ListPage {
+            memories: out,
+            next: page.last().map(|e| (e.created_at, e.id)).filter(|_| more),
+            proof: proof.then(|| time_proof.encode()),
+        })
     }
 
     /// The latest signed root of a namespace, or the one with `seq`.
@@ -1660,17 +1680,25 @@ impl Engine {
     pub async fn forget(
         self: &Arc<Self>,
         ns: &str,
-        ids: &[String],
+        ids: &[MemoryId],
     ) -> Result<(Vec<String>, Vec<String>), NodeError> {
-        let parsed = parse_ids(ids)?;
+        if ids.is_empty() {
+            return Err(NodeError::invalid("ids", "at least one id is required"));
+        }
+        if ids.len() > MAX_ITEMS {
+            return Err(NodeError::too_large(
+                "ids",
+                format!("{} ids, at most {MAX_ITEMS} per call", ids.len()),
+            ));
+        }
         let space = self.space(ns)?;
         writable(&space)?;
         self.not_forked(ns)?;
         let mut wanted = Vec::new();
         let mut seen = HashSet::new();
-        for (raw, id) in ids.iter().zip(parsed) {
+        for &id in ids {
             if seen.insert(id) {
-                wanted.push((raw.to_lowercase(), id));
+                wanted.push((id.to_hex(), id));
             }
         }
         let gate = self.write_gate().await?;
@@ -1964,53 +1992,6 @@ fn fitting(page: &[MemoryOut], max: usize, one_at_least: bool) -> usize {
             total > max
         })
         .map_or(page.len(), |i| if one_at_least { i.max(1) } else { i })
-}
-
-fn parse_ids(ids: &[String]) -> Result<Vec<MemoryId>, NodeError> {
-    if ids.is_empty() {
-        return Err(NodeError::invalid("ids", "at least one id is required"));
-    }
-    if ids.len() > MAX_ITEMS {
-        return Err(NodeError::too_large(
-            "ids",
-            format!("{} ids, at most {MAX_ITEMS} per call", ids.len()),
-        ));
-    }
-    ids.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            s.parse::<MemoryId>()
-                .map_err(|e| NodeError::invalid(format!("ids[{i}]"), e.to_string()))
-        })
-        .collect()
-}
-
-/// The page token that continues after `last` when `more` follow (empty otherwise).
-fn page_token_of(more: bool, last: Option<(u64, MemoryId)>) -> String {
-    match (more, last) {
-        (true, Some((t, id))) => {
-            let mut b = t.to_be_bytes().to_vec();
-            b.extend_from_slice(id.as_bytes());
-            hex::encode(b)
-        }
-        _ => String::new(),
-    }
-}
-
-fn parse_page_token(t: &str) -> Result<Option<(u64, [u8; 32])>, NodeError> {
-    if t.is_empty() {
-        return Ok(None);
-    }
-    let bad = || NodeError::invalid("page_token", "not a token returned by List");
-    let raw = hex::decode(t).map_err(|_| bad())?;
-    if raw.len() != 40 {
-        return Err(bad());
-    }
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&raw[..8]);
-    let mut id = [0u8; 32];
-    id.copy_from_slice(&raw[8..]);
-    Ok(Some((u64::from_be_bytes(ts), id)))
 }
 
 /// Gives rows written before the lexical index existed their index terms, from their records (owner

@@ -276,7 +276,12 @@ pub struct State {
     db: std::sync::RwLock<Database>,
     /// Where the file lives (for the vacuum's rewrite).
     path: PathBuf,
+    /// Bytes of page cache the database may hold (also for the file a vacuum swaps in).
+    cache_bytes: usize,
 }
+
+/// redb's own default page cache, kept by [`State::open`] (tests, tools).
+const DEFAULT_CACHE_BYTES: usize = 1 << 30;
 
 /// META key present while forgotten data may linger in pages redb freed: cleared by [`State::vacuum`].
 const SCRUB_DUE: &str = "scrub_due";
@@ -314,9 +319,22 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 impl State {
-    /// Opens (or creates) the state file and checks it belongs to `model`.
+    /// Opens (or creates) the state file and checks it belongs to `model`, with redb's default cache.
     pub fn open(path: &Path, model: &str) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(dberr)?;
+        Self::open_with_cache(path, model, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the state file with a page cache of at most `cache_bytes` (`--state-cache-mb`), and
+    /// checks it belongs to `model`.
+    pub fn open_with_cache(
+        path: &Path,
+        model: &str,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(dberr)?;
         let tx = db.begin_write().map_err(dberr)?;
         {
             let mut meta = tx.open_table(META).map_err(dberr)?;
@@ -369,7 +387,13 @@ impl State {
         Ok(State {
             db: std::sync::RwLock::new(db),
             path: path.to_owned(),
+            cache_bytes,
         })
+    }
+
+    /// Bytes the state file's page cache holds now (bounded by `--state-cache-mb`).
+    pub fn cache_used(&self) -> usize {
+        self.db.read().map_or(0, |db| db.cache_stats().used_bytes())
     }
 
     fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Database>, StoreError> {
@@ -455,7 +479,10 @@ impl State {
         let before = std::fs::metadata(&self.path).map_err(io)?.len();
         let tmp = vacuum_path(&self.path);
         let _ = std::fs::remove_file(&tmp);
-        let fresh = Database::create(&tmp).map_err(dberr)?;
+        let fresh = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&tmp)
+            .map_err(dberr)?;
         let copied = (|| -> Result<(), StoreError> {
             let r = db.begin_read().map_err(dberr)?;
             let w = fresh.begin_write().map_err(dberr)?;
@@ -1345,6 +1372,59 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--state-cache-mb`: reading a state file much larger than the cap keeps the page cache within it (redb's
+    /// default would keep every page read, up to 1 GiB), before and after a vacuum swaps in a new file.
+    #[test]
+    fn the_page_cache_stays_within_its_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fill = |st: &State| {
+            for batch in 0..8u64 {
+                let points: Vec<NewPoint> = (0..500u64)
+                    .map(|i| {
+                        let n = batch * 500 + i;
+                        NewPoint {
+                            point: n,
+                            row: PointRow {
+                                id: MemoryId(*blake3::hash(&n.to_be_bytes()).as_bytes()),
+                                created_at: n,
+                                alive: true,
+                                dedup: [0; 32],
+                                vector: vec![0.5; 384],
+                                metadata: cairn_index::record::Metadata::new(),
+                                lex: None,
+                            },
+                        }
+                    })
+                    .collect();
+                st.insert("ns", &points, (batch + 1) * 500).expect("insert");
+            }
+            assert_eq!(st.load_points("ns").expect("load").len(), 4000);
+        };
+        let cap = 1 << 20;
+        let small =
+            State::open_with_cache(&dir.path().join("small.redb"), "model", cap).expect("open");
+        fill(&small);
+        assert!(
+            small.cache_used() <= cap,
+            "cache holds {} bytes, cap {cap}",
+            small.cache_used()
+        );
+        small.vacuum().expect("vacuum");
+        assert_eq!(small.load_points("ns").expect("load").len(), 4000);
+        assert!(
+            small.cache_used() <= cap,
+            "cache over its cap after a vacuum"
+        );
+        // Without the cap the same reads keep several times more (what the test is about).
+        let big = State::open(&dir.path().join("big.redb"), "model").expect("open");
+        fill(&big);
+        assert!(
+            big.cache_used() > 4 * cap,
+            "an uncapped cache holds only {} bytes: the test no longer shows the cap's effect",
+            big.cache_used()
+        );
+    }
 
     /// A vacuum leaves none of a forgotten row's bytes in the file, keeps everything else, and clears the
     /// scrub mark.
