@@ -15,6 +15,11 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::Error;
 
+/// Reset HTTP/2 streams the client remembers for a second (h2's default is 50): a message the node sends on a
+/// stream the client already dropped is then ignored instead of counted towards h2's limit of 1,024 protocol
+/// errors per connection.
+const RESET_STREAMS_REMEMBERED: usize = 10_000;
+
 /// The generated gRPC client with the token interceptor: what every SDK call goes through.
 pub type Raw = pb::cairn_client::CairnClient<InterceptedService<Channel, Bearer>>;
 
@@ -167,7 +172,13 @@ impl Connect {
             url: url.clone(),
             reason,
         };
-        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| bad(e.to_string()))?;
+        // A dropped WatchRoots stream is reset; the node's next message for it can arrive after that. h2 remembers
+        // only 50 reset streams by default and counts a message for a forgotten one as a protocol error; after
+        // 1,024 of those it closes the connection and the call waiting on it fails with CANCELLED (seen once per
+        // 10,000 opened and dropped streams under load). Remembering more makes such late messages harmless.
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| bad(e.to_string()))?
+            .http2_max_concurrent_reset_streams(RESET_STREAMS_REMEMBERED);
         let seen = Arc::new(Mutex::new(None));
         if url.starts_with("https://") {
             if self.pin.is_none() && !self.first_use {

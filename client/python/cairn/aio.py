@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -144,10 +145,13 @@ class AsyncCairnClient:
         await self.close()
 
     async def _call(self, method: str, req):
+        t0 = time.monotonic()
         try:
             return await getattr(self._stub, method)(req, metadata=self._b._md, timeout=self._b.timeout)
         except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+            timeout = self._b.timeout
+            passed = timeout is not None and time.monotonic() - t0 >= timeout
+            raise from_rpc_error(e, deadline_passed=passed) from None
 
     async def _run(self, flow):
         return await adrive(flow, self._call)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -121,10 +122,13 @@ class CairnClient:
         self.close()
 
     def _call(self, method: str, req):
+        t0 = time.monotonic()
         try:
             return getattr(self._stub, method)(req, metadata=self._b._md, timeout=self._b.timeout)
         except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+            timeout = self._b.timeout
+            passed = timeout is not None and time.monotonic() - t0 >= timeout
+            raise from_rpc_error(e, deadline_passed=passed) from None
 
     def _run(self, flow):
         return drive(flow, self._call)

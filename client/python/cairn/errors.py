@@ -187,12 +187,19 @@ def error_class(code: grpc.StatusCode) -> type[RpcError]:
     return _BY_CODE.get(code, RpcError)
 
 
-def from_rpc_error(e: grpc.RpcError) -> CairnError:
-    """Converts a grpc error (sync or asyncio) into the SDK's exception for its status code."""
+def from_rpc_error(e: grpc.RpcError, deadline_passed: bool = False) -> CairnError:
+    """Converts a grpc error (sync or asyncio) into the SDK's exception for its status code.
+
+    `deadline_passed` says the call's own `timeout` had run out when the error came. The node enforces a caller's
+    deadline too and answers CANCELLED "Timeout expired" when it notices first (as for its own
+    `--request-timeout`); that answer to an expired caller's deadline is DeadlineExceeded, whichever side saw it
+    first."""
     try:
         code = e.code()
         details = e.details() or ""
     except Exception:  # an RpcError that is not a call (should not happen)
         return RpcError(str(e), code=grpc.StatusCode.UNKNOWN)
+    if deadline_passed and code == grpc.StatusCode.CANCELLED and "Timeout expired" in details:
+        return DeadlineExceeded(details, code=grpc.StatusCode.DEADLINE_EXCEEDED)
     cls = error_class(code)
     return cls(details, code=code)

@@ -355,3 +355,26 @@ async def test_async_watch_roots(node, ns):
         await c.remember(ns, "second")
         assert (await anext(stream)).seq == 2
         await stream.aclose()
+
+
+def test_a_node_timeout_after_the_callers_deadline_is_deadline_exceeded():
+    """The node also enforces a caller's deadline, answering CANCELLED "Timeout expired" when it notices first:
+    once the call's own timeout has run out that is DeadlineExceeded; the node's own timeout stays Cancelled."""
+    from cairn.errors import from_rpc_error
+
+    class Err(grpc.RpcError):
+        def __init__(self, code, details):
+            self._code, self._details = code, details
+
+        def code(self):
+            return self._code
+
+        def details(self):
+            return self._details
+
+    late = Err(grpc.StatusCode.CANCELLED, "Timeout expired")
+    got = from_rpc_error(late, deadline_passed=True)
+    assert isinstance(got, cairn.DeadlineExceeded) and got.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert isinstance(from_rpc_error(late), cairn.Cancelled)
+    other = Err(grpc.StatusCode.CANCELLED, "the client went away")
+    assert isinstance(from_rpc_error(other, deadline_passed=True), cairn.Cancelled)
