@@ -890,33 +890,12 @@ mod tests {
     /// in between must link both ways.
     #[test]
     fn freshness_checks_the_link_to_the_last_root_seen() {
-        use crate::root::{RootRecord, SignedRoot};
         use ed25519_dalek::SigningKey;
         let key = SigningKey::from_bytes(&[8; 32]);
         let sign = |seq: u64, prev: Hash| {
-            SignedRoot::sign(
-                RootRecord {
-                    namespace: "n".into(),
-                    seq,
-                    prev,
-                    graph_leaves: 0,
-                    graph_root: [0; 32],
-                    time_leaves: 0,
-                    time_root: [0; 32],
-                    entry: crate::root::NO_ENTRY,
-                    max_level: 0,
-                    m: 16,
-                    m0: 32,
-                    quantiser: 1,
-                    distance: 1,
-                    dim: 4,
-                    model: [0; 32],
-                    created_at: seq,
-                    node_id: key.verifying_key().to_bytes(),
-                    lexicon: None,
-                },
-                &key,
-            )
+            let mut r = crate::root::tests::sample(&key);
+            (r.seq, r.prev) = (seq, prev);
+            SignedRoot::sign(r, &key)
         };
         let five = sign(5, [1; 32]);
         let last = LastSeen {

@@ -389,7 +389,7 @@ fn signed_message(root_hash: &Hash) -> [u8; 49] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -423,6 +423,7 @@ mod tests {
         assert_eq!(count_witnesses(&r, &list, &[]), 0);
     }
 
+    /// A root record signed by `key` (seq 3), the fixture other modules' tests build roots from.
     pub(crate) fn sample(key: &SigningKey) -> RootRecord {
         RootRecord {
             namespace: "agents/alice".into(),

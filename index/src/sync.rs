@@ -744,26 +744,8 @@ mod props {
 
     fn roots_reply() -> Vec<u8> {
         let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        let rec = crate::root::RootRecord {
-            namespace: "p".into(),
-            seq: 1,
-            prev: [0; 32],
-            graph_leaves: 0,
-            graph_root: [0; 32],
-            time_leaves: 0,
-            time_root: [0; 32],
-            entry: u32::MAX,
-            max_level: 0,
-            m: 16,
-            m0: 32,
-            quantiser: 1,
-            distance: 1,
-            dim: 4,
-            model: [0; 32],
-            created_at: 0,
-            node_id: key.verifying_key().to_bytes(),
-            lexicon: None,
-        };
+        let mut rec = crate::root::tests::sample(&key);
+        (rec.seq, rec.prev) = (1, [0; 32]);
         let root = SignedRoot::sign(rec, &key);
         let mut next = root.clone();
         next.record.seq = 2;
