@@ -49,6 +49,11 @@ pub fn rows_fingerprint<'a>(ids: impl Iterator<Item = &'a [u8; 32]>) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// Dot product (the cosine of two unit vectors).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// A point's place in the graph: its level and neighbour lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeLinks {
@@ -115,6 +120,26 @@ impl Ann {
             .into_iter()
             .map(|n| (n.d_id, n.distance))
             .collect()
+    }
+
+    /// Every point `keep` accepts, scored exactly against a unit query vector, as (point, cosine), in no
+    /// particular order. The graph holds the only in-memory copy of each f32 vector (rows do not keep one), so
+    /// exact scoring reads them here. The caller serialises this with inserts.
+    pub fn score_all(&self, query: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let pi = self.hnsw.get_point_indexation();
+        let mut out = Vec::new();
+        for layer in 0..=self.hnsw.get_max_level_observed() {
+            for p in pi.get_layer_iterator(layer as usize) {
+                let point = p.get_origin_id();
+                if keep(point) {
+                    out.push((point, dot(query, p.get_v())));
+                }
+            }
+        }
+        out
     }
 
     /// The entry point (point number) and its level, as hnsw_rs searches from it: the first point that reached

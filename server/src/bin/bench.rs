@@ -1205,6 +1205,52 @@ fn rss_mb(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where a process's resident memory is: anonymous vs file-backed pages, thread count, and the five largest
+/// mappings by resident size (from `/proc/PID/smaps`), for telling heap left behind from other causes.
+fn rss_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping header: address range, perms, offset, dev, inode, [path].
+            name = line
+                .split_whitespace()
+                .nth(5)
+                .unwrap_or("[anon]")
+                .to_owned();
+        } else if first == "Rss:" {
+            let kb = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            maps.push((kb, name.clone()));
+        }
+    }
+    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    let top: Vec<String> = maps
+        .iter()
+        .take(5)
+        .map(|(kb, n)| format!("{} MB {n}", kb / 1024))
+        .collect();
+    format!(
+        "RssAnon {} kB, RssFile {} kB, threads {}, mappings {}, largest: {}",
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:"),
+        maps.len(),
+        top.join(", ")
+    )
+}
+
 /// A long synthetic text (about 250 word pieces), different for every `i`.
 fn long_text(i: usize) -> String {
     const WORDS: [&str; 24] = [
@@ -1274,6 +1320,7 @@ async fn bench_load(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (idle, _) = rss_mb(pid);
     println!("node pid {pid}: idle RSS after warm-up {idle:.0} MB");
+    println!("  idle: {}", rss_breakdown(pid));
 
     let deadline = Instant::now() + Duration::from_secs(secs);
     let stats = std::sync::Arc::new(std::sync::Mutex::new(LoadStats::default()));
@@ -1416,6 +1463,12 @@ async fn bench_load(
     let (_, hwm) = rss_mb(pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (after, _) = rss_mb(pid);
+    let after_breakdown = rss_breakdown(pid);
+    // Again later: what is still resident after the node's idle-time work (scrub passes, blocking threads
+    // retiring after their 10 s keep-alive) had time to run.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (later, _) = rss_mb(pid);
+    let later_breakdown = rss_breakdown(pid);
 
     let stats = std::sync::Arc::try_unwrap(stats)
         .map_err(|_| anyhow::anyhow!("stats still shared"))?
@@ -1458,6 +1511,12 @@ async fn bench_load(
         "RSS: idle {idle:.0} MB, peak sampled {peak:.0} MB (VmHWM {hwm:.0} MB), 10 s after the load {after:.0} MB ({:+.0} MB vs idle)",
         after - idle
     );
+    println!("  10 s after: {after_breakdown}");
+    println!(
+        "40 s after the load: {later:.0} MB ({:+.0} MB vs idle)",
+        later - idle
+    );
+    println!("  40 s after: {later_breakdown}");
     // The same data in a fresh process: what of `after` is the memories themselves (rows, graph, commitment).
     let tmp = node._tmp.take();
     let dir = node.dir.clone();
@@ -1470,6 +1529,7 @@ async fn bench_load(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (fresh, _) = rss_mb(again.child.id());
+    println!("  restarted: {}", rss_breakdown(again.child.id()));
     println!(
         "RSS of a node restarted on the same data dir (after 20 Recalls): {fresh:.0} MB; after the load was {:+.0} MB over it",
         after - fresh

@@ -413,6 +413,19 @@ impl Commitment {
         c
     }
 
+    /// The cosine of a unit query vector with a node's committed int8 vector read as `code / 127` (what a
+    /// replica holds of each vector: it keeps no f32 copy). None for a node out of range.
+    pub fn cosine(&self, query: &[f32], node: usize) -> Option<f32> {
+        let v = &self.nodes.get(node)?.node.vector;
+        Some(
+            query
+                .iter()
+                .zip(v)
+                .map(|(x, &c)| x * (f32::from(c) / 127.0))
+                .sum(),
+        )
+    }
+
     /// Graph size (nodes, tombstones included).
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -1845,7 +1845,12 @@ impl Engine {
         let params = self.params;
         let sg = self.signing.clone();
         tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
-            let live = sp.live_rows()?;
+            // From redb, with their vectors (rows in memory hold none); the write lock keeps both the same.
+            let live: Vec<_> = st
+                .load_points(&sp.name)?
+                .into_iter()
+                .filter(|r| r.alive)
+                .collect();
             st.compact(&sp.name, &live)?;
             sg.with(|s| sp.replace(live, params, s))?;
             Ok(())

@@ -1,7 +1,11 @@
-//! One namespace in memory: its point rows (vector, metadata, liveness), id map, and HNSW graph.
+//! One namespace in memory: its point rows (id, metadata, liveness), id map, and HNSW graph.
 //!
 //! Point numbers are the graph's data ids and the keys of the `points` table in redb; forgotten points stay
 //! as tombstones (filtered out of every read) until compaction renumbers the survivors.
+//!
+//! Each vector is held in memory once: an owner's HNSW graph keeps the f32 vector, a replica's commitment the
+//! int8 codes it replicated. Rows in memory carry an empty `vector` (see [`without_vectors`]); the rows in redb
+//! keep theirs, and whatever needs a vector from a row (compaction, a rebuild) reads it from there.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,7 +58,8 @@ impl Inner {
             if let Some(row) = self.rows.get_mut(p) {
                 if row.alive {
                     let id = row.id;
-                    *row = PointRow::tombstone(row.vector.len());
+                    // In memory (no vector held); the row in redb keeps its dimension.
+                    *row = PointRow::tombstone(0);
                     self.by_id.remove(&id);
                     self.live -= 1;
                 }
@@ -171,6 +176,14 @@ pub fn replica_rows_fit(
     Ok(())
 }
 
+/// Drops the f32 vectors of rows about to be kept in memory (see the module doc): the graph or the
+/// commitment holds each vector, and a second copy would cost 1.5 KB per memory.
+fn without_vectors(rows: &mut [PointRow]) {
+    for r in rows {
+        r.vector = Vec::new();
+    }
+}
+
 /// The directory name of a namespace's saved graph (namespaces may contain `/` and `:`).
 pub fn dir_name(ns: &str) -> String {
     hex::encode(&blake3::hash(ns.as_bytes()).as_bytes()[..16])
@@ -226,6 +239,8 @@ impl Space {
             commit.apply_replica_docs(docs)?;
             commit.take_changed();
         }
+        let mut rows = rows;
+        without_vectors(&mut rows);
         let (by_id, live, newest) = index_rows(&rows);
         Ok(Space {
             name,
@@ -275,9 +290,16 @@ impl Space {
         Self::from_parts(name, dir, rows, ann, saved)
     }
 
-    fn from_parts(name: String, dir: PathBuf, rows: Vec<PointRow>, ann: Ann, saved: usize) -> Self {
+    fn from_parts(
+        name: String,
+        dir: PathBuf,
+        mut rows: Vec<PointRow>,
+        ann: Ann,
+        saved: usize,
+    ) -> Self {
         let (by_id, live, newest) = index_rows(&rows);
         let commit = Commitment::build(&rows, &ann);
+        without_vectors(&mut rows);
         Space {
             name,
             owner: None,
@@ -352,18 +374,20 @@ impl Space {
     ) -> Result<SignedRoot, NodeError> {
         let mut inner = self.write()?;
         let first = inner.rows.len();
-        for p in &points {
-            if p.point as usize != inner.rows.len() {
+        let Some(ann) = inner.ann.clone() else {
+            return Err(NodeError::Task("a replica has no graph of its own".into()));
+        };
+        for (i, p) in points.iter().enumerate() {
+            if p.point as usize != first + i {
                 return Err(NodeError::Task("point numbers out of order".into()));
             }
+        }
+        for p in &points {
             inner.by_id.insert(p.row.id, p.point as usize);
             inner.live += 1;
             inner.newest = inner.newest.max(p.row.created_at);
             inner.rows.push(p.row.clone());
         }
-        let Some(ann) = inner.ann.clone() else {
-            return Err(NodeError::Task("a replica has no graph of its own".into()));
-        };
         let t0 = std::time::Instant::now();
         for p in &points {
             ann.insert(&p.row.vector, p.point as usize);
@@ -371,6 +395,7 @@ impl Space {
         let t_ann = t0.elapsed();
         let Inner { commit, rows, .. } = &mut *inner;
         commit.add_points(rows, first, &ann);
+        without_vectors(&mut rows[first..]);
         if !gone.is_empty() {
             inner.bury(gone);
             // The saved graph holds the forgotten vectors: it is rewritten at the next save.
@@ -476,6 +501,10 @@ impl Space {
         let seq = commit.root().map_or(0, |r| r.record.seq);
         if full {
             inner.rows.clear();
+        }
+        let mut rows = rows;
+        for (_, r) in &mut rows {
+            r.vector = Vec::new();
         }
         for (n, row) in rows {
             let n = n as usize;
@@ -609,21 +638,11 @@ impl Space {
         })
     }
 
-    /// Live rows in point order (for compaction).
-    pub fn live_rows(&self) -> Result<Vec<PointRow>, NodeError> {
-        Ok(self
-            .read()?
-            .rows
-            .iter()
-            .filter(|r| r.alive)
-            .cloned()
-            .collect())
-    }
-
-    /// Swaps in a graph rebuilt from `live` (already renumbered durably), commits it, and saves it.
+    /// Swaps in a graph rebuilt from `live` (the live rows as read from redb, with their vectors; already
+    /// renumbered durably), commits it, and saves it.
     pub fn replace(
         &self,
-        live: Vec<PointRow>,
+        mut live: Vec<PointRow>,
         params: HnswParams,
         signer: &RootSigner<'_>,
     ) -> Result<(), NodeError> {
@@ -632,6 +651,7 @@ impl Space {
             ann.insert(&r.vector, i);
         }
         let mut commit = Commitment::build(&live, &ann);
+        without_vectors(&mut live);
         {
             let mut inner = self.write()?;
             if let Some(r) = inner.commit.root() {
@@ -712,28 +732,34 @@ impl Space {
         let want = s.k.min(candidates);
         let mut scored: Vec<(usize, f32)> = Vec::new();
         if candidates > EXACT_LIMIT && !s.exact {
-            let found = match &inner.ann {
-                Some(ann) => ann.search(s.query, s.k, s.ef, &keep),
+            scored = match &inner.ann {
+                // hnsw_rs's dot distance is 1 − cosine (clamped at 0).
+                Some(ann) => ann
+                    .search(s.query, s.k, s.ef, &keep)
+                    .into_iter()
+                    .filter(|&(p, _)| keep(p))
+                    .map(|(p, d)| (p, 1.0 - d))
+                    .collect(),
                 // A replica walks the owner's committed graph (the proof search), then filters.
-                None => {
-                    let hits = inner.commit.recall_hits(s.query, s.k, s.ef);
-                    hits.into_iter()
-                        .filter_map(|(_, id)| inner.by_id.get(&id).map(|&p| (p, 0.0)))
-                        .collect()
-                }
+                None => inner
+                    .commit
+                    .recall_hits(s.query, s.k, s.ef)
+                    .into_iter()
+                    .filter_map(|(_, id)| inner.by_id.get(&id).copied())
+                    .filter(|&p| keep(p))
+                    .filter_map(|p| inner.commit.cosine(s.query, p).map(|c| (p, c)))
+                    .collect(),
             };
-            scored = found
-                .into_iter()
-                .filter(|&(p, _)| keep(p))
-                .map(|(p, _)| (p, dot(s.query, &inner.rows[p].vector)))
-                .collect();
         }
         if scored.len() < want {
             // Small candidate set, or the graph walk came back short under a selective filter: score exactly.
-            scored = (0..inner.rows.len())
-                .filter(|&p| keep(p))
-                .map(|p| (p, dot(s.query, &inner.rows[p].vector)))
-                .collect();
+            scored = match &inner.ann {
+                Some(ann) => ann.score_all(s.query, &keep),
+                None => (0..inner.rows.len())
+                    .filter(|&p| keep(p))
+                    .filter_map(|p| inner.commit.cosine(s.query, p).map(|c| (p, c)))
+                    .collect(),
+            };
         }
         let mut out: Vec<(MemoryId, f32)> = scored
             .into_iter()
@@ -781,10 +807,6 @@ impl RootSigner<'_> {
         c.set_root(root.clone());
         Ok(root)
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 #[cfg(test)]
@@ -879,5 +901,47 @@ mod tests {
         assert!(holds(&dir, &kept), "a live vector is missing from the dump");
         let back = Space::restore("t".into(), dir, rs, PARAMS);
         assert!(!back.needs_save(), "the zeroed dump was not reusable");
+    }
+
+    /// Rows in memory keep no f32 vector (the graph holds it), and Recall's scores come from the graph: exact
+    /// scoring of a small namespace and the graph walk of a large one both give the cosine of the stored vector.
+    #[test]
+    fn rows_in_memory_hold_no_vector_and_scores_come_from_the_graph() {
+        for n in [40, EXACT_LIMIT + 500] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let mut rs = rows(9, n, 8);
+            let norm = (1..=8).map(|x| (x * x) as f32).sum::<f32>().sqrt();
+            rs[7].vector = (1..=8).map(|x| x as f32 / norm).collect();
+            let query: Vec<f32> = rs[7].vector.clone();
+            let want = rs[7].id;
+            let ann = indexed(&rs);
+            let space = Space::from_parts("t".into(), tmp.path().join("g"), rs, ann, 0);
+            for p in 0..n as u32 {
+                let row = space.row(p).expect("row");
+                assert!(row.vector.is_empty(), "row {p} kept its vector in memory");
+            }
+            let filter = Filter::default();
+            let hits = space
+                .search(&Search {
+                    query: &query,
+                    k: 3,
+                    ef: 64,
+                    filter: &filter,
+                    exact: false,
+                })
+                .expect("search");
+            assert_eq!(
+                hits[0].0, want,
+                "{n} rows: the stored vector itself is not the top hit"
+            );
+            assert!(
+                (hits[0].1 - 1.0).abs() < 1e-4,
+                "{n} rows: score {}",
+                hits[0].1
+            );
+            // Every score is the cosine of some stored vector: at most 1, and in order.
+            assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert!(hits.iter().all(|h| h.1 <= 1.0 + 1e-4));
+        }
     }
 }

@@ -234,7 +234,7 @@ pub struct NewPoint {
 pub struct Forgotten {
     /// Its point number.
     pub point: u64,
-    /// Its row as it was (alive).
+    /// Its row as it was (alive; its vector may be left out, as rows in memory hold none).
     pub row: PointRow,
 }
 
@@ -247,7 +247,13 @@ fn forget_in(tx: &redb::WriteTransaction, ns: &str, gone: &[Forgotten]) -> Resul
     let mut del = tx.open_table(BLOB_DELETES).map_err(dberr)?;
     for g in gone {
         let row = &g.row;
-        let tomb = PointRow::tombstone(row.vector.len());
+        // Rows in memory hold no vector; the tombstone keeps the dimension of the row it replaces on disk (a
+        // restart re-inserts tombstones into the graph as zero vectors of that dimension).
+        let dim = match pts.get((ns, g.point)).map_err(dberr)? {
+            Some(v) => PointRow::decode(v.value())?.vector.len(),
+            None => row.vector.len(),
+        };
+        let tomb = PointRow::tombstone(dim);
         pts.insert((ns, g.point), tomb.encode().as_slice())
             .map_err(dberr)?;
         mem.remove((ns, row.id.0)).map_err(dberr)?;
@@ -1459,9 +1465,13 @@ mod tests {
         assert!(!st.scrub_due().expect("due"));
         st.forget(
             "ns",
+            // As the node passes it: the row as held in memory, without its vector.
             &[Forgotten {
                 point: 7,
-                row: row(7, "value-007-zq"),
+                row: PointRow {
+                    vector: Vec::new(),
+                    ..row(7, "value-007-zq")
+                },
             }],
         )
         .expect("forget");
@@ -1483,6 +1493,7 @@ mod tests {
         assert!(!st.scrub_due().expect("due"));
         let back = st.load_points("ns").expect("load");
         assert_eq!(back.len(), 50);
+        // The tombstone keeps the dimension of the row on disk (a restart re-inserts it into the graph).
         assert_eq!(back[7], PointRow::tombstone(16));
         assert_eq!(back[8], row(8, "value-008-zq"));
         // The swapped-in file is the one a restart opens, and a copy left by a crashed vacuum is removed.
