@@ -502,7 +502,6 @@ impl Space {
         if full {
             inner.rows.clear();
         }
-        let mut rows = rows;
         for (_, r) in &mut rows {
             r.vector = Vec::new();
         }
