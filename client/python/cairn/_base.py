@@ -8,12 +8,15 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import time
 from collections.abc import Generator, Iterable
 from typing import Any
 
 from . import _conn, _proto, _verify
 from . import verifier as V
-from .errors import CairnError, ConfigError, NotFound, PermissionDenied, VerificationError
+import grpc
+
+from .errors import CairnError, ConfigError, NotFound, PermissionDenied, VerificationError, from_rpc_error
 from .pins import PinStore
 from .types import (
     ForgetResult,
@@ -99,6 +102,13 @@ class _Base:
 
     def _tls_setup(self, tls_pin, trust_on_first_use) -> _conn.TlsSetup:
         return self._tls_for(self.url, tls_pin, trust_on_first_use, self.pins, None, self.timeout)
+
+    def _rpc_error(self, e: grpc.RpcError, t0: float) -> CairnError:
+        """The SDK error for a call started at `t0` (time.monotonic()) that failed with `e`: a node's CANCELLED
+        after this client's own timeout ran out counts as DeadlineExceeded (sync and asyncio clients alike)."""
+        timeout = self.timeout
+        passed = timeout is not None and time.monotonic() - t0 >= timeout
+        return from_rpc_error(e, deadline_passed=passed)
 
     # --------------------------------------------------------------- flows
 

@@ -149,9 +149,7 @@ class AsyncCairnClient:
         try:
             return await getattr(self._stub, method)(req, metadata=self._b._md, timeout=self._b.timeout)
         except grpc.RpcError as e:
-            timeout = self._b.timeout
-            passed = timeout is not None and time.monotonic() - t0 >= timeout
-            raise from_rpc_error(e, deadline_passed=passed) from None
+            raise self._b._rpc_error(e, t0) from None
 
     async def _run(self, flow):
         return await adrive(flow, self._call)
