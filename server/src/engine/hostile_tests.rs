@@ -105,8 +105,17 @@ fn resigned(
     SignedRoot::sign(rec, a.signing_key())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
+/// An owner `a` holding `team` (`n_team` memories) and `other` (`n_other`), and a replica `b` that follows
+/// `team` and installed the owner's first honest answer; with the owner's key and the two data dirs.
+async fn owner_and_replica(
+    n_team: usize,
+    n_other: usize,
+) -> (
+    Arc<Engine>,
+    Arc<Engine>,
+    [u8; 32],
+    (tempfile::TempDir, tempfile::TempDir),
+) {
     let (ta, tb) = (
         tempfile::tempdir().expect("tmp"),
         tempfile::tempdir().expect("tmp"),
@@ -114,11 +123,10 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
     let a = engine(ta.path()).await;
     let b = engine(tb.path()).await;
     let owner = a.node_key();
-
-    a.remember("team", items("team", 40))
+    a.remember("team", items("team", n_team))
         .await
         .expect("remember");
-    a.remember("other", items("other", 40))
+    a.remember("other", items("other", n_other))
         .await
         .expect("remember");
     b.follow("team", owner).await.expect("follow");
@@ -128,6 +136,12 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
         .expect("catch up")
         .expect("answer");
     install_honest(&a, &b, &encode(first)).await;
+    (a, b, owner, (ta, tb))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
+    let (a, b, owner, _dirs) = owner_and_replica(40, 40).await;
     let before = held(&b);
     assert_eq!(before.0, a.owner_root_seq("team").expect("seq"));
 
@@ -456,26 +470,7 @@ async fn a_snapshot_build_holds_back_forgets_of_its_own_namespace_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_snapshots_are_refused_and_install_nothing() {
     use super::snapshot::{parse_page, Part};
-    let (ta, tb) = (
-        tempfile::tempdir().expect("tmp"),
-        tempfile::tempdir().expect("tmp"),
-    );
-    let a = engine(ta.path()).await;
-    let b = engine(tb.path()).await;
-    let owner = a.node_key();
-    a.remember("team", items("team", 30))
-        .await
-        .expect("remember");
-    a.remember("other", items("other", 5))
-        .await
-        .expect("remember");
-    b.follow("team", owner).await.expect("follow");
-    let first = a
-        .catch_up("team", owner, 0)
-        .await
-        .expect("catch up")
-        .expect("answer");
-    install_honest(&a, &b, &encode(first)).await;
+    let (a, b, _, _dirs) = owner_and_replica(30, 5).await;
     let before = held(&b);
     a.remember("team", items("later", 10))
         .await

@@ -316,6 +316,21 @@ pub struct ListPage {
 /// A vacuum waits at least this many times the previous one's duration after it (see `Engine::scrub`).
 const VACUUM_SPACING: u32 = 10;
 
+/// How many memories one Get or Forget may name (`what` says what was counted, `field` which field is blamed
+/// when there are too many): at least one, at most [`MAX_ITEMS`].
+fn item_count(field: &str, what: &str, n: usize) -> Result<(), NodeError> {
+    if n == 0 {
+        return Err(NodeError::invalid("ids", "at least one id is required"));
+    }
+    if n > MAX_ITEMS {
+        return Err(NodeError::too_large(
+            field,
+            format!("{n} {what}, at most {MAX_ITEMS} per call"),
+        ));
+    }
+    Ok(())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1470,18 +1485,7 @@ impl Engine {
         keys: &[String],
         proof: bool,
     ) -> Result<Got, NodeError> {
-        if ids.is_empty() && keys.is_empty() {
-            return Err(NodeError::invalid("ids", "at least one id is required"));
-        }
-        if ids.len() + keys.len() > MAX_ITEMS {
-            return Err(NodeError::too_large(
-                "keys",
-                format!(
-                    "{} ids and keys, at most {MAX_ITEMS} per call",
-                    ids.len() + keys.len()
-                ),
-            ));
-        }
+        item_count("keys", "ids and keys", ids.len() + keys.len())?;
         for (i, k) in keys.iter().enumerate() {
             validate::key(&format!("keys[{i}]"), k)?;
         }
@@ -1682,15 +1686,7 @@ impl Engine {
         ns: &str,
         ids: &[MemoryId],
     ) -> Result<(Vec<String>, Vec<String>), NodeError> {
-        if ids.is_empty() {
-            return Err(NodeError::invalid("ids", "at least one id is required"));
-        }
-        if ids.len() > MAX_ITEMS {
-            return Err(NodeError::too_large(
-                "ids",
-                format!("{} ids, at most {MAX_ITEMS} per call", ids.len()),
-            ));
-        }
+        item_count("ids", "ids", ids.len())?;
         let space = self.space(ns)?;
         writable(&space)?;
         self.not_forked(ns)?;
