@@ -113,9 +113,10 @@ pub type ReplicaDoc = (
 #[error("replicated state rejected: {0}")]
 pub struct ReplicaMismatch(pub String);
 
-fn node_of(i: usize, row: &PointRow, level: u8) -> GraphNode {
+/// Node `i`'s graph leaf from its row and unit vector (a tombstone keeps only the vector's dimension).
+fn node_of(i: usize, row: &PointRow, vector: &[f32], level: u8) -> GraphNode {
     if !row.alive {
-        return GraphNode::tombstone(i as u32, level, row.vector.len());
+        return GraphNode::tombstone(i as u32, level, vector.len());
     }
     GraphNode {
         node: i as u32,
@@ -123,7 +124,7 @@ fn node_of(i: usize, row: &PointRow, level: u8) -> GraphNode {
         created_at: row.created_at,
         alive: row.alive,
         level,
-        vector: quantise(&row.vector),
+        vector: quantise(vector),
     }
 }
 
@@ -135,7 +136,7 @@ impl Commitment {
         c.nodes = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| CNode::new(node_of(i, r, 0)))
+            .map(|(i, r)| CNode::new(node_of(i, r, &r.vector, 0)))
             .collect();
         c.apply_links(links);
         c.time = rows
@@ -195,11 +196,13 @@ impl Commitment {
         self.time_tree = time_tree;
     }
 
-    /// Takes in points appended to the graph (`first..rows.len()` are new): their leaves, the leaves of the
-    /// points whose neighbour lists the inserts changed, and their time entries.
-    pub fn add_points(&mut self, rows: &[PointRow], first: usize, ann: &Ann) {
+    /// Takes in points appended to the graph (`first..rows.len()` are new, `vectors[i - first]` the vector of
+    /// point i: rows in memory keep none): their leaves, the leaves of the points whose neighbour lists the
+    /// inserts changed, and their time entries.
+    pub fn add_points(&mut self, rows: &[PointRow], first: usize, vectors: &[&[f32]], ann: &Ann) {
         for (i, r) in rows.iter().enumerate().skip(first) {
-            self.nodes.push(CNode::new(node_of(i, r, 0)));
+            let vector = vectors.get(i - first).copied().unwrap_or(&[]);
+            self.nodes.push(CNode::new(node_of(i, r, vector, 0)));
             self.changed.push(i as u32);
             let e = TimeEntry {
                 created_at: r.created_at,
@@ -1207,7 +1210,8 @@ mod tests {
                 ann.insert(&r.vector, first + i);
             }
             have.extend_from_slice(chunk);
-            c.add_points(&have, first, &ann);
+            let vectors: Vec<&[f32]> = chunk.iter().map(|r| r.vector.as_slice()).collect();
+            c.add_points(&have, first, &vectors, &ann);
             let full = Commitment::build(&have, &ann);
             assert_eq!(
                 c.graph_tree.root(),
@@ -1272,7 +1276,8 @@ mod tests {
                 ann.insert(&r.vector, first + i);
             }
             have.extend_from_slice(chunk);
-            c.add_points(&have, first, &ann);
+            let vectors: Vec<&[f32]> = chunk.iter().map(|r| r.vector.as_slice()).collect();
+            c.add_points(&have, first, &vectors, &ann);
             assert_eq!(c.unreachable_live(), 0, "after {} points", have.len());
             // A restart's rebuild is repaired too.
             assert_eq!(Commitment::build(&have, &ann).unreachable_live(), 0);

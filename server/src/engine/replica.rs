@@ -856,7 +856,7 @@ impl Engine {
         let next = commit.len() as u64;
         let mut rows: Vec<(u32, PointRow)> = points
             .iter()
-            .map(|p| (p.point as u32, p.row.clone()))
+            .map(|p| (p.point as u32, p.row.without_vector()))
             .collect();
         // Every consistency check runs before the commit: rows that would leave a hole are refused here.
         super::space::replica_rows_fit(space.row_count()?, full, &mut rows)?;

@@ -386,16 +386,16 @@ impl Space {
             inner.by_id.insert(p.row.id, p.point as usize);
             inner.live += 1;
             inner.newest = inner.newest.max(p.row.created_at);
-            inner.rows.push(p.row.clone());
+            inner.rows.push(p.row.without_vector());
         }
         let t0 = std::time::Instant::now();
         for p in &points {
             ann.insert(&p.row.vector, p.point as usize);
         }
         let t_ann = t0.elapsed();
+        let vectors: Vec<&[f32]> = points.iter().map(|p| p.row.vector.as_slice()).collect();
         let Inner { commit, rows, .. } = &mut *inner;
-        commit.add_points(rows, first, &ann);
-        without_vectors(&mut rows[first..]);
+        commit.add_points(rows, first, &vectors, &ann);
         if !gone.is_empty() {
             inner.bury(gone);
             // The saved graph holds the forgotten vectors: it is rewritten at the next save.

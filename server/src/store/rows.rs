@@ -49,6 +49,21 @@ impl PointRow {
         }
     }
 
+    /// A copy without the vector, as rows are kept in memory (the graph or the commitment holds the vector);
+    /// copying the vector first and dropping it after would cost an allocation per row and leave the heap
+    /// full of vector-sized holes.
+    pub fn without_vector(&self) -> Self {
+        PointRow {
+            id: self.id,
+            created_at: self.created_at,
+            alive: self.alive,
+            dedup: self.dedup,
+            vector: Vec::new(),
+            metadata: self.metadata.clone(),
+            lex: self.lex.clone(),
+        }
+    }
+
     /// True for a tombstone written before forgetting scrubbed rows (it still holds the memory's data).
     pub fn needs_scrub(&self) -> bool {
         !self.alive && *self != Self::tombstone(self.vector.len())
