@@ -24,6 +24,7 @@
 
 mod connect;
 mod error;
+pub mod pins;
 pub mod proof_file;
 mod recall;
 pub mod verify;

@@ -9,8 +9,9 @@ use cairn_proto::v1 as pb;
 use serde_json::{json, Value};
 
 use super::output::{hit_json, hit_line, memory_json, memory_line, print_json};
-use super::trust::{check_trust_flag, Trust};
+use super::trust::{self, check_trust_flag};
 use super::{Cli, Command, ProofArgs};
+use cairn_client::pins::PinStore;
 
 fn verified_json(v: &Verified, witnesses: usize) -> Value {
     json!({ "seq": v.seq(), "node_id": v.node_id_hex(), "root": hex::encode(v.root.record.hash()), "witnesses": witnesses })
@@ -276,7 +277,7 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
 }
 
 struct ProofCtx {
-    trust: Trust,
+    trust: PinStore,
     trusted: [u8; 32],
 }
 
@@ -292,12 +293,7 @@ impl ProofCtx {
             Option<&v::LastSeen>,
         ) -> Result<Verified, cairn_index::proof::VerifyError>,
     ) -> Result<Verified> {
-        let last = self.trust.last_seen(&self.trusted, ns)?;
-        let vd = verify(&self.trusted, last.as_ref())
-            .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
-        self.trust.check_chain(client, &vd, ns).await?;
-        self.trust.saw(&vd, ns)?;
-        Ok(vd)
+        Ok(self.trust.verify(client, ns, &self.trusted, verify).await?)
     }
 }
 
@@ -311,11 +307,12 @@ async fn proof_ctx(
         return Ok(None);
     }
     check_trust_flag(p.trust.as_deref())?;
-    let mut trust = Trust::load()?;
-    let trusted = trust
-        .node_id(cli_node, ns, p.trust.as_deref(), client)
-        .await?;
-    Ok(Some(ProofCtx { trust, trusted }))
+    let mut pins = trust::load()?;
+    let trusted = trust::node_id(&mut pins, cli_node, ns, p.trust.as_deref(), client).await?;
+    Ok(Some(ProofCtx {
+        trust: pins,
+        trusted,
+    }))
 }
 
 /// The token to send: `--token` / `CAIRN_TOKEN`, else (only when talking to the default local node) the admin
@@ -343,8 +340,8 @@ pub async fn connect(cli: &Cli) -> Result<CairnClient> {
     if !cli.node.starts_with("https://") {
         return Ok(b.connect().await?);
     }
-    let mut trust = Trust::load()?;
-    let pin = cli.tls_pin.clone().or_else(|| trust.tls_pin(&cli.node));
+    let mut pins = trust::load()?;
+    let pin = cli.tls_pin.clone().or_else(|| pins.tls_pin(&cli.node));
     match pin {
         Some(p) => {
             b = b.tls_pin(&p)?;
@@ -359,7 +356,7 @@ pub async fn connect(cli: &Cli) -> Result<CairnClient> {
                     "warning: first contact with {}: trusting TLS certificate sha256 {fp} from now on (pass --tls-pin to pin it yourself)",
                     cli.node
                 );
-                trust.pin_tls(&cli.node, &fp)?;
+                pins.pin_tls(&cli.node, &fp)?;
             }
             Ok(client)
         }
