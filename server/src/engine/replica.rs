@@ -103,10 +103,6 @@ impl VerifiedStep {
     }
 }
 
-fn dequantise(v: &[i8]) -> Vec<f32> {
-    v.iter().map(|&x| f32::from(x) / 127.0).collect()
-}
-
 impl Engine {
     /// Makes `ns` on this node a replica of `owner`'s namespace `ns` (idempotent).
     pub async fn follow(&self, ns: &str, owner: [u8; 32]) -> Result<Arc<Space>, NodeError> {
@@ -770,22 +766,26 @@ impl Engine {
             } else {
                 (MemoryId::of_bytes(&[]).0, Default::default(), None)
             };
-            let row = if g.alive {
-                PointRow {
+            // Rows carry no f32 vector: the codes are stored as they came (a quarter of the memory a full install
+            // would otherwise hold), and the commitment holds them in memory.
+            let (row, codes) = if g.alive {
+                let row = PointRow {
                     id: g.id,
                     created_at: g.created_at,
                     alive: true,
                     dedup,
-                    vector: dequantise(&g.vector),
+                    vector: Vec::new(),
                     metadata,
                     lex,
-                }
+                };
+                (row, g.vector.clone())
             } else {
-                PointRow::tombstone(g.vector.len())
+                (PointRow::tombstone(0), vec![0; g.vector.len()])
             };
             points.push(ReplicaPoint {
                 point: u64::from(g.node),
                 row,
+                codes,
                 level,
                 lists: l,
             });

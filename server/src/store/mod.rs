@@ -102,8 +102,10 @@ pub type Cosig = ([u8; 32], [u8; 64]);
 pub struct ReplicaPoint {
     /// Point (graph node) number.
     pub point: u64,
-    /// The row (vector dequantised from the owner's int8 vector).
+    /// The row, without a vector (see `codes`).
     pub row: PointRow,
+    /// The owner's int8 vector of the point, stored as it came (read back as `code / 127`).
+    pub codes: Vec<i8>,
     /// HNSW level.
     pub level: u8,
     /// Neighbour lists, layers 0..=level.
@@ -1155,7 +1157,7 @@ impl State {
             }
             nst.insert(ns, next_point).map_err(dberr)?;
             for p in points {
-                pts.insert((ns, p.point), p.row.encode().as_slice())
+                pts.insert((ns, p.point), p.row.encode_codes(&p.codes).as_slice())
                     .map_err(dberr)?;
                 lst.insert(
                     (ns, p.point),

@@ -71,24 +71,39 @@ impl PointRow {
 
     /// Encodes the row.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + 8 + 1 + 2 + self.vector.len() * 4 + 64);
+        self.encode_with(None)
+    }
+
+    /// Encodes the row with the int8 `codes` as its vector (read back as `code / 127`), ignoring
+    /// `self.vector`: a replica stores the owner's codes as they came, without expanding them to f32 first.
+    pub fn encode_codes(&self, codes: &[i8]) -> Vec<u8> {
+        self.encode_with(Some(codes))
+    }
+
+    fn encode_with(&self, given: Option<&[i8]>) -> Vec<u8> {
+        let dim = given.map_or(self.vector.len(), <[i8]>::len);
+        let mut out = Vec::with_capacity(32 + 8 + 1 + 2 + dim * 4 + 64);
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(&self.created_at.to_le_bytes());
         out.push(u8::from(self.alive));
         out.extend_from_slice(&self.dedup);
-        // Replica vectors are the owner's int8 vectors dequantised (q / 127): those are stored as the int8 codes,
-        // a quarter of the bytes, marked by the top bit of the dimension.
-        let codes: Option<Vec<i8>> = self
-            .vector
-            .iter()
-            .map(|&x| {
-                let q = (x * 127.0).round();
-                (q.abs() <= 127.0 && f32::from(q as i8) / 127.0 == x).then_some(q as i8)
-            })
-            .collect();
+        // Replica vectors are the owner's int8 vectors (q / 127): those are stored as the int8 codes, a quarter of
+        // the bytes, marked by the top bit of the dimension.
+        let codes: Option<std::borrow::Cow<'_, [i8]>> = match given {
+            Some(c) => Some(c.into()),
+            None => self
+                .vector
+                .iter()
+                .map(|&x| {
+                    let q = (x * 127.0).round();
+                    (q.abs() <= 127.0 && f32::from(q as i8) / 127.0 == x).then_some(q as i8)
+                })
+                .collect::<Option<Vec<i8>>>()
+                .map(Into::into),
+        };
         match codes {
-            Some(codes) if self.vector.len() < INT8_FLAG as usize => {
-                out.extend_from_slice(&(self.vector.len() as u16 | INT8_FLAG).to_le_bytes());
+            Some(codes) if dim < INT8_FLAG as usize => {
+                out.extend_from_slice(&(dim as u16 | INT8_FLAG).to_le_bytes());
                 out.extend(codes.iter().map(|&c| c as u8));
             }
             _ => {
@@ -263,5 +278,29 @@ mod tests {
         let b = other.encode();
         assert_eq!(b.len(), 32 + 8 + 1 + 32 + 2 + 5 * 4 + 4);
         assert_eq!(PointRow::decode(&b).unwrap(), other);
+    }
+
+    /// A replica's codes written as they came encode exactly as the same codes expanded to f32 did.
+    #[test]
+    fn codes_encode_as_their_dequantised_vector() {
+        let codes: Vec<i8> = vec![-127, -3, 0, 5, 127, 64];
+        let expanded = PointRow {
+            id: MemoryId([3; 32]),
+            created_at: 9,
+            alive: true,
+            dedup: [4; 32],
+            vector: codes.iter().map(|&q| f32::from(q) / 127.0).collect(),
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
+            lex: None,
+        };
+        let bare = PointRow {
+            vector: Vec::new(),
+            ..expanded.clone()
+        };
+        assert_eq!(bare.encode_codes(&codes), expanded.encode());
+        assert_eq!(
+            PointRow::decode(&bare.encode_codes(&codes)).expect("decode"),
+            expanded
+        );
     }
 }
