@@ -1191,14 +1191,24 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32, mode: &str
     Ok(())
 }
 
+/// The value (first word after the name) of a field such as `VmRSS:` in `/proc/PID/status`.
+fn status_field(status: &str, name: &str) -> Option<String> {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned)
+}
+
+fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
 /// Resident and peak resident set size of a process, in MB (from /proc).
 fn rss_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = proc_status(pid);
     let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
+        status_field(&status, name)
             .and_then(|v| v.parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
@@ -1208,15 +1218,8 @@ fn rss_mb(pid: u32) -> (f64, f64) {
 /// Where a process's resident memory is: anonymous vs file-backed pages, thread count, and the five largest
 /// mappings by resident size (from `/proc/PID/smaps`), for telling heap left behind from other causes.
 fn rss_breakdown(pid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("?")
-            .to_owned()
-    };
+    let status = proc_status(pid);
+    let field = |name: &str| status_field(&status, name).unwrap_or_else(|| "?".to_owned());
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     let mut maps: Vec<(u64, String)> = Vec::new();
     let mut name = String::new();
