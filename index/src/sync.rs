@@ -331,12 +331,55 @@ pub enum Reply {
 /// u32be(count) node×count u16be(c) (witness[32] signature[64])×c` (nodes in the recall-proof node encoding,
 /// always with full lists, in strictly increasing node order; the cosignatures are of the last root).
 pub fn encode_reply(r: &Reply) -> Vec<u8> {
-    let mut o = Vec::new();
-    o.extend_from_slice(RESP);
-    match r {
-        Reply::UpToDate => o.push(UP_TO_DATE),
-        Reply::Unknown => o.push(UNKNOWN),
-        Reply::Answer(c) => {
+    ReplyChunks::new(r, usize::MAX).flatten().collect()
+}
+
+/// Nodes per chunk of [`ReplyChunks`] when the caller has no preference (about 150 KB at 384 dimensions).
+pub const NODES_PER_CHUNK: usize = 256;
+
+/// The bytes of [`encode_reply`] in pieces of at most `nodes_per_chunk` nodes, so a sender writes a whole graph
+/// to a stream or a blob without ever holding its encoding whole (a 100k-memory graph encodes to about 39 MB).
+pub struct ReplyChunks<'a> {
+    reply: &'a Reply,
+    per: usize,
+    /// Next piece: 0 the head, 1 + i the i-th run of nodes, then the tail; None when done.
+    next: Option<usize>,
+}
+
+impl<'a> ReplyChunks<'a> {
+    /// Pieces of `reply`'s encoding.
+    pub fn new(reply: &'a Reply, nodes_per_chunk: usize) -> Self {
+        ReplyChunks {
+            reply,
+            per: nodes_per_chunk.max(1),
+            next: Some(0),
+        }
+    }
+}
+
+impl Iterator for ReplyChunks<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let at = self.next?;
+        let c = match self.reply {
+            Reply::Answer(c) => c,
+            Reply::UpToDate | Reply::Unknown => {
+                self.next = None;
+                let status = if matches!(self.reply, Reply::UpToDate) {
+                    UP_TO_DATE
+                } else {
+                    UNKNOWN
+                };
+                let mut o = RESP.to_vec();
+                o.push(status);
+                return Some(o);
+            }
+        };
+        let runs = c.out.nodes.len().div_ceil(self.per);
+        let mut o = Vec::new();
+        if at == 0 {
+            o.extend_from_slice(RESP);
             o.push(ANSWER);
             o.extend_from_slice(&(c.chain.len() as u32).to_be_bytes());
             for root in &c.chain {
@@ -347,77 +390,284 @@ pub fn encode_reply(r: &Reply) -> Vec<u8> {
             o.push(u8::from(c.out.full));
             o.extend_from_slice(&c.out.root.record.dim.to_be_bytes());
             o.extend_from_slice(&(c.out.nodes.len() as u32).to_be_bytes());
-            for n in &c.out.nodes {
+        } else if at <= runs {
+            let from = (at - 1).saturating_mul(self.per);
+            let to = from.saturating_add(self.per).min(c.out.nodes.len());
+            for n in c.out.nodes.get(from..to).unwrap_or(&[]) {
                 encode_node(&mut o, n);
             }
+        } else {
             o.extend_from_slice(&(c.cosigs.len().min(u16::MAX as usize) as u16).to_be_bytes());
             for (w, sig) in c.cosigs.iter().take(u16::MAX as usize) {
                 o.extend_from_slice(w);
                 o.extend_from_slice(sig);
             }
+            self.next = None;
+            return Some(o);
         }
+        self.next = Some(at + 1);
+        Some(o)
     }
-    o
 }
 
-/// Parses a reply. Never panics.
+/// Parses a reply. Never panics. The same decoder as [`ReplyReader`], fed the whole message at once.
 pub fn decode_reply(b: &[u8]) -> Result<Reply, Malformed> {
-    let mut r = Reader::new(b);
-    if r.bytes(4)? != RESP {
-        return Err(Malformed("not a catch-up reply"));
-    }
-    match r.u8()? {
-        UP_TO_DATE => return Ok(Reply::UpToDate),
-        UNKNOWN => return Ok(Reply::Unknown),
-        ANSWER => {}
-        _ => return Err(Malformed("status")),
-    }
-    let n = r.u32()? as usize;
-    if n > MAX_CHAIN || n == 0 {
-        return Err(Malformed("root count"));
-    }
-    let mut chain = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = r.u32()? as usize;
-        let root = SignedRoot::decode(r.bytes(len)?).map_err(|_| Malformed("root"))?;
-        chain.push(root);
-    }
-    let full = match r.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err(Malformed("full flag")),
-    };
-    let dim = r.u16()? as usize;
-    let count = r.u32()? as usize;
-    if count > MAX_NODES || count.saturating_mul(dim / 2 + 48) > r.remaining() {
-        return Err(Malformed("node count"));
-    }
-    let mut nodes: Vec<ProofNode> = Vec::with_capacity(count);
-    for _ in 0..count {
-        let n = decode_node(&mut r, dim).map_err(|_| Malformed("node"))?;
-        // Strictly increasing node numbers: no node twice, one canonical order.
-        if nodes.last().is_some_and(|p| p.node.node >= n.node.node) {
-            return Err(Malformed("nodes out of order or repeated"));
+    let mut d = ReplyReader::new(b.len());
+    d.feed(b)?;
+    d.finish()
+}
+
+/// Most bytes one signed root takes in a chain: `u32be(len)` and [`SignedRoot::encode`] (its own length, a
+/// record of at most 1,024 bytes and the signature).
+const MAX_CHAIN_ITEM: usize = 4 + 4 + 1024 + 64;
+
+/// Most bytes one node of `dim` dimensions can take in the node encoding (a coded component is at most 35
+/// bits; every level's list at most [`crate::commit::MAX_NEIGHBOURS`] ids).
+fn max_node_len(dim: usize) -> usize {
+    let lists =
+        (usize::from(crate::commit::MAX_LEVEL) + 1) * (2 + 4 * crate::commit::MAX_NEIGHBOURS);
+    64 + dim.saturating_mul(5) + lists
+}
+
+/// Where a [`ReplyReader`] is in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Status,
+    ChainCount,
+    Chain(usize),
+    Shape,
+    Nodes(usize),
+    CosigCount,
+    Cosigs(usize),
+    /// The answer is complete; only the end of the input may follow.
+    End,
+    /// Up to date or unknown: whatever follows the status byte is ignored.
+    Short,
+}
+
+/// Decodes a catch-up reply from pieces as they arrive (a QUIC stream, a stored snapshot part), holding the bytes
+/// of at most the item being decoded beside what is already decoded, so a receiver never holds a whole encoded
+/// graph next to the decoded one. Accepts exactly what [`decode_reply`] accepts, however the input is cut:
+/// an item that fails to parse is an error once its bytes are all there (or the input ended), and waits for more
+/// otherwise. Never panics; refuses more than `max` bytes in all.
+pub struct ReplyReader {
+    /// Bytes fed but not yet decoded (less than one item).
+    buf: Vec<u8>,
+    fed: usize,
+    max: usize,
+    stage: Stage,
+    status: u8,
+    chain: Vec<SignedRoot>,
+    full: bool,
+    dim: usize,
+    nodes: Vec<ProofNode>,
+    cosigs: Vec<Cosig>,
+}
+
+/// Parses one item of at most `bound` bytes at `data[*at..]` with `f`: Some when it parsed (and `*at` moves past
+/// it), None when more bytes may complete it, an error when all of its bytes are there (or the input ended) and it
+/// still does not parse.
+fn item<T>(
+    data: &[u8],
+    at: &mut usize,
+    bound: usize,
+    eof: bool,
+    f: impl FnOnce(&mut Reader<'_>) -> Result<T, Malformed>,
+) -> Result<Option<T>, Malformed> {
+    let avail = data.get(*at..).unwrap_or(&[]);
+    let mut r = Reader::new(avail);
+    match f(&mut r) {
+        Ok(v) => {
+            *at += avail.len() - r.remaining();
+            Ok(Some(v))
         }
-        nodes.push(n);
+        Err(e) if eof || avail.len() >= bound => Err(e),
+        Err(_) => Ok(None),
     }
-    let n = r.u16()? as usize;
-    let mut cosigs = Vec::with_capacity(n.min(r.remaining() / 96));
-    for _ in 0..n {
-        cosigs.push((r.array()?, r.array()?));
+}
+
+impl ReplyReader {
+    /// A decoder that refuses input beyond `max` bytes (at most [`MAX_ANSWER`] is sensible).
+    pub fn new(max: usize) -> Self {
+        ReplyReader {
+            buf: Vec::new(),
+            fed: 0,
+            max,
+            stage: Stage::Status,
+            status: UNKNOWN,
+            chain: Vec::new(),
+            full: false,
+            dim: 0,
+            nodes: Vec::new(),
+            cosigs: Vec::new(),
+        }
     }
-    if !r.is_empty() {
-        return Err(Malformed("trailing bytes"));
+
+    /// Bytes fed so far.
+    pub fn bytes_fed(&self) -> usize {
+        self.fed
     }
-    let root = chain.last().cloned().ok_or(Malformed("root count"))?;
-    if usize::from(root.record.dim) != dim {
-        return Err(Malformed("dimension"));
+
+    /// Takes the next piece of the message and decodes every item it completes; keeps only the bytes of an
+    /// item not yet complete.
+    pub fn feed(&mut self, piece: &[u8]) -> Result<(), Malformed> {
+        self.fed = self.fed.saturating_add(piece.len());
+        if self.fed > self.max {
+            return Err(Malformed("reply too large"));
+        }
+        if self.stage == Stage::Short {
+            return Ok(());
+        }
+        if self.buf.is_empty() {
+            // Decoded straight from the piece: a whole message fed at once is never copied.
+            let used = self.run(piece, false)?;
+            self.buf.extend_from_slice(piece.get(used..).unwrap_or(&[]));
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend_from_slice(piece);
+            let used = self.run(&buf, false)?;
+            buf.drain(..used.min(buf.len()));
+            self.buf = buf;
+        }
+        Ok(())
     }
-    Ok(Reply::Answer(Box::new(CatchUp {
-        chain,
-        out: SyncOut { root, full, nodes },
-        cosigs,
-    })))
+
+    /// The input ended: the decoded reply, or why it is not one.
+    pub fn finish(mut self) -> Result<Reply, Malformed> {
+        let buf = std::mem::take(&mut self.buf);
+        let used = self.run(&buf, true)?;
+        match self.stage {
+            Stage::Short if self.status == UP_TO_DATE => Ok(Reply::UpToDate),
+            Stage::Short => Ok(Reply::Unknown),
+            Stage::End => {
+                if used != buf.len() {
+                    return Err(Malformed("trailing bytes"));
+                }
+                let root = self.chain.last().cloned().ok_or(Malformed("root count"))?;
+                if usize::from(root.record.dim) != self.dim {
+                    return Err(Malformed("dimension"));
+                }
+                Ok(Reply::Answer(Box::new(CatchUp {
+                    chain: self.chain,
+                    out: SyncOut {
+                        root,
+                        full: self.full,
+                        nodes: self.nodes,
+                    },
+                    cosigs: self.cosigs,
+                })))
+            }
+            // With the input ended, run stops only at the end, after the status, or with an error.
+            _ => Err(Malformed("truncated")),
+        }
+    }
+
+    /// Decodes the items `data` completes; returns how many bytes they took.
+    fn run(&mut self, data: &[u8], eof: bool) -> Result<usize, Malformed> {
+        let mut at = 0;
+        loop {
+            let next = match self.stage {
+                Stage::Short | Stage::End => return Ok(at),
+                Stage::Status => {
+                    let Some(status) = item(data, &mut at, 5, eof, |r| {
+                        if r.bytes(4)? != RESP {
+                            return Err(Malformed("not a catch-up reply"));
+                        }
+                        Ok(r.u8()?)
+                    })?
+                    else {
+                        return Ok(at);
+                    };
+                    self.status = status;
+                    match status {
+                        UP_TO_DATE | UNKNOWN => Stage::Short,
+                        ANSWER => Stage::ChainCount,
+                        _ => return Err(Malformed("status")),
+                    }
+                }
+                Stage::ChainCount => {
+                    let Some(n) = item(data, &mut at, 4, eof, |r| Ok(r.u32()? as usize))? else {
+                        return Ok(at);
+                    };
+                    if n > MAX_CHAIN || n == 0 {
+                        return Err(Malformed("root count"));
+                    }
+                    self.chain = Vec::with_capacity(n);
+                    Stage::Chain(n)
+                }
+                Stage::Chain(0) => Stage::Shape,
+                Stage::Chain(left) => {
+                    let Some(root) = item(data, &mut at, MAX_CHAIN_ITEM, eof, |r| {
+                        let len = r.u32()? as usize;
+                        SignedRoot::decode(r.bytes(len)?).map_err(|_| Malformed("root"))
+                    })?
+                    else {
+                        return Ok(at);
+                    };
+                    self.chain.push(root);
+                    Stage::Chain(left - 1)
+                }
+                Stage::Shape => {
+                    let Some((full, dim, count)) = item(data, &mut at, 7, eof, |r| {
+                        let full = match r.u8()? {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(Malformed("full flag")),
+                        };
+                        Ok((full, r.u16()? as usize, r.u32()? as usize))
+                    })?
+                    else {
+                        return Ok(at);
+                    };
+                    if count > MAX_NODES {
+                        return Err(Malformed("node count"));
+                    }
+                    (self.full, self.dim) = (full, dim);
+                    // Sized by the bytes at hand, not by the claimed count (which the nodes that follow must meet).
+                    let room = data.len().saturating_sub(at) / (dim / 2 + 48);
+                    self.nodes = Vec::with_capacity(count.min(room.saturating_add(1024)));
+                    Stage::Nodes(count)
+                }
+                Stage::Nodes(0) => Stage::CosigCount,
+                Stage::Nodes(left) => {
+                    let dim = self.dim;
+                    let Some(n) = item(data, &mut at, max_node_len(dim), eof, |r| {
+                        decode_node(r, dim).map_err(|_| Malformed("node"))
+                    })?
+                    else {
+                        return Ok(at);
+                    };
+                    // Strictly increasing node numbers: no node twice, one canonical order.
+                    if self
+                        .nodes
+                        .last()
+                        .is_some_and(|p| p.node.node >= n.node.node)
+                    {
+                        return Err(Malformed("nodes out of order or repeated"));
+                    }
+                    self.nodes.push(n);
+                    Stage::Nodes(left - 1)
+                }
+                Stage::CosigCount => {
+                    let Some(n) = item(data, &mut at, 2, eof, |r| Ok(r.u16()? as usize))? else {
+                        return Ok(at);
+                    };
+                    self.cosigs = Vec::with_capacity(n.min(1024));
+                    Stage::Cosigs(n)
+                }
+                Stage::Cosigs(0) => Stage::End,
+                Stage::Cosigs(left) => {
+                    let Some(c) = item(data, &mut at, 96, eof, |r| Ok((r.array()?, r.array()?)))?
+                    else {
+                        return Ok(at);
+                    };
+                    self.cosigs.push(c);
+                    Stage::Cosigs(left - 1)
+                }
+            };
+            self.stage = next;
+        }
+    }
 }
 
 /// Gossip message magic: a signed root (`"CGR1" signed_root`).
@@ -618,19 +868,47 @@ pub fn records_of_pages<P: AsRef<[u8]>>(
     pages: &[P],
     live: &HashSet<MemoryId>,
 ) -> Result<Vec<PageEntry>, PagesError> {
-    let mut seen = HashSet::with_capacity(live.len());
+    let mut check = PagesCheck::new(live.clone());
     let mut out = Vec::with_capacity(live.len());
-    for (i, page) in pages.iter().enumerate() {
-        let page = page.as_ref();
+    for page in pages {
+        out.extend(check.page(page.as_ref())?);
+    }
+    check.finish()?;
+    Ok(out)
+}
+
+/// [`records_of_pages`] one page at a time, for a receiver that reads a snapshot's pages one by one instead of
+/// holding them all: [`PagesCheck::page`] for each page in order, then [`PagesCheck::finish`].
+pub struct PagesCheck {
+    live: HashSet<MemoryId>,
+    seen: HashSet<MemoryId>,
+    pages: usize,
+}
+
+impl PagesCheck {
+    /// Checks pages against the live leaves `live`.
+    pub fn new(live: HashSet<MemoryId>) -> Self {
+        PagesCheck {
+            seen: HashSet::with_capacity(live.len()),
+            live,
+            pages: 0,
+        }
+    }
+
+    /// The next page: where each of its records sits, or why the snapshot is refused.
+    pub fn page(&mut self, page: &[u8]) -> Result<Vec<PageEntry>, PagesError> {
+        let i = self.pages;
+        self.pages += 1;
         let spans = parse_page(page).map_err(|bad| PagesError::Page { page: i + 1, bad })?;
+        let mut out = Vec::with_capacity(spans.len());
         for (offset, len) in spans {
             // parse_page keeps offset + len within the page.
             let bytes = &page[offset as usize..offset as usize + len as usize];
             let id = MemoryId::of_bytes(bytes);
-            if !live.contains(&id) {
+            if !self.live.contains(&id) {
                 return Err(PagesError::NotLive { page: i + 1, id });
             }
-            if !seen.insert(id) {
+            if !self.seen.insert(id) {
                 return Err(PagesError::Twice(id));
             }
             out.push(PageEntry {
@@ -640,14 +918,19 @@ pub fn records_of_pages<P: AsRef<[u8]>>(
                 len,
             });
         }
+        Ok(out)
     }
-    if seen.len() != live.len() {
-        return Err(PagesError::Missing {
-            held: seen.len(),
-            live: live.len(),
-        });
+
+    /// After the last page: every live record was held.
+    pub fn finish(self) -> Result<(), PagesError> {
+        if self.seen.len() != self.live.len() {
+            return Err(PagesError::Missing {
+                held: self.seen.len(),
+                live: self.live.len(),
+            });
+        }
+        Ok(())
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -740,6 +1023,8 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
+    use crate::commit::GraphNode;
+    use crate::proof::NodeLists;
     use proptest::prelude::*;
 
     fn roots_reply() -> Vec<u8> {
@@ -752,7 +1037,125 @@ mod props {
         encode_roots_reply(&[root, next])
     }
 
+    /// An honest catch-up answer: two roots, `nodes` nodes of 8 dimensions (every fifth a tombstone, levels up to
+    /// 2) and two cosignatures.
+    fn answer(nodes: u32) -> Reply {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+        let mut rec = crate::root::tests::sample(&key);
+        (rec.seq, rec.prev, rec.dim) = (1, [0; 32], 8);
+        let first = SignedRoot::sign(rec.clone(), &key);
+        (rec.seq, rec.prev) = (2, first.record.hash());
+        let last = SignedRoot::sign(rec, &key);
+        let nodes = (0..nodes)
+            .map(|i| {
+                let level = (i % 3) as u8;
+                let alive = i % 5 != 4;
+                let node = if alive {
+                    GraphNode {
+                        node: i * 2,
+                        id: MemoryId([i as u8; 32]),
+                        created_at: u64::from(i) * 1000,
+                        alive,
+                        level,
+                        vector: (0..8).map(|d| (i as i8).wrapping_mul(d + 1)).collect(),
+                    }
+                } else {
+                    GraphNode::tombstone(i * 2, level, 8)
+                };
+                let lists = (0..=level)
+                    .map(|l| (0..(i % 7) + u32::from(l)).collect())
+                    .collect();
+                ProofNode {
+                    node,
+                    lists: NodeLists::Full(lists),
+                }
+            })
+            .collect();
+        Reply::Answer(Box::new(CatchUp {
+            chain: vec![first, last.clone()],
+            out: SyncOut {
+                root: last,
+                full: true,
+                nodes,
+            },
+            cosigs: vec![([1; 32], [2; 64]), ([3; 32], [4; 64])],
+        }))
+    }
+
+    /// Feeds `b` cut at `cuts` (sorted, taken modulo its length) to a [`ReplyReader`].
+    fn streamed(b: &[u8], cuts: &[usize]) -> Result<Reply, Malformed> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (b.len() + 1)).collect();
+        at.sort_unstable();
+        let mut d = ReplyReader::new(MAX_ANSWER);
+        let mut from = 0;
+        for c in at.into_iter().chain(std::iter::once(b.len())) {
+            d.feed(&b[from..c])?;
+            from = c;
+        }
+        d.finish()
+    }
+
+    /// The same reply decoded, as bytes (a reply has no equality of its own).
+    fn again(r: &Result<Reply, Malformed>) -> Option<Vec<u8>> {
+        r.as_ref().ok().map(encode_reply)
+    }
+
+    #[test]
+    fn chunks_concatenate_to_the_encoding_and_decode_piece_by_piece() {
+        for n in [0, 1, 7, 40] {
+            let reply = answer(n);
+            let whole = encode_reply(&reply);
+            for per in [1, 3, 256] {
+                let pieces: Vec<Vec<u8>> = ReplyChunks::new(&reply, per).collect();
+                assert_eq!(pieces.concat(), whole, "{n} nodes, {per} per chunk");
+                assert_eq!(pieces.len(), 2 + (n as usize).div_ceil(per));
+            }
+            // One byte at a time, as a slow stream would bring it.
+            let cuts: Vec<usize> = (0..whole.len()).collect();
+            assert_eq!(again(&streamed(&whole, &cuts)), Some(whole.clone()));
+            assert_eq!(again(&decode_reply(&whole)), Some(whole.clone()));
+        }
+        for r in [Reply::UpToDate, Reply::Unknown] {
+            let b = encode_reply(&r);
+            assert_eq!(ReplyChunks::new(&r, 1).count(), 1);
+            assert_eq!(again(&streamed(&b, &[3])), Some(b));
+        }
+        // Input beyond the reader's cap is refused as it arrives.
+        let whole = encode_reply(&answer(40));
+        let mut d = ReplyReader::new(whole.len() - 1);
+        assert!(d.feed(&whole[..100]).is_ok());
+        assert!(d.feed(&whole[100..]).is_err());
+    }
+
     proptest! {
+        /// However a reply is cut into pieces, the streaming reader accepts exactly what the whole-message decoder
+        /// accepts, and decodes the same reply: honest answers, answers with one byte changed, cut short or with
+        /// bytes added.
+        #[test]
+        fn streamed_decoding_agrees_with_whole_decoding(
+            n in 0u32..30,
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            at in any::<usize>(),
+            byte in any::<u8>(),
+            how in 0u8..4,
+            extra in proptest::collection::vec(any::<u8>(), 1..4),
+        ) {
+            let mut b = encode_reply(&answer(n));
+            match how {
+                0 => {}
+                1 => { let i = at % b.len(); b[i] = byte; }
+                2 => b.truncate(at % b.len()),
+                _ => b.extend_from_slice(&extra),
+            }
+            let whole = decode_reply(&b);
+            let piecewise = streamed(&b, &cuts);
+            prop_assert_eq!(whole.is_ok(), piecewise.is_ok());
+            prop_assert_eq!(again(&whole), again(&piecewise));
+            if how == 0 {
+                prop_assert!(whole.is_ok());
+            }
+        }
+
         /// Every peer-facing decoder of the sync protocol answers arbitrary bytes with a value or an error,
         /// never a panic or an allocation sized by an unchecked count.
         #[test]

@@ -373,6 +373,11 @@ impl Blobs {
         Err(last.unwrap_or_else(|| BlobError::Op("range read failed".into())))
     }
 
+    /// A reader of a blob's bytes (a large snapshot part, decoded piece by piece instead of read whole).
+    pub fn reader(&self, hash: [u8; 32]) -> iroh_blobs::api::blobs::BlobReader {
+        self.store.blobs().reader(Hash::from_bytes(hash))
+    }
+
     /// The whole bytes of any blob (packs and snapshot parts; unchecked beyond the store's own BLAKE3).
     pub async fn get_raw(&self, hash: [u8; 32]) -> Result<Bytes, BlobError> {
         self.store
@@ -394,45 +399,15 @@ impl Blobs {
         Ok(hashes.iter().map(|h| *h.as_bytes()).collect())
     }
 
-    /// Stores a snapshot: its parts as blobs and an iroh HashSeq listing them, pinned (with every part) by
-    /// the tag for `name`, which replaces whatever snapshot that tag held. Returns the HashSeq's hash and the
-    /// parts' hashes.
-    pub async fn put_snapshot(
-        &self,
-        name: &str,
-        parts: Vec<crate::engine::snapshot::Part>,
-    ) -> Result<([u8; 32], Vec<[u8; 32]>), BlobError> {
-        use crate::engine::snapshot::Part;
-        // No collection pass until the new tag is set: parts reused from the old snapshot stay, new ones too.
-        let _no_gc = self.gc_lock.read().await;
-        let mut temps = Vec::with_capacity(parts.len());
-        let mut hashes = Vec::with_capacity(parts.len());
-        for p in parts {
-            match p {
-                Part::New(bytes) => {
-                    let t = self.store.add_bytes(bytes).temp_tag().await.map_err(op)?;
-                    hashes.push(t.hash());
-                    temps.push(t);
-                }
-                Part::Have(h) => hashes.push(Hash::from_bytes(h)),
-            }
+    /// Starts storing a snapshot part by part ([`SnapshotWriter`]); no collection pass runs until it is finished
+    /// or dropped, so the parts written so far stay until the snapshot's tag pins them.
+    pub async fn snapshot_writer(&self) -> SnapshotWriter<'_> {
+        SnapshotWriter {
+            blobs: self,
+            temps: Vec::new(),
+            hashes: Vec::new(),
+            _no_gc: self.gc_lock.read().await,
         }
-        let seq: iroh_blobs::hashseq::HashSeq = hashes.iter().copied().collect();
-        let seq_bytes: Bytes = seq.into();
-        let t = self
-            .store
-            .add_bytes(seq_bytes)
-            .temp_tag()
-            .await
-            .map_err(op)?;
-        let hash = t.hash();
-        self.pin_snapshot(name, *hash.as_bytes()).await?;
-        drop(temps);
-        drop(t);
-        Ok((
-            *hash.as_bytes(),
-            hashes.iter().map(|h| *h.as_bytes()).collect(),
-        ))
     }
 
     /// True if the store holds the complete blob `hash`.
@@ -534,6 +509,79 @@ fn tag_name(hash: &Hash) -> String {
 
 fn snap_tag(name: &str) -> String {
     format!("snap-{}", blake3::hash(name.as_bytes()).to_hex())
+}
+
+/// A snapshot being stored: its parts are written one by one as the caller makes them (never all held in memory
+/// at once), then [`SnapshotWriter::finish`] stores the iroh HashSeq listing them and pins it, with every part, under
+/// the snapshot tag of a name (replacing whatever snapshot that tag held).
+pub struct SnapshotWriter<'a> {
+    blobs: &'a Blobs,
+    temps: Vec<iroh_blobs::api::TempTag>,
+    hashes: Vec<Hash>,
+    _no_gc: tokio::sync::RwLockReadGuard<'a, ()>,
+}
+
+impl SnapshotWriter<'_> {
+    /// Adds the next part from its bytes; returns its hash.
+    pub async fn add(&mut self, bytes: Bytes) -> Result<[u8; 32], BlobError> {
+        let t = self
+            .blobs
+            .store
+            .add_bytes(bytes)
+            .temp_tag()
+            .await
+            .map_err(op)?;
+        Ok(self.keep(t))
+    }
+
+    /// Adds the next part from pieces as a producer makes them (the store writes them out as they come).
+    pub async fn add_stream(
+        &mut self,
+        pieces: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    ) -> Result<[u8; 32], BlobError> {
+        let t = self
+            .blobs
+            .store
+            .add_stream(pieces)
+            .await
+            .temp_tag()
+            .await
+            .map_err(op)?;
+        Ok(self.keep(t))
+    }
+
+    /// Reuses a blob this node holds (a page unchanged since the previous snapshot) as the next part.
+    pub fn have(&mut self, hash: [u8; 32]) {
+        self.hashes.push(Hash::from_bytes(hash));
+    }
+
+    fn keep(&mut self, t: iroh_blobs::api::TempTag) -> [u8; 32] {
+        let h = t.hash();
+        self.hashes.push(h);
+        self.temps.push(t);
+        *h.as_bytes()
+    }
+
+    /// Stores the HashSeq of the parts added and pins it under the snapshot tag of `name`. Returns the HashSeq's
+    /// hash and the parts' hashes.
+    pub async fn finish(self, name: &str) -> Result<([u8; 32], Vec<[u8; 32]>), BlobError> {
+        let seq: iroh_blobs::hashseq::HashSeq = self.hashes.iter().copied().collect();
+        let seq_bytes: Bytes = seq.into();
+        let t = self
+            .blobs
+            .store
+            .add_bytes(seq_bytes)
+            .temp_tag()
+            .await
+            .map_err(op)?;
+        let hash = t.hash();
+        self.blobs.pin_snapshot(name, *hash.as_bytes()).await?;
+        drop(t);
+        Ok((
+            *hash.as_bytes(),
+            self.hashes.iter().map(|h| *h.as_bytes()).collect(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -989,6 +989,8 @@ async fn fresh_follower(
         records as f64 / 1e6,
         records as f64 / 1e6 / secs
     );
+    let (rss, peak) = rss_mb(follower.child.id());
+    println!("{label}: follower RSS {rss:.0} MB after the catch-up, peak {peak:.0} MB (VmHWM)");
     let fs = cb.stats(Some(ns)).await?;
     if fs.total_memories != total {
         bail!("follower has {} memories, owner {total}", fs.total_memories);
@@ -1044,6 +1046,8 @@ async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     summary("owner commit acknowledged -> follower visible", "ms", lat);
+    let (rss, peak) = rss_mb(owner.child.id());
+    println!("owner RSS {rss:.0} MB, peak {peak:.0} MB (VmHWM)");
     drop(owner);
     drop(follower);
     Ok(())

@@ -719,7 +719,7 @@ impl Commitment {
     }
 
     /// True when the latest root commits to exactly these graph and time trees.
-    fn graph_is_current(&self) -> bool {
+    pub fn graph_is_current(&self) -> bool {
         self.root.as_ref().is_some_and(|r| {
             r.record.graph_leaves == self.graph_tree.len()
                 && r.record.graph_root == self.graph_tree.root()

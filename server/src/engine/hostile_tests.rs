@@ -469,7 +469,7 @@ async fn a_snapshot_build_holds_back_forgets_of_its_own_namespace_only() {
 /// the graph of another namespace. The honest snapshot then installs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_snapshots_are_refused_and_install_nothing() {
-    use super::snapshot::{parse_page, Part};
+    use super::snapshot::parse_page;
     let (a, b, _, _dirs) = owner_and_replica(30, 5).await;
     let before = held(&b);
     a.remember("team", items("later", 10))
@@ -549,14 +549,7 @@ async fn hostile_snapshots_are_refused_and_install_nothing() {
         ("the graph of another namespace", other_graph),
     ];
     for (i, (what, parts)) in mutants.into_iter().enumerate() {
-        let (hash, _) = b
-            .blobs
-            .put_snapshot(
-                &format!("mutant {i}"),
-                parts.into_iter().map(Part::New).collect(),
-            )
-            .await
-            .expect("store the mutant");
+        let hash = store_snapshot(&b, &format!("mutant {i}"), parts).await;
         let hold = b.hold_downloads().await;
         let got = b.install_snapshot("team", hash, hold, Vec::new()).await;
         assert!(got.is_err(), "snapshot with {what} was installed");
@@ -564,11 +557,7 @@ async fn hostile_snapshots_are_refused_and_install_nothing() {
         assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 30);
     }
 
-    let (hash, _) = b
-        .blobs
-        .put_snapshot("honest", ours.into_iter().map(Part::New).collect())
-        .await
-        .expect("store");
+    let hash = store_snapshot(&b, "honest", ours).await;
     let hold = b.hold_downloads().await;
     b.install_snapshot("team", hash, hold, Vec::new())
         .await
@@ -576,4 +565,13 @@ async fn hostile_snapshots_are_refused_and_install_nothing() {
         .expect("something new");
     assert_eq!(held(&b).0, a.owner_root_seq("team").expect("seq"));
     assert_eq!(b.stats(Some("team")).expect("stats")[0].memories, 40);
+}
+
+/// Stores `parts` as a snapshot pinned under `name`; returns its hash.
+async fn store_snapshot(e: &Engine, name: &str, parts: Vec<bytes::Bytes>) -> [u8; 32] {
+    let mut w = e.blobs.snapshot_writer().await;
+    for p in parts {
+        w.add(p).await.expect("store a part");
+    }
+    w.finish(name).await.expect("store the snapshot").0
 }

@@ -740,29 +740,22 @@ impl Engine {
         let mut now_alive: HashSet<MemoryId> = HashSet::with_capacity(changed.len());
         let alive_ids: Vec<MemoryId> = changed.iter().filter(|g| g.alive).map(|g| g.id).collect();
         let (mut records, packed) = match packed {
-            Some(mut p) => (std::mem::take(&mut p.records), Some(p)),
-            None => (self.records_of(alive_ids).await?, None),
+            Some(mut p) => (std::mem::take(&mut p.facts), Some(p)),
+            None => (self.facts_of(&ns, alive_ids).await?, None),
         };
         for (g, (level, l)) in changed.iter().zip(lists) {
             let (dedup, metadata, lex) = if g.alive {
-                let bytes = records
+                let f = records
                     .remove(&g.id)
                     .ok_or_else(|| StepError::Rejected(format!("record {} unavailable", g.id)))?;
-                let rec = MemoryRecord::decode(&bytes)
-                    .map_err(|e| StepError::Rejected(format!("record {}: {e}", g.id)))?;
-                if rec.namespace != ns || rec.created_at != g.created_at {
+                if f.created_at != g.created_at {
                     return Err(StepError::Rejected(format!(
                         "record {} does not match its committed leaf",
                         g.id
                     )));
                 }
                 now_alive.insert(g.id);
-                let lex = cairn_index::lexical::DocTerms::of(&rec.text);
-                (
-                    dedup_key(&rec.text, &rec.metadata),
-                    rec.metadata,
-                    Some(lex.into_terms()),
-                )
+                (f.dedup, f.metadata, Some(f.lex))
             } else {
                 (MemoryId::of_bytes(&[]).0, Default::default(), None)
             };
@@ -903,18 +896,32 @@ impl Engine {
         Ok(root)
     }
 
-    /// Reads the records of `ids` (from blobs or packs), checked against their ids.
-    async fn records_of(
+    /// What the rows of `ids` keep of their records (read from blobs or packs, checked against their ids), read
+    /// [`FACTS_CHUNK`] records at a time so a large step never holds all its records' bytes at once.
+    async fn facts_of(
         &self,
+        ns: &str,
         ids: Vec<MemoryId>,
-    ) -> Result<std::collections::HashMap<MemoryId, bytes::Bytes>, StepError> {
-        let got = self
-            .records_bulk(&ids)
+    ) -> Result<std::collections::HashMap<MemoryId, RecordFacts>, StepError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(FACTS_CHUNK) {
+            let got = self
+                .records_bulk(chunk)
+                .await
+                .map_err(|e| StepError::Rejected(format!("records unavailable: {e}")))?;
+            let (ns, chunk) = (ns.to_owned(), chunk.to_vec());
+            let facts = tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .zip(got)
+                    .map(|(id, bytes)| Ok((id, RecordFacts::of(&ns, id, &bytes)?)))
+                    .collect::<Result<Vec<_>, StepError>>()
+            })
             .await
-            .map_err(|e| StepError::Rejected(format!("records unavailable: {e}")))?;
-        let m: std::collections::HashMap<MemoryId, bytes::Bytes> =
-            ids.into_iter().zip(got).collect();
-        Ok(m)
+            .map_err(NodeError::from)??;
+            out.extend(facts);
+        }
+        Ok(out)
     }
 
     /// Rewrites every pack holding one of `gone` without the records of `gone`, so forgotten bytes leave
@@ -987,10 +994,45 @@ impl Engine {
     }
 }
 
+/// Records read per batch while installing a catch-up step (their bytes are dropped once decoded).
+const FACTS_CHUNK: usize = 1024;
+
+/// What a replica's row keeps of a record: decoded once while installing, without the text, so a step never holds
+/// every record's bytes at once.
+pub(crate) struct RecordFacts {
+    /// The record's created_at (must match its committed leaf).
+    pub created_at: u64,
+    /// Its dedup key.
+    pub dedup: [u8; 32],
+    /// Its metadata.
+    pub metadata: cairn_index::record::Metadata,
+    /// Its index terms.
+    pub lex: Arc<crate::store::terms::PackedTerms>,
+}
+
+impl RecordFacts {
+    /// Decodes record `id` of namespace `ns` (its bytes already checked against the id).
+    pub(crate) fn of(ns: &str, id: MemoryId, bytes: &[u8]) -> Result<Self, StepError> {
+        let rec = MemoryRecord::decode(bytes)
+            .map_err(|e| StepError::Rejected(format!("record {id}: {e}")))?;
+        if rec.namespace != ns {
+            return Err(StepError::Rejected(format!(
+                "record {id} does not match its committed leaf"
+            )));
+        }
+        Ok(RecordFacts {
+            created_at: rec.created_at,
+            dedup: dedup_key(&rec.text, &rec.metadata),
+            lex: cairn_index::lexical::DocTerms::of(&rec.text).into_terms(),
+            metadata: rec.metadata,
+        })
+    }
+}
+
 /// Records of a step that arrived as snapshot pages (kept as packs).
 pub(crate) struct Packed {
-    /// Every live record of the step, by id (slices of the pages).
-    pub records: std::collections::HashMap<MemoryId, bytes::Bytes>,
+    /// What the rows keep of every live record of the step, by id.
+    pub facts: std::collections::HashMap<MemoryId, RecordFacts>,
     /// Where each lives.
     pub locs: Vec<(MemoryId, crate::store::PackLoc)>,
     /// The pages.

@@ -20,7 +20,7 @@ use super::replica::{Packed, StepError};
 use super::Engine;
 use crate::error::NodeError;
 use crate::store::PackLoc;
-use cairn_index::sync::{decode_reply, encode_reply, Reply};
+use cairn_index::sync::{PagesCheck, Reply, ReplyChunks, ReplyReader, MAX_ANSWER, NODES_PER_CHUNK};
 
 /// Points per record page.
 pub const PAGE_POINTS: u32 = 1024;
@@ -106,14 +106,6 @@ fn page_fingerprint(ids: &[MemoryId]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// A part of a snapshot to store: new bytes, or a blob this node holds already.
-pub enum Part {
-    /// Bytes to add.
-    New(Bytes),
-    /// An existing blob (a page unchanged since the previous snapshot).
-    Have([u8; 32]),
-}
-
 impl Engine {
     /// The snapshot of `ns` at its latest root, built now unless the one kept is current. Pages whose
     /// memories did not change since the kept snapshot are reused, so after the first build only the pages
@@ -147,12 +139,21 @@ impl Engine {
             .map(|n| (n.node.node, n.node.id))
             .collect();
         alive.sort_unstable();
-        let answer = tokio::task::spawn_blocking(move || {
-            Bytes::from(encode_reply(&Reply::Answer(Box::new(c))))
-        })
-        .await?;
+        // Every part goes to the store as it is made: the answer in pieces from an encoder thread, then each page.
+        let mut w = self.blobs.snapshot_writer().await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let encoder = tokio::task::spawn_blocking(move || {
+            let reply = Reply::Answer(Box::new(c));
+            for piece in ReplyChunks::new(&reply, NODES_PER_CHUNK) {
+                if tx.blocking_send(Ok(Bytes::from(piece))).is_err() {
+                    break;
+                }
+            }
+        });
+        w.add_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?;
+        encoder.await?;
         let t_encode = t0.elapsed();
-        let mut parts = vec![Part::New(answer)];
         let mut fingerprints = Vec::new();
         let mut start = 0;
         while start < alive.len() {
@@ -167,15 +168,15 @@ impl Engine {
             fingerprints.push((page, fp));
             if let Some((old_fp, h)) = kept.pages.get(&page) {
                 if *old_fp == fp && self.blobs.has_raw(*h).await {
-                    parts.push(Part::Have(*h));
+                    w.have(*h);
                     continue;
                 }
             }
             let recs = self.records_bulk(&ids).await?;
-            parts.push(Part::New(encode_page(&recs)));
+            w.add(encode_page(&recs)).await?;
         }
         let t_pages = t0.elapsed();
-        let (hash, hashes) = self.blobs.put_snapshot(ns, parts).await?;
+        let (hash, hashes) = w.finish(ns).await?;
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let snap = SnapshotRef { seq, hash };
         let pages = fingerprints
@@ -309,6 +310,27 @@ impl Engine {
         Ok(self.blobs.get_raw(hash).await?)
     }
 
+    /// Decodes a stored catch-up answer (a snapshot's first part) piece by piece as it is read from the store, so
+    /// its encoded bytes are never held whole beside the decoded graph.
+    pub async fn read_answer(&self, hash: [u8; 32]) -> Result<Reply, NodeError> {
+        use tokio::io::AsyncReadExt;
+        let mut reader = self.blobs.reader(hash);
+        let mut d = ReplyReader::new(MAX_ANSWER);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| NodeError::Task(format!("snapshot answer: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            d.feed(&buf[..n])
+                .map_err(|e| NodeError::Task(e.to_string()))?;
+        }
+        d.finish().map_err(|e| NodeError::Task(e.to_string()))
+    }
+
     /// The parts of a snapshot this node holds (the HashSeq's children), for serving it whole.
     pub async fn snapshot_parts(&self, hash: [u8; 32]) -> Result<Vec<[u8; 32]>, NodeError> {
         let seq = self.blobs.get_raw(hash).await?;
@@ -338,14 +360,9 @@ impl Engine {
         if parts.is_empty() || parts.len() > MAX_PARTS {
             return Err(rejected(format!("{} parts", parts.len())));
         }
-        let answer = self
-            .blobs
-            .get_raw(parts[0])
+        let reply = self
+            .read_answer(parts[0])
             .await
-            .map_err(|e| rejected(e.to_string()))?;
-        let reply = tokio::task::spawn_blocking(move || decode_reply(&answer))
-            .await
-            .map_err(NodeError::from)?
             .map_err(|e| rejected(e.to_string()))?;
         let Reply::Answer(mut c) = reply else {
             return Err(rejected("no answer".into()));
@@ -370,31 +387,53 @@ impl Engine {
             return Ok(None);
         };
         let t_verify = t0.elapsed();
+        // The pages one at a time: each record is checked against the live leaves and reduced to what its row
+        // keeps, so the install never holds every page (a second copy of every record) at once.
         let packs: Vec<[u8; 32]> = parts[1..].to_vec();
-        let mut pages = Vec::with_capacity(packs.len());
+        let mut facts = HashMap::with_capacity(live.len());
+        let mut locs = Vec::with_capacity(live.len());
+        let mut check = PagesCheck::new(live);
         for pack in &packs {
-            pages.push(
-                self.blobs
-                    .get_raw(*pack)
-                    .await
-                    .map_err(|e| rejected(e.to_string()))?,
-            );
-        }
-        let found = tokio::task::spawn_blocking(move || records_of_pages(&pages, &live))
+            let page = self
+                .blobs
+                .get_raw(*pack)
+                .await
+                .map_err(|e| rejected(e.to_string()))?;
+            let name = ns.to_owned();
+            let (back, found) = tokio::task::spawn_blocking(move || {
+                let found = check
+                    .page(&page)
+                    .map_err(|e| rejected(e.to_string()))
+                    .and_then(|entries| {
+                        entries
+                            .into_iter()
+                            .map(|e| {
+                                let (at, len) = (e.offset as usize, e.len as usize);
+                                let f = super::replica::RecordFacts::of(
+                                    &name,
+                                    e.id,
+                                    &page[at..at + len],
+                                )?;
+                                Ok((e, f))
+                            })
+                            .collect::<Result<Vec<_>, StepError>>()
+                    });
+                (check, found)
+            })
             .await
-            .map_err(NodeError::from)?
-            .map_err(|e| rejected(e.to_string()))?;
-        let mut records = HashMap::with_capacity(found.len());
-        let mut locs = Vec::with_capacity(found.len());
-        for (i, r) in found {
-            let loc = PackLoc {
-                pack: packs[i],
-                offset: r.offset,
-                len: r.len,
-            };
-            locs.push((r.id, loc));
-            records.insert(r.id, r.bytes);
+            .map_err(NodeError::from)?;
+            check = back;
+            for (e, f) in found? {
+                let loc = PackLoc {
+                    pack: *pack,
+                    offset: e.offset,
+                    len: e.len,
+                };
+                locs.push((e.id, loc));
+                facts.insert(e.id, f);
+            }
         }
+        check.finish().map_err(|e| rejected(e.to_string()))?;
         let t_pages = t0.elapsed();
         tracing::debug!(
             namespace = %ns,
@@ -407,7 +446,7 @@ impl Engine {
             .install_with(
                 step,
                 Some(Packed {
-                    records,
+                    facts,
                     locs,
                     packs,
                     snapshot: hash,

@@ -463,6 +463,15 @@ impl Space {
         let Some(root) = inner.commit.root().cloned() else {
             return Ok(None);
         };
+        // A restored copy of an older data dir that may not sign (a fork, see `--allow-fork`) can hold a rebuilt
+        // graph its latest root does not commit to: serving it would only have every replica reject the answer.
+        if !inner.commit.graph_is_current() {
+            return Err(NodeError::FailedPrecondition(format!(
+                "namespace {:?} is not served to replicas: its state does not match its latest signed root {} \
+                 (a restored data dir that may not sign; see the start-up log)",
+                self.name, root.record.seq
+            )));
+        }
         if have > root.record.seq {
             return Ok(Some(SyncOut {
                 root,
@@ -848,6 +857,53 @@ mod tests {
             ann.insert(&r.vector, i);
         }
         ann
+    }
+
+    /// A namespace whose state its latest root does not commit to (a restored data dir that may not sign a new
+    /// root) is not served to replicas: they could only reject the answer, again and again.
+    #[test]
+    fn state_its_root_does_not_commit_to_is_not_served() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let persist = |_: &str, _: &SignedRoot| Ok(());
+        let signer = RootSigner {
+            key: &key,
+            params: CommitParams {
+                m: PARAMS.m as u16,
+                dim: PARAMS.dim as u16,
+                model: [0; 32],
+            },
+            persist: &persist,
+        };
+        let rs = rows(4, 30, 8);
+        let space = Space::from_parts(
+            "t".into(),
+            tmp.path().join("a"),
+            rs.clone(),
+            indexed(&rs),
+            0,
+        );
+        let root = space
+            .ensure_root(None, true, &signer)
+            .expect("sign")
+            .expect("root");
+        assert!(space.sync_out(0).expect("served").is_some_and(|o| o.full));
+        // The same namespace restored with one memory fewer than its root commits to, not allowed to sign.
+        let fewer = rs[..29].to_vec();
+        let restored = Space::from_parts(
+            "t".into(),
+            tmp.path().join("b"),
+            fewer.clone(),
+            indexed(&fewer),
+            0,
+        );
+        restored
+            .ensure_root(Some(root), false, &signer)
+            .expect("kept");
+        assert!(matches!(
+            restored.sync_out(0),
+            Err(NodeError::FailedPrecondition(_))
+        ));
     }
 
     #[test]

@@ -308,16 +308,19 @@ impl ProtocolHandler for ServeSync {
                 }
                 _ => Reply::Unknown,
             };
-            let bytes = tokio::task::spawn_blocking(move || wire::encode_reply(&reply))
-                .await
-                .map_err(AcceptError::from_err)?;
-            send.write_all(&bytes)
-                .await
-                .map_err(AcceptError::from_err)?;
+            // Written piece by piece: a whole graph's encoding (39 MB at 100k memories) is never held at once.
+            for piece in wire::ReplyChunks::new(&reply, wire::NODES_PER_CHUNK) {
+                send.write_all(&piece)
+                    .await
+                    .map_err(AcceptError::from_err)?;
+            }
             send.finish()?;
         }
     }
 }
+
+/// Most bytes read from a catch-up answer's stream at a time.
+const ANSWER_PIECE: usize = 256 << 10;
 
 /// Most roots a replica fetches to link a catch-up chain to the root it holds (about 64 MB of roots).
 const MAX_GAP: u64 = 1 << 18;
@@ -1127,16 +1130,8 @@ impl P2p {
         req: &[u8],
         max: usize,
     ) -> Result<Vec<u8>, PeerError> {
-        let id = endpoint_id(peer).ok_or(PeerError::BadPeerId)?;
         let exchange = async {
-            // A peer that is gone must not hold a catch-up for the whole exchange timeout.
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(id, SYNC_ALPN))
-                .await
-                .map_err(|_| PeerError::ConnectTimeout)?
-                .map_err(PeerError::transport)?;
-            let (mut send, mut recv) = conn.open_bi().await.map_err(PeerError::transport)?;
-            send.write_all(req).await.map_err(PeerError::transport)?;
-            send.finish().map_err(PeerError::transport)?;
+            let (conn, mut recv) = self.request(peer, req).await?;
             let bytes = recv.read_to_end(max).await.map_err(PeerError::transport)?;
             conn.close(0u32.into(), b"done");
             Ok::<_, PeerError>(bytes)
@@ -1144,6 +1139,24 @@ impl P2p {
         tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
             .await
             .map_err(|_| PeerError::Timeout)?
+    }
+
+    /// Sends one request on a fresh `cairn/sync/1` connection; the reply is read from the returned stream.
+    async fn request(
+        &self,
+        peer: &[u8; 32],
+        req: &[u8],
+    ) -> Result<(Connection, iroh::endpoint::RecvStream), PeerError> {
+        let id = endpoint_id(peer).ok_or(PeerError::BadPeerId)?;
+        // A peer that is gone must not hold a catch-up for the whole exchange timeout.
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(id, SYNC_ALPN))
+            .await
+            .map_err(|_| PeerError::ConnectTimeout)?
+            .map_err(PeerError::transport)?;
+        let (mut send, recv) = conn.open_bi().await.map_err(PeerError::transport)?;
+        send.write_all(req).await.map_err(PeerError::transport)?;
+        send.finish().map_err(PeerError::transport)?;
+        Ok((conn, recv))
     }
 
     async fn ask(
@@ -1159,10 +1172,24 @@ impl P2p {
             have,
         }
         .encode();
-        let bytes = self.exchange(peer, &req, wire::MAX_ANSWER).await?;
-        let n = bytes.len();
-        let reply = tokio::task::spawn_blocking(move || wire::decode_reply(&bytes)).await??;
-        Ok((reply, n))
+        // Decoded piece by piece as it arrives: the encoded answer is never held whole beside the decoded graph.
+        let exchange = async {
+            let (conn, mut recv) = self.request(peer, &req).await?;
+            let mut d = wire::ReplyReader::new(wire::MAX_ANSWER);
+            while let Some(piece) = recv
+                .read_chunk(ANSWER_PIECE)
+                .await
+                .map_err(PeerError::transport)?
+            {
+                d.feed(&piece)?;
+            }
+            conn.close(0u32.into(), b"done");
+            let n = d.bytes_fed();
+            Ok::<_, PeerError>((d.finish()?, n))
+        };
+        tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout)?
     }
 
     /// Downloads record blobs with iroh-blobs, one GetMany request per provider in order: each blob is
