@@ -399,14 +399,14 @@ impl Blobs {
         Ok(hashes.iter().map(|h| *h.as_bytes()).collect())
     }
 
-    /// Starts storing a snapshot part by part ([`SnapshotWriter`]); no collection pass runs until it is finished
-    /// or dropped, so the parts written so far stay until the snapshot's tag pins them.
-    pub async fn snapshot_writer(&self) -> SnapshotWriter<'_> {
+    /// Starts storing a snapshot part by part ([`SnapshotWriter`]). Each part written is held by a temp tag until
+    /// the snapshot's tag pins it; collection is kept out only while a part is being written (a pass marks temp
+    /// tags), so a long snapshot build never holds collection, or the writes queued behind a waiting pass, back.
+    pub fn snapshot_writer(&self) -> SnapshotWriter<'_> {
         SnapshotWriter {
             blobs: self,
             temps: Vec::new(),
             hashes: Vec::new(),
-            _no_gc: self.gc_lock.read().await,
         }
     }
 
@@ -518,12 +518,12 @@ pub struct SnapshotWriter<'a> {
     blobs: &'a Blobs,
     temps: Vec<iroh_blobs::api::TempTag>,
     hashes: Vec<Hash>,
-    _no_gc: tokio::sync::RwLockReadGuard<'a, ()>,
 }
 
 impl SnapshotWriter<'_> {
     /// Adds the next part from its bytes; returns its hash.
     pub async fn add(&mut self, bytes: Bytes) -> Result<[u8; 32], BlobError> {
+        let _no_gc = self.blobs.gc_lock.read().await;
         let t = self
             .blobs
             .store
@@ -539,6 +539,7 @@ impl SnapshotWriter<'_> {
         &mut self,
         pieces: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
     ) -> Result<[u8; 32], BlobError> {
+        let _no_gc = self.blobs.gc_lock.read().await;
         let t = self
             .blobs
             .store
@@ -565,6 +566,7 @@ impl SnapshotWriter<'_> {
     /// Stores the HashSeq of the parts added and pins it under the snapshot tag of `name`. Returns the HashSeq's
     /// hash and the parts' hashes.
     pub async fn finish(self, name: &str) -> Result<([u8; 32], Vec<[u8; 32]>), BlobError> {
+        let _no_gc = self.blobs.gc_lock.read().await;
         let seq: iroh_blobs::hashseq::HashSeq = self.hashes.iter().copied().collect();
         let seq_bytes: Bytes = seq.into();
         let t = self
@@ -671,6 +673,54 @@ mod tests {
             }
         }
         assert!(gone, "the deferred collection never ran");
+        blobs.shutdown().await.expect("shutdown");
+    }
+
+    /// A snapshot being built keeps collection out only while it writes a part: passes run between parts, and the
+    /// parts written before a pass (held by temp tags) are still there when the snapshot is pinned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn collection_runs_between_snapshot_parts_and_keeps_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path(), Duration::from_millis(5))
+            .await
+            .expect("open");
+        let mut w = blobs.snapshot_writer();
+        let first = Bytes::from_static(b"snapshot part written before a pass");
+        let first_hash = w.add(first.clone()).await.expect("add");
+        let doomed = Bytes::from_static(b"doomed while a snapshot is built");
+        blobs
+            .put_all(std::slice::from_ref(&doomed))
+            .await
+            .expect("put");
+        blobs
+            .delete(&[*blake3::hash(&doomed).as_bytes()])
+            .await
+            .expect("delete");
+        let doomed_id = MemoryId::of_bytes(&doomed);
+        let mut gone = false;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if blobs.get(&doomed_id).await.is_err() {
+                gone = true;
+                break;
+            }
+        }
+        assert!(gone, "no collection pass ran while the snapshot was built");
+        assert!(
+            blobs.has_raw(first_hash).await,
+            "a part written before the pass was collected"
+        );
+        w.add(Bytes::from_static(b"snapshot part written after the pass"))
+            .await
+            .expect("add");
+        let (hash, parts) = w.finish("ns").await.expect("finish");
+        assert_eq!(parts.first(), Some(&first_hash));
+        // Pinned: the parts outlive further passes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(blobs.has_raw(hash).await);
+        for p in &parts {
+            assert!(blobs.has_raw(*p).await, "a pinned part was collected");
+        }
         blobs.shutdown().await.expect("shutdown");
     }
 }

@@ -108,6 +108,16 @@ pub type ReplicaDoc = (
     Vec<String>,
 );
 
+/// New points handed to [`Commitment::add_points`] without exactly one vector each (a bug in the caller).
+#[derive(Debug, thiserror::Error)]
+#[error("{rows} new points but {vectors} vectors")]
+pub struct VectorsMismatch {
+    /// New rows.
+    pub rows: usize,
+    /// Vectors given.
+    pub vectors: usize,
+}
+
 /// Why replicated nodes were refused: they do not reproduce the owner's signed root.
 #[derive(Debug, thiserror::Error)]
 #[error("replicated state rejected: {0}")]
@@ -198,10 +208,25 @@ impl Commitment {
 
     /// Takes in points appended to the graph (`first..rows.len()` are new, `vectors[i - first]` the vector of
     /// point i: rows in memory keep none): their leaves, the leaves of the points whose neighbour lists the
-    /// inserts changed, and their time entries.
-    pub fn add_points(&mut self, rows: &[PointRow], first: usize, vectors: &[&[f32]], ann: &Ann) {
-        for (i, r) in rows.iter().enumerate().skip(first) {
-            let vector = vectors.get(i - first).copied().unwrap_or(&[]);
+    /// inserts changed, and their time entries. A vector count that does not match the new rows changes nothing.
+    pub fn add_points(
+        &mut self,
+        rows: &[PointRow],
+        first: usize,
+        vectors: &[&[f32]],
+        ann: &Ann,
+    ) -> Result<(), VectorsMismatch> {
+        let new = rows.len().checked_sub(first).ok_or(VectorsMismatch {
+            rows: 0,
+            vectors: vectors.len(),
+        })?;
+        if new != vectors.len() {
+            return Err(VectorsMismatch {
+                rows: new,
+                vectors: vectors.len(),
+            });
+        }
+        for ((i, r), vector) in rows.iter().enumerate().skip(first).zip(vectors) {
             self.nodes.push(CNode::new(node_of(i, r, vector, 0)));
             self.changed.push(i as u32);
             let e = TimeEntry {
@@ -253,6 +278,7 @@ impl Commitment {
             trees_ms = (t0.elapsed() - t_repair).as_secs_f64() * 1e3,
             "commitment update"
         );
+        Ok(())
     }
 
     /// Marks points forgotten: their graph leaves flip to tombstones and their time entries go.
@@ -1211,7 +1237,8 @@ mod tests {
             }
             have.extend_from_slice(chunk);
             let vectors: Vec<&[f32]> = chunk.iter().map(|r| r.vector.as_slice()).collect();
-            c.add_points(&have, first, &vectors, &ann);
+            c.add_points(&have, first, &vectors, &ann)
+                .expect("one vector per new point");
             let full = Commitment::build(&have, &ann);
             assert_eq!(
                 c.graph_tree.root(),
@@ -1277,7 +1304,8 @@ mod tests {
             }
             have.extend_from_slice(chunk);
             let vectors: Vec<&[f32]> = chunk.iter().map(|r| r.vector.as_slice()).collect();
-            c.add_points(&have, first, &vectors, &ann);
+            c.add_points(&have, first, &vectors, &ann)
+                .expect("one vector per new point");
             assert_eq!(c.unreachable_live(), 0, "after {} points", have.len());
             // A restart's rebuild is repaired too.
             assert_eq!(Commitment::build(&have, &ann).unreachable_live(), 0);

@@ -569,7 +569,7 @@ async fn hostile_snapshots_are_refused_and_install_nothing() {
 
 /// Stores `parts` as a snapshot pinned under `name`; returns its hash.
 async fn store_snapshot(e: &Engine, name: &str, parts: Vec<bytes::Bytes>) -> [u8; 32] {
-    let mut w = e.blobs.snapshot_writer().await;
+    let mut w = e.blobs.snapshot_writer();
     for p in parts {
         w.add(p).await.expect("store a part");
     }

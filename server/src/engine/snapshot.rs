@@ -140,7 +140,7 @@ impl Engine {
             .collect();
         alive.sort_unstable();
         // Every part goes to the store as it is made: the answer in pieces from an encoder thread, then each page.
-        let mut w = self.blobs.snapshot_writer().await;
+        let mut w = self.blobs.snapshot_writer();
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
         let encoder = tokio::task::spawn_blocking(move || {
             let reply = Reply::Answer(Box::new(c));

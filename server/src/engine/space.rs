@@ -395,7 +395,9 @@ impl Space {
         let t_ann = t0.elapsed();
         let vectors: Vec<&[f32]> = points.iter().map(|p| p.row.vector.as_slice()).collect();
         let Inner { commit, rows, .. } = &mut *inner;
-        commit.add_points(rows, first, &vectors, &ann);
+        commit
+            .add_points(rows, first, &vectors, &ann)
+            .map_err(|e| NodeError::Task(e.to_string()))?;
         if !gone.is_empty() {
             inner.bury(gone);
             // The saved graph holds the forgotten vectors: it is rewritten at the next save.

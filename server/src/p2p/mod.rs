@@ -308,12 +308,22 @@ impl ProtocolHandler for ServeSync {
                 }
                 _ => Reply::Unknown,
             };
-            // Written piece by piece: a whole graph's encoding (39 MB at 100k memories) is never held at once.
-            for piece in wire::ReplyChunks::new(&reply, wire::NODES_PER_CHUNK) {
+            // Written piece by piece: a whole graph's encoding (39 MB at 100k memories) is never held at once. The
+            // pieces are encoded on a blocking thread, a few ahead of the connection, not on an async worker.
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let encoder = tokio::task::spawn_blocking(move || {
+                for piece in wire::ReplyChunks::new(&reply, wire::NODES_PER_CHUNK) {
+                    if tx.blocking_send(piece).is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some(piece) = rx.recv().await {
                 send.write_all(&piece)
                     .await
                     .map_err(AcceptError::from_err)?;
             }
+            encoder.await.map_err(AcceptError::from_err)?;
             send.finish()?;
         }
     }
