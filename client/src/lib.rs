@@ -66,6 +66,9 @@ pub struct NewMemory {
     pub created_at: Option<u64>,
     /// A key unique in the namespace: remembering it again replaces the memory holding it, in one commit.
     pub key: Option<String>,
+    /// The text's vector from the namespace's external model ([`CairnClient::create_namespace`]); `None` for
+    /// namespaces the node embeds itself.
+    pub vector: Option<Vec<f32>>,
 }
 
 impl NewMemory {
@@ -94,6 +97,12 @@ impl NewMemory {
         self.key = Some(key.into());
         self
     }
+
+    /// Sets the text's vector (namespaces of an external model take one with every text, others refuse it).
+    pub fn vector(mut self, vector: Vec<f32>) -> Self {
+        self.vector = Some(vector);
+        self
+    }
 }
 
 impl From<NewMemory> for pb::MemoryInput {
@@ -103,6 +112,7 @@ impl From<NewMemory> for pb::MemoryInput {
             metadata: m.metadata,
             created_at: m.created_at,
             key: m.key.unwrap_or_default(),
+            vector: m.vector.map(|values| pb::Vector { values }),
         }
     }
 }
@@ -523,7 +533,29 @@ impl CairnClient {
             .collect())
     }
 
-    /// All namespaces on the node.
+    /// Creates `namespace` before its first memory: with `external` = (model name, dimension), a namespace whose
+    /// vectors the caller brings (every [`NewMemory`] then needs [`NewMemory::vector`], and semantic recall a
+    /// query vector); its roots commit that model. Idempotent for the same model.
+    pub async fn create_namespace(
+        &self,
+        namespace: &str,
+        external: Option<(&str, u32)>,
+    ) -> Result<pb::CreateNamespaceResponse, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .create_namespace(pb::CreateNamespaceRequest {
+                namespace: namespace.to_owned(),
+                external_model: external.map(|(name, dim)| pb::ExternalModel {
+                    name: name.to_owned(),
+                    dim,
+                }),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// All namespaces on the node (those the token can see), with owner, latest seq and model.
     pub async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>, Error> {
         Ok(self
             .inner

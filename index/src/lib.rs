@@ -46,6 +46,7 @@ pub mod hybrid;
 pub mod id;
 pub mod lexical;
 pub mod merkle;
+pub mod model;
 pub mod proof;
 pub mod record;
 pub mod root;

@@ -132,6 +132,11 @@ impl CairnService {
             })
             .collect()
     }
+
+    /// How a namespace's model is shown: the node's model id, or `external:NAME/DIM`.
+    fn model_label(&self, external: Option<&cairn_index::model::ExternalModel>) -> String {
+        external.map_or_else(|| self.engine.embedder().info().id.clone(), |m| m.label())
+    }
 }
 
 #[tonic::async_trait]
@@ -166,6 +171,7 @@ impl Cairn for CairnService {
                     text: i.text,
                     metadata,
                     created_at: i.created_at,
+                    vector: i.vector.map(|v| v.values),
                 })
             })
             .collect::<Result<_, Status>>()?;
@@ -362,6 +368,7 @@ impl Cairn for CairnService {
                     tombstones: s.tombstones,
                     index_points: s.index_points,
                     newest_created_at: s.newest_created_at,
+                    model: self.model_label(s.external.as_ref()),
                 })
                 .collect(),
             model: info.id.clone(),
@@ -392,10 +399,40 @@ impl Cairn for CairnService {
                         .map(hex::encode)
                         .unwrap_or_default(),
                     seq: self.engine.owner_root_seq(&s.namespace).unwrap_or(0),
+                    model: self.model_label(s.external.as_ref()),
                     namespace: s.namespace,
                     memories: s.memories,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn create_namespace(
+        &self,
+        request: Request<pb::CreateNamespaceRequest>,
+    ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "CreateNamespace", &req.namespace)?;
+        let model = req
+            .external_model
+            .map(|m| {
+                let dim = u16::try_from(m.dim).unwrap_or(u16::MAX);
+                cairn_index::model::ExternalModel::new(&m.name, dim).map_err(|e| {
+                    Status::from(crate::error::NodeError::invalid(
+                        "external_model",
+                        e.to_string(),
+                    ))
+                })
+            })
+            .transpose()?;
+        let (root, created) = self
+            .engine
+            .create_namespace(&req.namespace, model.clone())
+            .await?;
+        Ok(Response::new(pb::CreateNamespaceResponse {
+            created,
+            model: self.model_label(model.as_ref()),
+            root: root.as_ref().map(root_message),
         }))
     }
 

@@ -168,6 +168,7 @@ async fn a_key_written_again_replaces_its_memory_in_one_commit() {
                 metadata: [("cairn.key".to_string(), "a".to_string())].into(),
                 created_at: None,
                 key: "b".into(),
+                vector: None,
             }],
         })
         .await
@@ -181,6 +182,7 @@ async fn a_key_written_again_replaces_its_memory_in_one_commit() {
                 metadata: Default::default(),
                 created_at: None,
                 key: "a\nb".into(),
+                vector: None,
             }],
         })
         .await

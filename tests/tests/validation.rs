@@ -19,6 +19,7 @@ fn item(text: &str) -> pb::MemoryInput {
         metadata: BTreeMap::new(),
         created_at: None,
         key: String::new(),
+        vector: None,
     }
 }
 
@@ -108,6 +109,7 @@ async fn every_rule_has_its_status_code() {
         metadata: pairs.into_iter().collect(),
         created_at: None,
         key: String::new(),
+        vector: None,
     };
     expect(
         remember(

@@ -50,6 +50,8 @@ pub const RULES: &[(&str, Need)] = &[
     ("Unshare", Need::Namespace(Right::Admin)),
     // Only grants under prefixes the token administers.
     ("ListShares", Need::Filtered),
+    // Creating is writing: the namespace's first root is signed.
+    ("CreateNamespace", Need::Namespace(Right::Write)),
 ];
 
 /// What `method` needs, or `None` if the table does not know it (the caller refuses it).

@@ -53,7 +53,13 @@ async fn bound_query(vd: &Verified, proof: &[u8], text: &str) -> Result<()> {
         .into_iter()
         .next()
         .context("no embedding")?;
-    let mine = cairn_index::commit::quantise(&mine);
+    bound_vector(proof, &mine)
+}
+
+/// The proof's query vector must be `mine` (a unit vector) once quantised: the query this machine embedded, or
+/// the vector the caller sent (`--vector`).
+fn bound_vector(proof: &[u8], mine: &[f32]) -> Result<()> {
+    let mine = cairn_index::commit::quantise(mine);
     if let Ok(f) = cairn_index::filtered::FilteredProof::decode(proof, &Default::default()) {
         // A lexical filtered proof has no query vector (its terms are bound to the text by the verifier).
         if f.query.is_empty() {
@@ -87,7 +93,7 @@ fn compare_query(mine: &[i8], theirs: &[i8]) -> Result<()> {
         .unwrap_or(0);
     if mine.len() != theirs.len() || off > 1 {
         bail!(
-            "verification failed: the proof's query vector is not the embedding of the query text (largest difference {off})"
+            "verification failed: the proof's query vector is not this query's (the embedding of its text, or the vector sent; largest difference {off})"
         );
     }
     Ok(())
@@ -446,6 +452,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             meta,
             created_at,
             key,
+            vector,
             text,
         } => {
             let item = NewMemory {
@@ -453,6 +460,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 metadata: meta.into_iter().collect(),
                 created_at,
                 key,
+                vector,
             };
             let results = client.remember(&ns, vec![item]).await?;
             let r = results.first().context("node returned no result")?;
@@ -471,6 +479,25 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("{}", r.id);
             }
         }
+        Command::CreateNamespace {
+            ns,
+            external_model,
+            dim,
+        } => {
+            let external = external_model.as_deref().zip(dim);
+            let r = client.create_namespace(&ns, external).await?;
+            let seq = r.root.as_ref().map_or(0, |r| r.seq);
+            if json {
+                print_json(&json!({ "created": r.created, "model": r.model, "seq": seq }));
+            } else {
+                let what = if r.created {
+                    "created"
+                } else {
+                    "already exists"
+                };
+                println!("{ns} {what}, model {}, root seq {seq}", r.model);
+            }
+        }
         Command::Import { ns, batch, file } => {
             super::import::run(&client, &ns, &file, batch, json).await?;
         }
@@ -487,16 +514,31 @@ pub async fn run(cli: Cli) -> Result<()> {
             depth,
             mut proof,
             check_query,
+            vector,
             query,
         } => {
             proof.verify |= check_query;
+            if check_query {
+                let external = client
+                    .list_namespaces()
+                    .await?
+                    .into_iter()
+                    .find(|n| n.namespace == ns)
+                    .map(|n| n.model)
+                    .filter(|m| m.starts_with("external:"));
+                if let Some(m) = external {
+                    bail!("--check-query cannot re-embed the query: namespace {ns:?} holds vectors of the external model {m}, which only the caller has; verify without it");
+                }
+            }
             let ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
-            let mut b = client
-                .recall(&ns, query.clone())
-                .k(k)
-                .exact(exact)
-                .prefix(prefix)
-                .proof(ctx.is_some());
+            let by_text = vector.is_none();
+            let query = query.unwrap_or_default();
+            let sent = vector.clone();
+            let start = match vector {
+                Some(v) => client.recall_vector(&ns, v),
+                None => client.recall(&ns, query.clone()),
+            };
+            let mut b = start.k(k).exact(exact).prefix(prefix).proof(ctx.is_some());
             for (key, value) in filters {
                 b = b.where_eq(key, value);
             }
@@ -533,7 +575,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                             v::recall_filtered(
                                 &ns,
                                 &asked,
-                                Some(&query),
+                                by_text.then_some(query.as_str()),
                                 min_depth,
                                 &filter,
                                 &resp,
@@ -575,6 +617,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
                     if check_query {
                         bound_query(&vd, &resp.proof, &query).await?;
+                    }
+                    if let Some(v) = &sent {
+                        // A vector query binds exactly: it is what this call sent, scaled to unit length.
+                        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                        let unit: Vec<f32> = v.iter().map(|x| x / norm).collect();
+                        bound_vector(&resp.proof, &unit)?;
                     }
                     Some((vd, w))
                 }

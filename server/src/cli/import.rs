@@ -28,6 +28,8 @@ struct Line {
     created_at: Option<u64>,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    vector: Option<Vec<f32>>,
 }
 
 /// Per-line outcomes of one chunk: (line number, id or error text).
@@ -74,6 +76,7 @@ pub async fn run(
                     metadata: l.metadata,
                     created_at: l.created_at,
                     key: l.key,
+                    vector: l.vector,
                 },
             )),
             Err(e) => errors.push(LineError {

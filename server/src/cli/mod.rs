@@ -63,10 +63,27 @@ pub enum Command {
         /// A key unique in the namespace: a memory already holding it is replaced in the same commit.
         #[arg(long)]
         key: Option<String>,
+        /// The text's vector, comma-separated (namespaces of an external model only; see create-namespace).
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        vector: Option<Vec<f32>>,
         /// The text to remember.
         text: String,
     },
-    /// Import memories from a JSON Lines file: one {"text", "metadata"?, "created_at"?, "key"?} per line.
+    /// Create a namespace before its first memory; with --external-model, one whose vectors you bring.
+    CreateNamespace {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// The external model's name: every memory then comes with its vector (`remember --vector`, `"vector"`
+        /// in import lines), semantic recall takes `--vector`, and the namespace's roots commit the model.
+        #[arg(long, requires = "dim")]
+        external_model: Option<String>,
+        /// The external model's dimension.
+        #[arg(long, requires = "external_model")]
+        dim: Option<u32>,
+    },
+    /// Import memories from a JSON Lines file: one {"text", "metadata"?, "created_at"?, "key"?, "vector"?} per
+    /// line ("vector" for namespaces of an external model).
     Import {
         /// Namespace.
         #[arg(long = "ns")]
@@ -118,8 +135,13 @@ pub enum Command {
         /// (`CAIRN_MODEL_DIR`, `ORT_DYLIB_PATH`, or the provisioned defaults). Implies --verify.
         #[arg(long)]
         check_query: bool,
+        /// Query by this vector instead of a text (comma-separated; for a namespace of an external model, a
+        /// vector of that model).
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true, conflicts_with_all = ["query", "check_query"])]
+        vector: Option<Vec<f32>>,
         /// The query text.
-        query: String,
+        #[arg(required_unless_present = "vector")]
+        query: Option<String>,
     },
     /// Fetch memories by id.
     Get {

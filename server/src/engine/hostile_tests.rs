@@ -53,6 +53,7 @@ fn items(prefix: &str, n: usize) -> Vec<Item> {
             text: format!("{prefix} memory number {i}"),
             metadata: Default::default(),
             created_at: None,
+            vector: None,
         })
         .collect()
 }
@@ -331,7 +332,7 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
 /// no write, and the node's own cosignature is never held back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_cosignatures_is_rate_limited_and_batched() {
-    use super::replica::COSIG_FLUSH;
+    use super::follow::COSIG_FLUSH;
     const RATE: u32 = 5;
     let ta = tempfile::tempdir().expect("tmp");
     let mut cfg = config(ta.path());

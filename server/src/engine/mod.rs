@@ -5,6 +5,9 @@
 //! writers share model calls. Reads never wait for the model or the disk of a concurrent write.
 
 pub mod commitment;
+#[cfg(test)]
+mod external_tests;
+pub mod follow;
 mod grants;
 #[cfg(test)]
 mod hostile_tests;
@@ -130,6 +133,8 @@ pub struct Item {
     pub metadata: Metadata,
     /// Creation time, if the caller set it.
     pub created_at: Option<u64>,
+    /// The caller's vector for the text (namespaces of an external model only).
+    pub vector: Option<Vec<f32>>,
 }
 
 /// The query of a Recall.
@@ -137,7 +142,7 @@ pub struct Item {
 pub enum Query {
     /// Text to embed.
     Text(String),
-    /// A vector made with the node's model.
+    /// A vector made with the namespace's model.
     Vector(Vec<f32>),
 }
 
@@ -219,6 +224,8 @@ pub struct SpaceStats {
     pub index_points: u64,
     /// Newest created_at.
     pub newest_created_at: u64,
+    /// The external model callers embed with (None: the node's model).
+    pub external: Option<cairn_index::model::ExternalModel>,
 }
 
 /// The node's storage and search engine.
@@ -253,7 +260,7 @@ pub struct Engine {
     /// No vacuum before this instant: each one blocks state calls for its duration, so the next waits at least
     /// [`VACUUM_SPACING`] times as long, keeping that stall under a tenth of the time.
     next_vacuum: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Others' cosignatures on their way to the batch writer ([`replica::cosig_writer`]).
+    /// Others' cosignatures on their way to the batch writer ([`follow::cosig_writer`]).
     cosig_tx: tokio::sync::mpsc::Sender<crate::store::CosigRow>,
     /// Per witness: start of its current second and cosignatures taken in it.
     cosig_rates: std::sync::Mutex<HashMap<[u8; 32], (std::time::Instant, u32)>>,
@@ -327,6 +334,27 @@ fn item_count(field: &str, what: &str, n: usize) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Checks a caller's vector (`dim` finite components, not all zero) and scales it to unit length.
+fn unit_vector(field: &str, q: Vec<f32>, dim: usize) -> Result<Vec<f32>, NodeError> {
+    if q.len() != dim {
+        return Err(NodeError::invalid(
+            field,
+            format!("{} components, the model's dimension is {dim}", q.len()),
+        ));
+    }
+    if q.iter().any(|x| !x.is_finite()) {
+        return Err(NodeError::invalid(
+            field,
+            "components must be finite numbers",
+        ));
+    }
+    let norm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm < 1e-6 {
+        return Err(NodeError::invalid(field, "must not be the zero vector"));
+    }
+    Ok(q.iter().map(|x| x / norm).collect())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -351,6 +379,23 @@ impl Engine {
             .get(ns)
             .cloned()
             .ok_or_else(|| NodeError::NotFound(format!("namespace {ns:?} does not exist")))
+    }
+
+    /// The space of `ns` for a call made for `expected` (the external model it was checked against, None for the
+    /// node's): created with the node's model if missing; FAILED_PRECONDITION if its model changed meanwhile (a
+    /// CreateNamespace raced the call).
+    async fn space_for(
+        &self,
+        ns: &str,
+        expected: Option<&cairn_index::model::ExternalModel>,
+    ) -> Result<Arc<Space>, NodeError> {
+        let space = self.space_or_create(ns).await?;
+        if space.external() != expected {
+            return Err(NodeError::FailedPrecondition(format!(
+                "namespace {ns:?} was created with another model while this call ran; retry it"
+            )));
+        }
+        Ok(space)
     }
 
     async fn space_or_create(&self, ns: &str) -> Result<Arc<Space>, NodeError> {

@@ -72,6 +72,13 @@ impl Engine {
                 .into_iter()
                 .collect()
         };
+        let externals: HashMap<String, cairn_index::model::ExternalModel> = {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.external_models())
+                .await??
+                .into_iter()
+                .collect()
+        };
         let mut quarantined = HashMap::new();
         for (name, _next) in names {
             let st = state.clone();
@@ -97,6 +104,11 @@ impl Engine {
             } else {
                 let sg = signing.clone();
                 let allowed = cfg.allow_fork.contains(&name);
+                let external = externals.get(&name).cloned();
+                let params = HnswParams {
+                    dim: external.as_ref().map_or(params.dim, |m| m.dim.into()),
+                    ..params
+                };
                 let rows = {
                     let (st, n) = (st.clone(), n.clone());
                     tokio::task::spawn_blocking(move || -> Result<Vec<PointRow>, NodeError> {
@@ -113,7 +125,8 @@ impl Engine {
                 tokio::task::spawn_blocking(
                     move || -> Result<(Space, Option<String>), NodeError> {
                         let rows = rows?;
-                        let space = Space::restore(n.clone(), dir, rows, params);
+                        let space =
+                            Space::restore(n.clone(), dir, rows, params).with_model(external);
                         let latest = st.latest_root(&n)?;
                         let fork = restored_fork(&n, latest.as_ref(), &sg.published)?;
                         if let (Some(why), true) = (&fork, allowed) {
@@ -153,8 +166,8 @@ impl Engine {
             }
             spaces.insert(name, Arc::new(space));
         }
-        let (cosig_tx, cosig_rx) = tokio::sync::mpsc::channel(replica::COSIG_QUEUE);
-        tokio::spawn(replica::cosig_writer(state.clone(), cosig_rx));
+        let (cosig_tx, cosig_rx) = tokio::sync::mpsc::channel(follow::COSIG_QUEUE);
+        tokio::spawn(follow::cosig_writer(state.clone(), cosig_rx));
         let engine = Arc::new(Engine {
             cfg,
             state,

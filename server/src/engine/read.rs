@@ -33,13 +33,28 @@ impl Engine {
         let f = &opts.filter;
         let filtered = f.since.is_some() || f.until.is_some() || !f.metadata.is_empty();
         let text = matches!(query, Some(Query::Text(_)));
+        // A namespace of an external model cannot embed a text: its text queries rank lexically.
+        let external = match opts.prefix {
+            true => None,
+            false => self.space(ns).ok().and_then(|s| s.external().cloned()),
+        };
         let mode = match opts.mode {
             Some(m) => m,
+            None if text && external.is_some() => RecallMode::Lexical,
             // A filtered Recall without proof keeps the fast graph search; with one, the filtered proof ranks
             // in the node's default mode.
             None if text && !opts.prefix && (!filtered || opts.proof) => self.cfg.recall_mode,
             None => RecallMode::Semantic,
         };
+        if let (Some(m), true, false) = (&external, text, mode == RecallMode::Lexical) {
+            return Err(NodeError::invalid(
+                "mode",
+                format!(
+                    "namespace {ns:?} holds vectors of the external model {}, which this node cannot embed: send query.vector (semantic) or use mode lexical",
+                    m.label()
+                ),
+            ));
+        }
         if mode != RecallMode::Semantic {
             if !text {
                 return Err(NodeError::invalid(
@@ -123,6 +138,8 @@ impl Engine {
                             .strip_prefix(ns)
                             .is_some_and(|rest| rest.starts_with('/'))
                 })
+                // Only namespaces of the node's model share the query's vector space.
+                .filter(|(_, s)| s.external().is_none())
                 .map(|(_, s)| s.clone())
                 .collect()
         } else {
@@ -154,7 +171,10 @@ impl Engine {
                     .pop()
                     .ok_or_else(|| NodeError::Task("no query vector".into()))?
             }
-            Some(Query::Vector(v)) => self.unit_query(v)?,
+            Some(Query::Vector(v)) => {
+                let one = (!opts.prefix).then(|| spaces.first()).flatten();
+                self.unit_query(one.map(|s| s.as_ref()), v)?
+            }
         };
         if !opts.prefix {
             let Some(space) = spaces.into_iter().next() else {
@@ -203,28 +223,16 @@ impl Engine {
     }
 
     /// Checks a caller's query vector and scales it to unit length.
-    pub(super) fn unit_query(&self, q: Vec<f32>) -> Result<Vec<f32>, NodeError> {
-        let dim = self.embedder.info().dim;
-        if q.len() != dim {
-            return Err(NodeError::invalid(
-                "query.vector",
-                format!("{} components, the model's dimension is {dim}", q.len()),
-            ));
-        }
-        if q.iter().any(|x| !x.is_finite()) {
-            return Err(NodeError::invalid(
-                "query.vector",
-                "components must be finite numbers",
-            ));
-        }
-        let norm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm < 1e-6 {
-            return Err(NodeError::invalid(
-                "query.vector",
-                "must not be the zero vector",
-            ));
-        }
-        Ok(q.iter().map(|x| x / norm).collect())
+    /// (`space`'s model's dimension: its external model's, or the node's when None or its own.)
+    pub(super) fn unit_query(
+        &self,
+        space: Option<&Space>,
+        q: Vec<f32>,
+    ) -> Result<Vec<f32>, NodeError> {
+        let dim = space
+            .and_then(|s| s.external())
+            .map_or(self.embedder.info().dim, |m| m.dim.into());
+        unit_vector("query.vector", q, dim)
     }
 
     /// Runs a validated Recall on a unit query vector.
@@ -382,7 +390,7 @@ impl Engine {
                 };
                 (t, v)
             }
-            Some(Query::Vector(v)) => (String::new(), Some(self.unit_query(v)?)),
+            Some(Query::Vector(v)) => (String::new(), Some(self.unit_query(Some(&space), v)?)),
             None => {
                 return Err(NodeError::invalid(
                     "query",

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_index::id::MemoryId;
+use cairn_index::model::ExternalModel;
 use cairn_index::root::SignedRoot;
 use tokio::sync::Mutex;
 
@@ -153,6 +154,8 @@ pub struct Space {
     /// Set (under `write`) when the namespace is dropped by Unfollow: a writer that got this space before must
     /// not write anything for it after.
     pub dropped: AtomicBool,
+    /// The external model whose vectors callers bring (None: the node embeds with its own model).
+    model: Option<ExternalModel>,
 }
 
 /// Sorts a replica step's rows by point and checks that they replace or extend the `held` rows (none held
@@ -209,6 +212,17 @@ fn poisoned() -> NodeError {
 
 impl Space {
     /// An empty namespace.
+    /// Sets the external model a namespace's vectors come from (at creation or restore).
+    pub fn with_model(mut self, model: Option<ExternalModel>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// The external model callers embed with; None when the node embeds with its own model.
+    pub fn external(&self) -> Option<&ExternalModel> {
+        self.model.as_ref()
+    }
+
     pub fn new(name: String, dir: PathBuf, params: HnswParams) -> Self {
         Self::from_parts(name, dir, Vec::new(), Ann::new(params, 1024), 0)
     }
@@ -260,6 +274,7 @@ impl Space {
             saved_points: AtomicUsize::new(0),
             dump_stale: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
+            model: None,
         })
     }
 
@@ -318,6 +333,7 @@ impl Space {
             saved_points: AtomicUsize::new(saved),
             dump_stale: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
+            model: None,
         }
     }
 
@@ -404,7 +420,7 @@ impl Space {
             self.dump_stale.store(true, Ordering::SeqCst);
         }
         let t_commit = t0.elapsed();
-        let root = signer.commit(&self.name, &mut inner.commit);
+        let root = signer.commit(&self.name, self.model.as_ref(), &mut inner.commit);
         if let Ok(r) = &root {
             let changed = inner.commit.take_changed();
             inner.log.record(r.record.seq, changed);
@@ -428,7 +444,7 @@ impl Space {
         inner.bury(points);
         // The saved graph holds the forgotten vectors: it is rewritten at the next save.
         self.dump_stale.store(true, Ordering::SeqCst);
-        let root = signer.commit(&self.name, &mut inner.commit)?;
+        let root = signer.commit(&self.name, self.model.as_ref(), &mut inner.commit)?;
         let changed = inner.commit.take_changed();
         inner.log.record(root.record.seq, changed);
         Ok(root)
@@ -451,7 +467,7 @@ impl Space {
             Some(r) if inner.commit.root_is_current() => r.clone(),
             Some(r) if !sign => r.clone(),
             None if !sign => return Ok(None),
-            _ => signer.commit(&self.name, &mut inner.commit)?,
+            _ => signer.commit(&self.name, self.model.as_ref(), &mut inner.commit)?,
         };
         inner.commit.take_changed();
         inner.log = ChangeLog::starting_at(root.record.seq);
@@ -667,7 +683,7 @@ impl Space {
             if let Some(r) = inner.commit.root() {
                 commit.set_root(r.clone());
             }
-            let root = signer.commit(&self.name, &mut commit)?;
+            let root = signer.commit(&self.name, self.model.as_ref(), &mut commit)?;
             commit.take_changed();
             inner.log = ChangeLog::starting_at(root.record.seq);
             inner.commit = commit;
@@ -792,6 +808,7 @@ impl Space {
             tombstones: (i.rows.len() - i.live) as u64,
             index_points: i.commit.len() as u64,
             newest_created_at: i.newest,
+            external: self.model.clone(),
         }
     }
 }
@@ -807,12 +824,24 @@ pub struct RootSigner<'a> {
 }
 
 impl RootSigner<'_> {
-    fn commit(&self, ns: &str, c: &mut Commitment) -> Result<SignedRoot, NodeError> {
+    /// Signs and records the next root of `ns`, committing `model` (an external model) instead of the node's
+    /// when given.
+    fn commit(
+        &self,
+        ns: &str,
+        model: Option<&ExternalModel>,
+        c: &mut Commitment,
+    ) -> Result<SignedRoot, NodeError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let root = c.next_root(ns, &self.params, self.key, now);
+        let mut params = self.params;
+        if let Some(m) = model {
+            params.dim = m.dim;
+            params.model = m.hash();
+        }
+        let root = c.next_root(ns, &params, self.key, now);
         (self.persist)(ns, &root)?;
         c.set_root(root.clone());
         Ok(root)

@@ -76,6 +76,7 @@ async fn first_run(dir: &std::path::Path) -> Vec<String> {
                 text: (*t).to_owned(),
                 metadata: Default::default(),
                 created_at: None,
+                vector: None,
             })
             .collect()
     };

@@ -9,7 +9,7 @@ impl Engine {
     pub async fn remember(
         self: &Arc<Self>,
         ns: &str,
-        items: Vec<Item>,
+        mut items: Vec<Item>,
     ) -> Result<Vec<Remembered>, NodeError> {
         validate::namespace(ns)?;
         if items.is_empty() {
@@ -44,10 +44,41 @@ impl Engine {
                 format!("{total} bytes of text and metadata, at most {MAX_CALL_BYTES} per call"),
             ));
         }
-        match self.space(ns) {
-            Ok(space) => writable(&space)?,
-            Err(NodeError::NotFound(_)) => {}
+        let external = match self.space(ns) {
+            Ok(space) => {
+                writable(&space)?;
+                space.external().cloned()
+            }
+            Err(NodeError::NotFound(_)) => None,
             Err(e) => return Err(e),
+        };
+        // Vectors come with the texts exactly when the namespace's model is external.
+        let mut given: Vec<Option<Vec<f32>>> =
+            items.iter_mut().map(|it| it.vector.take()).collect();
+        for (i, v) in given.iter_mut().enumerate() {
+            let field = format!("items[{i}].vector");
+            match (&external, v.as_mut()) {
+                (Some(m), Some(v)) => *v = unit_vector(&field, std::mem::take(v), m.dim.into())?,
+                (Some(m), None) => {
+                    return Err(NodeError::invalid(
+                        &field,
+                        format!(
+                            "namespace {ns:?} takes the vectors of its external model {} with every text",
+                            m.label()
+                        ),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(NodeError::invalid(
+                        &field,
+                        format!(
+                            "namespace {ns:?} is embedded by the node's model {}; only a namespace created with an external model (CreateNamespace) takes vectors",
+                            self.embedder.info().id
+                        ),
+                    ))
+                }
+                (None, None) => {}
+            }
         }
         self.not_forked(ns)?;
         self.disk_floor()?;
@@ -66,9 +97,16 @@ impl Engine {
                 to_embed.push(i);
             }
         }
-        let texts: Vec<String> = to_embed.iter().map(|&i| items[i].text.clone()).collect();
-        let vectors = self.embedder.embed(texts).await?;
-        let vector_of: HashMap<usize, Vec<f32>> = to_embed.into_iter().zip(vectors).collect();
+        let vector_of: HashMap<usize, Vec<f32>> = if external.is_some() {
+            to_embed
+                .into_iter()
+                .filter_map(|i| Some((i, given.get_mut(i)?.take()?)))
+                .collect()
+        } else {
+            let texts: Vec<String> = to_embed.iter().map(|&i| items[i].text.clone()).collect();
+            let vectors = self.embedder.embed(texts).await?;
+            to_embed.into_iter().zip(vectors).collect()
+        };
 
         // Everything from here on changes disk and memory, so it runs in its own task: a caller that cancels,
         // times out or disconnects drops only its wait for the answer, never a commit half done.
@@ -77,9 +115,93 @@ impl Engine {
         let ns = ns.to_owned();
         tokio::spawn(async move {
             let _gate = gate;
-            me.group_commit(&ns, items, keys, vector_of).await
+            me.group_commit(&ns, external.as_ref(), items, keys, vector_of)
+                .await
         })
         .await?
+    }
+
+    /// Creates a namespace before its first memory. With `model`, its vectors come from the caller's external
+    /// model: the first root (signed now) commits that model's name and dimension, every Remember brings a vector
+    /// per text and Recall a query vector (or ranks lexically). Idempotent for the same model; a namespace that
+    /// exists with another model, or is a replica, is FAILED_PRECONDITION. Returns the namespace's latest root
+    /// (none for a node-model namespace without memories) and whether it was created now. Runs to completion
+    /// whatever the caller does.
+    pub async fn create_namespace(
+        self: &Arc<Self>,
+        ns: &str,
+        model: Option<cairn_index::model::ExternalModel>,
+    ) -> Result<(Option<SignedRoot>, bool), NodeError> {
+        validate::namespace(ns)?;
+        self.not_forked(ns)?;
+        self.disk_floor()?;
+        let gate = self.write_gate().await?;
+        let me = self.clone();
+        let ns = ns.to_owned();
+        tokio::spawn(async move {
+            let _gate = gate;
+            me.create_in(&ns, model).await
+        })
+        .await?
+    }
+
+    async fn create_in(
+        &self,
+        ns: &str,
+        model: Option<cairn_index::model::ExternalModel>,
+    ) -> Result<(Option<SignedRoot>, bool), NodeError> {
+        let label = |m: Option<&cairn_index::model::ExternalModel>| {
+            m.map_or_else(|| self.embedder.info().id.clone(), |m| m.label())
+        };
+        let _g = self.create.lock().await;
+        match self.space(ns) {
+            Ok(s) => {
+                if s.owner.is_some() {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "namespace {ns:?} is a replica here; its owner chose its model"
+                    )));
+                }
+                if s.external() != model.as_ref() {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "namespace {ns:?} exists with the model {}, not {}",
+                        label(s.external()),
+                        label(model.as_ref())
+                    )));
+                }
+                return Ok((s.with_commit(|c| c.root().cloned())?, false));
+            }
+            Err(NodeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let dir = self.cfg.data_dir.join("hnsw").join(space::dir_name(ns));
+        let Some(model) = model else {
+            // Like a first Remember: registered with its first commit.
+            let space = Arc::new(Space::new(ns.to_owned(), dir, self.params));
+            self.spaces
+                .write()
+                .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+                .insert(ns.to_owned(), space);
+            return Ok((None, true));
+        };
+        let (st, name, m) = (self.state.clone(), ns.to_owned(), model.clone());
+        tokio::task::spawn_blocking(move || st.create_external(&name, &m)).await??;
+        let params = HnswParams {
+            dim: model.dim.into(),
+            ..self.params
+        };
+        let space = Arc::new(Space::new(ns.to_owned(), dir, params).with_model(Some(model)));
+        let (sg, sp) = (self.signing.clone(), space.clone());
+        let root = tokio::task::spawn_blocking(move || sg.with(|s| sp.ensure_root(None, true, s)))
+            .await??;
+        self.spaces
+            .write()
+            .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+            .insert(ns.to_owned(), space.clone());
+        if let Some(r) = &root {
+            let _ = self.roots.send(r.clone());
+        }
+        tracing::info!(namespace = %ns, model = %label(space.external()), "namespace created");
+        Ok((root, true))
     }
 
     /// Group commit: queue this call, then take the namespace's write lock. Whoever holds it commits every
@@ -88,11 +210,12 @@ impl Engine {
     pub(super) async fn group_commit(
         &self,
         ns: &str,
+        external: Option<&cairn_index::model::ExternalModel>,
         items: Vec<Item>,
         keys: Vec<[u8; 32]>,
         vectors: HashMap<usize, Vec<f32>>,
     ) -> Result<Vec<Remembered>, NodeError> {
-        let space = self.space_or_create(ns).await?;
+        let space = self.space_for(ns, external).await?;
         writable(&space)?;
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         space.queue(PendingWrite {

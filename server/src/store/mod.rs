@@ -57,6 +57,10 @@ const GRANTS: TableDefinition<(&str, [u8; 32]), u64> = TableDefinition::new("gra
 /// replica namespace → the newest owner-signed grant set seen (`cairn_index::grants`): who it may be re-served to.
 const REPLICA_GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("replica_grants");
 
+/// owned namespace → the external model its vectors come from (`u16be(dim) ‖ name`); absent for namespaces of the
+/// node's own model.
+const EXTERNAL_MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("external_models");
+
 /// META key of the grants version: bumped by every share and unshare, so grant sets signed later win.
 const GRANTS_VERSION: &str = "grants_version";
 
@@ -388,6 +392,7 @@ impl State {
             tx.open_table(REVOKED).map_err(dberr)?;
             tx.open_table(GRANTS).map_err(dberr)?;
             tx.open_table(REPLICA_GRANTS).map_err(dberr)?;
+            tx.open_table(EXTERNAL_MODELS).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         // A vacuum that died before its rename leaves its unfinished copy behind.
@@ -512,6 +517,7 @@ impl State {
                 copy_table(&r, &w, REVOKED, |_| false)?,
                 copy_table(&r, &w, GRANTS, |_| false)?,
                 copy_table(&r, &w, REPLICA_GRANTS, |_| false)?,
+                copy_table(&r, &w, EXTERNAL_MODELS, |_| false)?,
             ];
             // A table not copied above would be lost with the old file: refuse rather than drop it.
             for t in r.list_tables().map_err(dberr)? {
@@ -813,6 +819,61 @@ fn decode_level_lists(b: &[u8]) -> Result<(u8, Vec<Vec<u32>>), StoreError> {
         return Err(bad());
     }
     Ok((level, lists))
+}
+
+/// Namespaces whose vectors the caller brings.
+impl State {
+    /// Every namespace created with an external model, with that model.
+    pub fn external_models(
+        &self,
+    ) -> Result<Vec<(String, cairn_index::model::ExternalModel)>, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(EXTERNAL_MODELS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            let v = v.value();
+            let model = v
+                .split_first_chunk::<2>()
+                .and_then(|(d, name)| {
+                    let name = std::str::from_utf8(name).ok()?;
+                    cairn_index::model::ExternalModel::new(name, u16::from_be_bytes(*d)).ok()
+                })
+                .ok_or_else(|| {
+                    StoreError::Db(redb::Error::Corrupted(format!(
+                        "external model of namespace {:?} does not decode",
+                        k.value()
+                    )))
+                })?;
+            out.push((k.value().to_owned(), model));
+        }
+        Ok(out)
+    }
+
+    /// Registers `ns` (which must not exist yet) as a namespace of an external model.
+    pub fn create_external(
+        &self,
+        ns: &str,
+        model: &cairn_index::model::ExternalModel,
+    ) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        {
+            let mut v = model.dim.to_be_bytes().to_vec();
+            v.extend_from_slice(model.name.as_bytes());
+            tx.open_table(EXTERNAL_MODELS)
+                .map_err(dberr)?
+                .insert(ns, v.as_slice())
+                .map_err(dberr)?;
+            let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
+            if nst.get(ns).map_err(dberr)?.is_none() {
+                nst.insert(ns, 0u64).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
 }
 
 /// Replication state: followed namespaces, peers, replicated graphs, alerts and cosignatures.
