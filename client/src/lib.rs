@@ -307,11 +307,26 @@ impl CairnClient {
 
     /// Makes `namespace` on this node a replica of `owner`'s (hex node id) namespace of the same name.
     pub async fn follow(&self, namespace: &str, owner: &str) -> Result<(), Error> {
+        self.follow_with(namespace, owner, None).await
+    }
+
+    /// [`CairnClient::follow`] for a namespace its owner created with an external model `(name, dim)` (see
+    /// [`CairnClient::create_namespace`]): the replica accepts only roots committing that model.
+    pub async fn follow_with(
+        &self,
+        namespace: &str,
+        owner: &str,
+        external: Option<(&str, u32)>,
+    ) -> Result<(), Error> {
         self.inner
             .clone()
             .follow(pb::FollowRequest {
                 namespace: namespace.to_owned(),
                 owner: owner.to_owned(),
+                external_model: external.map(|(name, dim)| pb::ExternalModel {
+                    name: name.to_owned(),
+                    dim,
+                }),
             })
             .await?;
         Ok(())

@@ -139,6 +139,22 @@ impl CairnService {
     }
 }
 
+/// Checks an `external_model` field (CreateNamespace, Follow).
+fn external_model(
+    m: Option<pb::ExternalModel>,
+) -> Result<Option<cairn_index::model::ExternalModel>, Status> {
+    m.map(|m| {
+        let dim = u16::try_from(m.dim).unwrap_or(u16::MAX);
+        cairn_index::model::ExternalModel::new(&m.name, dim).map_err(|e| {
+            Status::from(crate::error::NodeError::invalid(
+                "external_model",
+                e.to_string(),
+            ))
+        })
+    })
+    .transpose()
+}
+
 #[tonic::async_trait]
 impl Cairn for CairnService {
     async fn remember(
@@ -413,18 +429,7 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         self.auth.guard(&meta, "CreateNamespace", &req.namespace)?;
-        let model = req
-            .external_model
-            .map(|m| {
-                let dim = u16::try_from(m.dim).unwrap_or(u16::MAX);
-                cairn_index::model::ExternalModel::new(&m.name, dim).map_err(|e| {
-                    Status::from(crate::error::NodeError::invalid(
-                        "external_model",
-                        e.to_string(),
-                    ))
-                })
-            })
-            .transpose()?;
+        let model = external_model(req.external_model)?;
         let (root, created) = self
             .engine
             .create_namespace(&req.namespace, model.clone())
@@ -633,11 +638,12 @@ impl Cairn for CairnService {
         if iroh::PublicKey::from_bytes(&owner).is_err() {
             return Err(Status::invalid_argument("owner: not a valid node id"));
         }
+        let model = external_model(req.external_model)?;
         // Recording the follow (redb, then the in-memory namespace) and starting the follower run in a task of
         // their own: a caller that goes away cannot leave the follow on disk but not in memory.
         let (engine, p2p) = (self.engine.clone(), self.p2p.clone());
         tokio::spawn(async move {
-            engine.follow(&req.namespace, owner).await?;
+            engine.follow(&req.namespace, owner, model).await?;
             p2p.spawn_follower(req.namespace, owner);
             Ok::<_, crate::error::NodeError>(())
         })

@@ -39,31 +39,15 @@ fn invalid<T: std::fmt::Debug>(r: Result<T, cairn_client::Error>, what: &str) {
 }
 
 async fn proven_nearest(node: &Node, i: usize) -> String {
-    let c = node.client().await.expect("client");
-    let trusted = v::parse_node_id(&c.node_info().await.expect("info").node_id).expect("id");
-    let resp = c
-        .recall_vector("ext", vec_of(i))
-        .k(3)
-        .proof(true)
-        .send_full()
+    let id = node
+        .client()
         .await
-        .expect("recall by vector");
-    let vd = v::recall(
-        "ext",
-        &RecallAsked { k: 3, min_ef: 0 },
-        &resp,
-        &trusted,
-        None,
-    )
-    .expect("the proof verifies");
-    let model = ExternalModel::new("acme-embed-v2", DIM as u16).expect("model");
-    assert_eq!(
-        vd.root.record.model,
-        model.hash(),
-        "the root commits the external model"
-    );
-    assert_eq!(vd.root.record.dim as usize, DIM);
-    resp.hits[0].id.clone()
+        .expect("client")
+        .node_info()
+        .await
+        .expect("info")
+        .node_id;
+    nearest_by(node, &id, i).await
 }
 
 #[tokio::test]
@@ -182,6 +166,14 @@ async fn external_vectors_are_stored_proven_and_kept() {
     ]);
     assert_eq!(out["hits"][0]["text"], text_of(40), "{out}");
     assert!(out["verified"].is_object(), "{out}");
+    // --check-query cannot re-embed with a model only the caller has, and says so.
+    let o = node.cli(&["recall", "--ns", "ext", "--check-query", "note 7"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot re-embed") && err.contains("external:acme-embed-v2"),
+        "{err}"
+    );
 
     // After a restart: the model, the vectors and the proofs are all still there.
     node.stop();
@@ -198,4 +190,102 @@ async fn external_vectors_are_stored_proven_and_kept() {
         c.remember("ext", vec![NewMemory::new(text_of(99))]).await,
         "no vector after restart",
     );
+}
+
+/// A replica follows an external-model namespace only when told the model: it then serves vector recalls whose
+/// proofs verify against the owner's key, and keeps the model across its own restart.
+#[tokio::test]
+async fn a_replica_named_the_model_serves_proven_vector_recalls() {
+    use cairn_tests::{introduce, node_id, wait_seq};
+    use std::time::Duration;
+    let (da, db) = (temp_dir(), temp_dir());
+    let a = Node::start(da.path()).expect("owner");
+    let mut b = Node::start(db.path()).expect("replica");
+    introduce(&a, &b);
+    let a_id = node_id(&a);
+    let ca = a.client().await.expect("client");
+    ca.create_namespace("ext", Some(("acme-embed-v2", DIM as u32)))
+        .await
+        .expect("create");
+    let items: Vec<NewMemory> = (0..20)
+        .map(|i| NewMemory::new(text_of(i)).vector(vec_of(i)))
+        .collect();
+    let ids: Vec<String> = ca
+        .remember("ext", items)
+        .await
+        .expect("remember")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let a_seq = cairn_tests::seq_of(&a, "ext").await;
+    assert!(a_seq >= 2);
+
+    // Followed as a namespace of the replica's own model, the owner's roots are refused.
+    let cb = b.client().await.expect("client");
+    cb.follow("ext", &a_id).await.expect("follow");
+    assert_eq!(
+        wait_seq(&b, "ext", 1, Duration::from_secs(4)).await,
+        0,
+        "roots committing another model must not be installed"
+    );
+    cb.unfollow("ext").await.expect("unfollow");
+
+    cb.follow_with("ext", &a_id, Some(("acme-embed-v2", DIM as u32)))
+        .await
+        .expect("follow with the model");
+    assert_eq!(
+        wait_seq(&b, "ext", a_seq, Duration::from_secs(30)).await,
+        a_seq
+    );
+    assert_eq!(nearest_by(&b, &a_id, 5).await, ids[5]);
+
+    // The replica keeps the model across a restart and takes the owner's next commit.
+    b.stop();
+    let b = Node::start(db.path()).expect("replica restart");
+    let cb = b.client().await.expect("client");
+    let ns = cb.list_namespaces().await.expect("namespaces");
+    let ext = ns
+        .iter()
+        .find(|n| n.namespace == "ext")
+        .expect("ext listed");
+    assert_eq!(ext.model, format!("external:acme-embed-v2/{DIM}"));
+    let more = ca
+        .remember("ext", vec![NewMemory::new(text_of(50)).vector(vec_of(50))])
+        .await
+        .expect("remember more");
+    let a_seq = cairn_tests::seq_of(&a, "ext").await;
+    assert_eq!(
+        wait_seq(&b, "ext", a_seq, Duration::from_secs(30)).await,
+        a_seq
+    );
+    assert_eq!(nearest_by(&b, &a_id, 50).await, more[0].id);
+}
+
+/// The top hit of a proven vector recall on `node`, verified against `owner`'s key (hex).
+async fn nearest_by(node: &Node, owner: &str, i: usize) -> String {
+    let c = node.client().await.expect("client");
+    let trusted = v::parse_node_id(owner).expect("id");
+    let resp = c
+        .recall_vector("ext", vec_of(i))
+        .k(3)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("recall by vector");
+    let vd = v::recall(
+        "ext",
+        &RecallAsked { k: 3, min_ef: 0 },
+        &resp,
+        &trusted,
+        None,
+    )
+    .expect("the answer verifies against the owner's key");
+    let model = ExternalModel::new("acme-embed-v2", DIM as u16).expect("model");
+    assert_eq!(
+        vd.root.record.model,
+        model.hash(),
+        "the root commits the external model"
+    );
+    assert_eq!(vd.root.record.dim as usize, DIM);
+    resp.hits[0].id.clone()
 }

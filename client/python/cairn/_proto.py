@@ -11,6 +11,7 @@ import numpy as np
 from .types import (
     Alert,
     Cosignature,
+    CreatedNamespace,
     Embeddings,
     Hit,
     Memory,
@@ -61,10 +62,12 @@ def _one_input(item: Any, metadata, created_at, key) -> pb.MemoryInput:
     if isinstance(item, str):
         item = NewMemory(item, dict(metadata or {}), created_at, key)
     elif isinstance(item, Mapping):
-        extra = set(item) - {"text", "metadata", "created_at", "key"}
+        extra = set(item) - {"text", "metadata", "created_at", "key", "vector"}
         if extra or "text" not in item:
-            raise TypeError(f"a memory dict has `text` and optionally `metadata`, `created_at`, `key`; got {sorted(item)}")
-        item = NewMemory(item["text"], dict(item.get("metadata") or {}), item.get("created_at"), item.get("key"))
+            raise TypeError("a memory dict has `text` and optionally `metadata`, `created_at`, `key`, `vector`; "
+                            f"got {sorted(item)}")
+        item = NewMemory(item["text"], dict(item.get("metadata") or {}), item.get("created_at"), item.get("key"),
+                         item.get("vector"))
     elif not isinstance(item, NewMemory):
         raise TypeError(f"a memory is a str, a dict or a NewMemory, not {type(item).__name__}")
     if not isinstance(item.text, str):
@@ -77,6 +80,8 @@ def _one_input(item: Any, metadata, created_at, key) -> pb.MemoryInput:
         if not isinstance(item.key, str):
             raise TypeError("a memory's key must be a str")
         out.key = item.key
+    if item.vector is not None:
+        out.vector.values.extend(np.asarray(item.vector, dtype=np.float32).reshape(-1).tolist())
     return out
 
 
@@ -208,7 +213,21 @@ def root(r: pb.Root) -> Root:
 
 
 def namespace_info(n: pb.NamespaceInfo) -> NamespaceInfo:
-    return NamespaceInfo(namespace=n.namespace, memories=n.memories, owner=n.owner or None, seq=n.seq)
+    return NamespaceInfo(namespace=n.namespace, memories=n.memories, owner=n.owner or None, seq=n.seq,
+                         model=n.model)
+
+
+def external_model(model: str | None, dim: int | None) -> pb.ExternalModel | None:
+    """The `external_model` field of CreateNamespace and Follow: both of `model` and `dim`, or neither."""
+    if (model is None) != (dim is None):
+        raise ValueError("give both model= and dim= (an external model), or neither")
+    if model is None:
+        return None
+    return pb.ExternalModel(name=str(model), dim=int(dim))
+
+
+def created_namespace(r: pb.CreateNamespaceResponse) -> CreatedNamespace:
+    return CreatedNamespace(created=r.created, model=r.model, seq=r.root.seq if r.HasField("root") else 0)
 
 
 def stats(s: pb.StatsResponse) -> Stats:

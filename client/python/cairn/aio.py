@@ -17,6 +17,7 @@ from .errors import from_rpc_error
 from .pins import PinStore
 from .types import (
     Alert,
+    CreatedNamespace,
     Embeddings,
     ForgetResult,
     GetResult,
@@ -293,9 +294,17 @@ class AsyncCairnClient:
         return await self._run(self._b._simple_flow("RemovePeer", pb.RemovePeerRequest(node_id=node_id),
                                                     lambda r: r.removed))
 
-    async def follow(self, namespace: str, owner: str) -> None:
-        """Makes `namespace` here a read-only replica of the same namespace on node `owner`."""
-        await self._run(self._b._simple_flow("Follow", pb.FollowRequest(namespace=namespace, owner=owner), lambda r: None))
+    async def follow(self, namespace: str, owner: str, model: str | None = None, dim: int | None = None) -> None:
+        """Makes `namespace` here a read-only replica of the same namespace on node `owner` (see
+        CairnClient.follow for `model` and `dim`)."""
+        req = pb.FollowRequest(namespace=namespace, owner=owner, external_model=_proto.external_model(model, dim))
+        await self._run(self._b._simple_flow("Follow", req, lambda r: None))
+
+    async def create_namespace(self, namespace: str, model: str | None = None,
+                               dim: int | None = None) -> CreatedNamespace:
+        """Creates `namespace` before its first memory (see CairnClient.create_namespace)."""
+        req = pb.CreateNamespaceRequest(namespace=namespace, external_model=_proto.external_model(model, dim))
+        return await self._run(self._b._simple_flow("CreateNamespace", req, _proto.created_namespace))
 
     async def unfollow(self, namespace: str) -> int:
         """Drops a replica namespace; returns how many memories were dropped."""

@@ -16,6 +16,7 @@ from .errors import from_rpc_error
 from .pins import PinStore
 from .types import (
     Alert,
+    CreatedNamespace,
     Embeddings,
     ForgetResult,
     GetResult,
@@ -271,9 +272,20 @@ class CairnClient:
         return self._run(self._b._simple_flow("RemovePeer", pb.RemovePeerRequest(node_id=node_id),
                                               lambda r: r.removed))
 
-    def follow(self, namespace: str, owner: str) -> None:
-        """Makes `namespace` here a read-only replica of the same namespace on node `owner`."""
-        self._run(self._b._simple_flow("Follow", pb.FollowRequest(namespace=namespace, owner=owner), lambda r: None))
+    def follow(self, namespace: str, owner: str, model: str | None = None, dim: int | None = None) -> None:
+        """Makes `namespace` here a read-only replica of the same namespace on node `owner`. For a namespace the
+        owner created with an external model, name it (`model`, `dim`): the replica accepts only roots committing it."""
+        req = pb.FollowRequest(namespace=namespace, owner=owner, external_model=_proto.external_model(model, dim))
+        self._run(self._b._simple_flow("Follow", req, lambda r: None))
+
+    def create_namespace(self, namespace: str, model: str | None = None,
+                         dim: int | None = None) -> CreatedNamespace:
+        """Creates `namespace` before its first memory. With `model` and `dim`, one whose vectors you bring from
+        that external model: every memory then needs `vector` (NewMemory(text, vector=...) or a dict's "vector"),
+        semantic recall takes `vector=`, text queries rank lexically, and its roots commit the model. Idempotent for
+        the same model; another model for an existing namespace is FailedPrecondition."""
+        req = pb.CreateNamespaceRequest(namespace=namespace, external_model=_proto.external_model(model, dim))
+        return self._run(self._b._simple_flow("CreateNamespace", req, _proto.created_namespace))
 
     def unfollow(self, namespace: str) -> int:
         """Drops a replica namespace; returns how many memories were dropped."""

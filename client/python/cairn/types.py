@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,12 +22,14 @@ KEY_META = "cairn.key"
 @dataclass
 class NewMemory:
     """One memory to store: its text, metadata (string to string), optional created_at (ms; default: the
-    node's clock) and optional key (unique in the namespace: remembering it again replaces the memory)."""
+    node's clock), optional key (unique in the namespace: remembering it again replaces the memory) and, in a
+    namespace created for an external model (`create_namespace(ns, model=, dim=)`), the text's vector."""
 
     text: str
     metadata: dict[str, str] = field(default_factory=dict)
     created_at: int | None = None
     key: str | None = None
+    vector: Sequence[float] | None = None
 
 
 @dataclass
@@ -163,6 +165,19 @@ class NamespaceInfo:
     namespace: str
     memories: int
     owner: str | None
+    seq: int
+    # The model its vectors come from: the node's model id, or `external:NAME/DIM` for one the caller embeds with.
+    model: str = ""
+
+
+@dataclass
+class CreatedNamespace:
+    """What create_namespace did: `created` (False when it already existed with that model), the namespace's model
+    (`external:NAME/DIM` for an external one) and the seq of its latest root (1 for a new external namespace,
+    whose first root commits the model; 0 when none is signed yet)."""
+
+    created: bool
+    model: str
     seq: int
 
 

@@ -378,3 +378,38 @@ def test_a_node_timeout_after_the_callers_deadline_is_deadline_exceeded():
     assert isinstance(from_rpc_error(late), cairn.Cancelled)
     other = Err(grpc.StatusCode.CANCELLED, "the client went away")
     assert isinstance(from_rpc_error(other, deadline_passed=True), cairn.Cancelled)
+
+
+def _vec(i: int, dim: int = 6) -> list[float]:
+    """Point i's vector: well-spread pseudo-random components (a fixed generator, so the test is repeatable)."""
+    rng = np.random.default_rng(1000 + i)
+    return rng.uniform(-0.5, 0.5, dim).tolist()
+
+
+def test_external_vectors(client, ns):
+    made = client.create_namespace(ns, model="acme-embed-v2", dim=6)
+    assert made.created and made.model == "external:acme-embed-v2/6" and made.seq == 1
+    assert not client.create_namespace(ns, model="acme-embed-v2", dim=6).created
+    with pytest.raises(cairn.FailedPrecondition):
+        client.create_namespace(ns, model="acme-embed-v2", dim=7)
+    with pytest.raises(ValueError):
+        client.create_namespace(ns, model="acme-embed-v2")
+
+    texts = [f"entry {i} in the {['north', 'south'][i % 2]} ledger" for i in range(12)]
+    res = client.remember(ns, [NewMemory(t, vector=_vec(i)) for i, t in enumerate(texts[:6])]
+                          + [{"text": t, "vector": _vec(i + 6)} for i, t in enumerate(texts[6:])])
+    assert len(res) == 12 and not any(r.deduplicated for r in res)
+    with pytest.raises(InvalidArgument, match="vector"):
+        client.remember(ns, "no vector here")
+    with pytest.raises(InvalidArgument, match="vector"):
+        client.remember(ns, [NewMemory("wrong size", vector=[0.1] * 5)])
+
+    hits = client.recall(ns, vector=np.asarray(_vec(4)), k=3, verify=True)
+    assert hits[0].id == res[4].id and hits.verification is not None
+    assert hits.verification.mode == "semantic"
+    lexical = client.recall(ns, "entry 9", k=1, verify=True)
+    assert lexical[0].id == res[9].id and lexical.verification.mode == "lexical"
+    with pytest.raises(InvalidArgument):
+        client.recall(ns, "south ledger", mode="semantic")
+    info = [n for n in client.namespaces() if n.namespace == ns]
+    assert info and info[0].model == "external:acme-embed-v2/6" and info[0].memories == 12

@@ -1022,8 +1022,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Token(_) => unreachable!("handled offline"),
-        Command::Follow { ns, from } => {
-            client.follow(&ns, &from).await?;
+        Command::Follow {
+            ns,
+            from,
+            external_model,
+            dim,
+        } => {
+            client
+                .follow_with(&ns, &from, external_model.as_deref().zip(dim))
+                .await?;
             if json {
                 print_json(&json!({ "namespace": ns, "owner": from }));
             } else {

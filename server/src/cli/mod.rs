@@ -267,6 +267,13 @@ pub enum Command {
         /// The owner's node id (hex; `cairn id` on the owner).
         #[arg(long = "from")]
         from: String,
+        /// For a namespace the owner created with an external model: that model's name (the replica then accepts
+        /// only roots committing it).
+        #[arg(long, requires = "dim")]
+        external_model: Option<String>,
+        /// The external model's dimension.
+        #[arg(long, requires = "external_model")]
+        dim: Option<u32>,
     },
     /// Print the node id (the public key that signs roots) alone on one line.
     Id {

@@ -3,6 +3,7 @@
 
 use super::replica::Alert;
 use super::*;
+use cairn_index::model::ExternalModel;
 
 /// Cosignatures waiting to be written; more are dropped.
 pub const COSIG_QUEUE: usize = 4096;
@@ -34,7 +35,12 @@ pub(crate) async fn cosig_writer(
 
 impl Engine {
     /// Makes `ns` on this node a replica of `owner`'s namespace `ns` (idempotent).
-    pub async fn follow(&self, ns: &str, owner: [u8; 32]) -> Result<Arc<Space>, NodeError> {
+    pub async fn follow(
+        &self,
+        ns: &str,
+        owner: [u8; 32],
+        model: Option<ExternalModel>,
+    ) -> Result<Arc<Space>, NodeError> {
         validate::namespace(ns)?;
         if owner == self.key.verifying_key().to_bytes() {
             return Err(NodeError::invalid(
@@ -57,7 +63,12 @@ impl Engine {
         }
         if let Ok(s) = self.space(ns) {
             return match s.owner {
-                Some(o) if o == owner => Ok(s),
+                Some(o) if o == owner && s.external() == model.as_ref() => Ok(s),
+                Some(o) if o == owner => Err(NodeError::FailedPrecondition(format!(
+                    "namespace {ns:?} is already followed with model {}",
+                    s.external()
+                        .map_or_else(|| "(this node's)".to_owned(), ExternalModel::label)
+                ))),
                 Some(o) => Err(NodeError::FailedPrecondition(format!(
                     "namespace {ns:?} already follows {}",
                     hex::encode(o)
@@ -69,7 +80,8 @@ impl Engine {
         }
         let st = self.state.clone();
         let name = ns.to_owned();
-        tokio::task::spawn_blocking(move || st.set_follow(&name, owner)).await??;
+        let m = model.clone();
+        tokio::task::spawn_blocking(move || st.set_follow(&name, owner, m.as_ref())).await??;
         let dir = self
             .cfg
             .data_dir
@@ -77,7 +89,8 @@ impl Engine {
             .join(super::space::dir_name(ns));
         let space = Arc::new(
             Space::replica(ns.to_owned(), dir, owner, Vec::new(), Vec::new(), None)
-                .map_err(|e| NodeError::Task(e.to_string()))?,
+                .map_err(|e| NodeError::Task(e.to_string()))?
+                .with_model(model),
         );
         self.spaces
             .write()

@@ -130,7 +130,7 @@ async fn owner_and_replica(
     a.remember("other", items("other", n_other))
         .await
         .expect("remember");
-    b.follow("team", owner).await.expect("follow");
+    b.follow("team", owner, None).await.expect("follow");
     let first = a
         .catch_up("team", owner, 0)
         .await

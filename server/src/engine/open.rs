@@ -85,17 +85,18 @@ impl Engine {
             let dir = hnsw_dir.join(space::dir_name(&name));
             let n = name.clone();
             let restored = if let Some(&owner) = follows.get(&name) {
+                let external = externals.get(&name).cloned();
                 tokio::task::spawn_blocking(move || -> Result<(Space, Option<String>), NodeError> {
                     let rows = st.load_points(&n)?;
                     let lists = st.load_lists(&n)?;
                     let root = st.latest_root(&n)?;
                     let nodes = replica::stored_nodes(&rows, lists);
                     match Space::replica(n.clone(), dir.clone(), owner, rows, nodes, root) {
-                        Ok(s) => Ok((s, None)),
+                        Ok(s) => Ok((s.with_model(external), None)),
                         Err(e) => {
                             tracing::warn!(namespace = %n, error = %e, "stored replica state does not reproduce its root; it will be fetched again in full");
                             Space::replica(n, dir, owner, Vec::new(), Vec::new(), None)
-                                .map(|s| (s, None))
+                                .map(|s| (s.with_model(external), None))
                                 .map_err(|e| NodeError::Task(e.to_string()))
                         }
                     }

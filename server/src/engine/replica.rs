@@ -232,12 +232,23 @@ impl Engine {
         if out.root.record.seq <= cur_seq {
             return Ok(None);
         }
-        if out.root.record.dim as usize != self.embedder.info().dim
-            || out.root.record.model != self.embedder.info().hash
-        {
-            return Err(StepError::Rejected(
-                "the owner embeds with another model than this node".into(),
-            ));
+        // The model the roots must commit: the external one named when following, else this node's own.
+        let (dim, model) = space.external().map_or_else(
+            || (self.embedder.info().dim, self.embedder.info().hash),
+            |m| (m.dim.into(), m.hash()),
+        );
+        if out.root.record.dim as usize != dim || out.root.record.model != model {
+            let named = match space.external() {
+                Some(m) => format!("the model named when following ({})", m.label()),
+                None => "this node's model; for a namespace of an external model, follow it with \
+                          --external-model NAME --dim N"
+                    .to_owned(),
+            };
+            return Err(StepError::Rejected(format!(
+                "the owner's roots commit model {} with {} dimensions, not {named}",
+                hex::encode(&out.root.record.model[..8]),
+                out.root.record.dim
+            )));
         }
         let mut commit = space.commitment_copy()?;
         let before: HashSet<MemoryId> = if out.full {

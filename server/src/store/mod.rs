@@ -860,12 +860,7 @@ impl State {
         let db = self.db()?;
         let tx = db.begin_write().map_err(dberr)?;
         {
-            let mut v = model.dim.to_be_bytes().to_vec();
-            v.extend_from_slice(model.name.as_bytes());
-            tx.open_table(EXTERNAL_MODELS)
-                .map_err(dberr)?
-                .insert(ns, v.as_slice())
-                .map_err(dberr)?;
+            put_external(&tx, ns, model)?;
             let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
             if nst.get(ns).map_err(dberr)?.is_none() {
                 nst.insert(ns, 0u64).map_err(dberr)?;
@@ -874,6 +869,21 @@ impl State {
         tx.commit().map_err(dberr)?;
         Ok(())
     }
+}
+
+/// Writes `ns`'s row in `external_models` (`u16be(dim) ‖ name`).
+fn put_external(
+    tx: &redb::WriteTransaction,
+    ns: &str,
+    model: &cairn_index::model::ExternalModel,
+) -> Result<(), StoreError> {
+    let mut v = model.dim.to_be_bytes().to_vec();
+    v.extend_from_slice(model.name.as_bytes());
+    tx.open_table(EXTERNAL_MODELS)
+        .map_err(dberr)?
+        .insert(ns, v.as_slice())
+        .map_err(dberr)?;
+    Ok(())
 }
 
 /// Replication state: followed namespaces, peers, replicated graphs, alerts and cosignatures.
@@ -891,8 +901,14 @@ impl State {
         Ok(out)
     }
 
-    /// Records that `ns` is a replica of `owner`'s namespace (and registers the namespace).
-    pub fn set_follow(&self, ns: &str, owner: [u8; 32]) -> Result<(), StoreError> {
+    /// Records that `ns` is a replica of `owner`'s namespace (and registers the namespace), with the external
+    /// model its roots must commit when the follower named one.
+    pub fn set_follow(
+        &self,
+        ns: &str,
+        owner: [u8; 32],
+        model: Option<&cairn_index::model::ExternalModel>,
+    ) -> Result<(), StoreError> {
         let db = self.db()?;
         let tx = db.begin_write().map_err(dberr)?;
         {
@@ -900,6 +916,9 @@ impl State {
                 .map_err(dberr)?
                 .insert(ns, owner)
                 .map_err(dberr)?;
+            if let Some(model) = model {
+                put_external(&tx, ns, model)?;
+            }
             let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
             if nst.get(ns).map_err(dberr)?.is_none() {
                 nst.insert(ns, 0u64).map_err(dberr)?;
@@ -1008,6 +1027,10 @@ impl State {
                 .remove(ns)
                 .map_err(dberr)?;
             tx.open_table(FOLLOWS)
+                .map_err(dberr)?
+                .remove(ns)
+                .map_err(dberr)?;
+            tx.open_table(EXTERNAL_MODELS)
                 .map_err(dberr)?
                 .remove(ns)
                 .map_err(dberr)?;

@@ -18,6 +18,32 @@ RECALL_MODE_SEMANTIC: RecallMode
 RECALL_MODE_LEXICAL: RecallMode
 RECALL_MODE_HYBRID: RecallMode
 
+class ExternalModel(_message.Message):
+    __slots__ = ("name", "dim")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dim: int
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ...) -> None: ...
+
+class CreateNamespaceRequest(_message.Message):
+    __slots__ = ("namespace", "external_model")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_MODEL_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    external_model: ExternalModel
+    def __init__(self, namespace: _Optional[str] = ..., external_model: _Optional[_Union[ExternalModel, _Mapping]] = ...) -> None: ...
+
+class CreateNamespaceResponse(_message.Message):
+    __slots__ = ("created", "model", "root")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    model: str
+    root: Root
+    def __init__(self, created: _Optional[bool] = ..., model: _Optional[str] = ..., root: _Optional[_Union[Root, _Mapping]] = ...) -> None: ...
+
 class ShareRequest(_message.Message):
     __slots__ = ("prefix", "node_id")
     PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -105,7 +131,7 @@ class RevokeTokenResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class MemoryInput(_message.Message):
-    __slots__ = ("text", "metadata", "created_at", "key")
+    __slots__ = ("text", "metadata", "created_at", "key", "vector")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,11 +143,13 @@ class MemoryInput(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
     text: str
     metadata: _containers.ScalarMap[str, str]
     created_at: int
     key: str
-    def __init__(self, text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
+    vector: Vector
+    def __init__(self, text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[int] = ..., key: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
 class RememberRequest(_message.Message):
     __slots__ = ("namespace", "items")
@@ -372,18 +400,20 @@ class StatsRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class NamespaceStats(_message.Message):
-    __slots__ = ("namespace", "memories", "tombstones", "index_points", "newest_created_at")
+    __slots__ = ("namespace", "memories", "tombstones", "index_points", "newest_created_at", "model")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     INDEX_POINTS_FIELD_NUMBER: _ClassVar[int]
     NEWEST_CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     memories: int
     tombstones: int
     index_points: int
     newest_created_at: int
-    def __init__(self, namespace: _Optional[str] = ..., memories: _Optional[int] = ..., tombstones: _Optional[int] = ..., index_points: _Optional[int] = ..., newest_created_at: _Optional[int] = ...) -> None: ...
+    model: str
+    def __init__(self, namespace: _Optional[str] = ..., memories: _Optional[int] = ..., tombstones: _Optional[int] = ..., index_points: _Optional[int] = ..., newest_created_at: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("namespaces", "total_memories", "model", "dim", "version")
@@ -404,16 +434,18 @@ class ListNamespacesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NamespaceInfo(_message.Message):
-    __slots__ = ("namespace", "memories", "owner", "seq")
+    __slots__ = ("namespace", "memories", "owner", "seq", "model")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     memories: int
     owner: str
     seq: int
-    def __init__(self, namespace: _Optional[str] = ..., memories: _Optional[int] = ..., owner: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    model: str
+    def __init__(self, namespace: _Optional[str] = ..., memories: _Optional[int] = ..., owner: _Optional[str] = ..., seq: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ListNamespacesResponse(_message.Message):
     __slots__ = ("namespaces",)
@@ -524,12 +556,14 @@ class ListPeersResponse(_message.Message):
     def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
 
 class FollowRequest(_message.Message):
-    __slots__ = ("namespace", "owner")
+    __slots__ = ("namespace", "owner", "external_model")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_MODEL_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     owner: str
-    def __init__(self, namespace: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    external_model: ExternalModel
+    def __init__(self, namespace: _Optional[str] = ..., owner: _Optional[str] = ..., external_model: _Optional[_Union[ExternalModel, _Mapping]] = ...) -> None: ...
 
 class FollowResponse(_message.Message):
     __slots__ = ()

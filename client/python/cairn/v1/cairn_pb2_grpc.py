@@ -150,6 +150,11 @@ class CairnStub:
                 request_serializer=cairn_dot_v1_dot_cairn__pb2.ListSharesRequest.SerializeToString,
                 response_deserializer=cairn_dot_v1_dot_cairn__pb2.ListSharesResponse.FromString,
                 _registered_method=True)
+        self.CreateNamespace = channel.unary_unary(
+                '/cairn.v1.Cairn/CreateNamespace',
+                request_serializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceRequest.SerializeToString,
+                response_deserializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceResponse.FromString,
+                _registered_method=True)
 
 
 class CairnServicer:
@@ -329,6 +334,15 @@ class CairnServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNamespace(self, request, context):
+        """Creates a namespace before its first memory, for the node's model or for vectors the caller brings from an
+        external model (ExternalModel). Idempotent for the same model; FAILED_PRECONDITION if the namespace exists
+        with another model or is a replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CairnServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -446,6 +460,11 @@ def add_CairnServicer_to_server(servicer, server):
                     servicer.ListShares,
                     request_deserializer=cairn_dot_v1_dot_cairn__pb2.ListSharesRequest.FromString,
                     response_serializer=cairn_dot_v1_dot_cairn__pb2.ListSharesResponse.SerializeToString,
+            ),
+            'CreateNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNamespace,
+                    request_deserializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceRequest.FromString,
+                    response_serializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1070,6 +1089,33 @@ class Cairn:
             '/cairn.v1.Cairn/ListShares',
             cairn_dot_v1_dot_cairn__pb2.ListSharesRequest.SerializeToString,
             cairn_dot_v1_dot_cairn__pb2.ListSharesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.v1.Cairn/CreateNamespace',
+            cairn_dot_v1_dot_cairn__pb2.CreateNamespaceRequest.SerializeToString,
+            cairn_dot_v1_dot_cairn__pb2.CreateNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
