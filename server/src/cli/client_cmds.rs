@@ -93,7 +93,7 @@ fn compare_query(mine: &[i8], theirs: &[i8]) -> Result<()> {
         .unwrap_or(0);
     if mine.len() != theirs.len() || off > 1 {
         bail!(
-            "verification failed: the proof's query vector is not this query's (the embedding of its text, or the vector sent; largest difference {off})"
+            "verification failed: the proof's query vector is not the embedding of the query text (nor the vector sent); largest difference {off}"
         );
     }
     Ok(())
