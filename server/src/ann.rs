@@ -1,5 +1,7 @@
-//! The serving vector index of one namespace: an hnsw_rs graph over unit vectors with dot-product distance,
+//! The serving vector index of one namespace: an hnsw_rs graph over the int8 codes of unit vectors (the same
+//! quantisation the proofs commit, [`cairn_index::commit::quantise`]) with the proofs' dot-product distance,
 //! plus saving it to and restoring it from the data dir so a restart does not rebuild (or re-embed) anything.
+//! The graph keeps no f32 vector: one byte per component instead of four.
 //!
 //! The graph is a cache of the durable state in redb: a dump records how many points it covers, and points
 //! written after the last dump are re-inserted from redb on start-up. A missing, stale or damaged dump only
@@ -7,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cairn_index::commit::quantise;
 use hnsw_rs::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +27,28 @@ pub struct HnswParams {
 /// Most HNSW layers.
 const MAX_LAYERS: usize = 16;
 
+/// The layout of the vectors a dump holds; a dump in any other layout (an older node's f32 vectors) is rebuilt.
+const CODES: &str = "int8-127";
+
+/// `127²`: the dot product of a unit vector's int8 code with itself, up to rounding.
+const UNIT: f32 = 127.0 * 127.0;
+
+/// hnsw_rs distance over int8 codes: `1 − a·b / 127²` (1 − cosine, as hnsw_rs's `DistDot` gives for f32),
+/// clamped at 0. It orders points exactly as the proofs' [`cairn_index::commit::distance`] does, so the serving
+/// search and the proven search rank by the same numbers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CodeDot;
+
+impl Distance<i8> for CodeDot {
+    fn eval(&self, va: &[i8], vb: &[i8]) -> f32 {
+        let dot = -cairn_index::commit::distance(va, vb);
+        (1.0 - dot as f32 / UNIT).max(0.0)
+    }
+}
+
 /// An HNSW graph whose data ids are the namespace's point numbers.
 pub struct Ann {
-    hnsw: Hnsw<'static, f32, DistDot>,
+    hnsw: Hnsw<'static, i8, CodeDot>,
     params: HnswParams,
 }
 
@@ -38,6 +60,9 @@ struct DumpMeta {
     /// reused: after a compaction renumbers the rows, an older dump would map points to the wrong memories.
     #[serde(default)]
     rows: Option<String>,
+    /// The vector layout ([`CODES`]); absent in dumps of f32 graphs, which are rebuilt.
+    #[serde(default)]
+    codes: Option<String>,
 }
 
 /// BLAKE3 over the ids of `ids` in point order: what a saved graph is bound to.
@@ -47,11 +72,6 @@ pub fn rows_fingerprint<'a>(ids: impl Iterator<Item = &'a [u8; 32]>) -> String {
         h.update(id);
     }
     h.finalize().to_hex().to_string()
-}
-
-/// Dot product (the cosine of two unit vectors).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// A point's place in the graph: its level and neighbour lists.
@@ -82,7 +102,7 @@ impl Ann {
             capacity.max(1024),
             MAX_LAYERS,
             params.ef_construction.max(m),
-            DistDot,
+            CodeDot,
         );
         Ann { hnsw, params }
     }
@@ -97,13 +117,13 @@ impl Ann {
         self.len() == 0
     }
 
-    /// Adds a unit vector as point `point`.
+    /// Adds a unit vector as point `point` (kept as its int8 code).
     pub fn insert(&self, vector: &[f32], point: usize) {
-        self.hnsw.insert_slice((vector, point));
+        self.hnsw.insert_slice((&quantise(vector), point));
     }
 
     /// Approximate nearest points to a unit query vector that pass `keep`, nearest first, as (point, distance
-    /// = 1 − cosine).
+    /// = 1 − cosine of the int8 codes).
     pub fn search(
         &self,
         query: &[f32],
@@ -116,30 +136,10 @@ impl Ann {
         }
         let filter = |id: &usize| keep(*id);
         self.hnsw
-            .search_filter(query, k, ef.max(k), Some(&filter))
+            .search_filter(&quantise(query), k, ef.max(k), Some(&filter))
             .into_iter()
             .map(|n| (n.d_id, n.distance))
             .collect()
-    }
-
-    /// Every point `keep` accepts, scored exactly against a unit query vector, as (point, cosine), in no
-    /// particular order. The graph holds the only in-memory copy of each f32 vector (rows do not keep one), so
-    /// exact scoring reads them here. The caller serialises this with inserts.
-    pub fn score_all(&self, query: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
-        if self.is_empty() {
-            return Vec::new();
-        }
-        let pi = self.hnsw.get_point_indexation();
-        let mut out = Vec::new();
-        for layer in 0..=self.hnsw.get_max_level_observed() {
-            for p in pi.get_layer_iterator(layer as usize) {
-                let point = p.get_origin_id();
-                if keep(point) {
-                    out.push((point, dot(query, p.get_v())));
-                }
-            }
-        }
-        out
     }
 
     /// The entry point (point number) and its level, as hnsw_rs searches from it: the first point that reached
@@ -234,6 +234,7 @@ impl Ann {
             points: self.len(),
             params: self.params,
             rows: Some(rows),
+            codes: Some(CODES.into()),
         };
         let meta_bytes = serde_json::to_vec(&meta).map_err(|e| err(e.to_string()))?;
         std::fs::write(tmp.join("meta.json"), meta_bytes).map_err(|e| err(e.to_string()))?;
@@ -261,10 +262,14 @@ impl Ann {
             tracing::info!(dir = %dir.display(), "HNSW parameters changed; rebuilding the index");
             return None;
         }
+        if meta.codes.as_deref() != Some(CODES) {
+            tracing::info!(dir = %dir.display(), "HNSW index saved with f32 vectors by an older node; rebuilding it with int8 codes");
+            return None;
+        }
         let dir = dir.to_owned();
         let loaded = std::panic::catch_unwind(move || {
             let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, "index")));
-            io.load_hnsw::<f32, DistDot>().ok()
+            io.load_hnsw::<i8, CodeDot>().ok()
         });
         match loaded {
             Ok(Some(hnsw)) if hnsw.get_nb_point() == meta.points => {
@@ -344,5 +349,145 @@ pub fn clean_leftovers(parent: &Path) {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIM: usize = 48;
+
+    fn params() -> HnswParams {
+        HnswParams {
+            m: 12,
+            ef_construction: 100,
+            dim: DIM,
+        }
+    }
+
+    /// Deterministic unit vectors around 8 centres (xorshift; no two runs differ).
+    fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut x = seed | 1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 10_000) as f32 / 10_000.0 - 0.5
+        };
+        (0..n)
+            .map(|i| {
+                let mut v: Vec<f32> = (0..DIM)
+                    .map(|d| next() + if d % 8 == i % 8 { 1.5 } else { 0.0 })
+                    .collect();
+                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|a| *a /= norm);
+                v
+            })
+            .collect()
+    }
+
+    fn built(vs: &[Vec<f32>]) -> Ann {
+        let ann = Ann::new(params(), vs.len());
+        for (i, v) in vs.iter().enumerate() {
+            ann.insert(v, i);
+        }
+        ann
+    }
+
+    /// The distance orders exactly as the proofs' integer distance does (so serving and proven search agree
+    /// on every comparison), and is about 0 for a code against itself.
+    #[test]
+    fn code_distance_orders_as_the_proof_distance() {
+        let vs = vectors(60, 3);
+        let codes: Vec<Vec<i8>> = vs.iter().map(|v| quantise(v)).collect();
+        for a in &codes {
+            // A code's norm is 127 up to rounding, so its distance to itself is about 0.
+            assert!(CodeDot.eval(a, a) < 0.02);
+            for b in &codes {
+                for c in &codes {
+                    let proof =
+                        cairn_index::commit::distance(a, b) < cairn_index::commit::distance(a, c);
+                    let here = CodeDot.eval(a, b) < CodeDot.eval(a, c);
+                    assert!(!proof || here || CodeDot.eval(a, b) == 0.0);
+                }
+            }
+        }
+    }
+
+    /// Searching int8 codes still finds the exact top 10 (by cosine with the codes) nearly always.
+    #[test]
+    fn int8_search_finds_the_exact_top_ten() {
+        let vs = vectors(3000, 11);
+        let ann = built(&vs);
+        let codes: Vec<Vec<i8>> = vs.iter().map(|v| quantise(v)).collect();
+        let queries = vectors(100, 97);
+        let (mut found, mut wanted) = (0usize, 0usize);
+        for q in &queries {
+            let qc = quantise(q);
+            let mut exact: Vec<(i32, usize)> = codes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (cairn_index::commit::distance(&qc, c), i))
+                .collect();
+            exact.sort_unstable();
+            let truth: Vec<usize> = exact.iter().take(10).map(|&(_, i)| i).collect();
+            let got: Vec<usize> = ann
+                .search(q, 10, 64, &|_| true)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+            wanted += truth.len();
+            found += truth.iter().filter(|t| got.contains(t)).count();
+        }
+        let recall = found as f64 / wanted as f64;
+        assert!(recall >= 0.98, "recall@10 {recall}");
+    }
+
+    /// A dump holds one byte per component (no f32 vector reaches the disk or comes back into memory), reloads
+    /// to the same answers, and a dump written in the older f32 layout is not reused.
+    #[test]
+    fn dumps_hold_int8_codes_and_older_layouts_are_rebuilt() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("hnsw");
+        let vs = vectors(500, 5);
+        let ann = built(&vs);
+        ann.save(&dir, "fp".into(), &|_| false).expect("save");
+        let data = std::fs::metadata(dir.join("index.hnsw.data"))
+            .expect("data file")
+            .len();
+        assert_eq!(data, 12 + 500 * (20 + DIM as u64));
+        let (back, fp) = Ann::load(&dir, params()).expect("reload");
+        assert_eq!(fp, "fp");
+        assert_eq!(back.len(), 500);
+        for q in vectors(5, 77) {
+            assert_eq!(
+                back.search(&q, 10, 64, &|_| true),
+                ann.search(&q, 10, 64, &|_| true)
+            );
+        }
+        // The same dump without the layout tag, as nodes before int8 codes wrote it: rebuilt, not reused.
+        let meta = std::fs::read_to_string(dir.join("meta.json")).expect("meta");
+        let mut v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+        v.as_object_mut().expect("object").remove("codes");
+        std::fs::write(dir.join("meta.json"), v.to_string()).expect("write meta");
+        assert!(Ann::load(&dir, params()).is_none());
+    }
+
+    /// Forgotten points' codes are zeroed in the dump.
+    #[test]
+    fn dead_codes_are_zeroed_in_the_dump() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("hnsw");
+        let vs = vectors(50, 9);
+        let ann = built(&vs);
+        ann.save(&dir, "fp".into(), &|p| p == 7).expect("save");
+        let bytes = std::fs::read(dir.join("index.hnsw.data")).expect("data");
+        let code7 = quantise(&vs[7]);
+        assert!(!bytes
+            .windows(DIM)
+            .any(|w| w == code7.iter().map(|&c| c as u8).collect::<Vec<_>>()));
+        let code8: Vec<u8> = quantise(&vs[8]).iter().map(|&c| c as u8).collect();
+        assert!(bytes.windows(DIM).any(|w| w == code8));
     }
 }

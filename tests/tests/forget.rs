@@ -20,11 +20,11 @@ struct Needles {
     text: Vec<u8>,
     meta: Vec<u8>,
     id: [u8; 32],
-    /// The memory's int8 codes (replica rows, graph leaves).
+    /// The memory's int8 codes (replica rows, graph leaves, the saved HNSW graph).
     codes: Vec<u8>,
     /// The start of its coded form in proofs and snapshot pages.
     coded: Vec<u8>,
-    /// Its quantised components, to find its f32 vector (owner rows, saved graph) whatever the last bits.
+    /// Its quantised components, to find its f32 vector (owner rows) whatever the last bits.
     q: Vec<i8>,
 }
 
@@ -160,7 +160,7 @@ async fn a_forgotten_memory_leaves_every_file_of_owner_and_replica() {
     }
     assert!(
         on_a.iter()
-            .any(|f| f.contains("hnsw") && f.contains("f32 vector")),
+            .any(|f| f.contains("hnsw") && f.contains("int8 vector")),
         "the saved graph on A does not hold the vector: {on_a:?}"
     );
     for what in ["text", "metadata", "int8 vector"] {

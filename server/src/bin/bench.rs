@@ -8,6 +8,8 @@
 //! - `scifact`: BEIR SciFact nDCG@10 / recall@10 with exact search and with HNSW search.
 //! - `locomo`: LoCoMo evidence recall@5/@10 per question category (every turn a memory in its conversation's
 //!   namespace), without and with verified proofs, and Recall latency.
+//! - `scale`: growth curves with caller vectors (no embedding): one-item commit latency, vector Recall latency
+//!   and recall@10 against exact f32 search, proof size and verify time, node RSS, at growing sizes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -129,6 +131,29 @@ enum Cmd {
         /// Queries per node.
         #[arg(long, default_value_t = 2000)]
         queries: usize,
+    },
+    /// Growth with caller vectors (an external-model namespace, so no embedding in any figure): ingest to each
+    /// size, then one-item commit latency, vector Recall latency and recall@10 against exact f32 search, verified
+    /// proof size and verify time, and the node's RSS. Vectors are synthetic (see [`synthetic_vector`]).
+    Scale {
+        /// Sizes to measure at (memories).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000])]
+        sizes: Vec<usize>,
+        /// Vector queries per size (latency and recall@10).
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// One-item Remembers per size (commit latency).
+        #[arg(long, default_value_t = 50)]
+        commits: usize,
+        /// Recalls with a verified proof per size.
+        #[arg(long, default_value_t = 50)]
+        proofs: usize,
+        /// Vector dimension.
+        #[arg(long, default_value_t = 384)]
+        dim: u32,
+        /// Search breadth.
+        #[arg(long, default_value_t = 64)]
+        ef: u32,
     },
     /// Replication over loopback: a fresh follower catches up with a namespace of the node at --data-dir
     /// (every leaf verified), then owner-commit to follower-visible latency of one-item writes.
@@ -1569,6 +1594,14 @@ async fn main() -> Result<()> {
             mode,
         } => bench_proofs(&args, ns, *queries, *ef, mode).await,
         Cmd::Catchup { ns, writes } => bench_catchup(&args, ns, *writes).await,
+        Cmd::Scale {
+            sizes,
+            queries,
+            commits,
+            proofs,
+            dim,
+            ef,
+        } => bench_scale(&args, sizes, *queries, *commits, *proofs, *dim, *ef).await,
         Cmd::Load {
             clients,
             secs,
@@ -1576,4 +1609,234 @@ async fn main() -> Result<()> {
             import,
         } => bench_load(&args, *clients, *secs, *watch_streams, *import).await,
     }
+}
+
+/// Clusters of the synthetic distribution.
+const SYN_CLUSTERS: u64 = 256;
+/// Dimension of the subspace the synthetic vectors live in (text embeddings have a low intrinsic dimension).
+const SYN_LATENT: usize = 24;
+
+/// A deterministic xorshift stream seeded from `seed` (no two calls with one seed differ).
+struct Xs(u64);
+
+impl Xs {
+    fn new(seed: u64) -> Self {
+        Xs(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A standard normal sample (Box–Muller).
+    fn normal(&mut self) -> f32 {
+        let u1 = ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+}
+
+/// The synthetic distribution of `cairn-bench scale`: a fixed random basis of [`SYN_LATENT`] directions in `dim`
+/// dimensions; point `i` is a normalised mix of one of [`SYN_CLUSTERS`] cluster centres in that subspace, a
+/// within-cluster spread (0.6 of the centre's scale), and isotropic noise in all `dim` dimensions (0.15).
+struct Synthetic {
+    basis: Vec<Vec<f32>>,
+    centres: Vec<Vec<f32>>,
+    dim: usize,
+}
+
+impl Synthetic {
+    fn new(dim: usize) -> Self {
+        let mut r = Xs::new(0xCA1B);
+        let basis = (0..SYN_LATENT)
+            .map(|_| (0..dim).map(|_| r.normal()).collect())
+            .collect();
+        let centres = (0..SYN_CLUSTERS)
+            .map(|_| (0..SYN_LATENT).map(|_| r.normal()).collect())
+            .collect();
+        Synthetic {
+            basis,
+            centres,
+            dim,
+        }
+    }
+
+    /// Point `i` (unit length); queries use indices the corpus does not.
+    fn vector(&self, i: u64) -> Vec<f32> {
+        let mut r = Xs::new(i.wrapping_add(1) ^ 0x5EED_0000_0000);
+        let c = &self.centres[(r.next() % SYN_CLUSTERS) as usize];
+        let mut v: Vec<f32> = (0..self.dim).map(|_| 0.15 * r.normal()).collect();
+        let scale = 1.0 / (self.dim as f32).sqrt();
+        for (j, b) in self.basis.iter().enumerate() {
+            let z = (c[j] + 0.6 * r.normal()) * scale;
+            for (x, bx) in v.iter_mut().zip(b) {
+                *x += z * bx;
+            }
+        }
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    }
+}
+
+/// Index of the first query vector (far above any corpus index).
+const QUERY_BASE: u64 = 1 << 40;
+
+async fn bench_scale(
+    args: &Args,
+    sizes: &[usize],
+    queries: usize,
+    commits: usize,
+    proofs: usize,
+    dim: u32,
+    ef: u32,
+) -> Result<()> {
+    let ns = format!("bench/scale-{dim}");
+    let syn = Synthetic::new(dim as usize);
+    let node = start_node(args.data_dir.as_deref())?;
+    let pid = node.child.id();
+    let client = connect(node.url.clone(), &node.dir).await?;
+    client
+        .create_namespace(&ns, Some(("bench-synthetic", dim)))
+        .await?;
+    let trusted = cairn_client::verify::parse_node_id(&client.node_info().await?.node_id)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut have = client
+        .stats(Some(&ns))
+        .await
+        .map_or(0, |s| s.total_memories as usize);
+    println!(
+        "scale: namespace {ns}, dim {dim}, synthetic vectors ({SYN_CLUSTERS} clusters in a {SYN_LATENT}-dimensional subspace plus noise), ef={ef}; {have} memories already there"
+    );
+    let item =
+        |i: usize| NewMemory::new(format!("synthetic memory {i}")).vector(syn.vector(i as u64));
+    let qs: Vec<Vec<f32>> = (0..queries as u64)
+        .map(|i| syn.vector(QUERY_BASE + i))
+        .collect();
+    let mut sorted = sizes.to_vec();
+    sorted.sort_unstable();
+    for size in sorted {
+        if have < size {
+            let t0 = Instant::now();
+            let batches: Vec<Vec<NewMemory>> = (have..size)
+                .collect::<Vec<_>>()
+                .chunks(256)
+                .map(|c| c.iter().map(|&i| item(i)).collect())
+                .collect();
+            let results: Vec<Result<usize>> = stream::iter(batches)
+                .map(|b| {
+                    let (c, ns) = (client.clone(), ns.clone());
+                    async move { Ok(c.remember(&ns, b).await?.len()) }
+                })
+                .buffer_unordered(2)
+                .collect()
+                .await;
+            for r in results {
+                r?;
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "ingested {} → {size} in {secs:.0} s ({:.0}/s, batches of 256, 2 in flight)",
+                size - have,
+                (size - have) as f64 / secs
+            );
+            have = size;
+        }
+        // One-item commits (what an agent's single Remember costs at this size).
+        let mut commit_ms = Vec::with_capacity(commits);
+        for _ in 0..commits {
+            let t = Instant::now();
+            client.remember(&ns, vec![item(have)]).await?;
+            commit_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            have += 1;
+        }
+        summary(
+            &format!("{size}: one-item Remember (client-observed, durable)"),
+            "ms",
+            commit_ms,
+        );
+        // Exact top-10 by f32 cosine over the whole corpus, for recall@10.
+        let corpus: Vec<Vec<f32>> = (0..have as u64).map(|i| syn.vector(i)).collect();
+        let truth: Vec<HashSet<String>> = qs
+            .iter()
+            .map(|q| {
+                let mut scored: Vec<(f32, usize)> = corpus
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (-v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), i))
+                    .collect();
+                let ten = scored.len().min(10);
+                scored.select_nth_unstable_by(ten.saturating_sub(1), |a, b| a.0.total_cmp(&b.0));
+                scored[..ten]
+                    .iter()
+                    .map(|&(_, i)| format!("synthetic memory {i}"))
+                    .collect()
+            })
+            .collect();
+        drop(corpus);
+        for q in qs.iter().take(20) {
+            client
+                .recall_vector(&ns, q.clone())
+                .k(10)
+                .ef(ef)
+                .send()
+                .await?;
+        }
+        let (mut lat, mut found) = (Vec::with_capacity(qs.len()), 0usize);
+        for (q, t10) in qs.iter().zip(&truth) {
+            let t = Instant::now();
+            let hits = client
+                .recall_vector(&ns, q.clone())
+                .k(10)
+                .ef(ef)
+                .send()
+                .await?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            found += hits.iter().filter(|h| t10.contains(&h.text)).count();
+        }
+        let recall = found as f64 / (10 * qs.len().max(1)) as f64;
+        summary(
+            &format!(
+                "{size}: vector Recall k=10 (client-observed), recall@10 {recall:.3} vs exact f32"
+            ),
+            "ms",
+            lat,
+        );
+        let mut trivial = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let t = Instant::now();
+            client.node_info().await?;
+            trivial.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        summary(&format!("{size}: NodeInfo (a trivial call)"), "ms", trivial);
+        let asked = cairn_client::verify::RecallAsked { k: 10, min_ef: ef };
+        let (mut answer, mut verify, mut kib) = (Vec::new(), Vec::new(), Vec::new());
+        for q in qs.iter().take(proofs) {
+            let t = Instant::now();
+            let resp = client
+                .recall_vector(&ns, q.clone())
+                .k(10)
+                .ef(ef)
+                .proof(true)
+                .send_full()
+                .await?;
+            answer.push(t.elapsed().as_secs_f64() * 1e3);
+            kib.push(resp.proof.len() as f64 / 1024.0);
+            let t = Instant::now();
+            cairn_client::verify::recall(&ns, &asked, &resp, &trusted, None)
+                .map_err(|e| anyhow::anyhow!("proof did not verify: {e}"))?;
+            verify.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        summary(
+            &format!("{size}: vector Recall with proof (answer)"),
+            "ms",
+            answer,
+        );
+        summary(&format!("{size}: proof size"), "KiB", kib);
+        summary(&format!("{size}: client verify"), "ms", verify);
+        let (rss, hwm) = rss_mb(pid);
+        println!("{size}: node RSS {rss:.0} MB, peak {hwm:.0} MB (VmHWM)");
+    }
+    Ok(())
 }

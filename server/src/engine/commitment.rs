@@ -443,7 +443,7 @@ impl Commitment {
     }
 
     /// The cosine of a unit query vector with a node's committed int8 vector read as `code / 127` (what a
-    /// replica holds of each vector: it keeps no f32 copy). None for a node out of range.
+    /// node holds of each vector: none keeps an f32 copy). None for a node out of range.
     pub fn cosine(&self, query: &[f32], node: usize) -> Option<f32> {
         let v = &self.nodes.get(node)?.node.vector;
         Some(

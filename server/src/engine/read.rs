@@ -698,20 +698,22 @@ impl Engine {
                 None => loose.push(i),
             }
         }
-        for (pack, idx) in by_pack {
-            // A few records of a pack (a Recall's hits): read just their ranges, not the whole page.
-            if idx.len() < FEW_OF_A_PACK {
-                for i in idx {
-                    let (id, l) = (ids[i], locs[i].as_ref());
-                    let l = l.ok_or(crate::blobs::BlobError::Missing(id))?;
-                    let rec = self.blobs.read_range(l.pack, l.offset, l.len).await?;
-                    if MemoryId::of_bytes(&rec) != id {
-                        return Err(crate::blobs::BlobError::Missing(id).into());
-                    }
-                    out[i] = Some(rec);
-                }
-                continue;
+        // A few records of a pack (a Recall's hits): read just their ranges, not the whole pack, all at once.
+        let mut ranges = Vec::new();
+        let mut at = Vec::new();
+        for (_, idx) in by_pack.extract_if(|_, idx| idx.len() < FEW_OF_A_PACK) {
+            for i in idx {
+                let l = locs[i]
+                    .as_ref()
+                    .ok_or(crate::blobs::BlobError::Missing(ids[i]))?;
+                ranges.push((l.pack, l.offset, l.len, ids[i]));
+                at.push(i);
             }
+        }
+        for (i, rec) in at.into_iter().zip(self.blobs.read_records(&ranges).await?) {
+            out[i] = Some(rec);
+        }
+        for (pack, idx) in by_pack {
             let bytes = self.blobs.get_raw(pack).await?;
             for i in idx {
                 let (id, l) = (ids[i], locs[i].as_ref());
