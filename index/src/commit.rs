@@ -32,6 +32,7 @@ pub fn quantise(v: &[f32]) -> Vec<i8> {
 }
 
 /// The proof distance: `−Σ aᵢ·bᵢ` (i32; |Σ| ≤ 4096·127² fits easily). Smaller is closer.
+#[inline]
 pub fn distance(a: &[i8], b: &[i8]) -> i32 {
     let mut s: i32 = 0;
     for (x, y) in a.iter().zip(b) {

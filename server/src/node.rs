@@ -200,7 +200,8 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
                 if let Err(e) = engine.scrub().await {
                     tracing::warn!(error = %e, "scrub pass failed; retrying at the next pass");
                 }
-                let _ = tokio::task::spawn_blocking(crate::embed::release_free_memory).await;
+                let _ =
+                    tokio::task::spawn_blocking(crate::embed::release_free_memory_if_grown).await;
             }
         })
     };
