@@ -122,24 +122,30 @@ impl Ann {
         self.hnsw.insert_slice((&quantise(vector), point));
     }
 
-    /// Approximate nearest points to a unit query vector that pass `keep`, nearest first, as (point, distance
-    /// = 1 − cosine of the int8 codes).
+    /// Approximate nearest points to a unit query vector that pass `keep` (every point when None), nearest
+    /// first, as (point, distance = 1 − cosine of the int8 codes).
+    ///
+    /// A filtered search costs far more: hnsw_rs then gives up its early stop and walks every candidate it
+    /// queued, so callers without a filter pass None and drop what they do not want afterwards.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
-        keep: &dyn Fn(usize) -> bool,
+        keep: Option<&dyn Fn(usize) -> bool>,
     ) -> Vec<(usize, f32)> {
         if self.is_empty() || k == 0 {
             return Vec::new();
         }
-        let filter = |id: &usize| keep(*id);
-        self.hnsw
-            .search_filter(&quantise(query), k, ef.max(k), Some(&filter))
-            .into_iter()
-            .map(|n| (n.d_id, n.distance))
-            .collect()
+        let q = quantise(query);
+        let found = match keep {
+            Some(keep) => {
+                let filter = |id: &usize| keep(*id);
+                self.hnsw.search_filter(&q, k, ef.max(k), Some(&filter))
+            }
+            None => self.hnsw.search(&q, k, ef.max(k)),
+        };
+        found.into_iter().map(|n| (n.d_id, n.distance)).collect()
     }
 
     /// The entry point (point number) and its level, as hnsw_rs searches from it: the first point that reached
@@ -433,7 +439,7 @@ mod tests {
             exact.sort_unstable();
             let truth: Vec<usize> = exact.iter().take(10).map(|&(_, i)| i).collect();
             let got: Vec<usize> = ann
-                .search(q, 10, 64, &|_| true)
+                .search(q, 10, 64, None)
                 .into_iter()
                 .map(|(p, _)| p)
                 .collect();
@@ -461,10 +467,7 @@ mod tests {
         assert_eq!(fp, "fp");
         assert_eq!(back.len(), 500);
         for q in vectors(5, 77) {
-            assert_eq!(
-                back.search(&q, 10, 64, &|_| true),
-                ann.search(&q, 10, 64, &|_| true)
-            );
+            assert_eq!(back.search(&q, 10, 64, None), ann.search(&q, 10, 64, None));
         }
         // The same dump without the layout tag, as nodes before int8 codes wrote it: rebuilt, not reused.
         let meta = std::fs::read_to_string(dir.join("meta.json")).expect("meta");

@@ -761,13 +761,33 @@ impl Space {
             // Either way a hit's score is the query's cosine with its committed int8 code, the one vector the
             // node holds in memory.
             scored = match &inner.ann {
-                // The owner searches its hnsw_rs graph of int8 codes.
-                Some(ann) => ann
-                    .search(s.query, s.k, s.ef, &keep)
-                    .into_iter()
-                    .filter(|&(p, _)| keep(p))
-                    .filter_map(|(p, _)| inner.commit.cosine(s.query, p).map(|c| (p, c)))
-                    .collect(),
+                // The owner searches its hnsw_rs graph of int8 codes: without a filter, unfiltered (far
+                // cheaper) for enough hits to cover the tombstones, and filtered only if that comes back short.
+                Some(ann) => {
+                    let dead = inner.rows.len().saturating_sub(inner.live);
+                    let mut hits: Vec<usize> = Vec::new();
+                    if !filtered {
+                        let ask = (s.k + dead).min(s.ef.max(s.k));
+                        hits = ann
+                            .search(s.query, ask, s.ef, None)
+                            .into_iter()
+                            .map(|(p, _)| p)
+                            .filter(|&p| keep(p))
+                            .take(s.k)
+                            .collect();
+                    }
+                    if hits.len() < want {
+                        hits = ann
+                            .search(s.query, s.k, s.ef, Some(&keep))
+                            .into_iter()
+                            .map(|(p, _)| p)
+                            .filter(|&p| keep(p))
+                            .collect();
+                    }
+                    hits.into_iter()
+                        .filter_map(|p| inner.commit.cosine(s.query, p).map(|c| (p, c)))
+                        .collect()
+                }
                 // A replica walks the owner's committed graph (the proof search), then filters.
                 None => inner
                     .commit
@@ -992,6 +1012,56 @@ mod tests {
         assert!(holds(&dir, &kept), "a live vector is missing from the dump");
         let back = Space::restore("t".into(), dir, rs, PARAMS);
         assert!(!back.needs_save(), "the zeroed dump was not reusable");
+    }
+
+    /// An unfiltered search of a large namespace asks hnsw_rs without a filter (its cheap path) and drops the
+    /// tombstones after; when too many of the nearest points are tombstones it still answers k live memories
+    /// (the filtered search), never fewer and never a forgotten one.
+    #[test]
+    fn tombstones_near_the_query_do_not_shorten_an_unfiltered_search() {
+        for forgotten in [0usize, 5, 40, 200] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let n = EXACT_LIMIT + 500;
+            let mut rs = rows(1, n, 8);
+            for (i, r) in rs.iter_mut().enumerate() {
+                r.id = MemoryId(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes());
+            }
+            let query = rs[7].vector.clone();
+            let ann = indexed(&rs);
+            // The rows nearest the query (the helper repeats each vector every 11 rows) are forgotten.
+            let mut near: Vec<(f32, usize)> = rs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        -r.vector.iter().zip(&query).map(|(a, b)| a * b).sum::<f32>(),
+                        i,
+                    )
+                })
+                .collect();
+            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut dead = std::collections::HashSet::new();
+            for &(_, i) in near.iter().take(forgotten) {
+                dead.insert(rs[i].id);
+                rs[i] = PointRow::tombstone(8);
+            }
+            let space = Space::from_parts("t".into(), tmp.path().join("g"), rs, ann, 0);
+            let filter = Filter::default();
+            let hits = space
+                .search(&Search {
+                    query: &query,
+                    k: 10,
+                    ef: 64,
+                    filter: &filter,
+                    exact: false,
+                })
+                .expect("search");
+            assert_eq!(hits.len(), 10, "{forgotten} forgotten: {} hits", hits.len());
+            assert!(
+                hits.iter().all(|h| !dead.contains(&h.0)),
+                "{forgotten} forgotten: a forgotten memory was returned"
+            );
+        }
     }
 
     /// Rows in memory keep no f32 vector (the graph and the commitment hold int8 codes), and Recall's scores are
