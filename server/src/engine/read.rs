@@ -267,19 +267,24 @@ impl Engine {
                 .collect();
             return Ok((hits, Some(transcript.encode())));
         }
-        let found = tokio::task::spawn_blocking(move || {
-            space.search(&Search {
+        // The search and the lookup of where its hits' records sit share one blocking hand-off.
+        let st = self.state.clone();
+        let (found, locs) = tokio::task::spawn_blocking(move || {
+            let found = space.search(&Search {
                 query: &q,
                 k,
                 ef,
                 filter: &opts.filter,
                 exact: opts.exact,
-            })
+            })?;
+            let ids: Vec<MemoryId> = found.iter().map(|f| f.0).collect();
+            let locs = st.pack_locs(&ids)?;
+            Ok::<_, NodeError>((found, locs))
         })
         .await??;
         let ids: Vec<MemoryId> = found.iter().map(|f| f.0).collect();
         let hits = self
-            .read_all(&ids)
+            .read_located(&ids, locs)
             .await?
             .into_iter()
             .zip(found)
@@ -464,7 +469,18 @@ impl Engine {
 
     /// Reads and decodes records, in order (in bulk: record files directly, packs a pack at a time).
     pub(super) async fn read_all(&self, ids: &[MemoryId]) -> Result<Vec<MemoryOut>, NodeError> {
-        let bytes = self.records_bulk(ids).await?;
+        let locs = self.pack_locs(ids.to_vec()).await?;
+        self.read_located(ids, locs).await
+    }
+
+    /// [`Engine::read_all`] for a caller that already looked up where the records sit (in the same blocking
+    /// hand-off as its search).
+    pub(super) async fn read_located(
+        &self,
+        ids: &[MemoryId],
+        locs: Vec<Option<crate::store::PackLoc>>,
+    ) -> Result<Vec<MemoryOut>, NodeError> {
+        let bytes = self.records_located(ids, locs).await?;
         ids.iter()
             .zip(bytes)
             .map(|(id, bytes)| {
@@ -689,6 +705,20 @@ impl Engine {
     /// blobs' files.
     pub async fn records_bulk(&self, ids: &[MemoryId]) -> Result<Vec<Bytes>, NodeError> {
         let locs = self.pack_locs(ids.to_vec()).await?;
+        self.records_located(ids, locs).await
+    }
+
+    /// [`Engine::records_bulk`] with the records' pack locations already looked up (`locs[i]` for `ids[i]`).
+    async fn records_located(
+        &self,
+        ids: &[MemoryId],
+        locs: Vec<Option<crate::store::PackLoc>>,
+    ) -> Result<Vec<Bytes>, NodeError> {
+        if locs.len() != ids.len() {
+            return Err(NodeError::Task(
+                "pack locations do not match the ids".into(),
+            ));
+        }
         let mut out: Vec<Option<Bytes>> = vec![None; ids.len()];
         let mut by_pack: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
         let mut loose = Vec::new();
