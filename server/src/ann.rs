@@ -34,8 +34,9 @@ const CODES: &str = "int8-127";
 const UNIT: f32 = 127.0 * 127.0;
 
 /// hnsw_rs distance over int8 codes: `1 − a·b / 127²` (1 − cosine, as hnsw_rs's `DistDot` gives for f32),
-/// clamped at 0. It orders points exactly as the proofs' [`cairn_index::commit::distance`] does, so the serving
-/// search and the proven search rank by the same numbers.
+/// clamped at 0. It orders points as the proofs' [`cairn_index::commit::distance`] does (the clamp only ties
+/// points closer than a code's rounded self-product), so the serving search and the proven search compare the
+/// same numbers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CodeDot;
 

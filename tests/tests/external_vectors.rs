@@ -228,6 +228,16 @@ async fn a_replica_named_the_model_serves_proven_vector_recalls() {
         0,
         "roots committing another model must not be installed"
     );
+    // Following it again with another model is refused until it is unfollowed.
+    match cb
+        .follow_with("ext", &a_id, Some(("acme-embed-v2", DIM as u32)))
+        .await
+    {
+        Err(cairn_client::Error::Status(s)) if s.code() == Code::FailedPrecondition => {
+            assert!(s.message().contains("unfollow"), "{}", s.message());
+        }
+        other => panic!("follow with another model: expected FAILED_PRECONDITION, got {other:?}"),
+    }
     cb.unfollow("ext").await.expect("unfollow");
 
     cb.follow_with("ext", &a_id, Some(("acme-embed-v2", DIM as u32)))

@@ -65,7 +65,8 @@ impl Engine {
             return match s.owner {
                 Some(o) if o == owner && s.external() == model.as_ref() => Ok(s),
                 Some(o) if o == owner => Err(NodeError::FailedPrecondition(format!(
-                    "namespace {ns:?} is already followed with model {}",
+                    "namespace {ns:?} is already followed with model {}; `cairn unfollow --ns {ns}` first to \
+                     follow it with another",
                     s.external()
                         .map_or_else(|| "(this node's)".to_owned(), ExternalModel::label)
                 ))),
