@@ -18,7 +18,7 @@ use crate::hybrid::{
 use crate::lexical::{
     bm25_top_among, facet_term, fixed_score, fuse, Corpus, Posting, MAX_QUERY_TERMS, TOKENIZER_V2,
 };
-use crate::merkle::{self, Hash};
+use crate::merkle::Hash;
 use crate::proof::{
     decode_node, encode_node, node_leaves, proof_score, put_lemmas_pub, read_lemmas_pub, ProofNode,
     Returned, Verified, VerifyError, VerifyLimits,
@@ -344,7 +344,7 @@ pub fn filtered_answer(p: &FilteredProof) -> Result<FilteredAnswer<'_>, VerifyEr
     }
     let leaves = node_leaves(&p.nodes)?;
     if !leaves.is_empty() {
-        merkle::verify(&rec.graph_root, rec.graph_leaves, &leaves, &p.lemmas)?;
+        crate::paged::verify_graph(rec, &leaves, &p.lemmas)?;
     }
     let passing: HashMap<u32, &GraphNode> = p
         .nodes

@@ -495,7 +495,7 @@ fn check_graph_nodes(
     let leaves = crate::proof::node_leaves(nodes)?;
     if !leaves.is_empty() {
         let rec = &p.root.record;
-        merkle::verify(&rec.graph_root, rec.graph_leaves, &leaves, lemmas)?;
+        crate::paged::verify_graph(rec, &leaves, lemmas)?;
     }
     Ok(())
 }

@@ -47,6 +47,7 @@ pub mod id;
 pub mod lexical;
 pub mod merkle;
 pub mod model;
+pub mod paged;
 pub mod proof;
 pub mod record;
 pub mod root;

@@ -186,22 +186,37 @@ pub fn verify(
     leaves: &[(u64, Hash)],
     lemmas: &[Hash],
 ) -> Result<(), MerkleError> {
+    let mut lemma = lemmas.iter();
+    let h = fold(count, leaves, &mut lemma)?;
+    if lemma.next().is_some() {
+        return Err(MerkleError::LemmaCount);
+    }
+    if &h == root {
+        Ok(())
+    } else {
+        Err(MerkleError::RootMismatch)
+    }
+}
+
+/// The root that `leaves` (strictly increasing indices, range-checked against `count`) imply with the lemmas
+/// taken from `lemma` in [`Tree::prove`]'s order; lemmas after those the tree needs are left in `lemma` (paged
+/// trees fold several trees from one lemma list). Never panics.
+pub fn fold(
+    count: u64,
+    leaves: &[(u64, Hash)],
+    lemma: &mut std::slice::Iter<'_, Hash>,
+) -> Result<Hash, MerkleError> {
     let indices: Vec<u64> = leaves.iter().map(|l| l.0).collect();
     check_indices(&indices, count)?;
     let n = count;
     // Always combine the highest pending position first: its sibling's subtree is then complete.
     let mut pending: BTreeMap<u64, Hash> = leaves.iter().map(|&(j, h)| (n - 1 + j, h)).collect();
-    let mut lemma = lemmas.iter();
     while let Some((i, h)) = pending.pop_last() {
         if i == 0 {
-            if !pending.is_empty() || lemma.next().is_some() {
+            if !pending.is_empty() {
                 return Err(MerkleError::LemmaCount);
             }
-            return if &h == root {
-                Ok(())
-            } else {
-                Err(MerkleError::RootMismatch)
-            };
+            return Ok(h);
         }
         let s = sibling(i);
         let sh = match pending.remove(&s) {

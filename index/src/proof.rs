@@ -23,8 +23,10 @@ use crate::root::{RootError, SignedRoot, NO_ENTRY};
 use crate::search::{search, GraphView, SearchError, SearchParams};
 use crate::wire::{Reader, Short};
 
-/// Magic of a time proof.
+/// Magic of a time proof against a whole-CBMT time tree (root versions 1 and 2).
 pub const TIME_MAGIC: &[u8; 4] = b"CPT1";
+/// Magic of a time proof against a paged time tree (root version 3): [`TimeProof::pages`] follows the entries.
+pub const TIME_MAGIC_PAGED: &[u8; 4] = b"CPT2";
 /// Magic of a recall proof.
 pub const RECALL_MAGIC: &[u8; 4] = b"CPR2";
 /// Recall proof mode: transcript of the graph search.
@@ -206,8 +208,28 @@ pub struct TimeProof {
     pub root: SignedRoot,
     /// (position, entry), positions strictly increasing.
     pub entries: Vec<(u64, TimeEntry)>,
+    /// Where the entries sit in a paged time tree (version-3 roots; `None` before).
+    pub pages: Option<TimePages>,
     /// Sibling hashes.
     pub lemmas: Vec<Hash>,
+}
+
+/// The pages of a paged time tree that a time proof touches ([`crate::paged::verify_chunked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimePages {
+    /// The tree's page count (bound by the time root).
+    pub pages: u32,
+    /// One descriptor per touched page, in page order.
+    pub refs: Vec<crate::paged::PageRef>,
+}
+
+impl From<crate::paged::PagedError> for VerifyError {
+    fn from(e: crate::paged::PagedError) -> Self {
+        match e {
+            crate::paged::PagedError::Merkle(m) => VerifyError::Merkle(m),
+            crate::paged::PagedError::Pages(why) => VerifyError::Malformed(why),
+        }
+    }
 }
 
 fn put_lemmas(o: &mut Vec<u8>, lemmas: &[Hash]) {
@@ -227,10 +249,15 @@ fn read_lemmas(r: &mut Reader<'_>, lim: &VerifyLimits) -> Result<Vec<Hash>, Veri
 
 impl TimeProof {
     /// `"CPT1" signed_root u32be(count) (u64be(pos) u64be(created_at) id[32] u32be(node))×count
-    /// u32be(lemmas) hash×lemmas`.
+    /// u32be(lemmas) hash×lemmas`; with pages, `"CPT2"` and after the entries `u32be(pages) u32be(refs)
+    /// (u32be(page) u64be(first) u32be(count))×refs`.
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Vec::with_capacity(256 + self.entries.len() * 52 + self.lemmas.len() * 32);
-        o.extend_from_slice(TIME_MAGIC);
+        o.extend_from_slice(if self.pages.is_some() {
+            TIME_MAGIC_PAGED
+        } else {
+            TIME_MAGIC
+        });
         o.extend_from_slice(&self.root.encode());
         o.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         for (pos, e) in &self.entries {
@@ -238,6 +265,15 @@ impl TimeProof {
             o.extend_from_slice(&e.created_at.to_be_bytes());
             o.extend_from_slice(e.id.as_bytes());
             o.extend_from_slice(&e.node.to_be_bytes());
+        }
+        if let Some(p) = &self.pages {
+            o.extend_from_slice(&p.pages.to_be_bytes());
+            o.extend_from_slice(&(p.refs.len() as u32).to_be_bytes());
+            for r in &p.refs {
+                o.extend_from_slice(&r.page.to_be_bytes());
+                o.extend_from_slice(&r.first.to_be_bytes());
+                o.extend_from_slice(&r.count.to_be_bytes());
+            }
         }
         put_lemmas(&mut o, &self.lemmas);
         o
@@ -249,9 +285,11 @@ impl TimeProof {
             return Err(VerifyError::TooLarge("proof bytes"));
         }
         let mut r = Reader::new(b);
-        if r.bytes(4)? != TIME_MAGIC {
-            return Err(VerifyError::Malformed("not a time proof"));
-        }
+        let paged = match r.bytes(4)? {
+            m if m == TIME_MAGIC => false,
+            m if m == TIME_MAGIC_PAGED => true,
+            _ => return Err(VerifyError::Malformed("not a time proof")),
+        };
         let root = SignedRoot::read(&mut r)?;
         let n = r.u32()? as usize;
         if n > lim.max_items || n * 52 > r.remaining() {
@@ -272,6 +310,24 @@ impl TimeProof {
                 },
             ));
         }
+        let pages = if paged {
+            let pages = r.u32()?;
+            let n = r.u32()? as usize;
+            if n > entries.len() || n * 16 > r.remaining() {
+                return Err(VerifyError::TooLarge("pages"));
+            }
+            let mut refs = Vec::with_capacity(n);
+            for _ in 0..n {
+                refs.push(crate::paged::PageRef {
+                    page: r.u32()?,
+                    first: r.u64()?,
+                    count: r.u32()?,
+                });
+            }
+            Some(TimePages { pages, refs })
+        } else {
+            None
+        };
         let lemmas = read_lemmas(&mut r, lim)?;
         if !r.is_empty() {
             return Err(VerifyError::Malformed("trailing bytes"));
@@ -279,6 +335,7 @@ impl TimeProof {
         Ok(TimeProof {
             root,
             entries,
+            pages,
             lemmas,
         })
     }
@@ -292,12 +349,25 @@ impl TimeProof {
             .iter()
             .map(|(p, e)| (*p, time_leaf_hash(e)))
             .collect();
-        merkle::verify(
-            &self.root.record.time_root,
-            self.root.record.time_leaves,
-            &leaves,
-            &self.lemmas,
-        )?;
+        let rec = &self.root.record;
+        match (&self.pages, rec.paged()) {
+            (Some(p), true) => crate::paged::verify_chunked(
+                &rec.time_root,
+                rec.time_leaves,
+                p.pages,
+                &p.refs,
+                &leaves,
+                &self.lemmas,
+            )?,
+            (None, false) => {
+                merkle::verify(&rec.time_root, rec.time_leaves, &leaves, &self.lemmas)?
+            }
+            _ => {
+                return Err(VerifyError::Malformed(
+                    "time proof format does not match the root's version",
+                ))
+            }
+        }
         Ok(())
     }
 }
@@ -719,7 +789,7 @@ pub fn recall_answer(p: &RecallProof) -> Result<Vec<(i32, &GraphNode)>, VerifyEr
         }
         return Ok(Vec::new());
     }
-    merkle::verify(&rec.graph_root, rec.graph_leaves, &leaves, &p.lemmas)?;
+    crate::paged::verify_graph(rec, &leaves, &p.lemmas)?;
     let k = p.k as usize;
     let mut scored: Vec<(i32, u32)> = if p.mode == MODE_EXACT {
         if p.nodes.len() as u64 != rec.graph_leaves {

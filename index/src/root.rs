@@ -9,8 +9,12 @@ use crate::merkle::Hash;
 pub const ROOT_MAGIC: &[u8; 9] = b"CAIRNROOT";
 /// Root record format version without a lexical index (still decoded and verified).
 pub const ROOT_VERSION_1: u8 = 1;
-/// Root record format version with the lexical index's commitment ([`LexCommit`]); what nodes sign now.
-pub const ROOT_VERSION: u8 = 2;
+/// Root record format version with the lexical index's commitment ([`LexCommit`]) over whole-tree CBMTs
+/// (still decoded and verified).
+pub const ROOT_VERSION_2: u8 = 2;
+/// Root record format version 3: the layout of version 2, with paged graph and time trees
+/// ([`crate::paged`]); what nodes sign now.
+pub const ROOT_VERSION: u8 = 3;
 /// Domain tag of the signed message: the signature covers `SIG_CONTEXT ‖ root_hash`.
 pub const SIG_CONTEXT: &[u8; 17] = b"CAIRN-ROOT-SIG-V1";
 /// `entry` when the graph is empty.
@@ -19,6 +23,9 @@ pub const NO_ENTRY: u32 = u32::MAX;
 /// One root of a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootRecord {
+    /// Format version ([`ROOT_VERSION_1`], [`ROOT_VERSION_2`] or [`ROOT_VERSION`]): says how the trees are built
+    /// ([`RootRecord::paged`]) and whether a lexicon follows.
+    pub version: u8,
     /// The namespace.
     pub namespace: String,
     /// Sequence number, 1 for the first root, +1 per root.
@@ -53,7 +60,7 @@ pub struct RootRecord {
     pub created_at: u64,
     /// The signing node's ed25519 public key (its node id).
     pub node_id: [u8; 32],
-    /// The lexical index's commitment (version-2 roots; `None` in version-1 roots).
+    /// The lexical index's commitment (version-2 and -3 roots; `None` in version-1 roots).
     pub lexicon: Option<LexCommit>,
 }
 
@@ -103,11 +110,7 @@ impl RootRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Vec::with_capacity(256);
         o.extend_from_slice(ROOT_MAGIC);
-        o.push(if self.lexicon.is_some() {
-            ROOT_VERSION
-        } else {
-            ROOT_VERSION_1
-        });
+        o.push(self.version);
         o.extend_from_slice(&(self.namespace.len() as u16).to_be_bytes());
         o.extend_from_slice(self.namespace.as_bytes());
         o.extend_from_slice(&self.seq.to_be_bytes());
@@ -135,6 +138,11 @@ impl RootRecord {
         o
     }
 
+    /// True when the graph and time trees are paged ([`crate::paged`], version 3); whole CBMTs before.
+    pub fn paged(&self) -> bool {
+        self.version >= ROOT_VERSION
+    }
+
     /// BLAKE3(0x04 ‖ encode()): the value `prev` links to and the signature covers.
     pub fn hash(&self) -> Hash {
         let mut h = blake3::Hasher::new();
@@ -151,7 +159,7 @@ impl RootRecord {
             return Err(RootError::Malformed("magic"));
         }
         let version = r.u8().map_err(m)?;
-        if version != ROOT_VERSION && version != ROOT_VERSION_1 {
+        if !(ROOT_VERSION_1..=ROOT_VERSION).contains(&version) {
             return Err(RootError::Malformed("version"));
         }
         let ns_len = r.u16().map_err(m)? as usize;
@@ -162,6 +170,7 @@ impl RootRecord {
             .map_err(|_| RootError::Malformed("namespace utf-8"))?
             .to_owned();
         let rec = RootRecord {
+            version,
             namespace,
             seq: r.u64().map_err(m)?,
             prev: r.array().map_err(m)?,
@@ -181,7 +190,7 @@ impl RootRecord {
             node_id: r.array().map_err(m)?,
             lexicon: None,
         };
-        let rec = if version == ROOT_VERSION {
+        let rec = if version >= ROOT_VERSION_2 {
             RootRecord {
                 lexicon: Some(LexCommit {
                     tokenizer: r.u8().map_err(m)?,
@@ -426,6 +435,7 @@ pub(crate) mod tests {
     /// A root record signed by `key` (seq 3), the fixture other modules' tests build roots from.
     pub(crate) fn sample(key: &SigningKey) -> RootRecord {
         RootRecord {
+            version: 1,
             namespace: "agents/alice".into(),
             seq: 3,
             prev: [9; 32],

@@ -30,6 +30,7 @@ fn root(time: &Tree) -> SignedRoot {
     let k = key();
     SignedRoot::sign(
         RootRecord {
+            version: 1,
             namespace: "fz".into(),
             seq: 1,
             prev: [0; 32],
@@ -64,6 +65,7 @@ fn valid_time_proof() -> Vec<u8> {
     let tree = Tree::build(&entries.iter().map(time_leaf_hash).collect::<Vec<_>>());
     let idx: Vec<u64> = (2..6).collect();
     TimeProof {
+        pages: None,
         root: root(&tree),
         entries: idx.iter().map(|&i| (i, entries[i as usize])).collect(),
         lemmas: tree.prove(&idx).expect("prove"),
@@ -228,6 +230,7 @@ fn valid_lexical_proof() -> Vec<u8> {
     let tree = Tree::build(&leaves);
     let mut r = root(&Tree::build(&[])).record;
     r.time_leaves = 3;
+    r.version = 2;
     r.lexicon = Some(LexCommit {
         tokenizer: 1,
         terms: 3,
@@ -389,6 +392,7 @@ fn terms_over_the_df_cap_are_skipped_visibly() {
     let tree = Tree::build(&leaves);
     let mut r = root(&Tree::build(&[])).record;
     r.time_leaves = u64::from(MAX_DF) + 10;
+    r.version = 2;
     r.lexicon = Some(LexCommit {
         tokenizer: 1,
         terms: 2,

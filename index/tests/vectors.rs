@@ -27,6 +27,7 @@ fn lists() -> Vec<Vec<u32>> {
 fn root_record() -> RootRecord {
     let key = SigningKey::from_bytes(&[0x42; 32]);
     RootRecord {
+        version: 1,
         namespace: "agents/alice".into(),
         seq: 2,
         prev: [0x11; 32],
@@ -203,6 +204,7 @@ fn lexical_vectors() {
         ]
     );
     let mut r = root_record();
+    r.version = 2;
     r.lexicon = Some(LexCommit {
         tokenizer: 1,
         terms: 2,
@@ -218,4 +220,34 @@ fn lexical_vectors() {
         hex::encode(s.signature),
         "d1ca3f336d8aee8a1547365536a7dc22bbce4a6e9b2992ab59f6c0246bf42aa36bf198ff2e0ffc47e768b9a9d3864be040d31728c1d3e11d8e52c5f093ea6c0f"
     );
+}
+
+/// Paged trees (root version 3) over leaves `leaf_hash(u64be(i))`, i < 2500: the graph root, the time tree's
+/// pages and root, and the lemma counts of two proofs. Python checks the same values.
+#[test]
+fn paged_tree_vectors() {
+    use cairn_index::paged::{verify_chunked, verify_fixed, ChunkedTree, FixedTree};
+    let leaves: Vec<[u8; 32]> = (0..2500u64).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+    let g = FixedTree::build(&leaves);
+    let t = ChunkedTree::build(&leaves);
+    let idx = [5u64, 1023, 1024, 2499];
+    let glem = g.prove(&idx).unwrap();
+    let claimed: Vec<(u64, [u8; 32])> = idx.iter().map(|&j| (j, leaves[j as usize])).collect();
+    verify_fixed(&g.root(), 2500, &claimed, &glem).unwrap();
+    let (refs, tlem) = t.prove(&idx).unwrap();
+    verify_chunked(&t.root(), 2500, t.pages(), &refs, &claimed, &tlem).unwrap();
+    let firsts: Vec<u64> = refs.iter().map(|r| r.first).collect();
+    let got = format!(
+        "graph_root {} graph_lemmas {} time_pages {} time_root {} refs {:?} time_lemmas {}",
+        hex::encode(g.root()),
+        glem.len(),
+        t.pages(),
+        hex::encode(t.root()),
+        refs.iter()
+            .map(|r| (r.page, r.first, r.count))
+            .collect::<Vec<_>>(),
+        tlem.len()
+    );
+    let _ = firsts;
+    assert_eq!(got, "graph_root 7c430b8a7d6b5984996a7355b8c208da1a28276c58c13da0a0269eead92bb30b graph_lemmas 37 time_pages 5 time_root 50923da1b5a4e946e39ec7b097ffdbc28a774b0c60471a7e0a47bab8c240b532 refs [(0, 0, 604), (2, 892, 357), (4, 1607, 893)] time_lemmas 28");
 }

@@ -9,9 +9,12 @@ use cairn_index::commit::{
     DISTANCE_NEG_DOT_I32, QUANTISER_INT8_127,
 };
 use cairn_index::id::MemoryId;
-use cairn_index::merkle::{Hash, Tree};
-use cairn_index::proof::{NodeLists, ProofNode, RecallProof, TimeProof, MODE_EXACT, MODE_GRAPH};
-use cairn_index::root::{RootRecord, SignedRoot, NO_ENTRY};
+use cairn_index::merkle::Hash;
+use cairn_index::paged::{ChunkedTree, FixedTree};
+use cairn_index::proof::{
+    NodeLists, ProofNode, RecallProof, TimePages, TimeProof, MODE_EXACT, MODE_GRAPH,
+};
+use cairn_index::root::{RootRecord, SignedRoot, NO_ENTRY, ROOT_VERSION};
 use cairn_index::search::{search, GraphView, SearchError, SearchParams};
 use ed25519_dalek::SigningKey;
 
@@ -80,10 +83,12 @@ impl CNode {
 pub struct Commitment {
     nodes: Vec<CNode>,
     time: Vec<TimeEntry>,
-    /// Cached time leaf hashes, parallel to `time`.
-    time_leaves: Vec<Hash>,
-    graph_tree: Tree,
-    time_tree: Tree,
+    /// The graph tree over the nodes' leaves (paged: a write re-hashes the pages it touched and the top).
+    graph_tree: FixedTree,
+    /// The time tree over `time`'s leaves (content-cut pages: an insert anywhere re-cuts one page).
+    time_tree: ChunkedTree,
+    /// Nodes whose leaf changed since the graph tree last took them in (see [`Commitment::sync_trees`]).
+    tree_dirty: Vec<u32>,
     entry: Option<(u32, u8)>,
     root: Option<SignedRoot>,
     /// Nodes whose leaf changed since the last [`Commitment::take_changed`] (for replication deltas).
@@ -160,7 +165,7 @@ impl Commitment {
             })
             .collect();
         c.time.sort_unstable();
-        c.time_leaves = c.time.iter().map(time_leaf_hash).collect();
+        c.time_tree = ChunkedTree::build(&c.time.iter().map(time_leaf_hash).collect::<Vec<_>>());
         c.entry = ann.entry().map(|(p, l)| (p as u32, l));
         for (i, r) in rows.iter().enumerate() {
             if let (true, Some(d)) = (r.alive, &r.lex) {
@@ -169,13 +174,15 @@ impl Commitment {
         }
         c.lex.rebuild();
         c.repair(true);
-        c.rebuild_trees();
+        c.graph_tree = FixedTree::build(&c.nodes.iter().map(|n| n.leaf).collect::<Vec<_>>());
+        c.tree_dirty.clear();
+        c.sync_trees();
         c
     }
 
     fn apply_links(&mut self, links: Vec<NodeLinks>) {
         for l in links {
-            self.changed.push(l.point as u32);
+            self.mark(l.point as u32);
             if let Some(n) = self.nodes.get_mut(l.point) {
                 n.node.level = l.level;
                 n.lists_hash = lists_hash(&l.lists);
@@ -186,24 +193,31 @@ impl Commitment {
         }
     }
 
-    /// Rebuilds both trees from the cached leaf hashes (in parallel). A CBMT's layout shifts with every
-    /// append, so the interior is rebuilt each time: O(n) node hashes, but no leaf is re-hashed.
-    fn rebuild_trees(&mut self) {
-        let (nodes, time_leaves) = (&self.nodes, &self.time_leaves);
-        let (graph_tree, time_tree) = std::thread::scope(|s| {
-            let g = s.spawn(|| {
-                let leaves: Vec<Hash> = nodes.iter().map(|n| n.leaf).collect();
-                Tree::build(&leaves)
-            });
-            let t = Tree::build(time_leaves);
-            (g.join(), t)
-        });
-        // The graph tree thread cannot panic on this input; fall back to building inline if it somehow did.
-        self.graph_tree = graph_tree.unwrap_or_else(|_| {
-            let leaves: Vec<Hash> = self.nodes.iter().map(|n| n.leaf).collect();
-            Tree::build(&leaves)
-        });
-        self.time_tree = time_tree;
+    /// Notes that node `n`'s leaf changed: for replication deltas ([`Commitment::take_changed`]) and for the graph
+    /// tree ([`Commitment::sync_trees`]).
+    fn mark(&mut self, n: u32) {
+        self.changed.push(n);
+        self.tree_dirty.push(n);
+    }
+
+    /// Brings both trees up to date: the graph tree takes in the changed and appended leaves, then each tree
+    /// re-hashes only the pages that changed and its top ([`cairn_index::paged`]): O(changes × page + pages),
+    /// not O(n).
+    fn sync_trees(&mut self) {
+        if self.graph_tree.len() as usize > self.nodes.len() {
+            self.graph_tree = FixedTree::default();
+        }
+        let held = self.graph_tree.len() as usize;
+        for n in std::mem::take(&mut self.tree_dirty) {
+            if let Some(c) = self.nodes.get(n as usize).filter(|_| (n as usize) < held) {
+                self.graph_tree.set(u64::from(n), c.leaf);
+            }
+        }
+        for c in &self.nodes[held..] {
+            self.graph_tree.push(c.leaf);
+        }
+        self.graph_tree.commit();
+        self.time_tree.commit();
     }
 
     /// Takes in points appended to the graph (`first..rows.len()` are new, `vectors[i - first]` the vector of
@@ -228,7 +242,7 @@ impl Commitment {
         }
         for ((i, r), vector) in rows.iter().enumerate().skip(first).zip(vectors) {
             self.nodes.push(CNode::new(node_of(i, r, vector, 0)));
-            self.changed.push(i as u32);
+            self.mark(i as u32);
             let e = TimeEntry {
                 created_at: r.created_at,
                 id: r.id,
@@ -236,7 +250,7 @@ impl Commitment {
             };
             let at = self.time.partition_point(|x| x < &e);
             self.time.insert(at, e);
-            self.time_leaves.insert(at, time_leaf_hash(&e));
+            self.time_tree.insert(at as u64, time_leaf_hash(&e));
             if let (true, Some(d)) = (r.alive, &r.lex) {
                 self.lex.add(i as u32, d.clone(), facet_terms(&r.metadata));
             }
@@ -269,7 +283,7 @@ impl Commitment {
         self.entry = ann.entry().map(|(p, l)| (p as u32, l));
         self.repair(false);
         let t_repair = t0.elapsed();
-        self.rebuild_trees();
+        self.sync_trees();
         tracing::debug!(
             lexicon_ms = t_lex.as_secs_f64() * 1e3,
             fresh_ms = t_fresh.as_secs_f64() * 1e3,
@@ -293,10 +307,10 @@ impl Commitment {
                     };
                     n.node = GraphNode::tombstone(n.node.node, n.node.level, n.node.vector.len());
                     n.refresh();
-                    self.changed.push(p as u32);
+                    self.mark(p as u32);
                     if let Ok(at) = self.time.binary_search(&e) {
                         self.time.remove(at);
-                        self.time_leaves.remove(at);
+                        self.time_tree.remove(at as u64);
                     }
                 }
             }
@@ -304,7 +318,7 @@ impl Commitment {
         }
         self.lex.rebuild();
         self.repair(false);
-        self.rebuild_trees();
+        self.sync_trees();
     }
 
     /// Makes every live memory reachable in the committed graph. HNSW can orphan a point: when every node that
@@ -370,7 +384,7 @@ impl Commitment {
                 c.lists_hash = lists_hash(&c.lists);
                 c.refresh();
                 if c.leaf != old {
-                    self.changed.push(n);
+                    self.mark(n);
                 }
             }
         }
@@ -583,12 +597,21 @@ impl Commitment {
         full: bool,
     ) -> Result<(), ReplicaMismatch> {
         let rec = &root.record;
+        if !rec.paged() {
+            return Err(ReplicaMismatch(format!(
+                "the owner signs root format {} (whole-tree Merkle commitments); this node builds format {} \
+                 (paged trees): upgrade the owner",
+                rec.version, ROOT_VERSION
+            )));
+        }
         let new_len = usize::try_from(rec.graph_leaves)
             .map_err(|_| ReplicaMismatch("graph too large".into()))?;
         if full {
             self.nodes.clear();
             self.time.clear();
-            self.time_leaves.clear();
+            self.time_tree = ChunkedTree::default();
+            self.graph_tree = FixedTree::default();
+            self.tree_dirty.clear();
             self.lex.clear();
         }
         if new_len < self.nodes.len() {
@@ -647,7 +670,7 @@ impl Commitment {
                         };
                         if let Ok(at) = self.time.binary_search(&e) {
                             self.time.remove(at);
-                            self.time_leaves.remove(at);
+                            self.time_tree.remove(at as u64);
                         }
                     }
                     if c.node.alive {
@@ -660,7 +683,7 @@ impl Commitment {
             } else {
                 return Err(ReplicaMismatch(format!("node {i} beyond the graph")));
             }
-            self.changed.push(i as u32);
+            self.mark(i as u32);
         }
         for (j, c) in fresh.into_iter().enumerate() {
             let c =
@@ -682,10 +705,11 @@ impl Commitment {
                 })
                 .collect();
             self.time.sort_unstable();
-            self.time_leaves = self.time.iter().map(time_leaf_hash).collect();
+            self.time_tree =
+                ChunkedTree::build(&self.time.iter().map(time_leaf_hash).collect::<Vec<_>>());
         }
         self.entry = (rec.entry != NO_ENTRY).then_some((rec.entry, rec.max_level));
-        self.rebuild_trees();
+        self.sync_trees();
         self.root = Some(root);
         if !self.graph_is_current() {
             return Err(ReplicaMismatch(
@@ -722,7 +746,7 @@ impl Commitment {
         };
         let at = self.time.partition_point(|x| x < &e);
         self.time.insert(at, e);
-        self.time_leaves.insert(at, time_leaf_hash(&e));
+        self.time_tree.insert(at as u64, time_leaf_hash(&e));
     }
 
     /// The latest signed root.
@@ -747,7 +771,8 @@ impl Commitment {
     /// True when the latest root commits to exactly these graph and time trees.
     pub fn graph_is_current(&self) -> bool {
         self.root.as_ref().is_some_and(|r| {
-            r.record.graph_leaves == self.graph_tree.len()
+            r.record.paged()
+                && r.record.graph_leaves == self.graph_tree.len()
                 && r.record.graph_root == self.graph_tree.root()
                 && r.record.time_leaves == self.time_tree.len()
                 && r.record.time_root == self.time_tree.root()
@@ -768,6 +793,7 @@ impl Commitment {
             None => (1, [0u8; 32]),
         };
         let record = RootRecord {
+            version: ROOT_VERSION,
             namespace: ns.to_owned(),
             seq,
             prev,
@@ -797,6 +823,27 @@ impl Commitment {
             .ok()
     }
 
+    /// The page descriptors and lemmas of a time proof for `positions` (none for no positions).
+    fn prove_time(&self, positions: &[u64]) -> Option<(Option<TimePages>, Vec<Hash>)> {
+        if positions.is_empty() {
+            return Some((
+                Some(TimePages {
+                    pages: self.time_tree.pages(),
+                    refs: Vec::new(),
+                }),
+                Vec::new(),
+            ));
+        }
+        let (refs, lemmas) = self.time_tree.prove(positions).ok()?;
+        Some((
+            Some(TimePages {
+                pages: self.time_tree.pages(),
+                refs,
+            }),
+            lemmas,
+        ))
+    }
+
     /// A Get proof for live memories given as (created_at, id).
     pub fn prove_get(&self, items: &[(u64, MemoryId)]) -> Option<TimeProof> {
         let root = self.root.clone()?;
@@ -807,17 +854,14 @@ impl Commitment {
         positions.sort_unstable();
         positions.dedup();
         let idx: Vec<u64> = positions.iter().map(|&p| p as u64).collect();
-        let lemmas = if idx.is_empty() {
-            Vec::new()
-        } else {
-            self.time_tree.prove(&idx).ok()?
-        };
+        let (pages, lemmas) = self.prove_time(&idx)?;
         Some(TimeProof {
             root,
             entries: positions
                 .iter()
                 .map(|&p| (p as u64, self.time[p]))
                 .collect(),
+            pages,
             lemmas,
         })
     }
@@ -852,17 +896,14 @@ impl Commitment {
             end
         };
         let positions: Vec<u64> = (lo..hi).map(|p| p as u64).collect();
-        let lemmas = if positions.is_empty() {
-            Vec::new()
-        } else {
-            self.time_tree.prove(&positions).ok()?
-        };
+        let (pages, lemmas) = self.prove_time(&positions)?;
         let proof = TimeProof {
             root,
             entries: positions
                 .iter()
                 .map(|&p| (p, self.time[p as usize]))
                 .collect(),
+            pages,
             lemmas,
         };
         Some((page, more, proof))

@@ -29,7 +29,7 @@ from .hybrid import (
     text_tokenizer_known,
 )
 from .lexical import TOKENIZER_V2, bm25_top, facet_term, fixed_score, fuse, query_terms
-from .merkle import verify_multiproof
+from .paged import verify_graph
 from .proofs import (
     MAX_ITEMS,
     MAX_K,
@@ -240,7 +240,7 @@ def filtered_answer(p: FilteredProof):
                           f"it carries {len(p.nodes)}")
     leaves = node_leaves(p.nodes, dim)
     if leaves:
-        verify_multiproof(root.graph_leaves, root.graph_root, leaves, p.lemmas)
+        verify_graph(root, leaves, p.lemmas)
     passing = {nd.node: nd for nd in p.nodes if nd.alive == 1 and p.filter.in_range(nd.created_at)}
     lists = [(t, ps) for t, (how, ps) in zip(p.terms, text) if how == FULL]
 

@@ -29,6 +29,7 @@ from .lexical import (
     term_leaf_hash,
 )
 from .merkle import verify_multiproof
+from .paged import verify_graph
 from .proofs import (
     MAX_ITEMS,
     MAX_K,
@@ -378,7 +379,7 @@ def hybrid_answer(p: HybridProof, namespace: str, trusted: bytes, min_ef: int = 
     if p.mode == MODE_LEXICAL:
         leaves = node_leaves(p.nodes, root.dim)
         if leaves:
-            verify_multiproof(root.graph_leaves, root.graph_root, leaves, p.lemmas)
+            verify_graph(root, leaves, p.lemmas)
         nodes = p.nodes
         ranked = lexical[:p.k]
     else:

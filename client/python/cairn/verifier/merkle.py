@@ -80,6 +80,18 @@ def verify_multiproof(n: int, root: bytes, leaves: list[tuple[int, bytes]], lemm
     callers decide whether an empty claim is acceptable. See VERIFIER-NOTES.md."""
     if not leaves:
         return
+    h, li = fold(n, leaves, lemmas, 0)
+    if li != len(lemmas) or h != root:
+        raise VerifyError("multiproof: does not rebuild the root")
+
+
+def fold(n: int, leaves: list[tuple[int, bytes]], lemmas: list[bytes], li: int) -> tuple[bytes, int]:
+    """The root that `leaves` (non-empty, strictly increasing indices, each < n)
+    imply in an n-leaf tree, taking lemmas from `lemmas[li:]` in the document's
+    order. Returns (root, index of the first lemma not used): paged trees fold
+    several trees from one lemma list. Raises VerifyError."""
+    if not leaves:
+        raise VerifyError("multiproof: no leaves")
     prev = -1
     pending: dict[int, bytes] = {}
     for j, h in leaves:
@@ -91,15 +103,14 @@ def verify_multiproof(n: int, root: bytes, leaves: list[tuple[int, bytes]], lemm
         pending[n - 1 + j] = h
     heap = [-p for p in pending]
     heapq.heapify(heap)
-    li = 0
     nl = len(lemmas)
     while heap:
         i = -heapq.heappop(heap)
         h = pending.pop(i)
         if i == 0:
-            if pending or li != nl or h != root:
+            if pending:
                 raise VerifyError("multiproof: does not rebuild the root")
-            return
+            return h, li
         s = ((i + 1) ^ 1) - 1
         if s in pending:
             sh = pending.pop(s)

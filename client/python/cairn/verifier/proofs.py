@@ -15,12 +15,14 @@ from .commit import (
 )
 from .errors import VerifyError
 from .merkle import verify_multiproof
+from .paged import PageRef, verify_chunked, verify_graph
 from .record import Record, decode_record, record_id
 from .root import Root, read_signed_root
 from .search import distances, exact_answer, graph_search, score_of
 from .wire import Reader
 
 TIME_MAGIC = b"CPT1"
+TIME_MAGIC_PAGED = b"CPT2"
 RECALL_MAGIC = b"CPR2"
 RECALL_MAGIC_V1 = b"CPR1"
 
@@ -78,11 +80,13 @@ class TimeEntry:
 
 @dataclass
 class TimeProof:
-    """A decoded CPT1 proof (root signature already checked)."""
+    """A decoded CPT1 or CPT2 proof (root signature already checked). CPT2
+    (version-3 roots) adds the time tree's page count and page descriptors."""
 
     root: Root
     entries: list[TimeEntry]
     lemmas: list[bytes]
+    pages: tuple[int, list[PageRef]] | None = None
 
 
 def _check_size(proof) -> bytes:
@@ -103,7 +107,7 @@ def decode_time_proof(proof: bytes, trusted: bytes) -> TimeProof:
     """Parses a CPT1 proof and checks its root's signature against `trusted`."""
     r = Reader(_check_size(proof), "time proof")
     magic = r.take(4, "magic")
-    if magic != TIME_MAGIC:
+    if magic not in (TIME_MAGIC, TIME_MAGIC_PAGED):
         raise VerifyError("time proof: wrong magic")
     root = read_signed_root(r, trusted)
     n = r.count("entry count", 52, MAX_ITEMS)
@@ -114,18 +118,31 @@ def decode_time_proof(proof: bytes, trusted: bytes) -> TimeProof:
         id_ = r.take(32)
         node = r.u32()
         entries.append(TimeEntry(pos, ca, id_, node))
+    pages = None
+    if magic == TIME_MAGIC_PAGED:
+        total = r.u32("page count")
+        k = r.u32("page refs")
+        if k > len(entries) or k * 16 > r.remaining():
+            raise VerifyError("time proof: page refs exceed the entries")
+        pages = (total, [PageRef(r.u32(), r.u64(), r.u32()) for _ in range(k)])
     lemmas = _lemmas(r)
     r.expect_end()
-    return TimeProof(root, entries, lemmas)
+    return TimeProof(root, entries, lemmas, pages)
 
 
 def _check_time_proof(tp: TimeProof, namespace: str) -> None:
     root = tp.root
     if root.namespace != namespace:
         raise VerifyError(f"proof root is for namespace {root.namespace!r}, not {namespace!r}")
-    verify_multiproof(root.time_leaves, root.time_root,
-                      [(e.position, time_leaf_hash(e.created_at, e.id, e.node)) for e in tp.entries],
-                      tp.lemmas)
+    if not tp.entries:
+        return
+    leaves = [(e.position, time_leaf_hash(e.created_at, e.id, e.node)) for e in tp.entries]
+    if (tp.pages is not None) != (root.version >= 3):
+        raise VerifyError("time proof format does not match the root's version")
+    if tp.pages is not None:
+        verify_chunked(root.time_leaves, tp.pages[0], root.time_root, tp.pages[1], leaves, tp.lemmas)
+    else:
+        verify_multiproof(root.time_leaves, root.time_root, leaves, tp.lemmas)
 
 
 def _check_returned(returned) -> list[tuple[bytes, bytes]]:
@@ -386,7 +403,7 @@ def recall_answer(proof: bytes, namespace: str, trusted: bytes, k: int, min_ef: 
             raise VerifyError(f"node {nd.node} is a tombstone that keeps an id, created_at or vector")
         leaves.append((nd.node, graph_leaf_hash(nd.node, nd.id, nd.created_at, nd.alive, nd.level,
                                                 nd.vector, nd.lists_hash)))
-    verify_multiproof(root.graph_leaves, root.graph_root, leaves, rp.lemmas)
+    verify_graph(root, leaves, rp.lemmas)
 
     by_node = {nd.node: nd for nd in rp.nodes}
     dmap = dict(zip(by_node.keys(), distances(rp.query, [nd.vector for nd in rp.nodes], rp.dim)))

@@ -12,8 +12,8 @@ from .errors import VerifyError
 from .wire import Reader, u16be, u32be, u64be
 
 ROOT_MAGIC = b"CAIRNROOT"
-ROOT_VERSION = 2          # version 2 adds the lexical index's commitment
-ROOT_VERSIONS = (1, 2)
+ROOT_VERSION = 3          # version 2 adds the lexical index's commitment, version 3 pages the trees
+ROOT_VERSIONS = (1, 2, 3)
 SIG_DOMAIN = b"CAIRN-ROOT-SIG-V1"
 EMPTY_ENTRY = 0xFFFFFFFF
 MAX_ROOT_NS = 128  # the record format's namespace cap; the Rust verifier applies it to roots too
@@ -48,8 +48,10 @@ class Root:
     hash: bytes
     raw: bytes
     signed: bytes = field(default=b"", repr=False)
-    # Version 2 only (None in version-1 roots): tokenizer, term count, term tree root, total length.
+    # Versions 2 and 3 (None in version-1 roots): tokenizer, term count, term tree root, total length.
     lexicon: tuple | None = None
+    # The record's format version: 3 means paged graph and time trees (paged.py), before whole CBMTs.
+    version: int = 1
 
     @property
     def root_hash(self) -> bytes:
@@ -105,11 +107,11 @@ def decode_root_record(raw: bytes, signature: bytes = b"") -> Root:
     created_at = r.u64("created_at")
     node_id = r.take(32, "node_id")
     lexicon = None
-    if v == 2:
+    if v >= 2:
         lexicon = (r.u8("tokenizer"), r.u64("lex_terms"), r.take(32, "lex_root"), r.u64("lex_total"))
     r.expect_end()
     return Root(ns, seq, prev, gl, gr, tl, tr, entry, max_level, m, m0, quant, dist, dim, model,
-                created_at, node_id, signature, root_hash(raw), raw, lexicon=lexicon)
+                created_at, node_id, signature, root_hash(raw), raw, lexicon=lexicon, version=v)
 
 
 def read_signed_root(r: Reader, trusted: bytes) -> Root:
@@ -149,15 +151,18 @@ def check_root_signature(root: Root, trusted: bytes) -> None:
 def encode_root_record(namespace: str, seq: int, prev: bytes, graph_leaves: int, graph_root: bytes,
                        time_leaves: int, time_root: bytes, entry: int, max_level: int, M: int, M0: int,
                        quantiser: int, distance: int, dim: int, model: bytes, created_at: int,
-                       node_id: bytes, lexicon: tuple | None = None) -> bytes:
+                       node_id: bytes, lexicon: tuple | None = None, version: int | None = None) -> bytes:
     """Root record bytes from its fields (version 1, or version 2 with `lexicon` =
-    (tokenizer, terms, root, total_len)). For tests and provers."""
+    (tokenizer, terms, root, total_len), or version 3 when asked: the same
+    layout as 2, over paged trees). For tests and provers."""
     ns = namespace.encode()
     tail = b""
     if lexicon is not None:
         tok, terms, lroot, total = lexicon
         tail = bytes([tok]) + u64be(terms) + lroot + u64be(total)
-    return b"".join([ROOT_MAGIC, bytes([2 if lexicon is not None else 1]), u16be(len(ns)), ns, u64be(seq),
+    if version is None:
+        version = 2 if lexicon is not None else 1
+    return b"".join([ROOT_MAGIC, bytes([version]), u16be(len(ns)), ns, u64be(seq),
                      prev, u64be(graph_leaves), graph_root, u64be(time_leaves), time_root, u32be(entry),
                      bytes([max_level]), u16be(M), u16be(M0), bytes([quantiser]), bytes([distance]),
                      u16be(dim), model, u64be(created_at), node_id, tail])
