@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::commit::{distance, GraphNode};
 use crate::hybrid::{
-    check_hits, check_request, put_leaves, put_str16, read_leaves, read_term, resolve_terms,
-    text_tokenizer_known, Request, Resolved, TermLeaf, MAX_TERM_LEAVES,
+    check_hits, check_request, put_leaves, put_lex_pages, put_str16, read_leaves, read_lex_pages,
+    read_term, resolve_terms, text_tokenizer_known, Request, Resolved, TermLeaf, MAX_TERM_LEAVES,
 };
 use crate::lexical::{
     bm25_top_among, facet_term, fixed_score, fuse, Corpus, Posting, MAX_QUERY_TERMS, TOKENIZER_V2,
@@ -91,6 +91,8 @@ pub struct FilteredProof {
     pub leaves: Vec<TermLeaf>,
     /// Sibling hashes of the term tree.
     pub lex_lemmas: Vec<Hash>,
+    /// The term tree's pages the term leaves touch (against version-3 roots, whose term tree is paged).
+    pub lex_pages: Option<crate::paged::ChunkedPages>,
     /// The graph leaf of every member of the candidate set, node increasing.
     pub nodes: Vec<ProofNode>,
     /// Sibling hashes of the graph tree.
@@ -99,7 +101,8 @@ pub struct FilteredProof {
 
 impl FilteredProof {
     /// `"CPF1" signed_root u8(mode) u32be(k) u32be(depth) u16be(p) (str16 key, u32be(len) value)×p u8(flags)
-    /// [u64be since] [u64be until] u16be(t) term×t u16be(dim) i8×dim leaves lemmas u32be(c) node×c lemmas`.
+    /// [u64be since] [u64be until] u16be(t) term×t u16be(dim) i8×dim leaves lemmas [pages, against version-3
+    /// roots] u32be(c) node×c lemmas`.
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Vec::with_capacity(1024 + self.nodes.len() * (self.query.len() + 100));
         o.extend_from_slice(FILTERED_MAGIC);
@@ -127,6 +130,7 @@ impl FilteredProof {
         o.extend(self.query.iter().map(|&x| x as u8));
         put_leaves(&mut o, &self.leaves);
         put_lemmas_pub(&mut o, &self.lex_lemmas);
+        put_lex_pages(&mut o, &self.root, self.lex_pages.as_ref());
         o.extend_from_slice(&(self.nodes.len() as u32).to_be_bytes());
         for n in &self.nodes {
             encode_node(&mut o, n);
@@ -209,6 +213,7 @@ impl FilteredProof {
         let query: Vec<i8> = r.bytes(dim)?.iter().map(|&x| x as i8).collect();
         let leaves = read_leaves(&mut r, MAX_TERM_LEAVES + 2 * MAX_FILTER_PAIRS)?;
         let lex_lemmas = read_lemmas_pub(&mut r, lim)?;
+        let lex_pages = read_lex_pages(&mut r, &root, leaves.len())?;
         let count = r.u32()? as usize;
         let rdim = root.record.dim as usize;
         if count > lim.max_items || count.saturating_mul(rdim / 2 + 48) > r.remaining() {
@@ -236,6 +241,7 @@ impl FilteredProof {
             query,
             leaves,
             lex_lemmas,
+            lex_pages,
             nodes,
             lemmas,
         })
@@ -302,7 +308,13 @@ pub fn filtered_answer(p: &FilteredProof) -> Result<FilteredAnswer<'_>, VerifyEr
     let facets = p.filter.facets();
     let mut want: Vec<&str> = p.terms.iter().map(String::as_str).collect();
     want.extend(facets.iter().map(String::as_str));
-    let resolved = resolve_terms(&p.root, &want, &p.leaves, &p.lex_lemmas)?;
+    let resolved = resolve_terms(
+        &p.root,
+        &want,
+        &p.leaves,
+        p.lex_pages.as_ref(),
+        &p.lex_lemmas,
+    )?;
     let (text, facet) = resolved.split_at(p.terms.len());
     // The candidate set: the facet lists' intersection, or every node (counted before anything is allocated:
     // `graph_leaves` is the signer's word, the nodes are what the proof carries).

@@ -14,6 +14,7 @@ use crate::lexical::{
     Posting, MAX_DF, MAX_QUERY_TERMS, MAX_TERM_BYTES, TOKENIZER_V1, TOKENIZER_V2,
 };
 use crate::merkle::{self, Hash};
+use crate::paged::{verify_chunked, ChunkedPages};
 use crate::proof::{
     check_record_pub, decode_node, encode_node, put_lemmas_pub, read_lemmas_pub, recall_answer,
     ProofNode, RecallProof, Returned, Verified, VerifyError, VerifyLimits,
@@ -84,8 +85,31 @@ pub struct HybridProof {
     pub leaves: Vec<TermLeaf>,
     /// Sibling hashes of the term tree.
     pub lex_lemmas: Vec<Hash>,
+    /// The term tree's pages the term leaves touch (against version-3 roots, whose term tree is paged).
+    pub lex_pages: Option<ChunkedPages>,
     /// The graph half.
     pub graph: GraphPart,
+}
+
+/// Writes a term tree's page descriptors when the root's term tree is paged (version 3): the root decides, so
+/// a proof cannot choose the format its root does not have.
+pub(crate) fn put_lex_pages(o: &mut Vec<u8>, root: &SignedRoot, pages: Option<&ChunkedPages>) {
+    if root.record.paged() {
+        crate::proof::put_pages(o, &pages.cloned().unwrap_or_default());
+    }
+}
+
+/// Reads what [`put_lex_pages`] wrote (at most one descriptor per term leaf).
+pub(crate) fn read_lex_pages(
+    r: &mut Reader<'_>,
+    root: &SignedRoot,
+    leaves: usize,
+) -> Result<Option<ChunkedPages>, VerifyError> {
+    if root.record.paged() {
+        Ok(Some(crate::proof::read_pages(r, leaves)?))
+    } else {
+        Ok(None)
+    }
 }
 
 pub(crate) fn put_str16(o: &mut Vec<u8>, s: &str) {
@@ -169,7 +193,7 @@ pub(crate) fn read_leaves(r: &mut Reader<'_>, max: usize) -> Result<Vec<TermLeaf
 
 impl HybridProof {
     /// `"CPX1" signed_root u8(mode) u32be(k) u32be(depth) u16be(t) term×t u32be(n) leaf×n u32be(l) hash×l
-    /// u32be(len) graph`.
+    /// [pages, against version-3 roots] u32be(len) graph`.
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Vec::with_capacity(1024);
         o.extend_from_slice(HYBRID_MAGIC);
@@ -183,6 +207,7 @@ impl HybridProof {
         }
         put_leaves(&mut o, &self.leaves);
         put_lemmas_pub(&mut o, &self.lex_lemmas);
+        put_lex_pages(&mut o, &self.root, self.lex_pages.as_ref());
         let g = match &self.graph {
             GraphPart::Nodes { nodes, lemmas } => {
                 let mut g = Vec::new();
@@ -234,6 +259,7 @@ impl HybridProof {
             .collect::<Result<Vec<_>, _>>()?;
         let leaves = read_leaves(&mut r, MAX_TERM_LEAVES)?;
         let lex_lemmas = read_lemmas_pub(&mut r, lim)?;
+        let lex_pages = read_lex_pages(&mut r, &root, leaves.len())?;
         let glen = r.u32()? as usize;
         let g = r.bytes(glen)?;
         if !r.is_empty() {
@@ -272,6 +298,7 @@ impl HybridProof {
             terms,
             leaves,
             lex_lemmas,
+            lex_pages,
             graph,
         })
     }
@@ -303,6 +330,7 @@ pub(crate) fn resolve_terms<'a>(
     root: &SignedRoot,
     want: &[&str],
     leaves: &'a [TermLeaf],
+    pages: Option<&ChunkedPages>,
     lemmas: &[Hash],
 ) -> Result<Vec<Resolved<'a>>, VerifyError> {
     let Some(lex) = root.record.lexicon else {
@@ -346,7 +374,13 @@ pub(crate) fn resolve_terms<'a>(
         hashed.push((l.position, term_leaf_hash(&l.term, l.df, &ph)));
     }
     if !hashed.is_empty() {
-        merkle::verify(&lex.root, lex.terms, &hashed, lemmas)?;
+        match (root.record.paged(), pages) {
+            (true, Some(p)) => {
+                verify_chunked(&lex.root, lex.terms, p.pages, &p.refs, &hashed, lemmas)?
+            }
+            (false, _) => merkle::verify(&lex.root, lex.terms, &hashed, lemmas)?,
+            (true, None) => return Err(VerifyError::Malformed("term tree pages missing")),
+        }
     } else if lex.terms != 0 && !want.is_empty() {
         return Err(VerifyError::Mismatch(
             "no term leaves for a query with terms".into(),
@@ -406,7 +440,13 @@ fn term_lists(p: &HybridProof) -> Result<Vec<(&str, &[Posting])>, VerifyError> {
         }
     }
     let want: Vec<&str> = p.terms.iter().map(String::as_str).collect();
-    let resolved = resolve_terms(&p.root, &want, &p.leaves, &p.lex_lemmas)?;
+    let resolved = resolve_terms(
+        &p.root,
+        &want,
+        &p.leaves,
+        p.lex_pages.as_ref(),
+        &p.lex_lemmas,
+    )?;
     Ok(want
         .into_iter()
         .zip(resolved)

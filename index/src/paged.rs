@@ -304,6 +304,17 @@ pub struct PageRef {
     pub count: u32,
 }
 
+/// The pages of a content-cut tree ([`ChunkedTree`]) that one multiproof touches: the tree's page count (bound
+/// by its root) and a descriptor per touched page. Time proofs and the term-tree half of lexical proofs carry
+/// one against version-3 roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkedPages {
+    /// The tree's page count.
+    pub pages: u32,
+    /// One descriptor per touched page, in page order.
+    pub refs: Vec<PageRef>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Page {
     leaves: Vec<Hash>,
@@ -441,6 +452,22 @@ impl ChunkedTree {
                 *f -= 1;
             }
             self.dirty.insert(p);
+        }
+    }
+
+    /// Replaces the leaf at position `pos` (ignored past the end; takes effect at the next commit).
+    pub fn set(&mut self, pos: u64, h: Hash) {
+        if pos >= self.len {
+            return;
+        }
+        let Some((p, i)) = self.locate(pos) else {
+            return;
+        };
+        if let Some(slot) = self.pages[p].leaves.get_mut(i) {
+            if *slot != h {
+                *slot = h;
+                self.dirty.insert(p);
+            }
         }
     }
 
@@ -690,6 +717,11 @@ mod tests {
                 let pos = (x >> 33) % held.len() as u64;
                 held.remove(pos as usize);
                 t.remove(pos);
+            } else if x % 5 == 1 && !held.is_empty() {
+                let pos = (x >> 33) % held.len() as u64;
+                let leaf = all[((step * 7) % 600) as usize];
+                held[pos as usize] = leaf;
+                t.set(pos, leaf);
             } else {
                 let pos = (x >> 33) % (held.len() as u64 + 1);
                 let leaf = all[(step % 600) as usize];

@@ -215,12 +215,35 @@ pub struct TimeProof {
 }
 
 /// The pages of a paged time tree that a time proof touches ([`crate::paged::verify_chunked`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimePages {
-    /// The tree's page count (bound by the time root).
-    pub pages: u32,
-    /// One descriptor per touched page, in page order.
-    pub refs: Vec<crate::paged::PageRef>,
+pub type TimePages = crate::paged::ChunkedPages;
+
+/// `u32be(pages) u32be(refs) (u32be(page) u64be(first) u32be(count))×refs`.
+pub(crate) fn put_pages(o: &mut Vec<u8>, p: &TimePages) {
+    o.extend_from_slice(&p.pages.to_be_bytes());
+    o.extend_from_slice(&(p.refs.len() as u32).to_be_bytes());
+    for r in &p.refs {
+        o.extend_from_slice(&r.page.to_be_bytes());
+        o.extend_from_slice(&r.first.to_be_bytes());
+        o.extend_from_slice(&r.count.to_be_bytes());
+    }
+}
+
+/// Reads [`put_pages`] output with at most `max_refs` descriptors.
+pub(crate) fn read_pages(r: &mut Reader<'_>, max_refs: usize) -> Result<TimePages, VerifyError> {
+    let pages = r.u32()?;
+    let n = r.u32()? as usize;
+    if n > max_refs || n * 16 > r.remaining() {
+        return Err(VerifyError::TooLarge("pages"));
+    }
+    let mut refs = Vec::with_capacity(n);
+    for _ in 0..n {
+        refs.push(crate::paged::PageRef {
+            page: r.u32()?,
+            first: r.u64()?,
+            count: r.u32()?,
+        });
+    }
+    Ok(TimePages { pages, refs })
 }
 
 impl From<crate::paged::PagedError> for VerifyError {
@@ -267,13 +290,7 @@ impl TimeProof {
             o.extend_from_slice(&e.node.to_be_bytes());
         }
         if let Some(p) = &self.pages {
-            o.extend_from_slice(&p.pages.to_be_bytes());
-            o.extend_from_slice(&(p.refs.len() as u32).to_be_bytes());
-            for r in &p.refs {
-                o.extend_from_slice(&r.page.to_be_bytes());
-                o.extend_from_slice(&r.first.to_be_bytes());
-                o.extend_from_slice(&r.count.to_be_bytes());
-            }
+            put_pages(&mut o, p);
         }
         put_lemmas(&mut o, &self.lemmas);
         o
@@ -311,20 +328,7 @@ impl TimeProof {
             ));
         }
         let pages = if paged {
-            let pages = r.u32()?;
-            let n = r.u32()? as usize;
-            if n > entries.len() || n * 16 > r.remaining() {
-                return Err(VerifyError::TooLarge("pages"));
-            }
-            let mut refs = Vec::with_capacity(n);
-            for _ in 0..n {
-                refs.push(crate::paged::PageRef {
-                    page: r.u32()?,
-                    first: r.u64()?,
-                    count: r.u32()?,
-                });
-            }
-            Some(TimePages { pages, refs })
+            Some(read_pages(&mut r, entries.len())?)
         } else {
             None
         };

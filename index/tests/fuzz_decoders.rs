@@ -182,6 +182,7 @@ fn make_filtered_proof() -> Vec<u8> {
         query: Vec::new(),
         leaves: h.leaves,
         lex_lemmas: h.lex_lemmas,
+        lex_pages: h.lex_pages,
         nodes: Vec::new(),
         lemmas: Vec::new(),
     }
@@ -265,6 +266,7 @@ fn valid_lexical_proof() -> Vec<u8> {
             },
         ],
         lex_lemmas: tree.prove(&[0, 1, 2]).expect("prove"),
+        lex_pages: None,
         graph: GraphPart::Nodes {
             nodes: Vec::new(),
             lemmas: Vec::new(),
@@ -425,6 +427,7 @@ fn terms_over_the_df_cap_are_skipped_visibly() {
             },
         ],
         lex_lemmas: tree.prove(&[0, 1]).expect("prove"),
+        lex_pages: None,
         graph: GraphPart::Nodes {
             nodes: Vec::new(),
             lemmas: Vec::new(),

@@ -999,10 +999,10 @@ impl Commitment {
         let terms = query_terms(text);
         let lexical = self.lex.rank(&terms, self.time.len() as u64, depth);
         // Without a proof asked, the ranking is the same; the term leaves, extra nodes and lemmas are skipped.
-        let (leaves, lex_lemmas) = if with_proof {
+        let (leaves, lex_pages, lex_lemmas) = if with_proof {
             self.lex.prove(&terms)?
         } else {
-            (Vec::new(), Vec::new())
+            (Vec::new(), Default::default(), Vec::new())
         };
         let (ranked, graph) = if mode == MODE_HYBRID {
             let (_, mut rp) = self.prove_recall(query?, depth, ef, exact)?;
@@ -1068,6 +1068,7 @@ impl Commitment {
             terms,
             leaves,
             lex_lemmas,
+            lex_pages: Some(lex_pages),
             graph,
         };
         Some((hits, proof))
@@ -1115,7 +1116,7 @@ impl Commitment {
         };
         let mut want = terms.clone();
         want.extend(facets);
-        let (leaves, lex_lemmas) = self.lex.prove(&want).ok_or(FilterRefused::Stale)?;
+        let (leaves, lex_pages, lex_lemmas) = self.lex.prove(&want).ok_or(FilterRefused::Stale)?;
         let nodes = candidates
             .iter()
             .map(|&n| self.hashed_node(n))
@@ -1148,6 +1149,7 @@ impl Commitment {
             query: qv,
             leaves,
             lex_lemmas,
+            lex_pages: Some(lex_pages),
             nodes,
             lemmas,
         };

@@ -1,6 +1,7 @@
 //! A namespace's lexical index: posting lists of every term over the live memories (by graph node number),
-//! document lengths, and the term tree a version-2 root commits (docs/PROOFS.md, "Lexical index"). Updated
-//! per write; the tree's leaves are re-hashed only for the terms a write touched.
+//! document lengths, and the term tree a root commits (docs/PROOFS.md, "Lexical index"). Updated per write:
+//! only the terms a write touched are re-hashed, a long posting list that only grew at its end is hashed
+//! onward from where it stopped, and the term tree is paged ([`ChunkedTree`]), so a new term re-cuts one page.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -9,17 +10,26 @@ use cairn_index::hybrid::{TermLeaf, TermPostings};
 use cairn_index::lexical::{
     bm25_top, postings_hash, term_leaf_hash, Corpus, Posting, MAX_DF, TOKENIZER_V1, TOKENIZER_V2,
 };
-use cairn_index::merkle::{Hash, Tree};
+use cairn_index::merkle::Hash;
+use cairn_index::paged::{ChunkedPages, ChunkedTree};
 use cairn_index::root::LexCommit;
 
 use crate::store::terms::{IntoTerms, PackedTerms};
+
+/// Posting lists at least this long keep a running hash state ([`Term::hasher`]): new memories take the highest
+/// node numbers, so a common term's list grows at its end and is hashed onward instead of whole.
+const RUNNING_HASH_FROM: usize = 512;
 
 #[derive(Debug, Clone, Default)]
 struct Term {
     /// The postings, node ascending (a sorted vector: 12 bytes a posting, against a map's ~3×).
     postings: Vec<Posting>,
-    /// Cached leaf hash (stale while the term is in `dirty`).
+    /// Cached postings hash and leaf hash (stale while the term is in `dirty`).
+    ph: Hash,
     leaf: Hash,
+    /// For long lists: the postings hash state after the first `.1` postings (dropped by any change other
+    /// than an append).
+    hasher: Option<Box<(blake3::Hasher, usize)>>,
 }
 
 impl Term {
@@ -27,8 +37,16 @@ impl Term {
     fn insert(&mut self, node: u32, (tf, dl): (u32, u32)) {
         let p = Posting { node, tf, dl };
         match self.postings.binary_search_by_key(&node, |p| p.node) {
-            Ok(i) => self.postings[i] = p,
-            Err(i) => self.postings.insert(i, p),
+            Ok(i) => {
+                self.postings[i] = p;
+                self.hasher = None;
+            }
+            Err(i) => {
+                if i < self.postings.len() {
+                    self.hasher = None;
+                }
+                self.postings.insert(i, p);
+            }
         }
     }
 
@@ -36,7 +54,32 @@ impl Term {
     fn remove(&mut self, node: u32) {
         if let Ok(i) = self.postings.binary_search_by_key(&node, |p| p.node) {
             self.postings.remove(i);
+            self.hasher = None;
         }
+    }
+
+    /// Recomputes the postings hash ([`postings_hash`], onward from the running state for long lists) and the
+    /// leaf hash.
+    fn rehash(&mut self, term: &str) {
+        self.ph = if self.postings.len() >= RUNNING_HASH_FROM {
+            let state = self.hasher.get_or_insert_with(|| {
+                let mut h = blake3::Hasher::new();
+                h.update(&[0x05]);
+                Box::new((h, 0))
+            });
+            let (h, fed) = &mut **state;
+            for p in self.postings.iter().skip(*fed) {
+                h.update(&p.node.to_be_bytes());
+                h.update(&p.tf.to_be_bytes());
+                h.update(&p.dl.to_be_bytes());
+            }
+            *fed = self.postings.len();
+            *h.finalize().as_bytes()
+        } else {
+            self.hasher = None;
+            postings_hash(&self.postings)
+        };
+        self.leaf = term_leaf_hash(term, self.postings.len() as u32, &self.ph);
     }
 }
 
@@ -50,12 +93,11 @@ pub struct Lexicon {
     terms: BTreeMap<String, Term>,
     total_len: u64,
     dirty: BTreeSet<String>,
-    /// Terms in tree order (rebuilt with the tree).
+    /// Terms in tree order (kept in step with the tree).
     order: Vec<String>,
-    /// A term was added or dropped since the last rebuild: positions shift, so the tree is built again (else
-    /// only the changed leaves' paths are re-hashed).
-    reshaped: bool,
-    tree: Tree,
+    /// Terms created or emptied since the last rebuild: each moves the positions after it.
+    reshaped: BTreeSet<String>,
+    tree: ChunkedTree,
 }
 
 impl Lexicon {
@@ -86,7 +128,7 @@ impl Lexicon {
                 let mut t = Term::default();
                 t.insert(node, tf_dl);
                 self.terms.insert(term.to_owned(), t);
-                self.reshaped = true;
+                self.reshaped.insert(term.to_owned());
             }
         }
         if !self.dirty.contains(term) {
@@ -133,7 +175,7 @@ impl Lexicon {
                 term.remove(node);
                 if term.postings.is_empty() {
                     self.terms.remove(t);
-                    self.reshaped = true;
+                    self.reshaped.insert(t.to_owned());
                 }
             }
             self.dirty.insert(t.to_owned());
@@ -148,33 +190,44 @@ impl Lexicon {
         };
     }
 
-    /// Re-hashes the touched terms' leaves and rebuilds the term tree.
-    /// When no term was added or dropped, only the touched leaves' paths are re-hashed.
+    /// Re-hashes the touched terms' leaves and brings the term tree up to date: terms created or emptied are
+    /// inserted into or removed from it where they sort, changed leaves are replaced, and the tree re-cuts the
+    /// pages that changed. Many new or dropped terms at once (start-up, a large import) build it afresh.
     pub fn rebuild(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
+        let reshaped = std::mem::take(&mut self.reshaped);
         for t in &dirty {
             if let Some(term) = self.terms.get_mut(t) {
-                let list = &term.postings;
-                term.leaf = term_leaf_hash(t, list.len() as u32, &postings_hash(list));
+                term.rehash(t);
             }
         }
-        if std::mem::take(&mut self.reshaped) || self.order.len() != self.terms.len() {
+        if self.tree.is_empty() || reshaped.len() > 1024.max(self.order.len() / 16) {
             self.order = self.terms.keys().cloned().collect();
             let leaves: Vec<Hash> = self.terms.values().map(|t| t.leaf).collect();
-            self.tree = Tree::build(&leaves);
+            self.tree = ChunkedTree::build(&leaves);
             return;
         }
-        let changes: Vec<(u64, Hash)> = dirty
-            .iter()
-            .filter_map(|t| {
-                let at = self
-                    .order
-                    .binary_search_by(|o| o.as_bytes().cmp(t.as_bytes()))
-                    .ok()?;
-                Some((at as u64, self.terms.get(t)?.leaf))
-            })
-            .collect();
-        self.tree.update(&changes);
+        let find =
+            |order: &[String], t: &str| order.binary_search_by(|o| o.as_bytes().cmp(t.as_bytes()));
+        for t in &reshaped {
+            match (self.terms.get(t), find(&self.order, t)) {
+                (None, Ok(at)) => {
+                    self.order.remove(at);
+                    self.tree.remove(at as u64);
+                }
+                (Some(term), Err(at)) => {
+                    self.order.insert(at, t.clone());
+                    self.tree.insert(at as u64, term.leaf);
+                }
+                _ => {}
+            }
+        }
+        for t in &dirty {
+            if let (Some(term), Ok(at)) = (self.terms.get(t), find(&self.order, t)) {
+                self.tree.set(at as u64, term.leaf);
+            }
+        }
+        self.tree.commit();
     }
 
     /// What the root commits.
@@ -215,8 +268,8 @@ impl Lexicon {
     }
 
     /// The term leaves a proof needs for `terms` (each present term with its postings, each absent term's
-    /// neighbours) and their multiproof. None if the tree is stale.
-    pub fn prove(&self, terms: &[String]) -> Option<(Vec<TermLeaf>, Vec<Hash>)> {
+    /// neighbours), the term tree's pages they touch and their multiproof. None if the tree is stale.
+    pub fn prove(&self, terms: &[String]) -> Option<(Vec<TermLeaf>, ChunkedPages, Vec<Hash>)> {
         let mut want: BTreeMap<usize, bool> = BTreeMap::new();
         let n = self.order.len();
         for t in terms {
@@ -246,7 +299,7 @@ impl Lexicon {
             let postings = if full && df <= MAX_DF {
                 TermPostings::Full(list.clone())
             } else {
-                TermPostings::Hash(postings_hash(list))
+                TermPostings::Hash(t.ph)
             };
             leaves.push(TermLeaf {
                 position: i as u64,
@@ -256,12 +309,16 @@ impl Lexicon {
             });
         }
         let idx: Vec<u64> = leaves.iter().map(|l| l.position).collect();
-        let lemmas = if idx.is_empty() {
-            Vec::new()
+        let (refs, lemmas) = if idx.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
             self.tree.prove(&idx).ok()?
         };
-        Some((leaves, lemmas))
+        let pages = ChunkedPages {
+            pages: self.tree.pages(),
+            refs,
+        };
+        Some((leaves, pages, lemmas))
     }
 }
 
@@ -299,7 +356,7 @@ mod tests {
             Vec::new(),
         );
         a.rebuild();
-        assert!(!a.reshaped);
+        assert!(a.reshaped.is_empty());
         b.add(
             0,
             DocTerms::of("Caroline Caroline went to Paris in May"),
@@ -318,6 +375,42 @@ mod tests {
         assert_eq!(a.tree.root(), fresh.tree.root());
         let top = a.rank(&cairn_index::lexical::query_terms("Paris Caroline"), 3, 10);
         assert_eq!(top.len(), 2);
+    }
+
+    /// Many small writes (new terms landing anywhere in term order, lists long enough for the running hash,
+    /// forgets in the middle of long lists) keep the paged term tree and every leaf equal to a fresh build.
+    #[test]
+    fn many_small_writes_equal_a_fresh_build() {
+        let text = |i: usize| {
+            format!(
+                "common words here term{} w{} x{}",
+                i % 97,
+                i * 7919 % 1009,
+                i
+            )
+        };
+        let mut a = Lexicon::default();
+        for i in 0..1500usize {
+            a.add(i as u32, DocTerms::of(&text(i)), Vec::new());
+            a.rebuild();
+            if i % 211 == 100 {
+                a.remove((i / 2) as u32);
+                a.rebuild();
+            }
+        }
+        let mut b = Lexicon::default();
+        for i in 0..1500usize {
+            if !(0..1500usize).any(|j| j % 211 == 100 && j / 2 == i) {
+                b.add(i as u32, DocTerms::of(&text(i)), Vec::new());
+            }
+        }
+        b.rebuild();
+        assert!(a.terms["common"].postings.len() >= RUNNING_HASH_FROM);
+        assert_eq!(a.commit(), b.commit());
+        assert_eq!(a.order, b.order);
+        for (t, term) in &a.terms {
+            assert_eq!(term.ph, postings_hash(&term.postings), "{t}");
+        }
     }
 
     /// A replica follows the index version its owner signs: switching to version 1 drops the facet terms (the
@@ -382,7 +475,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![MAX_DF + 1]
         );
-        let (leaves, _) = l.prove(&terms).expect("prove");
+        let (leaves, _, _) = l.prove(&terms).expect("prove");
         let weather = leaves.iter().find(|x| x.term == "weather").expect("leaf");
         assert_eq!(weather.df, MAX_DF + 2);
         assert!(matches!(weather.postings, TermPostings::Hash(_)));

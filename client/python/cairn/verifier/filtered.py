@@ -29,7 +29,7 @@ from .hybrid import (
     text_tokenizer_known,
 )
 from .lexical import TOKENIZER_V2, bm25_top, facet_term, fixed_score, fuse, query_terms
-from .paged import verify_graph
+from .paged import read_pages, verify_graph
 from .proofs import (
     MAX_ITEMS,
     MAX_K,
@@ -146,6 +146,8 @@ class FilteredProof:
     lex_lemmas: list[bytes]
     nodes: list[RecallNode]
     lemmas: list[bytes]
+    # Version-3 roots: the term tree's (page count, descriptors) the term leaves touch.
+    lex_pages: tuple | None = None
 
 
 def decode_filtered_proof(proof: bytes, trusted: bytes) -> FilteredProof:
@@ -171,13 +173,14 @@ def decode_filtered_proof(proof: bytes, trusted: bytes) -> FilteredProof:
     query = r.take(dim, "query")
     leaves = read_leaves(r, MAX_TERM_LEAVES + 2 * MAX_FILTER_PAIRS)
     lex_lemmas = _lemmas(r)
+    lex_pages = read_pages(r, len(leaves)) if root.version >= 3 else None
     count = r.u32("node count")
     if count > MAX_ITEMS or count * (root.dim // 2 + 48) > r.remaining():
         raise VerifyError(f"filtered proof: node count {count} exceeds the cap or the bytes left")
     nodes = [read_recall_node(r, root.dim) for _ in range(count)]
     lemmas = _lemmas(r)
     r.expect_end()
-    return FilteredProof(root, mode, k, depth, flt, terms, query, leaves, lex_lemmas, nodes, lemmas)
+    return FilteredProof(root, mode, k, depth, flt, terms, query, leaves, lex_lemmas, nodes, lemmas, lex_pages)
 
 
 def encode_filtered_proof(root_signed: bytes, mode: int, k: int, depth: int, flt: RecallFilter,
@@ -217,7 +220,7 @@ def filtered_answer(p: FilteredProof):
         raise VerifyError("query dimension differs from the root's")
     check_distinct(p.terms)
     facets = p.filter.facets()
-    resolved = resolve_terms(root, list(p.terms) + facets, p.leaves, p.lex_lemmas)
+    resolved = resolve_terms(root, list(p.terms) + facets, p.leaves, p.lex_lemmas, p.lex_pages)
     text, facet = resolved[:len(p.terms)], resolved[len(p.terms):]
     if not facet:
         if len(p.nodes) != root.graph_leaves:

@@ -29,7 +29,7 @@ from .lexical import (
     term_leaf_hash,
 )
 from .merkle import verify_multiproof
-from .paged import verify_graph
+from .paged import read_pages, verify_chunked, verify_graph
 from .proofs import (
     MAX_ITEMS,
     MAX_K,
@@ -83,6 +83,8 @@ class HybridProof:
     nodes: list[RecallNode] | None = None
     lemmas: list[bytes] | None = None
     search: bytes | None = None
+    # Version-3 roots: the term tree's (page count, descriptors) the term leaves touch.
+    lex_pages: tuple | None = None
 
 
 # ------------------------------------------------------------------ shared encodings
@@ -188,9 +190,11 @@ def node_leaves(nodes: list[RecallNode], dim: int) -> list[tuple[int, bytes]]:
 FULL, OVER_CAP, ABSENT = "full", "over cap", "absent"
 
 
-def resolve_terms(root: Root, want: list[str], leaves: list[TermLeaf], lemmas: list[bytes]) -> list[tuple]:
-    """Checks term leaves (order, df, postings, one multiproof against the root's term tree) and resolves each
-    wanted term to (FULL, postings), (OVER_CAP, None) or (ABSENT, None). Anything else is rejected."""
+def resolve_terms(root: Root, want: list[str], leaves: list[TermLeaf], lemmas: list[bytes],
+                  pages: tuple | None = None) -> list[tuple]:
+    """Checks term leaves (order, df, postings, one multiproof against the root's term tree: paged, with
+    `pages` = (page count, descriptors), for version-3 roots) and resolves each wanted term to (FULL,
+    postings), (OVER_CAP, None) or (ABSENT, None). Anything else is rejected."""
     if root.lexicon is None:
         raise VerifyError("unsupported: the root (version 1) has no lexical index")
     _tok, lex_terms, lex_root, _total = root.lexicon
@@ -216,7 +220,12 @@ def resolve_terms(root: Root, want: list[str], leaves: list[TermLeaf], lemmas: l
             ph = lf.postings_h
         hashed.append((lf.position, term_leaf_hash(lf.term, lf.df, ph)))
     if hashed:
-        verify_multiproof(lex_terms, lex_root, hashed, lemmas)
+        if root.version >= 3:
+            if pages is None:
+                raise VerifyError("term tree pages missing")
+            verify_chunked(lex_terms, pages[0], lex_root, pages[1], hashed, lemmas)
+        else:
+            verify_multiproof(lex_terms, lex_root, hashed, lemmas)
     elif lex_terms != 0 and want:
         raise VerifyError("no term leaves for a query with terms")
     by_term = {lf.term: lf for lf in leaves}
@@ -340,10 +349,11 @@ def decode_hybrid_proof(proof: bytes, trusted: bytes) -> HybridProof:
     terms = read_terms(r)
     leaves = read_leaves(r, MAX_TERM_LEAVES)
     lex_lemmas = _lemmas(r)
+    lex_pages = read_pages(r, len(leaves)) if root.version >= 3 else None
     glen = r.u32("graph length")
     g = r.take(glen, "graph")
     r.expect_end()
-    p = HybridProof(root, mode, k, depth, terms, leaves, lex_lemmas)
+    p = HybridProof(root, mode, k, depth, terms, leaves, lex_lemmas, lex_pages=lex_pages)
     if mode == MODE_HYBRID:
         rp = decode_recall_proof(g, trusted)
         if rp.root.signed != root.signed:
@@ -372,7 +382,7 @@ def hybrid_answer(p: HybridProof, namespace: str, trusted: bytes, min_ef: int = 
     if root.lexicon is None or not text_tokenizer_known(root.lexicon[0]):
         raise VerifyError("unsupported: the root has no lexical index of a known version")
     check_distinct(p.terms)
-    resolved = resolve_terms(root, p.terms, p.leaves, p.lex_lemmas)
+    resolved = resolve_terms(root, p.terms, p.leaves, p.lex_lemmas, p.lex_pages)
     lists = [(t, ps) for t, (how, ps) in zip(p.terms, resolved) if how == FULL]
     lexical = bm25_top([ps for _, ps in lists], root.time_leaves, root.lexicon[3], p.depth)
     ef = query = None

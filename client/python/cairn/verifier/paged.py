@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .errors import VerifyError
 from .merkle import EMPTY_ROOT, fold, leaf_hash, make_multiproof, tree_root, verify_multiproof
-from .wire import u32be, u64be
+from .wire import Reader, u32be, u64be
 
 GRAPH_PAGE = 1024
 TIME_CUT_BELOW = 64
@@ -40,6 +40,21 @@ class PageRef:
     page: int
     first: int
     count: int
+
+
+def read_pages(r: Reader, max_refs: int) -> tuple[int, list[PageRef]]:
+    """`u32be(pages) u32be(refs) (u32be(page) u64be(first) u32be(count))×refs`, at most `max_refs`
+    descriptors (one per leaf shown)."""
+    pages = r.u32("page count")
+    k = r.u32("page refs")
+    if k > max_refs or k * 16 > r.remaining():
+        raise VerifyError("page refs exceed the leaves shown or the bytes left")
+    return pages, [PageRef(r.u32(), r.u64(), r.u32()) for _ in range(k)]
+
+
+def encode_pages(pages: int, refs: list[PageRef]) -> bytes:
+    """What read_pages reads. For provers and tests."""
+    return u32be(pages) + u32be(len(refs)) + b"".join(u32be(x.page) + u64be(x.first) + u32be(x.count) for x in refs)
 
 
 def verify_fixed(n: int, root: bytes, leaves: list[tuple[int, bytes]], lemmas: list[bytes]) -> None:

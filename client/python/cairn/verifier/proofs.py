@@ -15,7 +15,7 @@ from .commit import (
 )
 from .errors import VerifyError
 from .merkle import verify_multiproof
-from .paged import PageRef, verify_chunked, verify_graph
+from .paged import PageRef, read_pages, verify_chunked, verify_graph
 from .record import Record, decode_record, record_id
 from .root import Root, read_signed_root
 from .search import distances, exact_answer, graph_search, score_of
@@ -120,11 +120,7 @@ def decode_time_proof(proof: bytes, trusted: bytes) -> TimeProof:
         entries.append(TimeEntry(pos, ca, id_, node))
     pages = None
     if magic == TIME_MAGIC_PAGED:
-        total = r.u32("page count")
-        k = r.u32("page refs")
-        if k > len(entries) or k * 16 > r.remaining():
-            raise VerifyError("time proof: page refs exceed the entries")
-        pages = (total, [PageRef(r.u32(), r.u64(), r.u32()) for _ in range(k)])
+        pages = read_pages(r, len(entries))
     lemmas = _lemmas(r)
     r.expect_end()
     return TimeProof(root, entries, lemmas, pages)
