@@ -1,5 +1,7 @@
 //! A complete binary Merkle tree (CBMT) with domain-separated hashing and range-checked multiproofs.
 //!
+//! Trees are built by the `merkle-cbt` crate (with [`NodeMerge`] as its merge); proofs and their verification are
+//! Cairn's own, because merkle-cbt's verifier neither range-checks leaf positions nor knows the leaf count.
 //! Layout as in the `merkle-cbt` crate: for `n` leaves the tree has `2n − 1` nodes in one array, the root at
 //! position 0, the children of `i` at `2i + 1` and `2i + 2`, and leaf `j` at position `n − 1 + j`. Unlike a
 //! bare CBMT, leaves (unkeyed, 0x00 prefix) and interior nodes (keyed) are hashed apart, the leaf count is an input of
@@ -29,6 +31,17 @@ pub fn leaf_hash(bytes: &[u8]) -> Hash {
     h.update(&[0x00]);
     h.update(bytes);
     *h.finalize().as_bytes()
+}
+
+/// merkle-cbt's merge for Cairn's interior nodes: [`node_hash`] (keyed, so never equal to a leaf's hash).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeMerge;
+
+impl merkle_cbt::merkle_tree::Merge for NodeMerge {
+    type Item = Hash;
+    fn merge(left: &Hash, right: &Hash) -> Hash {
+        node_hash(left, right)
+    }
 }
 
 /// The root of an empty tree: 32 zero bytes.
@@ -75,20 +88,15 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Builds the tree over leaf hashes (in order).
+    /// Builds the tree over leaf hashes (in order), with merkle-cbt.
     pub fn build(leaves: &[Hash]) -> Self {
-        let n = leaves.len();
-        if n == 0 {
+        if leaves.is_empty() {
             return Tree::default();
         }
-        let mut nodes = vec![[0u8; 32]; 2 * n - 1];
-        nodes[n - 1..].copy_from_slice(leaves);
-        for i in (0..n - 1).rev() {
-            nodes[i] = node_hash(&nodes[2 * i + 1], &nodes[2 * i + 2]);
-        }
+        let t = merkle_cbt::CBMT::<Hash, NodeMerge>::build_merkle_tree(leaves);
         Tree {
-            nodes,
-            leaves: n as u64,
+            nodes: t.nodes().to_vec(),
+            leaves: leaves.len() as u64,
         }
     }
 
@@ -307,6 +315,27 @@ mod tests {
             verify(&t.root(), 4, &[(1, l[1]), (0, l[0])], &[]),
             Err(MerkleError::Unordered)
         );
+    }
+
+    /// The tree merkle-cbt builds is the one its own root function computes another way, and the one the
+    /// document's array layout gives.
+    #[test]
+    fn merkle_cbt_roots_agree_with_the_layout() {
+        for n in 1..70usize {
+            let l = leaves(n);
+            let t = Tree::build(&l);
+            assert_eq!(
+                t.root(),
+                merkle_cbt::CBMT::<Hash, NodeMerge>::build_merkle_root(&l),
+                "n = {n}"
+            );
+            let mut nodes = vec![[0u8; 32]; 2 * n - 1];
+            nodes[n - 1..].copy_from_slice(&l);
+            for i in (0..n - 1).rev() {
+                nodes[i] = node_hash(&nodes[2 * i + 1], &nodes[2 * i + 2]);
+            }
+            assert_eq!(t.nodes, nodes, "n = {n}");
+        }
     }
 
     #[test]

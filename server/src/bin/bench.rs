@@ -10,6 +10,8 @@
 //!   namespace), without and with verified proofs, and Recall latency.
 //! - `scale`: growth curves with caller vectors (no embedding): one-item commit latency, vector Recall latency
 //!   and recall@10 against exact f32 search, proof size and verify time, node RSS, at growing sizes.
+//! - `trees`: the commitment trees' work per one-item write, in process: root version 3's paged trees against
+//!   rebuilding whole CBMTs as version 2 did, at growing sizes (up to millions of leaves without a node).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -154,6 +156,21 @@ enum Cmd {
         /// Search breadth.
         #[arg(long, default_value_t = 64)]
         ef: u32,
+    },
+    /// The commitment trees alone, in process (no node, no embedding): per one-item write, the paged trees of root
+    /// version 3 (graph: one appended leaf plus `--touched` changed leaves, as an HNSW insert relinks its
+    /// neighbours; time: one leaf inserted at the end or at a random place) against rebuilding the whole CBMT, as
+    /// version-2 roots did.
+    Trees {
+        /// Leaf counts to measure at.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000, 1_000_000])]
+        sizes: Vec<usize>,
+        /// Writes measured per size and kind.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+        /// Existing graph leaves each write changes (neighbour lists of the new node's neighbours).
+        #[arg(long, default_value_t = 32)]
+        touched: usize,
     },
     /// Replication over loopback: a fresh follower catches up with a namespace of the node at --data-dir
     /// (every leaf verified), then owner-commit to follower-visible latency of one-item writes.
@@ -1089,6 +1106,84 @@ fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
     );
 }
 
+fn bench_trees(sizes: &[usize], writes: usize, touched: usize) {
+    use cairn_index::merkle::{leaf_hash, Tree};
+    use cairn_index::paged::{ChunkedTree, FixedTree};
+    let leaf = |i: u64| leaf_hash(&i.to_be_bytes());
+    // A fixed xorshift stream: the same "random" places in every run.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |below: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % below.max(1)
+    };
+    println!("trees: {writes} writes per size and kind; graph writes append one leaf and change {touched} others");
+    for &n in sizes {
+        let leaves: Vec<_> = (0..n as u64).map(leaf).collect();
+        let mut fresh = n as u64 + 1_000_000_000;
+        let t = Instant::now();
+        let mut g = FixedTree::build(&leaves);
+        let build_paged = t.elapsed().as_secs_f64() * 1e3;
+        let mut ms = Vec::with_capacity(writes);
+        for _ in 0..writes {
+            let t = Instant::now();
+            g.push(leaf(fresh));
+            for _ in 0..touched {
+                g.set(next(g.len()), leaf(fresh + 7));
+            }
+            g.commit();
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            fresh += 1;
+        }
+        summary(
+            &format!("{n}: graph tree, version 3 (paged), one write"),
+            "ms",
+            ms,
+        );
+        let mut time = ChunkedTree::build(&leaves);
+        for (kind, middle) in [("at the end", false), ("at a random place", true)] {
+            let mut ms = Vec::with_capacity(writes);
+            for _ in 0..writes {
+                let pos = if middle {
+                    next(time.len() + 1)
+                } else {
+                    time.len()
+                };
+                let t = Instant::now();
+                time.insert(pos, leaf(fresh));
+                time.commit();
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                fresh += 1;
+            }
+            summary(
+                &format!("{n}: time tree, version 3 (content-cut pages), one insert {kind}"),
+                "ms",
+                ms,
+            );
+        }
+        let mut ms = Vec::with_capacity(5);
+        let mut all = leaves.clone();
+        for _ in 0..5 {
+            all.push(leaf(fresh));
+            fresh += 1;
+            let t = Instant::now();
+            let full = Tree::build(&all);
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(full.root());
+        }
+        summary(
+            &format!("{n}: one tree rebuilt whole, version 2 (per tree per write)"),
+            "ms",
+            ms,
+        );
+        println!(
+            "{n}: building the paged graph tree from scratch (start-up) {build_paged:.1} ms; {} time pages",
+            time.pages()
+        );
+    }
+}
+
 async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32, mode: &str) -> Result<()> {
     let mode = match mode {
         "semantic" => cairn_proto::v1::RecallMode::Semantic,
@@ -1602,6 +1697,14 @@ async fn main() -> Result<()> {
             dim,
             ef,
         } => bench_scale(&args, sizes, *queries, *commits, *proofs, *dim, *ef).await,
+        Cmd::Trees {
+            sizes,
+            writes,
+            touched,
+        } => {
+            bench_trees(sizes, *writes, *touched);
+            Ok(())
+        }
         Cmd::Load {
             clients,
             secs,
