@@ -432,8 +432,10 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
             return;
         }
         if q.urgent.is_empty() && q.bulk.is_empty() {
+            // After a burst, hand its buffers back, unless the resident set did not grow enough for that to be
+            // worth a trim's stall (see `release_free_memory_if_grown`).
             if std::mem::take(&mut bulk_since_trim) {
-                release_free_memory();
+                release_free_memory_if_grown();
             }
             match rx.recv() {
                 Ok(j) => q.push(j),
@@ -460,10 +462,11 @@ fn worker(mut te: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>, max_batch: 
     }
 }
 
-/// Hands memory the allocator keeps free back to the system (glibc keeps freed heap pages otherwise); called when
-/// the model has nothing queued after bulk work, so the buffers of a burst do not stay counted in the node's RSS.
-/// A trim walks the whole heap with its arena locked (about 0.1 s at 100k memories, stalling every allocation
-/// meanwhile), so periodic callers go through [`release_free_memory_if_grown`].
+/// Hands memory the allocator keeps free back to the system (glibc keeps freed heap pages otherwise), so the
+/// buffers of a burst do not stay counted in the node's RSS. A trim walks the whole heap with its arena locked
+/// (about 0.1 s at 100k memories, stalling every allocation meanwhile), so callers go through
+/// [`release_free_memory_if_grown`]: the embedding worker when the model has nothing queued after bulk work, the
+/// scrubber every pass.
 pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
