@@ -31,6 +31,7 @@ impl RecallBuilder {
                 prefix: false,
                 mode: pb::RecallMode::Default as i32,
                 depth: 0,
+                text_vector: None,
             },
         }
     }
@@ -45,6 +46,14 @@ impl RecallBuilder {
     /// (`--recall-mode`) for a text query without filters.
     pub fn mode(mut self, mode: pb::RecallMode) -> Self {
         self.req.mode = mode as i32;
+        self
+    }
+
+    /// The query text's vector, made with the namespace's model (a Recall by text only): the node ranks
+    /// semantically with it and embeds nothing. For a namespace of an external model this is how a text query
+    /// ranks semantically or in hybrid mode.
+    pub fn text_vector(mut self, vector: Vec<f32>) -> Self {
+        self.req.text_vector = Some(pb::Vector { values: vector });
         self
     }
 

@@ -73,6 +73,49 @@ fn valid_time_proof() -> Vec<u8> {
     .encode()
 }
 
+/// A valid `CPT2` proof against a version-3 root: 3,000 entries in a paged time tree, positions in its first and
+/// last pages and between.
+fn valid_paged_time_proof() -> Vec<u8> {
+    static PROOF: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PROOF
+        .get_or_init(|| {
+            let entries: Vec<TimeEntry> = (0..3000u64)
+                .map(|i| TimeEntry {
+                    created_at: i * 10,
+                    id: MemoryId(*blake3::hash(&i.to_be_bytes()).as_bytes()),
+                    node: i as u32,
+                })
+                .collect();
+            let tree = cairn_index::paged::ChunkedTree::build(
+                &entries.iter().map(time_leaf_hash).collect::<Vec<_>>(),
+            );
+            let idx: Vec<u64> = vec![0, 1, 2, 1500, 1501, 2998, 2999];
+            let (refs, lemmas) = tree.prove(&idx).expect("prove");
+            let k = key();
+            let mut r = root(&Tree::build(&[])).record;
+            r.version = cairn_index::root::ROOT_VERSION;
+            r.time_leaves = tree.len();
+            r.time_root = tree.root();
+            r.lexicon = Some(LexCommit {
+                tokenizer: 1,
+                terms: 0,
+                root: [0; 32],
+                total_len: 0,
+            });
+            TimeProof {
+                pages: Some(cairn_index::paged::ChunkedPages {
+                    pages: tree.pages(),
+                    refs,
+                }),
+                root: SignedRoot::sign(r, &k),
+                entries: idx.iter().map(|&i| (i, entries[i as usize])).collect(),
+                lemmas,
+            }
+            .encode()
+        })
+        .clone()
+}
+
 fn exercise(bytes: &[u8]) {
     let lim = VerifyLimits::default();
     let trusted = key().verifying_key().to_bytes();
@@ -306,6 +349,18 @@ proptest! {
     }
 
     #[test]
+    fn mutated_paged_time_proofs_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
+        let mut b = valid_paged_time_proof();
+        for (i, x) in flips {
+            let n = b.len();
+            b[i % n] ^= x;
+        }
+        exercise(&b);
+        let n = b.len();
+        exercise(&b[..cut % n]);
+    }
+
+    #[test]
     fn mutated_time_proofs_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
         let mut b = valid_time_proof();
         for (i, x) in flips {
@@ -447,4 +502,26 @@ fn terms_over_the_df_cap_are_skipped_visibly() {
         HybridProof::decode(&proof(true).encode(), &lim),
         Err(cairn_index::proof::VerifyError::TooLarge(_))
     ));
+}
+
+/// The fuzzed `CPT2` proof is valid to begin with, so mutations start from a proof that reaches every check.
+#[test]
+fn the_paged_time_proof_fixture_verifies() {
+    let p = TimeProof::decode(&valid_paged_time_proof(), &VerifyLimits::default()).expect("decode");
+    let pages = p.pages.expect("pages");
+    assert!(pages.pages >= 2, "the fixture spans pages");
+    let leaves: Vec<(u64, [u8; 32])> = p
+        .entries
+        .iter()
+        .map(|(pos, e)| (*pos, time_leaf_hash(e)))
+        .collect();
+    cairn_index::paged::verify_chunked(
+        &p.root.record.time_root,
+        p.root.record.time_leaves,
+        pages.pages,
+        &pages.refs,
+        &leaves,
+        &p.lemmas,
+    )
+    .expect("verifies");
 }

@@ -211,10 +211,19 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::RecallResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         self.auth.guard(&meta, "Recall", &req.namespace)?;
-        let query = req.query.map(|q| match q {
-            pb::recall_request::Query::Text(t) => Query::Text(t),
-            pb::recall_request::Query::Vector(v) => Query::Vector(v.values),
-        });
+        let query = match (req.query, req.text_vector) {
+            (Some(pb::recall_request::Query::Text(t)), Some(v)) => {
+                Some(Query::TextWithVector(t, v.values))
+            }
+            (Some(pb::recall_request::Query::Text(t)), None) => Some(Query::Text(t)),
+            (Some(pb::recall_request::Query::Vector(v)), None) => Some(Query::Vector(v.values)),
+            (_, Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "text_vector: goes with query.text (the text's vector); a vector-only query is query.vector",
+                ))
+            }
+            (None, None) => None,
+        };
         let filter = req
             .filter
             .map(|f| Filter {

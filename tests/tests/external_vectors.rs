@@ -137,6 +137,53 @@ async fn external_vectors_are_stored_proven_and_kept() {
         .expect("text query");
     assert_eq!(resp.mode, pb::RecallMode::Lexical as i32);
     assert_eq!(resp.hits[0].id, ids[7]);
+    // The text with its vector ranks in the node's default mode (hybrid): BM25 over the text fused with the
+    // vector's semantic ranking, proven, and the client's check binds the proof's terms to the text.
+    let trusted = v::parse_node_id(&c.node_info().await.expect("info").node_id).expect("id");
+    let resp = c
+        .recall("ext", text_of(7))
+        .text_vector(vec_of(7))
+        .k(3)
+        .proof(true)
+        .send_full()
+        .await
+        .expect("text with its vector");
+    assert_eq!(resp.mode, pb::RecallMode::Hybrid as i32);
+    assert_eq!(resp.hits[0].id, ids[7]);
+    v::recall_query(
+        "ext",
+        &RecallAsked { k: 3, min_ef: 0 },
+        Some(&text_of(7)),
+        0,
+        &resp,
+        &trusted,
+        None,
+    )
+    .expect("the hybrid answer verifies");
+    // Semantic mode with the text's vector: the vector's nearest, as a vector query.
+    let resp = c
+        .recall("ext", "words that match nothing")
+        .text_vector(vec_of(19))
+        .mode(pb::RecallMode::Semantic)
+        .send_full()
+        .await
+        .expect("semantic with the text's vector");
+    assert_eq!(resp.hits[0].id, ids[19]);
+    // A text vector of another dimension, or beside a vector query, is refused.
+    invalid(
+        c.recall("ext", "note 7")
+            .text_vector(vec![0.1; DIM + 1])
+            .send()
+            .await,
+        "text vector of another dimension",
+    );
+    invalid(
+        c.recall_vector("ext", vec_of(7))
+            .text_vector(vec_of(7))
+            .send()
+            .await,
+        "text vector beside a vector query",
+    );
 
     // The CLI: remember with --vector, recall with --vector --verify.
     let csv = |v: Vec<f32>| {

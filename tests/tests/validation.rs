@@ -188,6 +188,7 @@ async fn every_rule_has_its_status_code() {
         prefix: false,
         mode: 0,
         depth: 0,
+        text_vector: None,
     };
     let text = |t: &str| Some(pb::recall_request::Query::Text(t.into()));
     expect(

@@ -117,12 +117,13 @@ def recall_request(namespace: str, query=None, k: int = 10, where=None, since=No
                    mode: str | None = None, depth: int = 0) -> pb.RecallRequest:
     req = pb.RecallRequest(namespace=namespace, k=int(k or 0), ef=int(ef or 0), exact=bool(exact), proof=bool(proof),
                            prefix=bool(prefix), mode=recall_mode(mode), depth=int(depth or 0))
-    if query is not None and vector is not None:
-        raise ValueError("give a query text or a vector, not both")
     if query is not None:
         if not isinstance(query, str):
             raise TypeError("query must be a str (use vector= for a vector)")
         req.text = query
+        if vector is not None:
+            # The text's own vector (namespace's model): the node ranks semantically with it, embeds nothing.
+            req.text_vector.values.extend(np.asarray(vector, dtype=np.float32).reshape(-1).tolist())
     elif vector is not None:
         req.vector.values.extend(np.asarray(vector, dtype=np.float32).reshape(-1).tolist())
     f = _filter(where, since, until)

@@ -145,7 +145,9 @@ class CairnClient:
                since: int | None = None, until: int | None = None, ef: int = 0, exact: bool = False,
                verify: bool = False, prefix: bool = False, vector: Sequence[float] | None = None,
                mode: str | None = None, depth: int = 0) -> Hits:
-        """The k memories closest in meaning to `query` (or `vector`), best first.
+        """The k memories closest in meaning to `query` (or `vector`), best first. With both, `vector` is the
+        query text's vector (made with the namespace's model): the node ranks semantically with it and embeds
+        nothing, which is how a namespace of an external model ranks a text in hybrid mode.
 
         Without a query (and vector): the newest k memories passing the filter, score 0. `where` filters on
         metadata equality, `since` (inclusive) / `until` (exclusive) on created_at. `prefix=True` searches

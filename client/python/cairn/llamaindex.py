@@ -14,6 +14,10 @@
   message), top `similarity_top_k`, limited to the session (`session_id`) when `session_scoped`; formatted one
   memory per line as `[role] text`. With `verify=True` the Recall asks for a proof and checks it, the session
   filter included (a filtered proof shows the hits are the top among exactly the session's memories).
+- `embed_model` (a LlamaIndex embedding model), for a namespace created for an external model
+  (`client.create_namespace(ns, model="...", dim=N)`): each stored message carries the model's embedding of its
+  text, and each Recall sends the query's embedding with its text (hybrid by default: BM25 over the text fused with
+  the vector's ranking; the node embeds nothing).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, List, Optional
 
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
@@ -46,6 +51,8 @@ class CairnMemoryBlock(BaseMemoryBlock[str]):
     verify: bool = Field(default=False, description="Verify each Recall's proof against the node's signed root.")
     template: str = Field(default="[{role}] {text}", description="How one recalled memory is shown.")
     source: str = Field(default="llamaindex", description="The `source` metadata entry of stored memories.")
+    embed_model: Optional[BaseEmbedding] = Field(
+        default=None, description="Your embedding model, for a namespace of an external model (see the module doc).")
 
     def model_post_init(self, __context: Any) -> None:
         if self.client is None and self.aclient is None:
@@ -68,6 +75,9 @@ class CairnMemoryBlock(BaseMemoryBlock[str]):
             if sid is not None:
                 meta["session_id"] = str(sid)
             items.append(NewMemory(text, meta))
+        if items and self.embed_model is not None:
+            vectors = await self.embed_model.aget_text_embedding_batch([m.text for m in items])
+            items = [NewMemory(m.text, m.metadata, vector=v) for m, v in zip(items, vectors)]
         if items:
             await self._call("remember", self.namespace, items)
 
@@ -84,7 +94,9 @@ class CairnMemoryBlock(BaseMemoryBlock[str]):
         scoped = self.session_scoped and session_id is not None
         try:
             where = {"session_id": str(session_id)} if scoped else None
-            hits = await self._call("recall", self.namespace, query, k=k, where=where, verify=self.verify)
+            vector = None if self.embed_model is None else await self.embed_model.aget_query_embedding(query)
+            hits = await self._call("recall", self.namespace, query, k=k, where=where, verify=self.verify,
+                                    vector=vector)
         except NotFound:  # nothing was ever stored in the namespace
             return ""
         lines = [self.template.format(role=h.metadata.get("role", "memory"), text=h.text, score=h.score, id=h.id)

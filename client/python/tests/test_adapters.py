@@ -259,6 +259,23 @@ async def test_llamaindex_block(node, ns):
         CairnMemoryBlock(namespace=ns)
 
 
+async def test_llamaindex_block_with_your_embedding_model(node, ns):
+    from llama_index.core.embeddings import MockEmbedding
+
+    with node.client() as c:
+        c.create_namespace(ns, model="mock-embed", dim=8)
+        block = CairnMemoryBlock(client=c, namespace=ns, similarity_top_k=1, verify=True,
+                                 embed_model=MockEmbedding(embed_dim=8))
+        await block.aput([ChatMessage(role="user", content="My dog is called Rex."),
+                          ChatMessage(role="user", content="I live in Oslo.")], session_id="s1")
+        assert all(len(m.text) > 0 for m in c.list(ns))
+        got = await block.aget([ChatMessage(role="user", content="Where do I live, Oslo?")], session_id="s1")
+        assert got == "[user] I live in Oslo."
+        # Without the model the same namespace still answers a text, lexically.
+        plain = CairnMemoryBlock(client=c, namespace=ns, similarity_top_k=1)
+        assert "Rex" in await plain.aget([ChatMessage(role="user", content="dog Rex")], session_id="s1")
+
+
 def test_remember_helpers_are_reexported():
     # the adapters build on the public types
     assert NewMemory("x").metadata == {}

@@ -411,5 +411,10 @@ def test_external_vectors(client, ns):
     assert lexical[0].id == res[9].id and lexical.verification.mode == "lexical"
     with pytest.raises(InvalidArgument):
         client.recall(ns, "south ledger", mode="semantic")
+    # The text with its vector: hybrid by default (BM25 over the text fused with the vector's ranking), proven.
+    both = client.recall(ns, "entry 9", vector=_vec(9), k=3, verify=True)
+    assert both[0].id == res[9].id and both.verification.mode == "hybrid"
+    with pytest.raises(InvalidArgument):
+        client.recall(ns, "entry 9", vector=[0.1] * 5)
     info = [n for n in client.namespaces() if n.namespace == ns]
     assert info and info[0].model == "external:acme-embed-v2/6" and info[0].memories == 12

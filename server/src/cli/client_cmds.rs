@@ -531,13 +531,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
             let ctx = proof_ctx(&cli.node, &ns, &proof, &client).await?;
-            let by_text = vector.is_none();
-            let query = query.unwrap_or_default();
+            let by_text = query.is_some();
             let sent = vector.clone();
-            let start = match vector {
-                Some(v) => client.recall_vector(&ns, v),
-                None => client.recall(&ns, query.clone()),
+            let start = match (vector, &query) {
+                (Some(v), Some(text)) => client.recall(&ns, text.clone()).text_vector(v),
+                (Some(v), None) => client.recall_vector(&ns, v),
+                (None, text) => client.recall(&ns, text.clone().unwrap_or_default()),
             };
+            let query = query.unwrap_or_default();
             let mut b = start.k(k).exact(exact).prefix(prefix).proof(ctx.is_some());
             for (key, value) in filters {
                 b = b.where_eq(key, value);

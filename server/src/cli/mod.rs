@@ -135,9 +135,16 @@ pub enum Command {
         /// (`CAIRN_MODEL_DIR`, `ORT_DYLIB_PATH`, or the provisioned defaults). Implies --verify.
         #[arg(long)]
         check_query: bool,
-        /// Query by this vector instead of a text (comma-separated; for a namespace of an external model, a
-        /// vector of that model).
-        #[arg(long, value_delimiter = ',', allow_hyphen_values = true, conflicts_with_all = ["query", "check_query"])]
+        /// Query by this vector (comma-separated; for a namespace of an external model, a vector of that model).
+        /// With a query text as well, it is that text's vector: the lexical ranking reads the text, the semantic
+        /// one this vector, and the node embeds nothing (how a text ranks in hybrid mode in a namespace of an
+        /// external model).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            allow_hyphen_values = true,
+            conflicts_with = "check_query"
+        )]
         vector: Option<Vec<f32>>,
         /// The query text.
         #[arg(required_unless_present = "vector")]

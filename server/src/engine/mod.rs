@@ -144,6 +144,10 @@ pub enum Query {
     Text(String),
     /// A vector made with the namespace's model.
     Vector(Vec<f32>),
+    /// A text with its vector, made by the caller with the namespace's model: the lexical ranking reads the
+    /// text, the semantic one the vector, and the node embeds nothing (how a namespace of an external model
+    /// ranks a text in hybrid mode).
+    TextWithVector(String, Vec<f32>),
 }
 
 /// Restrictions on Recall hits.

@@ -32,25 +32,30 @@ impl Engine {
         }
         let f = &opts.filter;
         let filtered = f.since.is_some() || f.until.is_some() || !f.metadata.is_empty();
-        let text = matches!(query, Some(Query::Text(_)));
-        // A namespace of an external model cannot embed a text: its text queries rank lexically.
+        let text = matches!(
+            query,
+            Some(Query::Text(_)) | Some(Query::TextWithVector(..))
+        );
+        // A namespace of an external model cannot embed a text: its text queries without a vector rank
+        // lexically.
+        let bare_text = matches!(query, Some(Query::Text(_)));
         let external = match opts.prefix {
             true => None,
             false => self.space(ns).ok().and_then(|s| s.external().cloned()),
         };
         let mode = match opts.mode {
             Some(m) => m,
-            None if text && external.is_some() => RecallMode::Lexical,
+            None if bare_text && external.is_some() => RecallMode::Lexical,
             // A filtered Recall without proof keeps the fast graph search; with one, the filtered proof ranks
             // in the node's default mode.
             None if text && !opts.prefix && (!filtered || opts.proof) => self.cfg.recall_mode,
             None => RecallMode::Semantic,
         };
-        if let (Some(m), true, false) = (&external, text, mode == RecallMode::Lexical) {
+        if let (Some(m), true, false) = (&external, bare_text, mode == RecallMode::Lexical) {
             return Err(NodeError::invalid(
                 "mode",
                 format!(
-                    "namespace {ns:?} holds vectors of the external model {}, which this node cannot embed: send query.vector (semantic) or use mode lexical",
+                    "namespace {ns:?} holds vectors of the external model {}, which this node cannot embed: send query.vector (semantic), the text with text_vector (semantic or hybrid), or use mode lexical",
                     m.label()
                 ),
             ));
@@ -163,13 +168,25 @@ impl Engine {
                     let Some(space) = spaces.into_iter().next() else {
                         return Err(NodeError::NotFound(format!("namespace {ns:?}")));
                     };
-                    return self.lexical(space, t, mode, opts).await;
+                    return self.lexical(space, t, None, mode, opts).await;
                 }
                 self.embedder
                     .embed(vec![t])
                     .await?
                     .pop()
                     .ok_or_else(|| NodeError::Task("no query vector".into()))?
+            }
+            Some(Query::TextWithVector(t, v)) => {
+                validate::text("query.text", &t, &self.cfg.limits)?;
+                let one = (!opts.prefix).then(|| spaces.first()).flatten();
+                let v = self.unit_query(one.map(|s| s.as_ref()), v)?;
+                if mode != RecallMode::Semantic {
+                    let Some(space) = spaces.into_iter().next() else {
+                        return Err(NodeError::NotFound(format!("namespace {ns:?}")));
+                    };
+                    return self.lexical(space, t, Some(v), mode, opts).await;
+                }
+                v
             }
             Some(Query::Vector(v)) => {
                 let one = (!opts.prefix).then(|| spaces.first()).flatten();
@@ -309,10 +326,12 @@ impl Engine {
 
     /// Lexical or hybrid Recall on a validated text query: the hits of the deterministic ranking over the
     /// committed state (docs/PROOFS.md), and with `opts.proof` its `CPX1` proof.
+    /// `vector`: the text's vector when the caller sent it (hybrid mode then embeds nothing).
     pub(super) async fn lexical(
         &self,
         space: Arc<Space>,
         text: String,
+        vector: Option<Vec<f32>>,
         mode: RecallMode,
         opts: RecallOpts,
     ) -> Result<(Vec<HitOut>, Option<Vec<u8>>), NodeError> {
@@ -324,16 +343,16 @@ impl Engine {
         .max(k);
         let points = space.stats().index_points;
         self.exact_allowed(opts.exact, points)?;
-        let vector = if mode == RecallMode::Hybrid {
-            Some(
+        let vector = match (mode, vector) {
+            (RecallMode::Hybrid, Some(v)) => Some(v),
+            (RecallMode::Hybrid, None) => Some(
                 self.embedder
                     .embed(vec![text.clone()])
                     .await?
                     .pop()
                     .ok_or_else(|| NodeError::Task("no query vector".into()))?,
-            )
-        } else {
-            None
+            ),
+            _ => None,
         };
         let exact = opts.exact || points <= self.cfg.exact_proof_limit;
         let pmode = if mode == RecallMode::Hybrid {
@@ -396,6 +415,11 @@ impl Engine {
                 (t, v)
             }
             Some(Query::Vector(v)) => (String::new(), Some(self.unit_query(Some(&space), v)?)),
+            Some(Query::TextWithVector(t, v)) => {
+                validate::text("query.text", &t, &self.cfg.limits)?;
+                let v = self.unit_query(Some(&space), v)?;
+                (t, (mode != RecallMode::Lexical).then_some(v))
+            }
             None => {
                 return Err(NodeError::invalid(
                     "query",

@@ -201,7 +201,7 @@ class Filter(_message.Message):
     def __init__(self, metadata: _Optional[_Mapping[str, str]] = ..., since: _Optional[int] = ..., until: _Optional[int] = ...) -> None: ...
 
 class RecallRequest(_message.Message):
-    __slots__ = ("namespace", "text", "vector", "k", "filter", "ef", "exact", "proof", "prefix", "mode", "depth")
+    __slots__ = ("namespace", "text", "vector", "k", "filter", "ef", "exact", "proof", "prefix", "mode", "depth", "text_vector")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,7 @@ class RecallRequest(_message.Message):
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    TEXT_VECTOR_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     text: str
     vector: Vector
@@ -224,7 +225,8 @@ class RecallRequest(_message.Message):
     prefix: bool
     mode: RecallMode
     depth: int
-    def __init__(self, namespace: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ef: _Optional[int] = ..., exact: _Optional[bool] = ..., proof: _Optional[bool] = ..., prefix: _Optional[bool] = ..., mode: _Optional[_Union[RecallMode, str]] = ..., depth: _Optional[int] = ...) -> None: ...
+    text_vector: Vector
+    def __init__(self, namespace: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ef: _Optional[int] = ..., exact: _Optional[bool] = ..., proof: _Optional[bool] = ..., prefix: _Optional[bool] = ..., mode: _Optional[_Union[RecallMode, str]] = ..., depth: _Optional[int] = ..., text_vector: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "text", "metadata", "created_at", "score", "record", "namespace", "key")
