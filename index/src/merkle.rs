@@ -169,7 +169,8 @@ impl Tree {
     }
 }
 
-fn check_indices(indices: &[u64], count: u64) -> Result<(), MerkleError> {
+/// Leaf indices must be non-empty, strictly increasing and below `count` (shared with [`crate::paged`]).
+pub(crate) fn check_indices(indices: &[u64], count: u64) -> Result<(), MerkleError> {
     if indices.is_empty() {
         return Err(MerkleError::Empty);
     }
@@ -196,10 +197,19 @@ pub fn verify(
 ) -> Result<(), MerkleError> {
     let mut lemma = lemmas.iter();
     let h = fold(count, leaves, &mut lemma)?;
-    if lemma.next().is_some() {
+    finish(root, &h, lemma)
+}
+
+/// The end of every multiproof check: every lemma consumed and the recomputed root equal to the committed one.
+pub(crate) fn finish(
+    root: &Hash,
+    got: &Hash,
+    mut rest: std::slice::Iter<'_, Hash>,
+) -> Result<(), MerkleError> {
+    if rest.next().is_some() {
         return Err(MerkleError::LemmaCount);
     }
-    if &h == root {
+    if got == root {
         Ok(())
     } else {
         Err(MerkleError::RootMismatch)

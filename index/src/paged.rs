@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::merkle::{fold, leaf_hash, Hash, MerkleError, Tree, EMPTY_ROOT};
+use crate::merkle::{check_indices, finish, fold, leaf_hash, Hash, MerkleError, Tree, EMPTY_ROOT};
 
 /// Leaves per graph page (the last page holds the rest).
 pub const GRAPH_PAGE: u64 = 1024;
@@ -200,7 +200,7 @@ impl FixedTree {
     /// The lemmas proving the leaves at `indices` (strictly increasing, in range): each touched page's lemmas
     /// in page order, then the top tree's, as [`verify_fixed`] consumes them. Call [`FixedTree::commit`] first.
     pub fn prove(&self, indices: &[u64]) -> Result<Vec<Hash>, MerkleError> {
-        check(indices, self.len())?;
+        check_indices(indices, self.len())?;
         let mut lemmas = Vec::new();
         let mut touched = Vec::new();
         for (p, local) in group_fixed(indices) {
@@ -210,19 +210,6 @@ impl FixedTree {
         }
         lemmas.extend(self.top.prove(&touched)?);
         Ok(lemmas)
-    }
-}
-
-fn check(indices: &[u64], count: u64) -> Result<(), MerkleError> {
-    if indices.is_empty() {
-        return Err(MerkleError::Empty);
-    }
-    if indices.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(MerkleError::Unordered);
-    }
-    match indices.last() {
-        Some(&last) if last >= count => Err(MerkleError::IndexOutOfRange { index: last, count }),
-        _ => Ok(()),
     }
 }
 
@@ -248,7 +235,7 @@ pub fn verify_fixed(
     lemmas: &[Hash],
 ) -> Result<(), MerkleError> {
     let indices: Vec<u64> = leaves.iter().map(|l| l.0).collect();
-    check(&indices, count)?;
+    check_indices(&indices, count)?;
     let mut lemma = lemmas.iter();
     let mut tops: Vec<(u64, Hash)> = Vec::new();
     let mut at = 0usize;
@@ -265,14 +252,7 @@ pub fn verify_fixed(
     }
     let pages = count.div_ceil(GRAPH_PAGE);
     let h = fold(pages, &tops, &mut lemma)?;
-    if lemma.next().is_some() {
-        return Err(MerkleError::LemmaCount);
-    }
-    if &h == root {
-        Ok(())
-    } else {
-        Err(MerkleError::RootMismatch)
-    }
+    finish(root, &h, lemma)
 }
 
 /// Checks graph leaves against a root record's graph tree: paged ([`verify_fixed`]) for version-3 roots, one
@@ -517,7 +497,7 @@ impl ChunkedTree {
     /// touched page's lemmas in page order, then the top tree's, as [`verify_chunked`] consumes them. Call
     /// [`ChunkedTree::commit`] first.
     pub fn prove(&self, positions: &[u64]) -> Result<(Vec<PageRef>, Vec<Hash>), MerkleError> {
-        check(positions, self.len)?;
+        check_indices(positions, self.len)?;
         let mut refs: Vec<PageRef> = Vec::new();
         let mut locals: Vec<Vec<u64>> = Vec::new();
         for &pos in positions {
@@ -561,7 +541,7 @@ pub fn verify_chunked(
     lemmas: &[Hash],
 ) -> Result<(), PagedError> {
     let positions: Vec<u64> = leaves.iter().map(|l| l.0).collect();
-    check(&positions, count)?;
+    check_indices(&positions, count)?;
     let bad = |why| Err(PagedError::Pages(why));
     if refs.is_empty() || u64::from(pages) > count {
         return bad("page count");
@@ -619,14 +599,7 @@ pub fn verify_chunked(
         return bad("a leaf outside every page");
     }
     let top = fold(u64::from(pages), &tops, &mut lemma)?;
-    if lemma.next().is_some() {
-        return Err(MerkleError::LemmaCount.into());
-    }
-    if &time_root(pages, &top) == root {
-        Ok(())
-    } else {
-        Err(MerkleError::RootMismatch.into())
-    }
+    Ok(finish(root, &time_root(pages, &top), lemma)?)
 }
 
 #[cfg(test)]

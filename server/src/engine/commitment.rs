@@ -1772,6 +1772,40 @@ mod hybrid_tests {
         }
     }
 
+    /// A root that is not version 3 never counts as current, even when its trees' roots happen to equal the
+    /// paged ones (an empty namespace, or up to a page of graph nodes): the node then signs a version-3 root, so
+    /// its proofs (`CPT2`) always go with a root that expects them. A replica refuses such a root outright.
+    #[test]
+    fn older_root_versions_are_never_current_and_replicas_refuse_them() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let (_, _, mut c) = built(30, &key);
+        assert!(c.root_is_current());
+        let mut rec = c.root().expect("root").record.clone();
+        rec.version = cairn_index::root::ROOT_VERSION_2;
+        let old = SignedRoot::sign(rec, &key);
+        c.set_root(old.clone());
+        assert!(!c.graph_is_current() && !c.root_is_current());
+        // An empty namespace: both formats give the same (zero) roots; only the version tells them apart.
+        let mut empty = Commitment::default();
+        let params = CommitParams {
+            m: 8,
+            dim: 16,
+            model: [5; 32],
+        };
+        let mut rec = empty.next_root("ns", &params, &key, 1).record;
+        empty.set_root(SignedRoot::sign(rec.clone(), &key));
+        assert!(empty.graph_is_current());
+        rec.version = cairn_index::root::ROOT_VERSION_2;
+        empty.set_root(SignedRoot::sign(rec, &key));
+        assert!(!empty.graph_is_current());
+        let mut replica = Commitment::default();
+        let nodes = c.export(&(0..c.len() as u32).collect::<Vec<_>>());
+        let err = replica
+            .apply_replica(nodes, old, true)
+            .expect_err("a version-2 root is refused");
+        assert!(err.0.contains("upgrade the owner"), "{err}");
+    }
+
     #[test]
     fn an_index_that_hides_a_memory_does_not_reproduce_the_root() {
         let key = SigningKey::from_bytes(&[1; 32]);

@@ -85,6 +85,17 @@ def verify_multiproof(n: int, root: bytes, leaves: list[tuple[int, bytes]], lemm
         raise VerifyError("multiproof: does not rebuild the root")
 
 
+def check_positions(n: int, leaves: list[tuple[int, bytes]]) -> None:
+    """Claimed leaf indices must be strictly increasing and below the leaf count n."""
+    prev = -1
+    for j, _ in leaves:
+        if j <= prev:
+            raise VerifyError("multiproof: leaf indices not strictly increasing")
+        if j >= n:
+            raise VerifyError(f"multiproof: leaf index {j} out of range (tree has {n} leaves)")
+        prev = j
+
+
 def fold(n: int, leaves: list[tuple[int, bytes]], lemmas: list[bytes], li: int) -> tuple[bytes, int]:
     """The root that `leaves` (non-empty, strictly increasing indices, each < n)
     imply in an n-leaf tree, taking lemmas from `lemmas[li:]` in the document's
@@ -92,15 +103,8 @@ def fold(n: int, leaves: list[tuple[int, bytes]], lemmas: list[bytes], li: int) 
     several trees from one lemma list. Raises VerifyError."""
     if not leaves:
         raise VerifyError("multiproof: no leaves")
-    prev = -1
-    pending: dict[int, bytes] = {}
-    for j, h in leaves:
-        if j <= prev:
-            raise VerifyError("multiproof: leaf indices not strictly increasing")
-        if j >= n:
-            raise VerifyError(f"multiproof: leaf index {j} out of range (tree has {n} leaves)")
-        prev = j
-        pending[n - 1 + j] = h
+    check_positions(n, leaves)
+    pending: dict[int, bytes] = {n - 1 + j: h for j, h in leaves}
     heap = [-p for p in pending]
     heapq.heapify(heap)
     nl = len(lemmas)

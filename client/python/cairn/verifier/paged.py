@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import VerifyError
-from .merkle import EMPTY_ROOT, fold, leaf_hash, make_multiproof, tree_root, verify_multiproof
+from .merkle import (EMPTY_ROOT, check_positions, fold, leaf_hash, make_multiproof, tree_root,
+                     verify_multiproof)
 from .wire import Reader, u32be, u64be
 
 GRAPH_PAGE = 1024
@@ -63,13 +64,7 @@ def verify_fixed(n: int, root: bytes, leaves: list[tuple[int, bytes]], lemmas: l
     verify_multiproof (callers decide)."""
     if not leaves:
         return
-    prev = -1
-    for j, _ in leaves:
-        if j <= prev:
-            raise VerifyError("multiproof: leaf indices not strictly increasing")
-        if j >= n:
-            raise VerifyError(f"multiproof: leaf index {j} out of range (tree has {n} leaves)")
-        prev = j
+    check_positions(n, leaves)
     groups: list[tuple[int, list[tuple[int, bytes]]]] = []
     for j, h in leaves:
         p = j // GRAPH_PAGE
@@ -103,13 +98,7 @@ def verify_chunked(n: int, pages: int, root: bytes, refs: list[PageRef], leaves:
     page descriptors (the checks of cairn_index::paged::verify_chunked)."""
     if not leaves:
         return
-    prev = -1
-    for j, _ in leaves:
-        if j <= prev:
-            raise VerifyError("multiproof: leaf indices not strictly increasing")
-        if j >= n:
-            raise VerifyError(f"multiproof: leaf index {j} out of range (tree has {n} leaves)")
-        prev = j
+    check_positions(n, leaves)
     if not refs or pages > n:
         raise VerifyError("bad page descriptor: page count")
     for i, r in enumerate(refs):
