@@ -10,7 +10,7 @@ use crate::merkle::Hash;
 pub const QUANTISER_INT8_127: u8 = 1;
 /// Distance code in root records: `d(q, v) = −Σ qᵢ·vᵢ` over the int8 vectors (smaller is closer).
 pub const DISTANCE_NEG_DOT_I32: u8 = 1;
-/// Most layers a node can have (hnsw_rs caps at 16).
+/// Most layers a node can have (the graph levels of [`crate::hnsw`] stay below it).
 pub const MAX_LEVEL: u8 = 16;
 /// Longest neighbour list accepted per layer.
 pub const MAX_NEIGHBOURS: usize = 512;

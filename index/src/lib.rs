@@ -11,6 +11,7 @@
 //! - [`merkle`]: the domain-separated complete binary Merkle tree and its range-checked multiproofs.
 //! - [`root`]: signed, hash-chained root records.
 //! - [`grants`]: owner-signed grant sets: which peers may fetch a namespace.
+//! - [`hnsw`]: the HNSW graph an owner builds and serves from (int8 codes, deterministic, reports what changed).
 //! - [`search`]: the deterministic integer HNSW search that recall proofs replay.
 //! - [`proof`]: proof wire formats and the verifiers for Get, List and Recall.
 //! - [`lexical`]: the deterministic tokenizer, term leaves, fixed-point BM25 and rank fusion.
@@ -42,6 +43,7 @@
 pub mod commit;
 pub mod filtered;
 pub mod grants;
+pub mod hnsw;
 pub mod hybrid;
 pub mod id;
 pub mod lexical;

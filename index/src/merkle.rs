@@ -70,7 +70,13 @@ pub enum MerkleError {
     /// Nothing to prove.
     #[error("empty proof")]
     Empty,
+    /// A leaf count no tree can have: its node positions (2·count − 1) would not fit in 64 bits.
+    #[error("leaf count {0} is too large for a tree")]
+    TooManyLeaves(u64),
 }
+
+/// The most leaves a tree may claim (2⁶²): node positions `count − 1 + index` then always fit in a u64.
+pub const MAX_LEAVES: u64 = 1 << 62;
 
 fn sibling(i: u64) -> u64 {
     ((i + 1) ^ 1) - 1
@@ -171,6 +177,9 @@ impl Tree {
 
 /// Leaf indices must be non-empty, strictly increasing and below `count` (shared with [`crate::paged`]).
 pub(crate) fn check_indices(indices: &[u64], count: u64) -> Result<(), MerkleError> {
+    if count > MAX_LEAVES {
+        return Err(MerkleError::TooManyLeaves(count));
+    }
     if indices.is_empty() {
         return Err(MerkleError::Empty);
     }
@@ -254,6 +263,17 @@ pub fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A claimed leaf count near 2⁶⁴ (found by mutating a filtered proof's count) is an error, not an overflow.
+    #[test]
+    fn huge_leaf_counts_are_refused_without_overflow() {
+        for count in [u64::MAX, MAX_LEAVES + 1, 1 << 63] {
+            let leaves = [(count - 1, [1u8; 32])];
+            let r = fold(count, &leaves, &mut [[0u8; 32]; 70].iter());
+            assert_eq!(r, Err(MerkleError::TooManyLeaves(count)));
+            assert!(verify(&[0; 32], count, &leaves, &[]).is_err());
+        }
+    }
 
     /// Updating leaves in place equals building the tree again, for every size and any set of changed leaves.
     #[test]

@@ -1,16 +1,17 @@
-//! The serving vector index of one namespace: an hnsw_rs graph over the int8 codes of unit vectors (the same
-//! quantisation the proofs commit, [`cairn_index::commit::quantise`]) with the proofs' dot-product distance,
-//! plus saving it to and restoring it from the data dir so a restart does not rebuild (or re-embed) anything.
-//! The graph keeps no f32 vector: one byte per component instead of four.
+//! The serving vector index of one namespace: Cairn's HNSW graph ([`cairn_index::hnsw`]) over the int8 codes of
+//! unit vectors (the same quantisation the proofs commit, [`cairn_index::commit::quantise`]) with the proofs'
+//! integer distance, plus saving it to and restoring it from the data dir so a restart does not rebuild (or
+//! re-embed) anything. The graph keeps no f32 vector: one byte per component instead of four.
 //!
 //! The graph is a cache of the durable state in redb: a dump records how many points it covers, and points
 //! written after the last dump are re-inserted from redb on start-up. A missing, stale or damaged dump only
-//! costs a rebuild.
+//! costs a rebuild (which gives the same graph: inserts are deterministic).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_index::commit::quantise;
-use hnsw_rs::prelude::*;
+use cairn_index::hnsw::{Hnsw, HnswConfig, HnswError};
 use serde::{Deserialize, Serialize};
 
 /// HNSW parameters (all configurable on `cairn serve`).
@@ -24,32 +25,35 @@ pub struct HnswParams {
     pub dim: usize,
 }
 
-/// Most HNSW layers.
-const MAX_LAYERS: usize = 16;
+impl HnswParams {
+    fn config(&self) -> HnswConfig {
+        HnswConfig {
+            m: self.m,
+            ef_construction: self.ef_construction,
+            dim: self.dim,
+        }
+    }
+}
 
-/// The layout of the vectors a dump holds; a dump in any other layout (an older node's f32 vectors) is rebuilt.
-const CODES: &str = "int8-127";
+/// The layout of a dump; a dump in any other (hnsw_rs's files of older nodes) is rebuilt.
+const CODES: &str = "cairn-hnsw-1";
+
+/// The file of a dump that holds the graph ([`Hnsw::write_to`]).
+const GRAPH_FILE: &str = "graph.bin";
 
 /// `127²`: the dot product of a unit vector's int8 code with itself, up to rounding.
 const UNIT: f32 = 127.0 * 127.0;
 
-/// hnsw_rs distance over int8 codes: `1 − a·b / 127²` (1 − cosine, as hnsw_rs's `DistDot` gives for f32),
-/// clamped at 0. It orders points as the proofs' [`cairn_index::commit::distance`] does (the clamp only ties
-/// points closer than a code's rounded self-product), so the serving search and the proven search compare the
-/// same numbers.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CodeDot;
-
-impl Distance<i8> for CodeDot {
-    fn eval(&self, va: &[i8], vb: &[i8]) -> f32 {
-        let dot = -cairn_index::commit::distance(va, vb);
-        (1.0 - dot as f32 / UNIT).max(0.0)
-    }
+/// A hit's distance as the serving search reports it: `1 − a·b / 127²` (1 − cosine of the codes), clamped at 0.
+fn code_distance(proof_distance: i32) -> f32 {
+    (1.0 + proof_distance as f32 / UNIT).max(0.0)
 }
 
-/// An HNSW graph whose data ids are the namespace's point numbers.
+/// An HNSW graph whose point numbers are the namespace's point numbers.
 pub struct Ann {
-    hnsw: Hnsw<'static, i8, CodeDot>,
+    graph: RwLock<Hnsw>,
+    /// Points whose lists changed since the last [`Ann::take_changed`].
+    changed: Mutex<Vec<u32>>,
     params: HnswParams,
 }
 
@@ -61,7 +65,7 @@ struct DumpMeta {
     /// reused: after a compaction renumbers the rows, an older dump would map points to the wrong memories.
     #[serde(default)]
     rows: Option<String>,
-    /// The vector layout ([`CODES`]); absent in dumps of f32 graphs, which are rebuilt.
+    /// The dump's layout ([`CODES`]); other layouts are rebuilt.
     #[serde(default)]
     codes: Option<String>,
 }
@@ -82,7 +86,7 @@ pub struct NodeLinks {
     pub point: usize,
     /// Top layer.
     pub level: u8,
-    /// Neighbour point numbers per layer 0..=level, in hnsw_rs order (nearest first).
+    /// Neighbour point numbers per layer 0..=level, nearest first (ties by number).
     pub lists: Vec<Vec<u32>>,
 }
 
@@ -94,23 +98,36 @@ pub struct DumpError {
     reason: String,
 }
 
+/// A vector the graph cannot take (another dimension, or a point number out of order: a bug in the caller).
+#[derive(Debug, thiserror::Error)]
+#[error("HNSW insert refused: {0}")]
+pub struct InsertError(#[from] HnswError);
+
 impl Ann {
-    /// An empty graph.
+    /// An empty graph with room for `capacity` points.
     pub fn new(params: HnswParams, capacity: usize) -> Self {
-        let m = params.m.clamp(2, 256);
-        let hnsw = Hnsw::new(
-            m,
-            capacity.max(1024),
-            MAX_LAYERS,
-            params.ef_construction.max(m),
-            CodeDot,
-        );
-        Ann { hnsw, params }
+        let mut graph = Hnsw::new(params.config());
+        graph.reserve(capacity);
+        Ann {
+            graph: RwLock::new(graph),
+            changed: Mutex::new(Vec::new()),
+            params,
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Hnsw> {
+        // A panic while inserting cannot leave the graph half-linked in a way searches trip over (lists only
+        // ever name existing points), so a poisoned lock is still read.
+        self.graph.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Hnsw> {
+        self.graph.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Points in the graph.
     pub fn len(&self) -> usize {
-        self.hnsw.get_nb_point()
+        self.read().len()
     }
 
     /// True when the graph has no points.
@@ -118,16 +135,29 @@ impl Ann {
         self.len() == 0
     }
 
-    /// Adds a unit vector as point `point` (kept as its int8 code).
-    pub fn insert(&self, vector: &[f32], point: usize) {
-        self.hnsw.insert_slice((&quantise(vector), point));
+    /// Adds a unit vector as point `point` (the next number; kept as its int8 code). The points whose lists
+    /// changed are remembered for [`Ann::take_changed`].
+    pub fn insert(&self, vector: &[f32], point: usize) -> Result<(), InsertError> {
+        let changed = self.write().insert(&quantise(vector), point)?;
+        self.changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(changed);
+        Ok(())
+    }
+
+    /// The points whose level or lists changed since the last call (new points included), ascending: what the
+    /// commitment must re-read after inserts, without walking the graph.
+    pub fn take_changed(&self) -> Vec<u32> {
+        let mut c = std::mem::take(&mut *self.changed.lock().unwrap_or_else(|e| e.into_inner()));
+        c.sort_unstable();
+        c.dedup();
+        c
     }
 
     /// Approximate nearest points to a unit query vector that pass `keep` (every point when None), nearest
-    /// first, as (point, distance = 1 − cosine of the int8 codes).
-    ///
-    /// A filtered search costs far more: hnsw_rs then gives up its early stop and walks every candidate it
-    /// queued, so callers without a filter pass None and drop what they do not want afterwards.
+    /// first, as (point, distance = 1 − cosine of the int8 codes). Points `keep` refuses are walked through
+    /// but not returned.
     pub fn search(
         &self,
         query: &[f32],
@@ -135,70 +165,56 @@ impl Ann {
         ef: usize,
         keep: Option<&dyn Fn(usize) -> bool>,
     ) -> Vec<(usize, f32)> {
-        if self.is_empty() || k == 0 {
-            return Vec::new();
-        }
         let q = quantise(query);
+        let g = self.read();
         let found = match keep {
             Some(keep) => {
-                let filter = |id: &usize| keep(*id);
-                self.hnsw.search_filter(&q, k, ef.max(k), Some(&filter))
+                let filter = |p: u32| keep(p as usize);
+                g.search(&q, k, ef.max(k), Some(&filter))
             }
-            None => self.hnsw.search(&q, k, ef.max(k)),
+            None => g.search(&q, k, ef.max(k), None),
         };
-        found.into_iter().map(|n| (n.d_id, n.distance)).collect()
+        found
+            .into_iter()
+            .map(|(p, d)| (p as usize, code_distance(d)))
+            .collect()
     }
 
-    /// The entry point (point number) and its level, as hnsw_rs searches from it: the first point that reached
-    /// the top layer.
+    /// The entry point (point number) and its level.
     pub fn entry(&self) -> Option<(usize, u8)> {
-        if self.is_empty() {
-            return None;
-        }
-        let top = self.hnsw.get_max_level_observed();
-        let pi = self.hnsw.get_point_indexation();
-        pi.get_layer_iterator(top as usize)
-            .next()
-            .map(|p| (p.get_origin_id(), top))
+        self.read().entry().map(|(p, l)| (p as usize, l))
     }
 
     /// The level and neighbour lists (layers 0..=level, as point numbers) of every point `wanted` accepts.
-    /// Points are read layer by layer; the caller serialises this with inserts.
     pub fn links(&self, wanted: &dyn Fn(usize) -> bool) -> Vec<NodeLinks> {
-        let mut out = Vec::new();
-        if self.is_empty() {
-            return out;
-        }
-        let pi = self.hnsw.get_point_indexation();
-        for layer in 0..=self.hnsw.get_max_level_observed() {
-            for p in pi.get_layer_iterator(layer as usize) {
-                let point = p.get_origin_id();
-                if !wanted(point) {
-                    continue;
-                }
-                let level = p.get_point_id().0;
-                let lists = p
-                    .get_neighborhood_id()
-                    .into_iter()
-                    .take(level as usize + 1)
-                    .map(|l| l.into_iter().map(|n| n.d_id as u32).collect())
-                    .collect::<Vec<Vec<u32>>>();
-                let mut lists = lists;
-                lists.resize(level as usize + 1, Vec::new());
-                out.push(NodeLinks {
-                    point,
-                    level,
-                    lists,
-                });
-            }
-        }
-        out
+        let g = self.read();
+        (0..g.len() as u32)
+            .filter(|&p| wanted(p as usize))
+            .filter_map(|p| Self::node_links(&g, p))
+            .collect()
+    }
+
+    /// The level and neighbour lists of the given points (unknown points are skipped).
+    pub fn links_of(&self, points: &[u32]) -> Vec<NodeLinks> {
+        let g = self.read();
+        points
+            .iter()
+            .filter_map(|&p| Self::node_links(&g, p))
+            .collect()
+    }
+
+    fn node_links(g: &Hnsw, p: u32) -> Option<NodeLinks> {
+        g.links(p).map(|l| NodeLinks {
+            point: p as usize,
+            level: l.level,
+            lists: l.lists,
+        })
     }
 
     /// Writes the graph to `dir` atomically (fresh directory, fsync, rename over the old one), bound to the
     /// fingerprint of the rows it indexes.
-    /// The vectors of points for which `dead` is true (forgotten memories) are zeroed in the written dump, so
-    /// a forgotten vector never reaches the disk through it; the reloaded graph then holds zero vectors there.
+    /// The codes of points for which `dead` is true (forgotten memories) are written as zeros, so a forgotten
+    /// vector never reaches the disk through the dump; the reloaded graph then holds zero codes there.
     pub fn save(
         &self,
         dir: &Path,
@@ -224,32 +240,34 @@ impl Ann {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&tmp).map_err(|e| err(e.to_string()))?;
-        let written = self
-            .hnsw
-            .file_dump(&tmp, "index")
-            .map_err(|e| err(e.to_string()))?;
-        if written != "index" {
-            return Err(err(format!("hnsw_rs wrote basename {written}")));
-        }
-        zero_dead_vectors(&tmp.join("index.hnsw.data"), dead).map_err(|e| {
-            // Without the zeroing, an older dump may still hold vectors forgotten since: drop it too.
-            let _ = std::fs::remove_dir_all(&tmp);
-            let _ = std::fs::remove_dir_all(dir);
-            err(format!("zeroing forgotten vectors: {e}"))
-        })?;
+        let written = (|| -> Result<usize, String> {
+            let file = std::fs::File::create(tmp.join(GRAPH_FILE)).map_err(|e| e.to_string())?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            let g = self.read();
+            g.write_to(&mut w, &|p| dead(p as usize))
+                .map_err(|e| e.to_string())?;
+            let file = w.into_inner().map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| e.to_string())?;
+            Ok(g.len())
+        })();
+        let points = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(err(e));
+            }
+        };
         let meta = DumpMeta {
-            points: self.len(),
+            points,
             params: self.params,
             rows: Some(rows),
             codes: Some(CODES.into()),
         };
         let meta_bytes = serde_json::to_vec(&meta).map_err(|e| err(e.to_string()))?;
         std::fs::write(tmp.join("meta.json"), meta_bytes).map_err(|e| err(e.to_string()))?;
-        for f in ["index.hnsw.graph", "index.hnsw.data", "meta.json"] {
-            std::fs::File::open(tmp.join(f))
-                .and_then(|f| f.sync_all())
-                .map_err(|e| err(e.to_string()))?;
-        }
+        std::fs::File::open(tmp.join("meta.json"))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| err(e.to_string()))?;
         let trash = parent.join(format!("trash-{}", rand::random::<u64>()));
         if dir.exists() {
             std::fs::rename(dir, &trash).map_err(|e| err(e.to_string()))?;
@@ -270,81 +288,39 @@ impl Ann {
             return None;
         }
         if meta.codes.as_deref() != Some(CODES) {
-            tracing::info!(dir = %dir.display(), "HNSW index saved with f32 vectors by an older node; rebuilding it with int8 codes");
+            tracing::info!(dir = %dir.display(), "HNSW index saved by an older node in another layout; rebuilding it");
             return None;
         }
-        let dir = dir.to_owned();
-        let loaded = std::panic::catch_unwind(move || {
-            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, "index")));
-            io.load_hnsw::<i8, CodeDot>().ok()
-        });
-        match loaded {
-            Ok(Some(hnsw)) if hnsw.get_nb_point() == meta.points => {
-                Some((Ann { hnsw, params }, meta.rows.unwrap_or_default()))
+        let file = std::fs::File::open(dir.join(GRAPH_FILE)).ok()?;
+        // A damaged meta must not size the reader's allocations: the file holds at least a level byte, a code
+        // and a list length per point.
+        let least = (meta.points as u64).saturating_mul(params.dim as u64 + 3);
+        if file.metadata().ok()?.len() < least {
+            tracing::warn!("HNSW dump shorter than its meta says; rebuilding the index");
+            return None;
+        }
+        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        match Hnsw::read_from(&mut r, params.config(), meta.points) {
+            Ok(graph) if graph.len() == meta.points => Some((
+                Ann {
+                    graph: RwLock::new(graph),
+                    changed: Mutex::new(Vec::new()),
+                    params,
+                },
+                meta.rows.unwrap_or_default(),
+            )),
+            Ok(_) => {
+                tracing::warn!(
+                    "HNSW dump holds another point count than its meta; rebuilding the index"
+                );
+                None
             }
-            _ => {
-                tracing::warn!("HNSW dump unreadable or inconsistent; rebuilding the index");
+            Err(e) => {
+                tracing::warn!(error = %e, "HNSW dump unreadable; rebuilding the index");
                 None
             }
         }
     }
-}
-
-/// Tag hnsw_rs writes at the head of its data file and before each point's vector.
-const DATA_MAGIC: u32 = 0xa67f_0000;
-
-/// Overwrites with zeros, in an hnsw_rs data file (`u32 magic, u64 dim` then per point `u32 magic, u64 id,
-/// u64 len, len bytes`, native endian), the vectors of the points for which `dead` is true. Checks every
-/// record's framing and fails on anything unexpected rather than guess. Returns how many were zeroed.
-fn zero_dead_vectors(path: &Path, dead: &dyn Fn(usize) -> bool) -> std::io::Result<usize> {
-    use std::io::{Error, ErrorKind, Read, Seek, SeekFrom, Write};
-    let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("hnsw data file: {what}"));
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let size = f.metadata()?.len();
-    let mut r = std::io::BufReader::new(&mut f);
-    let mut u32b = [0u8; 4];
-    let mut u64b = [0u8; 8];
-    r.read_exact(&mut u32b)?;
-    if u32::from_ne_bytes(u32b) != DATA_MAGIC {
-        return Err(bad("header magic"));
-    }
-    r.read_exact(&mut u64b)?;
-    let mut at: u64 = 12;
-    let mut spots = Vec::new();
-    while at < size {
-        r.read_exact(&mut u32b)?;
-        if u32::from_ne_bytes(u32b) != DATA_MAGIC {
-            return Err(bad("point magic"));
-        }
-        r.read_exact(&mut u64b)?;
-        let id = u64::from_ne_bytes(u64b);
-        r.read_exact(&mut u64b)?;
-        let len = u64::from_ne_bytes(u64b);
-        at = at
-            .checked_add(20)
-            .and_then(|a| a.checked_add(len))
-            .filter(|&a| a <= size)
-            .ok_or_else(|| bad("point length"))?;
-        if usize::try_from(id).is_ok_and(dead) {
-            spots.push((at - len, len));
-        }
-        r.seek_relative(len as i64)?;
-    }
-    drop(r);
-    let zeros = vec![0u8; 64 * 1024];
-    for &(off, len) in &spots {
-        f.seek(SeekFrom::Start(off))?;
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            f.write_all(&zeros[..n])?;
-            left -= n as u64;
-        }
-    }
-    Ok(spots.len())
 }
 
 /// Sweeps leftovers of interrupted saves in `parent`.
@@ -397,26 +373,25 @@ mod tests {
     fn built(vs: &[Vec<f32>]) -> Ann {
         let ann = Ann::new(params(), vs.len());
         for (i, v) in vs.iter().enumerate() {
-            ann.insert(v, i);
+            ann.insert(v, i).expect("insert");
         }
         ann
     }
 
-    /// The distance orders exactly as the proofs' integer distance does (so serving and proven search agree
-    /// on every comparison), and is about 0 for a code against itself.
+    /// The reported distance orders as the proofs' integer distance does and is about 0 for a code against
+    /// itself.
     #[test]
-    fn code_distance_orders_as_the_proof_distance() {
-        let vs = vectors(60, 3);
-        let codes: Vec<Vec<i8>> = vs.iter().map(|v| quantise(v)).collect();
+    fn reported_distance_orders_as_the_proof_distance() {
+        let codes: Vec<Vec<i8>> = vectors(60, 3).iter().map(|v| quantise(v)).collect();
         for a in &codes {
-            // A code's norm is 127 up to rounding, so its distance to itself is about 0.
-            assert!(CodeDot.eval(a, a) < 0.02);
+            assert!(code_distance(cairn_index::commit::distance(a, a)) < 0.02);
             for b in &codes {
                 for c in &codes {
-                    let proof =
-                        cairn_index::commit::distance(a, b) < cairn_index::commit::distance(a, c);
-                    let here = CodeDot.eval(a, b) < CodeDot.eval(a, c);
-                    assert!(!proof || here || CodeDot.eval(a, b) == 0.0);
+                    let (db, dc) = (
+                        cairn_index::commit::distance(a, b),
+                        cairn_index::commit::distance(a, c),
+                    );
+                    assert!(db >= dc || code_distance(db) <= code_distance(dc));
                 }
             }
         }
@@ -452,7 +427,8 @@ mod tests {
     }
 
     /// A dump holds one byte per component (no f32 vector reaches the disk or comes back into memory), reloads
-    /// to the same answers, and a dump written in the older f32 layout is not reused.
+    /// to the same graph and answers, and a dump in another layout (hnsw_rs's, written by older nodes) is not
+    /// reused.
     #[test]
     fn dumps_hold_int8_codes_and_older_layouts_are_rebuilt() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -460,21 +436,54 @@ mod tests {
         let vs = vectors(500, 5);
         let ann = built(&vs);
         ann.save(&dir, "fp".into(), &|_| false).expect("save");
-        let data = std::fs::metadata(dir.join("index.hnsw.data"))
-            .expect("data file")
+        let data = std::fs::metadata(dir.join(GRAPH_FILE))
+            .expect("graph file")
             .len();
-        assert_eq!(data, 12 + 500 * (20 + DIM as u64));
+        // Header, levels, codes, lists (2 + 4 per link), digest: well under 4 bytes per component.
+        assert!(data < 500 * (DIM as u64 * 4), "{data} bytes");
         let (back, fp) = Ann::load(&dir, params()).expect("reload");
         assert_eq!(fp, "fp");
         assert_eq!(back.len(), 500);
+        assert_eq!(back.links(&|_| true), ann.links(&|_| true));
         for q in vectors(5, 77) {
             assert_eq!(back.search(&q, 10, 64, None), ann.search(&q, 10, 64, None));
         }
-        // The same dump without the layout tag, as nodes before int8 codes wrote it: rebuilt, not reused.
+        // The same dump tagged with hnsw_rs's layout, as older nodes wrote it: rebuilt, not reused.
         let meta = std::fs::read_to_string(dir.join("meta.json")).expect("meta");
         let mut v: serde_json::Value = serde_json::from_str(&meta).expect("json");
-        v.as_object_mut().expect("object").remove("codes");
+        v["codes"] = serde_json::Value::String("int8-127".into());
         std::fs::write(dir.join("meta.json"), v.to_string()).expect("write meta");
+        assert!(Ann::load(&dir, params()).is_none());
+    }
+
+    /// Inserts report exactly the points the commitment must re-read, and a damaged dump is rebuilt, not used.
+    #[test]
+    fn changed_points_are_reported_and_damaged_dumps_refused() {
+        let vs = vectors(300, 17);
+        let ann = built(&vs[..299]);
+        let _ = ann.take_changed();
+        let before = ann.links(&|_| true);
+        ann.insert(&vs[299], 299).expect("insert");
+        let changed = ann.take_changed();
+        let after = ann.links(&|_| true);
+        let mut differs: Vec<u32> = before
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.point as u32)
+            .collect();
+        differs.push(299);
+        assert_eq!(changed, differs);
+        assert!(ann.take_changed().is_empty());
+        assert!(ann.insert(&vs[0], 7).is_err());
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("hnsw");
+        ann.save(&dir, "fp".into(), &|_| false).expect("save");
+        let path = dir.join(GRAPH_FILE);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&path, bytes).expect("write");
         assert!(Ann::load(&dir, params()).is_none());
     }
 
@@ -486,11 +495,9 @@ mod tests {
         let vs = vectors(50, 9);
         let ann = built(&vs);
         ann.save(&dir, "fp".into(), &|p| p == 7).expect("save");
-        let bytes = std::fs::read(dir.join("index.hnsw.data")).expect("data");
-        let code7 = quantise(&vs[7]);
-        assert!(!bytes
-            .windows(DIM)
-            .any(|w| w == code7.iter().map(|&c| c as u8).collect::<Vec<_>>()));
+        let bytes = std::fs::read(dir.join(GRAPH_FILE)).expect("data");
+        let code7: Vec<u8> = quantise(&vs[7]).iter().map(|&c| c as u8).collect();
+        assert!(!bytes.windows(DIM).any(|w| w == code7));
         let code8: Vec<u8> = quantise(&vs[8]).iter().map(|&c| c as u8).collect();
         assert!(bytes.windows(DIM).any(|w| w == code8));
     }

@@ -46,9 +46,7 @@ fn main() -> ExitCode {
         }
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,ort=warn,iroh=warn,iroh_blobs=warn,hnsw_rs=warn,rmcp=warn",
-        )
+        tracing_subscriber::EnvFilter::new("info,ort=warn,iroh=warn,iroh_blobs=warn,rmcp=warn")
     });
     let otlp = match &cli.command {
         Command::Serve(a) => match a.otlp_endpoint.as_deref().map(cairn_server::otlp::provider) {

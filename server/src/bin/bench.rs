@@ -10,6 +10,8 @@
 //!   namespace), without and with verified proofs, and Recall latency.
 //! - `scale`: growth curves with caller vectors (no embedding): one-item commit latency, vector Recall latency
 //!   and recall@10 against exact f32 search, proof size and verify time, node RSS, at growing sizes.
+//! - `graph`: the HNSW graph alone, in process: insert rate and cost, points relinked per insert, search latency
+//!   and recall@10, heap bytes per point, at growing sizes (up to millions of points without a node).
 //! - `trees`: the commitment trees' work per one-item write, in process: root version 3's paged trees against
 //!   rebuilding whole CBMTs as version 2 did, at growing sizes (up to millions of leaves without a node).
 
@@ -156,6 +158,30 @@ enum Cmd {
         /// Search breadth.
         #[arg(long, default_value_t = 64)]
         ef: u32,
+    },
+    /// The HNSW graph alone (`cairn_index::hnsw`), in process (no node): inserts up to each size (rate, per-insert
+    /// time and how many points each insert relinks, which is what a commit re-reads), then vector searches
+    /// (k=10) with recall@10 against exact search over the same int8 codes, and the graph's heap bytes per point.
+    /// Vectors are the synthetic distribution of `scale`.
+    Graph {
+        /// Sizes to measure at (points).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000, 1_000_000])]
+        sizes: Vec<usize>,
+        /// Searches per size.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Vector dimension.
+        #[arg(long, default_value_t = 384)]
+        dim: u32,
+        /// Links per point (M).
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        /// Search breadth while inserting.
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+        /// Search breadth.
+        #[arg(long, default_value_t = 64)]
+        ef: usize,
     },
     /// The commitment trees alone, in process (no node, no embedding): per one-item write, the paged trees of root
     /// version 3 (graph: one appended leaf plus `--touched` changed leaves, as an HNSW insert relinks its
@@ -1106,6 +1132,85 @@ fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
     );
 }
 
+fn bench_graph(sizes: &[usize], queries: usize, dim: usize, m: usize, ef_c: usize, ef: usize) {
+    use cairn_index::commit::{distance, quantise};
+    use cairn_index::hnsw::{Hnsw, HnswConfig};
+    let syn = Synthetic::new(dim);
+    let mut g = Hnsw::new(HnswConfig {
+        m,
+        ef_construction: ef_c,
+        dim,
+    });
+    let qs: Vec<Vec<i8>> = (0..queries as u64)
+        .map(|i| quantise(&syn.vector(QUERY_BASE + i)))
+        .collect();
+    let mut codes: Vec<i8> = Vec::new();
+    println!(
+        "graph: dim {dim}, M {m}, ef_construction {ef_c}, ef {ef}, synthetic vectors, {queries} queries per size"
+    );
+    let mut sorted = sizes.to_vec();
+    sorted.sort_unstable();
+    for size in sorted {
+        let from = g.len();
+        if from >= size {
+            continue;
+        }
+        g.reserve(size - from);
+        let (mut ms, mut relinked) = (Vec::new(), 0usize);
+        let t0 = Instant::now();
+        for i in from..size {
+            let c = quantise(&syn.vector(i as u64));
+            codes.extend_from_slice(&c);
+            let t = Instant::now();
+            match g.insert(&c, i) {
+                Ok(changed) => relinked += changed.len(),
+                Err(e) => {
+                    println!("insert {i} refused: {e}");
+                    return;
+                }
+            }
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{size}: inserted {} in {secs:.0} s ({:.0}/s); points relinked per insert {:.1} (the commit re-reads these)",
+            size - from,
+            (size - from) as f64 / secs,
+            relinked as f64 / (size - from) as f64
+        );
+        let tail = ms.split_off(ms.len().saturating_sub(2000));
+        summary(&format!("{size}: one insert (last 2,000)"), "ms", tail);
+        let (mut search_ms, mut found) = (Vec::new(), 0usize);
+        for q in &qs {
+            let t = Instant::now();
+            let got = g.search(q, 10, ef, None);
+            search_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let mut exact: Vec<(i32, usize)> = codes
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, c)| (distance(q, c), i))
+                .collect();
+            exact.select_nth_unstable(9);
+            exact.truncate(10);
+            found += exact
+                .iter()
+                .filter(|e| got.iter().any(|h| h.0 as usize == e.1))
+                .count();
+        }
+        summary(
+            &format!("{size}: one search, k=10, ef={ef}"),
+            "ms",
+            search_ms,
+        );
+        println!(
+            "{size}: recall@10 {:.3} against exact search over the codes; graph heap {:.0} MB ({:.0} bytes per point)",
+            found as f64 / (10 * qs.len()).max(1) as f64,
+            g.heap_bytes() as f64 / 1e6,
+            g.heap_bytes() as f64 / g.len().max(1) as f64
+        );
+    }
+}
+
 fn bench_trees(sizes: &[usize], writes: usize, touched: usize) {
     use cairn_index::merkle::{leaf_hash, Tree};
     use cairn_index::paged::{ChunkedTree, FixedTree};
@@ -1697,6 +1802,17 @@ async fn main() -> Result<()> {
             dim,
             ef,
         } => bench_scale(&args, sizes, *queries, *commits, *proofs, *dim, *ef).await,
+        Cmd::Graph {
+            sizes,
+            queries,
+            dim,
+            m,
+            ef_construction,
+            ef,
+        } => {
+            bench_graph(sizes, *queries, *dim as usize, *m, *ef_construction, *ef);
+            Ok(())
+        }
         Cmd::Trees {
             sizes,
             writes,

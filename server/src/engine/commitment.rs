@@ -46,7 +46,7 @@ struct CNode {
     /// Cached graph leaf hash (recomputed only when the node changes).
     leaf: Hash,
     /// How many entries at the end of the layer-0 list are reachability repairs (see [`Commitment::repair`]),
-    /// not hnsw_rs links.
+    /// not the HNSW graph's links.
     repairs: usize,
 }
 
@@ -68,7 +68,7 @@ impl CNode {
         self.leaf = graph_leaf_hash(&self.node, &self.lists_hash);
     }
 
-    /// Takes this node's repair links off its layer-0 list (which then holds hnsw_rs's links only).
+    /// Takes this node's repair links off its layer-0 list (which then holds the HNSW graph's links only).
     fn strip_repairs(&mut self) -> Vec<u32> {
         let n = std::mem::take(&mut self.repairs);
         match self.lists.first_mut() {
@@ -147,6 +147,8 @@ impl Commitment {
     /// Builds the whole commitment from the rows and the graph (start-up, compaction).
     pub fn build(rows: &[PointRow], ann: &Ann) -> Self {
         let mut c = Commitment::default();
+        // Everything is read below: what the inserts so far changed is taken in too.
+        let _ = ann.take_changed();
         let links = ann.links(&|_| true);
         c.nodes = rows
             .iter()
@@ -258,27 +260,12 @@ impl Commitment {
         let t_lex = std::time::Instant::now();
         self.lex.rebuild();
         let t_lex = t_lex.elapsed();
-        // New points first, then every point their lists name: hnsw_rs adds reverse links to the points in a new
-        // point's list when it is inserted. In a batch of several, a later insert can prune an earlier new point's
-        // list, and a point it named only then is not re-read here: the committed lists are then not exactly
-        // hnsw_rs's. Proofs and replicas search the committed graph (kept reachable by `repair`), so they stay
-        // consistent; a start-up rebuild from the saved graph re-signs whatever differs.
+        // The graph reports exactly the points whose lists its inserts changed (the new points and those that
+        // link back to them), so the committed lists follow it without a walk over the graph.
         let t0 = std::time::Instant::now();
-        let fresh = ann.links(&|p| p >= first);
+        let links = ann.links_of(&ann.take_changed());
         let t_fresh = t0.elapsed();
-        let mut touched = vec![false; first];
-        for l in &fresh {
-            for list in &l.lists {
-                for &n in list {
-                    if let Some(t) = touched.get_mut(n as usize) {
-                        *t = true;
-                    }
-                }
-            }
-        }
-        self.apply_links(fresh);
-        let old = ann.links(&|p| touched.get(p).copied().unwrap_or(false));
-        self.apply_links(old);
+        self.apply_links(links);
         let t_old = t0.elapsed();
         self.entry = ann.entry().map(|(p, l)| (p as u32, l));
         self.repair(false);
@@ -286,8 +273,8 @@ impl Commitment {
         self.sync_trees();
         tracing::debug!(
             lexicon_ms = t_lex.as_secs_f64() * 1e3,
-            fresh_ms = t_fresh.as_secs_f64() * 1e3,
-            old_ms = (t_old - t_fresh).as_secs_f64() * 1e3,
+            links_ms = t_fresh.as_secs_f64() * 1e3,
+            apply_ms = (t_old - t_fresh).as_secs_f64() * 1e3,
             repair_ms = (t_repair - t_old).as_secs_f64() * 1e3,
             trees_ms = (t0.elapsed() - t_repair).as_secs_f64() * 1e3,
             "commitment update"
@@ -328,7 +315,7 @@ impl Commitment {
     /// reachable live node among the orphan's own layer-0 neighbours (else of all reachable live nodes; else of
     /// the entry point), then counts everything reachable through it as reached.
     ///
-    /// The repair is a pure function of the held hnsw_rs links, the entry point and the nodes (a restart that
+    /// The repair is a pure function of the HNSW graph's links, the entry point and the nodes (a restart that
     /// reads the same links repairs the same way); repair links are committed like any other link (replicas and
     /// verifiers see ordinary lists and need no rule for them). Cost: one O(nodes + links) walk, about 110 ms
     /// at 100k memories on the reference machine. So it runs after every change only up to
@@ -1276,7 +1263,7 @@ mod tests {
         for chunk in all.chunks(37) {
             let first = have.len();
             for (i, r) in chunk.iter().enumerate() {
-                ann.insert(&r.vector, first + i);
+                ann.insert(&r.vector, first + i).expect("insert");
             }
             have.extend_from_slice(chunk);
             let vectors: Vec<&[f32]> = chunk.iter().map(|r| r.vector.as_slice()).collect();
@@ -1301,7 +1288,7 @@ mod tests {
         assert_eq!(c.time_tree.root(), full.time_tree.root());
     }
 
-    /// Live points that a walk over hnsw_rs's own links (no repairs) cannot reach from its entry point.
+    /// Live points that a walk over the HNSW graph's own links (no repairs) cannot reach from its entry point.
     fn hnsw_orphans(ann: &Ann, n: usize) -> Vec<usize> {
         let links = ann.links(&|_| true);
         let mut lists = vec![Vec::new(); n];
@@ -1323,7 +1310,7 @@ mod tests {
 
     #[test]
     fn every_live_memory_is_reachable_even_where_hnsw_orphans_it() {
-        // Near-duplicates and a small M: hnsw_rs leaves points that no list names.
+        // Near-duplicates and a small M: HNSW leaves points that no list names.
         let p = HnswParams {
             m: 2,
             ef_construction: 8,
@@ -1343,7 +1330,7 @@ mod tests {
         for chunk in all.chunks(50) {
             let first = have.len();
             for (i, r) in chunk.iter().enumerate() {
-                ann.insert(&r.vector, first + i);
+                ann.insert(&r.vector, first + i).expect("insert");
             }
             have.extend_from_slice(chunk);
             let vectors: Vec<&[f32]> = chunk.iter().map(|r| r.vector.as_slice()).collect();
@@ -1356,7 +1343,7 @@ mod tests {
         let orphans = hnsw_orphans(&ann, all.len());
         assert!(
             !orphans.is_empty(),
-            "the fixture must make hnsw_rs orphan points, or this test shows nothing"
+            "the fixture must make HNSW orphan points, or this test shows nothing"
         );
         // Forgetting a node that hosts repair links keeps the orphans reachable (tombstones still route).
         let hosts: Vec<u64> = c.repaired.iter().map(|&n| u64::from(n)).take(3).collect();
@@ -1390,7 +1377,7 @@ mod tests {
                 n,
             );
             for (i, r) in all.iter().enumerate() {
-                ann.insert(&r.vector, i);
+                ann.insert(&r.vector, i).expect("insert");
             }
             let mut c = Commitment::build(&all, &ann);
             // Tombstones (zeroed vectors) are passed through by the search and never returned.
@@ -1472,7 +1459,7 @@ mod tests {
                 n.max(1),
             );
             for (i, r) in all.iter().enumerate() {
-                ann.insert(&r.vector, i);
+                ann.insert(&r.vector, i).expect("insert");
             }
             let mut c = Commitment::build(&all, &ann);
             let root = c.next_root("ns", &params(), &key, 1);
@@ -1621,7 +1608,7 @@ mod hybrid_tests {
             n,
         );
         for (i, r) in rows.iter().enumerate() {
-            ann.insert(&r.vector, i);
+            ann.insert(&r.vector, i).expect("insert");
         }
         let mut c = Commitment::build(&rows, &ann);
         c.forget(&[4, 9]);
@@ -1914,7 +1901,7 @@ mod filtered_tests {
             n,
         );
         for (i, r) in rows.iter().enumerate() {
-            ann.insert(&r.vector, i);
+            ann.insert(&r.vector, i).expect("insert");
         }
         let mut c = Commitment::build(&rows, &ann);
         c.forget(&[4, 9]);

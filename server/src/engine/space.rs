@@ -299,7 +299,12 @@ impl Space {
         if saved < rows.len() {
             tracing::info!(namespace = %name, from = saved, to = rows.len(), "indexing points written after the last index save");
             for (i, r) in rows.iter().enumerate().skip(saved) {
-                ann.insert(&r.vector, i);
+                if let Err(e) = ann.insert(&r.vector, i) {
+                    // Only a damaged row can do this (writes check dimensions): it and the points after it stay
+                    // out of the graph (still listed and proven by the commitment), and the error is loud.
+                    tracing::error!(namespace = %name, point = i, error = %e, "cannot index a stored point");
+                    break;
+                }
             }
         }
         Self::from_parts(name, dir, rows, ann, saved)
@@ -406,7 +411,8 @@ impl Space {
         }
         let t0 = std::time::Instant::now();
         for p in &points {
-            ann.insert(&p.row.vector, p.point as usize);
+            ann.insert(&p.row.vector, p.point as usize)
+                .map_err(|e| NodeError::Task(e.to_string()))?;
         }
         let t_ann = t0.elapsed();
         let vectors: Vec<&[f32]> = points.iter().map(|p| p.row.vector.as_slice()).collect();
@@ -674,7 +680,8 @@ impl Space {
     ) -> Result<(), NodeError> {
         let ann = Ann::new(params, live.len());
         for (i, r) in live.iter().enumerate() {
-            ann.insert(&r.vector, i);
+            ann.insert(&r.vector, i)
+                .map_err(|e| NodeError::Task(e.to_string()))?;
         }
         let mut commit = Commitment::build(&live, &ann);
         without_vectors(&mut live);
@@ -761,7 +768,7 @@ impl Space {
             // Either way a hit's score is the query's cosine with its committed int8 code, the one vector the
             // node holds in memory.
             scored = match &inner.ann {
-                // The owner searches its hnsw_rs graph of int8 codes: without a filter, unfiltered (far
+                // The owner searches its HNSW graph of int8 codes: without a filter, unfiltered (far
                 // cheaper) for enough hits to cover the tombstones, and filtered only if that comes back short.
                 Some(ann) => {
                     let dead = inner.rows.len().saturating_sub(inner.live);
@@ -904,7 +911,7 @@ mod tests {
     fn indexed(rows: &[PointRow]) -> Ann {
         let ann = Ann::new(PARAMS, rows.len());
         for (i, r) in rows.iter().enumerate() {
-            ann.insert(&r.vector, i);
+            ann.insert(&r.vector, i).expect("insert");
         }
         ann
     }
@@ -1014,7 +1021,7 @@ mod tests {
         assert!(!back.needs_save(), "the zeroed dump was not reusable");
     }
 
-    /// An unfiltered search of a large namespace asks hnsw_rs without a filter (its cheap path) and drops the
+    /// An unfiltered search of a large namespace asks the graph without a filter (its cheap path) and drops the
     /// tombstones after; when too many of the nearest points are tombstones it still answers k live memories
     /// (the filtered search), never fewer and never a forgotten one.
     #[test]
@@ -1072,6 +1079,13 @@ mod tests {
         for n in [40, EXACT_LIMIT + 500] {
             let tmp = tempfile::tempdir().expect("tempdir");
             let mut rs = rows(9, n, 8);
+            // `rows` repeats 11 vectors; spread them so the namespace is not 11 piles of exact duplicates (the
+            // graph keeps one of a pile per list, and a walk with ef = 64 stops inside a pile of 231 ties).
+            for (i, r) in rs.iter_mut().enumerate() {
+                r.vector[i % 8] += (i / 8 % 97) as f32 / 97.0;
+                let norm = r.vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                r.vector.iter_mut().for_each(|x| *x /= norm);
+            }
             let norm = (1..=8).map(|x| (x * x) as f32).sum::<f32>().sqrt();
             rs[7].vector = (1..=8).map(|x| x as f32 / norm).collect();
             let query: Vec<f32> = rs[7].vector.clone();

@@ -86,7 +86,10 @@ def verify_multiproof(n: int, root: bytes, leaves: list[tuple[int, bytes]], lemm
 
 
 def check_positions(n: int, leaves: list[tuple[int, bytes]]) -> None:
-    """Claimed leaf indices must be strictly increasing and below the leaf count n."""
+    """Claimed leaf indices must be strictly increasing and below the leaf count n,
+    and n at most 2^62 (as the Rust verifier: positions n - 1 + j fit in 64 bits)."""
+    if n > 1 << 62:
+        raise VerifyError(f"multiproof: leaf count {n} is too large for a tree")
     prev = -1
     for j, _ in leaves:
         if j <= prev:
