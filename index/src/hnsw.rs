@@ -9,8 +9,10 @@
 //! and no per-link allocation (about 0.5 KB per point at dimension 384 and M = 16 instead of several KB).
 //!
 //! It is deterministic: a point's level is a function of its number, and inserts read no clock and no random
-//! state, so the same points inserted in the same order give the same graph on every machine (a restart that
-//! rebuilds from the durable rows signs the same lists). Inserts take `&mut self`; searches take `&self` and
+//! state, so the same points inserted in the same order give the same graph (a restart that
+//! rebuilds from the durable rows signs the same lists). A level uses f64 `ln`, so two platforms whose maths
+//! library rounds differently could draw another level for a rare point; nothing relies on graphs agreeing across
+//! machines (replicas take the owner's committed lists). Inserts take `&mut self`; searches take `&self` and
 //! may run concurrently (each borrows a visited-set from a small pool).
 //!
 //! [`Hnsw::write_to`] and [`Hnsw::read_from`] move the graph to and from bytes (the node keeps it in its data dir

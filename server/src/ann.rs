@@ -5,7 +5,7 @@
 //!
 //! The graph is a cache of the durable state in redb: a dump records how many points it covers, and points
 //! written after the last dump are re-inserted from redb on start-up. A missing, stale or damaged dump only
-//! costs a rebuild (which gives the same graph: inserts are deterministic).
+//! costs a rebuild (which gives the same graph on the same platform: inserts are deterministic).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -133,6 +133,11 @@ impl Ann {
     /// True when the graph has no points.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The vector dimension the graph takes.
+    pub fn dim(&self) -> usize {
+        self.read().config().dim
     }
 
     /// Adds a unit vector as point `point` (the next number; kept as its int8 code). The points whose lists

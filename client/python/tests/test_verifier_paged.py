@@ -94,3 +94,13 @@ def test_chunked_pages_and_descriptor_lies():
                 setattr(rs[i], field, getattr(rs[i], field) + delta)
                 with pytest.raises(VerifyError):
                     verify_chunked(200, pages, root, rs, claimed, lem)
+
+
+def test_leaf_counts_above_2_to_the_62_are_refused():
+    # As the Rust verifier (MerkleError::TooManyLeaves): no tree has that many leaves.
+    from cairn.verifier.merkle import check_positions
+
+    check_positions(1 << 62, [((1 << 62) - 1, b"")])
+    for n in (2**64 - 1, (1 << 62) + 1):
+        with pytest.raises(VerifyError, match="too large"):
+            check_positions(n, [(n - 1, b"")])

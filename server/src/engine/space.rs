@@ -403,6 +403,21 @@ impl Space {
                 return Err(NodeError::Task("point numbers out of order".into()));
             }
         }
+        // Checked before anything changes, so the graph's insert below cannot fail half-way through a batch.
+        if ann.len() != first {
+            return Err(NodeError::Task(format!(
+                "the graph holds {} points for {first} rows (a stored point could not be indexed at start-up)",
+                ann.len()
+            )));
+        }
+        if let Some(p) = points.iter().find(|p| p.row.vector.len() != ann.dim()) {
+            return Err(NodeError::Task(format!(
+                "point {} has a vector of dimension {}, the graph holds {}",
+                p.point,
+                p.row.vector.len(),
+                ann.dim()
+            )));
+        }
         for p in &points {
             inner.by_id.insert(p.row.id, p.point as usize);
             inner.live += 1;
@@ -914,6 +929,54 @@ mod tests {
             ann.insert(&r.vector, i).expect("insert");
         }
         ann
+    }
+
+    /// A batch the graph cannot take (a vector of another dimension) is refused before anything changes: rows,
+    /// graph and commitment stay as they were, and the next good batch commits.
+    #[test]
+    fn a_batch_the_graph_cannot_take_changes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let persist = |_: &str, _: &SignedRoot| Ok(());
+        let signer = RootSigner {
+            key: &key,
+            params: CommitParams {
+                m: PARAMS.m as u16,
+                dim: PARAMS.dim as u16,
+                model: [0; 32],
+            },
+            persist: &persist,
+        };
+        let rs = rows(5, 40, 8);
+        let space = Space::from_parts(
+            "t".into(),
+            tmp.path().join("a"),
+            rs[..30].to_vec(),
+            indexed(&rs[..30]),
+            0,
+        );
+        let batch = |short: bool| -> Vec<NewPoint> {
+            (30..33)
+                .map(|i| {
+                    let mut row = rs[i].clone();
+                    if short && i == 32 {
+                        row.vector.truncate(5);
+                    }
+                    NewPoint {
+                        point: i as u64,
+                        row,
+                    }
+                })
+                .collect()
+        };
+        assert!(space.add(batch(true), &[], &signer).is_err());
+        assert_eq!(space.next_point(), 30);
+        assert!(space.live_row(&rs[30].id).expect("read").is_none());
+        space
+            .add(batch(false), &[], &signer)
+            .expect("a good batch commits");
+        assert_eq!(space.next_point(), 33);
+        assert!(space.live_row(&rs[32].id).expect("read").is_some());
     }
 
     /// A namespace whose state its latest root does not commit to (a restored data dir that may not sign a new
