@@ -207,6 +207,10 @@ enum Cmd {
         /// One-item writes for the latency measurement.
         #[arg(long, default_value_t = 50)]
         writes: usize,
+        /// The namespace holds caller vectors of this dimension (a `scale` run's `bench/scale-DIM`, model
+        /// `bench-synthetic`): the follower follows it as that external model and the probes carry vectors.
+        #[arg(long)]
+        external_dim: Option<u32>,
     },
 }
 
@@ -1021,11 +1025,10 @@ async fn seq_on(c: &CairnClient, ns: &str) -> u64 {
 async fn fresh_follower(
     label: &str,
     ca: &CairnClient,
-    owner_ticket: &str,
-    owner_id: &str,
+    (owner_ticket, owner_id): (&str, &str),
     ns: &str,
-    target: u64,
-    total: u64,
+    (target, total): (u64, u64),
+    external_dim: Option<u32>,
 ) -> Result<(NodeProc, tempfile::TempDir, CairnClient)> {
     let dir = tempfile::Builder::new()
         .prefix("cairn-follower-")
@@ -1040,7 +1043,8 @@ async fn fresh_follower(
     ca.add_peer(&ib.ticket).await?;
     ca.share("", &ib.node_id, true).await?;
     let t0 = Instant::now();
-    cb.follow(ns, owner_id).await?;
+    cb.follow_with(ns, owner_id, external_dim.map(|d| ("bench-synthetic", d)))
+        .await?;
     let deadline = Duration::from_secs(1800);
     while seq_on(&cb, ns).await < target {
         if t0.elapsed() > deadline {
@@ -1066,7 +1070,12 @@ async fn fresh_follower(
     Ok((follower, dir, cb))
 }
 
-async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
+async fn bench_catchup(
+    args: &Args,
+    ns: &str,
+    writes: usize,
+    external_dim: Option<u32>,
+) -> Result<()> {
     let owner = start_node_log(
         args.data_dir.as_deref(),
         &std::env::var("OWNER_LOG").unwrap_or_else(|_| "warn,cairn_server::engine=info".into()),
@@ -1087,8 +1096,8 @@ async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
         "catch-up, snapshot built on request",
         "catch-up, snapshot already built",
     ] {
-        followers
-            .push(fresh_follower(label, &ca, &ia.ticket, &ia.node_id, ns, target, total).await?);
+        let owner = (ia.ticket.as_str(), ia.node_id.as_str());
+        followers.push(fresh_follower(label, &ca, owner, ns, (target, total), external_dim).await?);
     }
     drop(followers.pop());
     let (follower, _d1, cb) = followers.pop().context("no follower")?;
@@ -1097,7 +1106,12 @@ async fn bench_catchup(args: &Args, ns: &str, writes: usize) -> Result<()> {
     let mut lat = Vec::new();
     for i in 0..writes {
         let text = format!("Replication latency probe {i} at {:?}.", Instant::now());
-        ca.remember(ns, vec![NewMemory::new(text)]).await?;
+        let item = match external_dim {
+            Some(d) => NewMemory::new(text)
+                .vector(Synthetic::new(d as usize).vector(QUERY_BASE + i as u64)),
+            None => NewMemory::new(text),
+        };
+        ca.remember(ns, vec![item]).await?;
         let t = Instant::now();
         let want = ca.root(ns, None).await?.seq;
         loop {
@@ -1793,7 +1807,11 @@ async fn main() -> Result<()> {
             ef,
             mode,
         } => bench_proofs(&args, ns, *queries, *ef, mode).await,
-        Cmd::Catchup { ns, writes } => bench_catchup(&args, ns, *writes).await,
+        Cmd::Catchup {
+            ns,
+            writes,
+            external_dim,
+        } => bench_catchup(&args, ns, *writes, *external_dim).await,
         Cmd::Scale {
             sizes,
             queries,

@@ -574,6 +574,20 @@ impl Commitment {
         self.nodes.get(n as usize).map(|c| &c.node)
     }
 
+    /// Node `n`'s committed neighbour lists (layers 0..=level, repair links included).
+    pub fn lists(&self, n: u32) -> Option<&[Vec<u32>]> {
+        self.nodes.get(n as usize).map(|c| c.lists.as_slice())
+    }
+
+    /// An empty commitment of the same kind (lexical index version), for a replica step that ships the whole
+    /// graph: it replaces everything, so copying the held state first would only double the memory it needs.
+    pub fn empty_like(&self) -> Self {
+        Commitment {
+            lex: self.lex.clone_empty(),
+            ..Commitment::default()
+        }
+    }
+
     /// A replica's step: applies replicated nodes (all of them when `full`, else the changed and new ones) so
     /// that the graph has `root.graph_leaves` nodes, rebuilds both trees, and accepts `root` only if the result
     /// is exactly what it signs. On error `self` may be half-updated: apply to a clone.

@@ -182,12 +182,17 @@ impl Lexicon {
         }
     }
 
-    /// Forgets everything (a replica starting over).
-    pub fn clear(&mut self) {
-        *self = Lexicon {
+    /// An empty index of the same version.
+    pub fn clone_empty(&self) -> Self {
+        Lexicon {
             v1: self.v1,
             ..Lexicon::default()
-        };
+        }
+    }
+
+    /// Forgets everything (a replica starting over).
+    pub fn clear(&mut self) {
+        *self = self.clone_empty();
     }
 
     /// Re-hashes the touched terms' leaves and brings the term tree up to date: terms created or emptied are

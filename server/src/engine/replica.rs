@@ -54,8 +54,8 @@ pub struct VerifiedStep {
     commit: Commitment,
     full: bool,
     chain: Vec<SignedRoot>,
-    changed: Vec<GraphNode>,
-    lists: Vec<(u8, Vec<Vec<u32>>)>,
+    /// The shipped nodes' numbers (their leaves and lists are in `commit`).
+    shipped: Vec<u32>,
     /// Live memories whose records this node lacks: fetch them before installing.
     pub needed: Vec<MemoryId>,
     /// The root it installs.
@@ -250,7 +250,7 @@ impl Engine {
                 out.root.record.dim
             )));
         }
-        let mut commit = space.commitment_copy()?;
+        let mut commit = space.commitment_for_step(out.full)?;
         let before: HashSet<MemoryId> = if out.full {
             HashSet::new()
         } else {
@@ -261,14 +261,9 @@ impl Engine {
                 .map(|g| g.id)
                 .collect()
         };
-        let mut changed = Vec::with_capacity(out.nodes.len());
-        let mut lists = Vec::with_capacity(out.nodes.len());
-        for n in &out.nodes {
-            if let NodeLists::Full(l) = &n.lists {
-                lists.push((n.node.level, l.clone()));
-            }
-            changed.push(n.node.clone());
-        }
+        // The shipped nodes move into the commitment (no copy of them is kept beside it): what the install
+        // needs of them is read back from there.
+        let shipped: Vec<u32> = out.nodes.iter().map(|n| n.node.node).collect();
         let root = out.root.clone();
         let full = out.full;
         let nodes: Vec<ProofNode> = out.nodes;
@@ -279,8 +274,9 @@ impl Engine {
         .map_err(NodeError::from)?
         .map_err(|e| StepError::Rejected(e.to_string()))?;
         let fresh = cur_seq == 0;
-        let candidates: Vec<MemoryId> = changed
+        let candidates: Vec<MemoryId> = shipped
             .iter()
+            .filter_map(|&n| commit.node(n))
             .filter(|g| g.alive && !before.contains(&g.id))
             .map(|g| g.id)
             .collect();
@@ -310,8 +306,7 @@ impl Engine {
             commit,
             full,
             chain,
-            changed,
-            lists,
+            shipped,
             needed,
             root: out.root,
             cosigs,
@@ -348,8 +343,7 @@ impl Engine {
             commit,
             full,
             chain,
-            changed,
-            lists,
+            shipped,
             root,
             cosigs,
             needed,
@@ -373,22 +367,32 @@ impl Engine {
         let old_alive: HashSet<MemoryId> = if full {
             space.live_ids()?
         } else {
-            changed
+            shipped
                 .iter()
-                .filter_map(|g| space.row(g.node))
+                .filter_map(|&n| space.row(n))
                 .filter(|r| r.alive)
                 .map(|r| r.id)
                 .collect()
         };
-        let mut points = Vec::with_capacity(changed.len());
-        let mut now_alive: HashSet<MemoryId> = HashSet::with_capacity(changed.len());
-        let alive_ids: Vec<MemoryId> = changed.iter().filter(|g| g.alive).map(|g| g.id).collect();
+        let mut rows: Vec<(u32, PointRow)> = Vec::with_capacity(shipped.len());
+        let mut now_alive: HashSet<MemoryId> = HashSet::with_capacity(shipped.len());
+        let alive_ids: Vec<MemoryId> = shipped
+            .iter()
+            .filter_map(|&n| commit.node(n))
+            .filter(|g| g.alive)
+            .map(|g| g.id)
+            .collect();
         let (mut records, packed) = match packed {
             Some(mut p) => (std::mem::take(&mut p.facts), Some(p)),
             None => (self.facts_of(&ns, alive_ids).await?, None),
         };
-        for (g, (level, l)) in changed.iter().zip(lists) {
-            let (dedup, metadata, lex) = if g.alive {
+        for &n in &shipped {
+            let g = commit
+                .node(n)
+                .ok_or_else(|| StepError::Rejected(format!("node {n} is not in the graph")))?;
+            // Rows carry no f32 vector: the codes are stored as they came (a quarter of the memory a full install
+            // would otherwise hold), read from the commitment, which holds them in memory.
+            let row = if g.alive {
                 let f = records
                     .remove(&g.id)
                     .ok_or_else(|| StepError::Rejected(format!("record {} unavailable", g.id)))?;
@@ -399,42 +403,29 @@ impl Engine {
                     )));
                 }
                 now_alive.insert(g.id);
-                (f.dedup, f.metadata, Some(f.lex))
-            } else {
-                (MemoryId::of_bytes(&[]).0, Default::default(), None)
-            };
-            // Rows carry no f32 vector: the codes are stored as they came (a quarter of the memory a full install
-            // would otherwise hold), and the commitment holds them in memory.
-            let (row, codes) = if g.alive {
-                let row = PointRow {
+                PointRow {
                     id: g.id,
                     created_at: g.created_at,
                     alive: true,
-                    dedup,
+                    dedup: f.dedup,
                     vector: Vec::new(),
-                    metadata,
-                    lex,
-                };
-                (row, g.vector.clone())
+                    metadata: f.metadata,
+                    lex: Some(f.lex),
+                }
             } else {
-                (PointRow::tombstone(0), vec![0; g.vector.len()])
+                PointRow::tombstone(0)
             };
-            points.push(ReplicaPoint {
-                point: u64::from(g.node),
-                row,
-                codes,
-                level,
-                lists: l,
-            });
+            rows.push((n, row));
         }
+        drop(records);
         mark("rows");
         // The owner's lexical index must be exactly what these records tokenize to: checked before anything
         // is kept, like the graph (a witness never cosigns an index it did not rebuild).
-        let docs: Vec<super::commitment::ReplicaDoc> = points
+        let docs: Vec<super::commitment::ReplicaDoc> = rows
             .iter()
-            .filter_map(|p| {
-                let facets = cairn_index::lexical::facet_terms(&p.row.metadata);
-                p.row.lex.clone().map(|d| (p.point as u32, d, facets))
+            .filter_map(|(n, r)| {
+                let facets = cairn_index::lexical::facet_terms(&r.metadata);
+                r.lex.clone().map(|d| (*n, d, facets))
             })
             .collect();
         let mut commit = commit;
@@ -491,14 +482,27 @@ impl Engine {
         mark("blobs");
         let st = self.state.clone();
         let next = commit.len() as u64;
-        let mut rows: Vec<(u32, PointRow)> = points
-            .iter()
-            .map(|p| (p.point as u32, p.row.without_vector()))
-            .collect();
         // Every consistency check runs before the commit: rows that would leave a hole are refused here.
         super::space::replica_rows_fit(space.row_count()?, full, &mut rows)?;
         let name = ns.clone();
-        tokio::task::spawn_blocking(move || {
+        // The rows are written with the codes and lists the commitment holds (borrowed, not copied), then move
+        // into memory as they are.
+        let (commit, rows) = tokio::task::spawn_blocking(move || {
+            let points = rows
+                .iter()
+                .map(|(n, row)| {
+                    let g = commit.node(*n).ok_or_else(|| {
+                        NodeError::Task(format!("replica node {n} is missing from its commitment"))
+                    })?;
+                    Ok(ReplicaPoint {
+                        point: u64::from(*n),
+                        row,
+                        codes: &g.vector,
+                        level: g.level,
+                        lists: commit.lists(*n).unwrap_or(&[]),
+                    })
+                })
+                .collect::<Result<Vec<_>, NodeError>>()?;
             st.apply_replica(
                 &name,
                 &crate::store::StepWrite {
@@ -510,11 +514,12 @@ impl Engine {
                     forgotten: &gone,
                     packs: &packs,
                 },
-            )
+            )?;
+            drop(points);
+            Ok::<_, NodeError>((commit, rows))
         })
         .await
-        .map_err(NodeError::from)?
-        .map_err(NodeError::from)?;
+        .map_err(NodeError::from)??;
         mark("redb");
         let sp = space.clone();
         tokio::task::spawn_blocking(move || sp.install_replica(commit, full, rows))

@@ -529,9 +529,15 @@ impl Space {
         }))
     }
 
-    /// A copy of the commitment for a replica to apply a delta to (verification happens off the lock).
-    pub fn commitment_copy(&self) -> Result<Commitment, NodeError> {
-        Ok(self.read()?.commit.clone())
+    /// The commitment a replica step is applied to off the lock: a copy of the held one for a delta, an empty
+    /// one of the same kind for a step that ships the whole graph (which replaces everything held).
+    pub fn commitment_for_step(&self, full: bool) -> Result<Commitment, NodeError> {
+        let inner = self.read()?;
+        Ok(if full {
+            inner.commit.empty_like()
+        } else {
+            inner.commit.clone()
+        })
     }
 
     /// Swaps in a verified replica state: the new commitment and rows for the changed points (already durable).

@@ -103,17 +103,17 @@ pub struct CosigRow {
 pub type Cosig = ([u8; 32], [u8; 64]);
 
 /// One replicated point to store: number, row, level and lists.
-pub struct ReplicaPoint {
+pub struct ReplicaPoint<'a> {
     /// Point (graph node) number.
     pub point: u64,
     /// The row, without a vector (see `codes`).
-    pub row: PointRow,
+    pub row: &'a PointRow,
     /// The owner's int8 vector of the point, stored as it came (read back as `code / 127`).
-    pub codes: Vec<i8>,
+    pub codes: &'a [i8],
     /// HNSW level.
     pub level: u8,
     /// Neighbour lists, layers 0..=level.
-    pub lists: Vec<Vec<u32>>,
+    pub lists: &'a [Vec<u32>],
 }
 
 /// Where a record's bytes sit inside a pack blob.
@@ -157,7 +157,7 @@ pub struct StepWrite<'a> {
     /// The step ships the whole graph (replace every row).
     pub full: bool,
     /// Changed points.
-    pub points: &'a [ReplicaPoint],
+    pub points: &'a [ReplicaPoint<'a>],
     /// The namespace's next point number.
     pub next_point: u64,
     /// New roots.
@@ -1241,11 +1241,11 @@ impl State {
             }
             nst.insert(ns, next_point).map_err(dberr)?;
             for p in points {
-                pts.insert((ns, p.point), p.row.encode_codes(&p.codes).as_slice())
+                pts.insert((ns, p.point), p.row.encode_codes(p.codes).as_slice())
                     .map_err(dberr)?;
                 lst.insert(
                     (ns, p.point),
-                    encode_level_lists(p.level, &p.lists).as_slice(),
+                    encode_level_lists(p.level, p.lists).as_slice(),
                 )
                 .map_err(dberr)?;
             }
