@@ -140,6 +140,59 @@ async fn owner_and_replica(
     (a, b, owner, (ta, tb))
 }
 
+/// A delta updates the replica's id index, live count and newest time for the rows it ships only; forgetting
+/// the newest memory (which lowers the newest time) and replacing tombstoned rows must leave them exactly as a
+/// full re-index of the rows would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_deltas_keep_the_id_index_exact() {
+    let (a, b, owner, _dirs) = owner_and_replica(30, 1).await;
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 60_000;
+    for round in 0..3 {
+        // Each newer than everything before (the first memories took the clock's time), so the last of each
+        // round is alone the newest.
+        let mut batch = items(&format!("round {round}"), 6);
+        for (i, it) in batch.iter_mut().enumerate() {
+            it.created_at = Some(later + round * 100 + i as u64);
+        }
+        let more = a.remember("team", batch).await.expect("remember");
+        // The newest memory and an older one go; so does one of the earlier memories in the first round.
+        let mut gone = vec![more[5].id, more[1].id];
+        if round == 0 {
+            let new: std::collections::HashSet<_> = more.iter().map(|m| m.id).collect();
+            let live = a.space("team").expect("space").live_ids().expect("ids");
+            gone.extend(live.into_iter().find(|id| !new.contains(id)));
+        }
+        // The replica takes the new memories in one delta and the forgets in the next.
+        for forget in [false, true] {
+            if forget {
+                a.forget("team", &gone).await.expect("forget");
+            }
+            let have = held(&b).0;
+            let delta = a
+                .catch_up("team", owner, have)
+                .await
+                .expect("catch up")
+                .expect("answer");
+            assert!(!delta.out.full, "expected a delta answer");
+            install_honest(&a, &b, &encode(delta)).await;
+            assert_eq!(held(&b).0, a.owner_root_seq("team").expect("seq"));
+            assert!(
+                b.space("team").expect("space").index_matches_rows(),
+                "round {round} (forget: {forget}): the replica's id index differs from its rows"
+            );
+        }
+        let (sa, sb) = (
+            a.space("team").expect("space"),
+            b.space("team").expect("space"),
+        );
+        assert_eq!(sa.live_ids().expect("ids"), sb.live_ids().expect("ids"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
     let (a, b, owner, _dirs) = owner_and_replica(40, 40).await;

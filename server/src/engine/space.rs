@@ -559,18 +559,43 @@ impl Space {
         for (_, r) in &mut rows {
             r.vector = Vec::new();
         }
+        // A delta updates the id index for the rows it replaces, so a step costs what it ships, not the
+        // namespace's size; only a whole graph (or losing the newest memory) indexes every row again.
+        let mut reindex = full;
         for (n, row) in rows {
             let n = n as usize;
-            if n < inner.rows.len() {
-                inner.rows[n] = row;
+            let Inner {
+                rows: held,
+                by_id,
+                live,
+                newest,
+                ..
+            } = &mut *inner;
+            if let Some(old) = held.get(n).filter(|o| o.alive && !full) {
+                if by_id.get(&old.id) == Some(&n) {
+                    by_id.remove(&old.id);
+                    *live -= 1;
+                }
+                reindex |= old.created_at >= *newest;
+            }
+            if row.alive && !full {
+                if by_id.insert(row.id, n).is_none() {
+                    *live += 1;
+                }
+                *newest = (*newest).max(row.created_at);
+            }
+            if n < held.len() {
+                held[n] = row;
             } else {
-                inner.rows.push(row);
+                held.push(row);
             }
         }
-        let (by_id, live, newest) = index_rows(&inner.rows);
-        inner.by_id = by_id;
-        inner.live = live;
-        inner.newest = newest;
+        if reindex {
+            let (by_id, live, newest) = index_rows(&inner.rows);
+            inner.by_id = by_id;
+            inner.live = live;
+            inner.newest = newest;
+        }
         inner.commit = commit;
         if full {
             inner.log = ChangeLog::starting_at(seq);
@@ -578,6 +603,16 @@ impl Space {
             inner.log.record(seq, changed);
         }
         Ok(())
+    }
+
+    /// True when the id index, live count and newest time are exactly what the rows give (tests of the
+    /// incremental update a replica delta makes).
+    #[cfg(test)]
+    pub fn index_matches_rows(&self) -> bool {
+        self.read().is_ok_and(|inner| {
+            let (by_id, live, newest) = index_rows(&inner.rows);
+            by_id == inner.by_id && live == inner.live && newest == inner.newest
+        })
     }
 
     /// Ids of the live memories.
