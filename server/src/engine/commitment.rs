@@ -101,6 +101,35 @@ pub struct Commitment {
     walked: Option<(std::time::Instant, std::time::Duration)>,
 }
 
+/// Replica deltas shipping fewer nodes than this are applied incrementally (and may be applied in place, see
+/// [`Commitment::apply_delta_in_place`]); larger ones rebuild the time tree.
+pub const DELTA_IN_PLACE: usize = 4096;
+
+/// What an in-place replica delta changed ([`Commitment::apply_delta_in_place`]), to undo it exactly.
+#[derive(Debug, Default)]
+pub struct Undo {
+    old_len: usize,
+    /// Nodes the delta replaced, with their former state, in the order replaced.
+    replaced: Vec<(usize, CNode)>,
+    /// Time-list edits, in the order made.
+    time_ops: Vec<TimeOp>,
+    entry: Option<(u32, u8)>,
+    root: Option<SignedRoot>,
+    changed_len: usize,
+    /// Each shipped node's former lexical document (terms and facets), if it had one.
+    lex_docs: Vec<(u32, Option<crate::engine::lexicon::Doc>)>,
+    lex_tokenizer: u8,
+}
+
+/// One edit of the time list (and its tree) made by a replica delta.
+#[derive(Debug)]
+enum TimeOp {
+    /// An entry removed from this position.
+    Removed(usize, TimeEntry),
+    /// An entry inserted at this position.
+    Inserted(usize),
+}
+
 /// Graphs up to this many nodes are walked for reachability after every change.
 const WALK_ALWAYS_UP_TO: usize = 20_000;
 /// Above that, a walk waits at least this many times its last duration after the previous one.
@@ -597,6 +626,91 @@ impl Commitment {
         root: SignedRoot,
         full: bool,
     ) -> Result<(), ReplicaMismatch> {
+        self.apply_replica_journaled(nodes, root, full, None)
+    }
+
+    /// A replica delta of at most [`DELTA_IN_PLACE`] nodes applied to this commitment itself: on success, what
+    /// [`Commitment::undo`] needs to put it back exactly (should the records, the lexical index or the redb
+    /// commit then fail); on error it is already put back. Costs what the delta ships, where a copy of the
+    /// whole commitment costs O(n).
+    pub fn apply_delta_in_place(
+        &mut self,
+        nodes: Vec<ProofNode>,
+        root: SignedRoot,
+    ) -> Result<Undo, ReplicaMismatch> {
+        if nodes.len() >= DELTA_IN_PLACE {
+            return Err(ReplicaMismatch(format!(
+                "{} nodes are too many to apply in place",
+                nodes.len()
+            )));
+        }
+        let mut u = Undo {
+            old_len: self.nodes.len(),
+            entry: self.entry,
+            root: self.root.clone(),
+            changed_len: self.changed.len(),
+            lex_tokenizer: self.lex.commit().tokenizer,
+            ..Undo::default()
+        };
+        match self.apply_replica_journaled(nodes, root, false, Some(&mut u)) {
+            Ok(()) => Ok(u),
+            Err(e) => {
+                self.undo(u);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts the commitment back as it was before [`Commitment::apply_delta_in_place`] (and the
+    /// [`Commitment::apply_replica_docs`] that followed it, if any).
+    pub fn undo(&mut self, u: Undo) {
+        for op in u.time_ops.into_iter().rev() {
+            match op {
+                TimeOp::Inserted(at) => {
+                    if at < self.time.len() {
+                        self.time.remove(at);
+                        self.time_tree.remove(at as u64);
+                    }
+                }
+                TimeOp::Removed(at, e) => {
+                    let at = at.min(self.time.len());
+                    self.time.insert(at, e);
+                    self.time_tree.insert(at as u64, time_leaf_hash(&e));
+                }
+            }
+        }
+        self.nodes.truncate(u.old_len);
+        self.graph_tree.truncate(u.old_len);
+        self.tree_dirty.clear();
+        for (i, c) in u.replaced.into_iter().rev() {
+            if let Some(slot) = self.nodes.get_mut(i) {
+                *slot = c;
+                self.tree_dirty.push(i as u32);
+            }
+        }
+        self.sync_trees();
+        self.changed.truncate(u.changed_len);
+        self.entry = u.entry;
+        self.root = u.root;
+        for (n, _) in &u.lex_docs {
+            self.lex.remove(*n);
+        }
+        for (n, doc) in u.lex_docs {
+            if let Some((terms, facets)) = doc {
+                self.lex.add(n, terms, facets);
+            }
+        }
+        self.lex.set_version(u.lex_tokenizer);
+        self.lex.rebuild();
+    }
+
+    fn apply_replica_journaled(
+        &mut self,
+        nodes: Vec<ProofNode>,
+        root: SignedRoot,
+        full: bool,
+        mut journal: Option<&mut Undo>,
+    ) -> Result<(), ReplicaMismatch> {
         let rec = &root.record;
         if !rec.paged() {
             return Err(ReplicaMismatch(format!(
@@ -629,7 +743,10 @@ impl Commitment {
             )));
         }
         let mut fresh: Vec<Option<CNode>> = vec![None; new_len - old_len];
-        let incremental = !full && nodes.len() < 4096;
+        let incremental = !full && nodes.len() < DELTA_IN_PLACE;
+        if journal.is_some() && !incremental {
+            return Err(ReplicaMismatch("not a delta that can be undone".into()));
+        }
         let mut seen = std::collections::HashSet::with_capacity(nodes.len());
         for pn in nodes {
             if !seen.insert(pn.node.node) {
@@ -649,6 +766,9 @@ impl Commitment {
             }
             let i = pn.node.node as usize;
             // Its terms come back with its record ([`Commitment::apply_replica_docs`]).
+            if let Some(u) = journal.as_deref_mut() {
+                u.lex_docs.push((pn.node.node, self.lex.doc(pn.node.node)));
+            }
             self.lex.remove(pn.node.node);
             let lh = lists_hash(&lists);
             let leaf = graph_leaf_hash(&pn.node, &lh);
@@ -672,13 +792,22 @@ impl Commitment {
                         if let Ok(at) = self.time.binary_search(&e) {
                             self.time.remove(at);
                             self.time_tree.remove(at as u64);
+                            if let Some(u) = journal.as_deref_mut() {
+                                u.time_ops.push(TimeOp::Removed(at, e));
+                            }
                         }
                     }
                     if c.node.alive {
-                        self.insert_time(&c.node);
+                        let at = self.insert_time(&c.node);
+                        if let Some(u) = journal.as_deref_mut() {
+                            u.time_ops.push(TimeOp::Inserted(at));
+                        }
                     }
                 }
-                self.nodes[i] = c;
+                let old = std::mem::replace(&mut self.nodes[i], c);
+                if let Some(u) = journal.as_deref_mut() {
+                    u.replaced.push((i, old));
+                }
             } else if let Some(slot) = fresh.get_mut(i - old_len) {
                 *slot = Some(c);
             } else {
@@ -690,7 +819,10 @@ impl Commitment {
             let c =
                 c.ok_or_else(|| ReplicaMismatch(format!("new node {} missing", old_len + j)))?;
             if incremental && c.node.alive {
-                self.insert_time(&c.node);
+                let at = self.insert_time(&c.node);
+                if let Some(u) = journal.as_deref_mut() {
+                    u.time_ops.push(TimeOp::Inserted(at));
+                }
             }
             self.nodes.push(c);
         }
@@ -739,7 +871,8 @@ impl Commitment {
         Ok(())
     }
 
-    fn insert_time(&mut self, n: &GraphNode) {
+    /// Inserts a live node's time entry where it sorts; returns its position.
+    fn insert_time(&mut self, n: &GraphNode) -> usize {
         let e = TimeEntry {
             created_at: n.created_at,
             id: n.id,
@@ -748,6 +881,7 @@ impl Commitment {
         let at = self.time.partition_point(|x| x < &e);
         self.time.insert(at, e);
         self.time_tree.insert(at as u64, time_leaf_hash(&e));
+        at
     }
 
     /// The latest signed root.

@@ -80,6 +80,15 @@ fn held(b: &Engine) -> (u64, [u8; 32]) {
         .expect("commit")
 }
 
+/// True when the replica's commitment (graph, time and term trees) is exactly what its latest root signs: a refused
+/// step applied in place must be undone completely.
+fn current(b: &Engine) -> bool {
+    b.space("team")
+        .expect("space")
+        .with_commit(|c| c.root_is_current())
+        .expect("commit")
+}
+
 /// Verifies and installs an honest answer on `b`, handing it the records it needs as if fetched from a peer.
 async fn install_honest(a: &Engine, b: &Arc<Engine>, bytes: &[u8]) {
     let step = b
@@ -320,11 +329,26 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
         let bytes = encode(c);
         let refused = match decode_reply(&bytes) {
             Err(_) => true,
-            Ok(Reply::Answer(c)) => b.verify_step("team", *c).await.is_err(),
+            Ok(Reply::Answer(c)) => match b.verify_step("team", *c).await {
+                Err(_) => true,
+                Ok(None) => false,
+                // A small delta is checked against the signed root as it is applied, in place, at install:
+                // hand it the records it asks for (those the owner has) and install.
+                Ok(Some(step)) => {
+                    if let Ok(records) = a.records_bulk(&step.needed).await {
+                        let _ = b.blobs.put_held(&records, step.hold()).await;
+                    }
+                    b.install_step(step).await.is_err()
+                }
+            },
             Ok(_) => false,
         };
         assert!(refused, "mutation {what:?} was accepted");
         assert_eq!(held(&b), before, "mutation {what:?} changed the replica");
+        assert!(
+            current(&b),
+            "mutation {what:?} left a commitment that is not its root's"
+        );
     }
 
     // Every truncation and a count inflated in the bytes: a decode error, never a panic, nothing held changes.
@@ -372,6 +396,7 @@ async fn hostile_catch_up_answers_are_refused_and_install_nothing() {
             "a lexical index that differs from the records was installed"
         );
         assert_eq!(held(&b), before);
+        assert!(current(&b), "the refused lexical index was not undone");
     }
 
     // The replica still serves its verified state, and then takes the honest answer.

@@ -83,6 +83,9 @@ impl Term {
     }
 }
 
+/// A memory's indexed document: its text terms and its facet terms.
+pub type Doc = (Arc<PackedTerms>, Vec<String>);
+
 /// The lexical index of one namespace.
 #[derive(Debug, Clone, Default)]
 pub struct Lexicon {
@@ -180,6 +183,11 @@ impl Lexicon {
             }
             self.dirty.insert(t.to_owned());
         }
+    }
+
+    /// Node `node`'s indexed document (terms and facet terms), if it has one (to restore it later).
+    pub fn doc(&self, node: u32) -> Option<Doc> {
+        self.docs.get(&node).cloned()
     }
 
     /// An empty index of the same version.

@@ -16,7 +16,7 @@ use cairn_index::proof::{NodeLists, ProofNode};
 use cairn_index::record::{dedup_key, MemoryRecord};
 use cairn_index::root::SignedRoot;
 
-use super::commitment::Commitment;
+use super::commitment::{Commitment, DELTA_IN_PLACE};
 use super::space::Space;
 use super::Engine;
 use crate::error::NodeError;
@@ -47,11 +47,20 @@ pub enum StepError {
     Node(#[from] NodeError),
 }
 
+/// The graph of a checked step.
+enum StepGraph {
+    /// Applied to a commitment off the lock (a whole graph, or a delta too large to apply in place).
+    Applied(Box<Commitment>),
+    /// A small delta, applied in place at install ([`Commitment::apply_delta_in_place`]), which checks it
+    /// against the signed root then and undoes it if anything fails: no copy of the whole commitment.
+    Pending(Vec<ProofNode>),
+}
+
 /// A checked step, not yet visible.
 pub struct VerifiedStep {
     ns: String,
     space: Arc<Space>,
-    commit: Commitment,
+    graph: StepGraph,
     full: bool,
     chain: Vec<SignedRoot>,
     /// The shipped nodes' numbers (their leaves and lists are in `commit`).
@@ -250,36 +259,50 @@ impl Engine {
                 out.root.record.dim
             )));
         }
-        let mut commit = space.commitment_for_step(out.full)?;
-        let before: HashSet<MemoryId> = if out.full {
+        let full = out.full;
+        let shipped: Vec<u32> = out.nodes.iter().map(|n| n.node.node).collect();
+        let before: HashSet<MemoryId> = if full {
             HashSet::new()
         } else {
-            out.nodes
-                .iter()
-                .filter_map(|n| commit.node(n.node.node))
-                .filter(|g| g.alive)
-                .map(|g| g.id)
-                .collect()
+            space.with_commit(|c| {
+                shipped
+                    .iter()
+                    .filter_map(|&n| c.node(n))
+                    .filter(|g| g.alive)
+                    .map(|g| g.id)
+                    .collect()
+            })?
         };
-        // The shipped nodes move into the commitment (no copy of them is kept beside it): what the install
-        // needs of them is read back from there.
-        let shipped: Vec<u32> = out.nodes.iter().map(|n| n.node.node).collect();
-        let root = out.root.clone();
-        let full = out.full;
-        let nodes: Vec<ProofNode> = out.nodes;
-        let commit = tokio::task::spawn_blocking(move || {
-            commit.apply_replica(nodes, root, full).map(|_| commit)
-        })
-        .await
-        .map_err(NodeError::from)?
-        .map_err(|e| StepError::Rejected(e.to_string()))?;
+        let (graph, candidates) = if !full && out.nodes.len() < DELTA_IN_PLACE {
+            // Checked against the signed root when it is applied, at install.
+            let candidates: Vec<MemoryId> = out
+                .nodes
+                .iter()
+                .filter(|n| n.node.alive && !before.contains(&n.node.id))
+                .map(|n| n.node.id)
+                .collect();
+            (StepGraph::Pending(out.nodes), candidates)
+        } else {
+            // The shipped nodes move into the commitment (no copy of them is kept beside it): what the install
+            // needs of them is read back from there.
+            let mut commit = space.commitment_for_step(full)?;
+            let root = out.root.clone();
+            let nodes: Vec<ProofNode> = out.nodes;
+            let commit = tokio::task::spawn_blocking(move || {
+                commit.apply_replica(nodes, root, full).map(|_| commit)
+            })
+            .await
+            .map_err(NodeError::from)?
+            .map_err(|e| StepError::Rejected(e.to_string()))?;
+            let candidates: Vec<MemoryId> = shipped
+                .iter()
+                .filter_map(|&n| commit.node(n))
+                .filter(|g| g.alive && !before.contains(&g.id))
+                .map(|g| g.id)
+                .collect();
+            (StepGraph::Applied(Box::new(commit)), candidates)
+        };
         let fresh = cur_seq == 0;
-        let candidates: Vec<MemoryId> = shipped
-            .iter()
-            .filter_map(|&n| commit.node(n))
-            .filter(|g| g.alive && !before.contains(&g.id))
-            .map(|g| g.id)
-            .collect();
         // A fresh replica has none of them; otherwise ask the store (the downloader skips what is local too).
         let needed = if fresh {
             candidates
@@ -303,7 +326,7 @@ impl Engine {
             hold,
             ns: ns.to_owned(),
             space,
-            commit,
+            graph,
             full,
             chain,
             shipped,
@@ -340,7 +363,7 @@ impl Engine {
         let VerifiedStep {
             ns,
             space,
-            commit,
+            graph,
             full,
             chain,
             shipped,
@@ -376,20 +399,23 @@ impl Engine {
         };
         let mut rows: Vec<(u32, PointRow)> = Vec::with_capacity(shipped.len());
         let mut now_alive: HashSet<MemoryId> = HashSet::with_capacity(shipped.len());
-        let alive_ids: Vec<MemoryId> = shipped
-            .iter()
-            .filter_map(|&n| commit.node(n))
-            .filter(|g| g.alive)
-            .map(|g| g.id)
-            .collect();
+        // The shipped leaves: read back from the commitment they were applied to, or still pending.
+        let leaves: Vec<&GraphNode> = match &graph {
+            StepGraph::Applied(c) => shipped
+                .iter()
+                .map(|&n| {
+                    c.node(n)
+                        .ok_or_else(|| StepError::Rejected(format!("node {n} is not in the graph")))
+                })
+                .collect::<Result<_, _>>()?,
+            StepGraph::Pending(nodes) => nodes.iter().map(|p| &p.node).collect(),
+        };
+        let alive_ids: Vec<MemoryId> = leaves.iter().filter(|g| g.alive).map(|g| g.id).collect();
         let (mut records, packed) = match packed {
             Some(mut p) => (std::mem::take(&mut p.facts), Some(p)),
             None => (self.facts_of(&ns, alive_ids).await?, None),
         };
-        for &n in &shipped {
-            let g = commit
-                .node(n)
-                .ok_or_else(|| StepError::Rejected(format!("node {n} is not in the graph")))?;
+        for (&n, g) in shipped.iter().zip(leaves) {
             // Rows carry no f32 vector: the codes are stored as they came (a quarter of the memory a full install
             // would otherwise hold), read from the commitment, which holds them in memory.
             let row = if g.alive {
@@ -428,10 +454,13 @@ impl Engine {
                 r.lex.clone().map(|d| (*n, d, facets))
             })
             .collect();
-        let mut commit = commit;
-        commit
-            .apply_replica_docs(docs)
-            .map_err(|e| StepError::Rejected(e.to_string()))?;
+        let mut graph = graph;
+        let mut docs = Some(docs);
+        if let StepGraph::Applied(commit) = &mut graph {
+            commit
+                .apply_replica_docs(docs.take().unwrap_or_default())
+                .map_err(|e| StepError::Rejected(e.to_string()))?;
+        }
         // A memory lives in one node; only compaction moves it, and that ships the whole graph, so every id
         // that was live and is not live in the shipped nodes was forgotten by the owner.
         let gone: Vec<MemoryId> = old_alive.difference(&now_alive).copied().collect();
@@ -481,13 +510,12 @@ impl Engine {
         drop(hold);
         mark("blobs");
         let st = self.state.clone();
-        let next = commit.len() as u64;
         // Every consistency check runs before the commit: rows that would leave a hole are refused here.
         super::space::replica_rows_fit(space.row_count()?, full, &mut rows)?;
         let name = ns.clone();
         // The rows are written with the codes and lists the commitment holds (borrowed, not copied), then move
         // into memory as they are.
-        let (commit, rows) = tokio::task::spawn_blocking(move || {
+        let write = move |commit: &Commitment, rows: &[(u32, PointRow)]| {
             let points = rows
                 .iter()
                 .map(|(n, row)| {
@@ -508,23 +536,43 @@ impl Engine {
                 &crate::store::StepWrite {
                     full,
                     points: &points,
-                    next_point: next,
+                    next_point: commit.len() as u64,
                     roots: &chain,
                     deletes: &deletes,
                     forgotten: &gone,
                     packs: &packs,
                 },
-            )?;
-            drop(points);
-            Ok::<_, NodeError>((commit, rows))
-        })
-        .await
-        .map_err(NodeError::from)??;
-        mark("redb");
+            )
+            .map_err(NodeError::from)
+        };
         let sp = space.clone();
-        tokio::task::spawn_blocking(move || sp.install_replica(commit, full, rows))
-            .await
-            .map_err(NodeError::from)??;
+        match graph {
+            StepGraph::Applied(commit) => {
+                let (commit, rows) = tokio::task::spawn_blocking(move || {
+                    write(&commit, &rows)?;
+                    Ok::<_, NodeError>((commit, rows))
+                })
+                .await
+                .map_err(NodeError::from)??;
+                mark("redb");
+                tokio::task::spawn_blocking(move || sp.install_replica(*commit, full, rows))
+                    .await
+                    .map_err(NodeError::from)??;
+            }
+            StepGraph::Pending(nodes) => {
+                let (root, docs) = (root.clone(), docs.take().unwrap_or_default());
+                tokio::task::spawn_blocking(move || {
+                    sp.install_delta(nodes, root, docs, rows, write)
+                })
+                .await
+                .map_err(NodeError::from)?
+                .map_err(|e| match e {
+                    super::space::DeltaError::Mismatch(m) => StepError::Rejected(m.to_string()),
+                    super::space::DeltaError::Node(n) => StepError::Node(n),
+                })?;
+                mark("redb");
+            }
+        }
         mark("swap");
         drop(_w);
         self.finish_blob_deletes().await?;

@@ -179,6 +179,62 @@ pub fn replica_rows_fit(
     Ok(())
 }
 
+/// Why a replica delta applied in place was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    /// It does not reproduce the owner's signed root (graph or lexical index).
+    #[error(transparent)]
+    Mismatch(#[from] super::commitment::ReplicaMismatch),
+    /// A local failure (the redb write).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Puts a replica step's rows in place (all of them for a whole graph) and keeps the id index, live count and
+/// newest time in step: a delta updates them for the rows it replaces, so it costs what it ships; a whole graph
+/// (or losing the newest memory) indexes every row again.
+fn put_replica_rows(inner: &mut Inner, rows: Vec<(u32, PointRow)>, full: bool) {
+    if full {
+        inner.rows.clear();
+    }
+    let mut reindex = full;
+    for (n, mut row) in rows {
+        row.vector = Vec::new();
+        let n = n as usize;
+        let Inner {
+            rows: held,
+            by_id,
+            live,
+            newest,
+            ..
+        } = inner;
+        if let Some(old) = held.get(n).filter(|o| o.alive && !full) {
+            if by_id.get(&old.id) == Some(&n) {
+                by_id.remove(&old.id);
+                *live -= 1;
+            }
+            reindex |= old.created_at >= *newest;
+        }
+        if row.alive && !full {
+            if by_id.insert(row.id, n).is_none() {
+                *live += 1;
+            }
+            *newest = (*newest).max(row.created_at);
+        }
+        if n < held.len() {
+            held[n] = row;
+        } else {
+            held.push(row);
+        }
+    }
+    if reindex {
+        let (by_id, live, newest) = index_rows(&inner.rows);
+        inner.by_id = by_id;
+        inner.live = live;
+        inner.newest = newest;
+    }
+}
+
 /// Drops the f32 vectors of rows about to be kept in memory (see the module doc): the graph or the
 /// commitment holds each vector, and a second copy would cost 1.5 KB per memory.
 fn without_vectors(rows: &mut [PointRow]) {
@@ -553,55 +609,51 @@ impl Space {
         replica_rows_fit(inner.rows.len(), full, &mut rows)?;
         let changed = commit.take_changed();
         let seq = commit.root().map_or(0, |r| r.record.seq);
-        if full {
-            inner.rows.clear();
-        }
-        for (_, r) in &mut rows {
-            r.vector = Vec::new();
-        }
-        // A delta updates the id index for the rows it replaces, so a step costs what it ships, not the
-        // namespace's size; only a whole graph (or losing the newest memory) indexes every row again.
-        let mut reindex = full;
-        for (n, row) in rows {
-            let n = n as usize;
-            let Inner {
-                rows: held,
-                by_id,
-                live,
-                newest,
-                ..
-            } = &mut *inner;
-            if let Some(old) = held.get(n).filter(|o| o.alive && !full) {
-                if by_id.get(&old.id) == Some(&n) {
-                    by_id.remove(&old.id);
-                    *live -= 1;
-                }
-                reindex |= old.created_at >= *newest;
-            }
-            if row.alive && !full {
-                if by_id.insert(row.id, n).is_none() {
-                    *live += 1;
-                }
-                *newest = (*newest).max(row.created_at);
-            }
-            if n < held.len() {
-                held[n] = row;
-            } else {
-                held.push(row);
-            }
-        }
-        if reindex {
-            let (by_id, live, newest) = index_rows(&inner.rows);
-            inner.by_id = by_id;
-            inner.live = live;
-            inner.newest = newest;
-        }
-        inner.commit = commit;
+        put_replica_rows(&mut inner, rows, full);
+        let old = std::mem::replace(&mut inner.commit, commit);
         if full {
             inner.log = ChangeLog::starting_at(seq);
         } else {
             inner.log.record(seq, changed);
         }
+        // Freeing the replaced commitment takes as long as copying it did (one allocation per node list and
+        // vector): readers need not wait for it.
+        drop(inner);
+        drop(old);
+        Ok(())
+    }
+
+    /// Applies a small replica delta to the held commitment in place and makes it durable with `write` (given the
+    /// updated commitment and the step's rows), all under the write lock: the graph must reproduce the signed
+    /// root, the records' terms its lexical index, and `write` must succeed, or the commitment is put back
+    /// exactly ([`Commitment::undo`]) and nothing changes. A step costs what it ships, not the namespace's size;
+    /// readers wait for it, as they wait for an owner's commit.
+    pub fn install_delta(
+        &self,
+        nodes: Vec<cairn_index::proof::ProofNode>,
+        root: cairn_index::root::SignedRoot,
+        docs: Vec<super::commitment::ReplicaDoc>,
+        mut rows: Vec<(u32, PointRow)>,
+        write: impl FnOnce(&Commitment, &[(u32, PointRow)]) -> Result<(), NodeError>,
+    ) -> Result<(), DeltaError> {
+        let mut inner = self.write()?;
+        replica_rows_fit(inner.rows.len(), false, &mut rows)?;
+        let undo = inner
+            .commit
+            .apply_delta_in_place(nodes, root)
+            .map_err(DeltaError::Mismatch)?;
+        if let Err(e) = inner.commit.apply_replica_docs(docs) {
+            inner.commit.undo(undo);
+            return Err(DeltaError::Mismatch(e));
+        }
+        if let Err(e) = write(&inner.commit, &rows) {
+            inner.commit.undo(undo);
+            return Err(DeltaError::Node(e));
+        }
+        let changed = inner.commit.take_changed();
+        let seq = inner.commit.root().map_or(0, |r| r.record.seq);
+        put_replica_rows(&mut inner, rows, false);
+        inner.log.record(seq, changed);
         Ok(())
     }
 
