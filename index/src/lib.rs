@@ -49,6 +49,7 @@ pub mod id;
 pub mod lexical;
 pub mod merkle;
 pub mod model;
+pub mod model_offer;
 pub mod paged;
 pub mod proof;
 pub mod record;

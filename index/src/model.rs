@@ -62,6 +62,23 @@ impl ExternalModel {
     }
 }
 
+/// The identity of a provisioned (node-run) embedding model, the hash its roots commit: BLAKE3 derive-key
+/// `"cairn 2026 embedding model identity v1"` over `u64be(len file_name) ‖ file_name ‖ sha256hex(file)` for each
+/// file of the model's manifest, in byte order of the names (docs/PROOFS.md, "Embedding model identity"). Nodes
+/// compute it when they load a model, and a node fetching a model from a peer recomputes it from the manifest
+/// the peer sent before trusting any file.
+pub fn provisioned_model_hash<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Hash {
+    let mut sorted: Vec<(&str, &str)> = files.into_iter().collect();
+    sorted.sort_unstable();
+    let mut h = blake3::Hasher::new_derive_key("cairn 2026 embedding model identity v1");
+    for (name, sha256_hex) in sorted {
+        h.update(&(name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update(sha256_hex.as_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

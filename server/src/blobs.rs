@@ -263,6 +263,32 @@ impl Blobs {
         Ok(())
     }
 
+    /// Adds a file this node offers to peers (a model file) pinned under `tag`, unless the tag already pins a
+    /// complete blob; returns the file's BLAKE3 hash. The tag's prefix (`model-`) keeps it apart from record and
+    /// snapshot tags, so no record clean-up touches it.
+    pub async fn add_file_tagged(&self, path: &Path, tag: &str) -> Result<[u8; 32], BlobError> {
+        if let Some(t) = self.store.tags().get(tag).await.map_err(op)? {
+            if self.has_raw(*t.hash.as_bytes()).await {
+                return Ok(*t.hash.as_bytes());
+            }
+        }
+        // No collection pass between adding the blob and its tag being on disk.
+        let _no_gc = self.gc_lock.read().await;
+        let added = self
+            .store
+            .add_path(path)
+            .with_named_tag(tag)
+            .await
+            .map_err(op)?;
+        self.store.sync_db().await.map_err(op)?;
+        Ok(*added.hash.as_bytes())
+    }
+
+    /// Where the store keeps a blob's bytes (a separate file per blob; see [`Blobs::open`]).
+    pub fn data_path(&self, hash: [u8; 32]) -> PathBuf {
+        self.paths.data_path(&Hash::from_bytes(hash))
+    }
+
     /// True if the store holds the complete blob of a record.
     pub async fn has(&self, id: &MemoryId) -> bool {
         self.has_raw(id.0).await

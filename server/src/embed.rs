@@ -142,21 +142,25 @@ fn ort_environment(lib: &Path) -> Result<ort::environment::Environment, EmbedErr
     Ok(ORT_ENV.get_or_init(|| env).clone())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Reads and checks the model directory; returns the manifest's info and the file bytes.
-fn load_files(dir: &Path) -> Result<(ModelInfo, BTreeMap<String, Vec<u8>>), EmbedError> {
-    let bad = |reason: String| EmbedError::BadModel {
-        dir: dir.to_owned(),
-        reason,
-    };
-    let manifest_path = dir.join("manifest.json");
-    let raw = std::fs::read(&manifest_path)
-        .map_err(|e| EmbedError::MissingModel(format!("{}: {e}", manifest_path.display())))?;
-    let m: Manifest =
-        serde_json::from_slice(&raw).map_err(|e| bad(format!("manifest.json: {e}")))?;
+/// A model's manifest after [`check_manifest`]: its identity and the sha256 of each file, by name.
+#[derive(Debug, Clone)]
+pub struct CheckedManifest {
+    /// Name, dimension and identity hash.
+    pub info: ModelInfo,
+    /// sha256 (lowercase hex) of every file the model needs, by file name.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Checks a model's `manifest.json` without reading the files it lists: the files a model needs are listed, names
+/// are plain file names and hashes are sha256 hex, the sequence length is Cairn's, and the default model's pinned
+/// files are the pinned ones. Returns the identity computed from the listed hashes. Used for a local model
+/// directory and for a manifest a peer sent (before any file of it is trusted).
+pub fn check_manifest(raw: &[u8]) -> Result<CheckedManifest, String> {
+    let m: Manifest = serde_json::from_slice(raw).map_err(|e| format!("manifest.json: {e}"))?;
     for needed in [
         "model.onnx",
         "tokenizer.json",
@@ -165,36 +169,83 @@ fn load_files(dir: &Path) -> Result<(ModelInfo, BTreeMap<String, Vec<u8>>), Embe
         "tokenizer_config.json",
     ] {
         if !m.files.contains_key(needed) {
-            return Err(bad(format!("manifest lists no {needed}")));
+            return Err(format!("manifest lists no {needed}"));
         }
     }
+    if m.files.len() > cairn_index::model_offer::MAX_FILES {
+        return Err("manifest lists too many files".into());
+    }
+    for (name, sha) in &m.files {
+        if name.contains('/') || !cairn_index::model_offer::allowed_name(name) {
+            return Err(format!(
+                "manifest names a file {name:?}; only plain file names are allowed"
+            ));
+        }
+        if sha.len() != 64
+            || !sha
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "manifest gives {name} a sha256 that is not 64 lowercase hex digits"
+            ));
+        }
+    }
+    if m.dim == 0 || m.dim > usize::from(cairn_index::model::MAX_DIM) {
+        return Err(format!(
+            "dim {} is outside 1..={}",
+            m.dim,
+            cairn_index::model::MAX_DIM
+        ));
+    }
     if m.max_seq_length.is_some_and(|n| n != MAX_SEQ_LEN) {
-        return Err(bad(format!("max_seq_length must be {MAX_SEQ_LEN}")));
+        return Err(format!("max_seq_length must be {MAX_SEQ_LEN}"));
     }
     if m.name == "all-MiniLM-L6-v2" {
         if m.files.get("tokenizer.json").map(String::as_str) != Some(MINILM_TOKENIZER_SHA256) {
-            return Err(bad(
-                "tokenizer.json is not the pinned all-MiniLM-L6-v2 tokenizer".into(),
-            ));
+            return Err("tokenizer.json is not the pinned all-MiniLM-L6-v2 tokenizer".into());
         }
         if m.source_safetensors_sha256.as_deref() != Some(MINILM_SAFETENSORS_SHA256) {
-            return Err(bad(
-                "model was not exported from the pinned all-MiniLM-L6-v2 weights".into(),
-            ));
+            return Err("model was not exported from the pinned all-MiniLM-L6-v2 weights".into());
         }
         let want_onnx = match m.quantization.as_deref() {
             None | Some("none") => MINILM_ONNX_SHA256,
             _ => MINILM_INT8_ONNX_SHA256,
         };
         if m.files.get("model.onnx").map(String::as_str) != Some(want_onnx) {
-            return Err(bad(
-                "model.onnx is not the pinned export of all-MiniLM-L6-v2".into(),
-            ));
+            return Err("model.onnx is not the pinned export of all-MiniLM-L6-v2".into());
         }
     }
+    let hash = cairn_index::model::provisioned_model_hash(
+        m.files.iter().map(|(n, s)| (n.as_str(), s.as_str())),
+    );
+    let suffix = match m.quantization.as_deref() {
+        None | Some("none") => String::new(),
+        Some(q) => format!("+{q}"),
+    };
+    Ok(CheckedManifest {
+        info: ModelInfo {
+            id: format!("{}{}@{}", m.name, suffix, &hex::encode(hash)[..16]),
+            dim: m.dim,
+            hash,
+        },
+        files: m.files,
+    })
+}
+
+/// Reads and checks a model directory (its manifest, then every file against it); returns the model's info and
+/// the file bytes.
+pub fn load_files(dir: &Path) -> Result<(ModelInfo, BTreeMap<String, Vec<u8>>), EmbedError> {
+    let bad = |reason: String| EmbedError::BadModel {
+        dir: dir.to_owned(),
+        reason,
+    };
+    let manifest_path = dir.join("manifest.json");
+    let raw = std::fs::read(&manifest_path)
+        .map_err(|e| EmbedError::MissingModel(format!("{}: {e}", manifest_path.display())))?;
+    let checked = check_manifest(&raw).map_err(bad)?;
     let mut files = BTreeMap::new();
-    let mut h = blake3::Hasher::new_derive_key("cairn 2026 embedding model identity v1");
-    for (name, want) in &m.files {
+    for (name, want) in &checked.files {
         let path = dir.join(name);
         let bytes = std::fs::read(&path)
             .map_err(|e| EmbedError::MissingModel(format!("{}: {e}", path.display())))?;
@@ -204,22 +255,9 @@ fn load_files(dir: &Path) -> Result<(ModelInfo, BTreeMap<String, Vec<u8>>), Embe
                 "{name} has sha256 {got}, manifest says {want}"
             )));
         }
-        h.update(&(name.len() as u64).to_be_bytes());
-        h.update(name.as_bytes());
-        h.update(want.as_bytes());
         files.insert(name.clone(), bytes);
     }
-    let hash = *h.finalize().as_bytes();
-    let suffix = match m.quantization.as_deref() {
-        None | Some("none") => String::new(),
-        Some(q) => format!("+{q}"),
-    };
-    let info = ModelInfo {
-        id: format!("{}{}@{}", m.name, suffix, &hex::encode(hash)[..16]),
-        dim: m.dim,
-        hash,
-    };
-    Ok((info, files))
+    Ok((checked.info, files))
 }
 
 impl Embedder {

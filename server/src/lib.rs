@@ -16,6 +16,7 @@ pub mod error;
 pub mod identity;
 pub mod mcp;
 pub mod metrics;
+pub mod models;
 pub mod node;
 pub mod otlp;
 pub mod p2p;

@@ -117,6 +117,13 @@ async fn run(cli: Cli) -> Result<()> {
                     max_batch: usize::from(args.embed_batch),
                     ..cli::local_embed_config(args.model_dir, args.ort_lib)
                 },
+                model_source: cairn_server::models::ModelSource {
+                    from: args.model_from,
+                    model: args.model_hash,
+                    allow_unpinned: args.allow_unpinned,
+                    cache: cli::cache_root(),
+                },
+                serve_model: !args.no_serve_model,
                 limits: Limits {
                     max_text_bytes: args.max_text_bytes as usize,
                     ..Limits::default()

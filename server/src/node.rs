@@ -27,6 +27,10 @@ pub struct NodeConfig {
     pub listen: String,
     /// Model and runtime.
     pub embed: EmbedConfig,
+    /// Peers to fetch the model from when it is not installed (`--model-from`).
+    pub model_source: crate::models::ModelSource,
+    /// Offer the model to peers over `cairn/model/1`.
+    pub serve_model: bool,
     /// Memory size limits.
     pub limits: Limits,
     /// HNSW M.
@@ -112,8 +116,13 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         );
         eprintln!("WARNING: cairn is serving on {addr} without TLS and token checks (--insecure)");
     }
+    let embed_cfg = crate::models::ensure(cfg.embed.clone(), &cfg.model_source)
+        .await
+        .context("cannot get the embedding model from the peers given with --model-from")?;
     let t0 = std::time::Instant::now();
-    let embed_cfg = cfg.embed.clone();
+    let shelf = cfg
+        .serve_model
+        .then(|| (embed_cfg.model_dir.clone(), embed_cfg.ort_lib.clone()));
     let embedder = tokio::task::spawn_blocking(move || Embedder::start(&embed_cfg)).await??;
     tracing::info!(model = %embedder.info().id, ms = t0.elapsed().as_millis() as u64, "model loaded");
     let engine = Engine::open(
@@ -161,6 +170,9 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         crate::p2p::P2pConfig {
             listen: cfg.p2p_listen,
             public: cfg.p2p_public,
+            shelf: shelf.map(|(dir, ort)| {
+                std::sync::Arc::new(crate::models::Shelf::new(engine.blobs(), dir, ort))
+            }),
         },
     )
     .await?;

@@ -53,6 +53,15 @@ impl Node {
 
     /// Like [`Node::start`] with extra `cairn serve` arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Result<Node> {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like [`Node::start_with`], with environment variables set (`Some`) or removed (`None`) for the node.
+    pub fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Result<Node> {
         let mut cmd = Command::new(cairn_bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -64,6 +73,12 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot run {}", cairn_bin().display()))?;

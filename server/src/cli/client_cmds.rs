@@ -144,6 +144,10 @@ fn save_proof(path: &std::path::Path, file: &ProofFile) -> Result<()> {
 pub async fn run_offline(cli: &Cli) -> Result<bool> {
     use crate::auth::token;
     match &cli.command {
+        Command::Model(cmd) => {
+            super::model_cmd::run(cmd, cli.json).await?;
+            Ok(true)
+        }
         Command::Token(super::TokenCommand::Attenuate {
             token: t,
             ns,
@@ -396,7 +400,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let client = connect(&cli).await?;
     let json = cli.json;
     match cli.command {
-        Command::Verify { .. } => unreachable!("handled offline"),
+        Command::Verify { .. } | Command::Model(_) => unreachable!("handled offline"),
         Command::Mcp(args) => crate::mcp::run(client, args).await?,
         Command::Id { .. } => {
             let info = client.node_info().await?;

@@ -4,6 +4,7 @@ mod audit;
 mod client_cmds;
 pub mod config;
 mod import;
+mod model_cmd;
 mod output;
 mod trust;
 
@@ -297,6 +298,9 @@ pub enum Command {
         #[arg(long)]
         seq: Option<u64>,
     },
+    /// Embedding models by hash from peers: list what is installed or what a peer offers, fetch one.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Check a file saved with --proof-out, offline. Exits 0 only if it verifies.
     Verify {
         /// The file.
@@ -316,6 +320,48 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         check_query: Option<String>,
     },
+}
+
+/// `cairn model ...`: models by hash, from peers (no node needed).
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// The models installed in the cache (each file checked against its manifest), or with --from the models a
+    /// peer offers.
+    List {
+        /// Ask this peer (its ticket) what it offers.
+        #[arg(long, value_name = "TICKET", value_parser = parse_ticket)]
+        from: Option<crate::p2p::ticket::Ticket>,
+        /// The cache root (default `$CAIRN_CACHE` or `~/.cache/cairn`).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Fetch a model from peers by hash and install it into the cache (with the ONNX Runtime library, if the
+    /// cache has none and the peer's is the one pinned for this platform).
+    Fetch {
+        /// Peers to ask, in order (repeatable); one that serves a bad file is skipped.
+        #[arg(long, value_name = "TICKET", value_parser = parse_ticket, required = true)]
+        from: Vec<crate::p2p::ticket::Ticket>,
+        /// The model wanted (default: the one model the first peer offers).
+        #[arg(long, value_name = "HASH", value_parser = parse_model_hash)]
+        model: Option<[u8; 32]>,
+        /// Accept this model although this build of cairn does not pin it.
+        #[arg(long, value_name = "HASH", value_parser = parse_model_hash)]
+        allow_unpinned: Option<[u8; 32]>,
+        /// The cache root (default `$CAIRN_CACHE` or `~/.cache/cairn`).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Do not install the peer's ONNX Runtime library.
+        #[arg(long)]
+        no_runtime: bool,
+    },
+}
+
+fn parse_ticket(s: &str) -> Result<crate::p2p::ticket::Ticket, String> {
+    crate::p2p::ticket::Ticket::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_model_hash(s: &str) -> Result<[u8; 32], String> {
+    crate::models::parse_hash(s)
 }
 
 /// `cairn peer ...`.
@@ -498,6 +544,22 @@ pub struct ServeArgs {
     /// Path of the ONNX Runtime shared library (libonnxruntime.so).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Peers to fetch the embedding model from (by hash, over iroh) when the model directory does not hold it,
+    /// and the ONNX Runtime library when there is none. Every file is checked against the model's manifest and
+    /// the manifest against the model hash; the model is installed into the cache. Repeatable: peers are tried
+    /// in order, and one that serves a bad file is skipped.
+    #[arg(long = "model-from", value_name = "TICKET", value_parser = parse_ticket)]
+    pub model_from: Vec<crate::p2p::ticket::Ticket>,
+    /// With --model-from: the model wanted (its hash, as roots carry it). Default: the model directory's, or
+    /// the one model the first peer offers.
+    #[arg(long, value_name = "HASH", value_parser = parse_model_hash)]
+    pub model_hash: Option<[u8; 32]>,
+    /// With --model-from: accept this model although this build of cairn does not pin it.
+    #[arg(long, value_name = "HASH", value_parser = parse_model_hash)]
+    pub allow_unpinned: Option<[u8; 32]>,
+    /// Do not offer this node's model (and ONNX Runtime library) to peers over `cairn/model/1`.
+    #[arg(long)]
+    pub no_serve_model: bool,
     /// Largest memory text in bytes.
     #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..=8 << 20))]
     pub max_text_bytes: u32,

@@ -136,6 +136,11 @@ impl Engine {
         self.blobs.store().clone()
     }
 
+    /// The blob store with its collection rules (for files this node offers beside its records).
+    pub fn blobs(&self) -> crate::blobs::Blobs {
+        self.blobs.clone()
+    }
+
     /// Known peers.
     pub async fn peers(&self) -> Result<Vec<([u8; 32], String)>, NodeError> {
         let st = self.state.clone();

@@ -52,6 +52,8 @@ pub struct P2pConfig {
     pub listen: SocketAddr,
     /// Use relays and public address lookup (off by default: local-only, nothing leaves the machine's networks).
     pub public: bool,
+    /// The model this node offers to peers over `cairn/model/1` (None: it offers none).
+    pub shelf: Option<Arc<crate::models::Shelf>>,
 }
 
 /// Failures of the peer-to-peer side.
@@ -150,6 +152,8 @@ pub struct P2p {
 struct ServeBlobs {
     store: iroh_blobs::api::Store,
     engine: Arc<EngineRef>,
+    /// The offered model's files are served to any peer.
+    shelf: Option<Arc<crate::models::Shelf>>,
 }
 
 impl ProtocolHandler for ServeBlobs {
@@ -169,6 +173,7 @@ impl ProtocolHandler for ServeBlobs {
         };
         let (events, mut rx) = EventSender::channel(16, mask);
         let engine = self.engine.clone();
+        let shelf = self.shelf.clone();
         let gate = tokio::spawn(async move {
             let verdict = |ok: bool| {
                 if ok {
@@ -181,10 +186,15 @@ impl ProtocolHandler for ServeBlobs {
                 match msg {
                     ProviderMessage::GetRequestReceived(m) => {
                         let r = &m.inner.request;
-                        let ok = engine
-                            .0
-                            .blobs_allowed(peer, &[*r.hash.as_bytes()], !r.ranges.is_blob())
-                            .await;
+                        let model_file = r.ranges.is_blob()
+                            && shelf
+                                .as_ref()
+                                .is_some_and(|s| s.serves(&[*r.hash.as_bytes()]));
+                        let ok = model_file
+                            || engine
+                                .0
+                                .blobs_allowed(peer, &[*r.hash.as_bytes()], !r.ranges.is_blob())
+                                .await;
                         if !ok {
                             tracing::debug!(peer = %hex::encode(peer), "blob request refused: no grant");
                         }
@@ -198,7 +208,8 @@ impl ProtocolHandler for ServeBlobs {
                             .iter()
                             .map(|h| *h.as_bytes())
                             .collect();
-                        let ok = engine.0.blobs_allowed(peer, &hashes, false).await;
+                        let ok = shelf.as_ref().is_some_and(|s| s.serves(&hashes))
+                            || engine.0.blobs_allowed(peer, &hashes, false).await;
                         if !ok {
                             tracing::debug!(peer = %hex::encode(peer), "blob request refused: no grant");
                         }
@@ -445,17 +456,24 @@ impl P2p {
             .map_err(|e| bind_err(e.to_string()))?;
         let gossip = Gossip::builder().spawn(endpoint.clone());
         let store = engine.blob_store();
-        let router = Router::builder(endpoint.clone())
+        let mut router = Router::builder(endpoint.clone())
             .accept(
                 iroh_blobs::ALPN,
                 ServeBlobs {
                     store: store.clone().into(),
                     engine: Arc::new(EngineRef(engine.clone())),
+                    shelf: cfg.shelf.clone(),
                 },
             )
             .accept(iroh_gossip::ALPN, gossip.clone())
-            .accept(SYNC_ALPN, ServeSync(Arc::new(EngineRef(engine.clone()))))
-            .spawn();
+            .accept(SYNC_ALPN, ServeSync(Arc::new(EngineRef(engine.clone()))));
+        if let Some(shelf) = &cfg.shelf {
+            router = router.accept(
+                crate::models::MODEL_ALPN,
+                crate::models::ServeModels(shelf.clone()),
+            );
+        }
+        let router = router.spawn();
         let p2p = Arc::new(P2p {
             engine: engine.clone(),
             endpoint,
