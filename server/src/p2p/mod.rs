@@ -1,5 +1,6 @@
 //! The node's peer-to-peer side: one iroh endpoint keyed by the node key (node id = root-signing key), serving
-//! record blobs (iroh-blobs), root announcements (iroh-gossip) and catch-up (`cairn/sync/1`) on one router.
+//! record blobs (iroh-blobs), root announcements (iroh-gossip), catch-up (`cairn/sync/1`) and the model it runs
+//! (`cairn/model/1`, see [`crate::models`]) on one router.
 //!
 //! Local-only by default: no relay, no internet address lookups; peers are reached at the direct addresses in
 //! their tickets, which are kept in redb.
@@ -147,6 +148,7 @@ pub struct P2p {
 
 /// Serves blobs to peers the owner's grants allow, and only the blobs of namespaces they may fetch: every Get and
 /// GetMany is checked against [`Engine::blobs_allowed`] for the caller's node id; Push and Observe are refused.
+/// The files of the model this node offers ([`crate::models::Shelf`]) are served to any peer: they are public.
 /// (The store is not taken down with the router: the engine owns it.)
 #[derive(Debug, Clone)]
 struct ServeBlobs {
