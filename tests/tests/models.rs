@@ -258,6 +258,15 @@ fn an_unpinned_model_is_refused_unless_named() {
     assert_eq!(local["models"][0]["hash"], hash.as_str(), "{local}");
     assert_eq!(local["models"][0]["pinned"], false);
     assert!(!cache.path().join("ort").exists(), "--no-runtime");
+
+    // A node started with --no-serve-model offers nothing.
+    let quiet_dir = temp_dir();
+    let quiet = Node::start_with(quiet_dir.path(), &["--no-serve-model"]).expect("node");
+    let (ok, listing, err) = model_cmd(cache.path(), &["list", "--from", &ticket(&quiet)]);
+    assert!(!ok, "{listing}");
+    assert!(err.contains("no peer gave the model"), "{err}");
+    let (ok, _, err) = model_cmd(temp_dir().path(), &["fetch", "--from", &ticket(&quiet)]);
+    assert!(!ok && err.contains("no peer gave the model"), "{err}");
 }
 
 /// The model directory the test nodes run (`CAIRN_MODEL_DIR` or the provisioned default).

@@ -159,6 +159,21 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         ef: u32,
     },
+    /// Vector Recall over real all-MiniLM-L6-v2 embeddings: the `recall` corpus (LoCoMo turns, then SciFact
+    /// sentences) embedded by the node, stored with their vectors in a namespace of an external model (so the
+    /// queries skip embedding, as in `scale`), and LoCoMo/SciFact questions embedded the same way. Reports latency
+    /// and recall@10 against exact f32 search per ef, and of the node's exact search over the int8 codes.
+    Vectors {
+        /// Memories.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Queries.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Search breadths to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![64u32, 128])]
+        efs: Vec<u32>,
+    },
     /// The HNSW graph alone (`cairn_index::hnsw`), in process (no node): inserts up to each size (rate, per-insert
     /// time and how many points each insert relinks, which is what a commit re-reads), then vector searches
     /// (k=10) with recall@10 against exact search over the same int8 codes, and the graph's heap bytes per point.
@@ -1812,6 +1827,7 @@ async fn main() -> Result<()> {
             writes,
             external_dim,
         } => bench_catchup(&args, ns, *writes, *external_dim).await,
+        Cmd::Vectors { n, queries, efs } => bench_vectors(&args, *n, *queries, efs).await,
         Cmd::Scale {
             sizes,
             queries,
@@ -2074,6 +2090,135 @@ async fn bench_scale(
         summary(&format!("{size}: client verify"), "ms", verify);
         let (rss, hwm) = rss_mb(pid);
         println!("{size}: node RSS {rss:.0} MB, peak {hwm:.0} MB (VmHWM)");
+    }
+    Ok(())
+}
+
+/// Embeds `texts` with the node, 256 at a time.
+async fn embed_all(client: &CairnClient, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        let r = client.embed(chunk.to_vec()).await?;
+        out.extend(r.vectors.into_iter().map(|v| v.values));
+    }
+    Ok(out)
+}
+
+/// The texts of the exact top-10 of `q` by f32 dot product over `corpus`.
+fn exact_top10(corpus: &[Vec<f32>], texts: &[String], q: &[f32]) -> HashSet<String> {
+    let mut scored: Vec<(f32, usize)> = corpus
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (-v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), i))
+        .collect();
+    let ten = scored.len().min(10);
+    if ten > 0 {
+        scored.select_nth_unstable_by(ten - 1, |a, b| a.0.total_cmp(&b.0));
+    }
+    scored[..ten]
+        .iter()
+        .map(|&(_, i)| texts[i].clone())
+        .collect()
+}
+
+async fn bench_vectors(args: &Args, n: usize, queries: usize, efs: &[u32]) -> Result<()> {
+    let root = data_root(args);
+    let mut texts = memory_texts(&root, n)?;
+    let mut seen = HashSet::new();
+    texts.retain(|t| seen.insert(t.clone()));
+    let mut qs: Vec<String> = read_jsonl(&root.join("locomo/flat/questions.jsonl"))?
+        .iter()
+        .filter_map(|v| v["question"].as_str().map(str::to_owned))
+        .collect();
+    qs.extend(
+        read_jsonl(&root.join("scifact/queries.jsonl"))?
+            .iter()
+            .filter_map(|v| v["text"].as_str().map(str::to_owned)),
+    );
+    qs.truncate(queries);
+    let node = start_node(args.data_dir.as_deref())?;
+    let client = connect(node.url.clone(), &node.dir).await?;
+    let ns = format!("bench/vectors-{n}");
+    let t0 = Instant::now();
+    let corpus = embed_all(&client, &texts).await?;
+    let qv = embed_all(&client, &qs).await?;
+    println!(
+        "vectors: {} distinct texts and {} queries embedded by the node in {:.0} s",
+        texts.len(),
+        qs.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let have = client
+        .stats(Some(&ns))
+        .await
+        .map_or(0, |s| s.total_memories as usize);
+    if have == 0 {
+        client
+            .create_namespace(&ns, Some(("bench-all-MiniLM-L6-v2", 384)))
+            .await?;
+        let t0 = Instant::now();
+        for (tc, vc) in texts.chunks(256).zip(corpus.chunks(256)) {
+            let batch: Vec<NewMemory> = tc
+                .iter()
+                .zip(vc)
+                .map(|(t, v)| NewMemory::new(t.clone()).vector(v.clone()))
+                .collect();
+            client.remember(&ns, batch).await?;
+        }
+        println!(
+            "stored {} memories with their vectors in {:.0} s",
+            texts.len(),
+            t0.elapsed().as_secs_f64()
+        );
+    } else if have != texts.len() {
+        bail!("{ns} holds {have} memories, expected {}", texts.len());
+    }
+    let truth: Vec<HashSet<String>> = qv.iter().map(|q| exact_top10(&corpus, &texts, q)).collect();
+    let mut exact_found = 0usize;
+    for (q, t10) in qv.iter().zip(&truth) {
+        let hits = client
+            .recall_vector(&ns, q.clone())
+            .k(10)
+            .exact(true)
+            .send()
+            .await?;
+        exact_found += hits.iter().filter(|h| t10.contains(&h.text)).count();
+    }
+    println!(
+        "{}: the node's exact search over the int8 codes: recall@10 {:.3} vs exact f32",
+        texts.len(),
+        exact_found as f64 / (10 * qv.len().max(1)) as f64
+    );
+    for &ef in efs {
+        for q in qv.iter().take(20) {
+            client
+                .recall_vector(&ns, q.clone())
+                .k(10)
+                .ef(ef)
+                .send()
+                .await?;
+        }
+        let (mut lat, mut found) = (Vec::with_capacity(qv.len()), 0usize);
+        for (q, t10) in qv.iter().zip(&truth) {
+            let t = Instant::now();
+            let hits = client
+                .recall_vector(&ns, q.clone())
+                .k(10)
+                .ef(ef)
+                .send()
+                .await?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            found += hits.iter().filter(|h| t10.contains(&h.text)).count();
+        }
+        let recall = found as f64 / (10 * qv.len().max(1)) as f64;
+        summary(
+            &format!(
+                "{}: vector Recall k=10 ef={ef} (client-observed), recall@10 {recall:.3} vs exact f32",
+                texts.len()
+            ),
+            "ms",
+            lat,
+        );
     }
     Ok(())
 }
