@@ -141,6 +141,8 @@ pub struct Shelf {
     blobs: crate::blobs::Blobs,
     model_dir: PathBuf,
     ort_lib: PathBuf,
+    /// The data dir (whose disk receives the copies) and the free space it must keep (`--min-free-mb`).
+    floor: (PathBuf, u64),
     offer: tokio::sync::OnceCell<Option<OfferedModel>>,
 }
 
@@ -153,12 +155,20 @@ impl std::fmt::Debug for Shelf {
 }
 
 impl Shelf {
-    /// A shelf offering the model in `model_dir` and the runtime library `ort_lib`, stored in `blobs`.
-    pub fn new(blobs: crate::blobs::Blobs, model_dir: PathBuf, ort_lib: PathBuf) -> Self {
+    /// A shelf offering the model in `model_dir` and the runtime library `ort_lib`, stored in `blobs`. The copies
+    /// are made only if the disk of `data_dir` keeps `min_free_bytes` free after them (the node's write floor).
+    pub fn new(
+        blobs: crate::blobs::Blobs,
+        model_dir: PathBuf,
+        ort_lib: PathBuf,
+        data_dir: PathBuf,
+        min_free_bytes: u64,
+    ) -> Self {
         Shelf {
             blobs,
             model_dir,
             ort_lib,
+            floor: (data_dir, min_free_bytes),
             offer: tokio::sync::OnceCell::new(),
         }
     }
@@ -194,6 +204,33 @@ impl Shelf {
         })?;
         let hash = checked.info.hash;
         let hex_hash = hex::encode(hash);
+        // The copies must not take the disk below the node's write floor.
+        let mut need: u64 = 0;
+        for name in checked
+            .files
+            .keys()
+            .map(|n| self.model_dir.join(n))
+            .chain([self.ort_lib.clone()])
+        {
+            need = need.saturating_add(tokio::fs::metadata(&name).await.map_or(0, |m| m.len()));
+        }
+        let (dir, floor) = &self.floor;
+        let st = rustix::fs::statvfs(dir).map_err(|e| ModelError::Io {
+            what: format!("free space of {}", dir.display()),
+            reason: e.to_string(),
+        })?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < floor.saturating_add(need) {
+            return Err(ModelError::Io {
+                what: format!("copying the model into {}", dir.display()),
+                reason: format!(
+                    "{} MiB free, the model needs {} MiB and the node keeps {} MiB free (--min-free-mb)",
+                    free >> 20,
+                    need >> 20,
+                    floor >> 20
+                ),
+            });
+        }
         let mut files = Vec::new();
         for name in checked.files.keys() {
             let path = self.model_dir.join(name);
@@ -826,6 +863,7 @@ mod tests {
             blobs: store.clone(),
             model_dir: PathBuf::new(),
             ort_lib: PathBuf::new(),
+            floor: (dir.path().to_owned(), 0),
             offer: tokio::sync::OnceCell::new_with(Some(Some(offer))),
         };
         let ep = endpoint(&[]).await.expect("endpoint");
@@ -944,6 +982,64 @@ mod tests {
         for r in [r1, r2, r3] {
             let _ = r.shutdown().await;
         }
+    }
+
+    /// A node offers its model only while the copies leave the disk above the write floor; the offer then
+    /// lists every manifest file with its BLAKE3 hash, and the blobs are pinned under `model-` tags.
+    #[tokio::test]
+    async fn the_offer_keeps_the_disk_floor() {
+        let model = tempfile::tempdir().expect("tempdir");
+        let fs = files("local");
+        for (n, b) in &fs {
+            std::fs::write(model.path().join(n), b).expect("write");
+        }
+        std::fs::write(model.path().join("manifest.json"), manifest(&fs)).expect("write");
+        let data = tempfile::tempdir().expect("tempdir");
+        let blobs =
+            crate::blobs::Blobs::open(&data.path().join("blobs"), Duration::from_secs(3600))
+                .await
+                .expect("store");
+        let no_ort = data.path().join("none.so");
+        let full = Shelf::new(
+            blobs.clone(),
+            model.path().to_owned(),
+            no_ort.clone(),
+            data.path().to_owned(),
+            u64::MAX / 2,
+        );
+        assert!(full.offer().await.is_none(), "offered below the floor");
+        let model_tags = |b: crate::blobs::Blobs| async move {
+            use futures::StreamExt;
+            let tags = b.store().tags().list_prefix("model-").await.expect("tags");
+            futures::pin_mut!(tags);
+            let mut n = 0;
+            while tags.next().await.is_some() {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(
+            model_tags(blobs.clone()).await,
+            0,
+            "nothing copied below the floor"
+        );
+        let shelf = Shelf::new(
+            blobs.clone(),
+            model.path().to_owned(),
+            no_ort,
+            data.path().to_owned(),
+            0,
+        );
+        let offer = shelf.offer().await.expect("offered").clone();
+        assert_eq!(offer.files.len(), fs.len());
+        for (n, b) in &fs {
+            let f = offer.files.iter().find(|f| f.name == *n).expect("listed");
+            assert_eq!(f.blake3, *blake3::hash(b).as_bytes());
+            assert!(shelf.serves(&[f.blake3]));
+        }
+        assert!(!shelf.serves(&[[9; 32]]));
+        assert_eq!(model_tags(blobs.clone()).await, fs.len());
+        assert!(!full.serves(&[offer.files[0].blake3]));
     }
 
     #[test]

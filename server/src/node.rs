@@ -171,7 +171,13 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             listen: cfg.p2p_listen,
             public: cfg.p2p_public,
             shelf: shelf.map(|(dir, ort)| {
-                std::sync::Arc::new(crate::models::Shelf::new(engine.blobs(), dir, ort))
+                std::sync::Arc::new(crate::models::Shelf::new(
+                    engine.blobs(),
+                    dir,
+                    ort,
+                    cfg.data_dir.clone(),
+                    cfg.min_free_mb << 20,
+                ))
             }),
         },
     )

@@ -619,7 +619,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10)]
     pub peer_check_secs: u64,
     /// Free space (MiB) the data dir's disk must keep: below it, Remember and replica installs are refused with
-    /// RESOURCE_EXHAUSTED naming the disk, while reads and Forget go on (0 turns the floor off).
+    /// RESOURCE_EXHAUSTED naming the disk, while reads and Forget go on (0 turns the floor off). The model is
+    /// copied for offering to peers only if the disk keeps this much free after the copy.
     #[arg(long, default_value_t = 256)]
     pub min_free_mb: u64,
     /// Most WatchRoots streams open at once; one more is refused with RESOURCE_EXHAUSTED. A stream is freed as
