@@ -22,6 +22,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "anchor")]
+pub mod anchor;
 mod connect;
 mod error;
 pub mod pins;

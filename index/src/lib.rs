@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod anchor;
 pub mod commit;
 pub mod filtered;
 pub mod grants;

@@ -13,18 +13,29 @@ use super::trust::{self, check_trust_flag};
 use super::{Cli, Command, ProofArgs};
 use cairn_client::pins::PinStore;
 
-fn verified_json(v: &Verified, witnesses: usize) -> Value {
-    json!({ "seq": v.seq(), "node_id": v.node_id_hex(), "root": hex::encode(v.root.record.hash()), "witnesses": witnesses })
+fn verified_json(v: &Verified, witnesses: usize, anchored: &Option<Value>) -> Value {
+    let mut o = json!({ "seq": v.seq(), "node_id": v.node_id_hex(), "root": hex::encode(v.root.record.hash()), "witnesses": witnesses });
+    if let Some(a) = anchored {
+        o["anchored"] = a.clone();
+    }
+    o
 }
 
-fn verified_line(v: &Verified, witnesses: usize) -> String {
+fn verified_line(v: &Verified, witnesses: usize, anchored: &Option<Value>) -> String {
     let w = match witnesses {
         0 => String::new(),
         1 => " with 1 witness cosignature".to_owned(),
         n => format!(" with {n} witness cosignatures"),
     };
+    let a = match anchored {
+        Some(a) => format!(
+            ", on the history anchored at seq {} ({} s ago)",
+            a["anchor_seq"], a["anchor_age_s"]
+        ),
+        None => String::new(),
+    };
     format!(
-        "verified against root seq {} by {}{w}",
+        "verified against root seq {} by {}{w}{a}",
         v.seq(),
         v.node_id_hex()
     )
@@ -148,6 +159,12 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
             super::model_cmd::run(cmd, cli.json).await?;
             Ok(true)
         }
+        Command::Anchor(super::AnchorArgs {
+            deploy: Some(cmd), ..
+        }) => {
+            super::anchor_cmd::deploy(cmd, cli.json).await?;
+            Ok(true)
+        }
         Command::Token(super::TokenCommand::Attenuate {
             token: t,
             ns,
@@ -205,6 +222,7 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
             witnesses,
             set,
             check_query,
+            anchored,
         } => {
             check_trust_flag(trust.as_deref())?;
             set.keys(*witnesses)?;
@@ -263,8 +281,15 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                 }
                 bound_query(&verified, &pf.proof, text).await?;
             }
+            let anch = if anchored.anchored.is_some() {
+                // The roots between the file's root and the anchors come from --node.
+                let client = connect(cli).await?;
+                super::anchor_cmd::check(anchored, &client, &verified, &pf.namespace).await?
+            } else {
+                None
+            };
             if cli.json {
-                let mut vj = verified_json(&verified, w);
+                let mut vj = verified_json(&verified, w, &anch);
                 vj["query_bound"] = json!(check_query.is_some());
                 print_json(
                     &json!({ "ok": true, "namespace": pf.namespace, "items": pf.items.len(), "verified": vj }),
@@ -274,7 +299,7 @@ pub async fn run_offline(cli: &Cli) -> Result<bool> {
                     "{} memories in {}: {}",
                     pf.items.len(),
                     pf.namespace,
-                    verified_line(&verified, w)
+                    verified_line(&verified, w, &anch)
                 );
                 if check_query.is_some() {
                     println!("query bound: the proof's query vector is this machine's embedding of the query text");
@@ -402,6 +427,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Verify { .. } | Command::Model(_) => unreachable!("handled offline"),
         Command::Mcp(args) => crate::mcp::run(client, args).await?,
+        Command::Anchor(args) => super::anchor_cmd::submit(&client, &args, json).await?,
         Command::Id { .. } => {
             let info = client.node_info().await?;
             println!("{}", info.node_id);
@@ -620,6 +646,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         )?;
                     }
                     let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
+                    let anch = super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
                     if check_query {
                         bound_query(&vd, &resp.proof, &query).await?;
                     }
@@ -629,7 +656,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         let unit: Vec<f32> = v.iter().map(|x| x / norm).collect();
                         bound_vector(&resp.proof, &unit)?;
                     }
-                    Some((vd, w))
+                    Some((vd, w, anch))
                 }
                 None => None,
             };
@@ -637,7 +664,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 let mut out = json!({ "hits": hits.iter().map(hit_json).collect::<Vec<_>>() });
                 if let Some(vd) = &verified {
-                    out["verified"] = verified_json(&vd.0, vd.1);
+                    out["verified"] = verified_json(&vd.0, vd.1, &vd.2);
                     out["verified"]["query_bound"] = json!(check_query);
                 }
                 print_json(&out);
@@ -649,7 +676,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     println!("{}", hit_line(h));
                 }
                 if let Some(vd) = &verified {
-                    println!("{}", verified_line(&vd.0, vd.1));
+                    println!("{}", verified_line(&vd.0, vd.1, &vd.2));
                     if check_query {
                         println!("query bound: the proof's query vector is this machine's embedding of the query text");
                     }
@@ -704,7 +731,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                         )?;
                     }
                     let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
-                    Some((vd, w))
+                    let anch = super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
+                    Some((vd, w, anch))
                 }
                 None => None,
             };
@@ -715,7 +743,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "unreturned": resp.unreturned,
                 });
                 if let Some(vd) = &verified {
-                    out["verified"] = verified_json(&vd.0, vd.1);
+                    out["verified"] = verified_json(&vd.0, vd.1, &vd.2);
                 }
                 print_json(&out);
             } else {
@@ -723,7 +751,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     println!("{}", memory_line(m));
                 }
                 if let Some(vd) = &verified {
-                    println!("{}", verified_line(&vd.0, vd.1));
+                    println!("{}", verified_line(&vd.0, vd.1, &vd.2));
                 }
                 if !resp.unreturned.is_empty() {
                     eprintln!(
@@ -799,7 +827,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                             )?;
                         }
                         let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
-                        last_verified = Some((vd, w));
+                        let anch =
+                            super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
+                        last_verified = Some((vd, w, anch));
                         resp
                     }
                     None => client.list(&ns, opts).await?,
@@ -813,7 +843,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 let mut o = json!({ "memories": out.iter().map(memory_json).collect::<Vec<_>>() });
                 if let Some(vd) = &last_verified {
-                    o["verified"] = verified_json(&vd.0, vd.1);
+                    o["verified"] = verified_json(&vd.0, vd.1, &vd.2);
                 }
                 print_json(&o);
             } else {
@@ -821,7 +851,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     println!("{}", memory_line(m));
                 }
                 if let Some(vd) = &last_verified {
-                    println!("{}", verified_line(&vd.0, vd.1));
+                    println!("{}", verified_line(&vd.0, vd.1, &vd.2));
                 }
             }
         }

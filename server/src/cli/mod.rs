@@ -1,5 +1,6 @@
 //! The `cairn` command line: `serve` runs a node; every other command is a client of a running node.
 
+mod anchor_cmd;
 mod audit;
 mod client_cmds;
 pub mod config;
@@ -319,6 +320,59 @@ pub enum Command {
         /// embedding (the answer was for this text). Needs the model `cairn serve` uses.
         #[arg(long, value_name = "TEXT")]
         check_query: Option<String>,
+        /// Chain anchoring required of the file's root (the roots in between are read from --node).
+        #[command(flatten)]
+        anchored: AnchoredArgs,
+    },
+    /// Anchor a namespace's current root on a chain (`cairn anchor --ns NS --rpc URL --contract ADDR --key FILE`),
+    /// or deploy the anchor contract (`cairn anchor deploy`).
+    Anchor(AnchorArgs),
+}
+
+/// `cairn anchor`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AnchorArgs {
+    /// `deploy`: put the anchor contract on a chain.
+    #[command(subcommand)]
+    pub deploy: Option<AnchorCommand>,
+    /// The namespace whose current root to anchor.
+    #[arg(long = "ns")]
+    pub ns: Option<String>,
+    /// Anchor this past root instead of the current one.
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// The chain and the key that pays.
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// The anchor contract's address (0x…).
+    #[arg(long, value_name = "ADDR")]
+    pub contract: Option<String>,
+}
+
+/// A chain's JSON-RPC endpoint and the account key that signs transactions.
+#[derive(Debug, Args, Clone)]
+pub struct ChainArgs {
+    /// JSON-RPC endpoint of the chain (http:// or https://).
+    #[arg(long, value_name = "URL")]
+    pub rpc: Option<String>,
+    /// File holding the paying account's secp256k1 secret key as hex.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+/// `cairn anchor deploy`.
+#[derive(Debug, Subcommand)]
+pub enum AnchorCommand {
+    /// Deploy the anchor contract (creation bytecode compiled from server/contracts/CairnAnchor.sol, e.g. by
+    /// scripts/chain-setup) and print its address.
+    Deploy {
+        /// The chain and the key that pays.
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// File with the contract's creation bytecode as hex.
+        #[arg(long, value_name = "FILE")]
+        bytecode: PathBuf,
     },
 }
 
@@ -464,6 +518,25 @@ pub struct ProofArgs {
     /// The witness set.
     #[command(flatten)]
     pub set: WitnessSet,
+    /// Chain anchoring required of the answer's root.
+    #[command(flatten)]
+    pub anchored: AnchoredArgs,
+}
+
+/// `--anchored`: the answer's root must be anchored on a chain, or descend from an anchored root.
+#[derive(Debug, Args, Default, Clone)]
+pub struct AnchoredArgs {
+    /// Require the answer's root to be anchored on this chain, or to descend through the owner's signed chain from
+    /// an anchored root (and lead to the next anchored root, if any): RPC_URL,CONTRACT_ADDRESS. Anchors count
+    /// only if the signed root they carry verifies under the trusted node id. Implies --verify.
+    #[arg(long, value_name = "RPC,ADDR")]
+    pub anchored: Option<String>,
+    /// With --anchored: the anchored root the answer descends from may be at most this old (90s, 30m, 24h, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_ttl)]
+    pub anchored_max_age: u64,
+    /// With --anchored: most roots fetched from the node to link the answer to the anchors around it.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub anchored_max_roots: u64,
 }
 
 /// The keys whose cosignatures count toward `--witnesses`: only these. Anyone can make fresh keys and cosign a
@@ -509,7 +582,10 @@ impl WitnessSet {
 impl ProofArgs {
     /// Whether a proof is wanted.
     pub fn wanted(&self) -> bool {
-        self.verify || self.proof_out.is_some() || self.witnesses > 0
+        self.verify
+            || self.proof_out.is_some()
+            || self.witnesses > 0
+            || self.anchored.anchored.is_some()
     }
 }
 
