@@ -340,3 +340,35 @@ pub async fn check(
         above: plan.above.map(|a| a.seq),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::sol_types::{SolCall, SolError};
+
+    /// The identifiers a third party needs to read and write anchors (docs/PROOFS.md, "Anchoring").
+    #[test]
+    fn anchoring_identifiers_match_the_spec() {
+        let hex0x = |b: &[u8]| format!("0x{}", hex::encode(b));
+        assert_eq!(
+            hex0x(CairnAnchor::Anchored::SIGNATURE_HASH.as_slice()),
+            "0xbb0da20ca7178f748e4fa344502e79ecbbc7c34b4997191554c831de0f764e04"
+        );
+        assert_eq!(
+            hex0x(keccak256(b"agents/alice").as_slice()),
+            "0xa37c6f3f3fb2df54bc10d3aa2cbe740a8495f57cdaf9464cc6cb4c845b599411"
+        );
+        assert_eq!(hex0x(&CairnAnchor::anchorCall::SELECTOR), "0xb049f2ca");
+        assert_eq!(hex0x(&CairnAnchor::latestCall::SELECTOR), "0x4b27006b");
+        assert_eq!(hex0x(&CairnAnchor::SeqNotHigher::SELECTOR), "0x9b49fb67");
+        assert_eq!(
+            "http://127.0.0.1:8545,0x00000000000000000000000000000000000000aa"
+                .parse::<Target>()
+                .map(|t| t.contract)
+                .ok(),
+            Some(Address::with_last_byte(0xaa))
+        );
+        assert!("no-comma".parse::<Target>().is_err());
+        assert!("ftp://x,0x00".parse::<Target>().is_err());
+    }
+}

@@ -328,20 +328,26 @@ mod tests {
         let fork = chain(&key, "ns", 10, 2);
         let a4 = anchor_of(&honest[3], 1000);
         // The anchored root itself, and roots after it.
-        assert_eq!(run(&honest[3], &honest, &[a4.clone()], 1000), Ok(()));
-        assert_eq!(run(&honest[9], &honest, &[a4.clone()], 1000), Ok(()));
+        assert_eq!(
+            run(&honest[3], &honest, std::slice::from_ref(&a4), 1000),
+            Ok(())
+        );
+        assert_eq!(
+            run(&honest[9], &honest, std::slice::from_ref(&a4), 1000),
+            Ok(())
+        );
         // Before any anchor: nothing to descend from.
         assert_eq!(
-            run(&honest[1], &honest, &[a4.clone()], 1000),
+            run(&honest[1], &honest, std::slice::from_ref(&a4), 1000),
             Err(AnchorError::NotAnchored { seq: 2 })
         );
         // The owner serves a fork: at the anchored seq, after it, and below it (the anchor above does not link).
         assert!(matches!(
-            run(&fork[3], &fork, &[a4.clone()], 1000),
+            run(&fork[3], &fork, std::slice::from_ref(&a4), 1000),
             Err(AnchorError::OffHistory { seq: 4, .. })
         ));
         assert!(matches!(
-            run(&fork[7], &fork, &[a4.clone()], 1000),
+            run(&fork[7], &fork, std::slice::from_ref(&a4), 1000),
             Err(AnchorError::OffHistory { seq: 8, .. })
         ));
         let a1 = anchor_of(&honest[0], 1000);
@@ -352,7 +358,7 @@ mod tests {
         assert_eq!(run(&honest[2], &honest, &[a1, a4.clone()], 1000), Ok(()));
         // Too old.
         assert!(matches!(
-            run(&honest[5], &honest, &[a4.clone()], 1000 + 3601),
+            run(&honest[5], &honest, std::slice::from_ref(&a4), 1000 + 3601),
             Err(AnchorError::TooOld { .. })
         ));
         // An anchor of the fork's seq 6, signed by the owner too: equivocation on chain fails every answer.

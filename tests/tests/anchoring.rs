@@ -190,7 +190,12 @@ async fn anchored_roots_pass_and_forks_of_an_anchored_seq_fail() {
     assert!(ok, "anchored recall: {err}");
     assert_eq!(r["verified"]["anchored"]["anchor_seq"], 3, "{r}");
     node.cli_json(&["remember", "--ns", "anch", "Ana plays the cello on Sundays"]);
-    node.cli_json(&["remember", "--ns", "anch", "the cello lessons cost 40 euros"]);
+    node.cli_json(&[
+        "remember",
+        "--ns",
+        "anch",
+        "the cello lessons cost 40 euros",
+    ]);
     let (ok, r, err) = recall(&[]);
     assert!(ok, "descendant recall: {err}");
     assert_eq!(r["verified"]["seq"], 5, "{r}");
