@@ -6,6 +6,7 @@
 //! [`p2p`] replicates namespaces between nodes over iroh.
 //! [`node`] wires them into a running server; [`cli`] is the `cairn` command line.
 
+pub mod anchoring;
 pub mod ann;
 pub mod auth;
 pub mod blobs;

@@ -152,6 +152,15 @@ async fn run(cli: Cli) -> Result<()> {
                 max_filter_candidates: args.max_filter_candidates,
                 state_cache_bytes: (args.state_cache_mb as usize) << 20,
                 scrub_interval: std::time::Duration::from_secs(args.scrub_secs),
+                anchor: match (args.anchor_to, args.anchor_key) {
+                    (Some(to), Some(key)) => Some(cairn_server::anchoring::AnchorSettings {
+                        to,
+                        key,
+                        every: args.anchor_every,
+                        interval: args.anchor_interval.map(std::time::Duration::from_secs),
+                    }),
+                    _ => None,
+                },
                 max_cosigs_per_sec: args.max_cosigs_per_sec,
                 witnesses: args.witness,
                 tls: match (args.tls, args.tls_cert, args.tls_key) {

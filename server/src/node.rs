@@ -91,6 +91,8 @@ pub struct NodeConfig {
     pub insecure: bool,
     /// Time between scrub passes (forgotten data rewritten out of the saved graphs and the state file).
     pub scrub_interval: Duration,
+    /// Anchor owned namespaces' roots on a chain while serving (`--anchor-to`).
+    pub anchor: Option<crate::anchoring::AnchorSettings>,
 }
 
 /// Runs a node until SIGINT/SIGTERM.
@@ -207,6 +209,10 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     .max_decoding_message_size(MAX_REQUEST_BYTES)
     .max_encoding_message_size(usize::MAX);
 
+    let anchorer = match &cfg.anchor {
+        Some(a) => Some(crate::anchoring::spawn(engine.clone(), a)?),
+        None => None,
+    };
     let scrubber = {
         let engine = engine.clone();
         let every = cfg.scrub_interval;
@@ -286,6 +292,9 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         .await?;
     saver.abort();
     scrubber.abort();
+    if let Some(a) = anchorer {
+        a.abort();
+    }
     tracing::info!("shutting down: saving indexes");
     p2p.shutdown().await;
     shutdown(engine).await;

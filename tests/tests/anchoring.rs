@@ -11,6 +11,7 @@ use cairn_tests::{cairn_bin, repo_dir, temp_dir, Node};
 /// Secret keys of ganache's first two deterministic accounts (`--wallet.deterministic`), funded on start.
 const KEY_A: &str = "4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d";
 const KEY_B: &str = "6cbed15c793ce57650b9877cf6fa156fbef513c4e6134f022a85b1ffdd59b2a1";
+const KEY_C: &str = "6370fd033278c143179d81c5526140625662b8daa446c22ee2d73db3707e620c";
 
 /// A local chain that stops with the test.
 struct Chain {
@@ -282,5 +283,67 @@ async fn anchored_roots_pass_and_forks_of_an_anchored_seq_fail() {
         &["recall", "--ns", "anch", "who moved to Porto", "--verify"],
     );
     assert!(ok, "plain --verify: {err}");
+
+    // A node that anchors its own namespaces while serving, every 2 roots: nobody runs `cairn anchor`, and its
+    // answers pass --anchored once the second root is anchored.
+    let key_c = dir.path().join("c.key");
+    std::fs::write(&key_c, KEY_C).expect("key");
+    let auto = Node::start_with(
+        &dir.path().join("auto"),
+        &[
+            "--anchor-to",
+            &anchored,
+            "--anchor-key",
+            key_c.to_str().expect("utf-8"),
+            "--anchor-every",
+            "2",
+        ],
+    )
+    .expect("auto-anchoring node");
+    let state_c = dir.path().join("roots-c.json");
+    auto.cli_json(&["remember", "--ns", "auto", "Lena keeps bees in Coimbra"]);
+    let (ok, _, err) = run(
+        &auto,
+        &state_c,
+        &[
+            "recall",
+            "--ns",
+            "auto",
+            "bees",
+            "--verify",
+            "--anchored",
+            &anchored,
+        ],
+    );
+    assert!(
+        !ok && err.contains("no anchor"),
+        "seq 1 must not be anchored yet: {err}"
+    );
+    auto.cli_json(&["remember", "--ns", "auto", "the hives are moved in May"]);
+    let mut last = String::new();
+    let mut passed = None;
+    for _ in 0..60 {
+        let (ok, r, err) = run(
+            &auto,
+            &state_c,
+            &[
+                "recall",
+                "--ns",
+                "auto",
+                "bees",
+                "--verify",
+                "--anchored",
+                &anchored,
+            ],
+        );
+        if ok {
+            passed = Some(r);
+            break;
+        }
+        last = err;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = passed.unwrap_or_else(|| panic!("the node did not anchor seq 2 within 30 s: {last}"));
+    assert_eq!(r["verified"]["anchored"]["anchor_seq"], 2, "{r}");
     drop(chain);
 }

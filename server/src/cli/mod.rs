@@ -734,6 +734,20 @@ pub struct ServeArgs {
     /// before running again: everything is gone within the larger of this and that.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub scrub_secs: u64,
+    /// Anchor the roots of the namespaces this node owns on a chain while serving: RPC_URL,CONTRACT_ADDRESS (see
+    /// `cairn anchor`). Needs --anchor-key and --anchor-every and/or --anchor-interval. Off by default.
+    #[arg(long, value_name = "RPC,ADDR", requires = "anchor_key")]
+    pub anchor_to: Option<String>,
+    /// With --anchor-to: file holding the paying account's secp256k1 secret key as hex.
+    #[arg(long, value_name = "FILE", requires = "anchor_to")]
+    pub anchor_key: Option<PathBuf>,
+    /// With --anchor-to: anchor a namespace once its root is N seqs past its last anchor (0: not by count).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub anchor_every: u64,
+    /// With --anchor-to: anchor a namespace whose root changed once this long has passed since its last anchor
+    /// (90s, 30m, 24h, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub anchor_interval: Option<u64>,
     /// Serve gRPC over TLS with a self-signed certificate made into the data dir on first start (`tls.crt`,
     /// `tls.key`); its SHA-256 fingerprint is printed at start-up for clients to pin (`--tls-pin`).
     #[arg(long, env = "CAIRN_TLS", conflicts_with_all = ["tls_cert", "tls_key"])]
