@@ -6,7 +6,7 @@
 //! roots it needs from the node. It talks JSON-RPC over HTTP(S) with alloy.
 
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{keccak256, Address, Bytes, B256};
@@ -82,6 +82,22 @@ pub struct Target {
     pub rpc: alloy::transports::http::reqwest::Url,
     /// The contract's address.
     pub contract: Address,
+    /// Longest wait for one operation on the chain (a read, or a transaction until its receipt).
+    pub timeout: Duration,
+}
+
+/// Default of [`Target::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one chain operation with `t` as its deadline.
+async fn within<T>(
+    t: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, AnchorError>>,
+) -> Result<T, AnchorError> {
+    tokio::time::timeout(t, f)
+        .await
+        .map_err(|_| AnchorError::Rpc(format!("{what}: no answer within {} s", t.as_secs_f64())))?
 }
 
 impl Target {
@@ -96,7 +112,11 @@ impl Target {
         }
         let contract = Address::from_str(contract.trim())
             .map_err(|e| AnchorError::Config(format!("contract address {contract:?}: {e}")))?;
-        Ok(Target { rpc: url, contract })
+        Ok(Target {
+            rpc: url,
+            contract,
+            timeout: DEFAULT_TIMEOUT,
+        })
     }
 }
 
@@ -142,6 +162,19 @@ pub struct Submitted {
 
 /// Anchors a signed root: one transaction from `key`'s account, waited for until included.
 pub async fn submit(
+    target: &Target,
+    key: &PrivateKeySigner,
+    root: &SignedRoot,
+) -> Result<Submitted, AnchorError> {
+    within(
+        target.timeout,
+        "anchor transaction",
+        submit_inner(target, key, root),
+    )
+    .await
+}
+
+async fn submit_inner(
     target: &Target,
     key: &PrivateKeySigner,
     root: &SignedRoot,
@@ -193,17 +226,31 @@ pub async fn latest(
     ensure_tls();
     let provider = ProviderBuilder::new().connect_http(target.rpc.clone());
     let c = CairnAnchor::new(target.contract, &provider);
-    let r = c
-        .latest(submitter, B256::from(*node_id), ns.to_owned())
-        .call()
-        .await
-        .map_err(rpc)?;
+    let call = c.latest(submitter, B256::from(*node_id), ns.to_owned());
+    let r = within(target.timeout, "reading the last anchor", async {
+        call.call().await.map_err(rpc)
+    })
+    .await?;
     Ok((r.seq, r.root.0, r.time))
 }
 
 /// Deploys the contract from its creation bytecode (hex, as `solc` writes it); returns its address and the gas
 /// used.
 pub async fn deploy(
+    rpc_url: &str,
+    key: &PrivateKeySigner,
+    bytecode_hex: &str,
+    timeout: Duration,
+) -> Result<(Address, u64), AnchorError> {
+    within(
+        timeout,
+        "deployment",
+        deploy_inner(rpc_url, key, bytecode_hex),
+    )
+    .await
+}
+
+async fn deploy_inner(
     rpc_url: &str,
     key: &PrivateKeySigner,
     bytecode_hex: &str,
@@ -247,7 +294,10 @@ pub async fn read(
         .topic1(B256::from(*node_id))
         .topic2(keccak256(ns.as_bytes()))
         .from_block(0u64);
-    let logs = provider.get_logs(&filter).await.map_err(rpc)?;
+    let logs = within(target.timeout, "reading anchors", async {
+        provider.get_logs(&filter).await.map_err(rpc)
+    })
+    .await?;
     let mut out = Vec::with_capacity(logs.len());
     for log in logs {
         // A log that does not decode as the event (another contract at that address) is not an anchor.

@@ -22,6 +22,8 @@ pub struct AnchorSettings {
     pub every: u64,
     /// Anchor a changed namespace when this long has passed since its last anchor (`None`: not by time).
     pub interval: Option<Duration>,
+    /// Longest wait for the chain per operation.
+    pub timeout: Duration,
 }
 
 #[cfg(feature = "anchor")]
@@ -45,7 +47,8 @@ pub fn spawn(
     if s.every == 0 && s.interval.is_none() {
         anyhow::bail!("--anchor-to needs --anchor-every N and/or --anchor-interval DURATION");
     }
-    let target: anchor::Target = s.to.parse()?;
+    let mut target: anchor::Target = s.to.parse()?;
+    target.timeout = s.timeout;
     let key = anchor::load_key(&s.key)?;
     let (every, interval) = (s.every, s.interval);
     tracing::info!(contract = %target.contract, submitter = %key.address(), every, ?interval, "anchoring owned namespaces");

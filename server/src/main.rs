@@ -158,6 +158,7 @@ async fn run(cli: Cli) -> Result<()> {
                         key,
                         every: args.anchor_every,
                         interval: args.anchor_interval.map(std::time::Duration::from_secs),
+                        timeout: std::time::Duration::from_secs(args.anchor_timeout),
                     }),
                     _ => None,
                 },

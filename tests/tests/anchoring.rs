@@ -170,6 +170,29 @@ async fn anchored_roots_pass_and_forks_of_an_anchored_seq_fail() {
         run(&node, &state, &a)
     };
 
+    // A chain endpoint that accepts connections and never answers: the check gives up at --anchored-timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_at = format!("http://{},{contract}", silent.local_addr().expect("addr"));
+    let t0 = std::time::Instant::now();
+    let (ok, _, err) = run(
+        &node,
+        &state,
+        &[
+            "recall",
+            "--ns",
+            "anch",
+            "who moved to Porto",
+            "--verify",
+            "--anchored",
+            &silent_at,
+            "--anchored-timeout",
+            "1s",
+        ],
+    );
+    assert!(!ok && err.contains("no answer within"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    drop(silent);
+
     // Nothing anchored yet: an anchored recall fails.
     let (ok, _, err) = recall(&[]);
     assert!(!ok, "an unanchored root passed --anchored");

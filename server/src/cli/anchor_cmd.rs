@@ -28,7 +28,8 @@ pub async fn deploy(cmd: &AnchorCommand, json_out: bool) -> Result<()> {
     let (rpc, key) = chain_key(chain)?;
     let code = std::fs::read_to_string(bytecode)
         .with_context(|| format!("cannot read {}", bytecode.display()))?;
-    let (addr, gas) = cairn_client::anchor::deploy(&rpc, &key, &code).await?;
+    let timeout = std::time::Duration::from_secs(chain.rpc_timeout);
+    let (addr, gas) = cairn_client::anchor::deploy(&rpc, &key, &code, timeout).await?;
     if json_out {
         super::output::print_json(&json!({ "contract": addr.to_string(), "gas_used": gas }));
     } else {
@@ -46,7 +47,8 @@ pub async fn submit(client: &CairnClient, args: &AnchorArgs, json_out: bool) -> 
         .contract
         .as_deref()
         .context("--contract ADDR is required")?;
-    let target = cairn_client::anchor::Target::new(&rpc, contract)?;
+    let mut target = cairn_client::anchor::Target::new(&rpc, contract)?;
+    target.timeout = std::time::Duration::from_secs(args.chain.rpc_timeout);
     let root = client.root(ns, args.seq).await?;
     let signed = cairn_index::root::SignedRoot::decode(&root.signed)
         .map_err(|e| anyhow::anyhow!("the node's root does not decode: {e}"))?;
@@ -95,7 +97,8 @@ pub async fn check(
     let Some(spec) = a.anchored.as_deref() else {
         return Ok(None);
     };
-    let target: cairn_client::anchor::Target = spec.parse()?;
+    let mut target: cairn_client::anchor::Target = spec.parse()?;
+    target.timeout = std::time::Duration::from_secs(a.anchored_timeout);
     let policy = cairn_client::anchor::Policy {
         max_age: a.anchored_max_age,
         max_fetch: a.anchored_max_roots,

@@ -359,6 +359,9 @@ pub struct ChainArgs {
     /// File holding the paying account's secp256k1 secret key as hex.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Longest wait for the chain: a transaction until its receipt, or a read.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_ttl)]
+    pub rpc_timeout: u64,
 }
 
 /// `cairn anchor deploy`.
@@ -537,6 +540,9 @@ pub struct AnchoredArgs {
     /// With --anchored: most roots fetched from the node to link the answer to the anchors around it.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub anchored_max_roots: u64,
+    /// With --anchored: longest wait for the chain's RPC endpoint.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_ttl)]
+    pub anchored_timeout: u64,
 }
 
 /// The keys whose cosignatures count toward `--witnesses`: only these. Anyone can make fresh keys and cosign a
@@ -748,6 +754,9 @@ pub struct ServeArgs {
     /// (90s, 30m, 24h, 7d).
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
     pub anchor_interval: Option<u64>,
+    /// With --anchor-to: longest wait for the chain per operation (a failed or timed-out anchor is retried later).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_ttl)]
+    pub anchor_timeout: u64,
     /// Serve gRPC over TLS with a self-signed certificate made into the data dir on first start (`tls.crt`,
     /// `tls.key`); its SHA-256 fingerprint is printed at start-up for clients to pin (`--tls-pin`).
     #[arg(long, env = "CAIRN_TLS", conflicts_with_all = ["tls_cert", "tls_key"])]
