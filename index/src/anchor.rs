@@ -102,16 +102,15 @@ pub fn counted(anchors: &[Anchor], owner: &[u8; 32], ns: &str) -> Vec<Counted> {
         {
             continue;
         }
-        match out.iter_mut().find(|c| c.seq == a.seq && c.root == a.root) {
-            Some(c) => c.time = c.time.min(a.time),
-            None => out.push(Counted {
-                seq: a.seq,
-                root: a.root,
-                time: a.time,
-            }),
-        }
+        out.push(Counted {
+            seq: a.seq,
+            root: a.root,
+            time: a.time,
+        });
     }
-    out.sort_by(|a, b| a.seq.cmp(&b.seq).then(a.root.cmp(&b.root)));
+    // Sorted, then one entry per (seq, root) with its earliest time: O(n log n) however many logs the chain returns.
+    out.sort_by_key(|c| (c.seq, c.root, c.time));
+    out.dedup_by(|later, first| later.seq == first.seq && later.root == first.root);
     out
 }
 
@@ -367,6 +366,17 @@ mod tests {
         assert_eq!(
             run(&honest[9], &honest, &[a4.clone(), f6.clone(), h6], 1000),
             Err(AnchorError::Equivocation { seq: 6 })
+        );
+        // The same root anchored twice (two submitters) counts once, with its earliest time.
+        let mut early = a4.clone();
+        early.time = 500;
+        assert_eq!(
+            counted(&[a4.clone(), early], &owner, "ns"),
+            vec![Counted {
+                seq: 4,
+                root: honest[3].record.hash(),
+                time: 500
+            }]
         );
         // Anchors that do not verify do not count: another key, a wrong claimed hash or seq, junk bytes, another
         // namespace.

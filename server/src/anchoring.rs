@@ -63,31 +63,25 @@ pub fn spawn(
                     continue; // no root yet
                 };
                 let seq = root.record.seq;
-                let l = match last.get(&ns) {
-                    Some(l) => l,
-                    None => {
-                        match anchor::latest(&target, key.address(), &root.record.node_id, &ns)
-                            .await
-                        {
-                            Ok((s, _, _)) => {
-                                last.insert(
-                                    ns.clone(),
-                                    Last {
-                                        seq: s,
-                                        at: Instant::now(),
-                                    },
-                                );
-                            }
-                            Err(e) => {
-                                tracing::warn!(%ns, error = %e, "cannot read the last anchor; retrying");
-                                continue;
-                            }
+                if !last.contains_key(&ns) {
+                    match anchor::latest(&target, key.address(), &root.record.node_id, &ns).await {
+                        Ok((s, _, _)) => {
+                            last.insert(
+                                ns.clone(),
+                                Last {
+                                    seq: s,
+                                    at: Instant::now(),
+                                },
+                            );
                         }
-                        match last.get(&ns) {
-                            Some(l) => l,
-                            None => continue,
+                        Err(e) => {
+                            tracing::warn!(%ns, error = %e, "cannot read the last anchor; retrying");
+                            continue;
                         }
                     }
+                }
+                let Some(l) = last.get(&ns) else {
+                    continue;
                 };
                 if seq <= l.seq {
                     continue;
