@@ -347,6 +347,25 @@ impl CairnClient {
             .into_inner())
     }
 
+    /// Moves a namespace to another embedding model installed on the node (`model`: its identity hash, hex):
+    /// a stream of progress reports, the last carrying the result. Dropping the stream stops the migration
+    /// between batches; calling again resumes it.
+    pub async fn migrate(
+        &self,
+        namespace: &str,
+        model: &str,
+    ) -> Result<tonic::Streaming<pb::MigrateProgress>, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .migrate(pb::MigrateRequest {
+                namespace: namespace.to_owned(),
+                model: model.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// The committed state of a namespace at its latest root: the content-addressed snapshot of docs/PROOFS.md
     /// ("Snapshots"), at most `max_bytes` in all. The parts are checked to hash to the snapshot hash (so they are
     /// exactly what peers fetch over iroh-blobs under that hash); their content is still untrusted until checked

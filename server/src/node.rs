@@ -125,6 +125,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     let shelf = cfg
         .serve_model
         .then(|| (embed_cfg.model_dir.clone(), embed_cfg.ort_lib.clone()));
+    let embed_base = embed_cfg.clone();
     let embedder = tokio::task::spawn_blocking(move || Embedder::start(&embed_cfg)).await??;
     tracing::info!(model = %embedder.info().id, ms = t0.elapsed().as_millis() as u64, "model loaded");
     let engine = Engine::open(
@@ -149,6 +150,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             state_cache_bytes: cfg.state_cache_bytes,
             witnesses: cfg.witnesses.clone(),
             cosigs_per_sec: cfg.max_cosigs_per_sec,
+            models: Some(installed_models(&embed_base, &cfg.model_source.cache)),
         },
         embedder,
     )
@@ -337,4 +339,37 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Starts the embedder of a model installed under `<cache>/models` by its identity (namespaces moved there with
+/// `cairn migrate`), with the runtime and batch settings of the node's own model.
+fn installed_models(
+    base: &crate::embed::EmbedConfig,
+    cache: &std::path::Path,
+) -> crate::engine::migrate::ModelLoader {
+    let (base, cache) = (base.clone(), cache.to_owned());
+    crate::engine::migrate::ModelLoader(Arc::new(move |hash: &[u8; 32]| {
+        let dir = crate::models::install_dir(&cache, hash);
+        if !dir.join("manifest.json").is_file() {
+            return Err(format!(
+                "model {} is not installed in {} (cairn model fetch --model HASH installs it)",
+                hex::encode(hash),
+                dir.display()
+            ));
+        }
+        let cfg = crate::embed::EmbedConfig {
+            model_dir: dir.clone(),
+            ..base.clone()
+        };
+        let e = Embedder::start(&cfg).map_err(|e| e.to_string())?;
+        if e.info().hash != *hash {
+            return Err(format!(
+                "{} holds model {}, not {}",
+                dir.display(),
+                hex::encode(e.info().hash),
+                hex::encode(hash)
+            ));
+        }
+        Ok(e)
+    }))
 }

@@ -393,7 +393,10 @@ impl Cairn for CairnService {
                     tombstones: s.tombstones,
                     index_points: s.index_points,
                     newest_created_at: s.newest_created_at,
-                    model: self.model_label(s.external.as_ref()),
+                    model: s
+                        .local_model
+                        .clone()
+                        .unwrap_or_else(|| self.model_label(s.external.as_ref())),
                 })
                 .collect(),
             model: info.id.clone(),
@@ -424,7 +427,10 @@ impl Cairn for CairnService {
                         .map(hex::encode)
                         .unwrap_or_default(),
                     seq: self.engine.owner_root_seq(&s.namespace).unwrap_or(0),
-                    model: self.model_label(s.external.as_ref()),
+                    model: s
+                        .local_model
+                        .clone()
+                        .unwrap_or_else(|| self.model_label(s.external.as_ref())),
                     namespace: s.namespace,
                     memories: s.memories,
                 })
@@ -448,6 +454,56 @@ impl Cairn for CairnService {
             model: self.model_label(model.as_ref()),
             root: root.as_ref().map(root_message),
         }))
+    }
+
+    type MigrateStream = ReceiverStream<Result<pb::MigrateProgress, Status>>;
+
+    async fn migrate(
+        &self,
+        request: Request<pb::MigrateRequest>,
+    ) -> Result<Response<Self::MigrateStream>, Status> {
+        let (meta, _, req) = request.into_parts();
+        self.auth.guard(&meta, "Migrate", &req.namespace)?;
+        let target = crate::models::parse_hash(&req.model)
+            .map_err(|e| Status::from(crate::error::NodeError::invalid("model", e)))?;
+        let (progress_tx, mut progress) = tokio::sync::mpsc::channel(8);
+        let (tx, out) = tokio::sync::mpsc::channel(8);
+        let engine = self.engine.clone();
+        // Its own task: a caller that goes away stops the migration between batches (closing `progress`),
+        // never in the middle of its last step.
+        let job =
+            tokio::spawn(async move { engine.migrate(&req.namespace, target, progress_tx).await });
+        tokio::spawn(async move {
+            while let Some(p) = progress.recv().await {
+                let msg = pb::MigrateProgress {
+                    done: p.done,
+                    total: p.total,
+                    resumed: p.resumed,
+                    result: None,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            let last = match job.await {
+                Ok(Ok(m)) => Ok(pb::MigrateProgress {
+                    done: m.memories,
+                    total: m.memories,
+                    resumed: m.resumed,
+                    result: Some(pb::MigrateResult {
+                        changed: m.changed,
+                        model: m.model,
+                        memories: m.memories,
+                        caught_up: m.caught_up,
+                        root: m.root.as_ref().map(root_message),
+                    }),
+                }),
+                Ok(Err(e)) => Err(Status::from(e)),
+                Err(e) => Err(Status::internal(format!("migration task failed: {e}"))),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
     }
 
     async fn get_root(

@@ -52,6 +52,8 @@ pub const RULES: &[(&str, Need)] = &[
     ("ListShares", Need::Filtered),
     // Creating is writing: the namespace's first root is signed.
     ("CreateNamespace", Need::Namespace(Right::Write)),
+    // Re-embeds and re-signs the whole namespace under another model: the operator's decision.
+    ("Migrate", Need::Namespace(Right::Admin)),
 ];
 
 /// What `method` needs, or `None` if the table does not know it (the caller refuses it).

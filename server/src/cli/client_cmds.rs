@@ -46,7 +46,13 @@ fn verified_line(v: &Verified, witnesses: usize, anchored: &Option<Value>) -> St
 /// kernels), so each int8 component may be off by one; a substituted query is far off.
 async fn bound_query(vd: &Verified, proof: &[u8], text: &str) -> Result<()> {
     use crate::embed::Embedder;
-    let cfg = super::local_embed_config(None, None);
+    let mut cfg = super::local_embed_config(None, None);
+    // The model the root names, if it is installed here (a namespace moved with `cairn migrate`); else the
+    // configured one, which must then be it.
+    let named = crate::models::install_dir(&super::cache_root(), &vd.root.record.model);
+    if named.join("manifest.json").is_file() {
+        cfg.model_dir = named;
+    }
     let embedder = tokio::task::spawn_blocking(move || Embedder::start(&cfg))
         .await?
         .map_err(|e| anyhow::anyhow!("--check-query needs the embedding model: {e}"))?;
@@ -528,6 +534,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("{ns} {what}, model {}, root seq {seq}", r.model);
             }
         }
+        Command::Migrate { ns, to_model } => migrate(&client, &ns, &to_model, json).await?,
         Command::Import { ns, batch, file } => {
             super::import::run(&client, &ns, &file, batch, json).await?;
         }
@@ -1079,4 +1086,67 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// Largest List page the node serves (one proof covers one page).
 fn cairn_server_max_page() -> u32 {
     crate::engine::MAX_PAGE
+}
+
+/// `cairn migrate`: follows the node's progress reports with a bar on a terminal (a line per report otherwise,
+/// on stderr) and prints the result.
+async fn migrate(client: &CairnClient, ns: &str, model: &str, json: bool) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::io::IsTerminal;
+    let mut stream = client.migrate(ns, model).await?;
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} memories re-embedded ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut first = true;
+    while let Some(p) = stream.message().await? {
+        if let Some(r) = p.result {
+            bar.finish_and_clear();
+            let seq = r.root.as_ref().map_or(0, |r| r.seq);
+            let root_model = r.root.as_ref().map(|r| r.model.clone()).unwrap_or_default();
+            if json {
+                print_json(&json!({
+                    "changed": r.changed,
+                    "model": r.model,
+                    "model_hash": root_model,
+                    "memories": r.memories,
+                    "resumed": p.resumed,
+                    "caught_up": r.caught_up,
+                    "seq": seq,
+                }));
+            } else if r.changed {
+                println!(
+                    "{ns}: {} memories now embedded with {} (root seq {seq}; {} resumed from an earlier run, {} written meanwhile)",
+                    r.memories, r.model, p.resumed, r.caught_up
+                );
+            } else {
+                println!("{ns} is already embedded with {} (root seq {seq})", r.model);
+            }
+            return Ok(());
+        }
+        if first && p.resumed > 0 {
+            eprintln!(
+                "resuming: {} of {} memories were embedded by an earlier run",
+                p.resumed, p.total
+            );
+        }
+        first = false;
+        if tty {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        } else {
+            eprintln!("migrating {ns}: {}/{} memories", p.done, p.total);
+        }
+    }
+    bar.finish_and_clear();
+    bail!("the node ended the migration without a result; run it again to resume")
 }

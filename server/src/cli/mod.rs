@@ -84,6 +84,16 @@ pub enum Command {
         #[arg(long, requires = "external_model")]
         dim: Option<u32>,
     },
+    /// Move a namespace to another embedding model installed on the node (`cairn model list`): every memory
+    /// is embedded again and the next root names the new model. Interrupted, run it again to resume.
+    Migrate {
+        /// Namespace.
+        #[arg(long = "ns")]
+        ns: String,
+        /// Identity hash of the model to move to (64 hex digits).
+        #[arg(long = "to-model")]
+        to_model: String,
+    },
     /// Import memories from a JSON Lines file: one {"text", "metadata"?, "created_at"?, "key"?, "vector"?} per
     /// line ("vector" for namespaces of an external model).
     Import {

@@ -38,6 +38,7 @@ pub(super) fn config(dir: &Path) -> EngineConfig {
         state_cache_bytes: 16 << 20,
         witnesses: Vec::new(),
         cosigs_per_sec: 100,
+        models: None,
     }
 }
 

@@ -12,6 +12,9 @@ mod grants;
 #[cfg(test)]
 mod hostile_tests;
 pub mod lexicon;
+pub mod migrate;
+#[cfg(test)]
+mod migrate_tests;
 mod open;
 mod read;
 pub mod replica;
@@ -98,6 +101,9 @@ pub struct EngineConfig {
     pub witnesses: Vec<[u8; 32]>,
     /// Most cosignatures kept per witness per second (others' cosignatures beyond it are dropped).
     pub cosigs_per_sec: u32,
+    /// Starts the embedder of another installed model by its identity hash (namespaces moved with
+    /// `cairn migrate`); None: this node runs its own model only.
+    pub models: Option<migrate::ModelLoader>,
 }
 
 /// One memory as returned by reads.
@@ -230,6 +236,8 @@ pub struct SpaceStats {
     pub newest_created_at: u64,
     /// The external model callers embed with (None: the node's model).
     pub external: Option<cairn_index::model::ExternalModel>,
+    /// The id of the installed model the node embeds this namespace with, when not its own (`cairn migrate`).
+    pub local_model: Option<String>,
 }
 
 /// The node's storage and search engine.
@@ -268,6 +276,10 @@ pub struct Engine {
     cosig_tx: tokio::sync::mpsc::Sender<crate::store::CosigRow>,
     /// Per witness: start of its current second and cosignatures taken in it.
     cosig_rates: std::sync::Mutex<HashMap<[u8; 32], (std::time::Instant, u32)>>,
+    /// Embedders of other installed models started so far, by identity hash (shared by their namespaces).
+    models: Mutex<HashMap<[u8; 32], Embedder>>,
+    /// Namespaces with a migration running here (one at a time per namespace).
+    migrating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What signing a root of an owned namespace needs: the key, the commitment parameters, and the two places a

@@ -79,6 +79,30 @@ impl Engine {
                 .into_iter()
                 .collect()
         };
+        // Namespaces moved to another installed model: its embedder is started once for all of them. A model
+        // that cannot be started sets its namespaces aside (quarantined) with the reason.
+        let ns_models: HashMap<String, [u8; 32]> = {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.namespace_models())
+                .await??
+                .into_iter()
+                .collect()
+        };
+        let mut loaded: HashMap<[u8; 32], Embedder> = HashMap::new();
+        let mut unloadable: HashMap<[u8; 32], String> = HashMap::new();
+        for h in ns_models.values() {
+            if loaded.contains_key(h) || unloadable.contains_key(h) || *h == embedder.info().hash {
+                continue;
+            }
+            match migrate::load_model(cfg.models.as_ref(), h).await {
+                Ok(e) => {
+                    loaded.insert(*h, e);
+                }
+                Err(e) => {
+                    unloadable.insert(*h, e.to_string());
+                }
+            }
+        }
         let mut quarantined = HashMap::new();
         for (name, _next) in names {
             let st = state.clone();
@@ -106,8 +130,23 @@ impl Engine {
                 let sg = signing.clone();
                 let allowed = cfg.allow_fork.contains(&name);
                 let external = externals.get(&name).cloned();
+                let local = match ns_models.get(&name) {
+                    None => Ok(None),
+                    Some(h) if *h == embedder.info().hash => Ok(None),
+                    Some(h) => loaded.get(h).cloned().map(Some).ok_or_else(|| {
+                        NodeError::FailedPrecondition(format!(
+                            "it is embedded with model {} ({}); install that model (cairn model fetch) and restart",
+                            hex::encode(h),
+                            unloadable.get(h).map_or("not loaded", |s| s.as_str())
+                        ))
+                    }),
+                };
                 let params = HnswParams {
-                    dim: external.as_ref().map_or(params.dim, |m| m.dim.into()),
+                    dim: match (&external, &local) {
+                        (Some(m), _) => m.dim.into(),
+                        (None, Ok(Some(e))) => e.info().dim,
+                        _ => params.dim,
+                    },
                     ..params
                 };
                 let rows = {
@@ -126,8 +165,10 @@ impl Engine {
                 tokio::task::spawn_blocking(
                     move || -> Result<(Space, Option<String>), NodeError> {
                         let rows = rows?;
+                        let local = local?;
                         let space =
                             Space::restore(n.clone(), dir, rows, params).with_model(external);
+                        space.set_local(local);
                         let latest = st.latest_root(&n)?;
                         let fork = restored_fork(&n, latest.as_ref(), &sg.published)?;
                         if let (Some(why), true) = (&fork, allowed) {
@@ -189,7 +230,10 @@ impl Engine {
             next_vacuum: std::sync::Mutex::new(None),
             cosig_tx,
             cosig_rates: std::sync::Mutex::new(HashMap::new()),
+            models: Mutex::new(loaded),
+            migrating: std::sync::Mutex::new(Default::default()),
         });
+        engine.report_migrations().await?;
         engine.finish_blob_deletes().await?;
         engine.remove_orphan_blobs().await?;
         engine.remove_orphan_snapshots().await?;

@@ -144,7 +144,7 @@ impl Engine {
                             .is_some_and(|rest| rest.starts_with('/'))
                 })
                 // Only namespaces of the node's model share the query's vector space.
-                .filter(|(_, s)| s.external().is_none())
+                .filter(|(_, s)| s.shares_node_model())
                 .map(|(_, s)| s.clone())
                 .collect()
         } else {
@@ -170,7 +170,12 @@ impl Engine {
                     };
                     return self.lexical(space, t, None, mode, opts).await;
                 }
-                self.embedder
+                // One namespace: its model; a prefix: the node's (the namespaces searched share it).
+                let embedder = match (opts.prefix, spaces.first()) {
+                    (false, Some(s)) => self.embedder_for(s),
+                    _ => self.embedder.clone(),
+                };
+                embedder
                     .embed(vec![t])
                     .await?
                     .pop()
@@ -246,9 +251,13 @@ impl Engine {
         space: Option<&Space>,
         q: Vec<f32>,
     ) -> Result<Vec<f32>, NodeError> {
-        let dim = space
-            .and_then(|s| s.external())
-            .map_or(self.embedder.info().dim, |m| m.dim.into());
+        let dim = match space {
+            Some(s) => match s.external() {
+                Some(m) => m.dim.into(),
+                None => self.embedder_for(s).info().dim,
+            },
+            None => self.embedder.info().dim,
+        };
         unit_vector("query.vector", q, dim)
     }
 
@@ -346,7 +355,7 @@ impl Engine {
         let vector = match (mode, vector) {
             (RecallMode::Hybrid, Some(v)) => Some(v),
             (RecallMode::Hybrid, None) => Some(
-                self.embedder
+                self.embedder_for(&space)
                     .embed(vec![text.clone()])
                     .await?
                     .pop()
@@ -410,7 +419,10 @@ impl Engine {
                 let v = if mode == RecallMode::Lexical {
                     None
                 } else {
-                    self.embedder.embed(vec![t.clone()]).await?.pop()
+                    self.embedder_for(&space)
+                        .embed(vec![t.clone()])
+                        .await?
+                        .pop()
                 };
                 (t, v)
             }

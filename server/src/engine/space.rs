@@ -78,6 +78,8 @@ pub struct PendingWrite {
     pub keys: Vec<[u8; 32]>,
     /// Vectors of the items that needed embedding, by item index.
     pub vectors: std::collections::HashMap<usize, Vec<f32>>,
+    /// Identity of the model the vectors are of (a migration may change the namespace's before they commit).
+    pub model: [u8; 32],
     /// Where the results go.
     pub reply: tokio::sync::oneshot::Sender<Result<Vec<super::Remembered>, NodeError>>,
 }
@@ -156,6 +158,9 @@ pub struct Space {
     pub dropped: AtomicBool,
     /// The external model whose vectors callers bring (None: the node embeds with its own model).
     model: Option<ExternalModel>,
+    /// The installed model the node embeds this namespace's texts with when it is not the node's own (after
+    /// `cairn migrate`); changed only under `write`, together with the graph it embeds for.
+    local: std::sync::RwLock<Option<crate::embed::Embedder>>,
 }
 
 /// Sorts a replica step's rows by point and checks that they replace or extend the `held` rows (none held
@@ -279,6 +284,38 @@ impl Space {
         self.model.as_ref()
     }
 
+    /// The installed model the node embeds this namespace with, when not its own (see [`Space::set_local`]).
+    pub fn local(&self) -> Option<crate::embed::Embedder> {
+        self.local.read().ok().and_then(|l| l.clone())
+    }
+
+    /// Sets the installed model this namespace is embedded with (None: the node's own). At restore, or when a
+    /// migration swaps the graph (the caller holds `write`).
+    pub fn set_local(&self, e: Option<crate::embed::Embedder>) {
+        if let Ok(mut l) = self.local.write() {
+            *l = e;
+        }
+    }
+
+    /// True when queries embedded by the node's own model search this namespace (neither external nor moved
+    /// to another installed model).
+    pub fn shares_node_model(&self) -> bool {
+        self.model.is_none() && self.local().is_none()
+    }
+
+    /// Identity of the model this namespace's vectors are of (`node`: the node's model's).
+    pub fn vector_model(&self, node: &[u8; 32]) -> [u8; 32] {
+        self.commit_model().map_or(*node, |(_, h)| h)
+    }
+
+    /// The (dimension, model hash) roots of this namespace commit instead of the node's, if any.
+    fn commit_model(&self) -> Option<(u16, cairn_index::merkle::Hash)> {
+        if let Some(m) = &self.model {
+            return Some((m.dim, m.hash()));
+        }
+        self.local().map(|e| (e.info().dim as u16, e.info().hash))
+    }
+
     pub fn new(name: String, dir: PathBuf, params: HnswParams) -> Self {
         Self::from_parts(name, dir, Vec::new(), Ann::new(params, 1024), 0)
     }
@@ -331,6 +368,7 @@ impl Space {
             dump_stale: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             model: None,
+            local: std::sync::RwLock::new(None),
         })
     }
 
@@ -395,6 +433,7 @@ impl Space {
             dump_stale: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             model: None,
+            local: std::sync::RwLock::new(None),
         }
     }
 
@@ -497,7 +536,7 @@ impl Space {
             self.dump_stale.store(true, Ordering::SeqCst);
         }
         let t_commit = t0.elapsed();
-        let root = signer.commit(&self.name, self.model.as_ref(), &mut inner.commit);
+        let root = signer.commit(&self.name, self.commit_model(), &mut inner.commit);
         if let Ok(r) = &root {
             let changed = inner.commit.take_changed();
             inner.log.record(r.record.seq, changed);
@@ -521,7 +560,7 @@ impl Space {
         inner.bury(points);
         // The saved graph holds the forgotten vectors: it is rewritten at the next save.
         self.dump_stale.store(true, Ordering::SeqCst);
-        let root = signer.commit(&self.name, self.model.as_ref(), &mut inner.commit)?;
+        let root = signer.commit(&self.name, self.commit_model(), &mut inner.commit)?;
         let changed = inner.commit.take_changed();
         inner.log.record(root.record.seq, changed);
         Ok(root)
@@ -544,7 +583,7 @@ impl Space {
             Some(r) if inner.commit.root_is_current() => r.clone(),
             Some(r) if !sign => r.clone(),
             None if !sign => return Ok(None),
-            _ => signer.commit(&self.name, self.model.as_ref(), &mut inner.commit)?,
+            _ => signer.commit(&self.name, self.commit_model(), &mut inner.commit)?,
         };
         inner.commit.take_changed();
         inner.log = ChangeLog::starting_at(root.record.seq);
@@ -782,10 +821,48 @@ impl Space {
     /// renumbered durably), commits it, and saves it.
     pub fn replace(
         &self,
-        mut live: Vec<PointRow>,
+        live: Vec<PointRow>,
         params: HnswParams,
         signer: &RootSigner<'_>,
     ) -> Result<(), NodeError> {
+        self.swap_graph(live, params, None, signer).map(|_| ())
+    }
+
+    /// [`Space::replace`] for a migration: the live rows carry vectors of the model `local` (None: the node's own
+    /// model), which the namespace is embedded with from the signed root on. Returns that root. (The caller holds
+    /// `write` and has made the rows and the model durable.)
+    pub fn migrate_to(
+        &self,
+        live: Vec<PointRow>,
+        params: HnswParams,
+        local: Option<crate::embed::Embedder>,
+        signer: &RootSigner<'_>,
+    ) -> Result<SignedRoot, NodeError> {
+        self.swap_graph(live, params, Some(local), signer)
+    }
+
+    /// Removes the saved graph (before its rows change under it durably: a crash then rebuilds it from the
+    /// rows instead of loading vectors of another model).
+    pub fn discard_saved(&self) -> Result<(), NodeError> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(NodeError::Task(format!(
+                "cannot remove the saved graph {}: {e}",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// Builds a graph from `live`, commits it (with `local` set first as the namespace's model, when given),
+    /// swaps it in and saves it.
+    fn swap_graph(
+        &self,
+        mut live: Vec<PointRow>,
+        params: HnswParams,
+        local: Option<Option<crate::embed::Embedder>>,
+        signer: &RootSigner<'_>,
+    ) -> Result<SignedRoot, NodeError> {
         let ann = Ann::new(params, live.len());
         for (i, r) in live.iter().enumerate() {
             ann.insert(&r.vector, i)
@@ -793,12 +870,25 @@ impl Space {
         }
         let mut commit = Commitment::build(&live, &ann);
         without_vectors(&mut live);
-        {
+        let root = {
             let mut inner = self.write()?;
             if let Some(r) = inner.commit.root() {
                 commit.set_root(r.clone());
             }
-            let root = signer.commit(&self.name, self.model.as_ref(), &mut commit)?;
+            // Readers wait on `inner` meanwhile, so none sees the new model with the old graph or the reverse.
+            let before = local.as_ref().map(|_| self.local());
+            if let Some(l) = local {
+                self.set_local(l);
+            }
+            let root = match signer.commit(&self.name, self.commit_model(), &mut commit) {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(b) = before {
+                        self.set_local(b);
+                    }
+                    return Err(e);
+                }
+            };
             commit.take_changed();
             inner.log = ChangeLog::starting_at(root.record.seq);
             inner.commit = commit;
@@ -806,9 +896,11 @@ impl Space {
             inner.live = live.len();
             inner.rows = live;
             inner.ann = Some(Arc::new(ann));
-        }
+            root
+        };
         self.saved_points.store(usize::MAX, Ordering::SeqCst);
-        self.save().map_err(|e| NodeError::Task(e.to_string()))
+        self.save().map_err(|e| NodeError::Task(e.to_string()))?;
+        Ok(root)
     }
 
     /// True after a forget until the saved graph no longer holds the forgotten vectors.
@@ -943,6 +1035,7 @@ impl Space {
             index_points: i.commit.len() as u64,
             newest_created_at: i.newest,
             external: self.model.clone(),
+            local_model: self.local().map(|e| e.info().id.clone()),
         }
     }
 }
@@ -958,12 +1051,12 @@ pub struct RootSigner<'a> {
 }
 
 impl RootSigner<'_> {
-    /// Signs and records the next root of `ns`, committing `model` (an external model) instead of the node's
-    /// when given.
+    /// Signs and records the next root of `ns`, committing `model` (dimension and hash of an external or
+    /// another installed model) instead of the node's when given.
     fn commit(
         &self,
         ns: &str,
-        model: Option<&ExternalModel>,
+        model: Option<(u16, cairn_index::merkle::Hash)>,
         c: &mut Commitment,
     ) -> Result<SignedRoot, NodeError> {
         let now = std::time::SystemTime::now()
@@ -971,9 +1064,9 @@ impl RootSigner<'_> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let mut params = self.params;
-        if let Some(m) = model {
-            params.dim = m.dim;
-            params.model = m.hash();
+        if let Some((dim, hash)) = model {
+            params.dim = dim;
+            params.model = hash;
         }
         let root = c.next_root(ns, &params, self.key, now);
         (self.persist)(ns, &root)?;

@@ -44,14 +44,15 @@ impl Engine {
                 format!("{total} bytes of text and metadata, at most {MAX_CALL_BYTES} per call"),
             ));
         }
-        let external = match self.space(ns) {
+        let (external, embedder) = match self.space(ns) {
             Ok(space) => {
                 writable(&space)?;
-                space.external().cloned()
+                (space.external().cloned(), self.embedder_for(&space))
             }
-            Err(NodeError::NotFound(_)) => None,
+            Err(NodeError::NotFound(_)) => (None, self.embedder.clone()),
             Err(e) => return Err(e),
         };
+        let model = external.as_ref().map_or(embedder.info().hash, |m| m.hash());
         // Vectors come with the texts exactly when the namespace's model is external.
         let mut given: Vec<Option<Vec<f32>>> =
             items.iter_mut().map(|it| it.vector.take()).collect();
@@ -73,7 +74,7 @@ impl Engine {
                         &field,
                         format!(
                             "namespace {ns:?} is embedded by the node's model {}; only a namespace created with an external model (CreateNamespace) takes vectors",
-                            self.embedder.info().id
+                            embedder.info().id
                         ),
                     ))
                 }
@@ -104,7 +105,7 @@ impl Engine {
                 .collect()
         } else {
             let texts: Vec<String> = to_embed.iter().map(|&i| items[i].text.clone()).collect();
-            let vectors = self.embedder.embed(texts).await?;
+            let vectors = embedder.embed(texts).await?;
             to_embed.into_iter().zip(vectors).collect()
         };
 
@@ -115,7 +116,7 @@ impl Engine {
         let ns = ns.to_owned();
         tokio::spawn(async move {
             let _gate = gate;
-            me.group_commit(&ns, external.as_ref(), items, keys, vector_of)
+            me.group_commit(&ns, external.as_ref(), model, items, keys, vector_of)
                 .await
         })
         .await?
@@ -211,6 +212,7 @@ impl Engine {
         &self,
         ns: &str,
         external: Option<&cairn_index::model::ExternalModel>,
+        model: [u8; 32],
         items: Vec<Item>,
         keys: Vec<[u8; 32]>,
         vectors: HashMap<usize, Vec<f32>>,
@@ -222,14 +224,31 @@ impl Engine {
             items,
             keys,
             vectors,
+            model,
             reply,
         })?;
         let w = space.write.lock().await;
         if let Ok(done) = answer.try_recv() {
             return done;
         }
-        let batch = space.take_queue()?;
-        match self.commit_batch(ns, &space, &batch).await {
+        // Vectors of another model than the namespace's now (a migration finished since they were made) are
+        // refused; the caller retries and gets the new model's.
+        let now = space.vector_model(&self.embedder.info().hash);
+        let (batch, stale): (Vec<_>, Vec<_>) = space
+            .take_queue()?
+            .into_iter()
+            .partition(|w| w.vectors.is_empty() || w.model == now);
+        for w in stale {
+            let _ = w.reply.send(Err(NodeError::FailedPrecondition(format!(
+                "namespace {ns:?} moved to another embedding model while this call ran; retry it"
+            ))));
+        }
+        let committed = if batch.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.commit_batch(ns, &space, &batch).await
+        };
+        match committed {
             Ok(results) => {
                 for (w, r) in batch.into_iter().zip(results) {
                     let _ = w.reply.send(Ok(r));

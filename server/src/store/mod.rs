@@ -2,6 +2,7 @@
 //! maps, the signed root chain, and blob deletions still to do. Every write commits with
 //! `Durability::Immediate`, so a call acknowledged after `commit` survives a crash.
 
+pub mod migrate;
 pub mod rows;
 pub mod terms;
 
@@ -274,6 +275,7 @@ fn forget_in(tx: &redb::WriteTransaction, ns: &str, gone: &[Forgotten]) -> Resul
         }
         del.insert(row.id.0, ()).map_err(dberr)?;
     }
+    migrate::unstage_in(tx, ns, gone.iter().map(|g| g.row.id.0))?;
     tx.open_table(META)
         .map_err(dberr)?
         .insert(SCRUB_DUE, "1")
@@ -393,6 +395,9 @@ impl State {
             tx.open_table(GRANTS).map_err(dberr)?;
             tx.open_table(REPLICA_GRANTS).map_err(dberr)?;
             tx.open_table(EXTERNAL_MODELS).map_err(dberr)?;
+            tx.open_table(migrate::NS_MODELS).map_err(dberr)?;
+            tx.open_table(migrate::MIGRATIONS).map_err(dberr)?;
+            tx.open_table(migrate::STAGED).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         // A vacuum that died before its rename leaves its unfinished copy behind.
@@ -518,6 +523,9 @@ impl State {
                 copy_table(&r, &w, GRANTS, |_| false)?,
                 copy_table(&r, &w, REPLICA_GRANTS, |_| false)?,
                 copy_table(&r, &w, EXTERNAL_MODELS, |_| false)?,
+                copy_table(&r, &w, migrate::NS_MODELS, |_| false)?,
+                copy_table(&r, &w, migrate::MIGRATIONS, |_| false)?,
+                copy_table(&r, &w, migrate::STAGED, |_| false)?,
             ];
             // A table not copied above would be lost with the old file: refuse rather than drop it.
             for t in r.list_tables().map_err(dberr)? {
@@ -770,22 +778,30 @@ impl State {
     pub fn compact(&self, ns: &str, live: &[PointRow]) -> Result<(), StoreError> {
         let db = self.db()?;
         let tx = db.begin_write().map_err(dberr)?;
-        {
-            let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
-            let mut pts = tx.open_table(POINTS).map_err(dberr)?;
-            let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
-            pts.retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
-                .map_err(dberr)?;
-            for (i, row) in live.iter().enumerate() {
-                pts.insert((ns, i as u64), row.encode().as_slice())
-                    .map_err(dberr)?;
-                mem.insert((ns, row.id.0), i as u64).map_err(dberr)?;
-            }
-            nst.insert(ns, live.len() as u64).map_err(dberr)?;
-        }
+        rewrite_points_in(&tx, ns, live)?;
         tx.commit().map_err(dberr)?;
         Ok(())
     }
+}
+
+/// Replaces every point of `ns` by `live`, renumbered 0.. (compaction, migration).
+fn rewrite_points_in(
+    tx: &redb::WriteTransaction,
+    ns: &str,
+    live: &[PointRow],
+) -> Result<(), StoreError> {
+    let mut nst = tx.open_table(NAMESPACES).map_err(dberr)?;
+    let mut pts = tx.open_table(POINTS).map_err(dberr)?;
+    let mut mem = tx.open_table(MEMORIES).map_err(dberr)?;
+    pts.retain_in((ns, 0u64)..=(ns, u64::MAX), |_, _| false)
+        .map_err(dberr)?;
+    for (i, row) in live.iter().enumerate() {
+        pts.insert((ns, i as u64), row.encode().as_slice())
+            .map_err(dberr)?;
+        mem.insert((ns, row.id.0), i as u64).map_err(dberr)?;
+    }
+    nst.insert(ns, live.len() as u64).map_err(dberr)?;
+    Ok(())
 }
 
 fn encode_level_lists(level: u8, lists: &[Vec<u32>]) -> Vec<u8> {
@@ -1038,6 +1054,7 @@ impl State {
                 .map_err(dberr)?
                 .remove(ns)
                 .map_err(dberr)?;
+            migrate::drop_in(&tx, ns)?;
             tx.open_table(REPLICA_GRANTS)
                 .map_err(dberr)?
                 .remove(ns)
