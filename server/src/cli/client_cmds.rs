@@ -14,7 +14,14 @@ use super::{Cli, Command, ProofArgs};
 use cairn_client::pins::PinStore;
 
 fn verified_json(v: &Verified, witnesses: usize, anchored: &Option<Value>) -> Value {
-    let mut o = json!({ "seq": v.seq(), "node_id": v.node_id_hex(), "root": hex::encode(v.root.record.hash()), "witnesses": witnesses });
+    let mut o = json!({
+        "seq": v.seq(),
+        "node_id": v.node_id_hex(),
+        "root": hex::encode(v.root.record.hash()),
+        "model": hex::encode(v.root.record.model),
+        "dim": v.root.record.dim,
+        "witnesses": witnesses,
+    });
     if let Some(a) = anchored {
         o["anchored"] = a.clone();
     }
@@ -928,7 +935,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 let v: Vec<_> = list
                     .iter()
-                    .map(|n| json!({ "namespace": n.namespace, "memories": n.memories, "owner": n.owner, "seq": n.seq }))
+                    .map(|n| json!({ "namespace": n.namespace, "memories": n.memories, "owner": n.owner, "seq": n.seq, "model": n.model }))
                     .collect();
                 print_json(&json!({ "namespaces": v }));
             } else {
