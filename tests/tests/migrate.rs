@@ -2,13 +2,14 @@
 //! its int8 copy (both provisioned by `scripts/provision-model --int8`). The node is killed mid-way and the
 //! migration resumes from what it had embedded; the root chain verifies across the model change; a recall saved
 //! before still verifies, and binds its query, under the fp32 model its root names, and a recall after under the
-//! int8 one.
+//! int8 one. A replica that followed the namespace before follows it across the change, and embeds its queries
+//! with the int8 model too, also after a restart.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use cairn_index::root::{verify_chain, SignedRoot};
-use cairn_tests::{cairn_bin, temp_dir, Node};
+use cairn_tests::{cairn_bin, introduce, node_id, seq_of, temp_dir, wait_seq, Node};
 
 /// The identities pinned in `cairn_server::models::PINNED_MODELS`.
 const FP32: &str = "69e6cc71e6e77d601e8334200340a84d456d4f5bb17bba4cc051ae402723d793";
@@ -59,7 +60,9 @@ fn recall(
     serde_json::from_slice(&o.stdout).expect("recall JSON")
 }
 
-#[tokio::test]
+// Multi-threaded: the SDK connections the polls opened to the replica answer its shutdown's GOAWAY while the
+// test thread waits for it to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_moves_to_the_int8_model_resuming_after_a_crash() {
     let dir = temp_dir();
     let data = dir.path().join("node");
@@ -141,6 +144,23 @@ async fn a_namespace_moves_to_the_int8_model_resuming_after_a_crash() {
     let node = Node::start(&data).expect("restart");
     let mid = recall(&node, &state, q, None);
     assert_eq!(mid["verified"]["model"], FP32, "{mid}");
+
+    // A replica follows the namespace before the model changes.
+    let rdata = dir.path().join("replica");
+    let mut replica = Node::start(&rdata).expect("replica");
+    introduce(&node, &replica);
+    let o = replica.cli(&["follow", "--ns", NS, "--from", &node_id(&node)]);
+    assert!(o.status.success(), "follow: {}", stderr(&o));
+    let mid_seq = seq_of(&node, NS).await;
+    let limit = std::time::Duration::from_secs(60);
+    assert_eq!(
+        wait_seq(&replica, NS, mid_seq, limit).await,
+        mid_seq,
+        "the replica caught up"
+    );
+    let rstate = dir.path().join("replica-client-state.json");
+    let r = recall(&replica, &rstate, q, None);
+    assert_eq!(r["verified"]["model"], FP32, "{r}");
     let o = node.cli(&["--json", "migrate", "--ns", NS, "--to-model", INT8]);
     assert!(o.status.success(), "migrate: {}", stderr(&o));
     let done: serde_json::Value = serde_json::from_slice(&o.stdout).expect("migrate JSON");
@@ -200,6 +220,27 @@ async fn a_namespace_moves_to_the_int8_model_resuming_after_a_crash() {
     assert!(o.status.success(), "verify before: {}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
     assert_eq!(v["verified"]["model"], FP32, "{v}");
+
+    // The replica follows across the change: its answers verify under the int8 model, its queries embedded
+    // with it, also after it restarts.
+    assert!(
+        wait_seq(&replica, NS, after_seq, limit).await >= after_seq,
+        "the replica followed the change"
+    );
+    let r = recall(&replica, &rstate, q, None);
+    assert_eq!(r["verified"]["model"], INT8, "{r}");
+    assert_eq!(r["verified"]["query_bound"], true, "{r}");
+    assert!(
+        r["hits"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("peanuts"),
+        "{r}"
+    );
+    replica.stop();
+    let replica = Node::start(&rdata).expect("replica restart");
+    let r = recall(&replica, &rstate, q, None);
+    assert_eq!(r["verified"]["model"], INT8, "{r}");
 
     // New writes are embedded with the int8 model; the namespace lists it.
     let o = node.cli(&["remember", "--ns", NS, "Hana keeps the spare office key"]);

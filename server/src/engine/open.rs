@@ -194,6 +194,31 @@ impl Engine {
                     continue;
                 }
             };
+            // A replica embeds queries with the model its latest root names (the owner may have moved it).
+            if space.owner.is_some() && space.external().is_none() {
+                let named = space.with_commit(|c| c.root().map(|r| r.record.model))?;
+                if let Some(h) = named.filter(|h| *h != embedder.info().hash) {
+                    let e = match loaded.get(&h) {
+                        Some(e) => Ok(e.clone()),
+                        None => migrate::load_model(cfg.models.as_ref(), &h).await,
+                    };
+                    match e {
+                        Ok(e) => {
+                            loaded.insert(h, e.clone());
+                            space.set_local(Some(e));
+                        }
+                        Err(e) => {
+                            let why = format!(
+                                "replica {name:?} is embedded with model {} that this node cannot run ({e}); \
+                                 install it (cairn model fetch) and restart"
+                            ,hex::encode(h));
+                            tracing::error!(namespace = %name, "{why}");
+                            quarantined.insert(name, why);
+                            continue;
+                        }
+                    }
+                }
+            }
             if let Some(why) = fork {
                 tracing::error!(namespace = %name, "{why}; writes refused");
                 forks.insert(name.clone(), why);

@@ -241,16 +241,20 @@ impl Engine {
         if out.root.record.seq <= cur_seq {
             return Ok(None);
         }
-        // The model the roots must commit: the external one named when following, else this node's own.
-        let (dim, model) = space.external().map_or_else(
-            || (self.embedder.info().dim, self.embedder.info().hash),
-            |m| (m.dim.into(), m.hash()),
-        );
+        // The model the roots must commit: the external one named when following, else one this node runs (its
+        // own, or another installed model the owner moved the namespace to with `cairn migrate`).
+        let (dim, model) = match space.external() {
+            Some(m) => (m.dim.into(), m.hash()),
+            None => match self.model(&out.root.record.model).await {
+                Ok(e) => (e.info().dim, e.info().hash),
+                Err(_) => (self.embedder.info().dim, self.embedder.info().hash),
+            },
+        };
         if out.root.record.dim as usize != dim || out.root.record.model != model {
             let named = match space.external() {
                 Some(m) => format!("the model named when following ({})", m.label()),
-                None => "this node's model; for a namespace of an external model, follow it with \
-                          --external-model NAME --dim N"
+                None => "this node's model or one installed here (cairn model fetch installs a model); for a \
+                          namespace of an external model, follow it with --external-model NAME --dim N"
                     .to_owned(),
             };
             return Err(StepError::Rejected(format!(
@@ -546,7 +550,28 @@ impl Engine {
             .map_err(NodeError::from)
         };
         let sp = space.clone();
+        // The model the step's root names (an owner may have moved the namespace): queries embed with it from
+        // the moment the graph is swapped in.
+        let local = match space.external() {
+            Some(_) => None,
+            None if root.record.model == self.embedder.info().hash => Some(None),
+            None => Some(Some(self.model(&root.record.model).await?)),
+        };
+        let current = space
+            .local()
+            .map_or(self.embedder.info().hash, |e| e.info().hash);
         match graph {
+            StepGraph::Pending(_)
+                if local.as_ref().is_some_and(|l| {
+                    l.as_ref()
+                        .map_or(self.embedder.info().hash, |e| e.info().hash)
+                        != current
+                }) =>
+            {
+                return Err(StepError::Rejected(
+                    "a step that changes the namespace's model must ship the whole graph".into(),
+                ));
+            }
             StepGraph::Applied(commit) => {
                 let (commit, rows) = tokio::task::spawn_blocking(move || {
                     write(&commit, &rows)?;
@@ -555,7 +580,7 @@ impl Engine {
                 .await
                 .map_err(NodeError::from)??;
                 mark("redb");
-                tokio::task::spawn_blocking(move || sp.install_replica(*commit, full, rows))
+                tokio::task::spawn_blocking(move || sp.install_replica(*commit, full, rows, local))
                     .await
                     .map_err(NodeError::from)??;
             }

@@ -641,11 +641,16 @@ impl Space {
         mut commit: Commitment,
         full: bool,
         rows: Vec<(u32, PointRow)>,
+        local: Option<Option<crate::embed::Embedder>>,
     ) -> Result<(), NodeError> {
         let mut rows = rows;
         let mut inner = self.write()?;
         // Checked before anything changes (the caller checked it before its redb commit too).
         replica_rows_fit(inner.rows.len(), full, &mut rows)?;
+        // The model the installed root names, set while readers wait, with the graph it embeds for.
+        if let Some(l) = local {
+            self.set_local(l);
+        }
         let changed = commit.take_changed();
         let seq = commit.root().map_or(0, |r| r.record.seq);
         put_replica_rows(&mut inner, rows, full);
