@@ -159,12 +159,24 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
             "a forgotten memory's new vector is not kept"
         );
 
-        // Resumed: the staged batches are not embedded again.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<MigrateProgress>(64);
+        // Resumed: the staged batches are not embedded again. A write lands while it runs (after it listed what
+        // to embed, before its next report can go out: the one-slot channel holds the first): it is embedded at
+        // the end, under the write lock.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<MigrateProgress>(1);
         let job = {
             let e = e.clone();
             tokio::spawn(async move { e.migrate("notes", new_hash, tx).await })
         };
+        for _ in 0..500 {
+            if !rx.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!rx.is_empty(), "no first report");
+        e.remember("notes", items(310, 1))
+            .await
+            .expect("write during the migration");
         let mut reports = Vec::new();
         while let Some(p) = rx.recv().await {
             reports.push(p);
@@ -173,15 +185,20 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
         assert!(reports[0].resumed > 0, "{reports:?}");
         assert_eq!(done.resumed, reports[0].resumed);
         assert!(done.changed);
-        assert_eq!(done.memories, 304);
-        assert!(
-            done.caught_up <= 5,
-            "at most the writes made meanwhile are embedded at the end"
+        assert_eq!(done.memories, 305);
+        assert_eq!(
+            done.caught_up, 1,
+            "the write made meanwhile is embedded at the end"
         );
         let after = done.root.expect("root");
         assert_eq!(after.record.model, new_hash);
         assert_eq!(after.record.dim, NEW_DIM as u16);
-        assert_eq!(after.record.time_leaves, 304);
+        assert_eq!(after.record.time_leaves, 305);
+        assert_eq!(
+            proven(&e, "notes", &text(310)).await,
+            (new_hash, NEW_DIM as u16),
+            "the memory written meanwhile is found by the new model's vector"
+        );
 
         // One chain: every root from the first to the new one links, signed by the node.
         let chain = e.roots_from("notes", e.node_key(), 1).await.expect("roots");
