@@ -173,23 +173,48 @@ async fn anchored_roots_pass_and_forks_of_an_anchored_seq_fail() {
     // A chain endpoint that accepts connections and never answers: the check gives up at --anchored-timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_at = format!("http://{},{contract}", silent.local_addr().expect("addr"));
+    // In a thread with a bounded wait, so a check without its deadline fails here instead of hanging the test.
     let t0 = std::time::Instant::now();
-    let (ok, _, err) = run(
-        &node,
-        &state,
-        &[
-            "recall",
-            "--ns",
-            "anch",
-            "who moved to Porto",
-            "--verify",
-            "--anchored",
-            &silent_at,
-            "--anchored-timeout",
-            "1s",
-        ],
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (url, state, silent_at) = (node.url.clone(), state.clone(), silent_at.clone());
+        let token = node.token.clone();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(cairn_bin());
+            cmd.args([
+                "--json",
+                "--node",
+                &url,
+                "recall",
+                "--ns",
+                "anch",
+                "who moved to Porto",
+            ])
+            .args([
+                "--verify",
+                "--anchored",
+                &silent_at,
+                "--anchored-timeout",
+                "1s",
+            ])
+            .env("CAIRN_STATE", &state)
+            .env("CAIRN_LOG", "warn")
+            .stdin(Stdio::null());
+            if let Some(t) = token {
+                cmd.env("CAIRN_TOKEN", t);
+            }
+            let _ = tx.send(cmd.output());
+        });
+    }
+    let out = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("--anchored against a silent endpoint did not give up within 30 s")
+        .expect("run cairn");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no answer within"),
+        "{err}"
     );
-    assert!(!ok && err.contains("no answer within"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     drop(silent);
 
@@ -343,30 +368,53 @@ async fn anchored_roots_pass_and_forks_of_an_anchored_seq_fail() {
         "seq 1 must not be anchored yet: {err}"
     );
     auto.cli_json(&["remember", "--ns", "auto", "the hives are moved in May"]);
+    let r = until_anchored(&auto, &state_c, "auto", &anchored).await;
+    assert_eq!(r["verified"]["anchored"]["anchor_seq"], 2, "{r}");
+    drop(auto);
+
+    // By time instead (--anchor-interval, no count): the first root is anchored once the interval has passed.
+    let timed = Node::start_with(
+        &dir.path().join("timed"),
+        &[
+            "--anchor-to",
+            &anchored,
+            "--anchor-key",
+            key_c.to_str().expect("utf-8"),
+            "--anchor-interval",
+            "1s",
+        ],
+    )
+    .expect("node anchoring by time");
+    let state_t = dir.path().join("roots-t.json");
+    timed.cli_json(&["remember", "--ns", "auto", "Lena keeps bees in Coimbra"]);
+    let r = until_anchored(&timed, &state_t, "auto", &anchored).await;
+    assert_eq!(r["verified"]["anchored"]["anchor_seq"], 1, "{r}");
+    drop(chain);
+}
+
+/// Polls (bounded: 60 tries, 30 s) a verified `--anchored` recall of "bees" in `ns` until it passes; panics with
+/// the last refusal otherwise.
+async fn until_anchored(node: &Node, state: &Path, ns: &str, anchored: &str) -> serde_json::Value {
     let mut last = String::new();
-    let mut passed = None;
     for _ in 0..60 {
         let (ok, r, err) = run(
-            &auto,
-            &state_c,
+            node,
+            state,
             &[
                 "recall",
                 "--ns",
-                "auto",
+                ns,
                 "bees",
                 "--verify",
                 "--anchored",
-                &anchored,
+                anchored,
             ],
         );
         if ok {
-            passed = Some(r);
-            break;
+            return r;
         }
         last = err;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let r = passed.unwrap_or_else(|| panic!("the node did not anchor seq 2 within 30 s: {last}"));
-    assert_eq!(r["verified"]["anchored"]["anchor_seq"], 2, "{r}");
-    drop(chain);
+    panic!("the node did not anchor within 30 s: {last}")
 }
