@@ -36,6 +36,7 @@ const METHODS: &[&str] = &[
     "/cairn.v1.Cairn/Share",
     "/cairn.v1.Cairn/Unshare",
     "/cairn.v1.Cairn/ListShares",
+    "/cairn.v1.Cairn/Migrate",
 ];
 
 const INSIDE: &str = "team/a";
@@ -72,6 +73,8 @@ async fn namespaced(c: &CairnClient, op: &str, ns: &str) -> Code {
         // A key that is not a valid node id: INVALID_ARGUMENT once the right is there.
         "Share" => c.share(ns, &"f".repeat(64), true).await.map(drop),
         "Unshare" => c.share(ns, NOBODY, false).await.map(drop),
+        // A model not installed: the stream ends with FAILED_PRECONDITION once the right is there.
+        "Migrate" => c.migrate(ns, &"ab".repeat(32)).await.map(drop),
         other => panic!("no probe for {other}"),
     };
     code(r)
@@ -143,6 +146,7 @@ async fn tokens_gate_every_call() {
         ("MintToken", "admin"),
         ("Share", "admin"),
         ("Unshare", "admin"),
+        ("Migrate", "admin"),
     ];
     for right in ["read", "write", "forget", "admin"] {
         let t = admin

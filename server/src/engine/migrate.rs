@@ -187,7 +187,6 @@ impl Engine {
             let name = ns.to_owned();
             let n = tokio::task::spawn_blocking(move || st.stage(&name, &vectors)).await??;
             done += n as u64;
-            metrics::counter!("cairn_migrated_memories_total").increment(n as u64);
             if progress.send(report(done)).await.is_err() {
                 tracing::info!(
                     namespace = ns,

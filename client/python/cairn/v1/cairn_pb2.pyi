@@ -18,6 +18,40 @@ RECALL_MODE_SEMANTIC: RecallMode
 RECALL_MODE_LEXICAL: RecallMode
 RECALL_MODE_HYBRID: RecallMode
 
+class MigrateRequest(_message.Message):
+    __slots__ = ("namespace", "model")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    model: str
+    def __init__(self, namespace: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class MigrateProgress(_message.Message):
+    __slots__ = ("done", "total", "resumed", "result")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    done: int
+    total: int
+    resumed: int
+    result: MigrateResult
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., resumed: _Optional[int] = ..., result: _Optional[_Union[MigrateResult, _Mapping]] = ...) -> None: ...
+
+class MigrateResult(_message.Message):
+    __slots__ = ("changed", "model", "memories", "caught_up", "root")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    model: str
+    memories: int
+    caught_up: int
+    root: Root
+    def __init__(self, changed: _Optional[bool] = ..., model: _Optional[str] = ..., memories: _Optional[int] = ..., caught_up: _Optional[int] = ..., root: _Optional[_Union[Root, _Mapping]] = ...) -> None: ...
+
 class ExternalModel(_message.Message):
     __slots__ = ("name", "dim")
     NAME_FIELD_NUMBER: _ClassVar[int]

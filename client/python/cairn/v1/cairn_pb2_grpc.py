@@ -155,6 +155,11 @@ class CairnStub:
                 request_serializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceRequest.SerializeToString,
                 response_deserializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceResponse.FromString,
                 _registered_method=True)
+        self.Migrate = channel.unary_stream(
+                '/cairn.v1.Cairn/Migrate',
+                request_serializer=cairn_dot_v1_dot_cairn__pb2.MigrateRequest.SerializeToString,
+                response_deserializer=cairn_dot_v1_dot_cairn__pb2.MigrateProgress.FromString,
+                _registered_method=True)
 
 
 class CairnServicer:
@@ -343,6 +348,17 @@ class CairnServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Migrate(self, request, context):
+        """Moves a namespace this node owns to another embedding model installed on the node (admin on the namespace):
+        every live memory is embedded again with it, and the next root of the same chain names the new model
+        (docs/PROOFS.md, "Model changes"). Streams progress after every batch; the last message carries the result.
+        Interrupted (the caller gone, the node stopped), it keeps what it embedded and resumes when called again.
+        FAILED_PRECONDITION for a replica, a namespace of an external model, or a model the node cannot run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CairnServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -465,6 +481,11 @@ def add_CairnServicer_to_server(servicer, server):
                     servicer.CreateNamespace,
                     request_deserializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceRequest.FromString,
                     response_serializer=cairn_dot_v1_dot_cairn__pb2.CreateNamespaceResponse.SerializeToString,
+            ),
+            'Migrate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Migrate,
+                    request_deserializer=cairn_dot_v1_dot_cairn__pb2.MigrateRequest.FromString,
+                    response_serializer=cairn_dot_v1_dot_cairn__pb2.MigrateProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1116,6 +1137,33 @@ class Cairn:
             '/cairn.v1.Cairn/CreateNamespace',
             cairn_dot_v1_dot_cairn__pb2.CreateNamespaceRequest.SerializeToString,
             cairn_dot_v1_dot_cairn__pb2.CreateNamespaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Migrate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cairn.v1.Cairn/Migrate',
+            cairn_dot_v1_dot_cairn__pb2.MigrateRequest.SerializeToString,
+            cairn_dot_v1_dot_cairn__pb2.MigrateProgress.FromString,
             options,
             channel_credentials,
             insecure,
