@@ -586,6 +586,27 @@ impl CairnClient {
                     name: name.to_owned(),
                     dim,
                 }),
+                model: String::new(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Creates `namespace` for an embedding model installed on the node (`model`: its identity hash, hex) instead
+    /// of the node's own: the node embeds the namespace's texts and queries with it, and its roots commit it.
+    /// Idempotent for the same model.
+    pub async fn create_namespace_with_model(
+        &self,
+        namespace: &str,
+        model: &str,
+    ) -> Result<pb::CreateNamespaceResponse, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .create_namespace(pb::CreateNamespaceRequest {
+                namespace: namespace.to_owned(),
+                external_model: None,
+                model: model.to_owned(),
             })
             .await?
             .into_inner())

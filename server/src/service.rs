@@ -444,6 +444,21 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         self.auth.guard(&meta, "CreateNamespace", &req.namespace)?;
+        if !req.model.is_empty() {
+            let invalid = |m: String| Status::from(crate::error::NodeError::invalid("model", m));
+            if req.external_model.is_some() {
+                return Err(invalid(
+                    "give either external_model or model, not both".into(),
+                ));
+            }
+            let hash = crate::models::parse_hash(&req.model).map_err(invalid)?;
+            let (root, created, label) = self.engine.create_local(&req.namespace, hash).await?;
+            return Ok(Response::new(pb::CreateNamespaceResponse {
+                created,
+                model: label,
+                root: root.as_ref().map(root_message),
+            }));
+        }
         let model = external_model(req.external_model)?;
         let (root, created) = self
             .engine

@@ -2,7 +2,7 @@
 //! its int8 copy (both provisioned by `scripts/provision-model --int8`). The node is killed mid-way and the
 //! migration resumes from what it had embedded; the root chain verifies across the model change; a recall saved
 //! before still verifies, and binds its query, under the fp32 model its root names, and a recall after under the
-//! int8 one. A replica that followed the namespace before follows it across the change, and embeds its queries
+//! int8 one. A namespace can also be created for the int8 model from the start. A replica that followed the namespace before follows it across the change, and embeds its queries
 //! with the int8 model too, also after a restart.
 
 use std::io::{BufRead, BufReader};
@@ -254,6 +254,35 @@ async fn a_namespace_moves_to_the_int8_model_resuming_after_a_crash() {
             .contains("Hana"),
         "{found}"
     );
+    // A namespace created for the int8 model from the start answers under it.
+    let created = node.cli_json(&["create-namespace", "--ns", "agents/int8", "--model", INT8]);
+    assert_eq!(created["created"], true, "{created}");
+    assert_eq!(
+        created["seq"], 1,
+        "the first root is signed at creation: {created}"
+    );
+    let o = node.cli(&[
+        "remember",
+        "--ns",
+        "agents/int8",
+        "Ines waters the office plants on Fridays",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = node.cli_with_state(
+        &state,
+        &[
+            "--json",
+            "recall",
+            "--ns",
+            "agents/int8",
+            "--check-query",
+            "who waters the plants?",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("recall JSON");
+    assert_eq!(r["verified"]["model"], INT8, "{r}");
+
     let listed = node.cli_json(&["namespaces"]);
     let row = listed["namespaces"]
         .as_array()

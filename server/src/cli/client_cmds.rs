@@ -526,9 +526,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             ns,
             external_model,
             dim,
+            model,
         } => {
             let external = external_model.as_deref().zip(dim);
-            let r = client.create_namespace(&ns, external).await?;
+            let r = match &model {
+                Some(m) => client.create_namespace_with_model(&ns, m).await?,
+                None => client.create_namespace(&ns, external).await?,
+            };
             let seq = r.root.as_ref().map_or(0, |r| r.seq);
             if json {
                 print_json(&json!({ "created": r.created, "model": r.model, "seq": seq }));

@@ -83,6 +83,10 @@ pub enum Command {
         /// The external model's dimension.
         #[arg(long, requires = "external_model")]
         dim: Option<u32>,
+        /// Identity hash of a model installed on the node (`cairn model list`) to embed this namespace with
+        /// instead of the node's own.
+        #[arg(long, conflicts_with = "external_model")]
+        model: Option<String>,
     },
     /// Move a namespace to another embedding model installed on the node (`cairn model list`): every memory
     /// is embedded again and the next root names the new model. Interrupted, run it again to resume.

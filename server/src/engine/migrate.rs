@@ -1,4 +1,5 @@
-//! Moving a namespace to another installed embedding model (`cairn migrate`): every live memory is embedded
+//! Namespaces embedded with another installed model than the node's: created for it (CreateNamespace with
+//! `model`), or moved to it (`cairn migrate`). A migration embeds every live memory
 //! again with the new model in batches that are staged durably (so an interrupted migration resumes where it
 //! stopped), then, under the namespace's write lock, what was written meanwhile is embedded too, the rows and the
 //! namespace's model are replaced in one redb transaction, and the graph is rebuilt and committed by the next
@@ -85,6 +86,80 @@ impl Engine {
     /// The embedder of a namespace's texts: the installed model it was moved to, else the node's.
     pub(super) fn embedder_for(&self, space: &Space) -> Embedder {
         space.local().unwrap_or_else(|| self.embedder.clone())
+    }
+
+    /// Creates namespace `ns` for the installed model `hash` (CreateNamespace with `model`): its texts and queries
+    /// are embedded with it, and its first root, signed now, commits it. Idempotent for the same model;
+    /// FAILED_PRECONDITION if the namespace exists with another model or is a replica, or if this node cannot run
+    /// the model. Returns the first (or latest) root, whether it was created now, and the model's id. Runs to
+    /// completion whatever the caller does.
+    pub async fn create_local(
+        self: &Arc<Self>,
+        ns: &str,
+        hash: [u8; 32],
+    ) -> Result<(Option<SignedRoot>, bool, String), NodeError> {
+        validate::namespace(ns)?;
+        if hash == self.embedder.info().hash {
+            let (root, created) = self.create_namespace(ns, None).await?;
+            return Ok((root, created, self.embedder.info().id.clone()));
+        }
+        self.not_forked(ns)?;
+        self.disk_floor()?;
+        let model = self.model(&hash).await?;
+        let gate = self.write_gate().await?;
+        let me = self.clone();
+        let ns = ns.to_owned();
+        tokio::spawn(async move {
+            let _gate = gate;
+            let id = model.info().id.clone();
+            let _g = me.create.lock().await;
+            match me.space(&ns) {
+                Ok(s) => {
+                    let same = s.owner.is_none()
+                        && s.external().is_none()
+                        && s.local().is_some_and(|e| e.info().hash == hash);
+                    if !same {
+                        let has = match (s.owner, s.external(), s.local()) {
+                            (Some(_), _, _) => "it is a replica here; its owner chose its model".to_owned(),
+                            (None, Some(m), _) => format!("it exists with the model {}", m.label()),
+                            (None, None, Some(e)) => format!("it exists with the model {}", e.info().id),
+                            (None, None, None) => {
+                                format!("it exists with the node's model {}", me.embedder.info().id)
+                            }
+                        };
+                        return Err(NodeError::FailedPrecondition(format!(
+                            "namespace {ns:?} cannot be created for {id}: {has} (cairn migrate moves a namespace)"
+                        )));
+                    }
+                    return Ok((s.with_commit(|c| c.root().cloned())?, false, id));
+                }
+                Err(NodeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let (st, name) = (me.state.clone(), ns.clone());
+            tokio::task::spawn_blocking(move || st.create_with_model(&name, hash)).await??;
+            let dir = me.cfg.data_dir.join("hnsw").join(space::dir_name(&ns));
+            let params = HnswParams {
+                dim: model.info().dim,
+                ..me.params
+            };
+            let space = Arc::new(Space::new(ns.clone(), dir, params));
+            space.set_local(Some(model));
+            let (sg, sp) = (me.signing.clone(), space.clone());
+            let root =
+                tokio::task::spawn_blocking(move || sg.with(|s| sp.ensure_root(None, true, s)))
+                    .await??;
+            me.spaces
+                .write()
+                .map_err(|_| NodeError::Task("namespace table poisoned".into()))?
+                .insert(ns.clone(), space);
+            if let Some(r) = &root {
+                let _ = me.roots.send(r.clone());
+            }
+            tracing::info!(namespace = %ns, model = %id, "namespace created");
+            Ok((root, true, id))
+        })
+        .await?
     }
 
     /// Logs, at start-up, migrations an earlier run left unfinished (they resume when `cairn migrate` is run

@@ -211,6 +211,22 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
             .iter()
             .any(|r| r.record.hash() == before.record.hash()));
 
+        // A write whose vectors were made with the old model before the swap is refused when it reaches the
+        // commit (the caller retries), and nothing of it is stored.
+        let late = items(700, 1);
+        let key = cairn_index::record::dedup_key(&late[0].text, &late[0].metadata);
+        let old_vector = Embedder::deterministic(NODE_DIM)
+            .embed(vec![late[0].text.clone()])
+            .await
+            .expect("embed");
+        let vectors = old_vector.into_iter().enumerate().collect();
+        assert!(matches!(
+            e.group_commit("notes", None, node_hash, late, vec![key], vectors)
+                .await,
+            Err(NodeError::FailedPrecondition(_))
+        ));
+        assert_eq!(e.stats(Some("notes")).expect("stats")[0].memories, 305);
+
         // Recall embeds with the new model and proves against the new root; writes take it too.
         assert_eq!(
             proven(&e, "notes", &text(302)).await,
@@ -228,6 +244,37 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
             e.stats(Some("notes")).expect("stats")[0].local_model,
             Some(new_model().info().id.clone())
         );
+
+        // A namespace created for the second model from the start: its first root commits it, writes and queries
+        // embed with it; creating it again is idempotent, for another model refused.
+        let (first, created, id) = e.create_local("fresh", new_hash).await.expect("create");
+        assert!(created);
+        assert_eq!(id, new_model().info().id);
+        let first = first.expect("the first root is signed at creation");
+        assert_eq!(
+            (first.record.model, first.record.dim),
+            (new_hash, NEW_DIM as u16)
+        );
+        e.remember("fresh", items(500, 20)).await.expect("remember");
+        assert_eq!(
+            proven(&e, "fresh", &text(507)).await,
+            (new_hash, NEW_DIM as u16)
+        );
+        let (_, again, _) = e.create_local("fresh", new_hash).await.expect("again");
+        assert!(!again);
+        assert!(matches!(
+            e.create_namespace("fresh", None).await,
+            Err(NodeError::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            e.create_local("plain", [9; 32]).await,
+            Err(NodeError::FailedPrecondition(_))
+        ));
+        e.remember("plain", items(600, 1)).await.expect("plain");
+        assert!(matches!(
+            e.create_local("plain", new_hash).await,
+            Err(NodeError::FailedPrecondition(_))
+        ));
 
         // Migrating again to the same model changes nothing.
         let (tx, _rx) = tokio::sync::mpsc::channel(64);
@@ -247,6 +294,11 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
         assert_eq!(
             proven(&e, "notes", &text(401)).await,
             (new_hash, NEW_DIM as u16)
+        );
+        assert_eq!(
+            proven(&e, "fresh", &text(511)).await,
+            (new_hash, NEW_DIM as u16),
+            "a namespace created for the second model keeps it after a restart"
         );
         // And back to the node's own model.
         let node_hash = e.embedder().info().hash;

@@ -162,10 +162,12 @@ impl Engine {
                         "namespace {ns:?} is a replica here; its owner chose its model"
                     )));
                 }
-                if s.external() != model.as_ref() {
+                if s.external() != model.as_ref() || (model.is_none() && s.local().is_some()) {
+                    let has = s
+                        .local()
+                        .map_or_else(|| label(s.external()), |e| e.info().id.clone());
                     return Err(NodeError::FailedPrecondition(format!(
-                        "namespace {ns:?} exists with the model {}, not {}",
-                        label(s.external()),
+                        "namespace {ns:?} exists with the model {has}, not {}",
                         label(model.as_ref())
                     )));
                 }

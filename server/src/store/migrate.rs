@@ -1,6 +1,6 @@
-//! Durable half of moving a namespace to another embedding model (`cairn migrate`): which installed model each
-//! namespace is embedded with (when not the node's own), the migration under way per namespace, and the vectors
-//! already made with the new model (so an interrupted migration resumes where it stopped).
+//! Namespaces of other installed embedding models than the node's: which model each is embedded with (chosen at
+//! creation, or moved to with `cairn migrate`), the migration under way per namespace, and the vectors already made
+//! with the new model (so an interrupted migration resumes where it stopped).
 
 use std::collections::{HashMap, HashSet};
 
@@ -74,6 +74,24 @@ impl State {
             out.push((k.value().to_owned(), v.value()));
         }
         Ok(out)
+    }
+
+    /// Registers `ns` (which must not hold memories yet) as a namespace embedded with the installed model `model`.
+    pub fn create_with_model(&self, ns: &str, model: [u8; 32]) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(dberr)?;
+        {
+            tx.open_table(NS_MODELS)
+                .map_err(dberr)?
+                .insert(ns, model)
+                .map_err(dberr)?;
+            let mut nst = tx.open_table(super::NAMESPACES).map_err(dberr)?;
+            if nst.get(ns).map_err(dberr)?.is_none() {
+                nst.insert(ns, 0u64).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
     }
 
     /// Every migration under way: (namespace, target model).

@@ -61,12 +61,14 @@ class ExternalModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ...) -> None: ...
 
 class CreateNamespaceRequest(_message.Message):
-    __slots__ = ("namespace", "external_model")
+    __slots__ = ("namespace", "external_model", "model")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     external_model: ExternalModel
-    def __init__(self, namespace: _Optional[str] = ..., external_model: _Optional[_Union[ExternalModel, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, namespace: _Optional[str] = ..., external_model: _Optional[_Union[ExternalModel, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class CreateNamespaceResponse(_message.Message):
     __slots__ = ("created", "model", "root")
