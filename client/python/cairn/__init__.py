@@ -39,6 +39,8 @@ _EXPORTS = {
     "Embeddings": "types",
     "NamespaceInfo": "types",
     "CreatedNamespace": "types",
+    "MigrateProgress": "types",
+    "Migrated": "types",
     "NamespaceStats": "types",
     "Stats": "types",
     "Root": "types",

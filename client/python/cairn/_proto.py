@@ -15,6 +15,8 @@ from .types import (
     Embeddings,
     Hit,
     Memory,
+    MigrateProgress,
+    Migrated,
     MintedToken,
     NamespaceInfo,
     NamespaceStats,
@@ -229,6 +231,17 @@ def external_model(model: str | None, dim: int | None) -> pb.ExternalModel | Non
 
 def created_namespace(r: pb.CreateNamespaceResponse) -> CreatedNamespace:
     return CreatedNamespace(created=r.created, model=r.model, seq=r.root.seq if r.HasField("root") else 0)
+
+
+def migrate_progress(p: pb.MigrateProgress) -> MigrateProgress:
+    return MigrateProgress(done=p.done, total=p.total, resumed=p.resumed)
+
+
+def migrated(p: pb.MigrateProgress) -> Migrated:
+    r = p.result
+    return Migrated(changed=r.changed, model=r.model, model_hash=r.root.model if r.HasField("root") else "",
+                    memories=r.memories, resumed=p.resumed, caught_up=r.caught_up,
+                    seq=r.root.seq if r.HasField("root") else 0)
 
 
 def stats(s: pb.StatsResponse) -> Stats:

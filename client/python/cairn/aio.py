@@ -6,14 +6,14 @@ import builtins
 import os
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
 
 from . import _conn, _proto
 from ._base import MAX_CHAIN, _Base, adrive
-from .errors import from_rpc_error
+from .errors import CairnError, from_rpc_error
 from .pins import PinStore
 from .types import (
     Alert,
@@ -23,6 +23,8 @@ from .types import (
     GetResult,
     Hits,
     Memory,
+    MigrateProgress,
+    Migrated,
     MintedToken,
     NamespaceInfo,
     NewMemory,
@@ -301,10 +303,27 @@ class AsyncCairnClient:
         await self._run(self._b._simple_flow("Follow", req, lambda r: None))
 
     async def create_namespace(self, namespace: str, model: str | None = None,
-                               dim: int | None = None) -> CreatedNamespace:
+                               dim: int | None = None, installed_model: str | None = None) -> CreatedNamespace:
         """Creates `namespace` before its first memory (see CairnClient.create_namespace)."""
-        req = pb.CreateNamespaceRequest(namespace=namespace, external_model=_proto.external_model(model, dim))
+        req = pb.CreateNamespaceRequest(namespace=namespace, external_model=_proto.external_model(model, dim),
+                                        model=installed_model or "")
         return await self._run(self._b._simple_flow("CreateNamespace", req, _proto.created_namespace))
+
+    async def migrate(self, namespace: str, model: str,
+                      on_progress: Callable[[MigrateProgress], None] | None = None) -> Migrated:
+        """Moves `namespace` to another installed embedding model (see CairnClient.migrate)."""
+        stream = self._stub.Migrate(pb.MigrateRequest(namespace=namespace, model=model), metadata=self._b._md)
+        try:
+            async for p in stream:
+                if p.HasField("result"):
+                    return _proto.migrated(p)
+                if on_progress is not None:
+                    on_progress(_proto.migrate_progress(p))
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            stream.cancel()
+        raise CairnError("the node ended the migration without a result; call migrate again to resume")
 
     async def unfollow(self, namespace: str) -> int:
         """Drops a replica namespace; returns how many memories were dropped."""

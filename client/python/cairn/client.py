@@ -5,14 +5,14 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 
 from . import _conn, _proto
 from ._base import MAX_CHAIN, _Base, drive
-from .errors import from_rpc_error
+from .errors import CairnError, from_rpc_error
 from .pins import PinStore
 from .types import (
     Alert,
@@ -22,6 +22,8 @@ from .types import (
     GetResult,
     Hits,
     Memory,
+    MigrateProgress,
+    Migrated,
     MintedToken,
     NamespaceInfo,
     NewMemory,
@@ -281,13 +283,35 @@ class CairnClient:
         self._run(self._b._simple_flow("Follow", req, lambda r: None))
 
     def create_namespace(self, namespace: str, model: str | None = None,
-                         dim: int | None = None) -> CreatedNamespace:
+                         dim: int | None = None, installed_model: str | None = None) -> CreatedNamespace:
         """Creates `namespace` before its first memory. With `model` and `dim`, one whose vectors you bring from
         that external model: every memory then needs `vector` (NewMemory(text, vector=...) or a dict's "vector"),
-        semantic recall takes `vector=`, text queries rank lexically, and its roots commit the model. Idempotent for
-        the same model; another model for an existing namespace is FailedPrecondition."""
-        req = pb.CreateNamespaceRequest(namespace=namespace, external_model=_proto.external_model(model, dim))
+        semantic recall takes `vector=`, text queries rank lexically, and its roots commit the model. With
+        `installed_model` (a model hash, hex, of a model installed on the node), one the node embeds with that model
+        instead of its own. Idempotent for the same model; another model for an existing namespace is
+        FailedPrecondition."""
+        req = pb.CreateNamespaceRequest(namespace=namespace, external_model=_proto.external_model(model, dim),
+                                        model=installed_model or "")
         return self._run(self._b._simple_flow("CreateNamespace", req, _proto.created_namespace))
+
+    def migrate(self, namespace: str, model: str,
+                on_progress: Callable[[MigrateProgress], None] | None = None) -> Migrated:
+        """Moves `namespace` to another embedding model installed on the node (`model`: its hash, hex): every
+        memory is embedded again and the next root names the new model. `on_progress` gets a report after every
+        batch. Interrupted (this call cancelled, the node stopped), it keeps what it embedded: call again to
+        resume. Needs admin on the namespace."""
+        stream = self._stub.Migrate(pb.MigrateRequest(namespace=namespace, model=model), metadata=self._b._md)
+        try:
+            for p in stream:
+                if p.HasField("result"):
+                    return _proto.migrated(p)
+                if on_progress is not None:
+                    on_progress(_proto.migrate_progress(p))
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            stream.cancel()
+        raise CairnError("the node ended the migration without a result; call migrate again to resume")
 
     def unfollow(self, namespace: str) -> int:
         """Drops a replica namespace; returns how many memories were dropped."""

@@ -182,6 +182,31 @@ class CreatedNamespace:
 
 
 @dataclass
+class MigrateProgress:
+    """A migration's progress report: `done` of `total` live memories embedded with the new model, of which
+    `resumed` by an earlier, interrupted run."""
+
+    done: int
+    total: int
+    resumed: int
+
+
+@dataclass
+class Migrated:
+    """What migrate did: `changed` (False when the namespace was on that model already), the model's id and hash,
+    the live memories now embedded with it, how many an earlier run had embedded (`resumed`) and how many were
+    written while it ran (`caught_up`), and the seq of the root that names the new model."""
+
+    changed: bool
+    model: str
+    model_hash: str
+    memories: int
+    resumed: int
+    caught_up: int
+    seq: int
+
+
+@dataclass
 class NamespaceStats:
     namespace: str
     memories: int

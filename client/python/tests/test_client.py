@@ -418,3 +418,44 @@ def test_external_vectors(client, ns):
         client.recall(ns, "entry 9", vector=[0.1] * 5)
     info = [n for n in client.namespaces() if n.namespace == ns]
     assert info and info[0].model == "external:acme-embed-v2/6" and info[0].memories == 12
+
+
+# The int8 copy of all-MiniLM-L6-v2 (scripts/provision-model --int8, which scripts/test runs).
+INT8 = "e0948eea779adacfaaaf79d8b0f143d109fcfc43096a62056cd9e948ef44038b"
+
+
+def test_installed_models_and_migrate(client, ns):
+    """A namespace moves to the int8 model with progress reports, and answers verify under the model its root
+    names; another namespace is created for the int8 model from its first root."""
+    client.remember(ns, TEXTS)
+    before = client.recall(ns, "green tea", k=1, verify=True)
+    fp32 = before.verification.root.model.hex()
+    assert fp32 != INT8
+    seen = []
+    done = client.migrate(ns, INT8, on_progress=seen.append)
+    assert done.changed and done.memories == 3 and done.model_hash == INT8 and "int8" in done.model
+    assert seen and seen[0].total == 3 and seen[-1].done == 3
+    after = client.recall(ns, "green tea", k=1, verify=True)
+    assert after[0].text == TEXTS[0]
+    assert after.verification.root.model.hex() == INT8 and after.verification.seq == done.seq
+    assert not client.migrate(ns, INT8).changed
+    with pytest.raises(cairn.FailedPrecondition):
+        client.migrate(ns, "ab" * 32)
+    with pytest.raises(InvalidArgument):
+        client.migrate(ns, "not a hash")
+
+    other = f"{ns}-int8"
+    made = client.create_namespace(other, installed_model=INT8)
+    assert made.created and made.seq == 1 and "int8" in made.model
+    client.remember(other, TEXTS)
+    hits = client.recall(other, "red bicycle", k=1, verify=True)
+    assert hits[0].text == TEXTS[1] and hits.verification.root.model.hex() == INT8
+
+
+async def test_async_migrate(node, ns):
+    async with node.aclient() as c:
+        await c.remember(ns, TEXTS)
+        done = await c.migrate(ns, INT8)
+        assert done.changed and done.memories == 3
+        made = await c.create_namespace(f"{ns}-int8", installed_model=INT8)
+        assert made.created
