@@ -260,6 +260,22 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
             proven(&e, "fresh", &text(507)).await,
             (new_hash, NEW_DIM as u16)
         );
+        // Compaction rebuilds the graph at the namespace's own dimension, not the node's.
+        let gone: Vec<_> = e
+            .remember("fresh", items(540, 4))
+            .await
+            .expect("remember")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        e.forget("fresh", &gone).await.expect("forget");
+        let space = e.space("fresh").expect("space");
+        e.compact(&space).await.expect("compaction");
+        assert_eq!(space.stats().tombstones, 0);
+        assert_eq!(
+            proven(&e, "fresh", &text(508)).await,
+            (new_hash, NEW_DIM as u16)
+        );
         let (_, again, _) = e.create_local("fresh", new_hash).await.expect("again");
         assert!(!again);
         assert!(matches!(

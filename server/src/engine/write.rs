@@ -640,7 +640,12 @@ impl Engine {
         let _w = space.write.lock().await;
         let sp = space.clone();
         let st = self.state.clone();
-        let params = self.params;
+        // The namespace's own dimension (an external or another installed model's may differ from the node's).
+        let dim = match space.external() {
+            Some(m) => m.dim.into(),
+            None => self.embedder_for(space).info().dim,
+        };
+        let params = HnswParams { dim, ..self.params };
         let sg = self.signing.clone();
         tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
             // From redb, with their vectors (rows in memory hold none); the write lock keeps both the same.
