@@ -292,6 +292,24 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
             Err(NodeError::FailedPrecondition(_))
         ));
 
+        // Recall across namespaces searches only those of the node's model (the others' vectors are not
+        // comparable with the query's).
+        let (hits, _, _) = e
+            .recall(
+                "",
+                Some(Query::Text(text(600))),
+                RecallOpts {
+                    k: 50,
+                    prefix: true,
+                    mode: Some(super::RecallMode::Semantic),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("prefix recall");
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|h| h.memory.record.namespace == "plain"));
+
         // Migrating again to the same model changes nothing.
         let (tx, _rx) = tokio::sync::mpsc::channel(64);
         let again = e.migrate("notes", new_hash, tx).await.expect("again");
