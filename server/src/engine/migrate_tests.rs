@@ -345,4 +345,27 @@ fn a_namespace_moves_to_another_model_on_the_same_chain_and_resumes_when_interru
         );
         e.shutdown().await;
     });
+
+    // A node that can no longer run the second model (removed from its cache) sets its namespace aside, saying
+    // which model to install, and serves the others.
+    runtime().block_on(async {
+        let e = Engine::open(config(dir.path()), Embedder::deterministic(NODE_DIM))
+            .await
+            .expect("open without the second model");
+        match e
+            .recall("fresh", Some(Query::Text(text(507))), RecallOpts::default())
+            .await
+        {
+            Err(NodeError::FailedPrecondition(why)) => {
+                assert!(why.contains(&hex::encode(new_hash)), "{why}")
+            }
+            other => panic!("expected the namespace quarantined, got {other:?}"),
+        }
+        assert_eq!(
+            proven(&e, "notes", &text(9)).await.0,
+            e.embedder().info().hash,
+            "the namespace back on the node's model is served"
+        );
+        e.shutdown().await;
+    });
 }
