@@ -253,9 +253,28 @@ impl PinStore {
 
     /// The whole verify-and-pin step for one answer from `ns`: runs `verify` (one of [`crate::verify`]'s
     /// checks) against the trusted node id and the last root seen, walks the signed chain from that root to the
-    /// answer's, and records the answer's root as the newest seen. This is what the CLI's `--verify` does.
+    /// answer's, and records the answer's root as the newest seen.
     pub async fn verify(
         &mut self,
+        client: &CairnClient,
+        ns: &str,
+        trusted: &[u8; 32],
+        verify: impl FnOnce(
+            &[u8; 32],
+            Option<&LastSeen>,
+        ) -> Result<Verified, cairn_index::proof::VerifyError>,
+    ) -> Result<Verified, PinError> {
+        let v = self.check(client, ns, trusted, verify).await?;
+        self.saw(&v, ns)?;
+        Ok(v)
+    }
+
+    /// [`PinStore::verify`] without recording the root: for a caller that checks more before it trusts the
+    /// answer (witnesses, an anchor, the query's embedding) and calls [`PinStore::saw`] only when all pass, so
+    /// an answer that fails a later check never becomes the root later answers must descend from. The CLI's
+    /// `--verify` works this way.
+    pub async fn check(
+        &self,
         client: &CairnClient,
         ns: &str,
         trusted: &[u8; 32],
@@ -268,7 +287,6 @@ impl PinStore {
         let v =
             verify(trusted, last.as_ref()).map_err(|e| PinError::Verification(e.to_string()))?;
         self.check_chain(client, &v, ns).await?;
-        self.saw(&v, ns)?;
         Ok(v)
     }
 

@@ -443,6 +443,65 @@ async fn roots_survive_restart_and_continue_the_chain() {
     .expect("verifies after restart");
 }
 
+/// An answer whose proof verifies but that fails a later check the caller asked for (here `--witnesses`) is
+/// refused and its root is not recorded as seen: the next answer must still descend from the last root that
+/// passed every check.
+#[tokio::test]
+async fn an_answer_refused_by_a_later_check_is_not_pinned() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let node = seeded(dir.path(), &[]).await;
+    let node_id = stdout(&node.cli(&["id"])).trim().to_owned();
+    let seen = || -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).expect("state file")).expect("json");
+        v["roots"][format!("{node_id}/proofs")]["seq"]
+            .as_u64()
+            .expect("a seen root for proofs")
+    };
+    let recall = |extra: &[&str]| {
+        let mut a = vec!["recall", "--ns", "proofs", "--verify", "--trust", &node_id];
+        a.extend_from_slice(extra);
+        a.push("tea");
+        cli_with_state(&node, &state, &a)
+    };
+    let o = recall(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = seen();
+
+    let c = node.client().await.expect("client");
+    c.remember("proofs", vec![NewMemory::new("Dana brews green tea.")])
+        .await
+        .expect("remember");
+    let newer = c.root("proofs", None).await.expect("root").seq;
+    assert!(newer > first);
+    // `cairn root --json` gives the signed record's bytes, which verify under the node id on their own.
+    let r = node.cli_json(&["root", "--ns", "proofs"]);
+    let signed =
+        SignedRoot::decode(&hex::decode(r["signed"].as_str().expect("signed")).expect("hex"))
+            .expect("a signed root record");
+    signed
+        .verify(Some(&v::parse_node_id(&node_id).expect("id")))
+        .expect("signed by the node");
+    assert_eq!(signed.record.seq, newer);
+    assert_eq!(r["hash"], hex::encode(signed.record.hash()));
+
+    // The proof verifies, but no cosignature from the one witness asked for exists: refused, nothing pinned.
+    let stranger = "cd".repeat(32);
+    let o = recall(&["--witnesses", "1", "--witness", &stranger]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("witness"), "{}", stderr(&o));
+    assert_eq!(
+        seen(),
+        first,
+        "a refused answer's root was recorded as seen"
+    );
+
+    let o = recall(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(seen(), newer);
+}
+
 fn hex_hash(h: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (i, b) in out.iter_mut().enumerate() {

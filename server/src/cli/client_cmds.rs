@@ -330,10 +330,10 @@ struct ProofCtx {
 }
 
 impl ProofCtx {
-    /// Verifies an answer against the trusted node id and the last root seen, follows the root chain from
-    /// there, and records the new root as seen.
+    /// Verifies an answer against the trusted node id and the last root seen and follows the root chain from
+    /// there. The root is recorded as seen only by [`ProofCtx::accept`], once every other check has passed.
     async fn check(
-        &mut self,
+        &self,
         client: &CairnClient,
         ns: &str,
         verify: impl FnOnce(
@@ -341,7 +341,14 @@ impl ProofCtx {
             Option<&v::LastSeen>,
         ) -> Result<Verified, cairn_index::proof::VerifyError>,
     ) -> Result<Verified> {
-        Ok(self.trust.verify(client, ns, &self.trusted, verify).await?)
+        Ok(self.trust.check(client, ns, &self.trusted, verify).await?)
+    }
+
+    /// Records an answer's root as the newest seen, after it passed every check asked for (proof, chain,
+    /// witnesses, anchor, query binding): a root that failed one must not become what later answers descend
+    /// from.
+    fn accept(&mut self, vd: &Verified, ns: &str) -> Result<()> {
+        Ok(self.trust.saw(vd, ns)?)
     }
 }
 
@@ -468,6 +475,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "created_at": r.created_at,
                     "node_id": r.node_id,
                     "signature": r.signature,
+                    "signed": hex::encode(&r.signed),
                 }));
             } else {
                 println!("namespace   {}", r.namespace);
@@ -674,6 +682,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         let unit: Vec<f32> = v.iter().map(|x| x / norm).collect();
                         bound_vector(&resp.proof, &unit)?;
                     }
+                    ctx.accept(&vd, &ns)?;
                     Some((vd, w, anch))
                 }
                 None => None,
@@ -750,6 +759,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     }
                     let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
                     let anch = super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
+                    ctx.accept(&vd, &ns)?;
                     Some((vd, w, anch))
                 }
                 None => None,
@@ -847,6 +857,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
                         let anch =
                             super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
+                        ctx.accept(&vd, &ns)?;
                         last_verified = Some((vd, w, anch));
                         resp
                     }
