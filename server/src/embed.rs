@@ -146,6 +146,23 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// sha256 (lowercase hex) of a file, read in 1 MiB pieces: a file fetched from a peer can be as large as the
+/// offer allows, and is never held whole in memory to be checked.
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 /// A model's manifest after [`check_manifest`]: its identity and the sha256 of each file, by name.
 #[derive(Debug, Clone)]
 pub struct CheckedManifest {

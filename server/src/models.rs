@@ -21,7 +21,7 @@ use iroh::{Endpoint, EndpointAddr, PublicKey, RelayMode, SecretKey, TransportAdd
 use iroh_blobs::protocol::GetManyRequest;
 use iroh_blobs::Hash;
 
-use crate::embed::{check_manifest, sha256_hex};
+use crate::embed::{check_manifest, sha256_file};
 use crate::p2p::ticket::Ticket;
 
 /// ALPN of the model protocol.
@@ -349,8 +349,9 @@ pub struct Fetched {
     pub skipped: Vec<(String, String)>,
 }
 
-/// A temporary directory removed when dropped.
-struct Scratch(PathBuf);
+/// A temporary directory removed when dropped. It holds an exclusive lock on its `.lock` file while it lives,
+/// so a later fetch can tell the scratch of a fetch that was killed (lock free) from a running one's.
+struct Scratch(PathBuf, #[allow(dead_code)] std::fs::File);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -358,11 +359,48 @@ impl Drop for Scratch {
     }
 }
 
+/// Prefix of every scratch directory's name in the cache.
+const SCRATCH_PREFIX: &str = ".scratch-";
+
+/// The lock file inside a scratch directory.
+const SCRATCH_LOCK: &str = ".lock";
+
 fn scratch(cache: &Path, what: &str) -> Result<Scratch, ModelError> {
     let nonce: u64 = rand::random();
-    let dir = cache.join(format!(".{what}-{nonce:016x}"));
+    let dir = cache.join(format!("{SCRATCH_PREFIX}{what}-{nonce:016x}"));
     std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    Ok(Scratch(dir))
+    let lock = std::fs::File::create(dir.join(SCRATCH_LOCK))
+        .map_err(io(format!("cannot create a lock in {}", dir.display())))?;
+    lock.try_lock().map_err(|e| ModelError::Io {
+        what: format!("cannot lock {}", dir.display()),
+        reason: e.to_string(),
+    })?;
+    Ok(Scratch(dir, lock))
+}
+
+/// Removes the scratch directories that fetches killed midway (`kill -9`, power loss) left in the cache: those
+/// whose lock no live process holds. Returns how many went.
+fn sweep_scratch(cache: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
+            continue;
+        }
+        let dir = e.path();
+        // A scratch being created has its lock within microseconds; one without a lock file is a leftover.
+        let free = match std::fs::File::open(dir.join(SCRATCH_LOCK)) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => true,
+        };
+        if free && std::fs::remove_dir_all(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed the scratch of an interrupted model fetch");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// A local-only endpoint (no relay, no address lookup beyond the tickets given) with a fresh key.
@@ -461,6 +499,7 @@ pub async fn fetch(req: &FetchRequest) -> Result<Fetched, ModelError> {
     }
     std::fs::create_dir_all(&req.cache)
         .map_err(io(format!("cannot create {}", req.cache.display())))?;
+    sweep_scratch(&req.cache);
     let store_dir = scratch(&req.cache, "model-fetch")?;
     let store = iroh_blobs::store::fs::FsStore::load(&store_dir.0)
         .await
@@ -576,15 +615,12 @@ async fn from_peer(
             .iter()
             .find(|f| &f.name == name)
             .ok_or("internal: file not wanted")?;
-        let bytes = export(store, f).await?;
-        let got = sha256_hex(&bytes);
+        let got = export(store, f, &stage.0.join(name)).await?;
         if &got != sha {
             return Err(format!(
                 "its {name} has sha256 {got}, the manifest says {sha}: tampered or damaged"
             ));
         }
-        std::fs::write(stage.0.join(name), &bytes)
-            .map_err(|e| format!("cannot write {name}: {e}"))?;
     }
     std::fs::write(stage.0.join("manifest.json"), &offer.manifest)
         .map_err(|e| format!("cannot write manifest.json: {e}"))?;
@@ -593,25 +629,27 @@ async fn from_peer(
     if info.hash != offer.hash {
         return Err("the staged model does not have the identity asked for".into());
     }
-    let runtime_bytes = match (runtime, runtime_pin) {
+    // The runtime library is staged beside the model (outside the model's directory) until it checks.
+    let runtime_stage = scratch(&req.cache, "runtime-stage").map_err(|e| e.to_string())?;
+    let runtime_file = match (runtime, runtime_pin) {
         (Some(f), Some(pin)) => {
-            let bytes = export(store, f).await?;
-            let got = sha256_hex(&bytes);
+            let staged = runtime_stage.0.join(pin.file);
+            let got = export(store, f, &staged).await?;
             if got != pin.sha256 {
                 return Err(format!(
                     "its ONNX Runtime library has sha256 {got}, but {} is pinned for {}",
                     pin.sha256, pin.platform
                 ));
             }
-            Some(bytes)
+            Some(staged)
         }
         _ => None,
     };
     let dir = install_dir(&req.cache, &offer.hash);
     install(&stage.0, &dir).map_err(|e| e.to_string())?;
-    let runtime = match (runtime_bytes, runtime_pin) {
-        (Some(bytes), Some(pin)) => Some(
-            install_runtime(&ort_dir, pin, &bytes, &hex::encode(peer.id))
+    let runtime = match (runtime_file, runtime_pin) {
+        (Some(staged), Some(pin)) => Some(
+            install_runtime(&ort_dir, pin, &staged, &hex::encode(peer.id))
                 .map_err(|e| e.to_string())?,
         ),
         _ => None,
@@ -634,9 +672,7 @@ fn runtime_pin() -> Option<&'static PinnedRuntime> {
 
 /// True if `<cache>/ort` already holds the pinned runtime.
 fn runtime_ok(ort_dir: &Path, pin: &PinnedRuntime) -> bool {
-    std::fs::read(ort_dir.join(pin.file))
-        .map(|b| sha256_hex(&b) == pin.sha256)
-        .unwrap_or(false)
+    sha256_file(&ort_dir.join(pin.file)).is_ok_and(|h| h == pin.sha256)
 }
 
 /// Downloads the files from one peer into the temporary store (each blob BLAKE3-verified as it streams).
@@ -663,24 +699,32 @@ async fn download(
     Ok(())
 }
 
-/// A downloaded file's bytes, checked to be complete and of the size offered.
+/// Copies a downloaded file out of the temporary store to `target` (file to file, never whole in memory: an
+/// offer may name files up to `MAX_FILE_SIZE`), checks it is complete and of the size offered, and returns its
+/// sha256.
 async fn export(
     store: &iroh_blobs::store::fs::FsStore,
     f: &OfferedFile,
-) -> Result<Vec<u8>, String> {
-    let bytes = store
-        .get_bytes(Hash::from_bytes(f.blake3))
+    target: &Path,
+) -> Result<String, String> {
+    let target =
+        std::path::absolute(target).map_err(|e| format!("cannot stage {}: {e}", f.name))?;
+    let size = store
+        .export(Hash::from_bytes(f.blake3), &target)
+        .finish()
         .await
         .map_err(|e| format!("{} did not arrive whole: {e}", f.name))?;
-    if bytes.len() as u64 != f.size {
+    if size != f.size {
         return Err(format!(
-            "its {} is {} bytes, offered as {}",
-            f.name,
-            bytes.len(),
-            f.size
+            "its {} is {size} bytes, offered as {}",
+            f.name, f.size
         ));
     }
-    Ok(bytes.to_vec())
+    let name = f.name.clone();
+    tokio::task::spawn_blocking(move || sha256_file(&target))
+        .await
+        .map_err(|e| format!("hashing {name} stopped: {e}"))?
+        .map_err(|e| format!("cannot read the staged {name}: {e}"))
 }
 
 /// Replaces `dir` with the staged directory (renamed into place; a previous copy is moved aside first).
@@ -703,13 +747,14 @@ fn install(stage: &Path, dir: &Path) -> std::io::Result<()> {
 fn install_runtime(
     ort_dir: &Path,
     pin: &PinnedRuntime,
-    bytes: &[u8],
+    staged: &Path,
     peer: &str,
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(ort_dir)?;
     let path = ort_dir.join(pin.file);
+    // Copied next to its place first (the stage may be on another file system in principle), then renamed.
     let tmp = ort_dir.join(format!(".{}.{:016x}", pin.file, rand::random::<u64>()));
-    std::fs::write(&tmp, bytes)?;
+    std::fs::copy(staged, &tmp)?;
     std::fs::rename(&tmp, &path)?;
     let manifest = serde_json::json!({
         "file": pin.file,
@@ -839,7 +884,12 @@ mod tests {
     fn manifest(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let f: serde_json::Map<String, serde_json::Value> = files
             .iter()
-            .map(|(n, b)| (n.to_string(), serde_json::Value::String(sha256_hex(b))))
+            .map(|(n, b)| {
+                (
+                    n.to_string(),
+                    serde_json::Value::String(crate::embed::sha256_hex(b)),
+                )
+            })
             .collect();
         serde_json::to_vec(&serde_json::json!({ "name": "tiny", "dim": 4, "files": f }))
             .expect("json")
@@ -1040,6 +1090,32 @@ mod tests {
         assert!(!shelf.serves(&[[9; 32]]));
         assert_eq!(model_tags(blobs.clone()).await, fs.len());
         assert!(!full.serves(&[offer.files[0].blake3]));
+    }
+
+    /// A fetch killed midway leaves its scratch directory; the next fetch removes it, but never the scratch of a
+    /// fetch still running (its lock is held), nor anything else in the cache.
+    #[test]
+    fn scratch_left_by_a_killed_fetch_is_swept_and_a_live_one_kept() {
+        let cache = tempfile::tempdir().expect("cache");
+        let live = scratch(cache.path(), "model-fetch").expect("live scratch");
+        // What kill -9 leaves: the directory and its lock file, the lock released with the process.
+        let killed_dir = cache
+            .path()
+            .join(format!("{SCRATCH_PREFIX}model-stage-00000000000000aa"));
+        std::fs::create_dir_all(&killed_dir).expect("dir");
+        std::fs::write(killed_dir.join(SCRATCH_LOCK), b"").expect("lock file");
+        std::fs::write(killed_dir.join("model.onnx"), b"half a model").expect("write");
+        let unlocked = cache
+            .path()
+            .join(format!("{SCRATCH_PREFIX}runtime-stage-0"));
+        std::fs::create_dir_all(&unlocked).expect("dir");
+        std::fs::create_dir_all(cache.path().join("models/keep")).expect("models");
+        assert_eq!(sweep_scratch(cache.path()), 2);
+        assert!(!killed_dir.exists() && !unlocked.exists());
+        assert!(live.0.exists(), "a running fetch's scratch was removed");
+        assert!(cache.path().join("models/keep").exists());
+        drop(live);
+        assert_eq!(sweep_scratch(cache.path()), 0);
     }
 
     #[test]
