@@ -84,6 +84,9 @@ pub struct Target {
     pub contract: Address,
     /// Longest wait for one operation on the chain (a read, or a transaction until its receipt).
     pub timeout: Duration,
+    /// First block searched for anchors: the contract's deployment block, say. Public endpoints cap how many
+    /// blocks one log query may span, and anchors older than this are not seen.
+    pub from_block: u64,
 }
 
 /// Default of [`Target::timeout`].
@@ -116,6 +119,7 @@ impl Target {
             rpc: url,
             contract,
             timeout: DEFAULT_TIMEOUT,
+            from_block: 0,
         })
     }
 }
@@ -293,7 +297,7 @@ pub async fn read(
         .event_signature(CairnAnchor::Anchored::SIGNATURE_HASH)
         .topic1(B256::from(*node_id))
         .topic2(keccak256(ns.as_bytes()))
-        .from_block(0u64);
+        .from_block(target.from_block);
     let logs = within(target.timeout, "reading anchors", async {
         provider.get_logs(&filter).await.map_err(rpc)
     })

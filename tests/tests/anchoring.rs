@@ -265,6 +265,19 @@ async fn anchored_roots_pass_and_forks_of_an_anchored_seq_fail() {
     assert!(ok, "cairn verify --anchored: {err}");
     assert_eq!(v["verified"]["anchored"]["anchor_seq"], 3, "{v}");
 
+    // Anchors are searched from --anchored-from-block on: from the anchor's own block it is found, from a later
+    // block it is not.
+    let block = a3["block"].as_u64().expect("block").to_string();
+    let (ok, r, err) = recall(&["--anchored-from-block", &block]);
+    assert!(ok, "from the anchor's block: {err}");
+    assert_eq!(r["verified"]["anchored"]["anchor_seq"], 3, "{r}");
+    let later = (a3["block"].as_u64().expect("block") + 1_000).to_string();
+    let (ok, _, err) = recall(&["--anchored-from-block", &later]);
+    assert!(
+        !ok,
+        "an anchor before --anchored-from-block was seen: {err}"
+    );
+
     // Too old for the caller's limit.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (ok, _, err) = recall(&["--anchored-max-age", "1s"]);

@@ -99,6 +99,7 @@ pub async fn check(
     };
     let mut target: cairn_client::anchor::Target = spec.parse()?;
     target.timeout = std::time::Duration::from_secs(a.anchored_timeout);
+    target.from_block = a.anchored_from_block;
     let policy = cairn_client::anchor::Policy {
         max_age: a.anchored_max_age,
         max_fetch: a.anchored_max_roots,

@@ -557,6 +557,10 @@ pub struct AnchoredArgs {
     /// With --anchored: longest wait for the chain's RPC endpoint.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_ttl)]
     pub anchored_timeout: u64,
+    /// With --anchored: the first block searched for anchors (the contract's deployment block). Anchors in
+    /// earlier blocks are not seen; public RPC endpoints cap how far back one query may reach.
+    #[arg(long, value_name = "BLOCK", default_value_t = 0)]
+    pub anchored_from_block: u64,
 }
 
 /// The keys whose cosignatures count toward `--witnesses`: only these. Anyone can make fresh keys and cosign a
