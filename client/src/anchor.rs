@@ -3,7 +3,8 @@
 //! The contract (`server/contracts/CairnAnchor.sol`) records anyone's claim that a (node id, namespace) had a
 //! root at a seq, with the signed root record. This module submits anchors, reads them back from the contract's
 //! event log, and checks an answer against them with the pure rule in [`cairn_index::anchor`], fetching the
-//! roots it needs from the node. It talks JSON-RPC over HTTP(S) with alloy.
+//! roots it needs from the node. It talks JSON-RPC over HTTP(S) with alloy (the log read with reqwest directly, to
+//! bound the answer's size).
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,7 +88,13 @@ pub struct Target {
     /// First block searched for anchors: the contract's deployment block, say. Public endpoints cap how many
     /// blocks one log query may span, and anchors older than this are not seen.
     pub from_block: u64,
+    /// Most bytes read of the endpoint's answer listing the anchors: an endpoint cannot make the verifier hold
+    /// more than this in memory.
+    pub max_log_bytes: usize,
 }
+
+/// Default of [`Target::max_log_bytes`]: 64 MiB, about 100,000 anchors.
+pub const DEFAULT_MAX_LOG_BYTES: usize = 64 << 20;
 
 /// Default of [`Target::timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -120,6 +127,7 @@ impl Target {
             contract,
             timeout: DEFAULT_TIMEOUT,
             from_block: 0,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         })
     }
 }
@@ -284,24 +292,70 @@ async fn deploy_inner(
 }
 
 /// Every anchor logged for (`node_id`, `ns`), by any submitter, as the chain reports them (not yet checked:
-/// [`cairn_index::anchor::counted`] keeps those whose signed record verifies).
+/// [`cairn_index::anchor::counted`] keeps those whose signed record verifies). The `eth_getLogs` answer is read
+/// piece by piece and refused once it passes `target.max_log_bytes`, so a hostile endpoint cannot exhaust memory.
 pub async fn read(
     target: &Target,
     node_id: &[u8; 32],
     ns: &str,
 ) -> Result<Vec<Anchor>, AnchorError> {
     ensure_tls();
-    let provider = ProviderBuilder::new().connect_http(target.rpc.clone());
     let filter = Filter::new()
         .address(target.contract)
         .event_signature(CairnAnchor::Anchored::SIGNATURE_HASH)
         .topic1(B256::from(*node_id))
         .topic2(keccak256(ns.as_bytes()))
         .from_block(target.from_block);
-    let logs = within(target.timeout, "reading anchors", async {
-        provider.get_logs(&filter).await.map_err(rpc)
+    let body = serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "eth_getLogs",
+        "params": [filter],
+    }))
+    .map_err(rpc)?;
+    let raw = within(target.timeout, "reading anchors", async {
+        let mut resp = reqwest::Client::new()
+            .post(target.rpc.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(rpc)?;
+        if !resp.status().is_success() {
+            return Err(AnchorError::Rpc(format!(
+                "reading anchors: HTTP {}",
+                resp.status()
+            )));
+        }
+        let mut raw = Vec::new();
+        while let Some(piece) = resp.chunk().await.map_err(rpc)? {
+            if raw.len() + piece.len() > target.max_log_bytes {
+                return Err(AnchorError::Rpc(format!(
+                    "reading anchors: the endpoint's answer passed {} bytes (--anchored-max-mb)",
+                    target.max_log_bytes
+                )));
+            }
+            raw.extend_from_slice(&piece);
+        }
+        Ok(raw)
     })
     .await?;
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        result: Option<Vec<alloy::rpc::types::Log>>,
+        error: Option<serde_json::Value>,
+    }
+    let answer: Answer = serde_json::from_slice(&raw)
+        .map_err(|e| AnchorError::Rpc(format!("reading anchors: {e}")))?;
+    let logs = match (answer.result, answer.error) {
+        (_, Some(e)) => return Err(AnchorError::Rpc(format!("reading anchors: {e}"))),
+        (Some(logs), None) => logs,
+        (None, None) => {
+            return Err(AnchorError::Rpc(
+                "reading anchors: an answer with neither result nor error".into(),
+            ))
+        }
+    };
     let mut out = Vec::with_capacity(logs.len());
     for log in logs {
         // A log that does not decode as the event (another contract at that address) is not an anchor.

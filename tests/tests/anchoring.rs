@@ -218,6 +218,70 @@ async fn anchored_roots_pass_and_forks_of_an_anchored_seq_fail() {
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     drop(silent);
 
+    // An endpoint that answers with an endless list of logs: the check stops reading at --anchored-max-mb and
+    // fails saying so, instead of holding the answer in memory. The endpoint stops by itself after 256 MiB.
+    let flood = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let flood_at = format!("http://{},{contract}", flood.local_addr().expect("addr"));
+    let flooded = std::thread::spawn(move || -> u64 {
+        use std::io::{Read, Write};
+        // A bounded wait for the one connection, so a client that never calls cannot hang the test.
+        let _ = flood.set_nonblocking(true);
+        let t0 = std::time::Instant::now();
+        let mut conn = loop {
+            match flood.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if t0.elapsed() < Duration::from_secs(60) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(_) => return 0,
+            }
+        };
+        let _ = conn.set_nonblocking(false);
+        let mut req = [0u8; 4096];
+        let _ = conn.read(&mut req);
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+        if conn
+            .write_all(format!("{head}{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":[").as_bytes())
+            .is_err()
+        {
+            return 0;
+        }
+        let log = format!(
+            "{{\"address\":\"{}\",\"topics\":[],\"data\":\"0x\"}},",
+            "0x".to_owned() + &"ab".repeat(20)
+        );
+        let piece = log.repeat(1 + (64 << 10) / log.len());
+        let mut sent = 0u64;
+        while sent < 256 << 20 {
+            if conn.write_all(piece.as_bytes()).is_err() {
+                break;
+            }
+            sent += piece.len() as u64;
+        }
+        sent
+    });
+    let (ok, _, err) = run(
+        &node,
+        &state,
+        &[
+            "recall",
+            "--ns",
+            "anch",
+            "who moved to Porto",
+            "--verify",
+            "--anchored",
+            &flood_at,
+            "--anchored-max-mb",
+            "1",
+        ],
+    );
+    assert!(!ok && err.contains("--anchored-max-mb"), "{err}");
+    let sent = flooded.join().expect("flood thread");
+    assert!(
+        sent < 256 << 20,
+        "the client read the whole flood ({sent} bytes)"
+    );
+
     // Nothing anchored yet: an anchored recall fails.
     let (ok, _, err) = recall(&[]);
     assert!(!ok, "an unanchored root passed --anchored");

@@ -100,6 +100,8 @@ pub async fn check(
     let mut target: cairn_client::anchor::Target = spec.parse()?;
     target.timeout = std::time::Duration::from_secs(a.anchored_timeout);
     target.from_block = a.anchored_from_block;
+    target.max_log_bytes =
+        usize::try_from(a.anchored_max_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let policy = cairn_client::anchor::Policy {
         max_age: a.anchored_max_age,
         max_fetch: a.anchored_max_roots,

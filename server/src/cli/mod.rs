@@ -561,6 +561,10 @@ pub struct AnchoredArgs {
     /// earlier blocks are not seen; public RPC endpoints cap how far back one query may reach.
     #[arg(long, value_name = "BLOCK", default_value_t = 0)]
     pub anchored_from_block: u64,
+    /// With --anchored: most MiB read of the chain endpoint's answer listing the anchors (a larger answer fails
+    /// the check rather than fill memory).
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub anchored_max_mb: u64,
 }
 
 /// The keys whose cosignatures count toward `--witnesses`: only these. Anyone can make fresh keys and cosign a
