@@ -314,7 +314,9 @@ pub async fn read(
     }))
     .map_err(rpc)?;
     let raw = within(target.timeout, "reading anchors", async {
-        let mut resp = reqwest::Client::new()
+        // `Client::new()` panics when no TLS backend can start; `build()` reports it instead.
+        let http = reqwest::Client::builder().build().map_err(rpc)?;
+        let mut resp = http
             .post(target.rpc.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)

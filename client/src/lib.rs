@@ -577,19 +577,22 @@ impl CairnClient {
         namespace: &str,
         external: Option<(&str, u32)>,
     ) -> Result<pb::CreateNamespaceResponse, Error> {
-        Ok(self
-            .inner
-            .clone()
-            .create_namespace(pb::CreateNamespaceRequest {
-                namespace: namespace.to_owned(),
-                external_model: external.map(|(name, dim)| pb::ExternalModel {
-                    name: name.to_owned(),
-                    dim,
-                }),
-                model: String::new(),
-            })
-            .await?
-            .into_inner())
+        self.send_create_namespace(pb::CreateNamespaceRequest {
+            namespace: namespace.to_owned(),
+            external_model: external.map(|(name, dim)| pb::ExternalModel {
+                name: name.to_owned(),
+                dim,
+            }),
+            model: String::new(),
+        })
+        .await
+    }
+
+    async fn send_create_namespace(
+        &self,
+        req: pb::CreateNamespaceRequest,
+    ) -> Result<pb::CreateNamespaceResponse, Error> {
+        Ok(self.inner.clone().create_namespace(req).await?.into_inner())
     }
 
     /// Creates `namespace` for an embedding model installed on the node (`model`: its identity hash, hex) instead
@@ -600,16 +603,12 @@ impl CairnClient {
         namespace: &str,
         model: &str,
     ) -> Result<pb::CreateNamespaceResponse, Error> {
-        Ok(self
-            .inner
-            .clone()
-            .create_namespace(pb::CreateNamespaceRequest {
-                namespace: namespace.to_owned(),
-                external_model: None,
-                model: model.to_owned(),
-            })
-            .await?
-            .into_inner())
+        self.send_create_namespace(pb::CreateNamespaceRequest {
+            namespace: namespace.to_owned(),
+            external_model: None,
+            model: model.to_owned(),
+        })
+        .await
     }
 
     /// All namespaces on the node (those the token can see), with owner, latest seq and model.

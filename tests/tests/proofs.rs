@@ -486,9 +486,19 @@ async fn an_answer_refused_by_a_later_check_is_not_pinned() {
     assert_eq!(signed.record.seq, newer);
     assert_eq!(r["hash"], hex::encode(signed.record.hash()));
 
-    // The proof verifies, but no cosignature from the one witness asked for exists: refused, nothing pinned.
+    // The proof verifies, but no cosignature from the one witness asked for exists: refused, nothing pinned,
+    // and no proof file written (a saved file stands for an answer that passed every check).
     let stranger = "cd".repeat(32);
-    let o = recall(&["--witnesses", "1", "--witness", &stranger]);
+    let saved = dir.path().join("refused.proof");
+    let saved_arg = saved.to_str().expect("utf-8 path");
+    let o = recall(&[
+        "--witnesses",
+        "1",
+        "--witness",
+        &stranger,
+        "--proof-out",
+        saved_arg,
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("witness"), "{}", stderr(&o));
     assert_eq!(
@@ -496,10 +506,15 @@ async fn an_answer_refused_by_a_later_check_is_not_pinned() {
         first,
         "a refused answer's root was recorded as seen"
     );
+    assert!(
+        !saved.exists(),
+        "a refused answer's proof was saved to --proof-out"
+    );
 
-    let o = recall(&[]);
+    let o = recall(&["--proof-out", saved_arg]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(seen(), newer);
+    assert!(saved.exists(), "an accepted answer's proof was not saved");
 }
 
 fn hex_hash(h: &str) -> [u8; 32] {

@@ -52,6 +52,16 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         in_flight: usize,
     },
+    /// Query embedding latency: one short text per model call (LoCoMo questions), as a Recall embeds its query.
+    /// The raw model at each intra-op thread count, then through the node's embedding worker (queue included).
+    Embed {
+        /// Questions to embed, one per call.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        /// ONNX Runtime intra-op thread counts to measure (0: the runtime's default, all cores).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![0usize, 1, 2])]
+        threads: Vec<usize>,
+    },
     /// Recall latency at growing namespace sizes.
     Recall {
         /// Sizes to measure at (memories).
@@ -467,6 +477,58 @@ async fn bench_ingest(args: &Args, n: usize, in_flight: usize) -> Result<()> {
     let e2e = ingest(&client, "bench/ingest", &texts, in_flight).await?;
     println!("end-to-end Remember, batches of 32, {in_flight} in flight: {e2e:.1} memories/s");
     println!("ingest ratio (end-to-end / raw): {:.3}", e2e / raw);
+    Ok(())
+}
+
+async fn bench_embed(args: &Args, queries: usize, threads: &[usize]) -> Result<()> {
+    let mut qs: Vec<String> = read_jsonl(&data_root(args).join("locomo/flat/questions.jsonl"))?
+        .iter()
+        .filter_map(|v| v["question"].as_str().map(str::to_owned))
+        .collect();
+    qs.truncate(queries);
+    for &t in threads {
+        let mut cfg = embed_config();
+        cfg.threads = (t > 0).then_some(t);
+        let (info, mut model) = load_model(&cfg)?;
+        for q in qs.iter().take(20) {
+            model
+                .embed(std::slice::from_ref(q), Some(1))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let mut lat = Vec::with_capacity(qs.len());
+        for q in &qs {
+            let t0 = Instant::now();
+            model
+                .embed(std::slice::from_ref(q), Some(1))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let label = if t == 0 {
+            "default".to_owned()
+        } else {
+            t.to_string()
+        };
+        summary(
+            &format!("raw model ({}), intra-op threads {label}", info.id),
+            "ms",
+            lat,
+        );
+    }
+    let worker = cairn_server::embed::Embedder::start(&embed_config())?;
+    for q in qs.iter().take(20) {
+        worker.embed(vec![q.clone()]).await?;
+    }
+    let mut lat = Vec::with_capacity(qs.len());
+    for q in &qs {
+        let t0 = Instant::now();
+        worker.embed(vec![q.clone()]).await?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    summary(
+        "node embedding worker (queue + model), default threads",
+        "ms",
+        lat,
+    );
     Ok(())
 }
 
@@ -1348,6 +1410,7 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32, mode: &str
     let (mut sizes, mut answer_ms, mut verify_ms, mut decode_ms, mut nodes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut recall_sum = 0.0;
+    let mut qembed_ms = Vec::new();
     let mut responses = Vec::with_capacity(qs.len());
     for q in &qs {
         let t = Instant::now();
@@ -1360,6 +1423,12 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32, mode: &str
             .send_full()
             .await?;
         answer_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        if mode == cairn_proto::v1::RecallMode::Hybrid {
+            // What embedding the question costs on its own (an Embed call of the same text), to split the answer.
+            let t = Instant::now();
+            client.embed(vec![q.clone()]).await?;
+            qembed_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
         sizes.push(resp.proof.len() as f64 / 1024.0);
         // Verified once here so a bad proof fails the run; timed below, after all queries.
         cairn_client::verify::recall_query(ns, &asked, Some(q), 0, &resp, &trusted, None)
@@ -1414,13 +1483,20 @@ async fn bench_proofs(args: &Args, ns: &str, queries: usize, ef: u32, mode: &str
         "ms",
         answer_ms,
     );
+    if mode == cairn_proto::v1::RecallMode::Hybrid {
+        summary(
+            "  Embed call of the question alone (the answer's embedding share)",
+            "ms",
+            qembed_ms,
+        );
+    }
     summary("client verify", "ms", verify_ms);
     if semantic {
         summary("  of which: proof decode alone", "ms", decode_ms);
     }
     if semantic {
         println!(
-            "recall@10 of the proof search vs exact f32 search: {:.4}",
+            "recall@10 of the proof search vs the node's exact search (same int8 codes): {:.4}",
             recall_sum / qs.len() as f64
         );
     }
@@ -1806,6 +1882,7 @@ async fn main() -> Result<()> {
     match &args.cmd {
         Cmd::Ingest { n, in_flight } => bench_ingest(&args, *n, *in_flight).await,
         Cmd::Recall { sizes, queries } => bench_recall(&args, sizes, *queries).await,
+        Cmd::Embed { queries, threads } => bench_embed(&args, *queries, threads).await,
         Cmd::Scifact => bench_scifact(&args).await,
         Cmd::Locomo {
             text,

@@ -641,7 +641,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                             )
                         })
                         .await?;
-                    if let Some(path) = &proof.proof_out {
+                    // The proof file is written only once every check asked for has passed.
+                    let to_save = if let Some(path) = &proof.proof_out {
                         let items = saved_items(resp.hits.iter().map(|h| (&h.id, &h.record)))?;
                         let scores = resp.hits.iter().map(|h| h.score).collect();
                         let filtered = resp
@@ -660,17 +661,19 @@ pub async fn run(cli: Cli) -> Result<()> {
                             }
                             _ => Kind::Recall(scores, asked),
                         };
-                        save_proof(
+                        Some((
                             path,
-                            &ProofFile {
+                            ProofFile {
                                 kind,
                                 namespace: ns.clone(),
                                 items,
                                 proof: resp.proof.clone(),
                                 cosigs: v::parse_cosigs(&resp.cosignatures),
                             },
-                        )?;
-                    }
+                        ))
+                    } else {
+                        None
+                    };
                     let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
                     let anch = super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
                     if check_query {
@@ -681,6 +684,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                         let unit: Vec<f32> = v.iter().map(|x| x / norm).collect();
                         bound_vector(&resp.proof, &unit)?;
+                    }
+                    if let Some((path, file)) = &to_save {
+                        save_proof(path, file)?;
                     }
                     ctx.accept(&vd, &ns)?;
                     Some((vd, w, anch))
@@ -743,6 +749,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                             v::get_keys(&ns, &keys, &resp, trusted, last)
                         })
                         .await?;
+                    let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
+                    let anch = super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
+                    // The proof file is written only once every check asked for has passed.
                     if let Some(path) = &proof.proof_out {
                         save_proof(
                             path,
@@ -757,8 +766,6 @@ pub async fn run(cli: Cli) -> Result<()> {
                             },
                         )?;
                     }
-                    let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
-                    let anch = super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
                     ctx.accept(&vd, &ns)?;
                     Some((vd, w, anch))
                 }
@@ -840,6 +847,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                                 v::list(&ns, &range, &resp, trusted, last)
                             })
                             .await?;
+                        let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
+                        let anch =
+                            super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
+                        // The proof file is written only once every check asked for has passed.
                         if let Some(path) = &proof.proof_out {
                             save_proof(
                                 path,
@@ -854,9 +865,6 @@ pub async fn run(cli: Cli) -> Result<()> {
                                 },
                             )?;
                         }
-                        let w = check_witnesses(&proof, &vd, &resp.cosignatures)?;
-                        let anch =
-                            super::anchor_cmd::check(&proof.anchored, &client, &vd, &ns).await?;
                         ctx.accept(&vd, &ns)?;
                         last_verified = Some((vd, w, anch));
                         resp

@@ -65,9 +65,17 @@ pub(super) fn drop_in(tx: &redb::WriteTransaction, ns: &str) -> Result<(), Store
 impl State {
     /// Every namespace embedded with an installed model other than the node's, with that model's hash.
     pub fn namespace_models(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
+        self.model_table(NS_MODELS)
+    }
+
+    /// Every row of a namespace → model hash table.
+    fn model_table(
+        &self,
+        def: TableDefinition<&str, [u8; 32]>,
+    ) -> Result<Vec<(String, [u8; 32])>, StoreError> {
         let db = self.db()?;
         let tx = db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(NS_MODELS).map_err(dberr)?;
+        let t = tx.open_table(def).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(dberr)? {
             let (k, v) = item.map_err(dberr)?;
@@ -96,15 +104,7 @@ impl State {
 
     /// Every migration under way: (namespace, target model).
     pub fn migrations(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
-        let db = self.db()?;
-        let tx = db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(MIGRATIONS).map_err(dberr)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(dberr)? {
-            let (k, v) = item.map_err(dberr)?;
-            out.push((k.value().to_owned(), v.value()));
-        }
-        Ok(out)
+        self.model_table(MIGRATIONS)
     }
 
     /// Records a migration of `ns` to `target`. A migration to another target under way is replaced and its
